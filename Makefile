@@ -1,0 +1,48 @@
+# stickylab: `make run` starts a local cluster, `make test` runs every test. Both install what they need.
+SHELL := /bin/bash
+SWIFT ?= swift
+SWIFT_BUILD_FLAGS ?=
+CONFIG ?= Configs/cluster.yml
+PYTHON := .venv/bin/python
+RELEASE_BIN := .build/release
+DEBUG_BIN := .build/debug
+
+.PHONY: all deps build build-release run test test-swift test-python bench lint format clean
+
+all: build
+
+## deps: Debian packages, the Python venv and the socket.io client bundle, only when missing.
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
+
+build-release: deps
+	$(SWIFT) build -c release $(SWIFT_BUILD_FLAGS)
+
+## run: build in release mode and start a local cluster (Redis, instances, proxy); Ctrl-C stops it all.
+run: build-release
+	$(RELEASE_BIN)/cluster up --config $(CONFIG)
+
+## test: every test: Swift unit, integration and end-to-end tests, then the interop and browser tests.
+test: deps
+	$(SWIFT) build --build-tests $(SWIFT_BUILD_FLAGS)
+	$(SWIFT) test --skip-build $(SWIFT_BUILD_FLAGS)
+	$(MAKE) --no-print-directory test-python
+
+test-python:
+	STICKYLAB_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/interop Tests/browser
+
+## bench: benchmarks against references measured in the same run; figures go to docs/benchmarks.md.
+bench: build-release
+	STICKYLAB_BIN=$(RELEASE_BIN) $(PYTHON) bench/run.py
+
+lint:
+	$(SWIFT) format lint --strict --recursive --parallel Package.swift Sources Tests
+
+format:
+	$(SWIFT) format --in-place --recursive --parallel Package.swift Sources Tests
+
+clean:
+	rm -rf .build .state

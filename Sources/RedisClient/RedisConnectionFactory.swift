@@ -1,0 +1,88 @@
+import NIOCore
+import NIOPosix
+
+/// Opens a TCP connection to Redis with a command handler on it, then authenticates and selects the
+/// database. Used for command connections and, before they switch to pub/sub mode, subscriber ones.
+enum RedisConnectionFactory {
+    struct Connection: Sendable {
+        let channel: any Channel
+        let handler: NIOLoopBound<RedisCommandHandler>
+    }
+
+    static func connect(
+        _ configuration: RedisConfiguration,
+        eventLoopGroup: any EventLoopGroup,
+        selectDatabase: Bool = true
+    ) async throws -> Connection {
+        let endpoint = configuration.endpoint
+        let bootstrap = ClientBootstrap(group: eventLoopGroup)
+            .connectTimeout(TimeAmount(configuration.connectTimeout))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.socketOption(.so_keepalive), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = try RedisCommandHandler(endpoint: endpoint, commandTimeout: configuration.commandTimeout)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
+        } catch {
+            throw RedisError.connectFailed(endpoint: endpoint, reason: Self.describe(error))
+        }
+        do {
+            let handler = try await channel.eventLoop.submit {
+                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisCommandHandler.self), eventLoop: channel.eventLoop)
+            }.get()
+            var handshake: [[RESPArgument]] = []
+            if let password = configuration.password {
+                if let username = configuration.username {
+                    handshake.append(["AUTH", RESPArgument(username), RESPArgument(password)])
+                } else {
+                    handshake.append(["AUTH", RESPArgument(password)])
+                }
+            }
+            if selectDatabase, configuration.database != 0 {
+                handshake.append(["SELECT", RESPArgument(configuration.database)])
+            }
+            if !handshake.isEmpty {
+                let replies = try await send(handshake, on: channel)
+                for (command, reply) in zip(handshake, replies) {
+                    guard case .error(let message) = reply else { continue }
+                    if command.first == "AUTH" {
+                        throw RedisError.authenticationFailed(endpoint: endpoint, message: message)
+                    }
+                    throw RedisError.server(message: "SELECT \(configuration.database): \(message)")
+                }
+            }
+            return Connection(channel: channel, handler: handler)
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+    }
+
+    /// Writes a batch as one contiguous write and waits for its replies.
+    static func send(_ commands: [[RESPArgument]], on channel: any Channel) async throws -> [RESPValue] {
+        var payload = channel.allocator.buffer(capacity: 64 * commands.count)
+        for command in commands { try RESPEncoder.encode(command, into: &payload) }
+        let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
+        channel.writeAndFlush(RedisRequest(payload: payload, replyCount: commands.count, promise: promise), promise: nil)
+        return try await promise.futureResult.get()
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? RedisError { return error.description }
+        if case ChannelError.connectTimeout(let amount)? = error as? ChannelError {
+            return "connect timed out after \(Duration(amount))"
+        }
+        let text = String(describing: error)
+        if text.contains("connection refused") || text.contains("Connection refused") { return "connection refused" }
+        return text
+    }
+}
+
+extension Duration {
+    init(_ amount: TimeAmount) { self = .nanoseconds(amount.nanoseconds) }
+}

@@ -1,0 +1,15 @@
+import Crypto
+
+/// A Lua script with its SHA1, run with `RedisClient.evalScript` (EVALSHA, SCRIPT LOAD on NOSCRIPT).
+public struct RedisScript: Sendable, Hashable {
+    public let source: String
+    public let sha1: String
+
+    public init(_ source: String) {
+        self.source = source
+        self.sha1 = Insecure.SHA1.hash(data: Array(source.utf8)).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+}
