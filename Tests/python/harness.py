@@ -1,0 +1,137 @@
+"""Shared helpers for the Python-driven tests (interop, browser, acceptance): a real redis-server on a
+free loopback port, the built executables, free ports, waiting on a port. Import with
+`sys.path.insert(0, <repo>/Tests/python)` or through the conftest.py files that do it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("STICKYLAB_BIN", REPO / ".build" / "debug"))
+SOCKETIO_JS = REPO / ".deps" / "socket.io.min.js"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_listening(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(what: str, condition, timeout: float = 15.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    value = condition()
+    if value:
+        return value
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def executable(name: str) -> Path:
+    path = BIN / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: build first (`swift build`), or set STICKYLAB_BIN")
+    return path
+
+
+class RedisServer:
+    """redis-server on a free loopback port in a temporary folder; kill() and start() simulate a crash."""
+
+    def __init__(self, password: str | None = None, appendonly: bool = False):
+        self.port = free_port()
+        self.password = password
+        self.appendonly = appendonly
+        self.dir = Path(tempfile.mkdtemp(prefix="stickylab-redis-"))
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}"
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--logfile", str(self.dir / "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(f"redis-server on port {self.port}", lambda: self.process.poll() is None and is_listening(self.port))
+
+    def kill(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def restart(self):
+        self.kill()
+        self.start()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Program:
+    """A built executable started in its own process group, output captured to a log file."""
+
+    def __init__(self, name: str, args: list[str] | None = None, env: dict[str, str] | None = None, log_dir: Path | None = None):
+        self.name = name
+        self.log_path = Path(log_dir or tempfile.mkdtemp(prefix=f"stickylab-{name}-")) / f"{name}-{free_port()}.log"
+        self._log = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.process = subprocess.Popen([str(executable(name)), *(args or [])], env=full_env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.process.wait()
+        finally:
+            self._log.close()
+
+    def kill(self):
+        self.signal(signal.SIGKILL)
+        self.process.wait()
