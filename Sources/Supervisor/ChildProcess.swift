@@ -33,8 +33,11 @@ public struct ChildProcess: Sendable {
     }
 
     /// A shell command, run as `/bin/sh -c COMMAND`, so that `$PORT` and pipes work as in a Procfile.
+    /// A simple command is exec'd by the shell, so that the app itself is the process that gets
+    /// SIGTERM and whose exit is watched (dash does not do that by itself).
     public static func shell(_ command: String, environment: [String: String], source: String, index: Int? = nil) -> ChildProcess {
-        ChildProcess(executable: "/bin/sh", arguments: ["-c", command], environment: environment, source: source, index: index)
+        ChildProcess(
+            executable: "/bin/sh", arguments: ["-c", ShellCommand.execPrefixed(command)], environment: environment, source: source, index: index)
     }
 
     public enum Outcome: Sendable, Equatable {
@@ -135,5 +138,33 @@ public enum ProcessGroup {
     public static func signal(_ pgid: pid_t, _ signal: Int32) -> Bool {
         guard pgid > 1 else { return false }
         return kill(-pgid, signal) == 0
+    }
+}
+
+/// Shell command text.
+public enum ShellCommand {
+    /// `exec CMD` for a simple command (leading `NAME=value` assignments kept in front); a compound
+    /// command (`;`, `&&`, `|`, `&`, a subshell, a keyword) is returned as it is.
+    public static func execPrefixed(_ command: String) -> String {
+        let trimmed = command.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty, !trimmed.contains(where: { ";&|\n(){}`".contains($0) }) else { return command }
+        var words = trimmed.split(separator: " ", omittingEmptySubsequences: true)
+        var assignments: [Substring] = []
+        while let first = words.first, isAssignment(first) {
+            assignments.append(first)
+            words.removeFirst()
+        }
+        guard let program = words.first else { return command }
+        let keywords: Set<Substring> = ["exec", "if", "for", "while", "until", "case", "!", "[[", "function", "select", "time"]
+        guard !keywords.contains(program), !program.contains(where: { "='\"$\\".contains($0) }) else { return command }
+        let rest = trimmed.dropFirst(trimmed.distance(from: trimmed.startIndex, to: program.startIndex))
+        return (assignments.map(String.init) + ["exec", String(rest)]).joined(separator: " ")
+    }
+
+    static func isAssignment(_ word: Substring) -> Bool {
+        guard let equals = word.firstIndex(of: "="), equals != word.startIndex else { return false }
+        let name = word[..<equals]
+        guard let first = name.first, first.isLetter || first == "_" else { return false }
+        return name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" } && !word[equals...].contains(where: { "\"'$".contains($0) })
     }
 }

@@ -104,7 +104,7 @@ public enum ClusterUp {
             source: "cluster",
             "starting \(config.app.instances) instance\(config.app.instances == 1 ? "" : "s") of '\(config.app.command)'"
                 + (redisPort != nil ? ", an embedded Redis" : "") + (proxyCommand != nil ? " and sticky-proxy on port \(proxyPort)" : "")
-                + " (restart policy \(config.restartPolicy.rawValue)\(config.timeScale == 1 ? "" : ", time scale \(config.timeScale)"); state in \(stateDirectory.url.path)"
+                + " (restart policy \(config.restartPolicy.rawValue)\(config.timeScale == 1 ? "" : ", time scale \(config.timeScale)")); state in \(stateDirectory.url.path)"
         )
         let supervisor = ClusterSupervisor(
             config: config, stateDirectory: stateDirectory, logs: logs, launch: launch, pidRecord: record, proxyCommand: proxyCommand,

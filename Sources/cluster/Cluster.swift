@@ -125,18 +125,24 @@ struct Status: AsyncParsableCommand {
 struct Scale: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Change the instance count: N, +k or -k (scale-down removes the highest indices first).")
-    @Argument(help: "N, +k or -k.")
-    var count: String
     @Flag(name: .long, help: "Return once every instance is running (or removed).")
     var wait = false
     @OptionGroup var state: StateOption
+    // Collected after the options so that `-1` is read as a count, not as an option.
+    @Argument(parsing: .allUnrecognized, help: "N, +k or -k.")
+    var count: [String] = []
 
     func validate() throws {
-        guard ScaleRequest(count) != nil else { throw ValidationError("'\(count)' is not a count: give N, +k or -k (for example 5, +2, -1)") }
+        guard count.count == 1, let text = count.first else {
+            throw ValidationError(
+                count.isEmpty ? "give the instance count: N, +k or -k (for example 5, +2, -1)" : "give one count, not \(count.joined(separator: " "))"
+            )
+        }
+        guard ScaleRequest(text) != nil else { throw ValidationError("'\(text)' is not a count: give N, +k or -k (for example 5, +2, -1)") }
     }
 
     func run() async throws {
-        try await control(ControlRequest(command: .scale, scale: count, wait: wait), state: state)
+        try await control(ControlRequest(command: .scale, scale: count.first, wait: wait), state: state)
     }
 }
 
@@ -224,7 +230,7 @@ struct Logs: AsyncParsableCommand {
     var index: Int?
     @Flag(name: .shortAndLong, help: "Keep printing new lines until interrupted.")
     var follow = false
-    @Option(name: .shortAndLong, help: "How many recent lines.")
+    @Option(name: [.customShort("n"), .long], help: "How many recent lines.")
     var lines = 100
     @OptionGroup var state: StateOption
 
