@@ -28,7 +28,7 @@ public struct ProxyAdmin: Sendable {
         (try? await Probe.http(port: port, path: "/health", timeout: timeout).status) == 200
     }
 
-    /// GET /routes, summed per instance GUID.
+    /// GET /routes, per instance GUID.
     public func endpointStats() async throws -> [String: EndpointStats] {
         let response = try await Probe.http(port: port, path: "/routes", headers: [("Authorization", "Bearer \(token)")], timeout: timeout)
         guard response.status == 200 else {
@@ -48,7 +48,7 @@ public struct ProxyAdmin: Sendable {
     }
 }
 
-/// One instance's counters in the proxy, summed over the routes it is registered under.
+/// One instance's counters in the proxy (shared by the routes it is registered under).
 public struct EndpointStats: Sendable, Equatable {
     public var inFlight = 0
     public var requestsTotal = 0
@@ -85,10 +85,12 @@ public struct EndpointStats: Sendable, Equatable {
             }
             for case let endpoint as [String: Any] in endpoints {
                 guard let guid = endpoint["private_instance_id"] as? String else { continue }
+                // sticky-proxy (like gorouter) shares one set of counters between an instance's routes:
+                // the same endpoint listed under two URIs is counted once.
                 var stats = result[guid] ?? EndpointStats()
-                stats.inFlight += (endpoint["in_flight"] as? Int) ?? 0
-                stats.requestsTotal += (endpoint["requests_total"] as? Int) ?? 0
-                stats.openTunnels += (endpoint["open_tunnels"] as? Int) ?? 0
+                stats.inFlight = max(stats.inFlight, (endpoint["in_flight"] as? Int) ?? 0)
+                stats.requestsTotal = max(stats.requestsTotal, (endpoint["requests_total"] as? Int) ?? 0)
+                stats.openTunnels = max(stats.openTunnels, (endpoint["open_tunnels"] as? Int) ?? 0)
                 result[guid] = stats
             }
         }
