@@ -87,6 +87,10 @@ func control(_ request: ControlRequest, state: StateOption, print handler: ((Con
             }
             return true
         }
+    } catch ControlClient.Failure.lostConnection where request.follow == true {
+        // `logs -f` ends when the cluster stops: that is not an error.
+        FileHandle.standardError.write(Data("cluster: the cluster stopped\n".utf8))
+        return
     } catch {
         throw ExitCode.failure.printing("cluster: \(error)")
     }
