@@ -10,8 +10,8 @@ struct Cluster: AsyncParsableCommand {
         commandName: "cluster",
         abstract: "Run an app as N instances behind sticky-proxy with Redis, supervised like Cloud Foundry's Diego.",
         discussion: """
-            Start with `cluster up` (Ctrl-C stops everything). From another terminal in the same folder:
-            status, scale, kill, stop, start, restart, redis, logs, down.
+            Start with `cluster up` (Ctrl-C stops everything), then control it from another terminal in the
+            same folder: status, scale, kill, stop, start, restart, redis, logs, down.
             """,
         subcommands: [Up.self, Status.self, Scale.self, Kill.self, Stop.self, Start.self, Restart.self, Redis.self, Logs.self, Down.self]
     )
@@ -41,15 +41,15 @@ struct Up: AsyncParsableCommand {
     var app: String?
     @Option(name: .long, help: "The proxy's port (0: a free one).")
     var port: Int?
-    @Option(name: .long, help: "The proxy's affinity mode: cf, none, haproxy or ip-hash.")
+    @Option(name: .long, help: "The proxy's affinity mode.")
     var affinity: Affinity?
     @Option(name: .long, help: "Use this Redis instead of starting one (redis://host:port).")
     var redisURL: String?
-    @Option(name: .long, help: "The crash restart policy: diego, pm2 or kubernetes.")
+    @Option(name: .long, help: "The crash restart policy.")
     var restartPolicy: RestartPolicy.Name?
     @Option(name: .long, help: "Multiplies the restart policy's durations (0.01: a 30s back-off becomes 0.3s).")
     var timeScale: Double?
-    @Option(name: .long, help: "The health check type: port, http or process.")
+    @Option(name: .long, help: "The health check type.")
     var healthCheck: HealthCheckType?
     @Flag(name: .long, help: "Run without sticky-proxy.")
     var noProxy = false
