@@ -19,7 +19,8 @@ public actor ClusterSupervisor {
         var timerTask: Task<Void, Never>?
         /// What the proxy was told, to unregister exactly that.
         var registration: RouteRegistration?
-        var registeredOnce = false
+        /// The proxy confirmed `registration` (since the proxy last started).
+        var routable = false
     }
 
     /// A helper process (the proxy or the embedded Redis).
@@ -59,13 +60,15 @@ public actor ClusterSupervisor {
     var rates: [String: Double] = [:]
     var statsTakenAt: Duration?
     var backgroundTasks: [Task<Void, Never>] = []
+    /// Registrations queued for the proxy and not yet answered.
+    var pendingProxyOperations = 0
     let proxyQueue: AsyncStream<ProxyOperation>.Continuation
     let proxyOperations: AsyncStream<ProxyOperation>
     let shutdownRequests: AsyncStream<String>.Continuation
     let shutdownStream: AsyncStream<String>
 
     enum ProxyOperation: Sendable {
-        case register(RouteRegistration, source: String, index: Int, announce: Bool)
+        case register(RouteRegistration, source: String, index: Int)
         case unregister(RouteRegistration, source: String, index: Int)
     }
 
@@ -171,6 +174,8 @@ public actor ClusterSupervisor {
             forceKill("instances still running \(DurationText.format(grace + .seconds(5))) after SIGTERM")
             _ = await waitFor(.seconds(5)) { self.slots.values.allSatisfy { !$0.lifecycle.processAlive } }
         }
+        // The last unregisters reach the proxy before it stops.
+        _ = await waitFor(.seconds(5)) { self.pendingProxyOperations == 0 }
         await stopHelper(.proxy)
         await stopHelper(.redis)
         for task in backgroundTasks { task.cancel() }
@@ -459,16 +464,30 @@ public actor ClusterSupervisor {
             event("\(name(index)) is healthy; it will be registered once the proxy is healthy", index: index)
             return
         }
-        slots[index]?.registeredOnce = true
-        proxyQueue.yield(.register(registration, source: name(index), index: index, announce: true))
+        enqueue(.register(registration, source: name(index), index: index))
     }
 
     func unregister(_ index: Int) {
         guard let registration = slots[index]?.registration else { return }
         slots[index]?.registration = nil
-        slots[index]?.registeredOnce = false
+        slots[index]?.routable = false
         guard proxyAdmin != nil, proxy.ready else { return }
-        proxyQueue.yield(.unregister(registration, source: name(index), index: index))
+        enqueue(.unregister(registration, source: name(index), index: index))
+    }
+
+    func enqueue(_ operation: ProxyOperation) {
+        pendingProxyOperations += 1
+        proxyQueue.yield(operation)
+    }
+
+    /// The proxy confirmed a registration: log it the first time, and count the instance as routable.
+    func registered(_ registration: RouteRegistration, index: Int) {
+        guard let slot = slots[index], slot.registration == registration, !slot.routable else { return }
+        slots[index]?.routable = true
+        event(
+            "\(name(index)) registered with the proxy: \(registration.host):\(registration.port) for \(registration.uris.joined(separator: ", "))",
+            index: index)
+        checkReady()
     }
 
     /// Sends registrations to the proxy one at a time, in order (an unregister never overtakes the
@@ -476,15 +495,12 @@ public actor ClusterSupervisor {
     func runProxyQueue() async {
         guard let admin = proxyAdmin else { return }
         for await operation in proxyOperations {
+            defer { pendingProxyOperations -= 1 }
             do {
                 switch operation {
-                case .register(let registration, let source, let index, let announce):
+                case .register(let registration, _, let index):
                     try await admin.register(registration)
-                    if announce {
-                        event(
-                            "\(source) registered with the proxy: \(registration.host):\(registration.port) for \(registration.uris.joined(separator: ", "))",
-                            index: index)
-                    }
+                    registered(registration, index: index)
                 case .unregister(let registration, let source, let index):
                     try await admin.unregister(registration)
                     event("\(source) unregistered from the proxy", index: index)
@@ -498,7 +514,7 @@ public actor ClusterSupervisor {
                     proxyFailing = true
                     let what: String
                     switch operation {
-                    case .register(_, let source, _, _): what = "register \(source)"
+                    case .register(_, let source, _): what = "register \(source)"
                     case .unregister(_, let source, _): what = "unregister \(source)"
                     }
                     event(
@@ -513,17 +529,15 @@ public actor ClusterSupervisor {
     func heartbeatLoop() async {
         while !Task.isCancelled {
             guard (try? await Task.sleep(for: .seconds(20))) != nil else { return }
-            registerAll(announce: false)
+            registerAll()
         }
     }
 
-    func registerAll(announce: Bool) {
+    func registerAll() {
         guard proxyAdmin != nil, proxy.ready else { return }
         for index in slots.keys.sorted() {
             guard let registration = slots[index]?.registration else { continue }
-            let first = announce || slots[index]?.registeredOnce == false
-            slots[index]?.registeredOnce = true
-            proxyQueue.yield(.register(registration, source: name(index), index: index, announce: first))
+            enqueue(.register(registration, source: name(index), index: index))
         }
     }
 
@@ -602,7 +616,7 @@ public actor ClusterSupervisor {
         guard run == proxy.run, proxy.pid != nil else { return }
         proxy.ready = true
         event("proxy healthy: admin API on 127.0.0.1:\(proxyAdmin?.port ?? 0)")
-        registerAll(announce: true)
+        registerAll()
         checkReady()
     }
 
@@ -614,7 +628,7 @@ public actor ClusterSupervisor {
         guard run == proxy.run else { return }
         proxy.pid = nil
         proxy.ready = false
-        for index in slots.keys { slots[index]?.registeredOnce = false }
+        for index in slots.keys { slots[index]?.routable = false }
         let status: String
         switch outcome {
         case .exited(let exit): status = "\(exit)"
@@ -757,7 +771,10 @@ public actor ClusterSupervisor {
     }
 
     var isReady: Bool {
-        let instancesReady = (0..<desiredCount).allSatisfy { slots[$0]?.lifecycle.state == .running } && slots.count == desiredCount
+        let routed = proxyCommand == nil
+        let instancesReady =
+            (0..<desiredCount).allSatisfy { slots[$0]?.lifecycle.state == .running && (routed || slots[$0]?.routable == true) }
+            && slots.count == desiredCount
         let proxyReady = proxyCommand == nil || proxy.ready
         let redisReady = redisPort == nil || redis.ready
         return instancesReady && proxyReady && redisReady

@@ -35,6 +35,18 @@ public enum Probe {
         method: HTTPMethod = .GET, host: String = "127.0.0.1", port: Int, path: String, headers: [(String, String)] = [],
         body: [UInt8]? = nil, timeout: Duration
     ) async throws -> HTTPResponse {
+        do {
+            return try await exchange(method: method, host: host, port: port, path: path, headers: headers, body: body, timeout: timeout)
+        } catch let failure as Failure {
+            throw failure
+        } catch {
+            throw Failure("\(method) http://\(host):\(port)\(path) failed: \(reason(error))")
+        }
+    }
+
+    static func exchange(
+        method: HTTPMethod, host: String, port: Int, path: String, headers: [(String, String)], body: [UInt8]?, timeout: Duration
+    ) async throws -> HTTPResponse {
         try await withDeadline(timeout, what: "\(method) \(path) on port \(port)") {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connectTimeout(.nanoseconds(timeout.nanosecondsClamped))
@@ -80,7 +92,8 @@ public enum Probe {
     public static func httpCheck(port: Int, path: String, timeout: Duration) async throws {
         let response: HTTPResponse
         do {
-            response = try await http(port: port, path: path, headers: [("User-Agent", "diego-healthcheck")], timeout: timeout)
+            response = try await exchange(
+                method: .GET, host: "127.0.0.1", port: port, path: path, headers: [("User-Agent", "diego-healthcheck")], body: nil, timeout: timeout)
         } catch {
             throw Failure("Failed to make HTTP request to '\(path)' on port \(port): \(reason(error))")
         }

@@ -213,10 +213,12 @@ def test_logs_by_instance_and_follow(cluster):
     lines = cluster.ctl("logs", "1").stdout.splitlines()
     assert lines and all(" web.1 " in line or "cluster" in line and "web.1" in line for line in lines)
     assert any("testapp 1 listening" in line for line in lines)
-    follower = subprocess.Popen([str(executable("cluster")), "logs", "-f", "-n", "0", "2", "--state-dir", cluster.state_dir],
+    follower = subprocess.Popen([str(executable("cluster")), "logs", "-f", "-n", "1", "2", "--state-dir", cluster.state_dir],
                                 stdout=subprocess.PIPE, text=True)
     try:
         time_to_wait = 30
+        # Its one recent line arrives once it follows.
+        assert " web.2 " in follower.stdout.readline()
         cluster.ctl("kill", "2")
         seen = []
         deadline = time.monotonic() + time_to_wait
