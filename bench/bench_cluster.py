@@ -129,11 +129,11 @@ def failover_section(clients: int) -> list[str]:
         lines.append("Skipped: needs chat-node and sticky-proxy (not built in this tree yet).")
         return lines
     try:
-        import bench_cluster_failover  # noqa: F401
+        import cluster_failover  # noqa: F401
     except ImportError:
         lines.append("Skipped: the failover load generator is not available.")
         return lines
-    return bench_cluster_failover.run(clients)
+    return cluster_failover.run(clients)
 
 
 def main() -> int:

@@ -1,5 +1,5 @@
 """Failover benchmark of the cluster (called by bench_cluster.py, or alone: `python
-bench/bench_cluster_failover.py [clients]`).
+bench/cluster_failover.py [clients]`).
 
 N socket.io clients (python-socketio on asyncio, WebSocket, spread over a few load-generator processes)
 log in through sticky-proxy (cf affinity) on 3 chat-node instances. kill -9 the instance holding the
