@@ -31,7 +31,12 @@ public actor ClusterSupervisor {
         /// Stopped on purpose (`cluster redis stop`, shutdown): no restart when it exits.
         var held = false
         var startedAt: Duration?
-        var restarts = 0
+        var backoff = HelperBackoff()
+
+        /// Records an unexpected exit; returns how long to wait before starting it again.
+        mutating func crashed(now: Duration) -> Duration {
+            backoff.crashed(lived: now - (startedAt ?? now))
+        }
     }
 
     let config: ClusterConfig
@@ -418,8 +423,7 @@ public actor ClusterSupervisor {
         case .killingUnhealthy(let reason):
             event("\(who) \(reason); killing it (SIGKILL)", index: index)
         case .crashed(let reason, let count):
-            let pidText = slot?.lifecycle.lastExit != nil ? "" : ""
-            event("\(who) crashed: \(reason) (crash count \(count))\(pidText)", index: index)
+            event("\(who) crashed: \(reason) (crash count \(count))", index: index)
         case .restartScheduled(let delay, let count):
             event(
                 "\(who) restart in \(DurationText.format(delay)) (crash count \(count), \(config.restartPolicy.rawValue) back-off)", index: index)
@@ -638,10 +642,7 @@ public actor ClusterSupervisor {
             event("proxy stopped (\(status))")
             return
         }
-        let lived = now - (proxy.startedAt ?? now)
-        if lived > .seconds(60) { proxy.restarts = 0 }
-        proxy.restarts += 1
-        let delay = min(Duration.milliseconds(500) * (1 << min(proxy.restarts - 1, 6)), .seconds(30))
+        let delay = proxy.crashed(now: now)
         event("proxy crashed (\(status)); restarting it in \(DurationText.format(delay))")
         Task {
             try? await Task.sleep(for: delay)
@@ -716,10 +717,7 @@ public actor ClusterSupervisor {
             event("redis stopped (\(status))")
             return
         }
-        let lived = now - (redis.startedAt ?? now)
-        if lived > .seconds(60) { redis.restarts = 0 }
-        redis.restarts += 1
-        let delay = min(Duration.milliseconds(500) * (1 << min(redis.restarts - 1, 6)), .seconds(30))
+        let delay = redis.crashed(now: now)
         event("redis crashed (\(status)); restarting it in \(DurationText.format(delay))")
         Task {
             try? await Task.sleep(for: delay)

@@ -122,3 +122,23 @@ public struct RestartPolicy: Sendable, Equatable {
         }
     }
 }
+
+/// How the cluster restarts its own helpers (sticky-proxy, the embedded Redis) when they die: not an
+/// app instance, so no Diego rules: 0.5 s, doubling, at most 30 s; a helper that ran for more than a
+/// minute starts again from 0.5 s.
+public struct HelperBackoff: Sendable, Equatable {
+    public private(set) var restarts = 0
+
+    public static let first: Duration = .milliseconds(500)
+    public static let maximum: Duration = .seconds(30)
+    public static let resetAfter: Duration = .seconds(60)
+
+    public init() {}
+
+    /// Records a crash after running for `lived`; returns the delay before the next start.
+    public mutating func crashed(lived: Duration) -> Duration {
+        if lived > Self.resetAfter { restarts = 0 }
+        restarts += 1
+        return min(Self.first * (1 << min(restarts - 1, 10)), Self.maximum)
+    }
+}

@@ -106,4 +106,12 @@ struct RestartPolicyTests {
         #expect(kubernetes.recordCrash(history(kubernetes, crashes: 6), lived: .seconds(600), healthyFor: nil).count == 1)
         #expect(kubernetes.decision(after: history(kubernetes, crashes: 1000), crashedAt: .zero) != .never)
     }
+
+    @Test("The proxy and Redis restart after 0.5 s, doubling up to 30 s, reset after a minute up")
+    func helperBackoff() {
+        var backoff = HelperBackoff()
+        let delays = (0..<8).map { _ in backoff.crashed(lived: .seconds(1)) }
+        #expect(delays == [.milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(16), .seconds(30), .seconds(30)])
+        #expect(backoff.crashed(lived: .seconds(61)) == .milliseconds(500))
+    }
 }
