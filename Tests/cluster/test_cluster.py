@@ -89,19 +89,16 @@ def test_kill_is_a_crash_restarted_at_once_with_a_new_guid(cluster):
     assert not process_alive(before["pid"])
     answer = get(after["port"])
     assert answer["index"] == "1" and answer["guid"] == after["guid"]
-    output = cluster.output()
-    assert "web.1 crashed: killed by signal 9 (SIGKILL) (crash count 1)" in output
-    assert "web.1 restarting now with a new guid" in output
+    cluster.expect("web.1 crashed: killed by signal 9 (SIGKILL) (crash count 1)", "web.1 restarting now with a new guid")
 
 
 @pytest.mark.cluster_config(config(instances=1, app={"command": "sh -c 'echo starting; exit 3'"}))
 def test_diego_back_off_with_time_scale(cluster):
     # Crashes 1 and 2 restart at once, crash 3 waits 30 s x 0.01 until the next 0.3 s tick.
     cluster.wait_for_output("restart in", timeout=30)
+    cluster.expect("web.0 crashed: exited with code 3 (crash count 1)", "web.0 crashed: exited with code 3 (crash count 2)",
+                   "web.0 crashed: exited with code 3 (crash count 3)")
     output = cluster.output()
-    assert "web.0 crashed: exited with code 3 (crash count 1)" in output
-    assert "web.0 crashed: exited with code 3 (crash count 2)" in output
-    assert "web.0 crashed: exited with code 3 (crash count 3)" in output
     lines = output.splitlines()
     third = next(i for i, line in enumerate(lines) if "(crash count 3)" in line)
     assert "restart in" in lines[third + 1] and "crash count 3, diego back-off" in lines[third + 1]
@@ -134,7 +131,7 @@ def test_scale_up_and_down_removes_the_highest_indices_first(cluster):
     assert [i["index"] for i in status["instances"]] == [0, 1]
     assert {i["pid"] for i in status["instances"]} == {pids[0], pids[1]}, "the low indices were not touched"
     wait_until("removed instances gone", lambda: not any(process_alive(pids[i]) for i in (2, 3, 4)))
-    assert "web.4 removed (scale-down)" in cluster.output()
+    cluster.expect("web.4 removed (scale-down)")
     cluster.ctl("scale", "+1", "--wait")
     assert [i["index"] for i in cluster.status()["instances"]] == [0, 1, 2]
 
@@ -148,11 +145,8 @@ def test_stop_is_sigterm_then_sigkill_to_the_whole_group(cluster):
     child = int(output.split("child pid ")[1].split()[0])
     assert process_alive(child)
     cluster.ctl("stop", "0", "--wait")
-    output = cluster.output()
-    assert "web.0 stopping: SIGTERM to its process group, SIGKILL after 500ms" in output
-    assert "got SIGTERM, ignoring it" in output
-    assert "web.0 still running 500ms after SIGTERM: SIGKILL" in output
-    assert "web.0 stopped (killed by signal 9 (SIGKILL))" in output
+    cluster.expect("web.0 stopping: SIGTERM to its process group, SIGKILL after 500ms", "got SIGTERM, ignoring it",
+                   "web.0 still running 500ms after SIGTERM: SIGKILL", "web.0 stopped (killed by signal 9 (SIGKILL))")
     wait_until("app and its child gone", lambda: not process_alive(pid) and not process_alive(child))
     instance = cluster.instances()[0]
     assert instance["state"] == "stopped" and instance["crashes"] == 0
@@ -164,8 +158,7 @@ def test_graceful_stop_and_restart(cluster):
     cluster.wait_ready()
     before = cluster.instances()
     cluster.ctl("stop", "2", "--wait")
-    assert "got SIGTERM, exiting" in cluster.output()
-    assert "web.2 stopped (exited with code 0)" in cluster.output()
+    cluster.expect("got SIGTERM, exiting", "web.2 stopped (exited with code 0)")
     assert cluster.instances()[2]["state"] == "stopped"
     cluster.ctl("restart", "0", "--wait")
     after = cluster.instances()
@@ -178,6 +171,7 @@ def test_rolling_restart_one_at_a_time(cluster):
     before = cluster.instances()
     result = cluster.ctl("restart", "--all", "--rolling", "--wait")
     assert "rolling restart done" in result.stdout
+    cluster.expect("cluster | rolling restart done")
     after = cluster.instances()
     assert all(after[i]["guid"] != before[i]["guid"] and after[i]["state"] == "running" for i in range(3))
     # Each instance is healthy again before the next one stops.
@@ -196,16 +190,14 @@ def test_failed_liveness_check_is_a_crash(cluster):
     status = cluster.wait_status("web.0 restarted", lambda s: s["instances"][0]["guid"] != before["guid"]
                                  and s["instances"][0]["state"] == "running")
     assert status["instances"][0]["crashes"] == 1
-    assert (f"web.0 Instance became unhealthy: Failed to make HTTP request to '/health' on port {before['port']}: "
-            f"received status code 503; killing it (SIGKILL)") in cluster.output()
+    cluster.expect(f"web.0 Instance became unhealthy: Failed to make HTTP request to '/health' on port {before['port']}: "
+                   f"received status code 503; killing it (SIGKILL)")
 
 
 @pytest.mark.cluster_config(config(instances=1, health_check={"startup_timeout": "1s"}, app={"env": {"TESTAPP_START_DELAY": "600"}}))
 def test_never_healthy_after_the_startup_timeout(cluster):
     cluster.wait_for_output("Instance never healthy after 1s", timeout=30)
-    output = cluster.output()
-    assert "web.0 Instance never healthy after 1s: Failed to make TCP connection to port" in output
-    assert "connection refused" in output
+    cluster.expect("web.0 Instance never healthy after 1s: Failed to make TCP connection to port", "connection refused")
 
 
 def test_logs_by_instance_and_follow(cluster):
@@ -306,7 +298,7 @@ def test_down_and_ctrl_c_leave_no_process_behind(cluster):
     cluster.wait_ready()
     pids = [i["pid"] for i in cluster.instances().values()] + [cluster.status()["redis"]["pid"]]
     assert cluster.down() == 0
-    assert "cluster stopped: every process it started has exited" in cluster.output()
+    cluster.expect("cluster stopped: every process it started has exited")
     assert not any(process_alive(pid) for pid in pids)
     assert not os.path.exists(os.path.join(cluster.state_dir, "control.sock"))
     # Ctrl-C (SIGINT to cluster) does the same.

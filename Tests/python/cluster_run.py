@@ -59,6 +59,11 @@ class ClusterRun:
         wait_until(f"cluster output {text!r}", seen, timeout=timeout)
         return self.output()
 
+    def expect(self, *texts: str, timeout: float = 15.0):
+        """Each text appears in the output (lines reach the output shortly after the events)."""
+        for text in texts:
+            self.wait_for_output(text, timeout=timeout)
+
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Waits for the 'cluster is up' line; returns the seconds since start."""
         self.wait_for_output("cluster is up", timeout=timeout)
