@@ -88,18 +88,18 @@ public struct ClusterConfig: Sendable, Equatable {
         if app.memoryMB <= 0 { throw bad("app.memory_mb", "\(app.memoryMB)", "a positive number of megabytes") }
         if app.routes.isEmpty { throw bad("app.routes", "[]", "at least one route, for example localhost") }
         if !healthCheck.endpoint.hasPrefix("/") { throw bad("health_check.endpoint", healthCheck.endpoint, "a path starting with /") }
-        if healthCheck.startupInterval <= .zero {
-            throw bad("health_check.startup_interval", DurationText.format(healthCheck.startupInterval), "more than 0s")
+        if healthCheck.startupInterval < .milliseconds(10) {
+            throw bad("health_check.startup_interval", DurationText.format(healthCheck.startupInterval), "10ms or more")
         }
         if healthCheck.startupTimeout <= .zero || healthCheck.startupTimeout > .seconds(180) {
             throw bad(
                 "health_check.startup_timeout", DurationText.format(healthCheck.startupTimeout),
                 "more than 0s and at most 3m0s (Cloud Foundry's maximum)")
         }
-        if healthCheck.livenessInterval <= .zero {
-            throw bad("health_check.liveness_interval", DurationText.format(healthCheck.livenessInterval), "more than 0s")
+        if healthCheck.livenessInterval < .milliseconds(10) {
+            throw bad("health_check.liveness_interval", DurationText.format(healthCheck.livenessInterval), "10ms or more")
         }
-        if healthCheck.timeout <= .zero { throw bad("health_check.timeout", DurationText.format(healthCheck.timeout), "more than 0s") }
+        if healthCheck.timeout < .milliseconds(1) { throw bad("health_check.timeout", DurationText.format(healthCheck.timeout), "1ms or more") }
         if !(0...65535).contains(proxy.port) { throw bad("proxy.port", "\(proxy.port)", "a port from 1 to 65535, or 0 for a free one") }
         if !["round-robin", "least-connection"].contains(proxy.balancing) {
             throw bad("proxy.balancing", proxy.balancing, "round-robin or least-connection")

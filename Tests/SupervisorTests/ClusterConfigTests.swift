@@ -148,6 +148,7 @@ struct ClusterConfigTests {
         #expect(invalid { $0.app.name = "my app" })
         #expect(invalid { $0.healthCheck.startupTimeout = .seconds(181) })
         #expect(invalid { $0.healthCheck.startupInterval = .zero })
+        #expect(invalid { $0.healthCheck.livenessInterval = .nanoseconds(1) })
         #expect(invalid { $0.healthCheck.endpoint = "health" })
         #expect(invalid { $0.proxy.port = 70000 })
         #expect(invalid { $0.proxy.balancing = "random" })
