@@ -1,0 +1,176 @@
+import NIOCore
+import NIOHTTP1
+
+/// What a backend connection reports to the client connection it currently serves.
+protocol BackendConnectionOwner: AnyObject {
+    func backendRead(_ part: HTTPClientResponsePart, from connection: BackendHandler)
+    func backendReadComplete(from connection: BackendHandler)
+    func backendClosed(_ connection: BackendHandler, error: (any Error)?)
+    func backendWritabilityChanged(_ connection: BackendHandler)
+    /// False while the client cannot take more bytes: the backend stops reading.
+    var acceptsResponseBytes: Bool { get }
+}
+
+/// The last handler of a connection to a backend. Connections live in the event loop's
+/// `BackendPool` between requests; while serving a request, events go to its `owner`.
+final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    /// The pool key: the endpoint's `host:port`.
+    let key: String
+    let encoder: HTTPRequestEncoder
+    let decoder: ByteToMessageHandler<HTTPResponseDecoder>
+    weak var owner: (any BackendConnectionOwner)?
+    unowned let pool: BackendPool
+    var idleSince: NIODeadline = .now()
+    var inPool = false
+    private(set) var context: ChannelHandlerContext?
+    private var pendingRead = false
+    private var closedError: (any Error)?
+
+    init(key: String, pool: BackendPool, encoder: HTTPRequestEncoder, decoder: ByteToMessageHandler<HTTPResponseDecoder>) {
+        self.key = key
+        self.pool = pool
+        self.encoder = encoder
+        self.decoder = decoder
+    }
+
+    var isActive: Bool { context?.channel.isActive ?? false }
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+    var channel: (any Channel)? { context?.channel }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    // MARK: Sending
+
+    func send(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>? = nil) {
+        guard let context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        context.write(wrapOutboundOut(part), promise: promise)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    func close() {
+        context?.close(promise: nil)
+    }
+
+    /// The client can take bytes again.
+    func resumeReading() {
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    // MARK: Events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        guard let owner else {
+            // An idle connection has nothing to say; whatever it sends makes it unusable.
+            context.close(promise: nil)
+            return
+        }
+        owner.backendRead(part, from: self)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        owner?.backendReadComplete(from: self)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        owner?.backendWritabilityChanged(self)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let owner, !owner.acceptsResponseBytes {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        closedError = error
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pool.removed(self)
+        let owner = self.owner
+        self.owner = nil
+        owner?.backendClosed(self, error: closedError)
+        context.fireChannelInactive()
+    }
+}
+
+/// Keep-alive connections to backends of one event loop, by endpoint address. Only touched on its loop.
+final class BackendPool {
+    private var idle: [String: [BackendHandler]] = [:]
+    let maxIdlePerBackend: Int
+
+    init(maxIdlePerBackend: Int) {
+        self.maxIdlePerBackend = maxIdlePerBackend
+    }
+
+    /// The most recently used idle connection to `key`, if any.
+    func take(_ key: String) -> BackendHandler? {
+        while var connections = idle[key], let connection = connections.popLast() {
+            idle[key] = connections.isEmpty ? nil : connections
+            connection.inPool = false
+            if connection.isActive { return connection }
+        }
+        return nil
+    }
+
+    /// Puts a connection whose exchange completed back, or closes it when the pool is full.
+    func release(_ connection: BackendHandler, now: NIODeadline) {
+        connection.owner = nil
+        guard connection.isActive, maxIdlePerBackend > 0, (idle[connection.key]?.count ?? 0) < maxIdlePerBackend else {
+            connection.close()
+            return
+        }
+        connection.inPool = true
+        connection.idleSince = now
+        idle[connection.key, default: []].append(connection)
+    }
+
+    /// A pooled connection closed.
+    func removed(_ connection: BackendHandler) {
+        guard connection.inPool else { return }
+        connection.inPool = false
+        guard var connections = idle[connection.key] else { return }
+        connections.removeAll { $0 === connection }
+        idle[connection.key] = connections.isEmpty ? nil : connections
+    }
+
+    /// Closes connections idle for longer than `timeout`.
+    func closeIdle(olderThan timeout: TimeAmount, now: NIODeadline) {
+        for connections in idle.values {
+            for connection in connections where connection.idleSince + timeout < now {
+                connection.close()
+            }
+        }
+    }
+
+    func closeAll() {
+        for connections in idle.values {
+            for connection in connections { connection.close() }
+        }
+    }
+
+    var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
+}
