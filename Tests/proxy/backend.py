@@ -8,6 +8,7 @@ WebSocket frames and raw upgraded bytes.
 Query parameters of any request:
   set_cookie=<Set-Cookie value>   (repeatable)   header=<Name: value> (repeatable)
   delay=<seconds>                 status=<code>   close=1 (Connection: close)
+  close_on=<instance id> / reset_on=<instance id>: that instance closes / resets before answering
   chunked=1 (chunked body)        nolength=1 (no Content-Length, close after the body)
 Special paths:
   /__die_mid_response   head with Content-Length 100000, 100 bytes, then close
@@ -80,6 +81,10 @@ class Backend:
             await writer.drain()
         body = await read_body(reader, headers)
 
+        if query.get("close_on", [None])[0] == self.instance_id:
+            path = "/__close_before_response"
+        if query.get("reset_on", [None])[0] == self.instance_id:
+            path = "/__reset_before_response"
         if path == "/__close_before_response":
             writer.close()
             return False

@@ -122,10 +122,11 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "Content-Type", value: "text/event-stream")
         headers.add(name: "Cache-Control", value: "no-cache")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
+        // Subscribed before the greeting: a client that read the greeting gets every later decision.
+        subscription = feed.subscribe(channel: context.channel)
         var hello = context.channel.allocator.buffer(capacity: 32)
         hello.writeStaticString(": sticky-proxy routing decisions\n\n")
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(hello))), promise: nil)
-        subscription = feed.subscribe(channel: context.channel)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -153,7 +153,7 @@ struct ExchangeStateMachine {
             let verdict = retryPolicy.verdict(
                 for: failure,
                 progress: progress,
-                idempotent: idempotent && retainedBytes == 0,
+                idempotent: idempotent,
                 replayable: canReplay,
                 attempt: attempt,
                 attemptsAllowed: attemptsAllowed

@@ -246,6 +246,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         let now = NIODeadline.now()
         let wall = WallClockTime.now()
         timeouts.headReceived(now: now)
+        armTimer()
         let requestID = loop.nextRequestID()
         let (forwarded, request) = RequestRewriter.rewrite(
             head,
@@ -729,18 +730,32 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             client.removeHandler(clientHandlers.pipelining, promise: nil)
             client.removeHandler(clientHandlers.encoder, promise: nil)
             client.removeHandler(clientHandlers.observer, promise: nil)
-            client.removeHandler(clientHandlers.decoder, promise: nil)
             server.removeHandler(connection, promise: nil)
             server.removeHandler(connection.encoder, promise: nil)
-            server.removeHandler(connection.decoder, promise: nil)
+            // A decoder leaves on the next loop tick, after handing over its left-overs (held by the
+            // tunnel handlers): bytes may only flow once both are gone, or they would meet the other
+            // side's decoder, which also watches writes.
+            let clientDecoderGone = context.eventLoop.makePromise(of: Void.self)
+            let backendDecoderGone = context.eventLoop.makePromise(of: Void.self)
+            client.removeHandler(clientHandlers.decoder, promise: clientDecoderGone)
+            server.removeHandler(connection.decoder, promise: backendDecoderGone)
+            let clientChannel = context.channel
+            clientDecoderGone.futureResult.and(backendDecoderGone.futureResult).assumeIsolated().whenComplete { result in
+                switch result {
+                case .success:
+                    clientTunnel.activate()
+                    backendTunnel.activate()
+                case .failure:
+                    clientChannel.close(promise: nil)
+                    backendChannel.close(promise: nil)
+                }
+            }
         } catch {
             core.logger.error("could not switch a connection to tunnelling; closing it", metadata: ["error": "\(error)"])
             context.close(promise: nil)
             backendChannel.close(promise: nil)
             return
         }
-        clientTunnel.activate()
-        backendTunnel.activate()
     }
 
     // MARK: Timeouts
