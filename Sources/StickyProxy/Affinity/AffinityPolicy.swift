@@ -18,6 +18,20 @@ public enum RoutingDecisionKind: String, Sendable, Codable, CaseIterable {
     case targeted
     /// `ip-hash` mode: the client address chose.
     case ipHash = "ip_hash"
+
+    /// Position in `allCases` (array-indexed counters).
+    var ordinal: Int {
+        switch self {
+        case .stickyHit: return 0
+        case .fallbackInstanceGone: return 1
+        case .fallbackOverloaded: return 2
+        case .newSession: return 3
+        case .balanced: return 4
+        case .retryAfterError: return 5
+        case .targeted: return 6
+        case .ipHash: return 7
+        }
+    }
 }
 
 /// The affinity a request asks for.
@@ -159,10 +173,13 @@ public protocol AffinityPolicy: Sendable {
     func forwardedCookieHeader(_ header: String) -> String?
     /// True when this mode reads the request's cookies (saves parsing them otherwise).
     var readsCookies: Bool { get }
+    /// True when this mode changes the `Cookie` header forwarded to the app.
+    var rewritesCookies: Bool { get }
 }
 
 extension AffinityPolicy {
     public func forwardedCookieHeader(_ header: String) -> String? { header }
+    public var rewritesCookies: Bool { false }
 
     /// The pinned instance when it is in the pool and not overloaded, else the balancer's choice with
     /// the fallback named. `skipFailed`: treat an endpoint marked failed as down (HAProxy); gorouter
@@ -184,10 +201,10 @@ extension AffinityPolicy {
 
 /// The choice for every attempt of a request: the mode's first choice, then the balancer on endpoints
 /// not tried yet.
-public struct RoutingDecider: Sendable {
-    public let policy: any AffinityPolicy
+public struct RoutingDecider<Policy: AffinityPolicy>: Sendable {
+    public let policy: Policy
 
-    public init(policy: any AffinityPolicy) {
+    public init(policy: Policy) {
         self.policy = policy
     }
 
@@ -196,6 +213,93 @@ public struct RoutingDecider: Sendable {
             return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
         }
         return context.balanced(endpoints, kind: .retryAfterError)
+    }
+}
+
+/// The configured mode as a closed set, so that every call reaches the concrete type (specialised
+/// code, no existential) on the hot path.
+public enum ConfiguredAffinity: AffinityPolicy {
+    case cf(CFAffinity)
+    case none(NoAffinity)
+    case haproxy(HAProxyAffinity)
+    case ipHash(IPHashAffinity)
+
+    public init(_ configuration: ProxyConfiguration) {
+        switch configuration.affinity {
+        case .cf:
+            self = .cf(
+                CFAffinity(
+                    stickyCookieNames: configuration.stickyCookieNames,
+                    secureCookies: configuration.secureCookies,
+                    webSocketAffinity: configuration.webSocketAffinity
+                ))
+        case .none: self = .none(NoAffinity())
+        case .haproxy: self = .haproxy(HAProxyAffinity(cookieName: configuration.haproxyCookieName))
+        case .ipHash: self = .ipHash(IPHashAffinity())
+        }
+    }
+
+    public var mode: AffinityMode {
+        switch self {
+        case .cf(let policy): return policy.mode
+        case .none(let policy): return policy.mode
+        case .haproxy(let policy): return policy.mode
+        case .ipHash(let policy): return policy.mode
+        }
+    }
+
+    public var readsCookies: Bool {
+        switch self {
+        case .cf(let policy): return policy.readsCookies
+        case .none(let policy): return policy.readsCookies
+        case .haproxy(let policy): return policy.readsCookies
+        case .ipHash(let policy): return policy.readsCookies
+        }
+    }
+
+    public var rewritesCookies: Bool {
+        switch self {
+        case .cf(let policy): return policy.rewritesCookies
+        case .none(let policy): return policy.rewritesCookies
+        case .haproxy(let policy): return policy.rewritesCookies
+        case .ipHash(let policy): return policy.rewritesCookies
+        }
+    }
+
+    public func pin(for request: AffinityRequest) -> AffinityPin {
+        switch self {
+        case .cf(let policy): return policy.pin(for: request)
+        case .none(let policy): return policy.pin(for: request)
+        case .haproxy(let policy): return policy.pin(for: request)
+        case .ipHash(let policy): return policy.pin(for: request)
+        }
+    }
+
+    public func firstSelection<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, context: SelectionContext) -> Selection? {
+        switch self {
+        case .cf(let policy): return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
+        case .none(let policy): return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
+        case .haproxy(let policy): return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
+        case .ipHash(let policy): return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
+        }
+    }
+
+    public func response(_ response: AffinityResponse) -> ResponseAffinity {
+        switch self {
+        case .cf(let policy): return policy.response(response)
+        case .none(let policy): return policy.response(response)
+        case .haproxy(let policy): return policy.response(response)
+        case .ipHash(let policy): return policy.response(response)
+        }
+    }
+
+    public func forwardedCookieHeader(_ header: String) -> String? {
+        switch self {
+        case .cf(let policy): return policy.forwardedCookieHeader(header)
+        case .none(let policy): return policy.forwardedCookieHeader(header)
+        case .haproxy(let policy): return policy.forwardedCookieHeader(header)
+        case .ipHash(let policy): return policy.forwardedCookieHeader(header)
+        }
     }
 }
 

@@ -114,6 +114,7 @@ public struct HAProxyAffinity: AffinityPolicy {
 
     public var mode: AffinityMode { .haproxy }
     public var readsCookies: Bool { true }
+    public var rewritesCookies: Bool { true }
 
     public func pin(for request: AffinityRequest) -> AffinityPin {
         guard let value = RequestCookies.value(named: cookieName, in: request.cookieHeaders), !value.isEmpty else { return .none }
@@ -176,22 +177,5 @@ public struct IPHashAffinity: AffinityPolicy {
             hash &*= 0x0000_0100_0000_01B3
         }
         return hash
-    }
-}
-
-extension AffinityMode {
-    /// The policy for this mode built from the configuration.
-    public func policy(_ configuration: ProxyConfiguration) -> any AffinityPolicy {
-        switch self {
-        case .cf:
-            return CFAffinity(
-                stickyCookieNames: configuration.stickyCookieNames,
-                secureCookies: configuration.secureCookies,
-                webSocketAffinity: configuration.webSocketAffinity
-            )
-        case .none: return NoAffinity()
-        case .haproxy: return HAProxyAffinity(cookieName: configuration.haproxyCookieName)
-        case .ipHash: return IPHashAffinity()
-        }
     }
 }

@@ -14,7 +14,7 @@ public enum CookieName {
     }
 }
 
-/// Reading the request's `Cookie` header(s): `a=1; b=2`.
+/// Reading the request's `Cookie` header(s): `a=1; b=2`. Byte-level: it runs on every request.
 public enum RequestCookies {
     /// The value of the first cookie called `name` in any of `headers`.
     public static func value(named name: String, in headers: [String]) -> Substring? {
@@ -25,23 +25,27 @@ public enum RequestCookies {
     }
 
     public static func value(named name: String, in header: String) -> Substring? {
-        var result: Substring?
-        forEachPair(in: header) { pairName, pairValue in
-            if pairName == name {
-                result = pairValue
+        var found: Range<Int>?
+        scan(header) { nameRange, valueRange, bytes in
+            if matches(name, bytes, nameRange) {
+                found = valueRange
                 return false
             }
             return true
         }
-        return result
+        guard let found else { return nil }
+        let utf8 = header.utf8
+        let start = utf8.index(utf8.startIndex, offsetBy: found.lowerBound)
+        let end = utf8.index(start, offsetBy: found.count)
+        return header[start..<end]
     }
 
     /// True when one of `names` is present in `headers`.
     public static func containsAny(of names: [String], in headers: [String]) -> Bool {
         for header in headers {
             var found = false
-            forEachPair(in: header) { pairName, _ in
-                if names.contains(where: { $0 == pairName }) {
+            scan(header) { nameRange, _, bytes in
+                for name in names where matches(name, bytes, nameRange) {
                     found = true
                     return false
                 }
@@ -52,36 +56,59 @@ public enum RequestCookies {
         return false
     }
 
-    /// `header` without the cookies called `name`; nil when nothing is left.
+    /// `header` without the cookies called `name`; nil when nothing is left. (haproxy mode only.)
     public static func removing(named name: String, from header: String) -> String? {
-        var kept: [Substring] = []
         var removedAny = false
-        forEachPair(in: header) { pairName, _ in
-            if pairName == name { removedAny = true }
-            return true
+        var kept: [Substring] = []
+        for part in header.split(separator: ";") {
+            let pair = part.trimmingCharacters()
+            guard !pair.isEmpty else { continue }
+            if pair.prefix(while: { $0 != "=" }).trimmingCharacters() == name {
+                removedAny = true
+            } else {
+                kept.append(pair)
+            }
         }
         guard removedAny else { return header }
-        for part in header.split(separator: ";") {
-            let trimmed = part.drop { $0 == " " }
-            let pairName = trimmed.prefix { $0 != "=" }.trimmingSuffix(" ")
-            if pairName != name && !trimmed.isEmpty { kept.append(trimmed) }
-        }
         return kept.isEmpty ? nil : kept.joined(separator: "; ")
     }
 
-    /// Calls `body` with each name and value; `body` returns false to stop.
-    static func forEachPair(in header: String, _ body: (Substring, Substring) -> Bool) {
-        var rest = header[...]
-        while !rest.isEmpty {
-            let end = rest.firstIndex(of: ";") ?? rest.endIndex
-            let pair = rest[rest.startIndex..<end]
-            rest = end == rest.endIndex ? rest[end...] : rest[rest.index(after: end)...]
-            let trimmed = pair.drop { $0 == " " || $0 == "\t" }
-            guard let equals = trimmed.firstIndex(of: "=") else { continue }
-            let name = trimmed[trimmed.startIndex..<equals].trimmingSuffix(" ")
-            var value = trimmed[trimmed.index(after: equals)...].trimmingSuffix(" ")
-            if value.count >= 2 && value.first == "\"" && value.last == "\"" { value = value.dropFirst().dropLast() }
-            if !body(name, value) { return }
+    private static func matches(_ name: String, _ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Bool {
+        var name = name
+        return name.withUTF8 { expected in
+            guard expected.count == range.count else { return false }
+            for offset in 0..<range.count where expected[offset] != bytes[range.lowerBound + offset] { return false }
+            return true
+        }
+    }
+
+    /// Calls `body` with the byte ranges of each name and value (quotes removed); `body` returns false
+    /// to stop.
+    static func scan(_ header: String, _ body: (Range<Int>, Range<Int>, UnsafeBufferPointer<UInt8>) -> Bool) {
+        var header = header
+        header.withUTF8 { bytes in
+            let end = bytes.count
+            var index = 0
+            while index < end {
+                while index < end && (bytes[index] == 0x20 || bytes[index] == 0x09 || bytes[index] == UInt8(ascii: ";")) { index += 1 }
+                let nameStart = index
+                while index < end && bytes[index] != UInt8(ascii: "=") && bytes[index] != UInt8(ascii: ";") { index += 1 }
+                guard index < end, bytes[index] == UInt8(ascii: "=") else { continue }
+                var nameEnd = index
+                while nameEnd > nameStart && (bytes[nameEnd - 1] == 0x20 || bytes[nameEnd - 1] == 0x09) { nameEnd -= 1 }
+                index += 1
+                var valueStart = index
+                while index < end && bytes[index] != UInt8(ascii: ";") { index += 1 }
+                var valueEnd = index
+                while valueStart < valueEnd && (bytes[valueStart] == 0x20 || bytes[valueStart] == 0x09) { valueStart += 1 }
+                while valueEnd > valueStart && (bytes[valueEnd - 1] == 0x20 || bytes[valueEnd - 1] == 0x09) { valueEnd -= 1 }
+                if valueEnd - valueStart >= 2 && bytes[valueStart] == UInt8(ascii: "\"") && bytes[valueEnd - 1] == UInt8(ascii: "\"") {
+                    valueStart += 1
+                    valueEnd -= 1
+                }
+                guard nameEnd > nameStart else { continue }
+                if !body(nameStart..<nameEnd, valueStart..<valueEnd, bytes) { return }
+            }
         }
     }
 }

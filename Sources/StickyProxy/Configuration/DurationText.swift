@@ -26,12 +26,11 @@ public enum DurationText {
         return .nanoseconds(Int64(nanoseconds.rounded()))
     }
 
-    /// The shortest exact text for `amount`: `900s`, `500ms`, `2m`.
+    /// An exact text for `amount`: `900s`, `500ms`, `1h`.
     public static func format(_ amount: TimeAmount) -> String {
         let ns = amount.nanoseconds
         if ns == 0 { return "0s" }
         if ns % 3_600_000_000_000 == 0 { return "\(ns / 3_600_000_000_000)h" }
-        if ns % 60_000_000_000 == 0 && ns >= 600_000_000_000 { return "\(ns / 60_000_000_000)m" }
         if ns % 1_000_000_000 == 0 { return "\(ns / 1_000_000_000)s" }
         if ns % 1_000_000 == 0 { return "\(ns / 1_000_000)ms" }
         if ns % 1_000 == 0 { return "\(ns / 1_000)us" }

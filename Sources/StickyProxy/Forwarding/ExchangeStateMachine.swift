@@ -149,6 +149,8 @@ struct ExchangeStateMachine {
     mutating func backendFailed(_ failure: BackendFailure, attemptsAllowed: Int) -> FailureAction {
         switch phase {
         case .connecting, .awaitingResponse:
+            // A stale keep-alive connection is replaced once; after that the endpoint itself failed.
+            if reconnects > 0 { progress.reusedConnection = false }
             let canReplay = replayable || (!progress.headWritten && retainedBytes == 0)
             let verdict = retryPolicy.verdict(
                 for: failure,
@@ -159,13 +161,11 @@ struct ExchangeStateMachine {
                 attemptsAllowed: attemptsAllowed
             )
             switch verdict {
-            case .reconnectSameEndpoint where reconnects == 0:
+            case .reconnectSameEndpoint:
                 reconnects += 1
                 progress = AttemptProgress()
                 phase = .connecting
                 return .reconnect
-            case .reconnectSameEndpoint:
-                return retryOrFail(markFailed: false, failure: failure, attemptsAllowed: attemptsAllowed)
             case .retry(let markFailed):
                 return .retry(markFailed: markFailed)
             case .fail(let markFailed):
@@ -179,14 +179,6 @@ struct ExchangeStateMachine {
         case .idle, .answered, .upgraded:
             return .ignore
         }
-    }
-
-    private mutating func retryOrFail(markFailed: Bool, failure: BackendFailure, attemptsAllowed: Int) -> FailureAction {
-        if replayable && attempt < min(retryPolicy.maxAttempts, attemptsAllowed) && failure != .timedOut {
-            return .retry(markFailed: markFailed)
-        }
-        answered()
-        return .respondBadGateway(markFailed: markFailed)
     }
 
     /// No endpoint is left for another attempt: answer 502.

@@ -7,7 +7,8 @@ import Synchronization
 public final class ProxyMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let responsesByClass: [Counter]
-    private let decisions: [RoutingDecisionKind: Counter]
+    /// Indexed by `RoutingDecisionKind.allCases` order.
+    private let decisions: [Counter]
     private let routerErrors: [String: Counter]
     private let backendFailures: Counter
     private let retries: Counter
@@ -29,10 +30,7 @@ public final class ProxyMetrics: Sendable {
         let decision = MetricNameDescriptor(
             namespace: "sticky_proxy", metricName: "routing_decisions", unitName: "total",
             helpText: "Routing decisions (sticky_hit, fallback_instance_gone, new_session, ...)")
-        decisions = Dictionary(
-            uniqueKeysWithValues: RoutingDecisionKind.allCases.map {
-                ($0, registry.makeCounter(descriptor: decision, labels: [("decision", $0.rawValue)]))
-            })
+        decisions = RoutingDecisionKind.allCases.map { registry.makeCounter(descriptor: decision, labels: [("decision", $0.rawValue)]) }
         let errors = MetricNameDescriptor(
             namespace: "sticky_proxy", metricName: "router_errors", unitName: "total",
             helpText: "Responses the router answered itself, by X-Cf-Routererror")
@@ -74,7 +72,7 @@ public final class ProxyMetrics: Sendable {
         if responsesByClass.indices.contains(index) { responsesByClass[index].increment() }
     }
 
-    func decided(_ kind: RoutingDecisionKind) { decisions[kind]?.increment() }
+    func decided(_ kind: RoutingDecisionKind) { decisions[kind.ordinal].increment() }
 
     func routerError(_ error: RouterError) {
         let key: String

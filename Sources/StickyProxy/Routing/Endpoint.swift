@@ -45,28 +45,31 @@ public final class EndpointStats: Sendable {
     func tunnelClosed() { tunnelsCount.subtract(1, ordering: .relaxed) }
 }
 
-/// One registered backend instance in one route's pool, as gorouter keeps it.
-public struct Endpoint: Sendable {
-    public var host: String
-    public var port: Int
+/// One registered backend instance in one route's pool, as gorouter keeps it. Immutable: a refresh
+/// replaces it (keeping `stats`); a class so that passing it around costs one reference count.
+public final class Endpoint: Sendable {
+    public let host: String
+    public let port: Int
     /// `host:port`, the endpoint's identity inside a pool (gorouter's CanonicalAddr).
     public let address: String
-    public var appID: String
+    public let appID: String
     /// The instance GUID; what `__VCAP_ID__` holds. Empty when the registration had none.
-    public var instanceID: String
-    public var instanceIndex: String
-    public var tags: [String: String]
-    public var staleThreshold: TimeAmount
-    public var loadBalancing: LoadBalancingAlgorithm?
+    public let instanceID: String
+    public let instanceIndex: String
+    public let tags: [String: String]
+    public let staleThreshold: TimeAmount
+    public let loadBalancing: LoadBalancingAlgorithm?
     /// Monotonic time of the last register message (pruning).
-    public var updatedAt: NIODeadline
+    public let updatedAt: NIODeadline
     /// Wall-clock seconds since 1970 of the last register message (the admin listing).
-    public var updatedAtWallClock: Double
+    public let updatedAtWallClock: Double
     /// From the routes file: never pruned.
-    public var isStatic: Bool
+    public let isStatic: Bool
     /// Resolved once at registration; nil when the host could not be resolved (dialling then fails).
-    public var socketAddress: SocketAddress?
+    public let socketAddress: SocketAddress?
     public let stats: EndpointStats
+    /// The value of `X-CF-InstanceID`: the instance GUID, or the address when there is none (gorouter).
+    public let instanceHeaderValue: String
 
     public init(
         host: String,
@@ -80,6 +83,7 @@ public struct Endpoint: Sendable {
         updatedAt: NIODeadline = .uptimeNanoseconds(0),
         updatedAtWallClock: Double = 0,
         isStatic: Bool = false,
+        resolvedAddress: SocketAddress? = nil,
         stats: EndpointStats = EndpointStats()
     ) {
         self.host = host
@@ -94,10 +98,8 @@ public struct Endpoint: Sendable {
         self.updatedAt = updatedAt
         self.updatedAtWallClock = updatedAtWallClock
         self.isStatic = isStatic
-        self.socketAddress = try? SocketAddress(ipAddress: host, port: port)
+        self.socketAddress = (try? SocketAddress(ipAddress: host, port: port)) ?? resolvedAddress
         self.stats = stats
+        self.instanceHeaderValue = instanceID.isEmpty ? address : instanceID
     }
-
-    /// The value of `X-CF-InstanceID`: the instance GUID, or the address when there is none (gorouter).
-    public var instanceHeaderValue: String { instanceID.isEmpty ? address : instanceID }
 }

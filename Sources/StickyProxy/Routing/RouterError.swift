@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 
 /// The errors the router answers itself, with gorouter's status, `X-Cf-Routererror` value and plain
@@ -68,18 +69,32 @@ public enum RouterError: Sendable, Equatable, Error {
         }
     }
 
-    /// The response head (without the body) the router sends.
-    public func responseHead(version: HTTPVersion, vcapRequestID: String?, close: Bool) -> HTTPResponseHead {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(7)
-        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        headers.add(name: "X-Content-Type-Options", value: "nosniff")
-        headers.add(name: "X-Cf-Routererror", value: routerErrorHeader)
-        if let cacheControl { headers.add(name: "Cache-Control", value: cacheControl) }
-        if let vcapRequestID { headers.add(name: "X-Vcap-Request-Id", value: vcapRequestID) }
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
-        if close { headers.add(name: "Connection", value: "close") }
-        return HTTPResponseHead(version: version, status: status, headers: headers)
+    /// The whole response the router sends, plain text, in gorouter's form.
+    public func response(minorVersion: Int, vcapRequestID: String?, close: Bool) -> ByteBuffer {
+        let body = self.body
+        var out = ByteBufferAllocator().buffer(capacity: 256 + body.utf8.count)
+        out.writeString(minorVersion >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ")
+        out.writeString("\(status.code) \(status.reasonPhrase)\r\n")
+        out.writeStaticString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Cf-Routererror: ")
+        out.writeString(routerErrorHeader)
+        if let cacheControl {
+            out.writeStaticString("\r\nCache-Control: ")
+            out.writeString(cacheControl)
+        }
+        if let vcapRequestID {
+            out.writeStaticString("\r\nX-Vcap-Request-Id: ")
+            out.writeString(vcapRequestID)
+        }
+        out.writeStaticString("\r\nContent-Length: ")
+        out.writeString(String(body.utf8.count))
+        if close {
+            out.writeStaticString("\r\nConnection: close")
+        } else if minorVersion == 0 {
+            out.writeStaticString("\r\nConnection: keep-alive")
+        }
+        out.writeStaticString("\r\n\r\n")
+        out.writeString(body)
+        return out
     }
 }
 
@@ -105,16 +120,19 @@ public enum RequestReadError: Sendable, Equatable {
         }
     }
 
-    public init(_ error: HTTPParserError) {
-        self = error == .headerOverflow ? .headersTooLarge : .badRequest
+    init(_ error: HeadError) {
+        self = error == .tooLarge ? .headersTooLarge : .badRequest
     }
 
-    public var responseHead: HTTPResponseHead {
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
-        headers.add(name: "Connection", value: "close")
-        return HTTPResponseHead(version: .http1_1, status: status, headers: headers)
+    /// The whole response; the connection is closed after it.
+    public var response: ByteBuffer {
+        var out = ByteBufferAllocator().buffer(capacity: 160)
+        out.writeString("HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\n")
+        out.writeStaticString("Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ")
+        out.writeString(String(body.utf8.count))
+        out.writeStaticString("\r\n\r\n")
+        out.writeString(body)
+        return out
     }
 }
 

@@ -107,7 +107,7 @@ public struct RoutingTable: Sendable {
             }
             var pool = pools[poolIndex]
             let existingIndex = pool.endpoints.firstIndex { $0.address == address }
-            var endpoint = Endpoint(
+            let endpoint = Endpoint(
                 host: registration.host,
                 port: registration.port,
                 appID: registration.app ?? "",
@@ -119,9 +119,9 @@ public struct RoutingTable: Sendable {
                 updatedAt: now,
                 updatedAtWallClock: wallClock,
                 isStatic: isStatic,
+                resolvedAddress: resolvedAddress,
                 stats: stats
             )
-            if endpoint.socketAddress == nil { endpoint.socketAddress = resolvedAddress }
             if let existingIndex {
                 pool.endpoints[existingIndex] = endpoint
                 outcomes.append(.refreshed)

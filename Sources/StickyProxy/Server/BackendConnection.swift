@@ -1,9 +1,8 @@
 import NIOCore
-import NIOHTTP1
 
 /// What a backend connection reports to the client connection it currently serves.
 protocol BackendConnectionOwner: AnyObject {
-    func backendRead(_ part: HTTPClientResponsePart, from connection: BackendHandler)
+    func backendRead(_ buffer: ByteBuffer, from connection: BackendHandler)
     func backendReadComplete(from connection: BackendHandler)
     func backendClosed(_ connection: BackendHandler, error: (any Error)?)
     func backendWritabilityChanged(_ connection: BackendHandler)
@@ -11,18 +10,17 @@ protocol BackendConnectionOwner: AnyObject {
     var acceptsResponseBytes: Bool { get }
 }
 
-/// The last handler of a connection to a backend. Connections live in the event loop's
-/// `BackendPool` between requests; while serving a request, events go to its `owner`.
+/// The only handler of a connection to a backend: raw bytes. Connections live in the event loop's
+/// `BackendPool` between requests; while serving a request (or a tunnel), events go to its `owner`.
 final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     /// The pool key: the endpoint's `host:port`.
     let key: String
-    let encoder: HTTPRequestEncoder
-    let decoder: ByteToMessageHandler<HTTPResponseDecoder>
-    weak var owner: (any BackendConnectionOwner)?
+    /// Strong while serving; cleared when the exchange ends (no cycle outlives it).
+    var owner: (any BackendConnectionOwner)?
     unowned let pool: BackendPool
     var idleSince: NIODeadline = .now()
     var inPool = false
@@ -30,16 +28,13 @@ final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var pendingRead = false
     private var closedError: (any Error)?
 
-    init(key: String, pool: BackendPool, encoder: HTTPRequestEncoder, decoder: ByteToMessageHandler<HTTPResponseDecoder>) {
+    init(key: String, pool: BackendPool) {
         self.key = key
         self.pool = pool
-        self.encoder = encoder
-        self.decoder = decoder
     }
 
     var isActive: Bool { context?.channel.isActive ?? false }
     var isWritable: Bool { context?.channel.isWritable ?? false }
-    var channel: (any Channel)? { context?.channel }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -49,14 +44,12 @@ final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.context = nil
     }
 
-    // MARK: Sending
-
-    func send(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>? = nil) {
+    func send(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
         guard let context else {
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
-        context.write(wrapOutboundOut(part), promise: promise)
+        context.write(wrapOutboundOut(buffer), promise: promise)
     }
 
     func flush() {
@@ -67,6 +60,14 @@ final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context?.close(promise: nil)
     }
 
+    /// Closes once everything written so far went out (end of a tunnel).
+    func closeAfterWrites() {
+        guard let context else { return }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: promise)
+        promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
     /// The client can take bytes again.
     func resumeReading() {
         guard pendingRead, let context else { return }
@@ -74,16 +75,13 @@ final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.read()
     }
 
-    // MARK: Events
-
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
         guard let owner else {
             // An idle connection has nothing to say; whatever it sends makes it unusable.
             context.close(promise: nil)
             return
         }
-        owner.backendRead(part, from: self)
+        owner.backendRead(unwrapInboundIn(data), from: self)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

@@ -7,8 +7,8 @@ import Synchronization
 final class ProxyCore: Sendable {
     let configuration: ProxyConfiguration
     let registry: RouteRegistry
-    let policy: any AffinityPolicy
-    let decider: RoutingDecider
+    let policy: ConfiguredAffinity
+    let decider: RoutingDecider<ConfiguredAffinity>
     let retryPolicy: RetryPolicy
     let metrics: ProxyMetrics
     let feed: DecisionFeed
@@ -28,7 +28,7 @@ final class ProxyCore: Sendable {
     ) {
         self.configuration = configuration
         self.registry = registry
-        self.policy = configuration.affinity.policy(configuration)
+        self.policy = ConfiguredAffinity(configuration)
         self.decider = RoutingDecider(policy: policy)
         self.retryPolicy = RetryPolicy(maxAttempts: configuration.maxAttempts)
         self.metrics = metrics

@@ -1,19 +1,17 @@
 import CloudFoundry
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// The data of the request in progress on a client connection.
 final class Exchange {
     let requestID: String
-    let method: HTTPMethod
-    let uri: String
-    let clientVersion: HTTPVersion
+    let head: HTTPHead
     let startedAt: NIODeadline
     let startedAtWall: WallClockTime
     let request: InboundRequest
-    let forwardedHead: HTTPRequestHead
+    /// The forwarded head without the per-attempt instance headers and the final empty line.
+    let forwardedBase: ByteBuffer
     var pool: RoutingTable.Pool?
     var endpoints: [Endpoint] = []
     var balancer = Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0)
@@ -23,8 +21,8 @@ final class Exchange {
     var selection: Selection?
     var endpoint: Endpoint?
     var holdsInFlight = false
-    /// Request parts kept to be sent once connected, or again on a retry.
-    var retained: [HTTPClientRequestPart] = []
+    /// Request body bytes kept to be sent once connected, or again on a retry.
+    var retained: [ByteBuffer] = []
     var bytesReceived = 0
     var bytesSent = 0
     var status = 0
@@ -33,50 +31,41 @@ final class Exchange {
     var decision: RoutingDecisionKind?
     var attemptStartedAt: NIODeadline?
     var responseHeadAt: NIODeadline?
-    var backendKeepAlive = true
-    var closeClient = false
+    var response = OutboundResponse()
     var logged = false
 
-    init(
-        requestID: String,
-        head: HTTPRequestHead,
-        startedAt: NIODeadline,
-        startedAtWall: WallClockTime,
-        request: InboundRequest,
-        forwardedHead: HTTPRequestHead
-    ) {
+    init(requestID: String, head: HTTPHead, startedAt: NIODeadline, startedAtWall: WallClockTime, request: InboundRequest, forwardedBase: ByteBuffer)
+    {
         self.requestID = requestID
-        self.method = head.method
-        self.uri = head.uri
-        self.clientVersion = head.version
+        self.head = head
         self.startedAt = startedAt
         self.startedAtWall = startedAtWall
         self.request = request
-        self.forwardedHead = forwardedHead
+        self.forwardedBase = forwardedBase
+    }
+
+    /// The request target, read once.
+    private(set) lazy var target: String = head.target
+    private(set) lazy var method: String = head.method
+
+    var isHeadRequest: Bool {
+        head.first.count == 4
+            && head.bytes.withUnsafeReadableBytes { HTTPHeadParser.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: $0[head.first]), "head") }
     }
 }
 
-/// The last handler of a client connection: routes each request, connects to (or reuses a connection
-/// to) the chosen backend, forwards both ways, retries, answers the router's errors, switches to
-/// tunnelling after a 101, and logs. Decisions come from the value types (`RoutingTable`,
-/// `RoutingDecider`, `ExchangeStateMachine`, `ConnectionTimeouts`, rewriters); this class only
-/// carries them out.
+/// The only handler of a client connection: reads requests from the raw bytes, routes each one,
+/// connects to (or reuses a connection to) the chosen backend, forwards both ways byte for byte
+/// (only the heads are rewritten), retries, answers the router's errors, tunnels after a 101, and
+/// logs. Decisions come from value types (`RoutingTable`, `RoutingDecider`, `ExchangeStateMachine`,
+/// `ConnectionTimeouts`, `BodyFramer`, the rewriters); this class only carries them out.
 final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, BackendConnectionOwner {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    /// The HTTP handlers of the client pipeline, removed when the connection is upgraded.
-    struct ClientHandlers {
-        let observer: RequestStartObserver
-        let encoder: HTTPResponseEncoder
-        let decoder: ByteToMessageHandler<HTTPRequestDecoder>
-        let pipelining: HTTPServerPipelineHandler
-    }
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private let core: ProxyCore
     private let loop: LoopContext
-    private let clientHandlers: ClientHandlers
     private var context: ChannelHandlerContext?
     private var clientIP = ""
     private var clientAddress = ""
@@ -86,17 +75,34 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private var timerDeadline: NIODeadline?
     private var exchange: Exchange?
     private var backend: BackendHandler?
+    private var opened = false
+
+    // Client input
+    private var inbound: ByteBuffer?
+    private var headScanned = 0
+    private var requestFramer: BodyFramer?
     private var pendingRead = false
     private var needsBackendFlush = false
-    private var needsClientFlush = false
     private var closeAfterExchange = false
-    private var attemptToken = 0
-    private var upgradePending = false
+    private var closing = false
+    private var processingClientInput = false
 
-    init(core: ProxyCore, loop: LoopContext, clientHandlers: ClientHandlers) {
+    // Backend input
+    private var responseInbound: ByteBuffer?
+    private var responseScanned = 0
+    private var responseFramer: BodyFramer?
+    private var needsClientFlush = false
+    private var attemptToken = 0
+    /// A response head not written yet, so that a small body can go out in the same write.
+    private var pendingClientHead: ByteBuffer?
+
+    // Tunnel
+    private var tunnel = false
+    private var tunnelStats: EndpointStats?
+
+    init(core: ProxyCore, loop: LoopContext) {
         self.core = core
         self.loop = loop
-        self.clientHandlers = clientHandlers
         let configuration = core.configuration
         self.machine = ExchangeStateMachine(maxReplayBytes: configuration.maxReplayBodyBytes, retryPolicy: core.retryPolicy)
         self.timeouts = ConnectionTimeouts(
@@ -125,8 +131,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         context.fireChannelActive()
     }
 
-    private var opened = false
-
     private func connectionOpened(context: ChannelHandlerContext) {
         guard !opened else { return }
         opened = true
@@ -146,41 +150,68 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
-        switch machine.clientClosed() {
-        case .abortBackend(let responseStarted):
-            releaseInFlight()
-            dropBackend()
-            if let exchange, !exchange.logged {
-                if !responseStarted {
-                    exchange.status = 499
-                    exchange.routerError = nil
-                    core.metrics.routerError(.clientClosedRequest)
+        closing = true
+        if tunnel {
+            endTunnel()
+        } else {
+            switch machine.clientClosed() {
+            case .abortBackend(let responseStarted):
+                releaseInFlight()
+                dropBackend()
+                if let exchange, !exchange.logged {
+                    if !responseStarted {
+                        exchange.status = 499
+                        core.metrics.routerError(.clientClosedRequest)
+                    }
+                    finishLogging(exchange)
                 }
-                finishLogging(exchange)
+            case .none:
+                if let exchange, !exchange.logged { finishLogging(exchange) }
             }
-        case .none:
-            if let exchange, !exchange.logged { finishLogging(exchange) }
         }
         exchange = nil
+        inbound = nil
+        responseInbound = nil
         context.fireChannelInactive()
     }
 
-    // MARK: Client reads
-
-    /// Called by `RequestStartObserver` for every read from the client.
-    func clientBytesArrived() {
-        if case .idle = timeouts.phase { timeouts.bytesReceived(now: .now()) }
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            // Draining: close idle connections now, the others after their response. Tunnels are
+            // closed at the end of the drain timeout.
+            if tunnel { return }
+            closeAfterExchange = true
+            if machine.isIdle && (inbound?.readableBytes ?? 0) == 0 { context.close(promise: nil) }
+            return
+        }
+        if case ChannelEvent.inputClosed = event {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: Client input
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            startExchange(head, context: context)
-        case .body(let buffer):
-            requestBody(buffer)
-        case .end(let trailers):
-            requestEnd(trailers, context: context)
+        let buffer = unwrapInboundIn(data)
+        if tunnel {
+            backend?.send(buffer)
+            needsBackendFlush = true
+            return
         }
+        if case .idle = timeouts.phase { timeouts.bytesReceived(now: .now()) }
+        if inbound == nil || inbound!.readableBytes == 0 {
+            inbound = buffer
+        } else {
+            var more = buffer
+            inbound!.writeBuffer(&more)
+        }
+        processClientInput(context: context)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -193,14 +224,26 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     func read(context: ChannelHandlerContext) {
-        if let backend, !backend.isWritable {
-            pendingRead = true
-        } else if machine.phase == .connecting && !machine.replayable {
-            // Not connected yet and already more body than we keep: wait for the backend.
+        if shouldHoldClientReads {
             pendingRead = true
         } else {
             context.read()
         }
+    }
+
+    /// Stop reading from the client while the backend cannot take more, or while bytes of a
+    /// pipelined request (or an upgrade) wait for the current exchange.
+    private var shouldHoldClientReads: Bool {
+        if let backend, !backend.isWritable { return true }
+        if machine.phase == .connecting && !machine.replayable { return true }
+        if !tunnel && machine.requestComplete && !machine.isIdle && (inbound?.readableBytes ?? 0) > 0 { return true }
+        return false
+    }
+
+    private func resumeClientReads() {
+        guard pendingRead, !shouldHoldClientReads, let context else { return }
+        pendingRead = false
+        context.read()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -208,71 +251,117 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         context.fireChannelWritabilityChanged()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let parserError = error as? HTTPParserError {
-            let readError = RequestReadError(parserError)
-            if machine.responseStarted {
-                context.close(promise: nil)
+    /// Consumes what the client sent: request heads, bodies, and what follows.
+    private func processClientInput(context: ChannelHandlerContext) {
+        guard !processingClientInput else { return }
+        processingClientInput = true
+        defer { processingClientInput = false }
+        while !closing, var buffer = inbound, buffer.readableBytes > 0 {
+            if tunnel {
+                inbound = nil
+                backend?.send(buffer)
+                needsBackendFlush = true
                 return
             }
-            if machine.phase != .idle && machine.phase != .answered {
-                releaseInFlight()
-                dropBackend()
+            if var framer = requestFramer {
+                let consumed: Int
+                do {
+                    consumed = try buffer.withUnsafeReadableBytes { raw throws(BodyFramer.Failure) in try framer.consume(raw) }
+                } catch {
+                    return rejectRequest(.badRequest, context: context)
+                }
+                guard let slice = buffer.readSlice(length: consumed) else { return }
+                inbound = buffer
+                requestFramer = framer.isComplete ? nil : framer
+                requestBody(slice)
+                if framer.isComplete { requestEnd(context: context) }
+                continue
             }
-            let exchange = self.exchange
-            exchange?.status = Int(readError.status.code)
-            if let exchange, !exchange.logged { finishLogging(exchange) }
-            self.exchange = nil
-            var body = context.channel.allocator.buffer(capacity: readError.body.utf8.count)
-            body.writeString(readError.body)
-            context.write(wrapOutboundOut(.head(readError.responseHead)), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
+            guard machine.isIdle else {
+                // A complete request waits for its response: what follows is pipelined (or tunnel
+                // data after an upgrade request). Keep it for later.
+                return
             }
-            return
+            guard let length = HTTPHeadParser.headLength(in: buffer, scanned: &headScanned) else {
+                if buffer.readableBytes > configuration.maxHeaderBytes { rejectRequest(.headersTooLarge, context: context) }
+                return
+            }
+            guard length <= configuration.maxHeaderBytes + 4, let headBytes = buffer.readSlice(length: length) else {
+                return rejectRequest(.headersTooLarge, context: context)
+            }
+            headScanned = 0
+            inbound = buffer
+            let head: HTTPHead
+            do {
+                head = try HTTPHeadParser.parseRequest(headBytes)
+            } catch {
+                return rejectRequest(RequestReadError(error), context: context)
+            }
+            startExchange(head, context: context)
         }
-        context.close(promise: nil)
+        if let buffer = inbound, buffer.readableBytes == 0 { inbound = nil }
     }
 
-    // MARK: Request
-
-    private func startExchange(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        guard machine.isIdle else {
-            // HTTPServerPipelineHandler holds pipelined requests; getting here means a broken client.
+    /// A request that cannot be read: 400 or 431, then close.
+    private func rejectRequest(_ error: RequestReadError, context: ChannelHandlerContext) {
+        closing = true
+        inbound = nil
+        if machine.responseStarted {
             context.close(promise: nil)
             return
         }
+        if !machine.isIdle {
+            releaseInFlight()
+            dropBackend()
+        }
+        if let exchange, !exchange.logged {
+            exchange.status = Int(error.status.code)
+            finishLogging(exchange)
+        }
+        exchange = nil
+        context.writeAndFlush(wrapOutboundOut(error.response)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Requests
+
+    private func startExchange(_ head: HTTPHead, context: ChannelHandlerContext) {
         let now = NIODeadline.now()
         let wall = WallClockTime.now()
         timeouts.headReceived(now: now)
         armTimer()
         let requestID = loop.nextRequestID()
-        let (forwarded, request) = RequestRewriter.rewrite(
+        let (base, request) = RequestRewriter.rewrite(
             head,
             clientIP: clientIP,
             vcapRequestID: requestID,
             requestStartMillis: wall.milliseconds,
-            policy: core.policy
+            policy: core.policy,
+            allocator: context.channel.allocator
         )
-        let exchange = Exchange(
-            requestID: requestID,
-            head: head,
-            startedAt: now,
-            startedAtWall: wall,
-            request: request,
-            forwardedHead: forwarded
-        )
+        let exchange = Exchange(requestID: requestID, head: head, startedAt: now, startedAtWall: wall, request: request, forwardedBase: base)
         self.exchange = exchange
-        machine.requestHead(
-            idempotent: RetryPolicy.isIdempotent(method: head.method.rawValue, hasIdempotencyKey: request.hasIdempotencyKey),
-            isUpgrade: request.isUpgrade
-        )
-        if !head.isKeepAlive { closeAfterExchange = true }
+        machine.requestHead(idempotent: head.hasIdempotentMethod || request.hasIdempotencyKey, isUpgrade: request.isUpgrade)
+        if !head.keepAlive { closeAfterExchange = true }
+        // The body, if any, is read by the framer whatever happens to the request.
+        if head.chunked {
+            requestFramer = BodyFramer(.chunked)
+        } else if let length = head.contentLength, length > 0 {
+            requestFramer = BodyFramer(.length(length))
+        } else {
+            requestFramer = nil
+        }
 
+        route(exchange, context: context)
+        if requestFramer == nil && exchange === self.exchange { requestEnd(context: context) }
+    }
+
+    private func route(_ exchange: Exchange, context: ChannelHandlerContext) {
+        let request = exchange.request
         guard !request.host.isEmpty else { return answer(.emptyHost, context: context) }
         let table = loop.table()
-        guard let pool = table.lookup(host: request.host, path: head.uri), !pool.endpoints.isEmpty else {
+        guard let pool = table.lookup(host: request.host, path: exchange.target), !pool.endpoints.isEmpty else {
             return answer(.unknownRoute(host: request.host), context: context)
         }
         exchange.pool = pool
@@ -297,38 +386,32 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         startAttempt(context: context)
     }
 
-    private func requestBody(_ buffer: ByteBuffer) {
-        guard let exchange else { return }
-        exchange.bytesReceived += buffer.readableBytes
-        switch machine.requestBody(bytes: buffer.readableBytes) {
+    private func requestBody(_ slice: ByteBuffer) {
+        guard let exchange, slice.readableBytes > 0 else { return }
+        exchange.bytesReceived += slice.readableBytes
+        switch machine.requestBody(bytes: slice.readableBytes) {
         case .buffer:
-            exchange.retained.append(.body(.byteBuffer(buffer)))
+            exchange.retained.append(slice)
         case .forward(let retain):
             if retain {
-                exchange.retained.append(.body(.byteBuffer(buffer)))
+                exchange.retained.append(slice)
             } else if !exchange.retained.isEmpty {
                 exchange.retained.removeAll()
             }
-            backend?.send(.body(.byteBuffer(buffer)))
+            backend?.send(slice)
             needsBackendFlush = true
         case .drop:
             break
         }
     }
 
-    private func requestEnd(_ trailers: HTTPHeaders?, context: ChannelHandlerContext) {
+    private func requestEnd(context: ChannelHandlerContext) {
         switch machine.requestEnd() {
-        case .buffer:
-            exchange?.retained.append(.end(trailers))
-        case .forward:
-            if machine.replayable && !machine.responseStarted { exchange?.retained.append(.end(trailers)) }
-            backend?.send(.end(trailers))
-            needsBackendFlush = true
+        case .buffer, .forward, .drop:
+            break
         case .becomeIdle:
             exchange = nil
             exchangeFinished(context: context)
-        case .drop:
-            break
         }
     }
 
@@ -347,12 +430,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 cursor: pool.cursor.next(count: exchange.endpoints.count),
                 randomSeed: loop.nextRandom()
             )
-            selection = core.decider.select(
-                endpoints: exchange.endpoints,
-                pin: exchange.pin,
-                attempt: machine.attempt + 1,
-                context: selectionContext
-            )
+            selection = core.decider.select(endpoints: exchange.endpoints, pin: exchange.pin, attempt: machine.attempt + 1, context: selectionContext)
         }
         guard let selection else {
             machine.exhausted()
@@ -391,17 +469,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    guard let pool = core.loopContext(for: channel.eventLoop)?.backendPool else {
-                        throw ChannelError.ioOnClosedChannel
-                    }
-                    var encoderConfiguration = HTTPRequestEncoder.Configuration()
-                    encoderConfiguration.automaticallySetFramingHeaders = false
-                    let encoder = HTTPRequestEncoder(configuration: encoderConfiguration)
-                    let decoder = ByteToMessageHandler(
-                        HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward)
-                    )
-                    let handler = BackendHandler(key: key, pool: pool, encoder: encoder, decoder: decoder)
-                    try channel.pipeline.syncOperations.addHandlers([encoder, decoder, handler])
+                    guard let pool = core.loopContext(for: channel.eventLoop)?.backendPool else { throw ChannelError.ioOnClosedChannel }
+                    try channel.pipeline.syncOperations.addHandler(BackendHandler(key: key, pool: pool))
                 }
             }
             .connect(to: address)
@@ -432,20 +501,22 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         let token = attemptToken
         backend = connection
         connection.owner = self
+        responseInbound = nil
+        responseScanned = 0
+        responseFramer = nil
         machine.connected(reused: reused)
-        let head = RequestRewriter.addingInstanceHeaders(to: exchange.forwardedHead, endpoint: endpoint)
         let written = context.eventLoop.makePromise(of: Void.self)
         written.futureResult.assumeIsolated().whenSuccess {
             if token == self.attemptToken { self.machine.headWritten() }
         }
-        connection.send(.head(head), promise: written)
-        for part in exchange.retained { connection.send(part) }
+        // One buffer for the whole head: the base followed by this attempt's instance headers.
+        var head = exchange.forwardedBase
+        RequestRewriter.writeInstanceHeaders(for: endpoint, into: &head)
+        connection.send(head, promise: written)
+        for slice in exchange.retained { connection.send(slice) }
         if !machine.replayable { exchange.retained.removeAll() }
         connection.flush()
-        if pendingRead && connection.isWritable {
-            pendingRead = false
-            context.read()
-        }
+        resumeClientReads()
     }
 
     private func attemptFailed(_ failure: BackendFailure, context: ChannelHandlerContext) {
@@ -456,8 +527,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         let reason = failure.description(address: endpoint.address)
         exchange.lastFailure = reason
         let attemptsAllowed = exchange.isTargeted ? 1 : max(min(configuration.maxAttempts, exchange.endpoints.count), 1)
-        let action = machine.backendFailed(failure, attemptsAllowed: attemptsAllowed)
-        switch action {
+        switch machine.backendFailed(failure, attemptsAllowed: attemptsAllowed) {
         case .reconnect:
             endpoint.stats.inFlightCount.add(1, ordering: .relaxed)
             exchange.holdsInFlight = true
@@ -504,63 +574,167 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     /// Closes the backend connection of the attempt in progress (it is in an unknown state).
     private func dropBackend() {
         attemptToken += 1
+        responseInbound = nil
+        responseFramer = nil
         guard let backend else { return }
         self.backend = nil
         backend.owner = nil
         backend.close()
     }
 
-    // MARK: Backend events
+    // MARK: Backend input
 
     var acceptsResponseBytes: Bool { context?.channel.isWritable ?? false }
 
-    func backendRead(_ part: HTTPClientResponsePart, from connection: BackendHandler) {
-        guard connection === backend, let exchange, let context else {
+    func backendRead(_ buffer: ByteBuffer, from connection: BackendHandler) {
+        guard connection === backend, let context else {
             connection.owner = nil
             connection.close()
             return
         }
-        switch part {
-        case .head(let head):
-            switch machine.responseHead(status: Int(head.status.code)) {
+        if tunnel {
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            needsClientFlush = true
+            return
+        }
+        if responseInbound == nil || responseInbound!.readableBytes == 0 {
+            responseInbound = buffer
+        } else {
+            var more = buffer
+            responseInbound!.writeBuffer(&more)
+        }
+        processBackendInput(connection: connection, context: context)
+    }
+
+    private func processBackendInput(connection: BackendHandler, context: ChannelHandlerContext) {
+        while connection === backend, let exchange, var buffer = responseInbound, buffer.readableBytes > 0 {
+            if var framer = responseFramer {
+                let dechunk = exchange.response.clientFraming == .dechunked
+                var payload: [Range<Int>] = []
+                let consumed: Int
+                do {
+                    consumed = try buffer.withUnsafeReadableBytes { raw throws(BodyFramer.Failure) in
+                        try framer.consume(raw) { range in if dechunk { payload.append(range) } }
+                    }
+                } catch {
+                    return backendMisbehaved("malformed chunked body", context: context)
+                }
+                guard let slice = buffer.readSlice(length: consumed) else { return }
+                responseInbound = buffer
+                responseFramer = framer
+                if dechunk {
+                    for range in payload where !range.isEmpty {
+                        if let part = slice.getSlice(at: slice.readerIndex + range.lowerBound, length: range.count) {
+                            forwardToClient(part, exchange)
+                        }
+                    }
+                } else if slice.readableBytes > 0 {
+                    forwardToClient(slice, exchange)
+                }
+                if framer.isComplete {
+                    responseComplete(exchange: exchange, connection: connection, context: context)
+                }
+                continue
+            }
+            guard machine.phase == .awaitingResponse else {
+                // Bytes after a complete response: the connection cannot be trusted any more.
+                responseInbound = nil
+                return
+            }
+            guard let length = HTTPHeadParser.headLength(in: buffer, scanned: &responseScanned) else {
+                if buffer.readableBytes > 1 << 20 { backendMisbehaved("response head larger than 1 MiB", context: context) }
+                return
+            }
+            guard let headBytes = buffer.readSlice(length: length) else { return }
+            responseScanned = 0
+            responseInbound = buffer
+            let head: HTTPHead
+            do {
+                head = try HTTPHeadParser.parseResponse(headBytes)
+            } catch {
+                return backendMisbehaved("malformed response head", context: context)
+            }
+            switch machine.responseHead(status: head.statusCode) {
             case .forwardInformational:
-                let informational = HTTPResponseHead(version: exchange.clientVersion, status: head.status)
-                context.write(wrapOutboundOut(.head(informational)), promise: nil)
+                context.write(wrapOutboundOut(ResponseRewriter.informational(head, clientMinorVersion: exchange.head.minorVersion)), promise: nil)
                 needsClientFlush = true
             case .upgrade:
                 forwardResponseHead(head, exchange: exchange, context: context)
-                context.write(wrapOutboundOut(.end(nil)), promise: nil)
-                upgradePending = true
+                startTunnel(exchange: exchange, connection: connection, context: context)
+                return
             case .forward:
                 forwardResponseHead(head, exchange: exchange, context: context)
+                let framer = BodyFramer(exchange.response.backendFraming)
+                if framer.isComplete {
+                    responseComplete(exchange: exchange, connection: connection, context: context)
+                } else {
+                    responseFramer = framer
+                }
             }
-        case .body(let buffer):
-            guard machine.phase == .streamingResponse || machine.phase == .drainingRequest else { return }
-            exchange.bytesSent += buffer.readableBytes
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-            needsClientFlush = true
-        case .end(let trailers):
-            guard machine.phase == .streamingResponse else { return }
-            responseComplete(trailers, exchange: exchange, connection: connection, context: context)
+        }
+    }
+
+    private func forwardToClient(_ slice: ByteBuffer, _ exchange: Exchange) {
+        exchange.bytesSent += slice.readableBytes
+        needsClientFlush = true
+        if pendingClientHead != nil && slice.readableBytes <= 16 * 1024 {
+            var body = slice
+            pendingClientHead!.writeBuffer(&body)
+            return
+        }
+        writePendingHead()
+        context?.write(wrapOutboundOut(slice), promise: nil)
+    }
+
+    /// Writes (without flushing) a response head kept back for coalescing.
+    private func writePendingHead() {
+        guard let head = pendingClientHead else { return }
+        pendingClientHead = nil
+        context?.write(wrapOutboundOut(head), promise: nil)
+    }
+
+    /// The app sent something that is not HTTP: a 502 when the client has no response yet, else close.
+    private func backendMisbehaved(_ what: String, context: ChannelHandlerContext) {
+        guard let exchange, let endpoint = exchange.endpoint else { return }
+        core.logger.warning(
+            "the app sent an invalid response",
+            metadata: ["instance": "\(endpoint.instanceID)", "address": "\(endpoint.address)", "problem": "\(what)"])
+        if machine.responseStarted {
+            exchange.routerError = RouterError.endpointFailure(what).routerErrorHeader
+            if !exchange.logged { finishLogging(exchange) }
+            dropBackend()
+            writePendingHead()
+            context.close(promise: nil)
+        } else {
+            releaseInFlight()
+            dropBackend()
+            machine.exhausted()
+            answer(.endpointFailure(what), context: context)
         }
     }
 
     func backendReadComplete(from connection: BackendHandler) {
-        guard let context else { return }
-        if upgradePending && connection === backend {
-            upgradePending = false
-            switchToTunnel(connection: connection, context: context)
-            return
-        }
-        if needsClientFlush {
-            needsClientFlush = false
-            context.flush()
-        }
+        guard let context, needsClientFlush else { return }
+        needsClientFlush = false
+        writePendingHead()
+        context.flush()
     }
 
     func backendClosed(_ connection: BackendHandler, error: (any Error)?) {
         guard connection === backend, let context else { return }
         backend = nil
+        if tunnel {
+            context.flush()
+            closeClientAfterWrites(context: context)
+            return
+        }
+        if let framer = responseFramer, framer.endsAtClose, let exchange {
+            // A body delimited by the connection's end is complete.
+            responseFramer = nil
+            _ = machine.responseEnd(backendKeepAlive: false)
+            finishResponse(exchange: exchange, context: context)
+            return
+        }
         switch machine.phase {
         case .connecting, .awaitingResponse:
             let failure: BackendFailure = error.map { .connectionReset(Self.describe($0)) } ?? .closedBeforeResponse
@@ -578,56 +752,59 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     func backendWritabilityChanged(_ connection: BackendHandler) {
-        guard connection === backend, connection.isWritable, pendingRead, let context else { return }
-        pendingRead = false
-        context.read()
+        guard connection === backend, connection.isWritable else { return }
+        resumeClientReads()
     }
 
     // MARK: Responses
 
-    private func forwardResponseHead(_ head: HTTPResponseHead, exchange: Exchange, context: ChannelHandlerContext) {
+    private func forwardResponseHead(_ head: HTTPHead, exchange: Exchange, context: ChannelHandlerContext) {
         releaseInFlight()
         exchange.responseHeadAt = .now()
         guard let endpoint = exchange.endpoint, let pool = exchange.pool else { return }
-        let (rewritten, response) = ResponseRewriter.rewrite(
-            head,
-            requestMethod: exchange.method,
-            clientVersion: exchange.clientVersion,
-            clientKeepAlive: !closeAfterExchange,
-            vcapRequestID: exchange.requestID
+        var response = ResponseRewriter.framing(
+            of: head,
+            requestMethodIsHead: exchange.isHeadRequest,
+            clientMinorVersion: exchange.head.minorVersion,
+            clientKeepAlive: !closeAfterExchange
         )
-        var outgoing = rewritten
+        if exchange.request.isUpgrade && head.statusCode != 101 {
+            // The request's upgrade was declined: what the client sent after it is not HTTP.
+            response.closeClient = true
+        }
+        exchange.response = response
+        let setCookies = head.fields.contains { $0.kind == .setCookie } ? head.values(.setCookie) : []
         let affinity = core.policy.response(
             AffinityResponse(
                 pin: exchange.pin,
                 servedInstanceID: endpoint.instanceID,
                 servedAddress: endpoint.address,
-                setCookieHeaders: response.setCookieHeaders,
+                setCookieHeaders: setCookies,
                 contextPath: pool.uri.contextPath,
                 isUpgrade: exchange.request.isUpgrade,
                 nowSecondsSince1970: exchange.startedAtWall.seconds
             )
         )
-        for cookie in affinity.setCookies { outgoing.headers.add(name: "Set-Cookie", value: cookie) }
-        for header in affinity.headers { outgoing.headers.replaceOrAdd(name: header.name, value: header.value) }
         let kind = exchange.selection?.kind ?? .balanced
         exchange.decision = affinity.startedSession && kind == .balanced ? .newSession : kind
-        exchange.status = Int(head.status.code)
-        exchange.backendKeepAlive = response.backendKeepAlive
-        exchange.closeClient = response.closeClient
-        if exchange.request.isUpgrade && head.status.code != 101 {
-            // The client's HTTP decoder stopped at the upgrade request: this connection cannot carry
-            // another request.
-            exchange.closeClient = true
-            outgoing.headers.replaceOrAdd(name: "Connection", value: "close")
-        }
-        context.write(wrapOutboundOut(.head(outgoing)), promise: nil)
+        exchange.status = head.statusCode
+        pendingClientHead = ResponseRewriter.rewrite(
+            head,
+            response: response,
+            clientMinorVersion: exchange.head.minorVersion,
+            vcapRequestID: exchange.requestID,
+            affinity: affinity,
+            allocator: context.channel.allocator
+        )
         needsClientFlush = true
     }
 
-    private func responseComplete(_ trailers: HTTPHeaders?, exchange: Exchange, connection: BackendHandler, context: ChannelHandlerContext) {
-        let reusable = machine.responseEnd(backendKeepAlive: exchange.backendKeepAlive)
+    private func responseComplete(exchange: Exchange, connection: BackendHandler, context: ChannelHandlerContext) {
+        let leftovers = (responseInbound?.readableBytes ?? 0) > 0
+        let reusable = machine.responseEnd(backendKeepAlive: exchange.response.backendKeepAlive) && !leftovers
         backend = nil
+        responseInbound = nil
+        responseFramer = nil
         attemptToken += 1
         if reusable {
             loop.backendPool.release(connection, now: .now())
@@ -635,22 +812,29 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             connection.owner = nil
             connection.close()
         }
+        finishResponse(exchange: exchange, context: context)
+    }
+
+    private func finishResponse(exchange: Exchange, context: ChannelHandlerContext) {
         finishLogging(exchange)
-        let closeClient = exchange.closeClient || closeAfterExchange
+        needsClientFlush = false
+        writePendingHead()
+        if exchange.response.closeClient || closeAfterExchange {
+            closing = true
+            closeClientAfterWrites(context: context)
+            return
+        }
+        context.flush()
         if machine.isIdle {
             self.exchange = nil
-            exchangeFinished(context: context, armOnly: true)
+            exchangeFinished(context: context)
         }
-        // Written last: HTTPServerPipelineHandler may hand us the next pipelined request from inside.
-        if closeClient {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
-            }
-        } else {
-            // The backend connection no longer reports to us: flush now.
-            needsClientFlush = false
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-        }
+    }
+
+    private func closeClientAfterWrites(context: ChannelHandlerContext) {
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: promise)
+        promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     /// Sends the router's own answer (an error) for the current request.
@@ -664,97 +848,70 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         exchange.routerError = error.routerErrorHeader
         let close = closeAfterExchange || exchange.request.isUpgrade
         finishLogging(exchange)
-        if machine.isIdle { self.exchange = nil }
-        var body = context.channel.allocator.buffer(capacity: error.body.utf8.count)
-        body.writeString(error.body)
-        context.write(
-            wrapOutboundOut(.head(error.responseHead(version: exchange.clientVersion, vcapRequestID: exchange.requestID, close: close))), promise: nil
-        )
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let response = error.response(minorVersion: exchange.head.minorVersion, vcapRequestID: exchange.requestID, close: close)
         if close {
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
-            }
-        } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            if machine.isIdle { exchangeFinished(context: context, armOnly: true) }
+            closing = true
+            context.write(wrapOutboundOut(response), promise: nil)
+            closeClientAfterWrites(context: context)
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(response), promise: nil)
+        if machine.isIdle {
+            self.exchange = nil
+            exchangeFinished(context: context)
         }
     }
 
-    /// The connection is ready for the next request.
-    private func exchangeFinished(context: ChannelHandlerContext, armOnly: Bool = false) {
+    /// The connection is ready for the next request: read what was pipelined.
+    private func exchangeFinished(context: ChannelHandlerContext) {
         timeouts.exchangeFinished(now: .now())
-        if !armOnly && closeAfterExchange {
-            context.close(promise: nil)
+        if closeAfterExchange {
+            closing = true
+            closeClientAfterWrites(context: context)
             return
         }
         armTimer()
+        if (inbound?.readableBytes ?? 0) > 0 { processClientInput(context: context) }
+        resumeClientReads()
     }
 
-    // MARK: Upgrades
+    // MARK: Tunnels
 
-    private func switchToTunnel(connection: BackendHandler, context: ChannelHandlerContext) {
-        guard let exchange, let endpoint = exchange.endpoint, let backendChannel = connection.channel else {
-            context.close(promise: nil)
-            return
-        }
+    private func startTunnel(exchange: Exchange, connection: BackendHandler, context: ChannelHandlerContext) {
         finishLogging(exchange)
-        self.exchange = nil
-        backend = nil
-        connection.owner = nil
+        tunnel = true
         timer?.cancel()
         timer = nil
         timeouts.upgraded()
-        let stats = endpoint.stats
-        stats.tunnelOpened()
-        var reported = false
-        let reportClose = {
-            if !reported {
-                reported = true
-                stats.tunnelClosed()
-            }
+        let stats = exchange.endpoint?.stats
+        stats?.tunnelOpened()
+        tunnelStats = stats
+        self.exchange = nil
+        // Bytes the app sent right behind its 101, and bytes the client sent right behind its
+        // upgrade request, go through first.
+        writePendingHead()
+        if let rest = responseInbound, rest.readableBytes > 0 {
+            context.write(wrapOutboundOut(rest), promise: nil)
         }
-        let clientTunnel = TunnelHandler(onClose: reportClose)
-        let backendTunnel = TunnelHandler(onClose: reportClose)
-        clientTunnel.partner = backendTunnel
-        backendTunnel.partner = clientTunnel
-        do {
-            let client = context.pipeline.syncOperations
-            let server = backendChannel.pipeline.syncOperations
-            try client.addHandler(clientTunnel)
-            try server.addHandler(backendTunnel)
-            context.flush()
-            // Typed handlers first, decoders last: the decoders hand their left-over bytes (sent right
-            // behind the upgrade request / the 101) to the tunnel handlers when they leave.
-            client.removeHandler(context: context, promise: nil)
-            client.removeHandler(clientHandlers.pipelining, promise: nil)
-            client.removeHandler(clientHandlers.encoder, promise: nil)
-            client.removeHandler(clientHandlers.observer, promise: nil)
-            server.removeHandler(connection, promise: nil)
-            server.removeHandler(connection.encoder, promise: nil)
-            // A decoder leaves on the next loop tick, after handing over its left-overs (held by the
-            // tunnel handlers): bytes may only flow once both are gone, or they would meet the other
-            // side's decoder, which also watches writes.
-            let clientDecoderGone = context.eventLoop.makePromise(of: Void.self)
-            let backendDecoderGone = context.eventLoop.makePromise(of: Void.self)
-            client.removeHandler(clientHandlers.decoder, promise: clientDecoderGone)
-            server.removeHandler(connection.decoder, promise: backendDecoderGone)
-            let clientChannel = context.channel
-            clientDecoderGone.futureResult.and(backendDecoderGone.futureResult).assumeIsolated().whenComplete { result in
-                switch result {
-                case .success:
-                    clientTunnel.activate()
-                    backendTunnel.activate()
-                case .failure:
-                    clientChannel.close(promise: nil)
-                    backendChannel.close(promise: nil)
-                }
-            }
-        } catch {
-            core.logger.error("could not switch a connection to tunnelling; closing it", metadata: ["error": "\(error)"])
-            context.close(promise: nil)
-            backendChannel.close(promise: nil)
-            return
+        responseInbound = nil
+        responseFramer = nil
+        context.flush()
+        if let early = inbound, early.readableBytes > 0 {
+            connection.send(early)
+            connection.flush()
+        }
+        inbound = nil
+        needsClientFlush = false
+        resumeClientReads()
+    }
+
+    private func endTunnel() {
+        tunnelStats?.tunnelClosed()
+        tunnelStats = nil
+        if let backend {
+            self.backend = nil
+            backend.owner = nil
+            backend.closeAfterWrites()
         }
     }
 
@@ -773,7 +930,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private func timerFired() {
         timer = nil
         timerDeadline = nil
-        guard let context else { return }
+        guard let context, !closing else { return }
         switch timeouts.expired(now: .now()) {
         case .none:
             armTimer()
@@ -786,9 +943,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         case .request:
             switch machine.requestTimedOut() {
             case .respondBadGateway:
-                exchange?.lastFailure = BackendFailure.timedOut.description(address: exchange?.endpoint?.address ?? "-")
                 core.metrics.backendFailed()
-                answerTimedOut(context: context)
+                closeAfterExchange = true
+                answer(.endpointFailure(BackendFailure.timedOut.description(address: exchange?.endpoint?.address ?? "-")), context: context)
             case .closeClient:
                 if let exchange {
                     exchange.routerError = RouterError.endpointFailure("context deadline exceeded").routerErrorHeader
@@ -801,34 +958,29 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
     }
 
-    private func answerTimedOut(context: ChannelHandlerContext) {
-        closeAfterExchange = true
-        answer(.endpointFailure(BackendFailure.timedOut.description(address: exchange?.endpoint?.address ?? "-")), context: context)
-    }
-
     // MARK: Logging
 
     private func finishLogging(_ exchange: Exchange) {
         guard !exchange.logged else { return }
         exchange.logged = true
-        let now = NIODeadline.now()
-        let duration = now - exchange.startedAt
+        let duration = NIODeadline.now() - exchange.startedAt
         let endpoint = exchange.endpoint
         if exchange.status > 0 { core.metrics.responseSent(status: exchange.status) }
         if let decision = exchange.decision { core.metrics.decided(decision) }
         core.metrics.requestFinished(after: duration)
         if let accessLog = loop.accessLog {
+            let head = exchange.head
             var record = AccessLogRecord()
             record.host = exchange.request.host
             record.startedAt = exchange.startedAtWall
-            record.method = exchange.method.rawValue
-            record.uri = exchange.uri
-            record.proto = exchange.clientVersion.minor == 0 ? "HTTP/1.0" : "HTTP/1.1"
+            record.method = exchange.method
+            record.uri = exchange.target
+            record.proto = head.minorVersion == 0 ? "HTTP/1.0" : "HTTP/1.1"
             record.status = exchange.status
             record.bytesReceived = exchange.bytesReceived
             record.bytesSent = exchange.bytesSent
-            record.referer = exchange.request.referer
-            record.userAgent = exchange.request.userAgent
+            record.referer = head.firstValue(.referer)
+            record.userAgent = head.firstValue(.userAgent)
             record.clientAddress = clientAddress
             record.backendAddress = endpoint?.address
             record.forwardedFor = exchange.request.forwardedFor
@@ -849,14 +1001,14 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             accessLog.append(record)
         }
         if core.feed.hasSubscribers {
-            let path = exchange.uri.prefix { $0 != "?" }
+            let target = exchange.target
             core.feed.publish(
                 RoutingEvent(
                     time: exchange.startedAtWall.rfc3339,
                     vcapRequestID: exchange.requestID,
-                    method: exchange.method.rawValue,
+                    method: exchange.method,
                     host: exchange.request.host,
-                    path: String(path),
+                    path: String(target.prefix { $0 != "?" }),
                     decision: exchange.decision ?? .balanced,
                     instanceID: exchange.decision == nil ? nil : endpoint?.instanceID,
                     instanceIndex: exchange.decision == nil ? nil : endpoint?.instanceIndex,

@@ -191,12 +191,6 @@ public final class StickyProxyServer: Service, Sendable {
     // MARK: Pipelines
 
     private func makeProxyBootstrap(group: MultiThreadedEventLoopGroup, core: ProxyCore, quiesce: ServerQuiescingHelper) -> ServerBootstrap {
-        let limits: NIOHTTPDecoderLimitConfiguration = {
-            var limits = NIOHTTPDecoderLimitConfiguration()
-            limits.maxHeaderFieldSize = core.configuration.maxHeaderBytes
-            limits.maxHeaderListSize = core.configuration.maxHeaderBytes
-            return limits
-        }()
         let metrics = self.metrics
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
@@ -211,19 +205,7 @@ public final class StickyProxyServer: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let loop = core.loopContext(for: channel.eventLoop) else { throw ChannelError.ioOnClosedChannel }
-                    var encoderConfiguration = HTTPResponseEncoder.Configuration()
-                    encoderConfiguration.automaticallySetFramingHeaders = false
-                    let handlers = ProxyHandler.ClientHandlers(
-                        observer: RequestStartObserver(),
-                        encoder: HTTPResponseEncoder(configuration: encoderConfiguration),
-                        decoder: ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
-                        pipelining: HTTPServerPipelineHandler()
-                    )
-                    let proxy = ProxyHandler(core: core, loop: loop, clientHandlers: handlers)
-                    handlers.observer.proxy = proxy
-                    try channel.pipeline.syncOperations.addHandlers([
-                        handlers.observer, handlers.encoder, handlers.decoder, handlers.pipelining, proxy,
-                    ])
+                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(core: core, loop: loop))
                     let id = ObjectIdentifier(channel)
                     loop.clientChannels[id] = channel
                     metrics.clientConnectionCount.add(1, ordering: .relaxed)
