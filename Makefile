@@ -32,7 +32,7 @@ test: deps
 	$(MAKE) --no-print-directory test-python
 
 test-python:
-	STICKYLAB_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/interop Tests/browser
+	STICKYLAB_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/interop Tests/browser Tests/proxy
 
 ## bench: benchmarks against references measured in the same run; figures go to docs/benchmarks.md.
 bench: build-release

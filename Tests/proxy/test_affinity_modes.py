@@ -4,7 +4,7 @@
 import socket
 import urllib.parse
 
-from conftest import cookie_named, served_by
+from proxy_support import cookie_named, served_by
 
 
 def test_none_mode_balances_every_request_and_sets_no_cookie(proxy_factory, backends):

@@ -6,7 +6,7 @@ import threading
 import time
 
 import harness
-from conftest import APP_ID, served_by
+from proxy_support import APP_ID, served_by
 
 
 def test_round_robin_spreads_requests_evenly(proxy, backends):
@@ -231,7 +231,7 @@ def test_unknown_instance_in_x_cf_app_instance_answers_400_unknown_route(proxy, 
 
 
 def test_missing_host_answers_400_empty_host(proxy, backends):
-    from conftest import raw_request
+    from proxy_support import raw_request
 
     reply = raw_request(proxy.port, b"GET / HTTP/1.0\r\n\r\n")
     assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n")

@@ -4,7 +4,7 @@ and a real backend process that echoes what it received."""
 import re
 import time
 
-from conftest import APP_ID, raw_request
+from proxy_support import APP_ID, raw_request
 
 
 def received(proxy, headers=None, path="/"):

@@ -12,7 +12,7 @@ import requests
 import websocket
 
 import harness
-from conftest import APP_ID, TOKEN
+from proxy_support import APP_ID, TOKEN
 
 LINE = re.compile(
     r'^(?P<host>\S+) - \[(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z)\] "(?P<method>\S+) (?P<uri>\S+) (?P<proto>HTTP/1\.[01])" '

@@ -10,7 +10,7 @@ import time
 import websocket
 
 import harness
-from conftest import raw_request
+from proxy_support import raw_request
 
 
 def read_response(sock: socket.socket) -> bytes:
@@ -109,6 +109,7 @@ def test_bytes_right_behind_the_upgrade_request_are_not_lost(proxy, backends):
         assert head.startswith(b"HTTP/1.1 101 Switching Protocols")
         assert rest == expected_tail  # the backend's bytes right behind its 101, then our echo
         assert harness.wait_until("a tunnel", lambda: proxy.routes()["localhost"][0]["open_tunnels"] == 1)
+        assert proxy.routes()["localhost"][0]["in_flight"] == 0  # upgraded: no longer in flight
         blob = os.urandom(3_000_000)
         sock.sendall(blob)
         echoed = b""
@@ -148,6 +149,18 @@ def test_upgraded_connections_have_no_request_timeout(proxy_factory, backends):
     ws.send("still open")
     assert ws.recv() == "still open"
     ws.close()
+
+
+def test_idle_keep_alive_connections_are_closed_after_the_idle_timeout(proxy_factory, backends):
+    proxy = proxy_factory("--idle-timeout", "500ms")
+    (backend,) = backends(1)
+    proxy.register(backend)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 200 OK")
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # closed by the proxy
+        assert time.monotonic() - started < 9
 
 
 def test_ten_thousand_concurrent_connections_leak_no_file_descriptor(proxy, backends):

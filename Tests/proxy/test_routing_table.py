@@ -6,7 +6,7 @@ import json
 import requests
 
 import harness
-from conftest import TOKEN, Backend, served_by
+from proxy_support import TOKEN, Backend, served_by
 
 
 def test_unknown_host_answers_404_unknown_route(proxy):

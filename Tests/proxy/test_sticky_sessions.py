@@ -6,7 +6,7 @@ import urllib.parse
 
 import websocket
 
-from conftest import cookie_named, served_by, set_cookies
+from proxy_support import cookie_named, served_by, set_cookies
 
 SESSION = "set_cookie=" + urllib.parse.quote("JSESSIONID=abc123; Path=/")
 
