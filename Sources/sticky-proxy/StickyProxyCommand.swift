@@ -3,6 +3,7 @@ import CloudFoundry
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import StickyProxy
 
@@ -94,7 +95,8 @@ struct StickyProxyCommand: AsyncParsableCommand {
         configuration.accessLog = accessLog.map(AccessLogDestination.init)
         if let routesFile {
             do {
-                configuration.staticRoutes = try RoutesFile.load(path: routesFile)
+                // Reading a file blocks: on the thread pool, not in this task.
+                configuration.staticRoutes = try await NIOThreadPool.singleton.runIfActive { try RoutesFile.load(path: routesFile) }
             } catch {
                 throw ValidationError("\(error)")
             }

@@ -76,7 +76,12 @@ public final class StickyProxyServer: Service, Sendable {
             eventLoops: eventLoops,
             logger: logger
         )
-        for route in configuration.staticRoutes { registry.register(route, isStatic: true) }
+        // Registering may resolve host names (blocking): on the thread pool, not in this task.
+        let registry = self.registry
+        let staticRoutes = configuration.staticRoutes
+        try await NIOThreadPool.singleton.runIfActive {
+            for route in staticRoutes { registry.register(route, isStatic: true) }
+        }
         let quiesce = ServerQuiescingHelper(group: group)
         state.withLock {
             $0.group = group
@@ -106,7 +111,6 @@ public final class StickyProxyServer: Service, Sendable {
         }
 
         var tasks: [RepeatedTask] = []
-        let registry = self.registry
         if configuration.pruneInterval.nanoseconds > 0 {
             tasks.append(
                 group.next().scheduleRepeatedTask(initialDelay: configuration.pruneInterval, delay: configuration.pruneInterval) { _ in
