@@ -74,6 +74,10 @@ struct BalancerTests {
         #expect(chosen == [1, 2, 3])
     }
 
+    @Test func decisionOrdinalsFollowAllCases() {
+        for (index, kind) in RoutingDecisionKind.allCases.enumerated() { #expect(kind.ordinal == index) }
+    }
+
     @Test func triedEndpointsHoldsManyIndices() {
         var tried = TriedEndpoints()
         for index in [0, 5, 63, 64, 200] { tried.insert(index) }

@@ -173,6 +173,14 @@ struct WireTests {
         #expect(head.contentLength == 12 && !head.chunked && head.keepAlive && head.connectionTokens.count == 1)
     }
 
+    @Test func methodsAreCaseSensitive() throws {
+        #expect(try parse("HEAD / HTTP/1.1\r\n\r\n").get().isMethod("HEAD"))
+        #expect(try !parse("head / HTTP/1.1\r\n\r\n").get().isMethod("HEAD"))
+        #expect(try parse("OPTIONS * HTTP/1.1\r\n\r\n").get().hasIdempotentMethod)
+        #expect(try !parse("POST / HTTP/1.1\r\n\r\n").get().hasIdempotentMethod)
+        #expect(try !parse("get / HTTP/1.1\r\n\r\n").get().hasIdempotentMethod)
+    }
+
     @Test func http10KeepAliveNeedsTheHeader() throws {
         #expect(try !parse("GET / HTTP/1.0\r\n\r\n").get().keepAlive)
         #expect(try parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").get().keepAlive)

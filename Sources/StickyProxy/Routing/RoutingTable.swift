@@ -200,13 +200,19 @@ public struct RoutingTable: Sendable {
     /// The query string, if any, is ignored.
     public func lookup(host: some StringProtocol, path: some StringProtocol) -> Pool? {
         guard let pools = pools(forHost: host) else { return nil }
-        for pool in pools where Self.contextPath(pool.uri.contextPath, matches: path) {
+        return Self.longestMatch(in: pools, path: path)
+    }
+
+    /// The first pool (longest context path first) whose context path matches `path`.
+    static func longestMatch(in pools: [Pool], path: some StringProtocol) -> Pool? {
+        for pool in pools where contextPath(pool.uri.contextPath, matches: path) {
             return pool
         }
         return nil
     }
 
-    private func pools(forHost host: some StringProtocol) -> [Pool]? {
+    /// The pools of a host (any case, port ignored), longest context path first.
+    func pools(forHost host: some StringProtocol) -> [Pool]? {
         let bare = Self.hostWithoutPort(host)
         if let pools = hosts[String(bare)] { return pools }
         let lower = bare.lowercased()

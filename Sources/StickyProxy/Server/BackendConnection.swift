@@ -17,8 +17,10 @@ final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// The pool key: the endpoint's `host:port`.
-    let key: String
+    /// The endpoint's counters, held so that the pool key below stays unique while this connection lives.
+    let endpointStats: EndpointStats
+    /// The pool key: the endpoint instance (its counters object), so that a lookup hashes no string.
+    let key: ObjectIdentifier
     /// Strong while serving; cleared when the exchange ends (no cycle outlives it).
     var owner: (any BackendConnectionOwner)?
     unowned let pool: BackendPool
@@ -28,8 +30,9 @@ final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var pendingRead = false
     private var closedError: (any Error)?
 
-    init(key: String, pool: BackendPool) {
-        self.key = key
+    init(endpointStats: EndpointStats, pool: BackendPool) {
+        self.endpointStats = endpointStats
+        self.key = ObjectIdentifier(endpointStats)
         self.pool = pool
     }
 
@@ -117,17 +120,16 @@ final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 /// Keep-alive connections to backends of one event loop, by endpoint address. Only touched on its loop.
 final class BackendPool {
-    private var idle: [String: [BackendHandler]] = [:]
+    private var idle: [ObjectIdentifier: [BackendHandler]] = [:]
     let maxIdlePerBackend: Int
 
     init(maxIdlePerBackend: Int) {
         self.maxIdlePerBackend = maxIdlePerBackend
     }
 
-    /// The most recently used idle connection to `key`, if any.
-    func take(_ key: String) -> BackendHandler? {
-        while var connections = idle[key], let connection = connections.popLast() {
-            idle[key] = connections.isEmpty ? nil : connections
+    /// The most recently used idle connection to `key`, if any. (Arrays are changed in place: no copy.)
+    func take(_ key: ObjectIdentifier) -> BackendHandler? {
+        while let connection = idle[key]?.popLast() {
             connection.inPool = false
             if connection.isActive { return connection }
         }
@@ -150,9 +152,7 @@ final class BackendPool {
     func removed(_ connection: BackendHandler) {
         guard connection.inPool else { return }
         connection.inPool = false
-        guard var connections = idle[connection.key] else { return }
-        connections.removeAll { $0 === connection }
-        idle[connection.key] = connections.isEmpty ? nil : connections
+        idle[connection.key]?.removeAll { $0 === connection }
     }
 
     /// Closes connections idle for longer than `timeout`.

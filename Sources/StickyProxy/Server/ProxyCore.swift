@@ -87,8 +87,23 @@ final class LoopContext: @unchecked Sendable {
         if generation != cachedGeneration {
             cachedTable = registry.snapshot()
             cachedGeneration = generation
+            cachedHost = nil
         }
         return cachedTable
+    }
+
+    private var cachedHost: String?
+    private var cachedHostPools: [RoutingTable.Pool]?
+
+    /// `RoutingTable.lookup` with the last host's pools remembered (most connections ask for one host).
+    func lookup(host: String, path: String) -> RoutingTable.Pool? {
+        let table = self.table()
+        if host != cachedHost {
+            cachedHost = host
+            cachedHostPools = table.pools(forHost: host)
+        }
+        guard let pools = cachedHostPools else { return nil }
+        return RoutingTable.longestMatch(in: pools, path: path)
     }
 
     func nextRandom() -> UInt64 { random.next() }

@@ -42,16 +42,17 @@ final class Exchange {
         self.startedAtWall = startedAtWall
         self.request = request
         self.forwardedBase = forwardedBase
+        self.minorVersion = head.minorVersion
+        self.isHeadRequest = head.isMethod("HEAD")
     }
 
     /// The request target, read once.
     private(set) lazy var target: String = head.target
     private(set) lazy var method: String = head.method
 
-    var isHeadRequest: Bool {
-        head.first.count == 4
-            && head.bytes.withUnsafeReadableBytes { HTTPHeadParser.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: $0[head.first]), "head") }
-    }
+    /// The client's HTTP minor version (0 or 1), read once.
+    let minorVersion: Int
+    let isHeadRequest: Bool
 }
 
 /// The only handler of a client connection: reads requests from the raw bytes, routes each one,
@@ -360,8 +361,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private func route(_ exchange: Exchange, context: ChannelHandlerContext) {
         let request = exchange.request
         guard !request.host.isEmpty else { return answer(.emptyHost, context: context) }
-        let table = loop.table()
-        guard let pool = table.lookup(host: request.host, path: exchange.target), !pool.endpoints.isEmpty else {
+        guard let pool = loop.lookup(host: request.host, path: exchange.target), !pool.endpoints.isEmpty else {
             return answer(.unknownRoute(host: request.host), context: context)
         }
         exchange.pool = pool
@@ -453,7 +453,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     private func connect(to endpoint: Endpoint, allowPooled: Bool, context: ChannelHandlerContext) {
-        if allowPooled, let pooled = loop.backendPool.take(endpoint.address) {
+        if allowPooled, let pooled = loop.backendPool.take(ObjectIdentifier(endpoint.stats)) {
             attach(pooled, reused: true)
             return
         }
@@ -463,14 +463,14 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         attemptToken += 1
         let token = attemptToken
         let core = self.core
-        let key = endpoint.address
+        let stats = endpoint.stats
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(configuration.dialTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let pool = core.loopContext(for: channel.eventLoop)?.backendPool else { throw ChannelError.ioOnClosedChannel }
-                    try channel.pipeline.syncOperations.addHandler(BackendHandler(key: key, pool: pool))
+                    try channel.pipeline.syncOperations.addHandler(BackendHandler(endpointStats: stats, pool: pool))
                 }
             }
             .connect(to: address)
@@ -656,7 +656,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             }
             switch machine.responseHead(status: head.statusCode) {
             case .forwardInformational:
-                context.write(wrapOutboundOut(ResponseRewriter.informational(head, clientMinorVersion: exchange.head.minorVersion)), promise: nil)
+                context.write(wrapOutboundOut(ResponseRewriter.informational(head, clientMinorVersion: exchange.minorVersion)), promise: nil)
                 needsClientFlush = true
             case .upgrade:
                 forwardResponseHead(head, exchange: exchange, context: context)
@@ -765,7 +765,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         var response = ResponseRewriter.framing(
             of: head,
             requestMethodIsHead: exchange.isHeadRequest,
-            clientMinorVersion: exchange.head.minorVersion,
+            clientMinorVersion: exchange.minorVersion,
             clientKeepAlive: !closeAfterExchange
         )
         if exchange.request.isUpgrade && head.statusCode != 101 {
@@ -791,7 +791,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         pendingClientHead = ResponseRewriter.rewrite(
             head,
             response: response,
-            clientMinorVersion: exchange.head.minorVersion,
+            clientMinorVersion: exchange.minorVersion,
             vcapRequestID: exchange.requestID,
             affinity: affinity,
             allocator: context.channel.allocator
@@ -848,7 +848,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         exchange.routerError = error.routerErrorHeader
         let close = closeAfterExchange || exchange.request.isUpgrade
         finishLogging(exchange)
-        let response = error.response(minorVersion: exchange.head.minorVersion, vcapRequestID: exchange.requestID, close: close)
+        let response = error.response(minorVersion: exchange.minorVersion, vcapRequestID: exchange.requestID, close: close)
         if close {
             closing = true
             context.write(wrapOutboundOut(response), promise: nil)

@@ -141,12 +141,14 @@ struct HTTPHead: Sendable {
 
     /// GET, HEAD, OPTIONS or TRACE (Go's idempotent methods).
     var hasIdempotentMethod: Bool {
-        bytes.withUnsafeReadableBytes { raw in
-            let method = UnsafeRawBufferPointer(rebasing: raw[first])
-            func equals(_ expected: StaticString) -> Bool {
-                method.count == expected.utf8CodeUnitCount && memcmp(method.baseAddress!, expected.utf8Start, method.count) == 0
-            }
-            return equals("GET") || equals("HEAD") || equals("OPTIONS") || equals("TRACE")
+        isMethod("GET") || isMethod("HEAD") || isMethod("OPTIONS") || isMethod("TRACE")
+    }
+
+    /// The request method is exactly `method` (methods are case-sensitive).
+    func isMethod(_ method: StaticString) -> Bool {
+        guard first.count == method.utf8CodeUnitCount else { return false }
+        return bytes.withUnsafeReadableBytes { raw in
+            memcmp(raw.baseAddress! + first.lowerBound, method.utf8Start, first.count) == 0
         }
     }
     var isUpgradeRequest: Bool { connectionUpgrade && upgrade != nil }
