@@ -663,6 +663,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 startTunnel(exchange: exchange, connection: connection, context: context)
                 return
             case .forward:
+                if head.statusCode == 101 {
+                    // Switching protocols without being asked to: the connection is no longer HTTP.
+                    return backendMisbehaved("101 Switching Protocols to a request that did not ask for an upgrade", context: context)
+                }
                 forwardResponseHead(head, exchange: exchange, context: context)
                 let framer = BodyFramer(exchange.response.backendFraming)
                 if framer.isComplete {
