@@ -58,6 +58,7 @@ struct TestServer: AsyncParsableCommand {
         let io = SocketIOServer(configuration: configuration, adapter: adapter, logger: logger)
         for namespace in [io.of("/"), io.of("/custom")] { install(on: namespace, logger: logger) }
 
+        let serverLogger = logger
         let router = Router()
         router.get("/health") { _, _ in "ok" }
         io.mount(on: router)
@@ -68,7 +69,7 @@ struct TestServer: AsyncParsableCommand {
             },
             configuration: .init(address: .hostname(host, port: port), serverName: "socketio-testserver"),
             onServerRunning: { channel in
-                logger.notice("socketio-testserver listening on \(channel.localAddress?.description ?? "?")")
+                serverLogger.notice("socketio-testserver listening on \(channel.localAddress?.description ?? "?")")
             },
             logger: logger
         )
