@@ -260,23 +260,28 @@ extension Connection {
         var reply: JSONObject = ["sid": .string(socket.id)]
         if let pid = socket.pid { reply["pid"] = .string(pid) }
         let missed = restored?.missedPackets ?? []
+        var aftermath = Connection.Aftermath()
         namespace.add(socket, rooms: restored?.session.rooms ?? [], capture: capture) { captured, rooms in
             // Under the namespace lock: nothing is broadcast to this socket before its CONNECT reply
-            // and its replay, and nothing between the store's answer and now is lost.
-            self.sendPacket(SocketPacket(.connect, namespace: name, data: .object(reply)))
+            // and its replay, and nothing between the store's answer and now is lost. (A close this
+            // causes is handled after the lock is released.)
+            var packets: [SocketPacket] = [SocketPacket(.connect, namespace: name, data: .object(reply))]
             var replayed = Set<String>()
             for packet in missed {
                 replayed.insert(packet.offset)
                 let message = BroadcastMessage(namespace: name, event: packet.event, arguments: packet.arguments, offset: packet.offset)
-                self.sendPacket(SocketPacket(.event, namespace: name, data: message.packetData))
+                packets.append(SocketPacket(.event, namespace: name, data: message.packetData))
             }
             if restored != nil {
                 for message in captured where message.reaches(socketRooms: rooms) {
                     if let offset = message.offset, replayed.contains(offset) { continue }
-                    self.sendPacket(SocketPacket(.event, namespace: name, data: message.packetData))
+                    packets.append(SocketPacket(.event, namespace: name, data: message.packetData))
                 }
             }
+            server.metrics.messagesSent.increment(by: packets.count)
+            aftermath = sendDeferred(packets.flatMap(SocketCodec.encode))
         }
+        handle(aftermath)
         server.metrics.connectionsAccepted.increment()
         if restored != nil {
             server.metrics.connectionsRecovered.increment()

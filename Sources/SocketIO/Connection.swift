@@ -17,7 +17,6 @@ final class Connection: Sendable {
     let server: SocketIOServer
     let eventLoop: any EventLoop
     let handshake: Handshake
-    let logger: Logger
     let engine: Mutex<EngineIO>
     let socketIO: Mutex<SocketIOState>
 
@@ -44,9 +43,6 @@ final class Connection: Sendable {
         self.server = server
         self.eventLoop = eventLoop
         self.handshake = handshake
-        var logger = server.logger
-        logger[metadataKey: "sio.session"] = "\(id)"
-        self.logger = logger
         var session = EngineSession(transport: transport, now: now, configuration: server.engineConfiguration)
         session.setAttachDeadline(now + TimeAmount(server.configuration.connectTimeout))
         self.engine = Mutex(EngineIO(session: session, webSocket: webSocket))
@@ -54,6 +50,13 @@ final class Connection: Sendable {
             SocketIOState(
                 decoder: SocketDecoder(
                     maxAttachments: server.configuration.limits.maxBinaryAttachments, maxDepth: server.configuration.limits.maxJSONDepth)))
+    }
+
+    /// The server's logger with this session's id (built when something is logged: it costs memory).
+    var logger: Logger {
+        var logger = server.logger
+        logger[metadataKey: "sio.session"] = "\(id)"
+        return logger
     }
 
     /// Starts the timers (call once the connection is registered).
@@ -78,6 +81,11 @@ final class Connection: Sendable {
     /// Sends packets to the client (queued for long-polling, written on a WebSocket).
     func send(_ packets: [EnginePacket]) {
         transition { $0.send(packets) }
+    }
+
+    /// `send` for callers that hold another lock: pass the result to `handle(_:)` once it is released.
+    func sendDeferred(_ packets: [EnginePacket]) -> Aftermath {
+        engine.withLock { io in apply(io.session.send(packets), to: &io) }
     }
 
     func close(_ reason: EngineCloseReason) {
@@ -262,7 +270,7 @@ final class Connection: Sendable {
         }
     }
 
-    private func handle(_ aftermath: Aftermath) {
+    func handle(_ aftermath: Aftermath) {
         if let reason = aftermath.closed {
             logger.debug("Session closed: \(reason.rawValue)")
             server.connectionClosed(self)

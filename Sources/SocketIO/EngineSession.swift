@@ -139,17 +139,17 @@ struct EngineSession: Sendable {
     /// The earliest time `timerFired` has something to do.
     var nextDeadline: NIODeadline? {
         guard !isClosed else { return nil }
-        var deadlines: [NIODeadline] = []
+        var earliest: NIODeadline
         switch heartbeat {
-        case .pingDue(let time): deadlines.append(time)
-        case .awaitingPong(let time): deadlines.append(time)
+        case .pingDue(let time): earliest = time
+        case .awaitingPong(let time): earliest = time
         }
         switch upgrade {
         case .none: break
-        case .probing(let time), .probed(let time): deadlines.append(time)
+        case .probing(let time), .probed(let time): earliest = min(earliest, time)
         }
-        if let attachDeadline { deadlines.append(attachDeadline) }
-        return deadlines.min()
+        if let attachDeadline { earliest = min(earliest, attachDeadline) }
+        return earliest
     }
 
     var isUpgrading: Bool { upgrade != .none }

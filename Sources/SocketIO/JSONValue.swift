@@ -275,6 +275,13 @@ extension JSONValue {
         self = try parser.parseDocument()
     }
 
+    /// Parses `bytes[start...]` without copying them.
+    init(parsing bytes: [UInt8], from start: Int, maxDepth: Int) throws(JSONParseError) {
+        var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
+        parser.index = start
+        self = try parser.parseDocument()
+    }
+
     public init(parsing text: String, preservingBinary: Bool = false) throws(JSONParseError) {
         try self.init(parsing: Array(text.utf8), preservingBinary: preservingBinary)
     }

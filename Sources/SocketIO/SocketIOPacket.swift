@@ -122,7 +122,7 @@ public enum SocketCodec {
         var payload: JSONValue?
         if index < bytes.count {
             do {
-                payload = try JSONValue(parsing: bytes[index...], maxDepth: maxDepth)
+                payload = try JSONValue(parsing: bytes, from: index, maxDepth: maxDepth)
             } catch {
                 throw .invalidPayload(error.description)
             }
