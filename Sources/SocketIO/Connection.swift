@@ -83,6 +83,44 @@ final class Connection: Sendable {
         transition { $0.send(packets) }
     }
 
+    /// `send` for a broadcast: when the packets would go straight onto a writable WebSocket, returns
+    /// that channel instead so the caller writes to all its recipients with one hop per event loop.
+    func sendOrBatch(_ packets: [EnginePacket]) -> (any Channel)? {
+        let (channel, aftermath) = engine.withLock { io -> ((any Channel)?, Aftermath) in
+            if io.session.transport == .websocket, !io.session.isClosed, let webSocket = io.webSocket, webSocket.isWritable {
+                return (webSocket, Aftermath())
+            }
+            return (nil, apply(io.session.send(packets), to: &io))
+        }
+        handle(aftermath)
+        return channel
+    }
+
+    /// Writes the same packets to many WebSockets: one task per event loop, one flush per channel.
+    static func writeBatched(_ packets: [EnginePacket], to channels: [any Channel]) {
+        guard let first = channels.first else { return }
+        let frames = packets.map { WebSocketFrame(fin: true, opcode: $0.isBinary ? .binary : .text, data: $0.wire) }
+        if channels.allSatisfy({ $0.eventLoop === first.eventLoop }) {
+            first.eventLoop.execute { write(frames, to: channels) }
+            return
+        }
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, channels: [any Channel])] = [:]
+        for channel in channels {
+            byLoop[ObjectIdentifier(channel.eventLoop), default: (channel.eventLoop, [])].channels.append(channel)
+        }
+        for (_, batch) in byLoop {
+            let channels = batch.channels
+            batch.loop.execute { write(frames, to: channels) }
+        }
+    }
+
+    private static func write(_ frames: [WebSocketFrame], to channels: [any Channel]) {
+        for channel in channels {
+            for frame in frames { channel.write(frame, promise: nil) }
+            channel.flush()
+        }
+    }
+
     /// `send` for callers that hold another lock: pass the result to `handle(_:)` once it is released.
     func sendDeferred(_ packets: [EnginePacket]) -> Aftermath {
         engine.withLock { io in apply(io.session.send(packets), to: &io) }

@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 
 /// A Socket.IO namespace (`/`, `/admin`): its connect hooks, its connection handler, and the sockets
@@ -164,7 +165,12 @@ public final class Namespace: Sendable {
             return connections
         }
         server.metrics.messagesSent.increment(by: targets.count)
-        for connection in targets { connection.send(packets) }
+        var batch: [any Channel] = []
+        batch.reserveCapacity(targets.count)
+        for connection in targets {
+            if let channel = connection.sendOrBatch(packets) { batch.append(channel) }
+        }
+        Connection.writeBatched(packets, to: batch)
     }
 }
 

@@ -70,7 +70,9 @@ struct TestServer: AsyncParsableCommand {
 /// The behaviours of the test server (also used in-process by SocketIOTests).
 enum TestBehaviour {
     /// A Hummingbird application serving `io` (long-polling routes, WebSocket upgrade, /health).
-    static func application(io: SocketIOServer, host: String, port: Int, logger: Logger) -> some ApplicationProtocol {
+    static func application(
+        io: SocketIOServer, host: String, port: Int, logger: Logger, onRunning: @escaping @Sendable (Int) -> Void = { _ in }
+    ) -> some ApplicationProtocol {
         let router = Router()
         router.get("/health") { _, _ in "ok" }
         io.mount(on: router)
@@ -82,6 +84,7 @@ enum TestBehaviour {
             configuration: .init(address: .hostname(host, port: port), serverName: "socketio-testserver"),
             onServerRunning: { channel in
                 logger.notice("socketio-testserver listening on \(channel.localAddress?.description ?? "?")")
+                onRunning(channel.localAddress?.port ?? 0)
             },
             logger: logger
         )

@@ -1,7 +1,6 @@
 import Logging
 import ServiceLifecycle
 import SocketIO
-import TestSupport
 
 @testable import socketio_testserver
 
@@ -36,11 +35,12 @@ final class InProcessServer: Sendable {
         if installBehaviour {
             for namespace in [io.of("/"), io.of("/custom")] { TestBehaviour.install(on: namespace, logger: logger) }
         }
-        let port = try FreePort.allocate()
-        let app = TestBehaviour.application(io: io, host: "127.0.0.1", port: port, logger: logger)
+        // Port 0: the kernel picks a free port as the server binds it (no race with parallel tests).
+        let bound = Inbox<Int>()
+        let app = TestBehaviour.application(io: io, host: "127.0.0.1", port: 0, logger: logger) { bound.append($0) }
         let group = ServiceGroup(configuration: .init(services: [app, io], logger: logger))
         let task = Task { try await group.run() }
-        try await waitUntil("the test server to listen on port \(port)") { FreePort.isListening(port) }
+        let port = try await bound.next(timeout: .seconds(30))
         return InProcessServer(io: io, port: port, group: group, task: task)
     }
 
