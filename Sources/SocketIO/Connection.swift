@@ -117,8 +117,8 @@ final class Connection: Sendable {
     private static func write(_ frames: [WebSocketFrame], to channels: [any Channel]) {
         for channel in channels {
             for frame in frames { channel.write(frame, promise: nil) }
-            channel.flush()
         }
+        FlushCoalescer.shared.flushSoon(channels)
     }
 
     /// `send` for callers that hold another lock: pass the result to `handle(_:)` once it is released.
@@ -321,7 +321,7 @@ final class Connection: Sendable {
         // Always through the event loop's queue, so writes keep the order they were issued in.
         channel.eventLoop.execute {
             for frame in frames { channel.write(frame, promise: nil) }
-            channel.flush()
+            FlushCoalescer.shared.flushSoon([channel])
         }
     }
 
@@ -338,6 +338,42 @@ final class Connection: Sendable {
             }
             channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
             channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        }
+    }
+}
+
+/// Flushes written channels once the event loop has run the tasks already queued: packets written
+/// in a burst (a run of broadcasts, a handler emitting several events) leave in one system call per
+/// connection instead of one each. Called on the channels' event loop.
+final class FlushCoalescer: Sendable {
+    static let shared = FlushCoalescer()
+
+    private struct Pending {
+        var scheduled = false
+        var channels: [ObjectIdentifier: any Channel] = [:]
+    }
+
+    private let pending = Mutex<[ObjectIdentifier: Pending]>([:])
+
+    func flushSoon(_ channels: [any Channel]) {
+        guard let loop = channels.first?.eventLoop else { return }
+        let key = ObjectIdentifier(loop)
+        let schedule = pending.withLock { pending -> Bool in
+            var entry = pending[key] ?? Pending()
+            for channel in channels { entry.channels[ObjectIdentifier(channel)] = channel }
+            defer {
+                entry.scheduled = true
+                pending[key] = entry
+            }
+            return !entry.scheduled
+        }
+        guard schedule else { return }
+        loop.execute { [self] in
+            let channels = pending.withLock { pending -> [any Channel] in
+                let entry = pending.removeValue(forKey: key)
+                return entry.map { Array($0.channels.values) } ?? []
+            }
+            for channel in channels { channel.flush() }
         }
     }
 }
