@@ -201,3 +201,16 @@ struct RedisClientTests {
         }
     }
 }
+
+@Suite("Test support")
+struct TestSupportTests {
+    @Test func redisServerStopsOnSIGTERMAndRestarts() async throws {
+        let server = try await RedisServer()
+        try await server.stop()
+        #expect(!FreePort.isListening(server.port))
+        try await server.start()
+        let client = try await RedisClient.connect(try server.configuration)
+        #expect(try await client.ping() == "PONG")
+        await client.close()
+    }
+}

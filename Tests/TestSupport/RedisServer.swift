@@ -33,8 +33,11 @@ public final class RedisServer: @unchecked Sendable {
 
     public func start() async throws {
         let process = Process()
-        process.executableURL = try Self.executable()
+        // Through env(1) with SIGTERM reset to its default: a test process may ignore SIGTERM, and
+        // children inherit ignored signals, so `stop()` would otherwise do nothing.
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         var arguments = [
+            "--default-signal=TERM", try Self.executable().path,
             "--port", "\(port)", "--bind", "127.0.0.1", "--dir", directory.path, "--save", "",
             "--appendonly", appendOnly ? "yes" : "no", "--daemonize", "no", "--logfile", directory.appendingPathComponent("redis.log").path,
         ]
