@@ -31,8 +31,12 @@ test: deps
 	$(SWIFT) test --skip-build $(SWIFT_BUILD_FLAGS)
 	$(MAKE) --no-print-directory test-python
 
-test-python:
-	STICKYLAB_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/interop Tests/browser
+PYTHON_TEST_DIRS := $(wildcard Tests/interop Tests/chat Tests/browser Tests/acceptance)
+
+test-python: deps
+	@if [ -n "$(PYTHON_TEST_DIRS)" ]; then \
+		STICKYLAB_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTHON_TEST_DIRS); \
+	else echo "no Python test folders yet"; fi
 
 ## bench: benchmarks against references measured in the same run; figures go to docs/benchmarks.md.
 bench: build-release

@@ -118,7 +118,7 @@ final class ConnectionKeeper: Sendable {
                     let reason = RedisConnectionFactory.describe(error)
                     action = locked.withLock { $0.machine.connectFailed(reason: reason, random: .random(in: 0..<1)) }
                     if case .retry(let next, _) = action {
-                        logger.info("Redis \(role) reconnect attempt \(attempt) failed: \(reason); next try in \(next)")
+                        logger.info("Redis \(role) reconnect attempt \(attempt) failed: \(reason); next try in \(Int(next.seconds * 1000)) ms")
                     }
                 }
             }

@@ -9,6 +9,12 @@ public struct RedisPubSubMessage: Sendable, Hashable {
     /// The pattern that matched, for PSUBSCRIBE deliveries.
     public var pattern: String?
     public var payload: ByteBuffer
+
+    public init(channel: String, pattern: String? = nil, payload: ByteBuffer) {
+        self.channel = channel
+        self.pattern = pattern
+        self.payload = payload
+    }
 }
 
 /// What a subscriber's `events` sequence yields.

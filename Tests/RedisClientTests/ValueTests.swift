@@ -1,0 +1,133 @@
+import NIOCore
+import Testing
+
+@testable import RedisClient
+
+@Suite("Redis configuration, backoff and state machines (no I/O)")
+struct ValueTests {
+    @Test func parsesFullURL() throws {
+        let config = try RedisConfiguration(url: "redis://:s%40cret@10.0.0.5:6380/3")
+        #expect(config.host == "10.0.0.5")
+        #expect(config.port == 6380)
+        #expect(config.password == "s@cret")
+        #expect(config.username == nil)
+        #expect(config.database == 3)
+        #expect(config.redactedURL == "redis://:***@10.0.0.5:6380/3")
+    }
+
+    @Test func parsesUserAndDefaults() throws {
+        let config = try RedisConfiguration(url: "redis://alice:pw@localhost")
+        #expect(config.username == "alice")
+        #expect(config.password == "pw")
+        #expect(config.port == 6379)
+        #expect(config.database == 0)
+        let bare = try RedisConfiguration(url: "redis://127.0.0.1:7000")
+        #expect(bare.password == nil)
+        #expect(bare.port == 7000)
+        let ipv6 = try RedisConfiguration(url: "redis://[::1]:7001/2")
+        #expect(ipv6.host == "::1")
+        #expect(ipv6.endpoint == "[::1]:7001")
+    }
+
+    @Test func urlRoundTripsThroughURLProperty() throws {
+        let config = try RedisConfiguration(url: "redis://:p%3Aw%2Fd@127.0.0.1:6390/1")
+        let again = try RedisConfiguration(url: config.url)
+        #expect(again.password == "p:w/d")
+        #expect(again.port == 6390)
+        #expect(again.database == 1)
+    }
+
+    @Test(arguments: [
+        ("http://localhost:6379", "unknown scheme"),
+        ("rediss://localhost:6379", "TLS"),
+        ("localhost:6379", "must start with redis://"),
+        ("redis://localhost:notaport", "port"),
+        ("redis://localhost:70000", "port"),
+        ("redis://localhost:6379/x", "database"),
+    ])
+    func rejectsBadURLs(url: String, reason: String) {
+        #expect {
+            try RedisConfiguration(url: url)
+        } throws: { error in
+            "\(error)".contains(reason)
+        }
+    }
+
+    @Test func badURLErrorHidesThePassword() {
+        #expect {
+            try RedisConfiguration(url: "rediss://:topsecret@host:1")
+        } throws: { error in
+            !"\(error)".contains("topsecret")
+        }
+    }
+
+    @Test func backoffGrowsCapsAndJitters() {
+        let backoff = Backoff(initial: .milliseconds(100), maximum: .seconds(1), multiplier: 2, jitter: 0.5)
+        #expect(backoff.delay(attempt: 0, random: 0.5) == .milliseconds(100))
+        #expect(backoff.delay(attempt: 2, random: 0.5) == .milliseconds(400))
+        #expect(backoff.delay(attempt: 10, random: 0.5) == .seconds(1))
+        #expect(backoff.delay(attempt: 10, random: 0) == .milliseconds(500))
+        #expect(backoff.delay(attempt: 10, random: 0.999_999) > .milliseconds(1499))
+        #expect(backoff.delay(attempt: 1_000_000, random: 0.5) == .seconds(1))
+    }
+
+    @Test func stateMachineReconnectsWithGrowingDelaysUntilClosed() {
+        var machine = ConnectionStateMachine(backoff: Backoff(initial: .milliseconds(10), maximum: .seconds(1), jitter: 0))
+        #expect(machine.connected() == .useConnection(generation: 1))
+        #expect(machine.isConnected)
+        #expect(machine.connectionLost(reason: "closed", random: 0) == .retry(after: .milliseconds(10), attempt: 1))
+        #expect(!machine.isConnected)
+        #expect(machine.lastError == "closed")
+        #expect(machine.connectFailed(reason: "refused", random: 0) == .retry(after: .milliseconds(20), attempt: 2))
+        #expect(machine.connectFailed(reason: "refused", random: 0) == .retry(after: .milliseconds(40), attempt: 3))
+        #expect(machine.lastError == "refused")
+        #expect(machine.connected() == .useConnection(generation: 2))
+        machine.close()
+        #expect(machine.connectionLost(reason: "closed", random: 0) == .stop)
+        #expect(machine.connected() == .closeConnectionAndStop)
+    }
+
+    @Test func subscriptionSetRestoresEverything() {
+        var set = SubscriptionSet()
+        #expect(set.add(channels: ["b", "a", "a"]) == ["b", "a"])
+        #expect(set.add(channels: ["a"]) == [])
+        #expect(set.add(patterns: ["news.*"]) == ["news.*"])
+        #expect(set.restoreCommands.map(\.kind) == [.subscribe, .psubscribe])
+        #expect(set.restoreCommands.first?.names == ["a", "b"])
+        #expect(set.remove(channels: ["a", "zzz"]) == ["a"])
+        #expect(set.remove(patterns: ["news.*"]) == ["news.*"])
+        #expect(set.restoreCommands.count == 1)
+        _ = set.remove(channels: ["b"])
+        #expect(set.isEmpty)
+        #expect(set.restoreCommands.isEmpty)
+    }
+
+    @Test func encoderIsBinarySafe() throws {
+        var buffer = ByteBuffer()
+        try RESPEncoder.encode(["SET", RESPArgument(bytes: [0x00, 0xFF, 0x0D, 0x0A]), ""], into: &buffer)
+        let expected: [UInt8] = Array("*3\r\n$3\r\nSET\r\n$4\r\n".utf8) + [0x00, 0xFF, 0x0D, 0x0A] + Array("\r\n$0\r\n\r\n".utf8)
+        #expect(Array(buffer.readableBytesView) == expected)
+        #expect(throws: RESPCodecError.emptyCommand) { try RESPEncoder.encode([], into: &buffer) }
+    }
+
+    @Test func parserHandlesSplitRepliesAndNesting() throws {
+        let parser = try RESPParser()
+        let wire = "*3\r\n:1\r\n$-1\r\n*2\r\n+OK\r\n-ERR bad\r\n$5\r\nhel"
+        try parser.feed(ByteBuffer(string: wire))
+        #expect(try parser.next() == .array([.integer(1), .null, .array([.simpleString("OK"), .error("ERR bad")])]))
+        #expect(try parser.next() == nil)
+        try parser.feed(ByteBuffer(string: "lo\r\n"))
+        #expect(try parser.next() == .bulkString(ByteBuffer(string: "hello")))
+    }
+
+    @Test func parserRejectsGarbage() throws {
+        let parser = try RESPParser()
+        try parser.feed(ByteBuffer(string: "HTTP/1.1 400 Bad Request\r\n"))
+        #expect(throws: RESPCodecError.self) { try parser.next() }
+    }
+
+    @Test func scriptSHA1MatchesRedis() {
+        // redis-cli SCRIPT LOAD "return 1" answers e0e1f9fabfc9d4800c877a703b823ac0578ff8db
+        #expect(RedisScript("return 1").sha1 == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
+    }
+}
