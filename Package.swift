@@ -63,6 +63,7 @@ let package = Package(
             dependencies: [
                 "SocketIO", "RedisClient", "CloudFoundry",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -151,7 +152,7 @@ let package = Package(
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "CloudFoundryTests", dependencies: ["CloudFoundry"]),
         .testTarget(name: "SocketIOTests", dependencies: ["SocketIO", "TestSupport"]),
-        .testTarget(name: "ChatAppTests", dependencies: ["ChatApp", "TestSupport"]),
+        .testTarget(name: "ChatAppTests", dependencies: ["ChatApp", "SocketIO", "TestSupport"]),
         .testTarget(name: "StickyProxyTests", dependencies: ["StickyProxy", "TestSupport"]),
         .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "CloudFoundry"]),

@@ -1,11 +1,13 @@
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import Metrics
 import NIOCore
 import Prometheus
 import RedisClient
 import ServiceLifecycle
+import SocketIO
 
 /// One chat-node instance: its Redis connections, the HTTP routes and the Socket.IO server, and the
 /// background loops (the single Redis subscription, presence heartbeats). `main(environment:)` is what
@@ -163,17 +165,43 @@ public final class ChatNode: Sendable {
             instance: configuration.instance.id, connections: connections, reason: reason)
     }
 
-    /// Serves until SIGTERM or SIGINT, then drains within `drainTimeout`.
+    /// Serves until SIGTERM or SIGINT, then drains within `drainTimeout`: new handshakes are refused,
+    /// every Socket.IO session is closed so its client reconnects elsewhere (its session saved for
+    /// recovery), messages being stored are stored and acknowledged, then Redis is closed.
     public func run() async throws {
+        let configuration = self.configuration
+        let logger = self.logger
+        let store = RedisRecoveryStore(
+            redis: redis, keys: keys, historyLimit: configuration.historyLimit, logger: Logger(label: "chat-node.recovery"))
+        var socketConfiguration = SocketIOConfiguration()
+        socketConfiguration.recovery = .init(maxDisconnectionDuration: configuration.recoveryWindow)
+        socketConfiguration.drainTimeout = configuration.drainTimeout * 0.8
+        let io = SocketIOServer(configuration: socketConfiguration, recoveryStore: store, logger: Logger(label: "chat-node.socket.io"))
+        let startID: StreamID?
+        do {
+            startID = try await ChatLog(redis: redis, keys: keys, historyLimit: configuration.historyLimit).recent(1).last?.id
+            try await subscriber.subscribe(keys.channel)
+        } catch {
+            await close()
+            throw ChatStartupError.redisUnreachable(url: configuration.redisURL, source: configuration.redisSource, reason: "\(error)")
+        }
+        let hub = ChatHub(
+            configuration: configuration, namespace: io.sockets,
+            log: ChatLog(redis: redis, keys: keys, historyLimit: configuration.historyLimit),
+            store: store, sessions: sessionStore, cookie: sessionCookie, metrics: metrics, logger: logger, startID: startID)
+        hub.install()
+
         let router = Router()
         let http = ChatHTTP(
             configuration: configuration, assets: assets, sessions: sessionStore, cookie: sessionCookie, metrics: metrics, logger: logger,
-            health: { [self] in await healthReport(connections: 0) })
+            health: { [self] in await healthReport(connections: hub.connectionCount) })
         http.register(on: router)
-        let configuration = self.configuration
-        let logger = self.logger
+        io.mount(on: router)
         let app = Application(
             router: router,
+            server: .http1WebSocketUpgrade(configuration: io.upgradeChannelConfiguration) { request, channel, logger in
+                io.webSocketUpgrade(for: request, channel: channel, logger: logger)
+            },
             configuration: ApplicationConfiguration(address: .hostname(configuration.bindHost, port: configuration.port), serverName: nil),
             onServerRunning: { channel in
                 logger.notice(
@@ -182,8 +210,17 @@ public final class ChatNode: Sendable {
             },
             logger: logger
         )
+        let presence = PresenceRegistry(redis: redis, keys: keys, instance: configuration.instance.id, ttl: configuration.presenceTTL)
+        // Started in this order; on SIGTERM stopped in reverse: Socket.IO drains first, then HTTP, then
+        // presence leaves, then the subscription closes.
+        let services: [any Service] = [
+            HubService(hub: hub, subscriber: subscriber),
+            PresenceService(hub: hub, registry: presence, interval: configuration.presenceInterval, logger: logger),
+            app,
+            io,
+        ]
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [ServiceGroupConfiguration.ServiceConfiguration(service: app)],
+            services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )
@@ -193,7 +230,7 @@ public final class ChatNode: Sendable {
             try await group.run()
         } catch {
             await close()
-            if "\(error)".contains("Address already in use") || "\(error)".contains("bind") {
+            if "\(error)".contains("Address already in use") {
                 throw ChatStartupError.cannotListen(host: configuration.bindHost, port: configuration.port, reason: "\(error)")
             }
             throw error

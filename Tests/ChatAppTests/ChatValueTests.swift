@@ -1,3 +1,4 @@
+import SocketIO
 import Testing
 
 @testable import ChatApp
@@ -70,7 +71,7 @@ import Testing
 }
 
 @Suite struct RecoveryDecisionTests {
-    let stored = RecoverableSession(sid: "socket-1", user: "ada", session: "sess-1")
+    let stored = SessionSnapshot(sid: "socket-1", pid: "pid-1", namespace: "/", rooms: ["socket-1", "live"], data: ["user": "ada"])
     let offset = StreamID("100-0")!
 
     @Test func requestNeedsBothWellFormedValues() {
@@ -86,17 +87,19 @@ import Testing
         #expect(ok?.offset == StreamID("1-0"))
     }
 
-    @Test func recoversOnlyTheSameUsersSessionWithAKnownOffset() {
-        #expect(
-            RecoveryDecision.decide(offset: offset, stored: stored, user: "ada", offsetInHistory: true) == .recover(sid: "socket-1", after: offset))
-        #expect(RecoveryDecision.decide(offset: offset, stored: nil, user: "ada", offsetInHistory: true) == .fresh(.unknownSession))
-        #expect(RecoveryDecision.decide(offset: offset, stored: stored, user: "eve", offsetInHistory: true) == .fresh(.otherUser))
-        #expect(RecoveryDecision.decide(offset: offset, stored: stored, user: "ada", offsetInHistory: false) == .fresh(.offsetNotInHistory))
+    @Test func recoversAKnownSessionWithAKnownOffset() {
+        #expect(RecoveryDecision.decide(offset: offset, stored: stored, offsetInHistory: true) == .recover(stored, after: offset))
+        #expect(RecoveryDecision.decide(offset: offset, stored: nil, offsetInHistory: true) == .fresh(.unknownSession))
+        #expect(RecoveryDecision.decide(offset: offset, stored: stored, offsetInHistory: false) == .fresh(.offsetNotInHistory))
     }
 
-    @Test func storedSessionsRoundTrip() {
-        #expect(RecoverableSession.decode(stored.encoded()) == stored)
-        #expect(RecoverableSession.decode("{}") == nil)
+    @Test func onlyLoggedInUsersConnectAndOnlyToTheirOwnSession() {
+        #expect(ConnectPolicy.decide(sessionUser: nil, recovering: false, restoredUser: nil) == .refuse(message: "not logged in"))
+        #expect(ConnectPolicy.decide(sessionUser: nil, recovering: true, restoredUser: "ada") == .refuse(message: "not logged in"))
+        #expect(ConnectPolicy.decide(sessionUser: "ada", recovering: false, restoredUser: nil) == .accept(user: "ada"))
+        #expect(ConnectPolicy.decide(sessionUser: "ada", recovering: true, restoredUser: "ada") == .accept(user: "ada"))
+        #expect(ConnectPolicy.decide(sessionUser: "eve", recovering: true, restoredUser: "ada") == .refuse(message: ConnectPolicy.otherUser))
+        #expect(ConnectPolicy.decide(sessionUser: "eve", recovering: true, restoredUser: nil) == .refuse(message: ConnectPolicy.otherUser))
     }
 }
 

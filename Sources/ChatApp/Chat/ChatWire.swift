@@ -1,4 +1,5 @@
 import Foundation
+import SocketIO
 
 /// A line of the chat as every client receives it: the `chat` event's argument, a JSON string, wire
 /// compatible with the original app (`action`, `user`, `msg`) plus `id` (the client's message id),
@@ -54,26 +55,36 @@ public struct IncomingChat: Sendable, Hashable {
         self.clientID = clientID
     }
 
+    static let shapeHint = "the chat event's argument must be a JSON object such as {\"action\":\"message\",\"msg\":\"hi\"}"
+
+    /// The `chat` event's first argument: a JSON string holding the object (the original client's
+    /// form) or the object itself.
+    public static func parse(argument: JSONValue?, limits: ChatLimits) -> Result<IncomingChat, ChatInputError> {
+        switch argument {
+        case .string(let text)?: return parse(json: text, limits: limits)
+        case .object(let object)?: return parse(object: object, limits: limits)
+        default: return .failure(.malformed(shapeHint))
+        }
+    }
+
     public static func parse(json: String, limits: ChatLimits) -> Result<IncomingChat, ChatInputError> {
         guard json.utf8.count <= limits.maxMessageBytes * 6 + 1_024 else { return .failure(.tooLong(limit: limits.maxMessageBytes)) }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
-            return .failure(.malformed("the chat event's argument must be a JSON object such as {\"action\":\"message\",\"msg\":\"hi\"}"))
+        guard let value = try? JSONValue(parsing: json), let object = value.objectValue else {
+            return .failure(.malformed(shapeHint))
         }
         return parse(object: object, limits: limits)
     }
 
-    public static func parse(object: [String: Any], limits: ChatLimits) -> Result<IncomingChat, ChatInputError> {
+    public static func parse(object: JSONObject, limits: ChatLimits) -> Result<IncomingChat, ChatInputError> {
         if let action = object["action"] {
-            guard let text = action as? String, text == "message" else {
-                return .failure(.malformed("\"action\" must be \"message\""))
-            }
+            guard action.stringValue == "message" else { return .failure(.malformed("\"action\" must be \"message\"")) }
         }
-        guard let message = object["msg"] as? String else {
+        guard let message = object["msg"]?.stringValue else {
             return .failure(.malformed("\"msg\" must be a string"))
         }
         var clientID: String?
-        if let id = object["id"], !(id is NSNull) {
-            guard let text = id as? String, MessageID.isValid(text) else {
+        if let id = object["id"], !id.isNull {
+            guard let text = id.stringValue, MessageID.isValid(text) else {
                 return .failure(.malformed("\"id\" must be 1 to 64 letters, digits or - _ . :"))
             }
             clientID = text

@@ -19,18 +19,22 @@ public final class ChatMetrics: Sendable {
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
-        connections = registry.makeGauge(name: "chat_connections", help: "Socket.IO connections open on this instance")
-        connectionsTotal = registry.makeCounter(name: "chat_connections_total", help: "Socket.IO connections accepted")
-        messagesIn = registry.makeCounter(name: "chat_messages_in_total", help: "Chat messages received from clients and stored")
-        messagesOut = registry.makeCounter(name: "chat_messages_out_total", help: "Chat lines sent to clients (live, replayed or recovered)")
-        duplicates = registry.makeCounter(name: "chat_messages_duplicate_total", help: "Resent messages recognised by their id and stored once")
-        recovered = registry.makeCounter(name: "chat_recoveries_total", labels: [("result", "recovered")], help: "Reconnects by result")
-        notRecovered = registry.makeCounter(name: "chat_recoveries_total", labels: [("result", "fresh")], help: "Reconnects by result")
-        redisErrors = registry.makeCounter(name: "chat_redis_errors_total", help: "Redis commands that failed")
-        rejected = registry.makeCounter(name: "chat_rejected_total", help: "Client messages rejected as invalid")
-        refused = registry.makeCounter(name: "chat_connect_refused_total", help: "Socket.IO connections refused (not logged in)")
-        logins = registry.makeCounter(name: "chat_logins_total", help: "Successful logins")
-        gapFills = registry.makeCounter(name: "chat_gap_fills_total", help: "Times the subscription caught up from the history after a gap")
+        connections = registry.makeGauge(descriptor: Self.d("connections", "", "Socket.IO connections open on this instance"))
+        connectionsTotal = registry.makeCounter(descriptor: Self.d("connections", "total", "Socket.IO connections accepted"))
+        messagesIn = registry.makeCounter(descriptor: Self.d("messages_in", "total", "Chat messages received from clients and stored"))
+        messagesOut = registry.makeCounter(descriptor: Self.d("messages_out", "total", "Chat lines sent to clients (live, replayed or recovered)"))
+        duplicates = registry.makeCounter(descriptor: Self.d("messages_duplicate", "total", "Resent messages recognised by their id and stored once"))
+        recovered = registry.makeCounter(descriptor: Self.d("recoveries", "total", "Reconnects by result"), labels: [("result", "recovered")])
+        notRecovered = registry.makeCounter(descriptor: Self.d("recoveries", "total", "Reconnects by result"), labels: [("result", "fresh")])
+        redisErrors = registry.makeCounter(descriptor: Self.d("redis_errors", "total", "Redis commands that failed"))
+        rejected = registry.makeCounter(descriptor: Self.d("rejected", "total", "Client messages rejected as invalid"))
+        refused = registry.makeCounter(descriptor: Self.d("connect_refused", "total", "Socket.IO connections refused (not logged in)"))
+        logins = registry.makeCounter(descriptor: Self.d("logins", "total", "Successful logins"))
+        gapFills = registry.makeCounter(descriptor: Self.d("gap_fills", "total", "Times the subscription caught up from the history after a gap"))
+    }
+
+    private static func d(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "chat", metricName: name, unitName: unit, helpText: help)
     }
 
     /// The Prometheus text exposition.
