@@ -158,7 +158,7 @@ import Testing
         let r11 = presence.connected("ada")
         #expect(!r11)  // ...and came back: no new join line
         let beat = presence.heartbeat(onlineAnywhere: ["ada"], reaped: [], now: 5_000)
-        #expect(beat.left.isEmpty)
+        #expect(beat.isEmpty)
     }
 
     @Test func leftAfterTheGraceUnlessOnlineElsewhere() {
@@ -167,22 +167,25 @@ import Testing
         _ = presence.connected("bob")
         presence.disconnected("ada", now: 0)
         presence.disconnected("bob", now: 0)
+        #expect(presence.takeChangedOnlineList() == ["ada", "bob"])
         let early = presence.heartbeat(onlineAnywhere: [], reaped: [], now: 500)
-        #expect(early.left.isEmpty)  // within the grace
+        #expect(early.isEmpty)  // within the grace
+        #expect(presence.takeChangedOnlineList() == nil)
         // bob reconnected to another instance meanwhile:
         let result = presence.heartbeat(onlineAnywhere: ["bob"], reaped: [], now: 1_500)
-        #expect(result.left == ["ada"])
-        #expect(result.changed)
+        #expect(result == ["ada"])
+        #expect(presence.takeChangedOnlineList() == ["bob"])
+        #expect(presence.takeChangedOnlineList() == nil)
         #expect(presence.online == ["bob"])
         let later = presence.heartbeat(onlineAnywhere: [], reaped: [], now: 5_000)
-        #expect(later.left.isEmpty)  // bob never left here
+        #expect(later.isEmpty)  // bob never left here
     }
 
     @Test func usersOfADeadInstanceLeaveUnlessTheyMoved() {
         var presence = PresenceState(graceMilliseconds: 1_000)
         _ = presence.connected("local")
         let result = presence.heartbeat(onlineAnywhere: ["local", "moved"], reaped: ["moved", "gone", "local"], now: 0)
-        #expect(result.left == ["gone"])
+        #expect(result == ["gone"])
         #expect(presence.online == ["local", "moved"])
         #expect(presence.localCounts.map(\.user) == ["local"])
     }

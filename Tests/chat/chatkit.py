@@ -23,7 +23,7 @@ class ChatNode:
     """One chat-node process. `kill()` is kill -9; `terminate()` is SIGTERM and returns the exit code."""
 
     def __init__(self, redis: harness.RedisServer, index: int = 0, **env: str):
-        self.port = harness.free_port()
+        self.port = int(env["PORT"]) if env.get("PORT") else harness.free_port()
         self.index = index
         self.url = f"http://127.0.0.1:{self.port}"
         self.guid = str(uuid.uuid4())[:28]

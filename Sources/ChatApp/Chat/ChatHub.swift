@@ -101,9 +101,10 @@ public final class ChatHub: Sendable {
         let user = socket.data["user"]?.stringValue ?? ""
         metrics.connections.increment()
         metrics.connectionsTotal.increment()
-        state.withLock { state in
+        let changedList = state.withLock { state in
             let isNew = state.presence.connected(user)
             state.members[socket.id] = Member(user: user, pid: socket.pid, announceJoin: isNew)
+            return state.presence.takeChangedOnlineList()
         }
         socket.on("chat") { [self] arguments, ack in await chat(from: socket, user: user, arguments: arguments, ack: ack) }
         socket.on("join") { [self] _, _ in await join(socket, user: user) }
@@ -132,7 +133,11 @@ public final class ChatHub: Sendable {
             }
             await withCheckedContinuation { done in continuation.yield(.attach(socket, history: history, done: done)) }
         }
-        socket.emit("online", onlineList())
+        if let changedList {
+            try? await namespace.local.emit("online", Self.onlineValue(changedList))
+        } else {
+            socket.emit("online", onlineList())
+        }
     }
 
     func welcome(user: String, recovered: Bool) -> JSONValue {
@@ -145,8 +150,11 @@ public final class ChatHub: Sendable {
     }
 
     func onlineList() -> JSONValue {
-        let users = state.withLock { $0.presence.online.sorted() }
-        return ["users": .array(users.map { .string($0) })]
+        Self.onlineValue(state.withLock { $0.presence.online.sorted() })
+    }
+
+    static func onlineValue(_ users: [String]) -> JSONValue {
+        ["users": .array(users.map { .string($0) })]
     }
 
     func disconnected(_ socket: Socket, user: String, reason: String) {
@@ -324,12 +332,15 @@ public final class ChatHub: Sendable {
         }
         let now = Self.now()
         let beat = try await registry.heartbeat(users: counts, now: now)
-        let (left, changed) = state.withLock { $0.presence.heartbeat(onlineAnywhere: beat.online, reaped: beat.reaped, now: now) }
+        let (left, changedList) = state.withLock { state in
+            let left = state.presence.heartbeat(onlineAnywhere: beat.online, reaped: beat.reaped, now: now)
+            return (left, state.presence.takeChangedOnlineList())
+        }
         if !beat.reapedInstances.isEmpty {
             logger.notice("Instances gone without a goodbye: \(beat.reapedInstances.joined(separator: ", "))")
         }
         for user in left { await control(user: user, text: ChatLine.leftText) }
-        if changed { try? await namespace.local.emit("online", onlineList()) }
+        if let changedList { try? await namespace.local.emit("online", Self.onlineValue(changedList)) }
         try await store.refresh(pids: pids, ttl: configuration.recoveryWindow)
     }
 

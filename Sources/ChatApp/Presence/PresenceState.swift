@@ -8,6 +8,8 @@ public struct PresenceState: Sendable, Hashable {
     public private(set) var online: Set<String> = []
     /// Users whose last local socket closed, with when.
     public private(set) var leaving: [String: Int64] = [:]
+    /// The online list clients were last sent.
+    public private(set) var published: Set<String> = []
     /// How long a user may be gone before a "left" line (a page refresh or a failover takes less).
     public let grace: Int64
 
@@ -37,9 +39,8 @@ public struct PresenceState: Sendable, Hashable {
     }
 
     /// The heartbeat answered with the users online anywhere (this instance's included) and the users
-    /// of instances that died (reaped by this instance). Returns who should get a "left" line now, and
-    /// whether the online list changed (push it to clients).
-    public mutating func heartbeat(onlineAnywhere: Set<String>, reaped: Set<String>, now: Int64) -> (left: [String], changed: Bool) {
+    /// of instances that died (reaped by this instance). Returns who should get a "left" line now.
+    public mutating func heartbeat(onlineAnywhere: Set<String>, reaped: Set<String>, now: Int64) -> [String] {
         var everyone = onlineAnywhere
         everyone.formUnion(local.keys)
         var left: [String] = []
@@ -54,9 +55,17 @@ public struct PresenceState: Sendable, Hashable {
         for user in reaped where !everyone.contains(user) && leaving[user] == nil && !left.contains(user) {
             left.append(user)
         }
-        let changed = everyone != online
+        // Within the grace a leaving user still counts as online: a refresh does not flicker.
+        everyone.formUnion(leaving.keys)
         online = everyone
-        return (left.sorted(), changed)
+        return left.sorted()
+    }
+
+    /// The online list when it differs from what clients were last sent (then it counts as sent).
+    public mutating func takeChangedOnlineList() -> [String]? {
+        guard online != published else { return nil }
+        published = online
+        return online.sorted()
     }
 
     /// The per-user socket counts to publish for this instance.

@@ -154,6 +154,7 @@
     if (!socket.recovered) socket.emit("join", "{}");
   });
   socket.on("welcome", (info) => {
+    // Which instance holds this socket: watch it change on a failover.
     if (info && typeof info.instance === "string") socketInstance.textContent = info.instance;
   });
   socket.on("chat", (data, offset) => {
@@ -180,10 +181,14 @@
     socketInstance.textContent = "–";
   });
   socket.on("connect_error", (err) => {
-    if (err && err.message === "not logged in") {
-      window.location.href = "/";
+    const message = (err && err.message) || "unknown error";
+    if (message === "not logged in" || message.startsWith("this session belongs to another user")) {
+      window.location.href = "/"; // the login page (or this user's page again)
       return;
     }
-    setStatus("Cannot connect (" + (err && err.message) + "): retrying…", "bad");
+    setStatus("Cannot connect (" + message + "): retrying…", "bad");
+    // A refusal by the server (for example while its Redis is down) is not retried by the client
+    // itself; transport errors are.
+    if (!socket.active) setTimeout(() => socket.connect(), 2000);
   });
 })();
