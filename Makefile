@@ -40,7 +40,7 @@ test-python: deps
 
 ## bench: benchmarks against references measured in the same run; figures go to docs/benchmarks.md.
 bench: build-release
-	STICKYLAB_BIN=$(RELEASE_BIN) $(PYTHON) bench/run.py
+	STICKYLAB_BIN=$(RELEASE_BIN) $(PYTHON) bench/run.py $(BENCH)
 
 lint:
 	$(SWIFT) format lint --strict --recursive --parallel Package.swift Sources Tests

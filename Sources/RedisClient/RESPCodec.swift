@@ -71,25 +71,26 @@ final class RESPParser {
 enum RESPEncoder {
     static func encode(_ arguments: [RESPArgument], into output: inout ByteBuffer) throws(RESPCodecError) {
         guard !arguments.isEmpty else { throw .emptyCommand }
-        var flat: [UInt8] = []
-        flat.reserveCapacity(arguments.reduce(0) { $0 + $1.bytes.count } + 1)
-        var offsets: [Int] = []
-        var lengths: [Int] = []
-        offsets.reserveCapacity(arguments.count)
-        lengths.reserveCapacity(arguments.count)
-        for argument in arguments {
-            offsets.append(flat.count)
-            lengths.append(argument.bytes.count)
-            flat.append(contentsOf: argument.bytes)
-        }
-        flat.append(0)  // never read; keeps every pointer inside the allocation, even for empty arguments
+        var total = 1  // a spare byte keeps every pointer inside the allocation, even for empty arguments
+        for argument in arguments { total += argument.bytes.count }
         var target: UnsafeMutablePointer<CChar>?
-        let length = flat.withUnsafeBufferPointer { base -> Int32 in
-            let start = UnsafeRawPointer(base.baseAddress!).assumingMemoryBound(to: CChar.self)
-            var argv: [UnsafePointer<CChar>?] = offsets.map { start + $0 }
-            return argv.withUnsafeMutableBufferPointer { argvPointer in
-                lengths.withUnsafeBufferPointer { lengthPointer in
-                    redisFormatCommandArgv(&target, Int32(arguments.count), argvPointer.baseAddress, lengthPointer.baseAddress)
+        // Scratch space on the stack for small commands: the bytes side by side, their pointers and lengths.
+        let length = withUnsafeTemporaryAllocation(of: CChar.self, capacity: total) { flat -> Int32 in
+            withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: arguments.count) { argv in
+                withUnsafeTemporaryAllocation(of: Int.self, capacity: arguments.count) { lengths in
+                    guard let base = flat.baseAddress else { return -1 }
+                    var offset = 0
+                    for (index, argument) in arguments.enumerated() {
+                        argument.bytes.withUnsafeBytes { bytes in
+                            if let source = bytes.baseAddress, bytes.count > 0 {
+                                UnsafeMutableRawPointer(base + offset).copyMemory(from: source, byteCount: bytes.count)
+                            }
+                        }
+                        argv[index] = UnsafePointer(base + offset)
+                        lengths[index] = argument.bytes.count
+                        offset += argument.bytes.count
+                    }
+                    return redisFormatCommandArgv(&target, Int32(arguments.count), argv.baseAddress, lengths.baseAddress)
                 }
             }
         }

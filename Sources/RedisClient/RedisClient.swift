@@ -40,6 +40,11 @@ public final class RedisClient: Sendable {
         await keeper.close()
     }
 
+    /// The event loop of the current connection (an actor pinned to it avoids thread hops per command).
+    public var eventLoop: any EventLoop {
+        keeper.connection?.channel.eventLoop ?? MultiThreadedEventLoopGroup.singleton.any()
+    }
+
     /// Whether a connection is open right now.
     public var isConnected: Bool { keeper.isConnected }
 
@@ -64,6 +69,17 @@ public final class RedisClient: Sendable {
             throw RedisError.notConnected(endpoint: configuration.endpoint, lastError: keeper.lastError)
         }
         return try await RedisConnectionFactory.send(commands, on: connection.channel)
+    }
+
+    /// The same as `pipeline`, for code that lives on NIO's event loops: no Swift Concurrency task and
+    /// no thread hop; the future completes on the connection's event loop.
+    public func pipelineFuture(_ commands: [[RESPArgument]]) -> EventLoopFuture<[RESPValue]> {
+        guard let connection = keeper.connection else {
+            return MultiThreadedEventLoopGroup.singleton.any().makeFailedFuture(
+                RedisError.notConnected(endpoint: configuration.endpoint, lastError: keeper.lastError)
+            )
+        }
+        return RedisConnectionFactory.write(commands, on: connection.channel)
     }
 
     /// Runs the commands inside MULTI/EXEC, written as one batch so no other caller's command can land

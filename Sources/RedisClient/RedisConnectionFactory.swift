@@ -65,11 +65,20 @@ enum RedisConnectionFactory {
 
     /// Writes a batch as one contiguous write and waits for its replies.
     static func send(_ commands: [[RESPArgument]], on channel: any Channel) async throws -> [RESPValue] {
+        try await write(commands, on: channel).get()
+    }
+
+    /// Encodes the batch and writes it; the future completes on the channel's event loop.
+    static func write(_ commands: [[RESPArgument]], on channel: any Channel) -> EventLoopFuture<[RESPValue]> {
         var payload = channel.allocator.buffer(capacity: 64 * commands.count)
-        for command in commands { try RESPEncoder.encode(command, into: &payload) }
+        do {
+            for command in commands { try RESPEncoder.encode(command, into: &payload) }
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
         channel.writeAndFlush(RedisRequest(payload: payload, replyCount: commands.count, promise: promise), promise: nil)
-        return try await promise.futureResult.get()
+        return promise.futureResult
     }
 
     static func describe(_ error: any Error) -> String {
