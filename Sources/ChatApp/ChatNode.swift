@@ -176,6 +176,11 @@ public final class ChatNode: Sendable {
         var socketConfiguration = SocketIOConfiguration()
         socketConfiguration.recovery = .init(maxDisconnectionDuration: configuration.recoveryWindow)
         socketConfiguration.drainTimeout = configuration.drainTimeout * 0.8
+        if configuration.allowedOrigins.contains("*") {
+            socketConfiguration.origins = .any
+        } else if !configuration.allowedOrigins.isEmpty {
+            socketConfiguration.origins = .allowList(Set(configuration.allowedOrigins))
+        }
         let io = SocketIOServer(configuration: socketConfiguration, recoveryStore: store, logger: Logger(label: "chat-node.socket.io"))
         let startID: StreamID?
         do {

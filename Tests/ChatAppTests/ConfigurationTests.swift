@@ -46,6 +46,8 @@ import Testing
         #expect(configuration.socketIOClientPath == "/w/x/io.js")
         #expect(configuration.cookieName == "connect.sid")
         #expect(try ChatConfiguration(environment: ["HOST": "127.0.0.2"]).bindHost == "127.0.0.2")
+        #expect(try ChatConfiguration(environment: ["ALLOWED_ORIGINS": "https://a.example, *"]).allowedOrigins == ["https://a.example", "*"])
+        #expect(try ChatConfiguration(environment: [:]).allowedOrigins.isEmpty)
     }
 
     @Test func invalidValuesNameTheVariable() {
@@ -62,6 +64,7 @@ import Testing
             (["SESSION_TTL": "1d"], "SESSION_TTL"),
             (["PRESENCE_INTERVAL": "10", "PRESENCE_TTL": "5"], "PRESENCE_TTL"),
             (["CF_INSTANCE_INDEX": "-3"], "CF_INSTANCE_INDEX"),
+            (["ALLOWED_ORIGINS": "chat.example.com"], "ALLOWED_ORIGINS"),
         ]
         for (env, variable) in cases {
             do {

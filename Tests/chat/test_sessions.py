@@ -163,3 +163,12 @@ def test_unreadable_login_forms_are_refused(redis, nodes):
                                  allow_redirects=False, timeout=10)
         assert response.status_code in (400, 413), body[:20]
     assert node.health().status_code == 200
+
+
+def test_other_origins_are_refused_unless_allowed(redis, nodes):
+    strict, open_to = nodes(1)[0], nodes(1, ALLOWED_ORIGINS="http://elsewhere.example")[0]
+    handshake = "/socket.io/?EIO=4&transport=polling"
+    assert requests.get(strict.url + handshake, headers={"Origin": "http://evil.example"}, timeout=10).status_code == 403
+    assert requests.get(strict.url + handshake, headers={"Origin": strict.url}, timeout=10).status_code == 200
+    assert requests.get(open_to.url + handshake, headers={"Origin": "http://elsewhere.example"}, timeout=10).status_code == 200
+    assert requests.get(open_to.url + handshake, headers={"Origin": "http://evil.example"}, timeout=10).status_code == 403

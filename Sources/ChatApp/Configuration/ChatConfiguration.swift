@@ -40,6 +40,9 @@ public struct ChatConfiguration: Sendable, Hashable {
     public var recoveryWindow: Duration
     /// Prefix of every Redis key and channel chat-node uses (sessions keep express-session's `sess:`).
     public var keyPrefix: String
+    /// Browser origins allowed to open Socket.IO sessions: empty means the page's own origin only
+    /// (no cross-site WebSocket hijacking); `["*"]` allows any.
+    public var allowedOrigins: [String]
 
     public init(
         bindHost: String = "127.0.0.1",
@@ -59,7 +62,8 @@ public struct ChatConfiguration: Sendable, Hashable {
         presenceInterval: Duration = .seconds(5),
         presenceTTL: Duration = .seconds(15),
         recoveryWindow: Duration = .seconds(120),
-        keyPrefix: String = "chat:"
+        keyPrefix: String = "chat:",
+        allowedOrigins: [String] = []
     ) {
         self.bindHost = bindHost
         self.port = port
@@ -79,6 +83,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         self.presenceTTL = presenceTTL
         self.recoveryWindow = recoveryWindow
         self.keyPrefix = keyPrefix
+        self.allowedOrigins = allowedOrigins
     }
 
     /// One documented environment variable.
@@ -108,6 +113,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         Variable(name: "PRESENCE_TTL", meaning: "seconds until a silent instance's users go (default 15)"),
         Variable(name: "RECOVERY_WINDOW", meaning: "seconds a client may recover its session (default 120)"),
         Variable(name: "KEY_PREFIX", meaning: "prefix of the Redis keys and channel (default chat:)"),
+        Variable(name: "ALLOWED_ORIGINS", meaning: "other origins for Socket.IO, comma-separated, or *"),
         Variable(name: "LOG_LEVEL", meaning: "trace, debug, info (default), notice, warning, error"),
     ]
 
@@ -167,6 +173,12 @@ public struct ChatConfiguration: Sendable, Hashable {
         }
         recoveryWindow = .seconds(try Self.integer(env, "RECOVERY_WINDOW", default: 120, range: 1...86_400))
         keyPrefix = env["KEY_PREFIX"] ?? "chat:"
+        allowedOrigins = (env["ALLOWED_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+        }
+        for origin in allowedOrigins where origin != "*" && !(origin.hasPrefix("http://") || origin.hasPrefix("https://")) {
+            throw .invalid(variable: "ALLOWED_ORIGINS", reason: "'\(origin)' is not an origin such as https://chat.example.com, nor *")
+        }
         if let path = env["SOCKETIO_CLIENT_JS"] {
             socketIOClientPath = path.hasPrefix("/") ? path : workingDirectory + "/" + path
         } else {
