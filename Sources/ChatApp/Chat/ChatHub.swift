@@ -131,7 +131,10 @@ public final class ChatHub: Sendable {
                 metrics.redisErrors.increment()
                 logger.warning("Could not read the history for socket \(socket.id): \(error)")
             }
-            await withCheckedContinuation { done in continuation.yield(.attach(socket, history: history, done: done)) }
+            await withCheckedContinuation { done in
+                // After shutdown the loop is gone: do not wait for it.
+                if case .terminated = continuation.yield(.attach(socket, history: history, done: done)) { done.resume() }
+            }
         }
         if let changedList {
             try? await namespace.local.emit("online", Self.onlineValue(changedList))
