@@ -132,6 +132,31 @@ import Testing
         #expect(log.catchUp(from: StreamID("1-0")!)?.map(\.json) == ["2-0", "3-0", "4-0"])
     }
 
+    @Test func aNewSocketGetsOnlyDeliveredLinesThenWhatCameSince() {
+        var log = DeliveryLog(capacity: 3, lastID: StreamID("2-0"))
+        // Read while 3-0 was stored but not yet delivered here: 3-0 will arrive live, not in the history.
+        var plan = log.newSocketLines(history: [line("1-0"), line("2-0"), line("3-0")])
+        #expect(plan.lines.map(\.json) == ["1-0", "2-0"])
+        #expect(plan.missingAfter == nil)
+        // Read earlier; lines delivered since are added from memory.
+        for id in ["3-0", "4-0"] { _ = log.accept(line(id)) }
+        plan = log.newSocketLines(history: [line("1-0"), line("2-0")])
+        #expect(plan.lines.map(\.json) == ["1-0", "2-0", "3-0", "4-0"])
+        // Memory (capacity 3) now starts after 3-0: from the history's end (2-0) it cannot tell.
+        for id in ["5-0", "6-0"] { _ = log.accept(line(id)) }
+        plan = log.newSocketLines(history: [line("1-0"), line("2-0")])
+        #expect(plan.lines.map(\.json) == ["1-0", "2-0"])
+        #expect(plan.missingAfter == StreamID("2-0"))
+        // With what Redis had after 2-0, the plan is complete.
+        plan = log.newSocketLines(history: plan.lines + [line("3-0"), line("4-0"), line("5-0"), line("6-0")])
+        #expect(plan.lines.map(\.json) == ["1-0", "2-0", "3-0", "4-0", "5-0", "6-0"])
+        #expect(plan.missingAfter == nil)
+        // An empty stream: nothing to send, nothing missing.
+        let empty = DeliveryLog(capacity: 3)
+        #expect(empty.newSocketLines(history: []).lines.isEmpty)
+        #expect(empty.newSocketLines(history: []).missingAfter == nil)
+    }
+
     @Test func cursorsDeliverOnceInOrder() {
         var cursor = DeliveryCursor(cursor: StreamID("5-0"))
         let r5 = cursor.advance(to: StreamID("4-0")!)

@@ -101,10 +101,9 @@ public final class ChatHub: Sendable {
         let user = socket.data["user"]?.stringValue ?? ""
         metrics.connections.increment()
         metrics.connectionsTotal.increment()
-        let changedList = state.withLock { state in
+        state.withLock { state in
             let isNew = state.presence.connected(user)
             state.members[socket.id] = Member(user: user, pid: socket.pid, announceJoin: isNew)
-            return state.presence.takeChangedOnlineList()
         }
         socket.on("chat") { [self] arguments, ack in await chat(from: socket, user: user, arguments: arguments, ack: ack) }
         socket.on("join") { [self] _, _ in await join(socket, user: user) }
@@ -136,11 +135,9 @@ public final class ChatHub: Sendable {
                 if case .terminated = continuation.yield(.attach(socket, history: history, done: done)) { done.resume() }
             }
         }
-        if let changedList {
-            try? await namespace.local.emit("online", Self.onlineValue(changedList))
-        } else {
-            socket.emit("online", onlineList())
-        }
+        // The others learn about a new user with the next heartbeat: at most one list per interval,
+        // however many users come and go.
+        socket.emit("online", onlineList())
     }
 
     func welcome(user: String, recovered: Bool) -> JSONValue {
@@ -156,9 +153,12 @@ public final class ChatHub: Sendable {
         Self.onlineValue(state.withLock { $0.presence.online.sorted() })
     }
 
+    /// At most `onlineListLimit` names (sorted) and the total count.
     static func onlineValue(_ users: [String]) -> JSONValue {
-        ["users": .array(users.map { .string($0) })]
+        ["users": .array(users.prefix(onlineListLimit).map { .string($0) }), "count": .number(Double(users.count))]
     }
+
+    static let onlineListLimit = 100
 
     func disconnected(_ socket: Socket, user: String, reason: String) {
         metrics.connections.decrement()
@@ -300,22 +300,18 @@ public final class ChatHub: Sendable {
     /// a `welcome` whose offset is its recovery position, then lets it into `live`.
     private func attach(_ socket: Socket, history: [StoredLine], delivery: inout DeliveryLog) async {
         guard socket.connected else { return }
-        let delivered = delivery.lastID ?? .zero
-        var lines = history.filter { $0.id <= delivered }
-        var cursor = lines.last?.id ?? delivered
-        if let more = delivery.catchUp(from: cursor) {
-            lines += more
-        } else {
+        var plan = delivery.newSocketLines(history: history)
+        if let after = plan.missingAfter {
             // Memory no longer reaches back to the history's end: read the rest from Redis.
             do {
-                let more = try await log.entries(after: cursor, limit: configuration.historyLimit).filter { $0.id <= delivered }
-                lines += more
-                cursor = more.last?.id ?? cursor
-                lines += delivery.catchUp(from: cursor) ?? []
+                let more = try await log.entries(after: after, limit: configuration.historyLimit)
+                plan = delivery.newSocketLines(history: plan.lines + more)
             } catch {
                 metrics.redisErrors.increment()
+                logger.warning("Could not read the history for socket \(socket.id): \(error)")
             }
         }
+        let lines = plan.lines
         for line in lines {
             socket.emit("chat", .string(line.json), .string(line.id.description))
         }

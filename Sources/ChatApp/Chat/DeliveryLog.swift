@@ -40,6 +40,18 @@ public struct DeliveryLog: Sendable {
 
     /// Where to start a gap fill after the subscription may have missed messages.
     public var gapFillStart: StreamID? { lastID }
+
+    /// What a new socket gets before it joins the live broadcasts, from the `history` read for it
+    /// (oldest first): only lines this instance has already delivered (newer ones reach it live), then
+    /// what was delivered since the history was read. `missingAfter` is set when memory no longer
+    /// reaches back to the history's end: read the stream after it and ask again with the lines added.
+    public func newSocketLines(history: [StoredLine]) -> (lines: [StoredLine], missingAfter: StreamID?) {
+        let delivered = lastID ?? .zero
+        let lines = history.filter { $0.id <= delivered }
+        let cursor = lines.last?.id ?? delivered
+        guard let more = catchUp(from: cursor) else { return (lines, cursor) }
+        return (lines + more, nil)
+    }
 }
 
 /// One socket's position in the chat: lines at or before `cursor` were sent to it. Pure helper.

@@ -171,7 +171,8 @@
       li.textContent = name;
       return li;
     }));
-    onlineCount.textContent = "(" + users.length + ")";
+    const count = (info && typeof info.count === "number") ? info.count : users.length;
+    onlineCount.textContent = "(" + count + ")";
   });
   socket.on("chat_error", (info) => {
     if (info && typeof info.error === "string") setStatus(info.error, "warn");
