@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -16,11 +17,14 @@ XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 
 
 def wait(driver, what, condition, timeout=20):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), message=f"waiting for {what}")
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: condition(d), message=f"waiting for {what}")
 
 
 def message_texts(driver) -> list[str]:
-    return [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#messages li")]
+    # In one script call: the page replaces pending lines while we read, which would make element
+    # references stale.
+    return driver.execute_script("return Array.from(document.querySelectorAll('#messages li'), li => li.innerText)")
 
 
 def send(driver, text: str):
