@@ -126,6 +126,7 @@ def test_kill_9_clients_recover_every_missed_message_on_the_other_instance(nodes
 def test_sigterm_drains_and_loses_nothing_acknowledged(nodes):
     leaving, staying = nodes(2, DRAIN_TIMEOUT="5")
     ada = ChatClient(leaving, "ada", "polling")
+    cy = ChatClient(leaving, "cy", "websocket")
     bob = ChatClient(staying, "bob")
     acked: list[str] = []
     stop = threading.Event()
@@ -148,17 +149,19 @@ def test_sigterm_drains_and_loses_nothing_acknowledged(nodes):
     elapsed = time.monotonic() - started
     assert code == 0, leaving.program.log_path.read_text()
     assert elapsed < 15, f"SIGTERM took {elapsed:.1f}s with DRAIN_TIMEOUT=5"
-    assert ada.disconnected.wait(10)
-    ada.reconnect(staying.url)
-    assert ada.recovered
+    for client in (ada, cy):
+        assert client.disconnected.wait(10), f"{client.name} was not told to reconnect"
+        client.reconnect(staying.url)
+        assert client.recovered, f"{client.name} was not recovered"
     harness.wait_until("more traffic", lambda: len(acked) >= 30)
     stop.set()
     thread.join(30)
-    harness.wait_until("ada to have every acknowledged message", lambda: ada.has_ids(acked), timeout=30)
-    assert_exactly_once_in_order(ada, acked)
+    for client in (ada, cy):
+        harness.wait_until(f"{client.name} to have every acknowledged message", lambda c=client: c.has_ids(acked), timeout=30)
+        assert_exactly_once_in_order(client, acked)
     assert "chat-node stopped" in leaving.program.log_path.read_text()
-    ada.close()
-    bob.close()
+    for client in (ada, cy, bob):
+        client.close()
 
 
 def test_redis_restart_mid_chat_loses_nothing_acknowledged(redis, nodes):
