@@ -151,7 +151,20 @@ let package = Package(
         ),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(name: "CloudFoundryTests", dependencies: ["CloudFoundry"]),
-        .testTarget(name: "SocketIOTests", dependencies: ["SocketIO", "TestSupport"]),
+        .testTarget(
+            name: "SocketIOTests",
+            dependencies: [
+                "SocketIO", "TestSupport", "RedisClient", "socketio-testserver",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(name: "ChatAppTests", dependencies: ["ChatApp", "SocketIO", "TestSupport"]),
         .testTarget(name: "StickyProxyTests", dependencies: ["StickyProxy", "TestSupport"]),
         .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "TestSupport"]),

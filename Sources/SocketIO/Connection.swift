@@ -50,7 +50,10 @@ final class Connection: Sendable {
         var session = EngineSession(transport: transport, now: now, configuration: server.engineConfiguration)
         session.setAttachDeadline(now + TimeAmount(server.configuration.connectTimeout))
         self.engine = Mutex(EngineIO(session: session, webSocket: webSocket))
-        self.socketIO = Mutex(SocketIOState(decoder: SocketDecoder(maxAttachments: server.configuration.limits.maxBinaryAttachments)))
+        self.socketIO = Mutex(
+            SocketIOState(
+                decoder: SocketDecoder(
+                    maxAttachments: server.configuration.limits.maxBinaryAttachments, maxDepth: server.configuration.limits.maxJSONDepth)))
     }
 
     /// Starts the timers (call once the connection is registered).
@@ -227,7 +230,8 @@ final class Connection: Sendable {
             }
             if let webSocket = io.webSocket {
                 io.webSocket = nil
-                Self.closeWebSocket(webSocket, code: reason == .serverShuttingDown ? .goingAway : .normalClosure)
+                Self.closeWebSocket(
+                    webSocket, code: reason == .serverShuttingDown ? .goingAway : .normalClosure, immediately: reason == .slowClient)
             }
             if let probe = io.probe {
                 io.probe = nil
@@ -275,12 +279,19 @@ final class Connection: Sendable {
         }
     }
 
-    static func closeWebSocket(_ channel: any Channel, code: WebSocketErrorCode) {
+    /// Sends a close frame then closes the connection; a peer that does not read (the close frame
+    /// cannot go out) is cut off after a short grace period, and a slow client at once.
+    static func closeWebSocket(_ channel: any Channel, code: WebSocketErrorCode, immediately: Bool = false) {
         var data = ByteBuffer()
         data.write(webSocketErrorCode: code)
         let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
         channel.eventLoop.execute {
+            if immediately || !channel.isWritable {
+                channel.close(promise: nil)
+                return
+            }
             channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
+            channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         }
     }
 }

@@ -133,6 +133,9 @@ public struct RecoveryLog: Sendable {
         return RestoredSession(session: saved.snapshot, missedPackets: missed)
     }
 
+    /// Sessions waiting to be recovered.
+    public var savedSessions: Int { sessions.count }
+
     mutating func prune(now: Duration) {
         let oldest = now - retention
         if let keep = entries.firstIndex(where: { $0.recordedAt >= oldest }) {
@@ -159,6 +162,9 @@ public final class InMemoryRecoveryStore: RecoveryStore {
     }
 
     private var now: Duration { clock.now - start }
+
+    /// Sessions waiting to be recovered (expired ones included until the next write).
+    public var savedSessions: Int { log.withLock { $0.savedSessions } }
 
     public func save(_ session: SessionSnapshot, ttl: Duration) async throws {
         let now = self.now

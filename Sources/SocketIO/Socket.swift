@@ -67,7 +67,8 @@ public final class Socket: Sendable {
         var data: JSONValue
         var connected = true
         var acks: [Int: (continuation: CheckedContinuation<[JSONValue], any Error>, timer: Scheduled<Void>?)] = [:]
-        var nextAckID = 0
+        /// Ack ids start at 1, as the protocol test suite expects.
+        var nextAckID = 1
     }
 
     init(id: String, pid: String?, namespace: Namespace, connection: Connection, auth: JSONValue, data: JSONValue, recovered: Bool) {

@@ -182,10 +182,12 @@ public enum SocketCodec {
 /// attachments that follow a BINARY_EVENT or BINARY_ACK. A value type: one per connection.
 public struct SocketDecoder: Sendable {
     public let maxAttachments: Int
+    public let maxDepth: Int
     private var pending: (packet: SocketPacket, expected: Int, buffers: [ByteBuffer])?
 
-    public init(maxAttachments: Int) {
+    public init(maxAttachments: Int, maxDepth: Int = 32) {
         self.maxAttachments = maxAttachments
+        self.maxDepth = maxDepth
     }
 
     /// Whether attachments are still awaited.
@@ -194,7 +196,7 @@ public struct SocketDecoder: Sendable {
     /// A text message. Returns the packet, or nil when binary attachments must follow first.
     public mutating func receive(text data: ByteBuffer) throws(SocketDecodingError) -> SocketPacket? {
         guard pending == nil else { throw .unexpectedText }
-        let (packet, attachments) = try SocketCodec.decodeText(data, maxAttachments: maxAttachments)
+        let (packet, attachments) = try SocketCodec.decodeText(data, maxAttachments: maxAttachments, maxDepth: maxDepth)
         if attachments == 0 {
             guard packet.type == .binaryEvent || packet.type == .binaryAck, let data = packet.data else { return packet }
             var complete = packet

@@ -63,7 +63,10 @@ extension SocketIOServer {
             }
         } else {
             guard query["EIO"] == "4" else { return .dontUpgrade }
-            guard !isDraining else { return .dontUpgrade }
+            guard !isDraining, sessionCount < configuration.limits.maxSessions else {
+                self.logger.notice("Refused a WebSocket handshake: \(isDraining ? "shutting down" : "too many sessions")")
+                return .dontUpgrade
+            }
         }
         let high = max(configuration.limits.maxOutboundBufferBytes, 1024)
         channel.setOption(ChannelOptions.writeBufferWaterMark, value: ChannelOptions.Types.WriteBufferWaterMark(low: high / 2, high: high))

@@ -28,6 +28,8 @@ public final class SocketIOServer: Service, Sendable {
         var draining = false
         var workers = 0
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
+        /// The current drain gave up waiting (its drain timeout passed).
+        var drainGaveUp = false
     }
 
     /// - Parameters:
@@ -116,6 +118,7 @@ public final class SocketIOServer: Service, Sendable {
     public func shutdown() async {
         let connections = state.withLock { state -> [Connection] in
             state.draining = true
+            state.drainGaveUp = false
             return Array(state.connections.values)
         }
         if !connections.isEmpty {
@@ -129,26 +132,32 @@ public final class SocketIOServer: Service, Sendable {
             }
             group.addTask {
                 try? await Task.sleep(for: self.configuration.drainTimeout)
+                // Release the other child (its wait is not cancellable).
+                self.releaseIdleWaiters()
                 return false
             }
             let first = await group.next() ?? false
             group.cancelAll()
             return first
         }
-        if !drained {
+        if !drained, state.withLock({ $0.workers > 0 }) {
             logger.warning("Socket.IO drain timeout (\(configuration.drainTimeout)) passed with handlers still running; stopping anyway")
-            let waiters = state.withLock { state in
-                defer { state.idleWaiters.removeAll() }
-                return state.idleWaiters
-            }
-            for waiter in waiters { waiter.resume() }
         }
+    }
+
+    private func releaseIdleWaiters() {
+        let waiters = state.withLock { state in
+            state.drainGaveUp = true
+            defer { state.idleWaiters.removeAll() }
+            return state.idleWaiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 
     private func waitForIdleWorkers() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let idle = state.withLock { state -> Bool in
-                if state.workers == 0 { return true }
+                if state.workers == 0 || state.drainGaveUp { return true }
                 state.idleWaiters.append(continuation)
                 return false
             }

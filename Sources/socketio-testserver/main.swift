@@ -31,6 +31,7 @@ struct TestServer: AsyncParsableCommand {
     @Option(help: "Cross-origin policy: 'same', 'any', or a comma-separated list of allowed origins.") var origins = "same"
     @Option(help: "Most Engine.IO sessions at once.") var maxSessions = 100_000
     @Option(help: "Drain timeout on SIGTERM, in seconds.") var drainTimeout = 10
+    @Option(help: "Bytes queued for one client before it is closed as too slow.") var maxOutboundBuffer = 1 << 20
     @Option(help: "Log level (trace, debug, info, notice, warning, error).") var logLevel = "info"
 
     func run() async throws {
@@ -42,6 +43,7 @@ struct TestServer: AsyncParsableCommand {
         configuration.pingTimeout = .milliseconds(pingTimeout)
         configuration.maxPayload = maxPayload
         configuration.limits.maxSessions = maxSessions
+        configuration.limits.maxOutboundBufferBytes = maxOutboundBuffer
         configuration.drainTimeout = .seconds(drainTimeout)
         if recovery > 0 { configuration.recovery = .init(maxDisconnectionDuration: .seconds(recovery)) }
         switch origins {
@@ -56,29 +58,36 @@ struct TestServer: AsyncParsableCommand {
             adapter = RedisAdapter(client: try await RedisClient.connect(redisConfiguration, logger: logger), logger: logger)
         }
         let io = SocketIOServer(configuration: configuration, adapter: adapter, logger: logger)
-        for namespace in [io.of("/"), io.of("/custom")] { install(on: namespace, logger: logger) }
+        for namespace in [io.of("/"), io.of("/custom")] { TestBehaviour.install(on: namespace, logger: logger) }
 
-        let serverLogger = logger
+        let app = TestBehaviour.application(io: io, host: host, port: port, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [app, io], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+/// The behaviours of the test server (also used in-process by SocketIOTests).
+enum TestBehaviour {
+    /// A Hummingbird application serving `io` (long-polling routes, WebSocket upgrade, /health).
+    static func application(io: SocketIOServer, host: String, port: Int, logger: Logger) -> some ApplicationProtocol {
         let router = Router()
         router.get("/health") { _, _ in "ok" }
         io.mount(on: router)
-        let app = Application(
+        return Application(
             router: router,
             server: .http1WebSocketUpgrade(configuration: io.upgradeChannelConfiguration) { request, channel, logger in
                 io.webSocketUpgrade(for: request, channel: channel, logger: logger)
             },
             configuration: .init(address: .hostname(host, port: port), serverName: "socketio-testserver"),
             onServerRunning: { channel in
-                serverLogger.notice("socketio-testserver listening on \(channel.localAddress?.description ?? "?")")
+                logger.notice("socketio-testserver listening on \(channel.localAddress?.description ?? "?")")
             },
             logger: logger
         )
-        let group = ServiceGroup(
-            configuration: .init(services: [app, io], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
     }
 
-    func install(on namespace: Namespace, logger: Logger) {
+    static func install(on namespace: Namespace, logger: Logger) {
         namespace.use { request in
             if request.auth["token"]?.stringValue == "bad" { return .refuse(message: "not authorized") }
             return .accept

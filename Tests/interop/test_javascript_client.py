@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import harness
+from sioserver import SocketIOTestServer
 
 CLIENT = Path(__file__).resolve().parent / "js" / "interop-client.js"
 
@@ -30,3 +31,26 @@ def test_official_javascript_client(server, mode):
     assert result.get("ok"), f"JavaScript client checks failed: {json.dumps(result, indent=2)}\n{completed.stderr}"
     assert result["transport"] == ("polling" if mode == "polling" else "websocket")
     assert result["refusalMessage"] == "not authorized"
+
+
+RECOVERY_CLIENT = Path(__file__).resolve().parent / "js" / "recovery-client.js"
+
+
+@pytest.fixture(scope="module")
+def recovery_server():
+    started = SocketIOTestServer("--recovery", "60")
+    yield started
+    started.stop()
+
+
+@pytest.mark.parametrize("mode", ["polling", "websocket", "upgrade"])
+def test_official_javascript_client_recovers(recovery_server, mode):
+    """Connection state recovery: the transport drops, the client comes back with socket.recovered
+    === true, the same id, and the broadcasts it missed, in order."""
+    completed = subprocess.run(
+        ["node", "--experimental-websocket", "--no-warnings", str(RECOVERY_CLIENT), str(harness.SOCKETIO_JS), recovery_server.url, mode],
+        capture_output=True, text=True, timeout=120)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no result from the JavaScript client:\n{completed.stdout}\n{completed.stderr}"
+    result = json.loads(lines[-1])
+    assert result.get("ok"), f"recovery checks failed: {json.dumps(result, indent=2)}\n{completed.stderr}"
