@@ -31,7 +31,7 @@ test: deps
 	$(SWIFT) test --skip-build $(SWIFT_BUILD_FLAGS)
 	$(MAKE) --no-print-directory test-python
 
-PYTHON_TEST_DIRS := $(wildcard Tests/interop Tests/chat Tests/browser Tests/acceptance)
+PYTHON_TEST_DIRS := $(wildcard Tests/interop Tests/proxy Tests/chat Tests/browser Tests/acceptance)
 
 test-python: deps
 	@if [ -n "$(PYTHON_TEST_DIRS)" ]; then \

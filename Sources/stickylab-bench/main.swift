@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NIOCore
+import NIOPosix
 import RedisClient
 
 /// Load generators for `make bench` (bench/run.py drives them and compares with the references).
@@ -28,6 +29,7 @@ struct RedisBench: AsyncParsableCommand {
     @Option(help: "Value size in bytes (redis-benchmark -d).") var dataSize = 3
     @Option(help: "async: one Swift task per connection awaiting `pipeline`; futures: `pipelineFuture` on the event loop.")
     var api = "async"
+    @Option(help: "Event loop threads (redis-benchmark uses one).") var threads = 1
 
     func validate() throws {
         guard ["async", "futures"].contains(api) else { throw ValidationError("--api must be async or futures") }
@@ -46,7 +48,8 @@ struct RedisBench: AsyncParsableCommand {
             }
         let batch = [[RESPArgument]](repeating: command, count: pipeline)
         var connections: [RedisClient] = []
-        for _ in 0..<clients { connections.append(try await RedisClient.connect(configuration)) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        for _ in 0..<clients { connections.append(try await RedisClient.connect(configuration, eventLoopGroup: group)) }
         let perClient = requests / clients
         let clock = ContinuousClock()
         let start = clock.now
@@ -70,6 +73,7 @@ struct RedisBench: AsyncParsableCommand {
         }
         let elapsed = (clock.now - start).seconds
         for client in connections { await client.close() }
+        try await group.shutdownGracefully()
         let total = perClient * clients
         print(#"{"test":"\#(test)","requests":\#(total),"seconds":\#(elapsed),"ops_per_sec":\#(Double(total) / elapsed),"api":"\#(api)"}"#)
     }

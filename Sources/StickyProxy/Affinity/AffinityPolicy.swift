@@ -1,0 +1,320 @@
+import NIOCore
+
+/// What a routing decision was: written to the access log, counted in /metrics, streamed on /events.
+public enum RoutingDecisionKind: String, Sendable, Codable, CaseIterable {
+    /// The request was pinned and went to its instance.
+    case stickyHit = "sticky_hit"
+    /// The pinned instance is not in the pool any more (crashed, stopped, restarted with a new GUID).
+    case fallbackInstanceGone = "fallback_instance_gone"
+    /// The pinned instance is at max_conns.
+    case fallbackOverloaded = "fallback_overloaded"
+    /// Not pinned, and the response started a session (the app set a session cookie).
+    case newSession = "new_session"
+    /// Not pinned: the balancing algorithm chose.
+    case balanced
+    /// A later attempt after a retriable error.
+    case retryAfterError = "retry_after_error"
+    /// `X-CF-APP-INSTANCE` named the instance.
+    case targeted
+    /// `ip-hash` mode: the client address chose.
+    case ipHash = "ip_hash"
+
+    /// Position in `allCases` (array-indexed counters).
+    var ordinal: Int {
+        switch self {
+        case .stickyHit: return 0
+        case .fallbackInstanceGone: return 1
+        case .fallbackOverloaded: return 2
+        case .newSession: return 3
+        case .balanced: return 4
+        case .retryAfterError: return 5
+        case .targeted: return 6
+        case .ipHash: return 7
+        }
+    }
+}
+
+/// The affinity a request asks for.
+public enum AffinityPin: Sendable, Equatable {
+    case none
+    /// Pinned to this instance (GUID, or address for endpoints registered without one).
+    case instance(String)
+    /// A hash of the client address (`ip-hash`).
+    case hash(UInt64)
+
+    public var instanceID: String? {
+        if case .instance(let id) = self { return id }
+        return nil
+    }
+}
+
+/// The parts of a request affinity looks at.
+public struct AffinityRequest: Sendable {
+    public var cookieHeaders: [String]
+    /// The client's IP address as text.
+    public var clientAddress: String
+    public var isUpgrade: Bool
+
+    public init(cookieHeaders: [String], clientAddress: String, isUpgrade: Bool) {
+        self.cookieHeaders = cookieHeaders
+        self.clientAddress = clientAddress
+        self.isUpgrade = isUpgrade
+    }
+}
+
+/// The endpoint chosen for one attempt.
+public struct Selection: Sendable, Equatable {
+    public var index: Int
+    public var kind: RoutingDecisionKind
+    /// The balancer ignored failure marks because every candidate had one: clear them all.
+    public var clearedFailures: Bool
+
+    public init(index: Int, kind: RoutingDecisionKind, clearedFailures: Bool = false) {
+        self.index = index
+        self.kind = kind
+        self.clearedFailures = clearedFailures
+    }
+}
+
+/// What the balancer needs for one choice, passed in so that choices are pure.
+public struct SelectionContext: Sendable {
+    public var balancer: Balancer
+    public var tried: TriedEndpoints
+    public var now: NIODeadline
+    /// The route's next round-robin index.
+    public var cursor: Int
+    /// Seeds the least-connection tie break.
+    public var randomSeed: UInt64
+
+    public init(balancer: Balancer, tried: TriedEndpoints = TriedEndpoints(), now: NIODeadline, cursor: Int, randomSeed: UInt64) {
+        self.balancer = balancer
+        self.tried = tried
+        self.now = now
+        self.cursor = cursor
+        self.randomSeed = randomSeed
+    }
+
+    /// The balancer's choice, tagged `kind`.
+    public func balanced<E: BalancerEndpoint>(_ endpoints: [E], kind: RoutingDecisionKind) -> Selection? {
+        var random = SplitMix64(seed: randomSeed)
+        guard let pick = balancer.pick(from: endpoints, excluding: tried, now: now, start: cursor, random: &random) else { return nil }
+        return Selection(index: pick.index, kind: kind, clearedFailures: pick.clearedFailures)
+    }
+}
+
+/// The response facts the cookie rules need.
+public struct AffinityResponse: Sendable {
+    public var pin: AffinityPin
+    /// The instance GUID of the endpoint that served (may be empty).
+    public var servedInstanceID: String
+    /// The endpoint's address, for modes that pin endpoints without a GUID.
+    public var servedAddress: String
+    public var setCookieHeaders: [String]
+    /// The route's context path (`/` for a host-only route).
+    public var contextPath: String
+    public var isUpgrade: Bool
+    public var nowSecondsSince1970: Int64
+
+    public init(
+        pin: AffinityPin,
+        servedInstanceID: String,
+        servedAddress: String,
+        setCookieHeaders: [String],
+        contextPath: String,
+        isUpgrade: Bool,
+        nowSecondsSince1970: Int64
+    ) {
+        self.pin = pin
+        self.servedInstanceID = servedInstanceID
+        self.servedAddress = servedAddress
+        self.setCookieHeaders = setCookieHeaders
+        self.contextPath = contextPath
+        self.isUpgrade = isUpgrade
+        self.nowSecondsSince1970 = nowSecondsSince1970
+    }
+}
+
+/// What affinity adds to a response.
+public struct ResponseAffinity: Sendable, Equatable {
+    /// `Set-Cookie` values to append.
+    public var setCookies: [String] = []
+    /// Other headers to set, as (name, value).
+    public var headers: [HeaderField] = []
+    /// The response started a session for a request that was not pinned.
+    public var startedSession = false
+
+    public init(setCookies: [String] = [], headers: [HeaderField] = [], startedSession: Bool = false) {
+        self.setCookies = setCookies
+        self.headers = headers
+        self.startedSession = startedSession
+    }
+
+    public static let nothing = ResponseAffinity()
+}
+
+public struct HeaderField: Sendable, Equatable {
+    public var name: String
+    public var value: String
+
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// One affinity mode: how a request is pinned, which endpoint its first attempt goes to, and what the
+/// response must set. Later attempts (retries) always use the balancer (`RoutingDecider`).
+public protocol AffinityPolicy: Sendable {
+    var mode: AffinityMode { get }
+    func pin(for request: AffinityRequest) -> AffinityPin
+    func firstSelection<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, context: SelectionContext) -> Selection?
+    func response(_ response: AffinityResponse) -> ResponseAffinity
+    /// The `Cookie` header to forward to the app (nil drops it).
+    func forwardedCookieHeader(_ header: String) -> String?
+    /// True when this mode reads the request's cookies (saves parsing them otherwise).
+    var readsCookies: Bool { get }
+    /// True when this mode changes the `Cookie` header forwarded to the app.
+    var rewritesCookies: Bool { get }
+}
+
+extension AffinityPolicy {
+    public func forwardedCookieHeader(_ header: String) -> String? { header }
+    public var rewritesCookies: Bool { false }
+
+    /// The pinned instance when it is in the pool and not overloaded, else the balancer's choice with
+    /// the fallback named. `skipFailed`: treat an endpoint marked failed as down (HAProxy); gorouter
+    /// still tries a failed sticky target.
+    func pinnedOrBalanced<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, context: SelectionContext, skipFailed: Bool) -> Selection? {
+        guard case .instance(let id) = pin else { return context.balanced(endpoints, kind: .balanced) }
+        guard let index = endpoints.firstIndex(where: { $0.instanceID == id }) else {
+            return context.balanced(endpoints, kind: .fallbackInstanceGone)
+        }
+        if context.balancer.isOverloaded(endpoints[index]) {
+            return context.balanced(endpoints, kind: .fallbackOverloaded)
+        }
+        if skipFailed, let until = endpoints[index].failedUntil, until > context.now {
+            return context.balanced(endpoints, kind: .fallbackInstanceGone)
+        }
+        return Selection(index: index, kind: .stickyHit)
+    }
+}
+
+/// The choice for every attempt of a request: the mode's first choice, then the balancer on endpoints
+/// not tried yet.
+public struct RoutingDecider<Policy: AffinityPolicy>: Sendable {
+    public let policy: Policy
+
+    public init(policy: Policy) {
+        self.policy = policy
+    }
+
+    public func select<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, attempt: Int, context: SelectionContext) -> Selection? {
+        if attempt <= 1 && context.tried.count == 0 {
+            return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
+        }
+        return context.balanced(endpoints, kind: .retryAfterError)
+    }
+}
+
+/// The configured mode as a closed set, so that every call reaches the concrete type (specialised
+/// code, no existential) on the hot path.
+public enum ConfiguredAffinity: AffinityPolicy {
+    case cf(CFAffinity)
+    case none(NoAffinity)
+    case haproxy(HAProxyAffinity)
+    case ipHash(IPHashAffinity)
+
+    public init(_ configuration: ProxyConfiguration) {
+        switch configuration.affinity {
+        case .cf:
+            self = .cf(
+                CFAffinity(
+                    stickyCookieNames: configuration.stickyCookieNames,
+                    secureCookies: configuration.secureCookies,
+                    webSocketAffinity: configuration.webSocketAffinity
+                ))
+        case .none: self = .none(NoAffinity())
+        case .haproxy: self = .haproxy(HAProxyAffinity(cookieName: configuration.haproxyCookieName))
+        case .ipHash: self = .ipHash(IPHashAffinity())
+        }
+    }
+
+    public var mode: AffinityMode {
+        switch self {
+        case .cf(let policy): return policy.mode
+        case .none(let policy): return policy.mode
+        case .haproxy(let policy): return policy.mode
+        case .ipHash(let policy): return policy.mode
+        }
+    }
+
+    public var readsCookies: Bool {
+        switch self {
+        case .cf(let policy): return policy.readsCookies
+        case .none(let policy): return policy.readsCookies
+        case .haproxy(let policy): return policy.readsCookies
+        case .ipHash(let policy): return policy.readsCookies
+        }
+    }
+
+    public var rewritesCookies: Bool {
+        switch self {
+        case .cf(let policy): return policy.rewritesCookies
+        case .none(let policy): return policy.rewritesCookies
+        case .haproxy(let policy): return policy.rewritesCookies
+        case .ipHash(let policy): return policy.rewritesCookies
+        }
+    }
+
+    public func pin(for request: AffinityRequest) -> AffinityPin {
+        switch self {
+        case .cf(let policy): return policy.pin(for: request)
+        case .none(let policy): return policy.pin(for: request)
+        case .haproxy(let policy): return policy.pin(for: request)
+        case .ipHash(let policy): return policy.pin(for: request)
+        }
+    }
+
+    public func firstSelection<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, context: SelectionContext) -> Selection? {
+        switch self {
+        case .cf(let policy): return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
+        case .none(let policy): return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
+        case .haproxy(let policy): return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
+        case .ipHash(let policy): return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
+        }
+    }
+
+    public func response(_ response: AffinityResponse) -> ResponseAffinity {
+        switch self {
+        case .cf(let policy): return policy.response(response)
+        case .none(let policy): return policy.response(response)
+        case .haproxy(let policy): return policy.response(response)
+        case .ipHash(let policy): return policy.response(response)
+        }
+    }
+
+    public func forwardedCookieHeader(_ header: String) -> String? {
+        switch self {
+        case .cf(let policy): return policy.forwardedCookieHeader(header)
+        case .none(let policy): return policy.forwardedCookieHeader(header)
+        case .haproxy(let policy): return policy.forwardedCookieHeader(header)
+        case .ipHash(let policy): return policy.forwardedCookieHeader(header)
+        }
+    }
+}
+
+/// A small, fast pseudo-random generator (SplitMix64) for tie breaks and request ids; seeded, so
+/// decisions are reproducible in tests.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,181 @@
+/// Cloud Foundry's gorouter sticky sessions (shared/docs/cloud-foundry-behaviour.md, section 1).
+///
+/// A request is pinned only when it carries BOTH a trigger cookie (JSESSIONID by default) and
+/// `__VCAP_ID__`; only its first attempt honours the pin; a missing or overloaded instance silently
+/// falls back to the balancer. The response gets `__VCAP_ID__` when it sets a trigger cookie, or when a
+/// pinned request landed elsewhere.
+public struct CFAffinity: AffinityPolicy {
+    public static let vcapCookieName = "__VCAP_ID__"
+
+    public var stickyCookieNames: [String]
+    public var secureCookies: Bool
+    /// Affinity on WebSocket upgrades (Cloud Foundry since 2024); false reproduces the older router,
+    /// which neither honoured nor set `__VCAP_ID__` on upgrades.
+    public var webSocketAffinity: Bool
+
+    public init(stickyCookieNames: [String] = ["JSESSIONID"], secureCookies: Bool = false, webSocketAffinity: Bool = true) {
+        self.stickyCookieNames = stickyCookieNames
+        self.secureCookies = secureCookies
+        self.webSocketAffinity = webSocketAffinity
+    }
+
+    public var mode: AffinityMode { .cf }
+    public var readsCookies: Bool { true }
+
+    public func pin(for request: AffinityRequest) -> AffinityPin {
+        if request.isUpgrade && !webSocketAffinity { return .none }
+        guard !request.cookieHeaders.isEmpty,
+            RequestCookies.containsAny(of: stickyCookieNames, in: request.cookieHeaders),
+            let vcapID = RequestCookies.value(named: Self.vcapCookieName, in: request.cookieHeaders),
+            !vcapID.isEmpty
+        else { return .none }
+        return .instance(String(vcapID))
+    }
+
+    public func firstSelection<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, context: SelectionContext) -> Selection? {
+        pinnedOrBalanced(endpoints: endpoints, pin: pin, context: context, skipFailed: false)
+    }
+
+    public func response(_ response: AffinityResponse) -> ResponseAffinity {
+        if response.isUpgrade && !webSocketAffinity { return .nothing }
+        // gorouter only sets the cookie for endpoints registered with an instance GUID.
+        guard !response.servedInstanceID.isEmpty else { return .nothing }
+        let pinnedID = response.pin.instanceID ?? ""
+        let requestWasSticky = !pinnedID.isEmpty
+        var shouldSet = requestWasSticky && pinnedID != response.servedInstanceID
+
+        var sessionCookie: SetCookie?
+        var appSetVCAPID = false
+        for header in response.setCookieHeaders {
+            let name = Self.cookieName(in: header)
+            if name == Self.vcapCookieName { appSetVCAPID = true }
+            if sessionCookie == nil, stickyCookieNames.contains(where: { $0 == name }), let parsed = SetCookie(header: header) {
+                sessionCookie = parsed
+                shouldSet = true
+            }
+        }
+        // The app's own __VCAP_ID__ always wins.
+        guard shouldSet, !appSetVCAPID else { return .nothing }
+
+        var cookie = SetCookie(name: Self.vcapCookieName, value: response.servedInstanceID)
+        cookie.path = response.contextPath
+        cookie.httpOnly = true
+        var deletesSession = false
+        if let session = sessionCookie {
+            cookie.secure = session.secure
+            cookie.sameSite = session.sameSite
+            cookie.expires = session.expires
+            cookie.partitioned = session.partitioned
+            cookie.maxAge = session.maxAge
+            if session.isDeletion(nowSecondsSince1970: response.nowSecondsSince1970) {
+                deletesSession = true
+                cookie.maxAge = 0
+            }
+        }
+        if secureCookies { cookie.secure = true }
+        return ResponseAffinity(
+            setCookies: [cookie.headerValue],
+            startedSession: sessionCookie != nil && !requestWasSticky && !deletesSession
+        )
+    }
+
+    /// The cookie name of a `Set-Cookie` value, without parsing the rest.
+    static func cookieName(in header: String) -> Substring {
+        let name = header.prefix { $0 != "=" && $0 != ";" }
+        return name.trimmingCharacters()
+    }
+}
+
+/// No affinity: every request is balanced (socket.io long-polling then fails with "Session ID unknown").
+public struct NoAffinity: AffinityPolicy {
+    public init() {}
+
+    public var mode: AffinityMode { .none }
+    public var readsCookies: Bool { false }
+
+    public func pin(for request: AffinityRequest) -> AffinityPin { .none }
+
+    public func firstSelection<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, context: SelectionContext) -> Selection? {
+        context.balanced(endpoints, kind: .balanced)
+    }
+
+    public func response(_ response: AffinityResponse) -> ResponseAffinity { .nothing }
+}
+
+/// HAProxy's `cookie SERVERID insert indirect nocache` with `option redispatch`: the proxy inserts its
+/// own cookie naming the server; the cookie is not passed to the app; a request pinned to a server
+/// that is gone or down is redispatched and gets a new cookie.
+public struct HAProxyAffinity: AffinityPolicy {
+    public var cookieName: String
+
+    public init(cookieName: String = "SERVERID") {
+        self.cookieName = cookieName
+    }
+
+    public var mode: AffinityMode { .haproxy }
+    public var readsCookies: Bool { true }
+    public var rewritesCookies: Bool { true }
+
+    public func pin(for request: AffinityRequest) -> AffinityPin {
+        guard let value = RequestCookies.value(named: cookieName, in: request.cookieHeaders), !value.isEmpty else { return .none }
+        return .instance(String(value))
+    }
+
+    public func firstSelection<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, context: SelectionContext) -> Selection? {
+        pinnedOrBalanced(endpoints: endpoints, pin: pin, context: context, skipFailed: true)
+    }
+
+    public func response(_ response: AffinityResponse) -> ResponseAffinity {
+        let served = response.servedInstanceID.isEmpty ? response.servedAddress : response.servedInstanceID
+        guard response.pin.instanceID != served else { return .nothing }
+        return ResponseAffinity(
+            setCookies: ["\(cookieName)=\(served); path=/"],
+            headers: [HeaderField("Cache-Control", "private")],
+            startedSession: response.pin == .none
+        )
+    }
+
+    public func forwardedCookieHeader(_ header: String) -> String? {
+        RequestCookies.removing(named: cookieName, from: header)
+    }
+}
+
+/// nginx-style `ip_hash`: the client address picks the instance; when it is unavailable the next
+/// one on the ring is taken. The whole address is hashed (nginx hashes the first three octets of an
+/// IPv4 address, which would send every loopback client to one instance).
+public struct IPHashAffinity: AffinityPolicy {
+    public init() {}
+
+    public var mode: AffinityMode { .ipHash }
+    public var readsCookies: Bool { false }
+
+    public func pin(for request: AffinityRequest) -> AffinityPin {
+        .hash(Self.fnv1a(request.clientAddress))
+    }
+
+    public func firstSelection<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, context: SelectionContext) -> Selection? {
+        guard case .hash(let hash) = pin, !endpoints.isEmpty else { return context.balanced(endpoints, kind: .balanced) }
+        let count = endpoints.count
+        let home = Int(hash % UInt64(count))
+        for step in 0..<count {
+            let index = (home + step) % count
+            let endpoint = endpoints[index]
+            if context.tried.contains(index) || context.balancer.isOverloaded(endpoint) { continue }
+            if let until = endpoint.failedUntil, until > context.now { continue }
+            if step == 0 { return Selection(index: index, kind: .ipHash) }
+            return Selection(index: index, kind: context.balancer.isOverloaded(endpoints[home]) ? .fallbackOverloaded : .fallbackInstanceGone)
+        }
+        return context.balanced(endpoints, kind: .fallbackInstanceGone)
+    }
+
+    public func response(_ response: AffinityResponse) -> ResponseAffinity { .nothing }
+
+    static func fnv1a(_ text: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01B3
+        }
+        return hash
+    }
+}

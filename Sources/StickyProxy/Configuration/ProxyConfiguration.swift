@@ -1,0 +1,109 @@
+import CloudFoundry
+import NIOCore
+
+/// How requests are pinned to instances.
+public enum AffinityMode: String, Sendable, CaseIterable, Codable {
+    /// Cloud Foundry's gorouter: `JSESSIONID` + `__VCAP_ID__` (the default).
+    case cf
+    /// Plain round-robin or least-connection with no affinity at all.
+    case none
+    /// HAProxy's `cookie SERVERID insert indirect nocache` with `option redispatch`.
+    case haproxy
+    /// nginx's `ip_hash`-style hashing of the client address.
+    case ipHash = "ip-hash"
+}
+
+/// gorouter's two balancing algorithms.
+public enum LoadBalancingAlgorithm: String, Sendable, CaseIterable, Codable {
+    case roundRobin = "round-robin"
+    case leastConnection = "least-connection"
+}
+
+/// Where the access log goes.
+public enum AccessLogDestination: Sendable, Equatable {
+    case standardOutput
+    case file(String)
+
+    /// `-` is standard output, anything else a file path.
+    public init(_ text: String) {
+        self = text == "-" ? .standardOutput : .file(text)
+    }
+}
+
+/// Everything sticky-proxy can be told. The defaults are Cloud Foundry's (see
+/// shared/docs/cloud-foundry-behaviour.md); each has a command-line flag.
+public struct ProxyConfiguration: Sendable {
+    // Listeners
+    public var bindHost = "127.0.0.1"
+    /// 0 picks a free port (read it back from `StickyProxyServer.boundPort`).
+    public var port = 8080
+    /// nil disables the admin API.
+    public var adminPort: Int? = 8081
+    public var adminToken: String
+    public var eventLoopThreads = System.coreCount
+
+    // Affinity
+    public var affinity: AffinityMode = .cf
+    /// Affinity on WebSocket upgrades (current Cloud Foundry). Off reproduces Cloud Foundry before 2024.
+    public var webSocketAffinity = true
+    public var stickyCookieNames: [String] = ["JSESSIONID"]
+    public var secureCookies = false
+    /// The cookie the `haproxy` mode inserts.
+    public var haproxyCookieName = "SERVERID"
+
+    // Balancing and retries
+    public var balancing: LoadBalancingAlgorithm = .roundRobin
+    /// In-flight requests per backend before it is skipped; 0 means no limit.
+    public var maxConnsPerBackend = 500
+    public var maxAttempts = 3
+    public var retryAfterFailure: TimeAmount = .seconds(30)
+
+    // Timeouts
+    public var dialTimeout: TimeAmount = .seconds(5)
+    /// Whole request, from the request head to the end of the response; 0 disables.
+    public var requestTimeout: TimeAmount = .seconds(900)
+    /// Keep-alive idle time of a client connection between requests.
+    public var idleTimeout: TimeAmount = .seconds(900)
+    /// Time a client may take to send a complete request head once it started one (slow clients).
+    public var headerReadTimeout: TimeAmount = .seconds(30)
+    public var drainTimeout: TimeAmount = .seconds(10)
+
+    // Routing table
+    public var pruneInterval: TimeAmount = .seconds(30)
+    public var staleThreshold: TimeAmount = .seconds(120)
+    public var staticRoutes: [RouteRegistration] = []
+
+    // Limits
+    /// Largest request header section (all names and values) before 431; gorouter's default is Go's 1 MiB.
+    public var maxHeaderBytes = 1 << 20
+    /// Request bodies up to this size are kept so that a retry can send them again.
+    public var maxReplayBodyBytes = 1 << 20
+    /// Idle keep-alive connections kept per backend and event loop.
+    public var maxIdleConnectionsPerBackend = 100
+    public var backendIdleTimeout: TimeAmount = .seconds(90)
+
+    // Logs
+    public var accessLog: AccessLogDestination? = nil
+
+    public init(adminToken: String) {
+        self.adminToken = adminToken
+    }
+
+    /// Problems a user must fix before the proxy can start, each phrased as what to change.
+    public func validationErrors() -> [String] {
+        var errors: [String] = []
+        if !(0...65535).contains(port) { errors.append("--port \(port) is not a TCP port (0-65535)") }
+        if let adminPort, !(0...65535).contains(adminPort) { errors.append("--admin-port \(adminPort) is not a TCP port (0-65535)") }
+        if adminToken.isEmpty { errors.append("the admin token is empty: pass --admin-token or set STICKY_PROXY_ADMIN_TOKEN") }
+        if stickyCookieNames.isEmpty || stickyCookieNames.contains(where: { !CookieName.isValid($0) }) {
+            errors.append("--sticky-cookie-names needs one or more cookie names separated by commas (got \(stickyCookieNames))")
+        }
+        if !CookieName.isValid(haproxyCookieName) { errors.append("--haproxy-cookie-name '\(haproxyCookieName)' is not a cookie name") }
+        if maxConnsPerBackend < 0 { errors.append("--max-conns must be 0 (no limit) or more") }
+        if maxAttempts < 1 { errors.append("--max-attempts must be at least 1") }
+        if dialTimeout.nanoseconds <= 0 { errors.append("--dial-timeout must be more than 0") }
+        if maxHeaderBytes < 1024 { errors.append("--max-header-bytes must be at least 1024") }
+        if eventLoopThreads < 1 { errors.append("--threads must be at least 1") }
+        return errors
+    }
+}

@@ -1,0 +1,106 @@
+import CloudFoundry
+import Logging
+import NIOCore
+import Synchronization
+
+/// The routing table shared by the admin API (writers) and every event loop (readers). Readers keep
+/// their own copy and refresh it only when `generation` moved: one atomic load per request, no lock.
+public final class RouteRegistry: Sendable {
+    private let table = Mutex(RoutingTable())
+    private let generationCounter = Atomic<Int>(1)
+    public let defaultStaleThreshold: TimeAmount
+    private let logger: Logger
+
+    public init(defaultStaleThreshold: TimeAmount = .seconds(120), logger: Logger = Logger(label: "sticky-proxy.routes")) {
+        self.defaultStaleThreshold = defaultStaleThreshold
+        self.logger = logger
+    }
+
+    /// Changes on every modification.
+    public var generation: Int { generationCounter.load(ordering: .acquiring) }
+
+    public func snapshot() -> RoutingTable {
+        table.withLock { $0 }
+    }
+
+    /// Checks a register/unregister message; nil when it is usable, else what is wrong with it.
+    public static func problem(with registration: RouteRegistration) -> String? {
+        if registration.host.isEmpty { return "\"host\" is empty: give the instance's IP address (for example 127.0.0.1)" }
+        if !(1...65535).contains(registration.port) { return "\"port\" \(registration.port) is not a TCP port (1-65535)" }
+        if registration.uris.isEmpty { return "\"uris\" is empty: give at least one route, for example \"localhost\"" }
+        if let bad = registration.uris.first(where: { RouteURI($0).host.isEmpty }) { return "route \"\(bad)\" has no host" }
+        if let algorithm = registration.options?.loadBalancing, !algorithm.isEmpty, LoadBalancingAlgorithm(rawValue: algorithm) == nil {
+            return "\"options.loadbalancing\" is \"\(algorithm)\": use round-robin or least-connection"
+        }
+        return nil
+    }
+
+    /// Adds or refreshes an endpoint. May resolve the host name (blocking): call it off the event loops.
+    public func register(_ registration: RouteRegistration, isStatic: Bool = false, now: NIODeadline = .now(), wallClock: Double? = nil) {
+        var resolved: SocketAddress?
+        if (try? SocketAddress(ipAddress: registration.host, port: registration.port)) == nil {
+            resolved = try? SocketAddress.makeAddressResolvingHost(registration.host, port: registration.port)
+            if resolved == nil {
+                logger.warning(
+                    "cannot resolve the host of a registered instance; requests to it will fail",
+                    metadata: ["host": "\(registration.host)", "instance": "\(registration.privateInstanceID ?? "-")"]
+                )
+            }
+        }
+        let wall = wallClock ?? WallClockTime.now().secondsSince1970
+        let outcomes = table.withLock { table in
+            table.register(
+                registration,
+                now: now,
+                wallClock: wall,
+                defaultStaleThreshold: defaultStaleThreshold,
+                isStatic: isStatic,
+                resolvedAddress: resolved
+            )
+        }
+        generationCounter.add(1, ordering: .releasing)
+        if outcomes.contains(.added) {
+            logger.info(
+                "endpoint registered",
+                metadata: [
+                    "address": "\(registration.host):\(registration.port)", "uris": "\(registration.uris.joined(separator: ","))",
+                    "instance": "\(registration.privateInstanceID ?? "-")", "index": "\(registration.privateInstanceIndex ?? "-")",
+                ]
+            )
+        }
+    }
+
+    /// Removes an endpoint; returns how many route entries were removed.
+    @discardableResult
+    public func unregister(_ registration: RouteRegistration) -> Int {
+        let removed = table.withLock { $0.unregister(registration) }
+        generationCounter.add(1, ordering: .releasing)
+        logger.info(
+            "endpoint unregistered",
+            metadata: [
+                "address": "\(registration.host):\(registration.port)", "uris": "\(registration.uris.joined(separator: ","))",
+                "instance": "\(registration.privateInstanceID ?? "-")", "removed": "\(removed)",
+            ]
+        )
+        return removed
+    }
+
+    /// Drops registrations older than their stale threshold.
+    @discardableResult
+    public func prune(now: NIODeadline = .now()) -> [RoutingTable.Pruned] {
+        let pruned = table.withLock { $0.prune(now: now) }
+        if !pruned.isEmpty {
+            generationCounter.add(1, ordering: .releasing)
+            for item in pruned {
+                logger.warning(
+                    "pruned a stale endpoint: no register message within its stale threshold",
+                    metadata: [
+                        "uri": "\(item.uri)", "address": "\(item.endpoint.address)", "instance": "\(item.endpoint.instanceID)",
+                        "stale_threshold": "\(DurationText.format(item.endpoint.staleThreshold))",
+                    ]
+                )
+            }
+        }
+        return pruned
+    }
+}

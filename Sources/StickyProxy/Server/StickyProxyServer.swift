@@ -1,0 +1,242 @@
+import Logging
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// sticky-proxy as a service: the proxy listener, the admin API, the pruning of stale routes, and a
+/// graceful drain on shutdown (stop accepting, finish in-flight requests, close tunnels after the drain
+/// timeout). Run it in a `ServiceGroup`, or call `start()` and `shutdown()` yourself (tests).
+public final class StickyProxyServer: Service, Sendable {
+    public let configuration: ProxyConfiguration
+    public let registry: RouteRegistry
+    public let metrics: ProxyMetrics
+    public let feed: DecisionFeed
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    private struct State {
+        var group: MultiThreadedEventLoopGroup?
+        var core: ProxyCore?
+        var quiesce: ServerQuiescingHelper?
+        var proxyChannel: (any Channel)?
+        var adminChannel: (any Channel)?
+        var adminChildren: [ObjectIdentifier: any Channel] = [:]
+        var repeatedTasks: [RepeatedTask] = []
+        var accessLog: AccessLogWriter?
+        var proxyPort: Int?
+        var adminPort: Int?
+        var stopped = false
+    }
+
+    public init(configuration: ProxyConfiguration, logger: Logger = Logger(label: "sticky-proxy")) {
+        self.configuration = configuration
+        self.logger = logger
+        self.registry = RouteRegistry(defaultStaleThreshold: configuration.staleThreshold, logger: logger)
+        self.metrics = ProxyMetrics()
+        self.feed = DecisionFeed()
+    }
+
+    /// The port the proxy listens on (useful with port 0), once started.
+    public var proxyPort: Int? { state.withLock { $0.proxyPort } }
+    /// The admin API's port, once started (nil when disabled).
+    public var adminPort: Int? { state.withLock { $0.adminPort } }
+
+    public enum StartError: Error, CustomStringConvertible {
+        case invalidConfiguration([String])
+        case cannotListen(what: String, address: String, underlying: any Error)
+
+        public var description: String {
+            switch self {
+            case .invalidConfiguration(let problems):
+                return "invalid configuration:\n  " + problems.joined(separator: "\n  ")
+            case .cannotListen(let what, let address, let error):
+                return "cannot listen for \(what) on \(address): \(error). Is another program using that port? Pick another one."
+            }
+        }
+    }
+
+    /// Binds the listeners and starts serving. Returns once both accept connections.
+    public func start() async throws {
+        let problems = configuration.validationErrors()
+        guard problems.isEmpty else { throw StartError.invalidConfiguration(problems) }
+        ResourceLimits.raiseOpenFileLimit(logger: logger)
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
+        let eventLoops = Array(group.makeIterator())
+        let accessLog = try configuration.accessLog.map(AccessLogWriter.init(destination:))
+        let core = ProxyCore(
+            configuration: configuration,
+            registry: registry,
+            metrics: metrics,
+            feed: feed,
+            accessLog: accessLog,
+            eventLoops: eventLoops,
+            logger: logger
+        )
+        // Registering may resolve host names (blocking): on the thread pool, not in this task.
+        let registry = self.registry
+        let staticRoutes = configuration.staticRoutes
+        try await NIOThreadPool.singleton.runIfActive {
+            for route in staticRoutes { registry.register(route, isStatic: true) }
+        }
+        let quiesce = ServerQuiescingHelper(group: group)
+        state.withLock {
+            $0.group = group
+            $0.core = core
+            $0.quiesce = quiesce
+            $0.accessLog = accessLog
+        }
+
+        let proxyAddress = "\(configuration.bindHost):\(configuration.port)"
+        let proxyChannel: any Channel
+        do {
+            proxyChannel = try await makeProxyBootstrap(group: group, core: core, quiesce: quiesce)
+                .bind(host: configuration.bindHost, port: configuration.port).get()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw StartError.cannotListen(what: "requests", address: proxyAddress, underlying: error)
+        }
+        var adminChannel: (any Channel)?
+        if let adminPort = configuration.adminPort {
+            do {
+                adminChannel = try await makeAdminBootstrap(group: group).bind(host: "127.0.0.1", port: adminPort).get()
+            } catch {
+                try? await proxyChannel.close()
+                try? await group.shutdownGracefully()
+                throw StartError.cannotListen(what: "the admin API", address: "127.0.0.1:\(adminPort)", underlying: error)
+            }
+        }
+
+        var tasks: [RepeatedTask] = []
+        if configuration.pruneInterval.nanoseconds > 0 {
+            tasks.append(
+                group.next().scheduleRepeatedTask(initialDelay: configuration.pruneInterval, delay: configuration.pruneInterval) { _ in
+                    registry.prune()
+                })
+        }
+        let idleTimeout = configuration.backendIdleTimeout
+        let sweep = TimeAmount.seconds(max(1, min(30, idleTimeout.nanoseconds / 3_000_000_000)))
+        for eventLoop in eventLoops {
+            tasks.append(
+                eventLoop.scheduleRepeatedTask(initialDelay: sweep, delay: sweep) { _ in
+                    core.loopContext(for: eventLoop)?.backendPool.closeIdle(olderThan: idleTimeout, now: .now())
+                })
+        }
+        state.withLock {
+            $0.proxyChannel = proxyChannel
+            $0.adminChannel = adminChannel
+            $0.repeatedTasks = tasks
+            $0.proxyPort = proxyChannel.localAddress?.port
+            $0.adminPort = adminChannel?.localAddress?.port
+        }
+        logger.info(
+            "sticky-proxy listening",
+            metadata: [
+                "proxy": "http://\(configuration.bindHost):\(proxyChannel.localAddress?.port ?? configuration.port)",
+                "admin": "\(adminChannel.map { "http://127.0.0.1:\($0.localAddress?.port ?? 0)" } ?? "disabled")",
+                "affinity": "\(configuration.affinity.rawValue)", "balancing": "\(configuration.balancing.rawValue)",
+            ]
+        )
+    }
+
+    /// ServiceLifecycle entry point: serves until graceful shutdown, then drains.
+    public func run() async throws {
+        if proxyPort == nil { try await start() }
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, closes what is left after the drain timeout.
+    public func shutdown() async {
+        let snapshot = state.withLock { state -> State? in
+            guard !state.stopped else { return nil }
+            state.stopped = true
+            return state
+        }
+        guard let snapshot, let group = snapshot.group, let core = snapshot.core else { return }
+        core.draining.store(true, ordering: .relaxed)
+        logger.info(
+            "draining: no new connections; waiting for in-flight requests",
+            metadata: ["drain_timeout": "\(DurationText.format(configuration.drainTimeout))"])
+        for task in snapshot.repeatedTasks { task.cancel() }
+
+        let drained = group.next().makePromise(of: Void.self)
+        if let quiesce = snapshot.quiesce, snapshot.proxyChannel != nil {
+            quiesce.initiateShutdown(promise: drained)
+        } else {
+            drained.succeed()
+        }
+        let timeout = group.next().scheduleTask(in: configuration.drainTimeout) {
+            for loop in core.allLoopContexts {
+                loop.eventLoop.execute {
+                    for channel in loop.clientChannels.values { channel.close(promise: nil) }
+                }
+            }
+        }
+        try? await drained.futureResult.get()
+        timeout.cancel()
+
+        for loop in core.allLoopContexts {
+            try? await loop.eventLoop.submit {
+                loop.accessLog?.flush()
+                loop.backendPool.closeAll()
+            }.get()
+        }
+        try? await snapshot.adminChannel?.close()
+        for channel in state.withLock({ Array($0.adminChildren.values) }) { try? await channel.close() }
+        await snapshot.accessLog?.close()
+        try? await group.shutdownGracefully()
+        logger.info("sticky-proxy stopped")
+    }
+
+    // MARK: Pipelines
+
+    private func makeProxyBootstrap(group: MultiThreadedEventLoopGroup, core: ProxyCore, quiesce: ServerQuiescingHelper) -> ServerBootstrap {
+        let metrics = self.metrics
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let loop = core.loopContext(for: channel.eventLoop) else { throw ChannelError.ioOnClosedChannel }
+                    try channel.pipeline.syncOperations.addHandler(ProxyHandler(core: core, loop: loop))
+                    let id = ObjectIdentifier(channel)
+                    loop.clientChannels[id] = channel
+                    metrics.clientConnectionCount.add(1, ordering: .relaxed)
+                    channel.closeFuture.assumeIsolated().whenComplete { _ in
+                        loop.clientChannels[id] = nil
+                        metrics.clientConnectionCount.subtract(1, ordering: .relaxed)
+                    }
+                }
+            }
+    }
+
+    private func makeAdminBootstrap(group: MultiThreadedEventLoopGroup) -> ServerBootstrap {
+        let api = AdminAPI(token: configuration.adminToken)
+        let registry = self.registry
+        let metrics = self.metrics
+        let feed = self.feed
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(api: api, registry: registry, metrics: metrics, feed: feed))
+                    let id = ObjectIdentifier(channel)
+                    self.state.withLock { $0.adminChildren[id] = channel }
+                    channel.closeFuture.whenComplete { _ in self.state.withLock { _ = $0.adminChildren.removeValue(forKey: id) } }
+                }
+            }
+    }
+}

@@ -1,0 +1,421 @@
+import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// The header fields the proxy acts on; everything else is forwarded verbatim.
+enum KnownHeader: UInt8, Sendable {
+    case other
+    case host
+    case contentLength
+    case transferEncoding
+    case connection
+    case keepAlive
+    case proxyConnection
+    case te
+    case trailer
+    case upgrade
+    case cookie
+    case setCookie
+    case xForwardedFor
+    case xForwardedProto
+    case xVcapRequestID
+    case xRequestStart
+    case xCFAppInstance
+    case xCFApplicationID
+    case xCFInstanceID
+    case xCFInstanceIndex
+    case idempotencyKey
+    case userAgent
+    case referer
+    case proxyAuthenticate
+    case proxyAuthorization
+    case cacheControl
+
+    /// Classifies a header name (any case) without allocating.
+    static func classify(_ name: UnsafeRawBufferPointer) -> KnownHeader {
+        @inline(__always) func equals(_ lowercase: StaticString) -> Bool {
+            guard name.count == lowercase.utf8CodeUnitCount else { return false }
+            let expected = lowercase.utf8Start
+            for offset in 0..<name.count where asciiLower(name[offset]) != expected[offset] { return false }
+            return true
+        }
+        switch name.count {
+        case 2: return equals("te") ? .te : .other
+        case 4: return equals("host") ? .host : .other
+        case 6: return equals("cookie") ? .cookie : .other
+        case 7:
+            if equals("upgrade") { return .upgrade }
+            if equals("trailer") { return .trailer }
+            if equals("referer") { return .referer }
+            return .other
+        case 10:
+            if equals("connection") { return .connection }
+            if equals("set-cookie") { return .setCookie }
+            if equals("keep-alive") { return .keepAlive }
+            if equals("user-agent") { return .userAgent }
+            return .other
+        case 13: return equals("cache-control") ? .cacheControl : .other
+        case 14: return equals("content-length") ? .contentLength : .other
+        case 15:
+            if equals("x-forwarded-for") { return .xForwardedFor }
+            if equals("x-request-start") { return .xRequestStart }
+            if equals("x-cf-instanceid") { return .xCFInstanceID }
+            if equals("idempotency-key") { return .idempotencyKey }
+            return .other
+        case 16: return equals("proxy-connection") ? .proxyConnection : .other
+        case 17:
+            if equals("transfer-encoding") { return .transferEncoding }
+            if equals("x-forwarded-proto") { return .xForwardedProto }
+            if equals("x-vcap-request-id") { return .xVcapRequestID }
+            if equals("x-cf-app-instance") { return .xCFAppInstance }
+            if equals("x-idempotency-key") { return .idempotencyKey }
+            return .other
+        case 18:
+            if equals("x-cf-applicationid") { return .xCFApplicationID }
+            if equals("x-cf-instanceindex") { return .xCFInstanceIndex }
+            if equals("proxy-authenticate") { return .proxyAuthenticate }
+            return .other
+        case 19: return equals("proxy-authorization") ? .proxyAuthorization : .other
+        default: return .other
+        }
+    }
+}
+
+/// One header field of a parsed head, as offsets into the head's bytes.
+struct RawHeaderField: Sendable {
+    /// The whole line including its CRLF.
+    var line: Range<Int>
+    var name: Range<Int>
+    /// The value without surrounding whitespace.
+    var value: Range<Int>
+    var kind: KnownHeader
+}
+
+/// Why a head could not be read.
+enum HeadError: Error, Equatable {
+    /// Malformed or ambiguous (request smuggling): 400.
+    case malformed(String)
+    /// The header section is larger than allowed: 431.
+    case tooLarge
+}
+
+/// The parts of a request or response head the proxy needs, read from its bytes in one pass. Field
+/// values stay in `bytes` and become Strings only when asked for.
+struct HTTPHead: Sendable {
+    /// The head, from the start line to the empty line, both included.
+    var bytes: ByteBuffer
+    var fields: [RawHeaderField] = []
+    /// Request: method; response: status code digits.
+    var first: Range<Int> = 0..<0
+    /// Request: target; response: reason phrase.
+    var second: Range<Int> = 0..<0
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    var minorVersion = 1
+    var statusCode = 0
+
+    // Framing
+    var contentLength: Int?
+    var chunked = false
+    var transferEncodingCount = 0
+
+    // Connection management
+    var connectionClose = false
+    var connectionKeepAlive = false
+    var connectionUpgrade = false
+    /// Other tokens of Connection: more hop-by-hop header names.
+    var connectionTokens: [Range<Int>] = []
+
+    // Fields looked at by routing (first occurrence)
+    var host: Range<Int>?
+    var upgrade: Range<Int>?
+    var hasForwardedProto = false
+    var hasRequestStart = false
+    var hasIdempotencyKey = false
+
+    /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
+    var keepAlive: Bool { minorVersion >= 1 ? !connectionClose : connectionKeepAlive }
+
+    /// GET, HEAD, OPTIONS or TRACE (Go's idempotent methods).
+    var hasIdempotentMethod: Bool {
+        isMethod("GET") || isMethod("HEAD") || isMethod("OPTIONS") || isMethod("TRACE")
+    }
+
+    /// The request method is exactly `method` (methods are case-sensitive).
+    func isMethod(_ method: StaticString) -> Bool {
+        guard first.count == method.utf8CodeUnitCount else { return false }
+        return bytes.withUnsafeReadableBytes { raw in
+            memcmp(raw.baseAddress! + first.lowerBound, method.utf8Start, first.count) == 0
+        }
+    }
+    var isUpgradeRequest: Bool { connectionUpgrade && upgrade != nil }
+
+    func string(_ range: Range<Int>) -> String {
+        bytes.getString(at: bytes.readerIndex + range.lowerBound, length: range.count) ?? ""
+    }
+
+    var method: String { string(first) }
+    var target: String { string(second) }
+    var hostValue: String { host.map(string) ?? "" }
+
+    /// Values of every field of `kind`.
+    func values(_ kind: KnownHeader) -> [String] {
+        var result: [String] = []
+        for field in fields where field.kind == kind { result.append(string(field.value)) }
+        return result
+    }
+
+    func firstValue(_ kind: KnownHeader) -> String? {
+        for field in fields where field.kind == kind { return string(field.value) }
+        return nil
+    }
+
+    /// True when the field's name is one of the Connection header's extra tokens (hop-by-hop).
+    func isNamedInConnection(_ field: RawHeaderField) -> Bool {
+        guard !connectionTokens.isEmpty else { return false }
+        return bytes.withUnsafeReadableBytes { raw in
+            for token in connectionTokens where token.count == field.name.count {
+                var same = true
+                for offset in 0..<token.count where asciiLower(raw[token.lowerBound + offset]) != asciiLower(raw[field.name.lowerBound + offset]) {
+                    same = false
+                    break
+                }
+                if same { return true }
+            }
+            return false
+        }
+    }
+}
+
+/// Reads HTTP/1.x heads strictly (RFC 9112), rejecting what could desynchronise the proxy and the
+/// app: bare LF, whitespace before a colon, folded lines, control characters, Content-Length with
+/// Transfer-Encoding, several Content-Lengths, a Transfer-Encoding other than chunked.
+enum HTTPHeadParser {
+    /// The length of the head at the start of `buffer` (up to and including CRLFCRLF), or nil when
+    /// it is not complete yet. `scanned`: bytes already searched by an earlier call.
+    static func headLength(in buffer: ByteBuffer, scanned: inout Int) -> Int? {
+        buffer.withUnsafeReadableBytes { raw -> Int? in
+            let count = raw.count
+            var index = max(0, scanned - 3)
+            while index + 3 < count {
+                if raw[index + 3] != 0x0A {
+                    index += 1
+                    continue
+                }
+                if raw[index] == 0x0D && raw[index + 1] == 0x0A && raw[index + 2] == 0x0D {
+                    return index + 4
+                }
+                index += 1
+            }
+            scanned = count
+            return nil
+        }
+    }
+
+    static func parseRequest(_ head: ByteBuffer) throws(HeadError) -> HTTPHead {
+        try parse(head, isRequest: true)
+    }
+
+    static func parseResponse(_ head: ByteBuffer) throws(HeadError) -> HTTPHead {
+        try parse(head, isRequest: false)
+    }
+
+    private static func parse(_ buffer: ByteBuffer, isRequest: Bool) throws(HeadError) -> HTTPHead {
+        var head = HTTPHead(bytes: buffer)
+        let result: HeadError? = buffer.withUnsafeReadableBytes { raw -> HeadError? in
+            do throws(HeadError) {
+                try parse(raw, into: &head, isRequest: isRequest)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let result { throw result }
+        return head
+    }
+
+    private static func parse(_ raw: UnsafeRawBufferPointer, into head: inout HTTPHead, isRequest: Bool) throws(HeadError) {
+        let count = raw.count
+        // Start line.
+        guard let firstEnd = lineEnd(raw, from: 0) else { throw .malformed("the start line does not end with CRLF") }
+        if isRequest {
+            try parseRequestLine(raw, end: firstEnd, into: &head)
+        } else {
+            try parseStatusLine(raw, end: firstEnd, into: &head)
+        }
+        var position = firstEnd + 2
+        head.fields.reserveCapacity(16)
+        while position < count {
+            guard let end = lineEnd(raw, from: position) else { throw .malformed("a header line does not end with CRLF") }
+            if end == position { return }  // the empty line
+            let first = raw[position]
+            if first == 0x20 || first == 0x09 { throw .malformed("folded header lines are not allowed") }
+            var colon = position
+            while colon < end && raw[colon] != UInt8(ascii: ":") {
+                guard CookieName.isTokenByte(raw[colon]) else { throw .malformed("invalid character in a header name") }
+                colon += 1
+            }
+            guard colon < end, colon > position else { throw .malformed("a header line has no name or no colon") }
+            var valueStart = colon + 1
+            var valueEnd = end
+            while valueStart < valueEnd && (raw[valueStart] == 0x20 || raw[valueStart] == 0x09) { valueStart += 1 }
+            while valueEnd > valueStart && (raw[valueEnd - 1] == 0x20 || raw[valueEnd - 1] == 0x09) { valueEnd -= 1 }
+            for index in valueStart..<valueEnd {
+                let byte = raw[index]
+                if (byte < 0x20 && byte != 0x09) || byte == 0x7F { throw .malformed("control character in a header value") }
+            }
+            let kind = KnownHeader.classify(UnsafeRawBufferPointer(rebasing: raw[position..<colon]))
+            let field = RawHeaderField(line: position..<(end + 2), name: position..<colon, value: valueStart..<valueEnd, kind: kind)
+            try note(field, raw: raw, into: &head, isRequest: isRequest)
+            head.fields.append(field)
+            position = end + 2
+        }
+        throw .malformed("the head does not end with an empty line")
+    }
+
+    private static func note(_ field: RawHeaderField, raw: UnsafeRawBufferPointer, into head: inout HTTPHead, isRequest: Bool) throws(HeadError) {
+        switch field.kind {
+        case .contentLength:
+            guard head.contentLength == nil else { throw .malformed("more than one Content-Length") }
+            guard !field.value.isEmpty, field.value.count <= 18 else { throw .malformed("invalid Content-Length") }
+            var length = 0
+            for index in field.value {
+                let byte = raw[index]
+                guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { throw .malformed("invalid Content-Length") }
+                length = length * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            head.contentLength = length
+        case .transferEncoding:
+            head.transferEncodingCount += 1
+            if isRequest {
+                // Only "chunked" is understood; anything else could be read differently by the app.
+                let value = UnsafeRawBufferPointer(rebasing: raw[field.value])
+                guard head.transferEncodingCount == 1, equalsIgnoringCase(value, "chunked") else {
+                    throw .malformed("unsupported Transfer-Encoding")
+                }
+                head.chunked = true
+            } else {
+                // A response is chunked when chunked is its last coding; otherwise it ends at close.
+                var last: Range<Int>?
+                forEachToken(raw, field.value) { last = $0 }
+                head.chunked = last.map { equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[$0]), "chunked") } ?? false
+            }
+        case .connection:
+            forEachToken(raw, field.value) { token in
+                let bytes = UnsafeRawBufferPointer(rebasing: raw[token])
+                if equalsIgnoringCase(bytes, "close") {
+                    head.connectionClose = true
+                } else if equalsIgnoringCase(bytes, "keep-alive") {
+                    head.connectionKeepAlive = true
+                } else if equalsIgnoringCase(bytes, "upgrade") {
+                    head.connectionUpgrade = true
+                } else {
+                    head.connectionTokens.append(token)
+                }
+            }
+        case .host:
+            if isRequest && head.host != nil { throw .malformed("more than one Host") }
+            head.host = field.value
+        case .upgrade:
+            if head.upgrade == nil { head.upgrade = field.value }
+        case .xForwardedProto:
+            head.hasForwardedProto = true
+        case .xRequestStart:
+            head.hasRequestStart = true
+        case .idempotencyKey:
+            head.hasIdempotencyKey = true
+        default:
+            break
+        }
+        if head.chunked && head.contentLength != nil {
+            if isRequest { throw .malformed("Content-Length together with Transfer-Encoding") }
+            head.contentLength = nil
+        }
+    }
+
+    private static func parseRequestLine(_ raw: UnsafeRawBufferPointer, end: Int, into head: inout HTTPHead) throws(HeadError) {
+        var index = 0
+        while index < end && raw[index] != 0x20 {
+            guard CookieName.isTokenByte(raw[index]) else { throw .malformed("invalid method") }
+            index += 1
+        }
+        guard index > 0, index < end else { throw .malformed("no method") }
+        head.first = 0..<index
+        let targetStart = index + 1
+        var targetEnd = targetStart
+        while targetEnd < end && raw[targetEnd] != 0x20 {
+            let byte = raw[targetEnd]
+            guard byte > 0x20 && byte != 0x7F else { throw .malformed("invalid request target") }
+            targetEnd += 1
+        }
+        guard targetEnd > targetStart, targetEnd < end else { throw .malformed("no request target") }
+        head.second = targetStart..<targetEnd
+        head.minorVersion = try version(raw, from: targetEnd + 1, to: end)
+    }
+
+    private static func parseStatusLine(_ raw: UnsafeRawBufferPointer, end: Int, into head: inout HTTPHead) throws(HeadError) {
+        guard end >= 12 else { throw .malformed("short status line") }
+        head.minorVersion = try version(raw, from: 0, to: 8)
+        guard raw[8] == 0x20 else { throw .malformed("invalid status line") }
+        var code = 0
+        for index in 9..<12 {
+            let byte = raw[index]
+            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { throw .malformed("invalid status code") }
+            code = code * 10 + Int(byte - UInt8(ascii: "0"))
+        }
+        guard code >= 100, end == 12 || raw[12] == 0x20 else { throw .malformed("invalid status code") }
+        head.statusCode = code
+        head.first = 9..<12
+        head.second = end > 12 ? 13..<end : end..<end
+    }
+
+    private static func version(_ raw: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(HeadError) -> Int {
+        guard end - start == 8, equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[start..<(start + 7)]), "http/1.") else {
+            throw .malformed("not HTTP/1.x")
+        }
+        switch raw[start + 7] {
+        case UInt8(ascii: "1"): return 1
+        case UInt8(ascii: "0"): return 0
+        default: throw .malformed("not HTTP/1.0 or HTTP/1.1")
+        }
+    }
+
+    /// The index of the CR of the line starting at `from`; a bare LF is an error (nil).
+    private static func lineEnd(_ raw: UnsafeRawBufferPointer, from: Int) -> Int? {
+        var index = from
+        while index < raw.count {
+            let byte = raw[index]
+            if byte == 0x0D {
+                return index + 1 < raw.count && raw[index + 1] == 0x0A ? index : nil
+            }
+            if byte == 0x0A { return nil }
+            index += 1
+        }
+        return nil
+    }
+
+    static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        let expected = lowercase.utf8Start
+        for offset in 0..<bytes.count where asciiLower(bytes[offset]) != expected[offset] { return false }
+        return true
+    }
+
+    /// Comma-separated tokens of a field value, trimmed.
+    static func forEachToken(_ raw: UnsafeRawBufferPointer, _ value: Range<Int>, _ body: (Range<Int>) -> Void) {
+        var start = value.lowerBound
+        while start < value.upperBound {
+            var end = start
+            while end < value.upperBound && raw[end] != UInt8(ascii: ",") { end += 1 }
+            var tokenStart = start
+            var tokenEnd = end
+            while tokenStart < tokenEnd && (raw[tokenStart] == 0x20 || raw[tokenStart] == 0x09) { tokenStart += 1 }
+            while tokenEnd > tokenStart && (raw[tokenEnd - 1] == 0x20 || raw[tokenEnd - 1] == 0x09) { tokenEnd -= 1 }
+            if tokenEnd > tokenStart { body(tokenStart..<tokenEnd) }
+            start = end + 1
+        }
+    }
+}

@@ -1,0 +1,243 @@
+import NIOCore
+import Testing
+
+@testable import StickyProxy
+
+/// An endpoint as the balancer sees it, without any shared counters.
+struct FakeEndpoint: BalancerEndpoint {
+    var instanceID: String
+    var inFlight = 0
+    var failedUntil: NIODeadline? = nil
+}
+
+@Suite("Balancer")
+struct BalancerTests {
+    let now = NIODeadline.uptimeNanoseconds(5_000_000_000)
+    var rng = SplitMix64(seed: 42)
+
+    func endpoints(_ loads: [Int], failed: Set<Int> = []) -> [FakeEndpoint] {
+        loads.enumerated().map { index, load in
+            FakeEndpoint(instanceID: "i\(index)", inFlight: load, failedUntil: failed.contains(index) ? now + .seconds(10) : nil)
+        }
+    }
+
+    @Test mutating func roundRobinStartsAtTheCursor() {
+        let balancer = Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0)
+        let pool = endpoints([0, 0, 0])
+        let picks = (0..<6).map { balancer.pick(from: pool, excluding: .init(), now: now, start: $0, random: &rng)?.index }
+        #expect(picks == [0, 1, 2, 0, 1, 2])
+    }
+
+    @Test mutating func roundRobinSkipsOverloadedFailedAndTriedEndpoints() {
+        let balancer = Balancer(algorithm: .roundRobin, maxConnsPerBackend: 5)
+        let pool = endpoints([5, 0, 0, 0], failed: [1])
+        var tried = TriedEndpoints()
+        tried.insert(2)
+        #expect(balancer.pick(from: pool, excluding: tried, now: now, start: 0, random: &rng) == .init(index: 3, clearedFailures: false))
+    }
+
+    @Test mutating func aFailureMarkExpires() {
+        let balancer = Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0)
+        let pool = endpoints([0, 0], failed: [0])
+        #expect(balancer.pick(from: pool, excluding: .init(), now: now, start: 0, random: &rng)?.index == 1)
+        #expect(balancer.pick(from: pool, excluding: .init(), now: now + .seconds(11), start: 0, random: &rng)?.index == 0)
+    }
+
+    @Test mutating func whenEveryCandidateFailedTheMarksAreIgnored() {
+        let balancer = Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0)
+        let pool = endpoints([0, 0], failed: [0, 1])
+        #expect(balancer.pick(from: pool, excluding: .init(), now: now, start: 1, random: &rng) == .init(index: 1, clearedFailures: true))
+    }
+
+    @Test mutating func nothingLeftWhenAllAreTriedOrOverloaded() {
+        let balancer = Balancer(algorithm: .roundRobin, maxConnsPerBackend: 1)
+        var tried = TriedEndpoints()
+        tried.insert(0)
+        #expect(balancer.pick(from: endpoints([0, 1]), excluding: tried, now: now, start: 0, random: &rng) == nil)
+        #expect(balancer.allOverloaded(endpoints([1, 1])))
+        #expect(!balancer.allOverloaded(endpoints([1, 0])))
+        #expect(!Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0).allOverloaded(endpoints([900])))
+    }
+
+    @Test mutating func leastConnectionPicksTheFewestInFlight() {
+        let balancer = Balancer(algorithm: .leastConnection, maxConnsPerBackend: 0)
+        #expect(balancer.pick(from: endpoints([3, 1, 2]), excluding: .init(), now: now, start: 0, random: &rng)?.index == 1)
+    }
+
+    @Test func leastConnectionBreaksTiesAtRandom() {
+        let balancer = Balancer(algorithm: .leastConnection, maxConnsPerBackend: 0)
+        var chosen = Set<Int>()
+        for seed in 0..<64 {
+            var random = SplitMix64(seed: UInt64(seed))
+            chosen.insert(balancer.pick(from: endpoints([1, 0, 0, 0]), excluding: .init(), now: now, start: 0, random: &random)!.index)
+        }
+        #expect(chosen == [1, 2, 3])
+    }
+
+    @Test func decisionOrdinalsFollowAllCases() {
+        for (index, kind) in RoutingDecisionKind.allCases.enumerated() { #expect(kind.ordinal == index) }
+    }
+
+    @Test func triedEndpointsHoldsManyIndices() {
+        var tried = TriedEndpoints()
+        for index in [0, 5, 63, 64, 200] { tried.insert(index) }
+        tried.insert(5)
+        #expect(tried.count == 5)
+        #expect(tried.contains(64) && tried.contains(200) && !tried.contains(1))
+    }
+}
+
+@Suite("CF affinity (gorouter)")
+struct CFAffinityTests {
+    let policy = CFAffinity()
+    let now = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    func request(_ cookie: String?, upgrade: Bool = false) -> AffinityRequest {
+        AffinityRequest(cookieHeaders: cookie.map { [$0] } ?? [], clientAddress: "127.0.0.1", isUpgrade: upgrade)
+    }
+
+    func response(
+        pin: AffinityPin = .none, served: String = "guid-a", setCookies: [String] = [], path: String = "/", upgrade: Bool = false
+    )
+        -> AffinityResponse
+    {
+        AffinityResponse(
+            pin: pin, servedInstanceID: served, servedAddress: "127.0.0.1:1", setCookieHeaders: setCookies, contextPath: path,
+            isUpgrade: upgrade, nowSecondsSince1970: 1_700_000_000)
+    }
+
+    @Test func pinnedOnlyWithBothCookies() {
+        #expect(policy.pin(for: request("JSESSIONID=s; __VCAP_ID__=guid-a")) == .instance("guid-a"))
+        #expect(policy.pin(for: request("__VCAP_ID__=guid-a")) == .none)
+        #expect(policy.pin(for: request("JSESSIONID=s")) == .none)
+        #expect(policy.pin(for: request("JSESSIONID=s; __VCAP_ID__=")) == .none)
+        #expect(policy.pin(for: request(nil)) == .none)
+        #expect(CFAffinity(stickyCookieNames: ["SESSION"]).pin(for: request("SESSION=1; __VCAP_ID__=g")) == .instance("g"))
+    }
+
+    @Test func upgradesArePinnedUnlessWebSocketAffinityIsOff() {
+        #expect(policy.pin(for: request("JSESSIONID=s; __VCAP_ID__=g", upgrade: true)) == .instance("g"))
+        let old = CFAffinity(webSocketAffinity: false)
+        #expect(old.pin(for: request("JSESSIONID=s; __VCAP_ID__=g", upgrade: true)) == .none)
+        #expect(old.pin(for: request("JSESSIONID=s; __VCAP_ID__=g")) == .instance("g"))
+        #expect(old.response(response(setCookies: ["JSESSIONID=1"], upgrade: true)) == .nothing)
+    }
+
+    @Test func firstSelectionHonoursThePinOrFallsBack() {
+        let pool = [FakeEndpoint(instanceID: "a"), FakeEndpoint(instanceID: "b", inFlight: 500), FakeEndpoint(instanceID: "c")]
+        let context = SelectionContext(balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 500), now: now, cursor: 0, randomSeed: 1)
+        #expect(policy.firstSelection(endpoints: pool, pin: .instance("c"), context: context) == Selection(index: 2, kind: .stickyHit))
+        #expect(policy.firstSelection(endpoints: pool, pin: .instance("b"), context: context) == Selection(index: 0, kind: .fallbackOverloaded))
+        #expect(policy.firstSelection(endpoints: pool, pin: .instance("gone"), context: context) == Selection(index: 0, kind: .fallbackInstanceGone))
+        #expect(policy.firstSelection(endpoints: pool, pin: .none, context: context) == Selection(index: 0, kind: .balanced))
+    }
+
+    @Test func aFailedStickyTargetIsStillTriedFirst() {
+        let pool = [FakeEndpoint(instanceID: "a"), FakeEndpoint(instanceID: "b", failedUntil: now + .seconds(30))]
+        let context = SelectionContext(balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0), now: now, cursor: 0, randomSeed: 1)
+        #expect(policy.firstSelection(endpoints: pool, pin: .instance("b"), context: context) == Selection(index: 1, kind: .stickyHit))
+    }
+
+    @Test func retriesUseTheBalancerOnUntriedEndpoints() {
+        let decider = RoutingDecider(policy: policy)
+        let pool = [FakeEndpoint(instanceID: "a"), FakeEndpoint(instanceID: "b")]
+        var tried = TriedEndpoints()
+        tried.insert(1)
+        let context = SelectionContext(
+            balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0), tried: tried, now: now, cursor: 1, randomSeed: 1)
+        #expect(decider.select(endpoints: pool, pin: .instance("b"), attempt: 2, context: context) == Selection(index: 0, kind: .retryAfterError))
+    }
+
+    @Test func responseSettingTheSessionCookieGetsVCAPID() {
+        let result = policy.response(response(setCookies: ["JSESSIONID=abc; Path=/"]))
+        #expect(result.setCookies == ["__VCAP_ID__=guid-a; Path=/; HttpOnly"])
+        #expect(result.startedSession)
+    }
+
+    @Test func attributesAreCopiedFromTheSessionCookie() {
+        let session = "JSESSIONID=abc; Path=/; Secure; SameSite=Lax; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60; Partitioned"
+        let result = policy.response(response(setCookies: [session], path: "/app"))
+        #expect(
+            result.setCookies == [
+                "__VCAP_ID__=guid-a; Path=/app; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60; HttpOnly; Secure; SameSite=Lax; Partitioned"
+            ])
+    }
+
+    @Test func secureCookiesForcesSecure() {
+        let result = CFAffinity(secureCookies: true).response(response(setCookies: ["JSESSIONID=abc"]))
+        #expect(result.setCookies == ["__VCAP_ID__=guid-a; Path=/; HttpOnly; Secure"])
+    }
+
+    @Test func stickyToTheSameInstanceWithoutSessionCookieSetsNothing() {
+        #expect(policy.response(response(pin: .instance("guid-a"))) == .nothing)
+    }
+
+    @Test func fallbackSetsVCAPIDEvenWithoutSessionCookie() {
+        let result = policy.response(response(pin: .instance("gone")))
+        #expect(result.setCookies == ["__VCAP_ID__=guid-a; Path=/; HttpOnly"])
+        #expect(!result.startedSession)
+    }
+
+    @Test func deletingTheSessionDeletesVCAPID() {
+        let byMaxAge = policy.response(response(pin: .instance("guid-a"), setCookies: ["JSESSIONID=; Max-Age=0"]))
+        #expect(byMaxAge.setCookies == ["__VCAP_ID__=guid-a; Path=/; Max-Age=0; HttpOnly"])
+        let byExpires = policy.response(response(pin: .instance("guid-a"), setCookies: ["JSESSIONID=; Expires=Thu, 01 Jan 1970 00:00:00 GMT"]))
+        #expect(byExpires.setCookies == ["__VCAP_ID__=guid-a; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly"])
+        #expect(!byExpires.startedSession)
+    }
+
+    @Test func theAppsOwnVCAPIDWins() {
+        #expect(policy.response(response(pin: .instance("gone"), setCookies: ["JSESSIONID=1", "__VCAP_ID__=mine"])) == .nothing)
+    }
+
+    @Test func endpointsWithoutInstanceGUIDGetNoCookie() {
+        #expect(policy.response(response(served: "", setCookies: ["JSESSIONID=1"])) == .nothing)
+    }
+}
+
+@Suite("Other affinity modes")
+struct OtherModesTests {
+    let now = NIODeadline.uptimeNanoseconds(1_000_000_000)
+    let context = SelectionContext(
+        balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0), now: .uptimeNanoseconds(1_000_000_000), cursor: 1, randomSeed: 7)
+    let pool = [FakeEndpoint(instanceID: "a"), FakeEndpoint(instanceID: "b"), FakeEndpoint(instanceID: "c")]
+
+    @Test func noneBalancesAndNeverSetsCookies() {
+        let policy = NoAffinity()
+        #expect(policy.pin(for: AffinityRequest(cookieHeaders: ["JSESSIONID=1; __VCAP_ID__=a"], clientAddress: "", isUpgrade: false)) == .none)
+        #expect(policy.firstSelection(endpoints: pool, pin: .none, context: context) == Selection(index: 1, kind: .balanced))
+    }
+
+    @Test func haproxyInsertsItsCookieAndHidesItFromTheApp() {
+        let policy = HAProxyAffinity()
+        #expect(policy.pin(for: AffinityRequest(cookieHeaders: ["a=1; SERVERID=c"], clientAddress: "", isUpgrade: false)) == .instance("c"))
+        #expect(policy.firstSelection(endpoints: pool, pin: .instance("c"), context: context) == Selection(index: 2, kind: .stickyHit))
+        let inserted = policy.response(
+            AffinityResponse(
+                pin: .none, servedInstanceID: "b", servedAddress: "x", setCookieHeaders: [], contextPath: "/", isUpgrade: false,
+                nowSecondsSince1970: 0))
+        #expect(inserted.setCookies == ["SERVERID=b; path=/"])
+        #expect(inserted.headers == [HeaderField("Cache-Control", "private")])
+        #expect(policy.forwardedCookieHeader("a=1; SERVERID=c; b=2") == "a=1; b=2")
+        #expect(policy.forwardedCookieHeader("SERVERID=c") == nil)
+    }
+
+    @Test func haproxyRedispatchesAwayFromADownServer() {
+        let down = [FakeEndpoint(instanceID: "a"), FakeEndpoint(instanceID: "b", failedUntil: now + .seconds(5))]
+        let selection = HAProxyAffinity().firstSelection(endpoints: down, pin: .instance("b"), context: context)
+        #expect(selection == Selection(index: 0, kind: .fallbackInstanceGone))
+    }
+
+    @Test func ipHashIsStablePerAddressAndMovesOnWhenUnavailable() {
+        let policy = IPHashAffinity()
+        let pin = policy.pin(for: AffinityRequest(cookieHeaders: [], clientAddress: "127.0.0.5", isUpgrade: false))
+        let first = policy.firstSelection(endpoints: pool, pin: pin, context: context)
+        #expect(first?.kind == .ipHash)
+        #expect(policy.firstSelection(endpoints: pool, pin: pin, context: context) == first)
+        var busy = pool
+        busy[first!.index].failedUntil = now + .seconds(5)
+        let moved = policy.firstSelection(endpoints: busy, pin: pin, context: context)
+        #expect(moved?.index == (first!.index + 1) % 3)
+        #expect(moved?.kind == .fallbackInstanceGone)
+    }
+}

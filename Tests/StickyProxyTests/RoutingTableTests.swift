@@ -1,0 +1,147 @@
+import CloudFoundry
+import NIOCore
+import Testing
+
+@testable import StickyProxy
+
+@Suite("Routing table")
+struct RoutingTableTests {
+    let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
+
+    func registration(port: Int, uris: [String] = ["localhost"], id: String? = nil, index: String = "0", stale: Int? = 120) -> RouteRegistration {
+        RouteRegistration(
+            host: "127.0.0.1", port: port, uris: uris, app: "app-guid", privateInstanceID: id ?? "instance-\(port)",
+            privateInstanceIndex: index, staleThresholdInSeconds: stale)
+    }
+
+    @Test func registerAddsAnEndpointToEachURI() {
+        var table = RoutingTable()
+        let outcomes = table.register(registration(port: 9001, uris: ["localhost", "127.0.0.1"]), now: t0, wallClock: 0)
+        #expect(outcomes == [.added, .added])
+        #expect(table.lookup(host: "localhost", path: "/")?.endpoints.map(\.address) == ["127.0.0.1:9001"])
+        #expect(table.lookup(host: "127.0.0.1", path: "/x")?.endpoints.count == 1)
+        #expect(table.endpointCount == 2)
+    }
+
+    @Test func reRegisteringRefreshesAndKeepsTheCounters() {
+        var table = RoutingTable()
+        table.register(registration(port: 9001), now: t0, wallClock: 0)
+        let stats = table.lookup(host: "localhost", path: "/")!.endpoints[0].stats
+        stats.requestStarted()
+        let outcomes = table.register(registration(port: 9001), now: t0 + .seconds(20), wallClock: 20)
+        #expect(outcomes == [.refreshed])
+        let endpoint = table.lookup(host: "localhost", path: "/")!.endpoints[0]
+        #expect(endpoint.stats === stats)
+        #expect(endpoint.updatedAt == t0 + .seconds(20))
+    }
+
+    @Test func aNewInstanceOnTheSameAddressStartsWithFreshCounters() {
+        var table = RoutingTable()
+        table.register(registration(port: 9001, id: "old"), now: t0, wallClock: 0)
+        let old = table.lookup(host: "localhost", path: "/")!.endpoints[0].stats
+        table.register(registration(port: 9001, id: "new"), now: t0, wallClock: 0)
+        let endpoints = table.lookup(host: "localhost", path: "/")!.endpoints
+        #expect(endpoints.count == 1)
+        #expect(endpoints[0].instanceID == "new")
+        #expect(endpoints[0].stats !== old)
+    }
+
+    @Test func anInstanceSharesItsCountersAcrossRoutes() {
+        var table = RoutingTable()
+        table.register(registration(port: 9001, uris: ["localhost", "127.0.0.1"]), now: t0, wallClock: 0)
+        let a = table.lookup(host: "localhost", path: "/")!.endpoints[0].stats
+        let b = table.lookup(host: "127.0.0.1", path: "/")!.endpoints[0].stats
+        #expect(a === b)
+    }
+
+    @Test func unregisterRemovesTheEndpointAndAnEmptyRouteAtOnce() {
+        var table = RoutingTable()
+        table.register(registration(port: 9001), now: t0, wallClock: 0)
+        table.register(registration(port: 9002), now: t0, wallClock: 0)
+        #expect(table.unregister(registration(port: 9001)) == 1)
+        #expect(table.lookup(host: "localhost", path: "/")?.endpoints.map(\.port) == [9002])
+        #expect(table.unregister(registration(port: 9002)) == 1)
+        #expect(table.lookup(host: "localhost", path: "/") == nil)
+        #expect(table.isEmpty)
+    }
+
+    @Test func unregisterOfAnotherInstanceOnTheSameAddressIsIgnored() {
+        var table = RoutingTable()
+        table.register(registration(port: 9001, id: "successor"), now: t0, wallClock: 0)
+        #expect(table.unregister(registration(port: 9001, id: "crashed-predecessor")) == 0)
+        #expect(table.lookup(host: "localhost", path: "/")?.endpoints.count == 1)
+    }
+
+    @Test func pruneDropsEndpointsPastTheirStaleThreshold() {
+        var table = RoutingTable()
+        table.register(registration(port: 9001), now: t0, wallClock: 0)
+        table.register(registration(port: 9002, stale: 30), now: t0, wallClock: 0)
+        #expect(table.prune(now: t0 + .seconds(30)).isEmpty)
+        #expect(table.prune(now: t0 + .seconds(31)).map(\.endpoint.port) == [9002])
+        #expect(table.prune(now: t0 + .seconds(120)).isEmpty)
+        #expect(table.prune(now: t0 + .seconds(121)).map(\.endpoint.port) == [9001])
+        #expect(table.isEmpty)
+    }
+
+    @Test func staleThresholdIsCappedAtTheRouterDefault() {
+        var table = RoutingTable()
+        table.register(registration(port: 9001, stale: 600), now: t0, wallClock: 0, defaultStaleThreshold: .seconds(120))
+        table.register(registration(port: 9002, stale: nil), now: t0, wallClock: 0, defaultStaleThreshold: .seconds(120))
+        let thresholds = table.lookup(host: "localhost", path: "/")!.endpoints.map(\.staleThreshold)
+        #expect(thresholds == [.seconds(120), .seconds(120)])
+    }
+
+    @Test func staticEndpointsAreNeverPruned() {
+        var table = RoutingTable()
+        table.register(registration(port: 9001), now: t0, wallClock: 0, isStatic: true)
+        #expect(table.prune(now: t0 + .hours(24)).isEmpty)
+    }
+
+    @Test func lookupIgnoresThePortAndCaseOfTheHost() {
+        var table = RoutingTable()
+        table.register(registration(port: 9001), now: t0, wallClock: 0)
+        #expect(table.lookup(host: "localhost:8080", path: "/") != nil)
+        #expect(table.lookup(host: "LocalHost", path: "/") != nil)
+        #expect(table.lookup(host: "other", path: "/") == nil)
+    }
+
+    @Test func lookupTakesTheLongestContextPathOnSegmentBoundaries() {
+        var table = RoutingTable()
+        table.register(registration(port: 1, uris: ["app.local"]), now: t0, wallClock: 0)
+        table.register(registration(port: 2, uris: ["app.local/api"]), now: t0, wallClock: 0)
+        table.register(registration(port: 3, uris: ["app.local/api/v2/"]), now: t0, wallClock: 0)
+        func port(_ path: String) -> Int? { table.lookup(host: "app.local", path: path)?.endpoints.first?.port }
+        #expect(port("/") == 1)
+        #expect(port("/api") == 2)
+        #expect(port("/API/users") == 2)
+        #expect(port("/api?x=1") == 2)
+        #expect(port("/apiary") == 1)
+        #expect(port("/api/v2") == 3)
+        #expect(port("/api/v2/x") == 3)
+        #expect(table.lookup(host: "app.local", path: "/api")?.uri.contextPath == "/api")
+    }
+
+    @Test func aRouteCanChooseItsBalancingAlgorithm() {
+        var table = RoutingTable()
+        var message = registration(port: 9001)
+        message.options = .init(loadBalancing: "least-connection")
+        table.register(message, now: t0, wallClock: 0)
+        #expect(table.lookup(host: "localhost", path: "/")?.loadBalancing == .leastConnection)
+    }
+
+    @Test func registryChecksMessages() {
+        #expect(RouteRegistry.problem(with: registration(port: 9001)) == nil)
+        #expect(RouteRegistry.problem(with: registration(port: 0))?.contains("not a TCP port") == true)
+        #expect(RouteRegistry.problem(with: registration(port: 1, uris: []))?.contains("empty") == true)
+        var bad = registration(port: 1)
+        bad.options = .init(loadBalancing: "random")
+        #expect(RouteRegistry.problem(with: bad)?.contains("round-robin or least-connection") == true)
+    }
+
+    @Test func poolCursorCyclesThroughEveryIndex() {
+        let cursor = PoolCursor(start: Int.max - 1)
+        let indices = (0..<6).map { _ in cursor.next(count: 3) }
+        #expect(Set(indices) == [0, 1, 2])
+        #expect(indices[0] != indices[1])
+    }
+}

@@ -1,0 +1,363 @@
+import CloudFoundry
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+
+@testable import StickyProxy
+
+@Suite("Cookies")
+struct CookieTests {
+    @Test func requestCookiesAreReadByName() {
+        let headers = ["a=1; JSESSIONID=abc ; __VCAP_ID__=\"guid\"", "late=2"]
+        #expect(RequestCookies.value(named: "JSESSIONID", in: headers) == "abc")
+        #expect(RequestCookies.value(named: "__VCAP_ID__", in: headers) == "guid")
+        #expect(RequestCookies.value(named: "late", in: headers) == "2")
+        #expect(RequestCookies.value(named: "JSESSION", in: headers) == nil)
+        #expect(RequestCookies.containsAny(of: ["x", "late"], in: headers))
+        #expect(!RequestCookies.containsAny(of: ["x"], in: headers))
+    }
+
+    @Test func setCookieAttributesAreParsed() {
+        let cookie = SetCookie(
+            header: "JSESSIONID=abc; path=/x; SECURE; httponly; samesite=Strict; Max-Age=-1; Partitioned; Expires=Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(cookie?.name == "JSESSIONID" && cookie?.value == "abc")
+        #expect(cookie?.path == "/x" && cookie?.secure == true && cookie?.httpOnly == true && cookie?.partitioned == true)
+        #expect(cookie?.sameSite == "Strict" && cookie?.maxAge == -1 && cookie?.expires == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(SetCookie(header: "no-equals-sign") == nil)
+        #expect(SetCookie(header: "=value") == nil)
+    }
+
+    @Test func deletionIsMaxAgeZeroOrAnExpiryInThePast() {
+        let now: Int64 = 1_700_000_000
+        #expect(SetCookie(header: "a=; Max-Age=0")!.isDeletion(nowSecondsSince1970: now))
+        #expect(SetCookie(header: "a=; Expires=Thu, 01 Jan 1970 00:00:00 GMT")!.isDeletion(nowSecondsSince1970: now))
+        #expect(!SetCookie(header: "a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT")!.isDeletion(nowSecondsSince1970: now))
+        #expect(!SetCookie(header: "a=1; Max-Age=10")!.isDeletion(nowSecondsSince1970: now))
+    }
+
+    @Test func httpDatesInAllThreeFormats() {
+        #expect(HTTPDate.parse("Sun, 06 Nov 1994 08:49:37 GMT") == 784_111_777)
+        #expect(HTTPDate.parse("Sunday, 06-Nov-94 08:49:37 GMT") == 784_111_777)
+        #expect(HTTPDate.parse("Sun Nov  6 08:49:37 1994") == 784_111_777)
+        #expect(HTTPDate.parse("Thu, 01 Jan 1970 00:00:00 GMT") == 0)
+        #expect(HTTPDate.parse("yesterday") == nil)
+    }
+
+    @Test func cookieNamesAreTokens() {
+        #expect(CookieName.isValid("JSESSIONID") && CookieName.isValid("connect.sid"))
+        #expect(!CookieName.isValid("") && !CookieName.isValid("a b") && !CookieName.isValid("a;b"))
+    }
+}
+
+@Suite("Retry rules")
+struct RetryPolicyTests {
+    let policy = RetryPolicy(maxAttempts: 3)
+
+    func verdict(
+        _ failure: BackendFailure, written: Bool = true, reused: Bool = false, started: Bool = false, idempotent: Bool = true,
+        replayable: Bool = true, attempt: Int = 1, allowed: Int = 3
+    ) -> FailureVerdict {
+        policy.verdict(
+            for: failure, progress: AttemptProgress(headWritten: written, reusedConnection: reused, responseStarted: started),
+            idempotent: idempotent, replayable: replayable, attempt: attempt, attemptsAllowed: allowed)
+    }
+
+    @Test func connectFailuresAreRetriedAndMarkTheEndpoint() {
+        #expect(verdict(.connectFailed("refused"), written: false, idempotent: false) == .retry(markFailed: true))
+        #expect(verdict(.connectFailed("refused"), written: false, attempt: 3) == .fail(markFailed: true))
+        #expect(verdict(.connectFailed("refused"), written: false, attempt: 2, allowed: 2) == .fail(markFailed: true))
+    }
+
+    @Test func eofIsRetriedForIdempotentRequestsOnly() {
+        #expect(verdict(.closedBeforeResponse, idempotent: true) == .retry(markFailed: true))
+        #expect(verdict(.closedBeforeResponse, idempotent: false) == .fail(markFailed: false))
+        #expect(verdict(.closedBeforeResponse, written: false, idempotent: false) == .retry(markFailed: true))
+    }
+
+    @Test func resetsMarkTheEndpointFailedEvenWhenNotRetried() {
+        #expect(verdict(.connectionReset("reset"), idempotent: false) == .fail(markFailed: true))
+        #expect(verdict(.connectionReset("reset"), idempotent: true) == .retry(markFailed: true))
+    }
+
+    @Test func nothingIsRetriedOnceAResponseStarted() {
+        #expect(verdict(.closedBeforeResponse, started: true) == .abort)
+        #expect(verdict(.connectFailed("x"), started: true) == .abort)
+    }
+
+    @Test func aRequestThatCannotBeSentAgainIsNotRetried() {
+        #expect(verdict(.connectionReset("reset"), replayable: false) == .fail(markFailed: true))
+    }
+
+    @Test func aStaleKeepAliveConnectionIsReplacedForFree() {
+        #expect(verdict(.closedBeforeResponse, reused: true, idempotent: false) == .reconnectSameEndpoint)
+        #expect(verdict(.connectionReset("reset"), written: false, reused: true, idempotent: false) == .reconnectSameEndpoint)
+        #expect(verdict(.connectionReset("reset"), reused: true, idempotent: false) == .fail(markFailed: true))
+    }
+
+    @Test func timeoutsAreNeverRetried() {
+        #expect(verdict(.timedOut) == .fail(markFailed: false))
+    }
+
+    @Test func idempotentMethods() {
+        for method in ["GET", "HEAD", "OPTIONS", "TRACE"] { #expect(RetryPolicy.isIdempotent(method: method, hasIdempotencyKey: false)) }
+        #expect(!RetryPolicy.isIdempotent(method: "POST", hasIdempotencyKey: false))
+        #expect(RetryPolicy.isIdempotent(method: "POST", hasIdempotencyKey: true))
+    }
+
+    @Test func errorTextsReadLikeGo() {
+        #expect(
+            BackendFailure.connectFailed("connect: connection refused").description(address: "127.0.0.1:1")
+                == "dial tcp 127.0.0.1:1: connect: connection refused")
+        #expect(BackendFailure.closedBeforeResponse.description(address: "x") == "EOF")
+        #expect(BackendFailure.timedOut.description(address: "x") == "context deadline exceeded")
+    }
+}
+
+@Suite("Exchange state machine")
+struct ExchangeStateMachineTests {
+    func machine(maxReplay: Int = 100) -> ExchangeStateMachine {
+        ExchangeStateMachine(maxReplayBytes: maxReplay, retryPolicy: RetryPolicy(maxAttempts: 3))
+    }
+
+    @Test func aSimpleGetGoesThroughAndFreesTheBackendConnection() {
+        var m = machine()
+        m.requestHead(idempotent: true, isUpgrade: false)
+        m.dispatch()
+        #expect(m.requestEnd() == .buffer)
+        m.connected(reused: false)
+        m.headWritten()
+        #expect(m.responseHead(status: 200) == .forward)
+        let reusable = m.responseEnd(backendKeepAlive: true)
+        #expect(reusable)
+        #expect(m.isIdle)
+    }
+
+    @Test func bodyIsBufferedWhileConnectingAndKeptForRetries() {
+        var m = machine()
+        m.requestHead(idempotent: false, isUpgrade: false)
+        m.dispatch()
+        #expect(m.requestBody(bytes: 10) == .buffer)
+        m.connected(reused: false)
+        #expect(m.requestBody(bytes: 10) == .forward(retain: true))
+        #expect(m.requestBody(bytes: 100) == .forward(retain: false))
+        #expect(!m.replayable)
+    }
+
+    @Test func connectFailureRetriesThenAnswers502() {
+        var m = machine()
+        m.requestHead(idempotent: true, isUpgrade: false)
+        _ = m.requestEnd()
+        for attempt in 1...2 {
+            m.dispatch()
+            #expect(m.attempt == attempt)
+            #expect(m.backendFailed(.connectFailed("refused"), attemptsAllowed: 3) == .retry(markFailed: true))
+        }
+        m.dispatch()
+        #expect(m.backendFailed(.connectFailed("refused"), attemptsAllowed: 3) == .respondBadGateway(markFailed: true))
+        #expect(m.isIdle)
+    }
+
+    @Test func aStaleConnectionIsReplacedOnlyOnce() {
+        var m = machine()
+        m.requestHead(idempotent: true, isUpgrade: false)
+        _ = m.requestEnd()
+        m.dispatch()
+        m.connected(reused: true)
+        m.headWritten()
+        #expect(m.backendFailed(.closedBeforeResponse, attemptsAllowed: 3) == .reconnect)
+        #expect(m.phase == .connecting)
+        m.connected(reused: true)
+        #expect(m.backendFailed(.closedBeforeResponse, attemptsAllowed: 3) == .retry(markFailed: true))
+    }
+
+    @Test func failureAfterTheResponseStartedClosesTheClient() {
+        var m = machine()
+        m.requestHead(idempotent: true, isUpgrade: false)
+        _ = m.requestEnd()
+        m.dispatch()
+        m.connected(reused: false)
+        #expect(m.responseHead(status: 200) == .forward)
+        #expect(m.backendFailed(.closedBeforeResponse, attemptsAllowed: 3) == .closeClient)
+    }
+
+    @Test func informationalResponsesKeepWaiting() {
+        var m = machine()
+        m.requestHead(idempotent: false, isUpgrade: false)
+        m.dispatch()
+        m.connected(reused: false)
+        #expect(m.responseHead(status: 100) == .forwardInformational)
+        #expect(m.phase == .awaitingResponse)
+        #expect(m.responseHead(status: 201) == .forward)
+    }
+
+    @Test func switchingProtocolsOnlyForUpgradeRequests() {
+        var upgrade = machine()
+        upgrade.requestHead(idempotent: true, isUpgrade: true)
+        _ = upgrade.requestEnd()
+        upgrade.dispatch()
+        upgrade.connected(reused: false)
+        #expect(upgrade.responseHead(status: 101) == .upgrade)
+        #expect(upgrade.phase == .upgraded)
+
+        var declined = machine()
+        declined.requestHead(idempotent: true, isUpgrade: true)
+        _ = declined.requestEnd()
+        declined.dispatch()
+        declined.connected(reused: false)
+        #expect(declined.responseHead(status: 403) == .forward)
+        let reusable = declined.responseEnd(backendKeepAlive: true)
+        #expect(!reusable)
+    }
+
+    @Test func anEarlyResponseDrainsTheRestOfTheRequest() {
+        var m = machine()
+        m.requestHead(idempotent: false, isUpgrade: false)
+        m.dispatch()
+        m.connected(reused: false)
+        #expect(m.responseHead(status: 413) == .forward)
+        let reusable = m.responseEnd(backendKeepAlive: true)
+        #expect(!reusable)
+        #expect(m.phase == .drainingRequest)
+        #expect(m.requestBody(bytes: 5) == .drop)
+        #expect(m.requestEnd() == .becomeIdle)
+        #expect(m.isIdle)
+    }
+
+    @Test func routerAnswersWhileTheBodyArrivesDropTheBody() {
+        var m = machine()
+        m.requestHead(idempotent: false, isUpgrade: false)
+        m.answered()
+        #expect(m.phase == .answered)
+        #expect(m.requestBody(bytes: 5) == .drop)
+        #expect(m.requestEnd() == .becomeIdle)
+    }
+
+    @Test func clientGoingAwayAbortsTheAttempt() {
+        var m = machine()
+        m.requestHead(idempotent: true, isUpgrade: false)
+        m.dispatch()
+        #expect(m.clientClosed() == .abortBackend(responseStarted: false))
+        var n = machine()
+        n.requestHead(idempotent: true, isUpgrade: false)
+        #expect(n.clientClosed() == .none)
+    }
+
+    @Test func requestTimeout() {
+        var waiting = machine()
+        waiting.requestHead(idempotent: true, isUpgrade: false)
+        waiting.dispatch()
+        #expect(waiting.requestTimedOut() == .respondBadGateway)
+        var streaming = machine()
+        streaming.requestHead(idempotent: true, isUpgrade: false)
+        streaming.dispatch()
+        streaming.connected(reused: false)
+        _ = streaming.responseHead(status: 200)
+        #expect(streaming.requestTimedOut() == .closeClient)
+    }
+}
+
+@Suite("Connection timeouts")
+struct ConnectionTimeoutsTests {
+    let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    func timeouts() -> ConnectionTimeouts {
+        ConnectionTimeouts(now: t0, idleTimeout: .seconds(900), headerReadTimeout: .seconds(30), requestTimeout: .seconds(60))
+    }
+
+    @Test func phasesHaveTheirOwnDeadlines() {
+        var t = timeouts()
+        #expect(t.deadline?.at == t0 + .seconds(900))
+        #expect(t.deadline?.expiry == .idle)
+        t.bytesReceived(now: t0 + .seconds(10))
+        #expect(t.deadline?.at == t0 + .seconds(40))
+        #expect(t.expired(now: t0 + .seconds(40)) == .headerRead)
+        #expect(t.expired(now: t0 + .seconds(39)) == nil)
+        t.headReceived(now: t0 + .seconds(12))
+        #expect(t.deadline?.at == t0 + .seconds(72))
+        #expect(t.expired(now: t0 + .seconds(72)) == .request)
+        t.exchangeFinished(now: t0 + .seconds(20))
+        #expect(t.deadline?.at == t0 + .seconds(920))
+    }
+
+    @Test func moreBytesDoNotExtendTheHeaderDeadline() {
+        var t = timeouts()
+        t.bytesReceived(now: t0)
+        t.bytesReceived(now: t0 + .seconds(20))
+        #expect(t.deadline?.at == t0 + .seconds(30))
+    }
+
+    @Test func tunnelsNeverExpire() {
+        var t = timeouts()
+        t.headReceived(now: t0)
+        t.upgraded()
+        t.exchangeFinished(now: t0)
+        #expect(t.deadline == nil)
+    }
+
+    @Test func zeroDisablesATimeout() {
+        var t = ConnectionTimeouts(now: t0, idleTimeout: .seconds(1), headerReadTimeout: .seconds(1), requestTimeout: .zero)
+        t.headReceived(now: t0)
+        #expect(t.deadline == nil)
+    }
+}
+
+@Suite("Router errors")
+struct RouterErrorTests {
+    @Test func bodiesAndHeadersAreGorouters() {
+        #expect(RouterError.unknownRoute(host: "a.b:80").body == "404 Not Found: Requested route ('a.b:80') does not exist.\n")
+        #expect(RouterError.unknownRoute(host: "x").routerErrorHeader == "unknown_route")
+        #expect(RouterError.endpointFailure("EOF").routerErrorHeader == "endpoint_failure (EOF)")
+        #expect(RouterError.endpointFailure("EOF").body == "502 Bad Gateway: Registered endpoint failed to handle the request.\n")
+        #expect(RouterError.connectionLimitReached(host: "h").status == .serviceUnavailable)
+        #expect(RouterError.connectionLimitReached(host: "h").routerErrorHeader == "Connection Limit Reached")
+        #expect(RouterError.invalidAppInstanceHeader.routerErrorHeader == "invalid_cf_app_instance_header")
+        #expect(
+            RouterError.unknownInstance(host: "h", appGUID: "g", index: "1").body
+                == "400 Bad Request: Requested instance ('1') with guid ('g') does not exist for route ('h')\n")
+        #expect(RouterError.clientClosedRequest.status.code == 499)
+        let response = String(buffer: RouterError.unknownRoute(host: "h").response(minorVersion: 1, vcapRequestID: "id", close: true))
+        #expect(
+            response
+                == "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Cf-Routererror: unknown_route\r\nCache-Control: no-cache, no-store\r\nX-Vcap-Request-Id: id\r\nContent-Length: 53\r\nConnection: close\r\n\r\n404 Not Found: Requested route ('h') does not exist.\n"
+        )
+    }
+
+    @Test func headErrorsMapTo400And431() {
+        #expect(RequestReadError(HeadError.tooLarge) == .headersTooLarge)
+        #expect(RequestReadError(HeadError.tooLarge).status.code == 431)
+        #expect(RequestReadError(HeadError.malformed("x")) == .badRequest)
+        #expect(String(buffer: RequestReadError.badRequest.response).hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
+    }
+
+    @Test func appInstanceHeaderIsValidatedLikeGorouter() {
+        let guid = "6e5a3b1c-1d2e-4f30-8a4b-5c6d7e8f9a0b"
+        let target = AppInstanceTarget(header: "\(guid):12")
+        #expect(target?.appGUID == guid && target?.index == "12")
+        for bad in ["", guid, "\(guid):", "\(guid):x", "\(guid.uppercased()):0", "\(guid):0:1", "zzzzzzzz-1d2e-4f30-8a4b-5c6d7e8f9a0b:0"] {
+            #expect(AppInstanceTarget(header: bad) == nil, "\(bad)")
+        }
+    }
+}
+
+@Suite("Durations")
+struct DurationTextTests {
+    @Test func parsesUnits() {
+        #expect(DurationText.parse("500ms") == .milliseconds(500))
+        #expect(DurationText.parse("5s") == .seconds(5))
+        #expect(DurationText.parse("2m") == .minutes(2))
+        #expect(DurationText.parse("1h") == .hours(1))
+        #expect(DurationText.parse("1.5s") == .milliseconds(1500))
+        #expect(DurationText.parse("30") == .seconds(30))
+        #expect(DurationText.parse("0") == .zero)
+        for bad in ["", "s", "5x", "-1s", "five"] { #expect(DurationText.parse(bad) == nil, "\(bad)") }
+    }
+
+    @Test func formatsShortest() {
+        #expect(DurationText.format(.seconds(900)) == "900s")
+        #expect(DurationText.format(.milliseconds(500)) == "500ms")
+        #expect(DurationText.format(.minutes(20)) == "1200s")
+        #expect(DurationText.format(.hours(2)) == "2h")
+        #expect(DurationText.format(.zero) == "0s")
+    }
+}

@@ -1,0 +1,174 @@
+"""Headers gorouter adds and removes (cloud-foundry-behaviour.md section 2), with the built sticky-proxy
+and a real backend process that echoes what it received."""
+
+import re
+import time
+
+from proxy_support import APP_ID, raw_request
+
+
+def received(proxy, headers=None, path="/"):
+    response = proxy.get(path, headers=headers or {})
+    assert response.status_code == 200
+    return response, {k: v for k, v in response.json()["headers"].items()}
+
+
+def test_x_forwarded_for_is_appended(proxy, backends):
+    (backend,) = backends(1)
+    proxy.register(backend)
+    _, headers = received(proxy)
+    assert headers["x-forwarded-for"] == ["127.0.0.1"]
+    _, headers = received(proxy, {"X-Forwarded-For": "203.0.113.7, 198.51.100.2"})
+    assert headers["x-forwarded-for"] == ["203.0.113.7, 198.51.100.2, 127.0.0.1"]
+
+
+def test_x_forwarded_proto_is_set_only_when_absent(proxy, backends):
+    (backend,) = backends(1)
+    proxy.register(backend)
+    _, headers = received(proxy)
+    assert headers["x-forwarded-proto"] == ["http"]
+    _, headers = received(proxy, {"X-Forwarded-Proto": "https"})
+    assert headers["x-forwarded-proto"] == ["https"]
+
+
+def test_x_vcap_request_id_is_new_and_echoed_on_the_response(proxy, backends):
+    (backend,) = backends(1)
+    proxy.register(backend)
+    response, headers = received(proxy, {"X-Vcap-Request-Id": "client-chosen"})
+    (sent,) = headers["x-vcap-request-id"]
+    assert sent != "client-chosen"
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", sent)
+    assert response.headers["X-Vcap-Request-Id"] == sent
+    second, headers2 = received(proxy)
+    assert headers2["x-vcap-request-id"] != [sent]
+
+
+def test_x_request_start_is_added_when_absent(proxy, backends):
+    (backend,) = backends(1)
+    proxy.register(backend)
+    before = int(time.time() * 1000)
+    _, headers = received(proxy)
+    (start,) = headers["x-request-start"]
+    assert before - 1000 <= int(start) <= int(time.time() * 1000) + 1000
+    _, headers = received(proxy, {"X-Request-Start": "42"})
+    assert headers["x-request-start"] == ["42"]
+
+
+def test_instance_headers_are_set_on_every_attempt(proxy, backends):
+    dead, alive = backends(2)
+    proxy.register(dead)
+    proxy.register(alive)
+    dead.kill()
+    for _ in range(4):
+        _, headers = received(proxy, {"X-CF-InstanceID": "spoofed"})
+        assert headers["x-cf-applicationid"] == [APP_ID]
+        assert headers["x-cf-instanceid"] == [alive.instance_id]
+        assert headers["x-cf-instanceindex"] == [alive.index]
+
+
+def test_hop_by_hop_headers_are_removed(proxy, backends):
+    (backend,) = backends(1)
+    proxy.register(backend)
+    _, headers = received(proxy, {
+        "Connection": "keep-alive, X-Private-Hop",
+        "X-Private-Hop": "secret",
+        "Keep-Alive": "timeout=5",
+        "Proxy-Connection": "keep-alive",
+        "TE": "trailers",
+        "Proxy-Authorization": "Basic abc",
+        "X-End-To-End": "kept",
+    })
+    for name in ["connection", "x-private-hop", "keep-alive", "proxy-connection", "te", "proxy-authorization"]:
+        assert name not in headers, name
+    assert headers["x-end-to-end"] == ["kept"]
+
+
+def test_hop_by_hop_headers_of_the_response_are_removed(proxy, backends):
+    (backend,) = backends(1)
+    proxy.register(backend)
+    response = proxy.get("/?header=Connection:%20X-Secret&header=X-Secret:%201&header=Keep-Alive:%20timeout=5&header=X-Kept:%20yes")
+    assert "X-Secret" not in response.headers
+    assert "Keep-Alive" not in response.headers
+    assert response.headers["X-Kept"] == "yes"
+
+
+def test_chunked_and_close_delimited_responses_are_reframed(proxy, backends):
+    (backend,) = backends(1)
+    proxy.register(backend)
+    chunked = proxy.get("/?chunked=1")
+    assert chunked.json()["instance_id"] == backend.instance_id
+    close_delimited = proxy.get("/?nolength=1")
+    assert close_delimited.json()["instance_id"] == backend.instance_id
+    # An HTTP/1.0 client gets a close-delimited body for a chunked backend response.
+    reply = raw_request(proxy.port, b"GET /?chunked=1 HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200")
+    assert b"transfer-encoding" not in head.lower()
+    assert backend.instance_id.encode() in body
+
+
+def test_head_requests_get_no_body(proxy, backends):
+    (backend,) = backends(1)
+    proxy.register(backend)
+    for path in ["/", "/?chunked=1"]:
+        reply = raw_request(proxy.port, f"HEAD {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert body == b""
+
+
+def test_request_bodies_stream_through_both_framings(proxy, backends):
+    import hashlib
+
+    (backend,) = backends(1)
+    proxy.register(backend)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    response = proxy.request("POST", "/upload", data=payload)
+    assert response.json()["body_length"] == len(payload)
+    assert response.json()["body_sha256"] == hashlib.sha256(payload).hexdigest()
+
+    def chunks():
+        for start in range(0, len(payload), 65536):
+            yield payload[start:start + 65536]
+
+    response = proxy.request("POST", "/upload", data=chunks())
+    assert response.json()["body_length"] == len(payload)
+    assert response.json()["headers"]["transfer-encoding"] == ["chunked"]
+
+
+def test_expect_100_continue_is_relayed(proxy, backends):
+    import socket
+
+    (backend,) = backends(1)
+    proxy.register(backend)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        interim = sock.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim
+        sock.sendall(b"hello")
+        final = b""
+        while b"body_length" not in final:
+            final += sock.recv(65536)
+        assert b"HTTP/1.1 200" in final
+
+
+def test_large_responses_stream_intact(proxy, backends):
+    (backend,) = backends(1)
+    proxy.register(backend)
+    size = 8 * 1024 * 1024
+    response = proxy.get(f"/__big?size={size}")
+    pattern = bytes(range(256))
+    assert response.content == (pattern * (size // 256 + 1))[:size]
+
+
+def test_keep_alive_connections_to_the_app_are_reused(proxy, backends):
+    import requests
+
+    (backend,) = backends(1)
+    proxy.register(backend)
+    before = backend.stats()["connections"]
+    session = requests.Session()
+    for _ in range(20):
+        assert session.get(proxy.base + "/", headers={"Host": "localhost"}, timeout=10).status_code == 200
+    # One pooled connection from the proxy, plus the stats request itself.
+    assert backend.stats()["connections"] - before == 2
