@@ -63,6 +63,7 @@ let package = Package(
             dependencies: [
                 "SocketIO", "RedisClient", "CloudFoundry",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -170,7 +171,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "ChatAppTests", dependencies: ["ChatApp", "TestSupport"]),
+        .testTarget(name: "ChatAppTests", dependencies: ["ChatApp", "SocketIO", "TestSupport"]),
         .testTarget(name: "StickyProxyTests", dependencies: ["StickyProxy", "TestSupport"]),
         .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "CloudFoundry"]),

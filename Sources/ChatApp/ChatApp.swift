@@ -1,1 +1,1 @@
-// Filled in by its own issue.
+// ChatApp: the chat-node service. Entry point: `ChatNode.main(environment:)`.

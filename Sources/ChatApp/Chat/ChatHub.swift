@@ -1,0 +1,347 @@
+import Foundation
+import Logging
+import NIOCore
+import RedisClient
+import SocketIO
+import Synchronization
+
+/// The chat on one instance: the sockets, what they receive and in which order, and presence.
+///
+/// Every line reaches this instance through its ONE Redis subscription and is broadcast to the room
+/// `live` with its stream id as the recovery offset. A new socket first gets the recent history, then
+/// joins `live`; both steps and every broadcast run one at a time in `run()`, so no socket ever gets
+/// a line twice or out of order. After a Redis outage the subscription re-subscribes by itself and the
+/// hub fills the gap from the stream before going on.
+public final class ChatHub: Sendable {
+    static let liveRoom = "live"
+
+    let configuration: ChatConfiguration
+    let namespace: Namespace
+    let log: ChatLog
+    let store: RedisRecoveryStore
+    let sessions: SessionStore
+    let cookie: SessionCookie
+    let metrics: ChatMetrics
+    let logger: Logger
+    private let commands: AsyncStream<Command>
+    private let continuation: AsyncStream<Command>.Continuation
+    private let state: Mutex<State>
+    private let startID: StreamID?
+
+    enum Command: Sendable {
+        case subscriber(RedisSubscriberEvent)
+        case attach(Socket, history: [StoredLine], done: CheckedContinuation<Void, Never>)
+    }
+
+    struct Member: Sendable {
+        var user: String
+        var pid: String?
+        /// The socket's `join` should announce the user (it was not online before).
+        var announceJoin: Bool
+    }
+
+    struct State {
+        var presence: PresenceState
+        var members: [String: Member] = [:]
+    }
+
+    var limits: ChatLimits { ChatLimits(maxMessageBytes: configuration.maxMessageBytes, maxNameLength: configuration.maxNameLength) }
+
+    /// `startID`: the newest stream entry when the instance started (the subscription delivers what comes after).
+    init(
+        configuration: ChatConfiguration, namespace: Namespace, log: ChatLog, store: RedisRecoveryStore, sessions: SessionStore,
+        cookie: SessionCookie, metrics: ChatMetrics, logger: Logger, startID: StreamID?
+    ) {
+        self.configuration = configuration
+        self.namespace = namespace
+        self.log = log
+        self.store = store
+        self.sessions = sessions
+        self.cookie = cookie
+        self.metrics = metrics
+        self.logger = logger
+        self.startID = startID
+        (commands, continuation) = AsyncStream.makeStream(of: Command.self)
+        let grace = Int64(configuration.presenceInterval.components.seconds * 2_000)
+        state = Mutex(State(presence: PresenceState(graceMilliseconds: grace)))
+    }
+
+    // MARK: Wiring into the Socket.IO namespace
+
+    /// Installs the connect hook (login required; the user comes from the session) and the handlers.
+    func install() {
+        namespace.use { [self] request in await admit(request) }
+        namespace.onConnection { [self] socket in await connected(socket) }
+    }
+
+    func admit(_ request: ConnectRequest) async -> ConnectDecision {
+        var sessionUser: String?
+        var sessionID: String?
+        if let sid = cookie.sessionID(fromHeaders: request.handshake.headers[values: .cookie]) {
+            do {
+                sessionUser = try await sessions.load(sid)?.user
+                sessionID = sid
+            } catch {
+                metrics.redisErrors.increment()
+                metrics.refused.increment()
+                return .refuse(message: "the chat's Redis is unavailable; retrying")
+            }
+        }
+        switch ConnectPolicy.decide(sessionUser: sessionUser, recovering: request.recovering, restoredUser: request.restoredData["user"]?.stringValue)
+        {
+        case .refuse(let message):
+            metrics.refused.increment()
+            return .refuse(message: message)
+        case .accept(let user):
+            return .accept(data: ["user": .string(user), "session": .string(sessionID ?? "")])
+        }
+    }
+
+    func connected(_ socket: Socket) async {
+        let user = socket.data["user"]?.stringValue ?? ""
+        metrics.connections.increment()
+        metrics.connectionsTotal.increment()
+        state.withLock { state in
+            let isNew = state.presence.connected(user)
+            state.members[socket.id] = Member(user: user, pid: socket.pid, announceJoin: isNew)
+        }
+        socket.on("chat") { [self] arguments, ack in await chat(from: socket, user: user, arguments: arguments, ack: ack) }
+        socket.on("join") { [self] _, _ in await join(socket, user: user) }
+        socket.onDisconnect { [self] reason in disconnected(socket, user: user, reason: reason) }
+        if let pid = socket.pid {
+            let snapshot = SessionSnapshot(
+                sid: socket.id, pid: pid, namespace: namespace.name, rooms: [socket.id, Self.liveRoom], data: socket.data)
+            do {
+                try await store.save(snapshot, ttl: configuration.recoveryWindow)
+            } catch {
+                metrics.redisErrors.increment()
+                logger.warning("Could not save socket \(socket.id) for recovery: \(error)")
+            }
+        }
+        if socket.recovered {
+            metrics.recovered.increment()
+            socket.emit("welcome", welcome(user: user, recovered: true))
+        } else {
+            if socket.auth["pid"] != nil { metrics.notRecovered.increment() }
+            var history: [StoredLine] = []
+            do {
+                history = try await log.recent(configuration.recentHistory)
+            } catch {
+                metrics.redisErrors.increment()
+                logger.warning("Could not read the history for socket \(socket.id): \(error)")
+            }
+            await withCheckedContinuation { done in
+                // After shutdown the loop is gone: do not wait for it.
+                if case .terminated = continuation.yield(.attach(socket, history: history, done: done)) { done.resume() }
+            }
+        }
+        // The others learn about a new user with the next heartbeat: at most one list per interval,
+        // however many users come and go.
+        socket.emit("online", onlineList())
+    }
+
+    func welcome(user: String, recovered: Bool) -> JSONValue {
+        var object: JSONObject = [
+            "instance": .string(configuration.instance.label), "user": .string(user), "recovered": .bool(recovered),
+        ]
+        if let index = configuration.instance.index { object["index"] = .number(Double(index)) }
+        if let guid = configuration.instance.guid { object["guid"] = .string(guid) }
+        return .object(object)
+    }
+
+    func onlineList() -> JSONValue {
+        Self.onlineValue(state.withLock { $0.presence.online.sorted() })
+    }
+
+    /// At most `onlineListLimit` names (sorted) and the total count.
+    static func onlineValue(_ users: [String]) -> JSONValue {
+        ["users": .array(users.prefix(onlineListLimit).map { .string($0) }), "count": .number(Double(users.count))]
+    }
+
+    static let onlineListLimit = 100
+
+    func disconnected(_ socket: Socket, user: String, reason: String) {
+        metrics.connections.decrement()
+        let now = Int64(Date().timeIntervalSince1970 * 1_000)
+        state.withLock { state in
+            if state.members.removeValue(forKey: socket.id) != nil { state.presence.disconnected(user, now: now) }
+        }
+        logger.debug("Socket \(socket.id) of \(user) disconnected: \(reason)")
+    }
+
+    // MARK: Client events
+
+    /// `chat`: validate, store once (by the client's id) and publish through Redis, then ack. The line
+    /// itself reaches the sender like everyone else, through the subscription.
+    func chat(from socket: Socket, user: String, arguments: [JSONValue], ack: Ack?) async {
+        let parsed = IncomingChat.parse(argument: arguments.first, limits: limits)
+        let incoming: IncomingChat
+        switch parsed {
+        case .failure(let problem):
+            metrics.rejected.increment()
+            let reply: JSONValue = ["ok": false, "error": .string(problem.description), "retryable": false]
+            if let ack { ack(reply) } else { socket.emit("chat_error", reply) }
+            return
+        case .success(let valid): incoming = valid
+        }
+        let line = ChatLine(
+            action: .message, user: user, msg: incoming.text, id: incoming.clientID, time: Self.now(), instance: configuration.instance.id)
+        do {
+            let stored = try await log.append(line, dedupeKey: incoming.clientID.map { "\(user)\u{0}\($0)" })
+            if stored.isNew { metrics.messagesIn.increment() } else { metrics.duplicates.increment() }
+            var reply: JSONObject = ["ok": true, "offset": .string(stored.id.description), "duplicate": .bool(!stored.isNew)]
+            if let id = incoming.clientID { reply["id"] = .string(id) }
+            ack?(.object(reply))
+        } catch {
+            metrics.redisErrors.increment()
+            logger.warning("Message from \(user) not stored, Redis failed: \(error)")
+            var reply: JSONObject = [
+                "ok": false, "error": "not stored: the chat's Redis is unavailable; retrying", "retryable": true,
+            ]
+            if let id = incoming.clientID { reply["id"] = .string(id) }
+            if let ack { ack(.object(reply)) } else { socket.emit("chat_error", .object(reply)) }
+        }
+    }
+
+    /// `join` (the original client sends it once connected): announces the user when they were not online.
+    func join(_ socket: Socket, user: String) async {
+        let announce = state.withLock { state -> Bool in
+            guard let member = state.members[socket.id], member.announceJoin else { return false }
+            state.members[socket.id]?.announceJoin = false
+            return true
+        }
+        guard announce else { return }
+        await control(user: user, text: ChatLine.joinedText)
+    }
+
+    func control(user: String, text: String) async {
+        let line = ChatLine(action: .control, user: user, msg: text, id: nil, time: Self.now(), instance: configuration.instance.id)
+        do {
+            _ = try await log.append(line, dedupeKey: nil)
+        } catch {
+            metrics.redisErrors.increment()
+            logger.warning("Could not publish '\(user)\(text)': \(error)")
+        }
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000) }
+
+    // MARK: The delivery loop
+
+    /// Forwards the subscription's events to the loop and processes its commands one at a time, until
+    /// the subscription ends or the task is cancelled.
+    func run(subscriber: RedisSubscriber) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [continuation] in
+                for await event in subscriber.events { continuation.yield(.subscriber(event)) }
+                continuation.finish()
+            }
+            group.addTask { [self] in await process() }
+            await group.waitForAll()
+        }
+    }
+
+    /// Stops the loop (after the subscriber was closed, or on cancellation).
+    func finish() { continuation.finish() }
+
+    private func process() async {
+        var delivery = DeliveryLog(capacity: 4_096, lastID: startID)
+        for await command in commands {
+            switch command {
+            case .subscriber(.message(let message)):
+                guard let line = ChatLog.parsePublished(message.payload) else {
+                    logger.warning("Ignored a message on \(message.channel) that is not '<stream id> <json>'")
+                    continue
+                }
+                await deliver(line, into: &delivery)
+            case .subscriber(.connectionLost(let reason)):
+                logger.warning("Redis subscription lost (\(reason)); new messages wait until it is back, then the gap is filled")
+            case .subscriber(.mayHaveMissedMessages(let reason)):
+                await fillGap(&delivery, reason: reason)
+            case .attach(let socket, let history, let done):
+                await attach(socket, history: history, delivery: &delivery)
+                done.resume()
+            }
+        }
+    }
+
+    private func deliver(_ line: StoredLine, into delivery: inout DeliveryLog) async {
+        guard delivery.accept(line) else { return }
+        do {
+            try await namespace.local.to(Self.liveRoom).emit("chat", .string(line.json), offset: line.id.description)
+            metrics.messagesOut.increment(by: Int64(namespace.socketCount))
+        } catch {
+            logger.error("Broadcast of \(line.id) failed: \(error)")
+        }
+    }
+
+    /// Reads from the stream everything after the last delivered line, until caught up.
+    private func fillGap(_ delivery: inout DeliveryLog, reason: GapReason) async {
+        logger.notice("Redis subscription may have missed messages (\(reason.rawValue)); catching up from the history")
+        var attempt = 0
+        while !Task.isCancelled {
+            do {
+                let batch = try await log.entries(after: delivery.gapFillStart ?? .zero, limit: 500)
+                for line in batch { await deliver(line, into: &delivery) }
+                if batch.count < 500 {
+                    metrics.gapFills.increment()
+                    return
+                }
+            } catch {
+                metrics.redisErrors.increment()
+                attempt += 1
+                logger.warning("Catching up from the history failed (\(error)); retrying")
+                try? await Task.sleep(for: .milliseconds(min(2_000, 100 * attempt)))
+            }
+        }
+    }
+
+    /// Sends a new socket the history (lines this instance has delivered, so none arrives twice), then
+    /// a `welcome` whose offset is its recovery position, then lets it into `live`.
+    private func attach(_ socket: Socket, history: [StoredLine], delivery: inout DeliveryLog) async {
+        guard socket.connected else { return }
+        var plan = delivery.newSocketLines(history: history)
+        if let after = plan.missingAfter {
+            // Memory no longer reaches back to the history's end: read the rest from Redis.
+            do {
+                let more = try await log.entries(after: after, limit: configuration.historyLimit)
+                plan = delivery.newSocketLines(history: plan.lines + more)
+            } catch {
+                metrics.redisErrors.increment()
+                logger.warning("Could not read the history for socket \(socket.id): \(error)")
+            }
+        }
+        let lines = plan.lines
+        for line in lines {
+            socket.emit("chat", .string(line.json), .string(line.id.description))
+        }
+        metrics.messagesOut.increment(by: Int64(lines.count))
+        let offset = lines.last?.id ?? delivery.lastID
+        socket.emit("welcome", welcome(user: socket.data["user"]?.stringValue ?? "", recovered: false), .string((offset ?? .zero).description))
+        socket.join(Self.liveRoom)
+    }
+
+    // MARK: Presence
+
+    /// One heartbeat: writes this instance's users, announces who left, pushes the online list when it
+    /// changed, keeps connected sockets recoverable.
+    func heartbeat(registry: PresenceRegistry) async throws {
+        let (counts, pids) = state.withLock { state in
+            (state.presence.localCounts, state.members.values.compactMap(\.pid))
+        }
+        let now = Self.now()
+        let beat = try await registry.heartbeat(users: counts, now: now)
+        let (left, changedList) = state.withLock { state in
+            let left = state.presence.heartbeat(onlineAnywhere: beat.online, reaped: beat.reaped, now: now)
+            return (left, state.presence.takeChangedOnlineList())
+        }
+        if !beat.reapedInstances.isEmpty {
+            logger.notice("Instances gone without a goodbye: \(beat.reapedInstances.joined(separator: ", "))")
+        }
+        for user in left { await control(user: user, text: ChatLine.leftText) }
+        if let changedList { try? await namespace.local.emit("online", Self.onlineValue(changedList)) }
+        try await store.refresh(pids: pids, ttl: configuration.recoveryWindow)
+    }
+
+    var connectionCount: Int { namespace.socketCount }
+}

@@ -1,0 +1,254 @@
+import CloudFoundry
+import Foundation
+import RedisClient
+
+/// Everything chat-node reads from its environment, the way Cloud Foundry and Kubernetes configure an
+/// app. Built by `init(environment:)`, a pure function of the variables: every invalid value is an
+/// error naming the variable. `ChatConfiguration.variables` documents them (chat-node --help prints it).
+public struct ChatConfiguration: Sendable, Hashable {
+    /// Address to bind; loopback by default (the project's policy), `0.0.0.0` on a real platform.
+    public var bindHost: String
+    public var port: Int
+    /// Redis URL from REDIS_URL, else from a Redis binding in VCAP_SERVICES.
+    public var redisURL: String
+    /// Where the Redis URL came from, for messages ("REDIS_URL", "VCAP_SERVICES binding 'redis'", "default").
+    public var redisSource: String
+    /// Secrets that sign session cookies: the first signs, all of them verify (rotation).
+    /// Empty: a random secret shared through Redis is used (and a warning logged).
+    public var sessionSecrets: [String]
+    public var cookieName: String
+    public var sessionTTL: Duration
+    /// The instance, as the page and the messages show it.
+    public var instance: InstanceIdentity
+    public var historyLimit: Int
+    /// How many history messages a page load and a fresh connection receive.
+    public var recentHistory: Int
+    /// Largest chat text accepted, in UTF-8 bytes.
+    public var maxMessageBytes: Int
+    /// Longest user name accepted, in characters.
+    public var maxNameLength: Int
+    /// Path of the official socket.io client bundle served at /socket.io/socket.io.js.
+    public var socketIOClientPath: String
+    /// How long a SIGTERM may take before open connections are dropped.
+    public var drainTimeout: Duration
+    /// Presence heartbeat: each instance refreshes its users every `presenceInterval`; an instance
+    /// silent for `presenceTTL` is considered gone and its users offline.
+    public var presenceInterval: Duration
+    public var presenceTTL: Duration
+    /// How long a disconnected client may come back and recover its session (socket.io's
+    /// maxDisconnectionDuration).
+    public var recoveryWindow: Duration
+    /// Prefix of every Redis key and channel chat-node uses (sessions keep express-session's `sess:`).
+    public var keyPrefix: String
+    /// Browser origins allowed to open Socket.IO sessions: empty means the page's own origin only
+    /// (no cross-site WebSocket hijacking); `["*"]` allows any.
+    public var allowedOrigins: [String]
+
+    public init(
+        bindHost: String = "127.0.0.1",
+        port: Int = 8080,
+        redisURL: String = "redis://127.0.0.1:6379",
+        redisSource: String = "default",
+        sessionSecrets: [String] = [],
+        cookieName: String = "JSESSIONID",
+        sessionTTL: Duration = .seconds(86_400),
+        instance: InstanceIdentity = InstanceIdentity(index: nil, guid: nil, port: 8080),
+        historyLimit: Int = 1_000,
+        recentHistory: Int = 100,
+        maxMessageBytes: Int = 2_000,
+        maxNameLength: Int = 32,
+        socketIOClientPath: String = ".deps/socket.io.min.js",
+        drainTimeout: Duration = .seconds(10),
+        presenceInterval: Duration = .seconds(5),
+        presenceTTL: Duration = .seconds(15),
+        recoveryWindow: Duration = .seconds(120),
+        keyPrefix: String = "chat:",
+        allowedOrigins: [String] = []
+    ) {
+        self.bindHost = bindHost
+        self.port = port
+        self.redisURL = redisURL
+        self.redisSource = redisSource
+        self.sessionSecrets = sessionSecrets
+        self.cookieName = cookieName
+        self.sessionTTL = sessionTTL
+        self.instance = instance
+        self.historyLimit = historyLimit
+        self.recentHistory = recentHistory
+        self.maxMessageBytes = maxMessageBytes
+        self.maxNameLength = maxNameLength
+        self.socketIOClientPath = socketIOClientPath
+        self.drainTimeout = drainTimeout
+        self.presenceInterval = presenceInterval
+        self.presenceTTL = presenceTTL
+        self.recoveryWindow = recoveryWindow
+        self.keyPrefix = keyPrefix
+        self.allowedOrigins = allowedOrigins
+    }
+
+    /// One documented environment variable.
+    public struct Variable: Sendable, Hashable {
+        public var name: String
+        public var meaning: String
+    }
+
+    /// Every variable chat-node reads, in the order `--help` lists them.
+    public static let variables: [Variable] = [
+        Variable(name: "PORT", meaning: "port to listen on (default 8080, or VCAP_APP_PORT)"),
+        Variable(name: "BIND / HOST", meaning: "address to listen on (default 127.0.0.1)"),
+        Variable(name: "REDIS_URL", meaning: "redis://[:password@]host:port[/db]"),
+        Variable(name: "VCAP_SERVICES", meaning: "CF service bindings: the first Redis one, if no REDIS_URL"),
+        Variable(name: "SESSION_SECRET", meaning: "cookie signing secret; a,b,c for rotation (a signs)"),
+        Variable(name: "COOKIE_NAME", meaning: "session cookie (default JSESSIONID: CF stickiness)"),
+        Variable(name: "SESSION_TTL", meaning: "session lifetime in Redis, seconds (default 86400)"),
+        Variable(name: "CF_INSTANCE_INDEX", meaning: "instance index shown on the page (or INSTANCE_INDEX)"),
+        Variable(name: "CF_INSTANCE_GUID", meaning: "instance GUID shown on the page and on messages"),
+        Variable(name: "HISTORY_LIMIT", meaning: "messages kept in the Redis stream (default 1000)"),
+        Variable(name: "RECENT_HISTORY", meaning: "messages a fresh page gets (default 100)"),
+        Variable(name: "MAX_MESSAGE_BYTES", meaning: "largest message, UTF-8 bytes (default 2000)"),
+        Variable(name: "MAX_NAME_LENGTH", meaning: "longest user name, characters (default 32)"),
+        Variable(name: "SOCKETIO_CLIENT_JS", meaning: "socket.io.min.js (default .deps/ found upwards)"),
+        Variable(name: "DRAIN_TIMEOUT", meaning: "seconds SIGTERM may take to drain (default 10)"),
+        Variable(name: "PRESENCE_INTERVAL", meaning: "seconds between presence heartbeats (default 5)"),
+        Variable(name: "PRESENCE_TTL", meaning: "seconds until a silent instance's users go (default 15)"),
+        Variable(name: "RECOVERY_WINDOW", meaning: "seconds a client may recover its session (default 120)"),
+        Variable(name: "KEY_PREFIX", meaning: "prefix of the Redis keys and channel (default chat:)"),
+        Variable(name: "ALLOWED_ORIGINS", meaning: "other origins for Socket.IO, comma-separated, or *"),
+        Variable(name: "LOG_LEVEL", meaning: "trace, debug, info (default), notice, warning, error"),
+    ]
+
+    /// Reads the configuration; `workingDirectory` is where a relative SOCKETIO_CLIENT_JS is resolved
+    /// (and, by default, searched upwards for .deps/socket.io.min.js).
+    public init(
+        environment: [String: String],
+        workingDirectory: String = FileManager.default.currentDirectoryPath
+    ) throws(ChatConfigurationError) {
+        self.init()
+        let env = environment.filter { !$0.value.isEmpty }
+        let app: AppEnvironment
+        do {
+            app = try AppEnvironment(env)
+        } catch {
+            throw .invalid(variable: Self.variableName(of: error), reason: error.description)
+        }
+        port = app.port ?? 8080
+        bindHost = env["BIND"] ?? env["HOST"] ?? "127.0.0.1"
+        if bindHost.contains(where: \.isWhitespace) {
+            throw .invalid(variable: "BIND", reason: "'\(bindHost)' is not an address")
+        }
+        if let url = env["REDIS_URL"] {
+            redisURL = url
+            redisSource = "REDIS_URL"
+        } else if let binding = app.services?.redisBinding, let url = binding.redisURL {
+            redisURL = url
+            redisSource = "VCAP_SERVICES binding '\(binding.name)'"
+        } else if app.services != nil {
+            throw .invalid(variable: "VCAP_SERVICES", reason: "it has no Redis binding (label, name or tag containing 'redis'); set REDIS_URL")
+        }
+        do {
+            _ = try RedisConfiguration(url: redisURL)
+        } catch {
+            throw .invalid(variable: redisSource == "REDIS_URL" ? "REDIS_URL" : "VCAP_SERVICES", reason: error.description)
+        }
+        if let secrets = env["SESSION_SECRET"] {
+            sessionSecrets = secrets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            if sessionSecrets.isEmpty { throw .invalid(variable: "SESSION_SECRET", reason: "it holds no secret") }
+        }
+        cookieName = env["COOKIE_NAME"] ?? "JSESSIONID"
+        guard SessionCookie.isValidName(cookieName) else {
+            throw .invalid(variable: "COOKIE_NAME", reason: "'\(cookieName)' is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)")
+        }
+        sessionTTL = .seconds(try Self.integer(env, "SESSION_TTL", default: 86_400, range: 1...(365 * 86_400)))
+        let guid = env["CF_INSTANCE_GUID"] ?? env["INSTANCE_GUID"]
+        instance = InstanceIdentity(index: app.instanceIndex, guid: guid, port: port)
+        historyLimit = try Self.integer(env, "HISTORY_LIMIT", default: 1_000, range: 1...10_000_000)
+        recentHistory = try Self.integer(env, "RECENT_HISTORY", default: 100, range: 0...10_000)
+        maxMessageBytes = try Self.integer(env, "MAX_MESSAGE_BYTES", default: 2_000, range: 1...1_000_000)
+        maxNameLength = try Self.integer(env, "MAX_NAME_LENGTH", default: 32, range: 1...256)
+        drainTimeout = .seconds(try Self.integer(env, "DRAIN_TIMEOUT", default: 10, range: 0...3_600))
+        presenceInterval = .seconds(try Self.integer(env, "PRESENCE_INTERVAL", default: 5, range: 1...3_600))
+        presenceTTL = .seconds(try Self.integer(env, "PRESENCE_TTL", default: 15, range: 2...86_400))
+        if presenceTTL <= presenceInterval {
+            throw .invalid(variable: "PRESENCE_TTL", reason: "it must be longer than PRESENCE_INTERVAL, or every heartbeat would expire")
+        }
+        recoveryWindow = .seconds(try Self.integer(env, "RECOVERY_WINDOW", default: 120, range: 1...86_400))
+        keyPrefix = env["KEY_PREFIX"] ?? "chat:"
+        allowedOrigins = (env["ALLOWED_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+        }
+        for origin in allowedOrigins where origin != "*" && !(origin.hasPrefix("http://") || origin.hasPrefix("https://")) {
+            throw .invalid(variable: "ALLOWED_ORIGINS", reason: "'\(origin)' is not an origin such as https://chat.example.com, nor *")
+        }
+        if let path = env["SOCKETIO_CLIENT_JS"] {
+            socketIOClientPath = path.hasPrefix("/") ? path : workingDirectory + "/" + path
+        } else {
+            socketIOClientPath = Self.findUpwards(".deps/socket.io.min.js", from: workingDirectory)
+        }
+    }
+
+    private static func integer(
+        _ env: [String: String], _ name: String, default value: Int, range: ClosedRange<Int>
+    ) throws(ChatConfigurationError) -> Int {
+        guard let text = env[name] else { return value }
+        guard let number = Int(text.trimmingCharacters(in: .whitespaces)), range.contains(number) else {
+            throw .invalid(variable: name, reason: "'\(text)' is not a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return number
+    }
+
+    private static func variableName(of error: CloudFoundryError) -> String {
+        switch error {
+        case .invalidJSON(let variable, _), .invalidValue(let variable, _, _): variable
+        }
+    }
+
+    /// `relative` in `directory` or the closest parent that has it; else `directory/relative` (so the
+    /// error names where it was expected).
+    static func findUpwards(_ relative: String, from directory: String) -> String {
+        var current = URL(fileURLWithPath: directory).standardizedFileURL
+        while true {
+            let candidate = current.appendingPathComponent(relative).path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            let parent = current.deletingLastPathComponent()
+            if parent.path == current.path { break }
+            current = parent
+        }
+        return URL(fileURLWithPath: directory).appendingPathComponent(relative).path
+    }
+}
+
+/// Which instance this is, as users see it on the page and on every message.
+public struct InstanceIdentity: Sendable, Hashable, Codable {
+    public var index: Int?
+    public var guid: String?
+    public var port: Int
+
+    public init(index: Int?, guid: String?, port: Int) {
+        self.index = index
+        self.guid = guid
+        self.port = port
+    }
+
+    /// A short stable name: the GUID when Cloud Foundry gave one, else `port-<port>`.
+    public var id: String { guid ?? "port-\(port)" }
+
+    /// What the page shows: `#0 · 1b2c…` or `port 8080`.
+    public var label: String {
+        switch (index, guid) {
+        case (let index?, let guid?): "#\(index) · \(guid)"
+        case (nil, let guid?): guid
+        case (let index?, nil): "#\(index) · port \(port)"
+        case (nil, nil): "port \(port)"
+        }
+    }
+}
+
+public enum ChatConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    case invalid(variable: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let variable, let reason): "Invalid configuration: \(variable): \(reason). See chat-node --help."
+        }
+    }
+}

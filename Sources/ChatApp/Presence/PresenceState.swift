@@ -1,0 +1,73 @@
+/// Who is online, as seen by one instance, as a value: its own users (socket counts), the users online
+/// anywhere (from the last heartbeat), and users whose last local socket closed and who have not shown
+/// up anywhere since (they get a "left" line after a grace period). Time is passed in (milliseconds).
+public struct PresenceState: Sendable, Hashable {
+    /// Users with sockets on this instance, and how many.
+    public private(set) var local: [String: Int] = [:]
+    /// Users online on any instance, as of the last heartbeat (plus this instance's own since).
+    public private(set) var online: Set<String> = []
+    /// Users whose last local socket closed, with when.
+    public private(set) var leaving: [String: Int64] = [:]
+    /// The online list clients were last sent.
+    public private(set) var published: Set<String> = []
+    /// How long a user may be gone before a "left" line (a page refresh or a failover takes less).
+    public let grace: Int64
+
+    public init(graceMilliseconds: Int64) {
+        self.grace = graceMilliseconds
+    }
+
+    /// A socket of `user` connected here. Returns true when the user was not known to be online, so a
+    /// "joined" line is due (a refresh or a reconnect of an online user announces nothing).
+    public mutating func connected(_ user: String) -> Bool {
+        let wasOnline = online.contains(user) || local[user] != nil || leaving[user] != nil
+        local[user, default: 0] += 1
+        leaving[user] = nil
+        online.insert(user)
+        return !wasOnline
+    }
+
+    /// A socket of `user` closed here at `now`.
+    public mutating func disconnected(_ user: String, now: Int64) {
+        guard let count = local[user] else { return }
+        if count <= 1 {
+            local[user] = nil
+            leaving[user] = now
+        } else {
+            local[user] = count - 1
+        }
+    }
+
+    /// The heartbeat answered with the users online anywhere (this instance's included) and the users
+    /// of instances that died (reaped by this instance). Returns who should get a "left" line now.
+    public mutating func heartbeat(onlineAnywhere: Set<String>, reaped: Set<String>, now: Int64) -> [String] {
+        var everyone = onlineAnywhere
+        everyone.formUnion(local.keys)
+        var left: [String] = []
+        for (user, since) in leaving {
+            if everyone.contains(user) {
+                leaving[user] = nil
+            } else if now - since >= grace {
+                leaving[user] = nil
+                left.append(user)
+            }
+        }
+        for user in reaped where !everyone.contains(user) && leaving[user] == nil && !left.contains(user) {
+            left.append(user)
+        }
+        // Within the grace a leaving user still counts as online: a refresh does not flicker.
+        everyone.formUnion(leaving.keys)
+        online = everyone
+        return left.sorted()
+    }
+
+    /// The online list when it differs from what clients were last sent (then it counts as sent).
+    public mutating func takeChangedOnlineList() -> [String]? {
+        guard online != published else { return nil }
+        published = online
+        return online.sorted()
+    }
+
+    /// The per-user socket counts to publish for this instance.
+    public var localCounts: [(user: String, count: Int)] { local.map { ($0.key, $0.value) }.sorted { $0.user < $1.user } }
+}

@@ -1,0 +1,216 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import RedisClient
+
+/// The HTTP side of chat-node: login, logout, the page, its assets, the socket.io client bundle,
+/// /health and /metrics. Sessions follow express-session (see `SessionCookie`, `SessionStore`).
+public struct ChatHTTP: Sendable {
+    public let configuration: ChatConfiguration
+    public let assets: ChatAssets
+    public let sessions: SessionStore
+    public let cookie: SessionCookie
+    public let metrics: ChatMetrics
+    public let health: @Sendable () async -> HealthReport
+    public let logger: Logger
+
+    public init(
+        configuration: ChatConfiguration,
+        assets: ChatAssets,
+        sessions: SessionStore,
+        cookie: SessionCookie,
+        metrics: ChatMetrics,
+        logger: Logger,
+        health: @escaping @Sendable () async -> HealthReport
+    ) {
+        self.configuration = configuration
+        self.assets = assets
+        self.sessions = sessions
+        self.cookie = cookie
+        self.metrics = metrics
+        self.logger = logger
+        self.health = health
+    }
+
+    var limits: ChatLimits { ChatLimits(maxMessageBytes: configuration.maxMessageBytes, maxNameLength: configuration.maxNameLength) }
+
+    public func register<Context: RequestContext>(on router: Router<Context>) {
+        router.get("/") { request, _ in await page(request) }
+        router.post("/user") { request, context in await login(request, context: context) }
+        router.get("/logout") { request, _ in await logout(request) }
+        router.get("/health") { _, _ in await healthResponse() }
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.exposition())))
+        }
+        router.get("/style.css") { _, _ in asset(assets.style, type: "text/css; charset=utf-8") }
+        router.get("/app.js") { _, _ in asset(assets.script, type: "text/javascript; charset=utf-8") }
+        router.get("/socket.io/socket.io.js") { _, _ in
+            guard let client = assets.socketIOClient else {
+                return text(
+                    .serviceUnavailable,
+                    "The socket.io client bundle is missing at \(assets.socketIOClientPath). Run `make deps` or set SOCKETIO_CLIENT_JS.\n")
+            }
+            return asset(client, type: "text/javascript; charset=utf-8")
+        }
+    }
+
+    // MARK: pages
+
+    /// GET /: the chat page when logged in (the session is extended and the cookie set again, which
+    /// makes Cloud Foundry's router re-pin the browser to this instance), else the login page.
+    func page(_ request: Request) async -> Response {
+        guard let sid = cookie.sessionID(fromHeaders: request.headers[values: .cookie]) else {
+            return html(.ok, assets.loginPage(error: nil, instance: configuration.instance, limits: limits))
+        }
+        do {
+            guard let record = try await sessions.load(sid), let user = record.user else {
+                return html(.ok, assets.loginPage(error: nil, instance: configuration.instance, limits: limits))
+            }
+            try await sessions.touch(sid)
+            var response = html(.ok, assets.chatPage(user: user, instance: configuration.instance, limits: limits))
+            response.headers[values: .setCookie].append(setCookie(sid: sid, secure: isSecure(request)))
+            return response
+        } catch {
+            return redisUnavailable(error)
+        }
+    }
+
+    /// POST /user with the form field `user`: a new session (a fresh id, so a planted cookie never
+    /// becomes a logged-in one), then back to / (post/redirect/get: a refresh does not resubmit).
+    func login(_ request: Request, context: some RequestContext) async -> Response {
+        var request = request
+        let name: String
+        do {
+            let body = try await request.collectBody(upTo: 16_384)
+            let form = try URLEncodedFormDecoder().decode(LoginForm.self, from: String(buffer: body))
+            name = form.user ?? ""
+        } catch {
+            return html(
+                .badRequest,
+                assets.loginPage(error: "The form could not be read; please try again.", instance: configuration.instance, limits: limits))
+        }
+        let user: String
+        switch UserName.validate(name, limits: limits) {
+        case .success(let valid): user = valid
+        case .failure(let problem):
+            return html(.badRequest, assets.loginPage(error: problem.description, instance: configuration.instance, limits: limits))
+        }
+        let secure = isSecure(request)
+        let sid = SessionID.generate()
+        do {
+            if let old = cookie.sessionID(fromHeaders: request.headers[values: .cookie]) { try await sessions.destroy(old) }
+            try await sessions.save(sid, SessionRecord(user: user, secure: secure))
+        } catch {
+            return redisUnavailable(error)
+        }
+        metrics.logins.increment()
+        logger.info("User logged in", metadata: ["user": "\(user)", "instance": "\(configuration.instance.id)"])
+        var response = redirect("/")
+        response.headers[values: .setCookie].append(setCookie(sid: sid, secure: secure))
+        return response
+    }
+
+    /// GET /logout: destroys the session and its cookie.
+    func logout(_ request: Request) async -> Response {
+        if let sid = cookie.sessionID(fromHeaders: request.headers[values: .cookie]) {
+            do {
+                try await sessions.destroy(sid)
+            } catch {
+                return redisUnavailable(error)
+            }
+        }
+        var response = redirect("/")
+        response.headers[values: .setCookie].append("\(cookie.name)=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")
+        return response
+    }
+
+    func healthResponse() async -> Response {
+        let report = await health()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let body = (try? encoder.encode(report)).map { ByteBuffer(bytes: $0) } ?? ByteBuffer(string: "{}")
+        return Response(
+            status: report.healthy ? .ok : .serviceUnavailable,
+            headers: [.contentType: "application/json", .cacheControl: "no-store"],
+            body: ResponseBody(byteBuffer: body))
+    }
+
+    // MARK: helpers
+
+    /// `JSESSIONID=s%3A<sid>.<sig>; Path=/; HttpOnly; SameSite=Lax[; Secure]`, a browser-session cookie
+    /// as the original app set it (the session itself lives `SESSION_TTL` in Redis).
+    func setCookie(sid: String, secure: Bool) -> String {
+        "\(cookie.name)=\(cookie.value(for: sid)); Path=/; HttpOnly; SameSite=Lax" + (secure ? "; Secure" : "")
+    }
+
+    /// The request came over https to the first proxy (X-Forwarded-Proto, first value).
+    func isSecure(_ request: Request) -> Bool {
+        guard let proto = request.headers[.xForwardedProto] else { return false }
+        return proto.split(separator: ",").first?.trimmingCharacters(in: .whitespaces).lowercased() == "https"
+    }
+
+    func redisUnavailable(_ error: any Error) -> Response {
+        metrics.redisErrors.increment()
+        logger.warning("Redis unavailable for a page request: \(error)", metadata: ["instance": "\(configuration.instance.id)"])
+        var response = text(
+            .serviceUnavailable,
+            "The chat's Redis is unavailable right now (\(error)). This page retries by itself; please wait a moment.\n")
+        response.headers[.retryAfter] = "2"
+        response.headers[.refresh] = "2"
+        return response
+    }
+
+    func html(_ status: HTTPResponse.Status, _ page: String) -> Response {
+        Response(
+            status: status, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
+    }
+
+    func text(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: message)))
+    }
+
+    func asset(_ body: ByteBuffer, type: String) -> Response {
+        Response(status: .ok, headers: [.contentType: type, .cacheControl: "no-cache"], body: ResponseBody(byteBuffer: body))
+    }
+
+    func redirect(_ location: String) -> Response {
+        Response(status: .seeOther, headers: [.location: location, .cacheControl: "no-store"])
+    }
+}
+
+struct LoginForm: Decodable {
+    var user: String?
+}
+
+/// What /health answers, as JSON.
+public struct HealthReport: Sendable, Hashable, Codable {
+    public var healthy: Bool
+    public var status: String
+    public var redis: String
+    public var subscriber: String
+    public var instance: String
+    public var connections: Int
+    public var reason: String?
+
+    public init(healthy: Bool, redis: String, subscriber: String, instance: String, connections: Int, reason: String? = nil) {
+        self.healthy = healthy
+        self.status = healthy ? "ok" : "unavailable"
+        self.redis = redis
+        self.subscriber = subscriber
+        self.instance = instance
+        self.connections = connections
+        self.reason = reason
+    }
+}
+
+/// Header names HTTPTypes does not predefine (HTTPTypes itself is not a direct dependency).
+typealias HeaderName = HTTPFields.Element.Name
+
+extension HeaderName {
+    static let xForwardedProto = HeaderName("X-Forwarded-Proto")!
+    static let refresh = HeaderName("Refresh")!
+}

@@ -1,0 +1,120 @@
+import Foundation
+import NIOCore
+
+/// The page's files (Sources/ChatApp/Public) and the official socket.io client bundle, loaded once at
+/// start. Pages are filled in by plain substitution of HTML-escaped values: user text never becomes markup.
+public struct ChatAssets: Sendable {
+    public var loginTemplate: String
+    public var chatTemplate: String
+    public var style: ByteBuffer
+    public var script: ByteBuffer
+    /// nil when the bundle was not found (chat-node still serves other clients; the page says why).
+    public var socketIOClient: ByteBuffer?
+    public var socketIOClientPath: String
+
+    /// Loads the page's files from the resource bundle next to the executable (or the source tree in
+    /// development) and the socket.io client from `socketIOClientPath`.
+    public static func load(socketIOClientPath: String) throws(ChatStartupError) -> ChatAssets {
+        guard let directory = publicDirectory() else {
+            throw .assetsMissing("the page's files (stickylab_ChatApp.resources/Public) are not next to the executable; rebuild with swift build")
+        }
+        func read(_ name: String) throws(ChatStartupError) -> String {
+            do {
+                return try String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)
+            } catch {
+                throw .assetsMissing("cannot read \(directory.appendingPathComponent(name).path): \(error.localizedDescription)")
+            }
+        }
+        let client = FileManager.default.contents(atPath: socketIOClientPath).map { ByteBuffer(bytes: $0) }
+        return ChatAssets(
+            loginTemplate: try read("login.html"),
+            chatTemplate: try read("chat.html"),
+            style: ByteBuffer(string: try read("style.css")),
+            script: ByteBuffer(string: try read("app.js")),
+            socketIOClient: client,
+            socketIOClientPath: socketIOClientPath
+        )
+    }
+
+    static func publicDirectory() -> URL? {
+        var candidates: [URL] = []
+        let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
+        for bundle in ["stickylab_ChatApp.resources", "stickylab_ChatApp.bundle"] {
+            candidates.append(executable.appendingPathComponent(bundle).appendingPathComponent("Public"))
+            candidates.append(executable.appendingPathComponent(bundle))
+            if let main = Bundle.main.resourceURL { candidates.append(main.appendingPathComponent(bundle).appendingPathComponent("Public")) }
+        }
+        // Development and tests: the source tree this file was compiled from.
+        candidates.append(URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Public"))
+        return candidates.first { FileManager.default.fileExists(atPath: $0.appendingPathComponent("chat.html").path) }
+    }
+
+    public func loginPage(error: String?, instance: InstanceIdentity, limits: ChatLimits) -> String {
+        HTML.fill(
+            loginTemplate,
+            ["error": error ?? "", "instance": instance.label, "maxName": String(limits.maxNameLength)]
+        )
+    }
+
+    public func chatPage(user: String, instance: InstanceIdentity, limits: ChatLimits) -> String {
+        HTML.fill(
+            chatTemplate,
+            ["user": user, "instance": instance.label, "maxMessage": String(limits.maxMessageBytes)]
+        )
+    }
+}
+
+public enum HTML {
+    /// Escapes the five characters that matter in text and attribute values.
+    public static func escape(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for character in text {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+
+    /// Replaces `{{name}}` with the escaped value of `name`; unknown placeholders are left alone.
+    public static func fill(_ template: String, _ values: [String: String]) -> String {
+        var result = template
+        for (name, value) in values {
+            result = result.replacingOccurrences(of: "{{\(name)}}", with: escape(value))
+        }
+        return result
+    }
+}
+
+/// Why chat-node could not start, in words the operator can act on.
+public enum ChatStartupError: Error, Sendable, CustomStringConvertible {
+    case assetsMissing(String)
+    case redisUnreachable(url: String, source: String, reason: String)
+    case cannotListen(host: String, port: Int, reason: String)
+
+    public var description: String {
+        switch self {
+        case .assetsMissing(let reason):
+            "chat-node cannot start: \(reason)."
+        case .redisUnreachable(let url, let source, let reason):
+            "chat-node cannot reach Redis at \(url) (from \(source)): \(reason) Start redis-server or fix REDIS_URL / VCAP_SERVICES."
+        case .cannotListen(let host, let port, let reason):
+            "chat-node cannot listen on \(host):\(port): \(reason). Is another program using that port? Set PORT."
+        }
+    }
+
+    /// The process exit code for this error (documented in chat-node --help).
+    public var exitCode: Int32 {
+        switch self {
+        case .assetsMissing: 3
+        case .redisUnreachable: 4
+        case .cannotListen: 5
+        }
+    }
+}

@@ -1,0 +1,217 @@
+import SocketIO
+import Testing
+
+@testable import ChatApp
+
+@Suite struct StreamIDTests {
+    @Test func parsesAndOrdersLikeRedis() throws {
+        let a = try #require(StreamID("1700000000000-0"))
+        let b = try #require(StreamID("1700000000000-1"))
+        let c = try #require(StreamID("1700000000001-0"))
+        #expect(a < b && b < c)
+        #expect(StreamID("9-10")! > StreamID("9-9")!)
+        #expect(c.description == "1700000000001-0")
+        for bad in ["", "-", "1-", "-1", "1", "1-2-3", "a-1", "1-+", "(1-0", "1 -0", "99999999999999999999999-0"] {
+            #expect(StreamID(bad) == nil, "\(bad)")
+        }
+    }
+}
+
+@Suite struct ChatInputTests {
+    let limits = ChatLimits(maxMessageBytes: 20, maxNameLength: 8)
+
+    @Test func acceptsTheOriginalClientsForm() throws {
+        let parsed = try IncomingChat.parse(json: #"{"action":"message","msg":"  hello  "}"#, limits: limits).get()
+        #expect(parsed.text == "hello")
+        #expect(parsed.clientID == nil)
+        let withID = try IncomingChat.parse(json: #"{"msg":"<b>x</b>","id":"a1-b2"}"#, limits: limits).get()
+        #expect(withID.text == "<b>x</b>")
+        #expect(withID.clientID == "a1-b2")
+    }
+
+    @Test func refusesBadInputWithAReason() {
+        let cases: [(String, ChatInputError)] = [
+            ("not json", .malformed("the chat event's argument must be a JSON object such as {\"action\":\"message\",\"msg\":\"hi\"}")),
+            ("[1,2]", .malformed("the chat event's argument must be a JSON object such as {\"action\":\"message\",\"msg\":\"hi\"}")),
+            (#"{"msg":5}"#, .malformed("\"msg\" must be a string")),
+            (#"{"action":"control","msg":"x"}"#, .malformed("\"action\" must be \"message\"")),
+            (#"{"msg":"   "}"#, .empty),
+            (#"{"msg":"123456789012345678901"}"#, .tooLong(limit: 20)),
+            (#"{"msg":"a\u0000b"}"#, .controlCharacters),
+            (#"{"msg":"ok","id":"has space"}"#, .malformed("\"id\" must be 1 to 64 letters, digits or - _ . :")),
+            (#"{"msg":"ok","id":7}"#, .malformed("\"id\" must be 1 to 64 letters, digits or - _ . :")),
+        ]
+        for (input, expected) in cases {
+            #expect(throws: expected, "\(input)") { try IncomingChat.parse(json: input, limits: limits).get() }
+        }
+        let huge = "{\"msg\":\"" + String(repeating: "x", count: 100_000) + "\"}"
+        #expect(throws: ChatInputError.tooLong(limit: 20)) { try IncomingChat.parse(json: huge, limits: limits).get() }
+    }
+
+    @Test func newLinesAndTabsAreText() throws {
+        #expect(try IncomingChat.parse(json: #"{"msg":"a\nb\tc"}"#, limits: limits).get().text == "a\nb\tc")
+    }
+
+    @Test func names() throws {
+        #expect(try UserName.validate("  Ada ", limits: limits).get() == "Ada")
+        #expect(try UserName.validate("Zoë-1", limits: limits).get() == "Zoë-1")
+        #expect(try UserName.validate("山田", limits: limits).get() == "山田")
+        #expect(throws: ChatInputError.self) { try UserName.validate("   ", limits: limits).get() }
+        #expect(throws: ChatInputError.self) { try UserName.validate("abcdefghi", limits: limits).get() }
+        #expect(throws: ChatInputError.self) { try UserName.validate("<script>", limits: limits).get() }
+        #expect(throws: ChatInputError.self) { try UserName.validate("a\u{7}", limits: limits).get() }
+    }
+
+    @Test func linesRoundTripAsJSON() throws {
+        let line = ChatLine(action: .message, user: "a\"b", msg: "</script><img src=x>", id: "m1", time: 1_700_000_000_000, instance: "i")
+        let json = line.json()
+        #expect(json.contains(#""action":"message""#))
+        #expect(ChatLine.decode(json) == line)
+    }
+}
+
+@Suite struct RecoveryDecisionTests {
+    let stored = SessionSnapshot(sid: "socket-1", pid: "pid-1", namespace: "/", rooms: ["socket-1", "live"], data: ["user": "ada"])
+    let offset = StreamID("100-0")!
+
+    @Test func requestNeedsBothWellFormedValues() {
+        #expect(throws: RecoveryDecision.FreshReason.notRequested) { try RecoveryDecision.request(pid: nil, offset: "1-0").get() }
+        #expect(throws: RecoveryDecision.FreshReason.notRequested) { try RecoveryDecision.request(pid: "p", offset: nil).get() }
+        #expect(throws: RecoveryDecision.FreshReason.malformed) { try RecoveryDecision.request(pid: "p", offset: "+").get() }
+        #expect(throws: RecoveryDecision.FreshReason.malformed) { try RecoveryDecision.request(pid: "a b*", offset: "1-0").get() }
+        #expect(throws: RecoveryDecision.FreshReason.malformed) {
+            try RecoveryDecision.request(pid: String(repeating: "p", count: 65), offset: "1-0").get()
+        }
+        let ok = try? RecoveryDecision.request(pid: "pid_1", offset: "1-0").get()
+        #expect(ok?.pid == "pid_1")
+        #expect(ok?.offset == StreamID("1-0"))
+    }
+
+    @Test func recoversAKnownSessionWithAKnownOffset() {
+        #expect(RecoveryDecision.decide(offset: offset, stored: stored, offsetInHistory: true) == .recover(stored, after: offset))
+        #expect(RecoveryDecision.decide(offset: offset, stored: nil, offsetInHistory: true) == .fresh(.unknownSession))
+        #expect(RecoveryDecision.decide(offset: offset, stored: stored, offsetInHistory: false) == .fresh(.offsetNotInHistory))
+    }
+
+    @Test func onlyLoggedInUsersConnectAndOnlyToTheirOwnSession() {
+        #expect(ConnectPolicy.decide(sessionUser: nil, recovering: false, restoredUser: nil) == .refuse(message: "not logged in"))
+        #expect(ConnectPolicy.decide(sessionUser: nil, recovering: true, restoredUser: "ada") == .refuse(message: "not logged in"))
+        #expect(ConnectPolicy.decide(sessionUser: "ada", recovering: false, restoredUser: nil) == .accept(user: "ada"))
+        #expect(ConnectPolicy.decide(sessionUser: "ada", recovering: true, restoredUser: "ada") == .accept(user: "ada"))
+        #expect(ConnectPolicy.decide(sessionUser: "eve", recovering: true, restoredUser: "ada") == .refuse(message: ConnectPolicy.otherUser))
+        #expect(ConnectPolicy.decide(sessionUser: "eve", recovering: true, restoredUser: nil) == .refuse(message: ConnectPolicy.otherUser))
+    }
+}
+
+@Suite struct DeliveryLogTests {
+    func line(_ id: String) -> StoredLine { StoredLine(id: StreamID(id)!, json: id) }
+
+    @Test func dropsWhatIsNotNewer() {
+        var log = DeliveryLog(capacity: 10)
+        let r1 = log.accept(line("1-0"))
+        #expect(r1)
+        let r2 = log.accept(line("2-0"))
+        #expect(r2)
+        let r3 = log.accept(line("2-0"))
+        #expect(!r3)
+        let r4 = log.accept(line("1-5"))
+        #expect(!r4)
+        #expect(log.lastID == StreamID("2-0"))
+        #expect(log.gapFillStart == StreamID("2-0"))
+    }
+
+    @Test func catchesUpFromMemoryOrSaysItCannot() {
+        var log = DeliveryLog(capacity: 3)
+        for id in ["1-0", "2-0", "3-0"] { _ = log.accept(line(id)) }
+        #expect(log.catchUp(from: StreamID("1-0")!)?.map(\.json) == ["2-0", "3-0"])
+        #expect(log.catchUp(from: StreamID("3-0")!)?.isEmpty == true)
+        #expect(log.catchUp(from: StreamID("0-1")!)?.map(\.json) == ["1-0", "2-0", "3-0"])
+        _ = log.accept(line("4-0"))  // evicts 1-0
+        #expect(log.evictedUpTo == StreamID("1-0"))
+        #expect(log.catchUp(from: StreamID("0-1")!) == nil)  // 1-0 is gone: ask Redis
+        #expect(log.catchUp(from: StreamID("1-0")!)?.map(\.json) == ["2-0", "3-0", "4-0"])
+    }
+
+    @Test func aNewSocketGetsOnlyDeliveredLinesThenWhatCameSince() {
+        var log = DeliveryLog(capacity: 3, lastID: StreamID("2-0"))
+        // Read while 3-0 was stored but not yet delivered here: 3-0 will arrive live, not in the history.
+        var plan = log.newSocketLines(history: [line("1-0"), line("2-0"), line("3-0")])
+        #expect(plan.lines.map(\.json) == ["1-0", "2-0"])
+        #expect(plan.missingAfter == nil)
+        // Read earlier; lines delivered since are added from memory.
+        for id in ["3-0", "4-0"] { _ = log.accept(line(id)) }
+        plan = log.newSocketLines(history: [line("1-0"), line("2-0")])
+        #expect(plan.lines.map(\.json) == ["1-0", "2-0", "3-0", "4-0"])
+        // Memory (capacity 3) now starts after 3-0: from the history's end (2-0) it cannot tell.
+        for id in ["5-0", "6-0"] { _ = log.accept(line(id)) }
+        plan = log.newSocketLines(history: [line("1-0"), line("2-0")])
+        #expect(plan.lines.map(\.json) == ["1-0", "2-0"])
+        #expect(plan.missingAfter == StreamID("2-0"))
+        // With what Redis had after 2-0, the plan is complete.
+        plan = log.newSocketLines(history: plan.lines + [line("3-0"), line("4-0"), line("5-0"), line("6-0")])
+        #expect(plan.lines.map(\.json) == ["1-0", "2-0", "3-0", "4-0", "5-0", "6-0"])
+        #expect(plan.missingAfter == nil)
+        // An empty stream: nothing to send, nothing missing.
+        let empty = DeliveryLog(capacity: 3)
+        #expect(empty.newSocketLines(history: []).lines.isEmpty)
+        #expect(empty.newSocketLines(history: []).missingAfter == nil)
+    }
+
+    @Test func cursorsDeliverOnceInOrder() {
+        var cursor = DeliveryCursor(cursor: StreamID("5-0"))
+        let r5 = cursor.advance(to: StreamID("4-0")!)
+        #expect(!r5)
+        let r6 = cursor.advance(to: StreamID("5-0")!)
+        #expect(!r6)
+        let r7 = cursor.advance(to: StreamID("5-1")!)
+        #expect(r7)
+        var empty = DeliveryCursor(cursor: nil)
+        let r8 = empty.advance(to: StreamID("0-1")!)
+        #expect(r8)
+    }
+}
+
+@Suite struct PresenceStateTests {
+    @Test func joinIsAnnouncedOnceAndRefreshesAreSilent() {
+        var presence = PresenceState(graceMilliseconds: 1_000)
+        let r9 = presence.connected("ada")
+        #expect(r9)
+        let r10 = presence.connected("ada")
+        #expect(!r10)  // second tab
+        presence.disconnected("ada", now: 0)
+        presence.disconnected("ada", now: 10)  // refresh: last socket closed...
+        let r11 = presence.connected("ada")
+        #expect(!r11)  // ...and came back: no new join line
+        let beat = presence.heartbeat(onlineAnywhere: ["ada"], reaped: [], now: 5_000)
+        #expect(beat.isEmpty)
+    }
+
+    @Test func leftAfterTheGraceUnlessOnlineElsewhere() {
+        var presence = PresenceState(graceMilliseconds: 1_000)
+        _ = presence.connected("ada")
+        _ = presence.connected("bob")
+        presence.disconnected("ada", now: 0)
+        presence.disconnected("bob", now: 0)
+        #expect(presence.takeChangedOnlineList() == ["ada", "bob"])
+        let early = presence.heartbeat(onlineAnywhere: [], reaped: [], now: 500)
+        #expect(early.isEmpty)  // within the grace
+        #expect(presence.takeChangedOnlineList() == nil)
+        // bob reconnected to another instance meanwhile:
+        let result = presence.heartbeat(onlineAnywhere: ["bob"], reaped: [], now: 1_500)
+        #expect(result == ["ada"])
+        #expect(presence.takeChangedOnlineList() == ["bob"])
+        #expect(presence.takeChangedOnlineList() == nil)
+        #expect(presence.online == ["bob"])
+        let later = presence.heartbeat(onlineAnywhere: [], reaped: [], now: 5_000)
+        #expect(later.isEmpty)  // bob never left here
+    }
+
+    @Test func usersOfADeadInstanceLeaveUnlessTheyMoved() {
+        var presence = PresenceState(graceMilliseconds: 1_000)
+        _ = presence.connected("local")
+        let result = presence.heartbeat(onlineAnywhere: ["local", "moved"], reaped: ["moved", "gone", "local"], now: 0)
+        #expect(result == ["gone"])
+        #expect(presence.online == ["local", "moved"])
+        #expect(presence.localCounts.map(\.user) == ["local"])
+    }
+}

@@ -1,0 +1,109 @@
+import NIOCore
+import RedisClient
+import TestSupport
+import Testing
+
+@testable import ChatApp
+
+/// The Redis parts against a real redis-server: the append script, history reads, sessions, presence.
+@Suite struct RedisIntegrationTests {
+    func line(_ text: String, user: String = "ada", id: String? = nil) -> ChatLine {
+        ChatLine(action: .message, user: user, msg: text, id: id, time: 1, instance: "test")
+    }
+
+    @Test func appendStoresPublishesAndDeduplicatesAtomically() async throws {
+        let server = try await RedisServer()
+        let redis = try await RedisClient.connect(try server.configuration)
+        let subscriber = try await RedisSubscriber.connect(try server.configuration)
+        defer {
+            Task {
+                await subscriber.close(); await redis.close()
+            }
+        }
+        let log = ChatLog(redis: redis, keys: ChatKeys(prefix: "t:"), historyLimit: 100)
+        try await subscriber.subscribe(log.keys.channel)
+
+        let first = try await log.append(line("one", id: "m1"), dedupeKey: "ada:m1")
+        let again = try await log.append(line("one (resent)", id: "m1"), dedupeKey: "ada:m1")
+        let other = try await log.append(line("two", user: "bob", id: "m1"), dedupeKey: "bob:m1")
+        let control = try await log.append(
+            ChatLine(action: .control, user: "ada", msg: ChatLine.joinedText, id: nil, time: 2, instance: "t"), dedupeKey: nil)
+        #expect(first.isNew && !again.isNew && other.isNew && control.isNew)
+        #expect(again.id == first.id)
+        #expect(first.id < other.id && other.id < control.id)
+
+        var published: [StoredLine] = []
+        for await event in subscriber.events {
+            if case .message(let message) = event, let stored = ChatLog.parsePublished(message.payload) { published.append(stored) }
+            if published.count == 3 { break }
+        }
+        #expect(published.map(\.id) == [first.id, other.id, control.id])
+        #expect(ChatLine.decode(published[0].json)?.msg == "one")
+
+        let all = try await log.recent(10)
+        #expect(all == published)
+        #expect(try await log.entries(after: first.id, limit: 10).map(\.id) == [other.id, control.id])
+        #expect(try await log.entries(after: control.id, limit: 10).isEmpty)
+        #expect(try await log.contains(other.id))
+        #expect(try await !log.contains(StreamID(milliseconds: 1, sequence: 0)))
+        #expect(try await log.recent(2).map(\.id) == [other.id, control.id])
+    }
+
+    @Test func historyIsCapped() async throws {
+        let server = try await RedisServer()
+        let redis = try await RedisClient.connect(try server.configuration)
+        defer { Task { await redis.close() } }
+        let log = ChatLog(redis: redis, keys: ChatKeys(prefix: "t:"), historyLimit: 10)
+        var first: StreamID?
+        for index in 0..<500 {
+            let appended = try await log.append(line("m\(index)"), dedupeKey: nil)
+            if first == nil { first = appended.id }
+        }
+        let length = try await redis.xlen(log.keys.history)
+        #expect(length >= 10 && length < 500)  // MAXLEN ~ trims whole nodes, approximately
+        #expect(try await !log.contains(try #require(first)))
+    }
+
+    @Test func sessionsUseTheConnectRedisLayout() async throws {
+        let server = try await RedisServer()
+        let redis = try await RedisClient.connect(try server.configuration)
+        defer { Task { await redis.close() } }
+        let store = SessionStore(redis: redis, ttl: .seconds(100))
+        try await store.save("abc", SessionRecord(user: "ada"))
+        #expect(try await store.load("abc")?.user == "ada")
+        let ttl = try await redis.send("TTL", "sess:abc").int ?? -1
+        #expect(ttl > 0 && ttl <= 100)
+        // A session written by express-session + connect-redis is readable.
+        try await redis.set("sess:node", to: #"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"user":"bob"}"#)
+        #expect(try await store.load("node")?.user == "bob")
+        #expect(try await store.touch("node"))
+        try await redis.set("sess:junk", to: "not json")
+        #expect(try await store.load("junk") == nil)
+        try await store.destroy("abc")
+        #expect(try await store.load("abc") == nil)
+        #expect(try await !store.touch("abc"))
+    }
+
+    @Test func presenceSeesEveryInstanceAndReapsDeadOnesOnce() async throws {
+        let server = try await RedisServer()
+        let redis = try await RedisClient.connect(try server.configuration)
+        defer { Task { await redis.close() } }
+        let keys = ChatKeys(prefix: "t:")
+        let a = PresenceRegistry(redis: redis, keys: keys, instance: "a", ttl: .seconds(10))
+        let b = PresenceRegistry(redis: redis, keys: keys, instance: "b", ttl: .seconds(10))
+        _ = try await a.heartbeat(users: [("ada", 1), ("bob", 2)], now: 1_000)
+        let seenByB = try await b.heartbeat(users: [("cy", 1)], now: 1_000)
+        #expect(seenByB.online == ["ada", "bob", "cy"])
+        #expect(seenByB.reaped.isEmpty)
+        // a stops sending heartbeats; 10 s later b reaps it, exactly once.
+        let reaping = try await b.heartbeat(users: [("cy", 1), ("bob", 1)], now: 11_001)
+        #expect(reaping.reapedInstances == ["a"])
+        #expect(reaping.reaped == ["ada", "bob"])
+        #expect(reaping.online == ["bob", "cy"])
+        let after = try await b.heartbeat(users: [("cy", 1)], now: 11_002)
+        #expect(after.reapedInstances.isEmpty)
+        #expect(after.online == ["cy"])
+        try await b.remove()
+        #expect(try await a.heartbeat(users: [], now: 11_003).online.isEmpty)
+    }
+}

@@ -1,0 +1,298 @@
+"""The chat across instances: one global order, recovery after kill -9 / SIGTERM / a Redis restart
+(every missed message exactly once, in order, on ANY instance), presence, bad input, metrics."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+import harness
+from chatkit import ChatClient, stream_order
+
+
+def assert_exactly_once_in_order(client: ChatClient, ids: list[str]):
+    assert not client.duplicates, f"{client.name} got duplicates: {client.duplicates}"
+    offsets = client.offsets()
+    assert stream_order(offsets) == sorted(stream_order(offsets)), f"{client.name} got lines out of order"
+    received = [i for i in client.message_ids() if i in set(ids)]
+    assert sorted(received) == sorted(ids), f"{client.name} is missing {set(ids) - set(received)}"
+    assert len(received) == len(set(received))
+
+
+def test_clients_on_two_instances_see_each_others_messages_in_the_same_order(nodes):
+    one, two = nodes(2)
+    clients = [ChatClient(one, "ada", "websocket"), ChatClient(one, "bob", "polling"),
+               ChatClient(two, "cy", "upgrade"), ChatClient(two, "dee", "polling")]
+    sent: list[str] = []
+    lock = threading.Lock()
+
+    def chatter(client: ChatClient):
+        for index in range(25):
+            message_id = f"{client.name}-{index}"
+            ack = client.send(f"{client.name} says {index} <i>", message_id)
+            assert ack["ok"] and ack["id"] == message_id and not ack["duplicate"]
+            with lock:
+                sent.append(message_id)
+
+    threads = [threading.Thread(target=chatter, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(sent) == 100
+    for client in clients:
+        harness.wait_until(f"{client.name} to get all 100", lambda c=client: c.has_ids(sent), timeout=30)
+        assert_exactly_once_in_order(client, sent)
+    orders = [[i for i in client.message_ids() if i in set(sent)] for client in clients]
+    assert all(order == orders[0] for order in orders), "clients disagree on the order"
+    # Lines carry the server time and the instance that handled them.
+    line = clients[2].lines[-1][1]
+    assert isinstance(line["time"], int) and line["instance"] in (one.guid, two.guid)
+    for client in clients:
+        client.close()
+
+
+def test_the_same_message_id_is_stored_once(nodes):
+    (node,) = nodes(1)
+    ada = ChatClient(node, "ada")
+    first = ada.send("once", "dup-1")
+    again = ada.send("once", "dup-1")
+    assert first["ok"] and again["ok"] and again["duplicate"] and again["offset"] == first["offset"]
+    ada.send("marker", "dup-2")
+    harness.wait_until("the marker", lambda: "dup-2" in ada.message_ids())
+    assert ada.message_ids().count("dup-1") == 1
+    ada.close()
+
+
+def test_a_fresh_page_gets_the_recent_history(nodes):
+    one, two = nodes(2)
+    ada = ChatClient(one, "ada")
+    ids = [f"h{i}" for i in range(5)]
+    for message_id in ids:
+        ada.send("history " + message_id, message_id)
+    late = ChatClient(two, "bob", "polling")
+    harness.wait_until("history on the other instance", lambda: late.has_ids(ids))
+    assert_exactly_once_in_order(late, ids)
+    assert late.welcome["recovered"] is False
+    assert late.offset == late.offsets()[-1]  # the welcome carries the recovery position
+    ada.close()
+    late.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_kill_9_clients_recover_every_missed_message_on_the_other_instance(nodes, transport):
+    doomed, survivor = nodes(2)
+    moving = [ChatClient(doomed, f"mover{i}", transport) for i in range(3)]
+    staying = ChatClient(survivor, "stayer", "websocket")
+    before = [f"before-{i}" for i in range(5)]
+    for message_id in before:
+        assert staying.send("before " + message_id, message_id)["ok"]
+    for client in moving:
+        harness.wait_until(f"{client.name} before the crash", lambda c=client: c.has_ids(before))
+    doomed.kill()
+    for client in moving:
+        assert client.disconnected.wait(30), f"{client.name} did not notice the crash"
+    during = [f"during-{i}" for i in range(10)]
+    for message_id in during:
+        assert staying.send("while the instance is dead " + message_id, message_id)["ok"]
+    for client in moving:
+        client.reconnect(survivor.url)
+        assert client.recovered, f"{client.name} was not recovered (pid changed)"
+        assert client.welcome["recovered"] is True
+    after = []
+    for client in moving:
+        message_id = f"after-{client.name}"
+        ack = client.send("back " + message_id, message_id)
+        assert ack["ok"]
+        after.append(message_id)
+    everything = before + during + after
+    for client in moving + [staying]:
+        harness.wait_until(f"{client.name} to have everything", lambda c=client: c.has_ids(everything), timeout=30)
+        assert_exactly_once_in_order(client, everything)
+    # Still logged in as the same user after the failover.
+    names = {line["user"] for _, line in staying.lines if line.get("id", "").startswith("after-")}
+    assert names == {client.name for client in moving}
+    assert survivor.metrics()['chat_recoveries_total{result="recovered"}'] >= 3
+    for client in moving + [staying]:
+        client.close()
+
+
+def test_sigterm_drains_and_loses_nothing_acknowledged(nodes):
+    leaving, staying = nodes(2, DRAIN_TIMEOUT="5")
+    ada = ChatClient(leaving, "ada", "polling")
+    cy = ChatClient(leaving, "cy", "websocket")
+    bob = ChatClient(staying, "bob")
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def chatter():
+        index = 0
+        while not stop.is_set():
+            message_id = f"bob-{index}"
+            ack = bob.send("tick " + message_id, message_id)
+            if ack.get("ok"):
+                acked.append(message_id)
+            index += 1
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=chatter)
+    thread.start()
+    harness.wait_until("some traffic", lambda: len(acked) >= 10)
+    started = time.monotonic()
+    code = leaving.terminate(timeout=30)
+    elapsed = time.monotonic() - started
+    assert code == 0, leaving.program.log_path.read_text()
+    assert elapsed < 15, f"SIGTERM took {elapsed:.1f}s with DRAIN_TIMEOUT=5"
+    for client in (ada, cy):
+        assert client.disconnected.wait(10), f"{client.name} was not told to reconnect"
+        client.reconnect(staying.url)
+        assert client.recovered, f"{client.name} was not recovered"
+    harness.wait_until("more traffic", lambda: len(acked) >= 30)
+    stop.set()
+    thread.join(30)
+    for client in (ada, cy):
+        harness.wait_until(f"{client.name} to have every acknowledged message", lambda c=client: c.has_ids(acked), timeout=30)
+        assert_exactly_once_in_order(client, acked)
+    assert "chat-node stopped" in leaving.program.log_path.read_text()
+    for client in (ada, cy, bob):
+        client.close()
+
+
+def test_redis_restart_mid_chat_loses_nothing_acknowledged(redis, nodes):
+    one, two = nodes(2)
+    ada = ChatClient(one, "ada")
+    bob = ChatClient(two, "bob", "polling")
+    acked: list[str] = []
+    errors: list[dict] = []
+    stop = threading.Event()
+
+    def chatter(client: ChatClient):
+        index = 0
+        while not stop.is_set():
+            message_id = f"{client.name}-{index}"
+            try:
+                ack = client.send("tick " + message_id, message_id, timeout=5)
+            except Exception:  # noqa: BLE001 - a timeout is "not sent": resend the same id
+                continue
+            if ack.get("ok"):
+                acked.append(message_id)
+                index += 1
+            else:
+                errors.append(ack)
+                assert ack["retryable"] is True and "Redis" in ack["error"]
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=chatter, args=(client,)) for client in (ada, bob)]
+    for thread in threads:
+        thread.start()
+    harness.wait_until("traffic before the restart", lambda: len(acked) >= 20)
+    redis.kill()
+    harness.wait_until("/health to report Redis down", lambda: one.health().status_code == 503, timeout=20)
+    assert one.health().json()["redis"] == "down"
+    redis.start()
+    harness.wait_until("/health to recover", lambda: one.health().status_code == 200 and two.health().status_code == 200, timeout=30)
+    count = len(acked)
+    harness.wait_until("traffic after the restart", lambda: len(acked) >= count + 20, timeout=30)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert errors, "no send failed while Redis was down: the test did not test the outage"
+    for client in (ada, bob):
+        harness.wait_until(f"{client.name} to have every acknowledged message", lambda c=client: c.has_ids(acked), timeout=30)
+        assert_exactly_once_in_order(client, acked)
+    ada.close()
+    bob.close()
+
+
+def test_bad_input_gets_a_clear_error_and_never_a_crash(nodes):
+    (node,) = nodes(1, MAX_MESSAGE_BYTES="100")
+    ada = ChatClient(node, "ada", "polling")
+    cases = [
+        ("not json", "Malformed"),
+        (json.dumps({"action": "message", "msg": 5}), "must be a string"),
+        (json.dumps({"action": "message", "msg": "   "}), "Empty"),
+        (json.dumps({"action": "message", "msg": "x" * 101}), "too long"),
+        (json.dumps({"action": "message", "msg": "a\u0007b"}), "control characters"),
+        (json.dumps({"action": "message", "msg": "ok", "id": "bad id with spaces"}), "id"),
+        (json.dumps([1, 2, 3]), "Malformed"),
+    ]
+    for payload, reason in cases:
+        ack = ada.sio.call("chat", payload, timeout=10)
+        assert ack["ok"] is False and ack["retryable"] is False and reason in ack["error"], (payload, ack)
+    for raw in [None, 42, [1], {"msg": {"nested": True}}]:
+        ack = ada.sio.call("chat", raw, timeout=10)
+        assert ack["ok"] is False
+    ada.sio.emit("chat", "not json")  # without an ack: a chat_error event
+    harness.wait_until("a chat_error event", lambda: any(event == "chat_error" for event, _ in ada.events))
+    xss = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+    assert ada.send(xss, "xss-1")["ok"]  # markup is text: stored and shown as typed
+    harness.wait_until("the xss line", lambda: xss in ada.texts())
+    assert node.health().status_code == 200
+    assert node.metrics()["chat_rejected_total"] >= 11
+    ada.close()
+
+
+def test_the_original_clients_protocol_still_works(nodes):
+    (node,) = nodes(1)
+    ada = ChatClient(node, "ada")
+    ada.sio.emit("join", "{}")
+    harness.wait_until("the join line", lambda: any(line["action"] == "control" and line["msg"] == " joined the channel"
+                                                     and line["user"] == "ada" for _, line in ada.lines))
+    ada.sio.emit("chat", json.dumps({"action": "message", "msg": "no id, no ack"}))
+    harness.wait_until("the line", lambda: "no id, no ack" in ada.texts())
+    ada.close()
+
+
+def test_presence_across_instances_and_a_killed_instances_users_leave(nodes):
+    fast = {"PRESENCE_INTERVAL": "1", "PRESENCE_TTL": "3"}
+    one, two = nodes(2, **fast)
+    ada = ChatClient(one, "ada")
+    bob = ChatClient(two, "bob")
+    harness.wait_until("both online everywhere", lambda: ada.online == ["ada", "bob"] and bob.online == ["ada", "bob"], timeout=15)
+    one.kill()
+    harness.wait_until("ada to go offline", lambda: bob.online == ["bob"], timeout=20)
+    harness.wait_until("a left line for ada", lambda: any(line["action"] == "control" and line["user"] == "ada"
+                                                          and line["msg"] == " left the channel" for _, line in bob.lines), timeout=20)
+    bob.close()
+
+
+def test_metrics_count_connections_and_messages(nodes):
+    (node,) = nodes(1)
+    ada = ChatClient(node, "ada")
+    ada.send("counted", "m-1")
+    harness.wait_until("the line", lambda: "m-1" in ada.message_ids())
+    metrics = node.metrics()
+    assert metrics["chat_connections"] == 1
+    assert metrics["chat_messages_in_total"] == 1
+    assert metrics["chat_messages_out_total"] >= 1
+    assert metrics["chat_redis_errors_total"] == 0
+    assert "socketio_messages_received_total" in requests.get(node.url + "/metrics", timeout=5).text
+    ada.close()
+
+
+def test_startup_errors_are_clear():
+    binary = str(harness.executable("chat-node"))
+    port = harness.free_port()
+    dead = subprocess.run([binary], env={"PORT": str(harness.free_port()), "REDIS_URL": f"redis://127.0.0.1:{port}"},
+                          capture_output=True, text=True, timeout=60)
+    assert dead.returncode == 4
+    assert "cannot reach Redis" in dead.stderr and f"127.0.0.1:{port}" in dead.stderr
+    bad = subprocess.run([binary], env={"PORT": "eighty"}, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "PORT" in bad.stderr
+    helped = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0
+    for variable in ["PORT", "REDIS_URL", "VCAP_SERVICES", "SESSION_SECRET", "COOKIE_NAME", "CF_INSTANCE_INDEX", "CF_INSTANCE_GUID"]:
+        assert variable in helped.stdout
+
+
+def test_redis_binding_from_vcap_services(redis, nodes):
+    services = json.dumps({"redis": [{"label": "redis", "name": "chat-redis", "tags": ["redis"],
+                                      "credentials": {"host": "127.0.0.1", "port": redis.port}}]})
+    (node,) = nodes(1, REDIS_URL="", VCAP_SERVICES=services)
+    assert node.health().json()["redis"] == "up"

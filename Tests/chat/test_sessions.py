@@ -1,0 +1,174 @@
+"""Sessions and pages: express-session compatible cookies and Redis layout, login, logout, refusal of
+sockets without a session, bad input on the login form."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import urllib.parse
+
+import pytest
+import requests
+import socketio
+
+import harness
+from chatkit import SECRET, ChatClient, cookie_header, login
+
+
+def redis_cli(redis, *args: str) -> str:
+    return subprocess.run(["redis-cli", "-p", str(redis.port), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def sign(value: str, secret: str) -> str:
+    """npm cookie-signature, in Python: base64(HMAC-SHA256) without '=' padding."""
+    mac = base64.b64encode(hmac.new(secret.encode(), value.encode(), hashlib.sha256).digest()).decode().rstrip("=")
+    return f"{value}.{mac}"
+
+
+def express_cookie(sid: str, secret: str = SECRET) -> str:
+    return urllib.parse.quote("s:" + sign(sid, secret), safe="")
+
+
+def test_login_sets_an_express_session_cookie_and_redis_record(redis, nodes):
+    (node,) = nodes(1)
+    page = requests.get(node.url + "/", timeout=10)
+    assert page.status_code == 200 and 'action="/user"' in page.text
+    response = requests.post(node.url + "/user", data={"user": "ada"}, allow_redirects=False, timeout=10)
+    assert response.status_code == 303 and response.headers["Location"] == "/"
+    set_cookie = response.headers["Set-Cookie"]
+    name, _, rest = set_cookie.partition("=")
+    value = rest.split(";")[0]
+    attributes = [part.strip() for part in rest.split(";")[1:]]
+    assert name == "JSESSIONID"
+    assert {"Path=/", "HttpOnly", "SameSite=Lax"} <= set(attributes)
+    assert "Secure" not in attributes
+    # The value is express-session's: encodeURIComponent("s:" + sid + "." + signature).
+    decoded = urllib.parse.unquote(value)
+    assert decoded.startswith("s:")
+    sid = decoded[2:].rpartition(".")[0]
+    assert decoded[2:] == sign(sid, SECRET)
+    # connect-redis layout: sess:<sid>, JSON with the cookie and the user, one day.
+    record = json.loads(redis_cli(redis, "GET", f"sess:{sid}"))
+    assert record["user"] == "ada"
+    assert record["cookie"]["httpOnly"] is True and record["cookie"]["path"] == "/"
+    assert record["cookie"]["originalMaxAge"] is None
+    assert 86_000 < int(redis_cli(redis, "TTL", f"sess:{sid}")) <= 86_400
+    # Refresh: still logged in, and the cookie is set again (Cloud Foundry re-pins on it).
+    chat = requests.get(node.url + "/", headers={"Cookie": f"JSESSIONID={value}"}, timeout=10)
+    assert chat.status_code == 200 and 'data-user="ada"' in chat.text
+    assert chat.headers["Set-Cookie"].startswith(f"JSESSIONID={value};")
+    assert f"#0 · {node.guid}" in chat.text
+
+
+def test_a_session_written_by_node_express_session_is_accepted(redis, nodes):
+    (node,) = nodes(1)
+    sid = "nodeSessionFromTheOriginalApp0001"
+    redis_cli(redis, "SET", f"sess:{sid}",
+              '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"user":"grace"}', "EX", "600")
+    page = requests.get(node.url + "/", headers={"Cookie": f"JSESSIONID={express_cookie(sid)}"}, timeout=10)
+    assert 'data-user="grace"' in page.text
+
+
+def test_forged_unsigned_and_other_secret_cookies_are_no_session(redis, nodes):
+    (node,) = nodes(1)
+    session = login(node.url, "ada")
+    sid = urllib.parse.unquote(session.cookies["JSESSIONID"])[2:].rpartition(".")[0]
+    for forged in [sid, urllib.parse.quote("s:" + sid), express_cookie(sid, "guessed"), express_cookie(sid)[:-2]]:
+        page = requests.get(node.url + "/", headers={"Cookie": f"JSESSIONID={forged}"}, timeout=10)
+        assert 'action="/user"' in page.text, forged
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            client = socketio.Client(reconnection=False)
+            client.connect(node.url, headers={"Cookie": f"JSESSIONID={forged}"}, transports=["polling"], wait_timeout=5)
+
+
+def test_secret_rotation_keeps_old_cookies_valid(redis, nodes):
+    old, rotated = nodes(2, SESSION_SECRET="new-secret," + SECRET)
+    session = requests.Session()
+    session.post(old.url + "/user", data={"user": "ada"}, allow_redirects=False, timeout=10)
+    value = session.cookies["JSESSIONID"]
+    sid = urllib.parse.unquote(value)[2:].rpartition(".")[0]
+    legacy = express_cookie(sid, SECRET)  # signed before the rotation
+    page = requests.get(rotated.url + "/", headers={"Cookie": f"JSESSIONID={legacy}"}, timeout=10)
+    assert 'data-user="ada"' in page.text
+    assert express_cookie(sid, "new-secret") in page.headers["Set-Cookie"]
+
+
+def test_socket_connect_is_refused_without_a_logged_in_session(redis, nodes):
+    (node,) = nodes(1)
+    errors = []
+    client = socketio.Client(reconnection=False)
+
+    @client.event
+    def connect_error(data):
+        errors.append(data)
+
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(node.url, transports=["polling"], wait_timeout=5)
+    assert errors and errors[0]["message"] == "not logged in"
+
+
+def test_the_user_comes_from_the_session_never_from_the_client(redis, nodes):
+    (node,) = nodes(1)
+    ada = ChatClient(node, "ada")
+    ack = ada.sio.call("chat", json.dumps({"action": "message", "msg": "hi", "user": "mallory", "id": "x1"}), timeout=10)
+    assert ack["ok"]
+    harness.wait_until("the line", lambda: ada.texts() == ["hi"])
+    assert ada.lines[-1][1]["user"] == "ada"
+    ada.close()
+
+
+def test_logout_destroys_the_session(redis, nodes):
+    (node,) = nodes(1)
+    session = login(node.url, "ada")
+    sid = urllib.parse.unquote(session.cookies["JSESSIONID"])[2:].rpartition(".")[0]
+    assert redis_cli(redis, "EXISTS", f"sess:{sid}") == "1"
+    response = session.get(node.url + "/logout", allow_redirects=False, timeout=10)
+    assert response.status_code == 303
+    assert "Max-Age=0" in response.headers["Set-Cookie"]
+    assert redis_cli(redis, "EXISTS", f"sess:{sid}") == "0"
+    page = requests.get(node.url + "/", headers={"Cookie": cookie_header(session) or f"JSESSIONID={express_cookie(sid)}"}, timeout=10)
+    assert 'action="/user"' in page.text
+
+
+def test_secure_cookie_behind_an_https_proxy(redis, nodes):
+    (node,) = nodes(1)
+    response = requests.post(node.url + "/user", data={"user": "ada"}, headers={"X-Forwarded-Proto": "https"},
+                             allow_redirects=False, timeout=10)
+    assert "Secure" in [part.strip() for part in response.headers["Set-Cookie"].split(";")]
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("", "Please type a name."),
+    ("   ", "Please type a name."),
+    ("x" * 33, "too long"),
+    ("<script>alert(1)</script>", "may only contain"),
+    ("bob\u0000", "may only contain"),
+])
+def test_bad_names_get_a_clear_error(redis, nodes, name, reason):
+    (node,) = nodes(1)
+    response = requests.post(node.url + "/user", data={"user": name}, allow_redirects=False, timeout=10)
+    assert response.status_code == 400
+    assert reason in response.text
+    assert "<script>alert" not in response.text
+    assert "Set-Cookie" not in response.headers
+
+
+def test_unreadable_login_forms_are_refused(redis, nodes):
+    (node,) = nodes(1)
+    for body in [b"\xff\xfe%%%", b"user=%E0%A4%A", b"x" * 20_000]:
+        response = requests.post(node.url + "/user", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"},
+                                 allow_redirects=False, timeout=10)
+        assert response.status_code in (400, 413), body[:20]
+    assert node.health().status_code == 200
+
+
+def test_other_origins_are_refused_unless_allowed(redis, nodes):
+    strict, open_to = nodes(1)[0], nodes(1, ALLOWED_ORIGINS="http://elsewhere.example")[0]
+    handshake = "/socket.io/?EIO=4&transport=polling"
+    assert requests.get(strict.url + handshake, headers={"Origin": "http://evil.example"}, timeout=10).status_code == 403
+    assert requests.get(strict.url + handshake, headers={"Origin": strict.url}, timeout=10).status_code == 200
+    assert requests.get(open_to.url + handshake, headers={"Origin": "http://elsewhere.example"}, timeout=10).status_code == 200
+    assert requests.get(open_to.url + handshake, headers={"Origin": "http://evil.example"}, timeout=10).status_code == 403

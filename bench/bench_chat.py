@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""chat-node benchmark: 3 instances, 1,000 clients in one room through Redis, against the same job in
+python-socketio with AsyncRedisManager (bench/chat_peer.py), with the same load generator in the
+same run. Reports delivered messages per second (each message reaches every client), p50/p99 latency
+from send to delivery at half of chat-node's maximum rate, server CPU time per delivered message (fair
+when the load generator saturates first on 2 shared cores), and chat-node's memory per idle client
+at 10,000 connected clients on one instance. Prints a markdown section; exits 0 even when a target is
+missed, and says so.
+
+The load generator is one asyncio process speaking Engine.IO v4 / Socket.IO v5 over raw WebSockets (a
+lean frame parser: one Python process must read tens of thousands of frames per second), the same
+frames for both servers: `42["chat","{\\"action\\":\\"message\\",...}"]`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "Tests" / "python"))
+import harness  # noqa: E402
+
+CLIENTS = int(os.environ.get("BENCH_CHAT_CLIENTS", "1000"))
+NODES = int(os.environ.get("BENCH_CHAT_NODES", "3"))
+SENDERS = int(os.environ.get("BENCH_CHAT_SENDERS", "20"))
+STEP_SECONDS = float(os.environ.get("BENCH_CHAT_STEP_SECONDS", "4"))
+RATES = [int(r) for r in os.environ.get("BENCH_CHAT_RATES", "5,10,20,40,80,160,320,640").split(",")]
+IDLE_CLIENTS = int(os.environ.get("BENCH_CHAT_IDLE_CLIENTS", "10000"))
+USERS = 100
+LOW_RATE = 5
+TARGET_RATIO = 10
+TARGET_P99_MS = 25
+TARGET_IDLE_BYTES = 8 * 1024
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        except (FileNotFoundError, IndexError, ValueError):
+            pass
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def wait_healthy(url: str, program: harness.Program):
+    def healthy():
+        if program.process.poll() is not None:
+            raise RuntimeError(f"{program.name} exited:\n{program.output()[-2000:]}")
+        try:
+            return requests.get(url + "/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+    harness.wait_until(f"{url} to be healthy", healthy, timeout=60)
+
+
+class System:
+    """N instances of one server implementation on one Redis."""
+
+    def __init__(self, name: str, redis: harness.RedisServer, count: int, kind: str, **env: str):
+        self.name = name
+        self.kind = kind
+        self.programs: list[harness.Program] = []
+        self.urls: list[str] = []
+        for index in range(count):
+            port = harness.free_port()
+            if kind == "chat-node":
+                variables = {"PORT": str(port), "REDIS_URL": redis.url, "SESSION_SECRET": "bench", "CF_INSTANCE_INDEX": str(index),
+                             "LOG_LEVEL": "warning", **env}
+                program = harness.Program("chat-node", env=variables)
+            else:
+                program = PythonProgram([sys.executable, str(ROOT / "bench" / "chat_peer.py"), "--port", str(port), "--redis", redis.url])
+            self.programs.append(program)
+            self.urls.append(f"http://127.0.0.1:{port}")
+        for url, program in zip(self.urls, self.programs):
+            wait_healthy(url, program)
+        self.cookies = self.login() if kind == "chat-node" else [""]
+
+    def login(self) -> list[str]:
+        cookies = []
+        for index in range(USERS):
+            response = requests.post(self.urls[index % len(self.urls)] + "/user", data={"user": f"user{index}"},
+                                     allow_redirects=False, timeout=10)
+            cookies.append(response.headers["Set-Cookie"].split(";")[0])
+        return cookies
+
+    @property
+    def pids(self) -> list[int]:
+        return [program.process.pid for program in self.programs]
+
+    def stop(self):
+        for program in self.programs:
+            program.stop(timeout=20)
+
+
+class PythonProgram(harness.Program):
+    """harness.Program for a command that is not a built executable."""
+
+    def __init__(self, command: list[str]):
+        import subprocess
+        import tempfile
+        self.name = "chat_peer"
+        self.log_path = Path(tempfile.mkdtemp(prefix="stickylab-peer-")) / "peer.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+class WebSocketClient(asyncio.Protocol):
+    """A lean Engine.IO/Socket.IO client over a raw WebSocket (RFC 6455): counts chat frames without
+    building objects for them, so that one Python process can read tens of thousands of frames per
+    second. Client frames are masked with a zero key (valid, and the payload stays as is)."""
+
+    def __init__(self, load: "Load", host: str, path: str, cookie: str, sample: bool, ready: asyncio.Future):
+        self.load = load
+        self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n"
+                        + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n").encode()
+        self.sample = sample
+        self.ready = ready
+        self.buffer = bytearray()
+        self.upgraded = False
+        self.opened = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc):
+        self.load.closed += 1
+        if not self.ready.done():
+            self.ready.set_exception(RuntimeError(f"connection lost during the handshake: {exc}"))
+
+    def send_text(self, text: str):
+        payload = text.encode()
+        length = len(payload)
+        if length < 126:
+            header = bytes([0x81, 0x80 | length])
+        elif length < 65536:
+            header = bytes([0x81, 0x80 | 126]) + length.to_bytes(2, "big")
+        else:
+            header = bytes([0x81, 0x80 | 127]) + length.to_bytes(8, "big")
+        self.transport.write(header + b"\x00\x00\x00\x00" + payload)
+
+    def data_received(self, data: bytes):
+        buffer = self.buffer
+        buffer += data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(RuntimeError(bytes(buffer[:200]).decode(errors="replace")))
+                self.transport.close()
+                return
+            del buffer[:end + 4]
+            self.upgraded = True
+        position = 0
+        size = len(buffer)
+        load = self.load
+        while size - position >= 2:
+            second = buffer[position + 1] & 0x7F
+            start = position + 2
+            if second == 126:
+                if size - position < 4:
+                    break
+                second = int.from_bytes(buffer[position + 2:position + 4], "big")
+                start = position + 4
+            elif second == 127:
+                if size - position < 10:
+                    break
+                second = int.from_bytes(buffer[position + 2:position + 10], "big")
+                start = position + 10
+            end = start + second
+            if end > size:
+                break
+            opcode = buffer[position] & 0x0F
+            if opcode == 1:
+                if buffer.startswith(b'42["chat"', start):
+                    load.received += 1
+                    if self.sample and load.recording:
+                        mark = buffer.find(b"~T", start, end)
+                        if mark >= 0:
+                            stop = buffer.find(b"~E", mark, end)
+                            load.latencies.append(time.perf_counter_ns() - int(buffer[mark + 2:stop]))
+                elif second == 1 and buffer[start] == 0x32:  # "2": ping
+                    self.send_text("3")
+                elif not self.opened and buffer[start] == 0x30:  # "0{...}": the Engine.IO open packet
+                    self.opened = True
+                    self.send_text("40")
+                elif buffer.startswith(b"40", start) and not self.ready.done():
+                    self.ready.set_result(self)
+                elif buffer.startswith(b"44", start) and not self.ready.done():
+                    self.ready.set_exception(RuntimeError(bytes(buffer[start:end]).decode(errors="replace")))
+            elif opcode == 8:
+                self.transport.close()
+            position = end
+        if position:
+            load.last_receive = time.perf_counter()
+            del buffer[:position]
+
+
+class Load:
+    """Clients speaking Engine.IO/Socket.IO over WebSocket, counting chat deliveries."""
+
+    def __init__(self, system: System):
+        self.system = system
+        self.sockets: list[WebSocketClient] = []
+        self.received = 0
+        self.last_receive = 0.0
+        self.recording = False
+        self.latencies: list[int] = []
+        self.closed = 0
+
+    async def open(self, count: int, urls: list[str] | None = None):
+        loop = asyncio.get_running_loop()
+        urls = urls or self.system.urls
+        start = len(self.sockets)
+        for batch in range(start, start + count, 200):
+            pending = []
+            for index in range(batch, min(batch + 200, start + count)):
+                host, port = urls[index % len(urls)].removeprefix("http://").split(":")
+                cookie = self.system.cookies[index % len(self.system.cookies)]
+                ready = loop.create_future()
+                path = "/socket.io/?EIO=4&transport=websocket"
+                factory = lambda r=ready, c=cookie, i=index, h=f"{host}:{port}": WebSocketClient(self, h, path, c, i % 10 == 0, r)  # noqa: E731
+                await loop.create_connection(factory, host, int(port))
+                pending.append(ready)
+            self.sockets += await asyncio.wait_for(asyncio.gather(*pending), timeout=120)
+
+    async def send_at(self, rate: float, seconds: float, tag: str) -> int:
+        """`rate` messages per second in total, from SENDERS clients, for `seconds`; returns how many were sent."""
+        senders = min(SENDERS, len(self.sockets))
+        interval = senders / rate
+        begin = time.perf_counter()
+        end = begin + seconds
+        counts = [0] * senders
+
+        async def sender(k: int):
+            client = self.sockets[(k * len(self.sockets)) // senders]
+            due = begin + k * interval / senders
+            while due < end:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                stamp = time.perf_counter_ns()
+                payload = json.dumps({"action": "message", "msg": f"~T{stamp}~E", "id": f"{tag}-{k}-{counts[k]}"})
+                client.send_text("42" + json.dumps(["chat", payload]))
+                counts[k] += 1
+                due += interval
+
+        await asyncio.gather(*(sender(k) for k in range(senders)))
+        return sum(counts)
+
+    async def settle(self, expected: int, timeout: float = 5.0):
+        """Waits until `expected` deliveries arrived, or nothing arrived for 1 s, or `timeout`."""
+        deadline = time.perf_counter() + timeout
+        while self.received < expected and time.perf_counter() < deadline:
+            if self.last_receive and time.perf_counter() - self.last_receive > 1.0:
+                break
+            await asyncio.sleep(0.05)
+
+    async def close(self):
+        for client in self.sockets:
+            client.transport.close()
+        await asyncio.sleep(0)
+
+
+async def measure(system: System) -> dict:
+    load = Load(system)
+    await load.open(CLIENTS)
+    clients = len(load.sockets)
+    await load.send_at(5, 1.0, "warm")
+    await load.settle(load.received + 5 * clients)
+    steps = []
+    for rate in RATES:
+        before = load.received
+        cpu_before = cpu_seconds(system.pids)
+        own_before = sum(os.times()[:2])
+        began = time.perf_counter()
+        sent = await load.send_at(rate, STEP_SECONDS, f"r{rate}")
+        await load.settle(before + sent * clients)
+        elapsed = max(load.last_receive, began + STEP_SECONDS) - began
+        delivered = load.received - before
+        cpu = cpu_seconds(system.pids) - cpu_before
+        own = sum(os.times()[:2]) - own_before
+        kept_up = delivered >= 0.97 * sent * clients and elapsed <= STEP_SECONDS + 1.0
+        steps.append({"rate": rate, "sent": sent, "delivered": delivered, "per_second": delivered / elapsed,
+                      "cpu_us": cpu / max(1, delivered) * 1e6,
+                      "load_us": own / max(1, delivered) * 1e6, "kept_up": kept_up})
+        print(f"  {system.name}: {rate} msg/s -> {delivered / elapsed:,.0f} delivered/s "
+              f"({delivered}/{sent * clients}, {elapsed:.1f}s){'' if kept_up else ' (fell behind)'}", file=sys.stderr, flush=True)
+        if not kept_up or load.closed:
+            break
+    sustained = [step for step in steps if step["kept_up"]]
+    best = max(sustained or steps, key=lambda step: step["per_second"])
+    half_rate = max(1.0, best["per_second"] / 2 / clients)
+    load.latencies.clear()
+    load.recording = True
+    before = load.received
+    sent = await load.send_at(half_rate, 5.0, "half")
+    await load.settle(before + sent * clients)
+    load.recording = False
+    p50, p99 = percentiles(load.latencies)
+    # And at a low rate, where neither the servers nor the load generator are busy.
+    load.latencies.clear()
+    load.recording = True
+    before = load.received
+    sent = await load.send_at(LOW_RATE, 4.0, "low")
+    await load.settle(before + sent * clients)
+    load.recording = False
+    low50, low99 = percentiles(load.latencies)
+    result = {"clients": clients, "steps": steps, "max": best["per_second"], "max_rate": best["rate"],
+              "cpu_us": statistics.median(step["cpu_us"] for step in (sustained or steps)),
+              "load_us": statistics.median(step["load_us"] for step in (sustained or steps)), "half_rate": half_rate,
+              "p50": p50, "p99": p99, "low50": low50, "low99": low99, "closed": load.closed}
+    await load.close()
+    return result
+
+
+def percentiles(samples: list[int]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan"), float("nan")
+    return ordered[len(ordered) // 2] / 1e6, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1e6
+
+
+async def idle_memory(redis: harness.RedisServer) -> dict:
+    system = System("chat-node idle", redis, 1, "chat-node", KEY_PREFIX="idle:")
+    pid = system.pids[0]
+    load = Load(system)
+    try:
+        await load.open(200)
+        baseline = rss_bytes(pid)
+        await load.open(IDLE_CLIENTS)
+        connected = len(load.sockets) - 200
+        loaded = rss_bytes(pid)
+        return {"clients": connected, "baseline": baseline, "loaded": loaded, "per_client": (loaded - baseline) / max(1, connected)}
+    finally:
+        await load.close()
+        system.stop()
+
+
+def row(name: str, result: dict) -> str:
+    return (f"| {name} | {result['clients']} | {result['max']:,.0f} | {result['max_rate']} | {result['cpu_us']:.1f} | "
+            f"{result['load_us']:.1f} | {result['half_rate']:.0f} | {result['p50']:.1f} | {result['p99']:.1f} | "
+            f"{result['low50']:.1f} | {result['low99']:.1f} |")
+
+
+async def main() -> int:
+    results = {}
+    for name, kind in [("chat-node", "chat-node"), ("python-socketio + AsyncRedisManager", "peer")]:
+        redis = harness.RedisServer()
+        system = System(name, redis, NODES, kind)
+        try:
+            print(f"bench_chat: {name}, {NODES} instances, {CLIENTS} clients", file=sys.stderr, flush=True)
+            results[name] = await measure(system)
+        finally:
+            system.stop()
+            redis.stop()
+    redis = harness.RedisServer()
+    try:
+        memory = await idle_memory(redis)
+    finally:
+        redis.stop()
+
+    swift, peer = results["chat-node"], results["python-socketio + AsyncRedisManager"]
+    ratio = swift["max"] / peer["max"] if peer["max"] else float("inf")
+    cpu_ratio = peer["cpu_us"] / swift["cpu_us"] if swift["cpu_us"] else float("inf")
+    lines = [
+        "## chat-node (3 instances, one room, through Redis) vs python-socketio + AsyncRedisManager",
+        "",
+        f"{NODES} instances per system on one redis-server, {CLIENTS} WebSocket clients spread over them, {SENDERS} of them "
+        f"sending; every message reaches every client. Send rate stepped up ({', '.join(map(str, RATES))} msg/s, "
+        f"{STEP_SECONDS:.0f} s each) until a system falls behind; latency measured at half of that system's maximum. "
+        "Same load generator (one asyncio process) for both.",
+        "",
+        f"| system | clients | max delivered msg/s | at send rate msg/s | server CPU us per delivered msg | load generator CPU us per delivered msg | half-max send rate msg/s | p50 ms | p99 ms | p50 ms at {LOW_RATE} msg/s | p99 ms at {LOW_RATE} msg/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        row("chat-node", swift),
+        row("python-socketio + AsyncRedisManager", peer),
+        "",
+        f"- Throughput ratio: **{ratio:.1f}x** (target >= {TARGET_RATIO}x): {'met' if ratio >= TARGET_RATIO else 'NOT met'}.",
+        f"- Server CPU per delivered message: python-socketio needs **{cpu_ratio:.1f}x** chat-node's "
+        f"(the fair comparison when the load generator saturates first).",
+        f"- chat-node p99 at half its maximum: **{swift['p99']:.1f} ms** (target <= {TARGET_P99_MS} ms): "
+        f"{'met' if swift['p99'] <= TARGET_P99_MS else 'NOT met'}. The single-threaded load generator spends "
+        f"{swift['load_us']:.0f} us per delivered frame, so reading one broadcast to all {swift['clients']} clients takes it "
+        f"about {swift['load_us'] * swift['clients'] / 1000:.0f} ms: latencies include that floor.",
+        f"- Machine load while measuring (1-minute load average, 2 cores): {os.getloadavg()[0]:.1f}.",
+        f"- Idle memory: {memory['clients']} clients on one chat-node: RSS {memory['baseline'] / 2**20:.1f} MiB -> "
+        f"{memory['loaded'] / 2**20:.1f} MiB, **{memory['per_client'] / 1024:.1f} KB per client** "
+        f"(target <= {TARGET_IDLE_BYTES // 1024} KB): {'met' if memory['per_client'] <= TARGET_IDLE_BYTES else 'NOT met'}.",
+    ]
+    for name, result in results.items():
+        if result["closed"]:
+            lines.append(f"- {name}: {result['closed']} client connections closed during the run (slow clients cut off).")
+    print("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
