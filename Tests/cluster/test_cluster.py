@@ -334,3 +334,25 @@ def test_the_next_up_cleans_up_after_a_cluster_killed_with_sigkill(cluster):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_an_external_redis_and_the_process_health_check():
+    from harness import RedisServer
+    with RedisServer() as redis:
+        run = ClusterRun(config(instances=2, health_check={"type": "process"}, redis={"url": redis.url}))
+        try:
+            run.wait_ready()
+            cluster_output = run.output()
+            assert f"using the Redis at redis://127.0.0.1:{redis.port}" in cluster_output
+            assert "healthy after" in cluster_output and "(process check)" in cluster_output
+            for instance in run.instances().values():
+                # `process`: healthy as soon as it runs, before it listens.
+                run.expect(f"listening on {instance['port']}")
+                env = get(instance["port"], "/env")
+                assert env["REDIS_URL"] == redis.url
+                assert json.loads(env["VCAP_SERVICES"])["redis"][0]["credentials"]["port"] == redis.port
+            assert run.status()["redis"]["state"] == "external"
+            refused = run.ctl("redis", "restart", check=False)
+            assert refused.returncode == 1 and "Redis is external" in refused.stderr
+        finally:
+            run.close()
