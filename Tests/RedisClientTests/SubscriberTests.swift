@@ -46,7 +46,8 @@ struct SubscriberTests {
         #expect(await events.next() == .mayHaveMissedMessages(reason: .reconnected))
         #expect(subscriber.isConnected)
         // Re-subscribed to everything by itself: the server counts one subscriber on each.
-        try await waitUntil("the publisher to reconnect") { publisher.isConnected }
+        // The publisher may not have noticed the restart yet: wait until a command really goes through.
+        try await waitUntil("the publisher to reconnect") { (try? await publisher.ping()) == "PONG" }
         #expect(try await publisher.publish("2", to: "a") == 1)
         #expect(try await publisher.publish("3", to: "b") == 1)
         #expect(try await publisher.publish("4", to: "p.x") == 1)

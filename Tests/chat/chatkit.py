@@ -72,7 +72,7 @@ def cookie_header(session: requests.Session) -> str:
     return "; ".join(f"{name}={value}" for name, value in session.cookies.items())
 
 
-class RecordingClient(socketio.Client):
+class RecordingClient(harness.OrderedClient):
     """python-socketio does not keep the CONNECT reply's pid: keep it, to recover later."""
 
     def _handle_connect(self, namespace, data):

@@ -80,7 +80,7 @@ def test_forged_unsigned_and_other_secret_cookies_are_no_session(redis, nodes):
         page = requests.get(node.url + "/", headers={"Cookie": f"JSESSIONID={forged}"}, timeout=10)
         assert 'action="/user"' in page.text, forged
         with pytest.raises(socketio.exceptions.ConnectionError):
-            client = socketio.Client(reconnection=False)
+            client = harness.OrderedClient(reconnection=False)
             client.connect(node.url, headers={"Cookie": f"JSESSIONID={forged}"}, transports=["polling"], wait_timeout=5)
 
 
@@ -99,7 +99,7 @@ def test_secret_rotation_keeps_old_cookies_valid(redis, nodes):
 def test_socket_connect_is_refused_without_a_logged_in_session(redis, nodes):
     (node,) = nodes(1)
     errors = []
-    client = socketio.Client(reconnection=False)
+    client = harness.OrderedClient(reconnection=False)
 
     @client.event
     def connect_error(data):

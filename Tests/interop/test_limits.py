@@ -48,7 +48,7 @@ def small_buffer_server():
 def test_a_client_that_stops_reading_is_closed_and_others_get_everything(small_buffer_server):
     server = small_buffer_server
     stalled = stalled_websocket(server.port)
-    fast = socketio.Client(reconnection=False)
+    fast = harness.OrderedClient(reconnection=False)
     received: list = []
     done = threading.Event()
     count, size = 300, 10_000

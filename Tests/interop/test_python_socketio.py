@@ -16,7 +16,7 @@ COUNT = 1000
 
 
 def connect(server, mode: str, auth: dict | None = None) -> socketio.Client:
-    client = socketio.Client(reconnection=False)
+    client = harness.OrderedClient(reconnection=False)
     client.connect(server.url, transports=MODES[mode], auth=auth or {"token": "good"}, wait_timeout=10)
     return client
 
@@ -87,7 +87,7 @@ def test_acks_both_ways_and_binary(server, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_refused_with_a_readable_message(server, mode):
-    client = socketio.Client(reconnection=False)
+    client = harness.OrderedClient(reconnection=False)
     errors: list = []
 
     @client.event

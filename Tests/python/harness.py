@@ -13,6 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import engineio
+import socketio
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STICKYLAB_BIN", REPO / ".build" / "debug"))
 SOCKETIO_JS = REPO / ".deps" / "socket.io.min.js"
@@ -100,6 +103,25 @@ class RedisServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class _OrderedEngineIOClient(engineio.Client):
+    def _trigger_event(self, event, *args, **kwargs):
+        if event == "message":
+            kwargs["run_async"] = False
+        return super()._trigger_event(event, *args, **kwargs)
+
+
+class OrderedClient(socketio.Client):
+    """A python-socketio client (5.x, threading) that handles messages in arrival order.
+
+    python-engineio's threaded client runs every message handler in a new thread, so two events sent
+    in order can reach the handlers out of order, and a handler that records "the last offset" can
+    record an older one. This client runs them one after another on the read loop, as the asyncio
+    client and the JavaScript client do. Its handlers must not block waiting for another packet."""
+
+    def _engineio_client_class(self):
+        return _OrderedEngineIOClient
 
 
 class Program:
