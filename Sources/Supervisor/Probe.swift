@@ -144,8 +144,30 @@ public enum Probe {
 }
 
 extension Probe {
-    /// A free TCP port on 127.0.0.1, picked by the kernel.
+    /// A free TCP port on 127.0.0.1, chosen at random BELOW the kernel's ephemeral range (32768-60999
+    /// by default). A port the kernel hands out for `bind(0)` comes from that range, and so do the
+    /// source ports of outgoing connections: one of those could take it between now and the moment its
+    /// user binds it. Falls back to the kernel's choice when no such port is free.
     public static func freePort() throws -> Int {
+        let ephemeralStart = ephemeralPortRange().lowerBound
+        if ephemeralStart > 10_000 {
+            for _ in 0..<500 {
+                let candidate = Int.random(in: 10_000..<ephemeralStart)
+                if isFree(port: candidate) { return candidate }
+            }
+        }
+        return try kernelChosenPort()
+    }
+
+    /// The kernel's ephemeral port range (/proc/sys/net/ipv4/ip_local_port_range).
+    static func ephemeralPortRange() -> ClosedRange<Int> {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let numbers = text.split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+        guard numbers.count == 2, numbers[0] <= numbers[1] else { return 32768...60999 }
+        return numbers[0]...numbers[1]
+    }
+
+    private static func kernelChosenPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure("cannot create a socket to find a free port (errno \(errno))") }
         defer { close(fd) }
