@@ -793,8 +793,17 @@ public actor ClusterSupervisor {
             event("open http://127.0.0.1:\(port)/ (no proxy: each instance answers on its own port)")
         }
         event(
-            "try from another terminal: cluster status\(stateFlag) | cluster kill 1 | cluster scale 5 | cluster restart --all --rolling | "
-                + "cluster redis restart | cluster logs -f 1 | cluster down (or Ctrl-C here)")
+            "try from another terminal: \(Self.invocation) status\(stateFlag) (then: kill 1, scale 5, restart --all --rolling, "
+                + "redis restart, logs -f 1, down; Ctrl-C here stops everything)")
+    }
+}
+
+extension ClusterSupervisor {
+    /// How the user ran this program, so that the hints can be pasted: the path they typed (for
+    /// example `.build/release/cluster`), or `cluster` when it came from PATH.
+    static var invocation: String {
+        guard let first = CommandLine.arguments.first, first.contains("/") else { return "cluster" }
+        return shellQuote(first)
     }
 }
 
