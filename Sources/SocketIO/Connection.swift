@@ -22,8 +22,8 @@ final class Connection: Sendable {
 
     struct EngineIO: ~Copyable {
         var session: EngineSession
-        var webSocket: (any Channel)?
-        var probe: (any Channel)?
+        var webSocket: WebSocketLink?
+        var probe: WebSocketLink?
         var poll: CheckedContinuation<PollOutcome, Never>?
         var timer: Scheduled<Void>?
         var timerDeadline: NIODeadline?
@@ -45,7 +45,7 @@ final class Connection: Sendable {
         self.handshake = handshake
         var session = EngineSession(transport: transport, now: now, configuration: server.engineConfiguration)
         session.setAttachDeadline(now + TimeAmount(server.configuration.connectTimeout))
-        self.engine = Mutex(EngineIO(session: session, webSocket: webSocket))
+        self.engine = Mutex(EngineIO(session: session, webSocket: webSocket.map(WebSocketLink.init)))
         self.socketIO = Mutex(
             SocketIOState(
                 decoder: SocketDecoder(
@@ -87,8 +87,8 @@ final class Connection: Sendable {
     /// that channel instead so the caller writes to all its recipients with one hop per event loop.
     func sendOrBatch(_ packets: [EnginePacket]) -> (any Channel)? {
         let (channel, aftermath) = engine.withLock { io -> ((any Channel)?, Aftermath) in
-            if io.session.transport == .websocket, !io.session.isClosed, let webSocket = io.webSocket, webSocket.isWritable {
-                return (webSocket, Aftermath())
+            if io.session.transport == .websocket, !io.session.isClosed, let webSocket = io.webSocket, webSocket.channel.isWritable {
+                return (webSocket.channel, Aftermath())
             }
             return (nil, apply(io.session.send(packets), to: &io))
         }
@@ -96,29 +96,14 @@ final class Connection: Sendable {
         return channel
     }
 
-    /// Writes the same packets to many WebSockets: one task per event loop, one flush per channel.
+    /// Writes the same packets to many WebSockets: one outbox item per event loop, one flush per channel.
     static func writeBatched(_ packets: [EnginePacket], to channels: [any Channel]) {
-        guard let first = channels.first else { return }
-        let frames = packets.map { WebSocketFrame(fin: true, opcode: $0.isBinary ? .binary : .text, data: $0.wire) }
-        if channels.allSatisfy({ $0.eventLoop === first.eventLoop }) {
-            first.eventLoop.execute { write(frames, to: channels) }
-            return
-        }
-        var byLoop: [ObjectIdentifier: (loop: any EventLoop, channels: [any Channel])] = [:]
-        for channel in channels {
-            byLoop[ObjectIdentifier(channel.eventLoop), default: (channel.eventLoop, [])].channels.append(channel)
-        }
-        for (_, batch) in byLoop {
-            let channels = batch.channels
-            batch.loop.execute { write(frames, to: channels) }
-        }
+        guard !channels.isEmpty else { return }
+        WebSocketOutbox.broadcast(frames(packets), to: channels)
     }
 
-    private static func write(_ frames: [WebSocketFrame], to channels: [any Channel]) {
-        for channel in channels {
-            for frame in frames { channel.write(frame, promise: nil) }
-        }
-        FlushCoalescer.shared.flushSoon(channels)
+    static func frames(_ packets: [EnginePacket]) -> [WebSocketFrame] {
+        packets.map { WebSocketFrame(fin: true, opcode: $0.isBinary ? .binary : .text, data: $0.wire) }
     }
 
     /// `send` for callers that hold another lock: pass the result to `handle(_:)` once it is released.
@@ -186,20 +171,22 @@ final class Connection: Sendable {
             return .badRequest
         }
         let received = transition { $0.receive(packets, now: .now()) }
-        await deliver(received)
+        if !deliver(received) { await waitForHandlers() }
         return nil
     }
 
-    /// A frame on the session's WebSocket (the active transport or the probe).
-    func receiveWebSocket(_ packet: Result<EnginePacket, EngineDecodingError>, on channel: any Channel) async {
-        let isProbe = engine.withLock { io in io.probe.map { $0 === channel } ?? false }
+    /// A message on the session's WebSocket (the active transport or the probe). Returns false when
+    /// the client's handlers are `maxQueuedInboundPackets` behind: stop reading from it until
+    /// `whenHandlersCatchUp` calls back.
+    func receiveWebSocket(_ packet: Result<EnginePacket, EngineDecodingError>, on channel: any Channel) -> Bool {
+        let isProbe = engine.withLock { io in io.probe.map { $0.channel === channel } ?? false }
         switch packet {
         case .success(let packet):
             if isProbe {
                 transition { $0.probeReceived(packet) }
             } else {
                 let received = transition { $0.receive([packet], now: .now()) }
-                await deliver(received)
+                return deliver(received)
             }
         case .failure(let error):
             if isProbe {
@@ -209,13 +196,21 @@ final class Connection: Sendable {
                 transition { $0.receiveFailed() }
             }
         }
+        return true
+    }
+
+    /// Whether `channel` is this session's active WebSocket or its upgrade probe.
+    func isTransport(_ channel: any Channel) -> Bool {
+        engine.withLock { io in
+            io.webSocket.map { $0.channel === channel } ?? false || io.probe.map { $0.channel === channel } ?? false
+        }
     }
 
     /// A WebSocket with this session's sid opened to probe an upgrade; false: refuse it.
     func attachProbe(_ channel: any Channel) -> Bool {
         let attached = engine.withLock { io -> Bool in
             guard io.session.probeOpened(now: .now()) else { return false }
-            io.probe = channel
+            io.probe = WebSocketLink(channel)
             _ = apply(EngineEffects(), to: &io)
             return true
         }
@@ -225,12 +220,12 @@ final class Connection: Sendable {
     /// A WebSocket of this session ended (the peer closed it or the connection broke).
     func webSocketEnded(_ channel: any Channel) {
         let aftermath = engine.withLock { io -> Aftermath in
-            if let probe = io.probe, probe === channel {
+            if let probe = io.probe, probe.channel === channel {
                 io.probe = nil
                 io.session.probeClosed()
                 return Aftermath()
             }
-            guard let webSocket = io.webSocket, webSocket === channel else { return Aftermath() }
+            guard let webSocket = io.webSocket, webSocket.channel === channel else { return Aftermath() }
             return apply(io.session.webSocketClosed(), to: &io)
         }
         handle(aftermath)
@@ -246,11 +241,11 @@ final class Connection: Sendable {
             logger.debug("Session upgraded to WebSocket")
         }
         if !effects.probeWrites.isEmpty, let probe = io.probe {
-            Self.write(effects.probeWrites, to: probe)
+            probe.write(effects.probeWrites)
         }
         if !effects.webSocketWrites.isEmpty, let webSocket = io.webSocket {
-            if webSocket.isWritable || effects.upgraded {
-                Self.write(effects.webSocketWrites, to: webSocket)
+            if webSocket.channel.isWritable || effects.upgraded {
+                webSocket.write(effects.webSocketWrites)
             } else {
                 server.metrics.slowClientsClosed.increment()
                 logger.notice(
@@ -267,7 +262,7 @@ final class Connection: Sendable {
         }
         if effects.closeProbe, let probe = io.probe {
             io.probe = nil
-            Self.closeWebSocket(probe, code: .normalClosure)
+            probe.close(code: .normalClosure)
         }
         if let reason = effects.closed {
             if let continuation = io.poll {
@@ -276,12 +271,11 @@ final class Connection: Sendable {
             }
             if let webSocket = io.webSocket {
                 io.webSocket = nil
-                Self.closeWebSocket(
-                    webSocket, code: reason == .serverShuttingDown ? .goingAway : .normalClosure, immediately: reason == .slowClient)
+                webSocket.close(code: reason == .serverShuttingDown ? .goingAway : .normalClosure, immediately: reason == .slowClient)
             }
             if let probe = io.probe {
                 io.probe = nil
-                Self.closeWebSocket(probe, code: .normalClosure)
+                probe.close(code: .normalClosure)
             }
             io.timer?.cancel()
             io.timer = nil
@@ -315,65 +309,26 @@ final class Connection: Sendable {
             engineClosed(reason)
         }
     }
-
-    private static func write(_ packets: [EnginePacket], to channel: any Channel) {
-        let frames = packets.map { WebSocketFrame(fin: true, opcode: $0.isBinary ? .binary : .text, data: $0.wire) }
-        // Always through the event loop's queue, so writes keep the order they were issued in.
-        channel.eventLoop.execute {
-            for frame in frames { channel.write(frame, promise: nil) }
-            FlushCoalescer.shared.flushSoon([channel])
-        }
-    }
-
-    /// Sends a close frame then closes the connection; a peer that does not read (the close frame
-    /// cannot go out) is cut off after a short grace period, and a slow client at once.
-    static func closeWebSocket(_ channel: any Channel, code: WebSocketErrorCode, immediately: Bool = false) {
-        var data = ByteBuffer()
-        data.write(webSocketErrorCode: code)
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
-        channel.eventLoop.execute {
-            if immediately || !channel.isWritable {
-                channel.close(promise: nil)
-                return
-            }
-            channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
-            channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
-        }
-    }
 }
 
-/// Flushes written channels once the event loop has run the tasks already queued: packets written
-/// in a burst (a run of broadcasts, a handler emitting several events) leave in one system call per
-/// connection instead of one each. Called on the channels' event loop.
-final class FlushCoalescer: Sendable {
-    static let shared = FlushCoalescer()
+/// A WebSocket a session writes to, with the outbox of its event loop.
+struct WebSocketLink: Sendable {
+    let channel: any Channel
+    let outbox: WebSocketOutbox
 
-    private struct Pending {
-        var scheduled = false
-        var channels: [ObjectIdentifier: any Channel] = [:]
+    init(_ channel: any Channel) {
+        self.channel = channel
+        self.outbox = WebSocketOutbox.of(channel.eventLoop)
     }
 
-    private let pending = Mutex<[ObjectIdentifier: Pending]>([:])
+    /// Writes the packets, one frame each, after everything written to this loop's WebSockets before.
+    func write(_ packets: [EnginePacket]) {
+        outbox.submit(.write(Connection.frames(packets), to: channel))
+    }
 
-    func flushSoon(_ channels: [any Channel]) {
-        guard let loop = channels.first?.eventLoop else { return }
-        let key = ObjectIdentifier(loop)
-        let schedule = pending.withLock { pending -> Bool in
-            var entry = pending[key] ?? Pending()
-            for channel in channels { entry.channels[ObjectIdentifier(channel)] = channel }
-            defer {
-                entry.scheduled = true
-                pending[key] = entry
-            }
-            return !entry.scheduled
-        }
-        guard schedule else { return }
-        loop.execute { [self] in
-            let channels = pending.withLock { pending -> [any Channel] in
-                let entry = pending.removeValue(forKey: key)
-                return entry.map { Array($0.channels.values) } ?? []
-            }
-            for channel in channels { channel.flush() }
-        }
+    /// Sends a close frame with `code` after what was written before, then closes the connection
+    /// (`immediately`: without waiting for what is queued; a slow client).
+    func close(code: WebSocketErrorCode, immediately: Bool = false) {
+        outbox.submit(.close(channel, code: code, immediately: immediately))
     }
 }
