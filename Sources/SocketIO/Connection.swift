@@ -83,23 +83,36 @@ final class Connection: Sendable {
         transition { $0.send(packets) }
     }
 
-    /// `send` for a broadcast: when the packets would go straight onto a writable WebSocket, returns
-    /// that channel instead so the caller writes to all its recipients with one hop per event loop.
-    func sendOrBatch(_ packets: [EnginePacket]) -> (any Channel)? {
-        let (channel, aftermath) = engine.withLock { io -> ((any Channel)?, Aftermath) in
-            if io.session.transport == .websocket, !io.session.isClosed, let webSocket = io.webSocket, webSocket.channel.isWritable {
-                return (webSocket.channel, Aftermath())
+    /// `send` for a broadcast: when the packets would go straight onto the session's WebSocket,
+    /// returns it instead so the caller writes to all its recipients with one hop per event loop.
+    func sendOrBatch(_ packets: [EnginePacket]) -> WebSocketOutbox.Target? {
+        let (target, aftermath) = engine.withLock { io -> (WebSocketOutbox.Target?, Aftermath) in
+            if io.session.transport == .websocket, !io.session.isClosed, let webSocket = io.webSocket {
+                return (WebSocketOutbox.Target(channel: webSocket.channel, connection: self), Aftermath())
             }
             return (nil, apply(io.session.send(packets), to: &io))
         }
         handle(aftermath)
-        return channel
+        return target
     }
 
     /// Writes the same packets to many WebSockets: one outbox item per event loop, one flush per channel.
-    static func writeBatched(_ packets: [EnginePacket], to channels: [any Channel]) {
-        guard !channels.isEmpty else { return }
-        WebSocketOutbox.broadcast(frames(packets), to: channels)
+    static func writeBatched(_ packets: [EnginePacket], to targets: [WebSocketOutbox.Target]) {
+        guard !targets.isEmpty else { return }
+        WebSocketOutbox.broadcast(frames(packets), to: targets)
+    }
+
+    /// The client's WebSocket is still over `maxOutboundBufferBytes` when more is to be written: it
+    /// does not read. Closes the session (once) without waiting for what is queued.
+    func closeAsSlowClient() {
+        let aftermath = engine.withLock { io -> Aftermath in
+            guard !io.session.isClosed else { return Aftermath() }
+            server.metrics.slowClientsClosed.increment()
+            logger.notice(
+                "Closing a slow client: more than \(server.configuration.limits.maxOutboundBufferBytes) bytes wait in its WebSocket send buffer")
+            return apply(io.session.close(.slowClient), to: &io)
+        }
+        handle(aftermath)
     }
 
     static func frames(_ packets: [EnginePacket]) -> [WebSocketFrame] {
@@ -234,27 +247,16 @@ final class Connection: Sendable {
     // MARK: Carrying out effects (under the lock, so writes keep their order)
 
     private func apply(_ effects: EngineEffects, to io: inout EngineIO) -> Aftermath {
-        var effects = effects
         if effects.upgraded {
             io.webSocket = io.probe
             io.probe = nil
             logger.debug("Session upgraded to WebSocket")
         }
         if !effects.probeWrites.isEmpty, let probe = io.probe {
-            probe.write(effects.probeWrites)
+            probe.write(effects.probeWrites, for: self)
         }
         if !effects.webSocketWrites.isEmpty, let webSocket = io.webSocket {
-            if webSocket.channel.isWritable || effects.upgraded {
-                webSocket.write(effects.webSocketWrites)
-            } else {
-                server.metrics.slowClientsClosed.increment()
-                logger.notice(
-                    "Closing a slow client: more than \(server.configuration.limits.maxOutboundBufferBytes) bytes wait in its WebSocket send buffer"
-                )
-                let closing = io.session.close(.slowClient)
-                effects.closed = closing.closed
-                effects.pollResponse = closing.pollResponse
-            }
+            webSocket.write(effects.webSocketWrites, for: self)
         }
         if let response = effects.pollResponse, let continuation = io.poll {
             io.poll = nil
@@ -321,9 +323,10 @@ struct WebSocketLink: Sendable {
         self.outbox = WebSocketOutbox.of(channel.eventLoop)
     }
 
-    /// Writes the packets, one frame each, after everything written to this loop's WebSockets before.
-    func write(_ packets: [EnginePacket]) {
-        outbox.submit(.write(Connection.frames(packets), to: channel))
+    /// Writes the packets, one frame each, after everything written to this loop's WebSockets before
+    /// (`connection`: closed if its client does not read).
+    func write(_ packets: [EnginePacket], for connection: Connection?) {
+        outbox.submit(.write(Connection.frames(packets), to: WebSocketOutbox.Target(channel: channel, connection: connection)))
     }
 
     /// Sends a close frame with `code` after what was written before, then closes the connection

@@ -135,8 +135,8 @@ final class EngineWebSocketHandler: ChannelDuplexHandler {
             }
         case .ping:
             guard !closeSent else { return }
-            WebSocketLink(context.channel).outbox.submit(
-                .write([WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)], to: context.channel))
+            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
+            WebSocketLink(context.channel).outbox.submit(.write([pong], to: .init(channel: context.channel, connection: socket.connection)))
         case .pong:
             break
         case .connectionClose:

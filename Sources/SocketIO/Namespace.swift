@@ -165,10 +165,10 @@ public final class Namespace: Sendable {
             return connections
         }
         server.metrics.messagesSent.increment(by: targets.count)
-        var batch: [any Channel] = []
+        var batch: [WebSocketOutbox.Target] = []
         batch.reserveCapacity(targets.count)
         for connection in targets {
-            if let channel = connection.sendOrBatch(packets) { batch.append(channel) }
+            if let target = connection.sendOrBatch(packets) { batch.append(target) }
         }
         Connection.writeBatched(packets, to: batch)
     }

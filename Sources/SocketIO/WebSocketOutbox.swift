@@ -7,12 +7,22 @@ import Synchronization
 /// has queued up since the last pass: every write, then ONE flush per channel. A burst (a run of
 /// broadcasts arriving while the loop was busy, a handler emitting several events) leaves in one
 /// system call per connection, and a broadcast costs one hop per event loop, not one per recipient.
+///
+/// Slow clients are judged here, on the loop: a channel that is still over its write buffer's high
+/// watermark when the next write for it comes (after a flush handed the kernel all it would take)
+/// belongs to a client that does not read; its session is closed and it gets nothing more.
 final class WebSocketOutbox: Sendable {
+    /// A WebSocket to write to, and the session to close when its client does not read.
+    struct Target: Sendable {
+        let channel: any Channel
+        let connection: Connection?
+    }
+
     enum Item: Sendable {
         /// Frames for one channel.
-        case write([WebSocketFrame], to: any Channel)
+        case write([WebSocketFrame], to: Target)
         /// The same frames for many channels of this loop.
-        case broadcast([WebSocketFrame], to: [any Channel])
+        case broadcast([WebSocketFrame], to: [Target])
         /// A close frame with this code, then the connection closed (at once, dropping what is queued,
         /// when `immediately`; also at once when the peer does not read).
         case close(any Channel, code: WebSocketErrorCode, immediately: Bool)
@@ -54,19 +64,19 @@ final class WebSocketOutbox: Sendable {
         if schedule { eventLoop.execute { self.drain() } }
     }
 
-    /// Writes the same frames to channels of any event loops: one item per loop.
-    static func broadcast(_ frames: [WebSocketFrame], to channels: [any Channel]) {
-        guard let first = channels.first else { return }
-        if channels.allSatisfy({ $0.eventLoop === first.eventLoop }) {
-            of(first.eventLoop).submit(.broadcast(frames, to: channels))
+    /// Writes the same frames to WebSockets of any event loops: one item per loop.
+    static func broadcast(_ frames: [WebSocketFrame], to targets: [Target]) {
+        guard let first = targets.first else { return }
+        if targets.allSatisfy({ $0.channel.eventLoop === first.channel.eventLoop }) {
+            of(first.channel.eventLoop).submit(.broadcast(frames, to: targets))
             return
         }
-        var byLoop: [ObjectIdentifier: (loop: any EventLoop, channels: [any Channel])] = [:]
-        for channel in channels {
-            byLoop[ObjectIdentifier(channel.eventLoop), default: (channel.eventLoop, [])].channels.append(channel)
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, targets: [Target])] = [:]
+        for target in targets {
+            byLoop[ObjectIdentifier(target.channel.eventLoop), default: (target.channel.eventLoop, [])].targets.append(target)
         }
         for (_, batch) in byLoop {
-            of(batch.loop).submit(.broadcast(frames, to: batch.channels))
+            of(batch.loop).submit(.broadcast(frames, to: batch.targets))
         }
     }
 
@@ -77,24 +87,19 @@ final class WebSocketOutbox: Sendable {
             defer { queue.items.removeAll(keepingCapacity: queue.items.count <= 64) }
             return queue.items
         }
-        if items.count == 1, case .broadcast(let frames, let channels) = items[0] {
+        if items.count == 1, case .broadcast(let frames, let targets) = items[0] {
             // The common case under light load: nothing to deduplicate.
-            for channel in channels {
-                for frame in frames { channel.write(frame, promise: nil) }
-                channel.flush()
-            }
+            for target in targets where Self.write(frames, to: target) { target.channel.flush() }
             return
         }
         var dirty: [ObjectIdentifier: any Channel] = [:]
         for item in items {
             switch item {
-            case .write(let frames, let channel):
-                for frame in frames { channel.write(frame, promise: nil) }
-                dirty[ObjectIdentifier(channel)] = channel
-            case .broadcast(let frames, let channels):
-                for channel in channels {
-                    for frame in frames { channel.write(frame, promise: nil) }
-                    dirty[ObjectIdentifier(channel)] = channel
+            case .write(let frames, let target):
+                if Self.write(frames, to: target) { dirty[ObjectIdentifier(target.channel)] = target.channel }
+            case .broadcast(let frames, let targets):
+                for target in targets where Self.write(frames, to: target) {
+                    dirty[ObjectIdentifier(target.channel)] = target.channel
                 }
             case .close(let channel, let code, let immediately):
                 dirty.removeValue(forKey: ObjectIdentifier(channel))
@@ -102,6 +107,21 @@ final class WebSocketOutbox: Sendable {
             }
         }
         for channel in dirty.values { channel.flush() }
+    }
+
+    /// Writes (without flushing) unless the client is too slow; false: nothing written.
+    private static func write(_ frames: [WebSocketFrame], to target: Target) -> Bool {
+        let channel = target.channel
+        guard channel.isWritable else {
+            // Still over the high watermark after the last flush: the client does not read.
+            target.connection?.closeAsSlowClient()
+            return false
+        }
+        for frame in frames { channel.write(frame, promise: nil) }
+        // Crossing the watermark with unflushed writes says nothing about the client yet: hand the
+        // kernel what it takes, and judge the client by what remains.
+        if !channel.isWritable { channel.flush() }
+        return true
     }
 
     /// Sends a close frame (after what was written before it) then closes the connection; a peer that
