@@ -12,7 +12,7 @@ enum PollOutcome: Sendable {
 /// One client connection: the Engine.IO session (its state machine plus the transports it runs on)
 /// and the Socket.IO layer on top (the decoder, the namespaces joined, the handler queue). The
 /// decisions are in `EngineSession`; this class carries them out.
-final class Connection: Sendable {
+final class Connection: Sendable, NIOScheduledCallbackHandler {
     let id: String
     let server: SocketIOServer
     let eventLoop: any EventLoop
@@ -25,7 +25,9 @@ final class Connection: Sendable {
         var webSocket: WebSocketLink?
         var probe: WebSocketLink?
         var poll: CheckedContinuation<PollOutcome, Never>?
-        var timer: Scheduled<Void>?
+        /// The session's one timer (heartbeat, upgrade and attach deadlines) and when it fires. A later
+        /// deadline does not move it: it fires, and the next one is scheduled then.
+        var timer: NIOScheduledCallback?
         var timerDeadline: NIODeadline?
     }
 
@@ -128,8 +130,13 @@ final class Connection: Sendable {
         transition { $0.close(reason) }
     }
 
-    func timerFired() {
-        transition { $0.timerFired(now: .now()) }
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        let aftermath = engine.withLock { io in
+            io.timer = nil
+            io.timerDeadline = nil
+            return apply(io.session.timerFired(now: .now()), to: &io)
+        }
+        handle(aftermath)
     }
 
     func clearAttachDeadline() {
@@ -292,16 +299,19 @@ final class Connection: Sendable {
         return Aftermath(closed: effects.closed, received: effects.received)
     }
 
+    /// Makes sure the timer fires by the session's next deadline. A timer already due earlier stays
+    /// (no cancellation per pong: it fires, finds nothing to do, and schedules the next deadline).
     private func schedule(_ io: inout EngineIO) {
-        let next = io.session.nextDeadline
-        guard next != io.timerDeadline else { return }
+        guard let next = io.session.nextDeadline else {
+            io.timer?.cancel()
+            io.timer = nil
+            io.timerDeadline = nil
+            return
+        }
+        if let current = io.timerDeadline, current <= next { return }
         io.timer?.cancel()
         io.timerDeadline = next
-        if let next {
-            io.timer = eventLoop.scheduleTask(deadline: next) { [self] in timerFired() }
-        } else {
-            io.timer = nil
-        }
+        io.timer = try? eventLoop.scheduleCallback(at: next, handler: self)
     }
 
     func handle(_ aftermath: Aftermath) {

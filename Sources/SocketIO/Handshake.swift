@@ -30,7 +30,6 @@ public struct Handshake: Sendable {
     static func keptHeaders(_ headers: HTTPFields) -> HTTPFields {
         guard headers.contains(where: { isHandshakeOnly($0.name) }) else { return headers }
         var kept = HTTPFields()
-        kept.reserveCapacity(headers.count)
         for field in headers where !isHandshakeOnly(field.name) { kept.append(field) }
         return kept
     }
