@@ -13,7 +13,8 @@ struct SocketIOState: ~Copyable {
 
     var decoder: SocketDecoder
     var sockets: [String: Socket] = [:]
-    var connecting: Set<String> = []
+    /// Namespaces whose CONNECT is being processed (usually none, and then no storage is kept).
+    var connecting: [String] = []
     var queue: [WorkItem] = []
     var head = 0
     var workerRunning = false
@@ -26,6 +27,11 @@ struct SocketIOState: ~Copyable {
     }
 
     var pending: Int { queue.count - head }
+
+    mutating func finishConnecting(_ namespace: String) {
+        connecting.removeAll { $0 == namespace }
+        if connecting.isEmpty { connecting = [] }
+    }
 
     mutating func enqueue(_ item: WorkItem) -> Bool {
         queue.append(item)
@@ -125,7 +131,7 @@ extension Connection {
                 guard state.sockets[namespace] == nil, !state.connecting.contains(namespace) else {
                     throw .invalidState("a second CONNECT to \(namespace)")
                 }
-                state.connecting.insert(namespace)
+                state.connecting.append(namespace)
                 return state.enqueue(.connect(namespace: namespace, auth: packet.data))
             }
             if start { startWorker() }
@@ -211,7 +217,7 @@ extension Connection {
 
     private func connect(to name: String, auth: JSONValue?) async {
         guard let namespace = server.namespace(named: name) else {
-            socketIO.withLock { _ = $0.connecting.remove(name) }
+            socketIO.withLock { $0.finishConnecting(name) }
             server.metrics.connectionsRefused.increment()
             sendPacket(SocketPacket(.connectError, namespace: name, data: ["message": "Invalid namespace"]))
             return
@@ -242,7 +248,7 @@ extension Connection {
                     if !accepted.isNull { data = accepted }
                 case .refuse(let message, let extra):
                     if let capture { namespace.endCapture(capture) }
-                    socketIO.withLock { _ = $0.connecting.remove(name) }
+                    socketIO.withLock { $0.finishConnecting(name) }
                     server.metrics.connectionsRefused.increment()
                     var body: JSONObject = ["message": .string(message)]
                     if let extra { body["data"] = extra }
@@ -258,7 +264,7 @@ extension Connection {
             pid: restored?.session.pid ?? (recovery ? SocketIOServer.generateID() : nil),
             namespace: namespace, connection: self, auth: authValue, data: data, recovered: restored != nil)
         let registered = socketIO.withLock { state -> Bool in
-            state.connecting.remove(name)
+            state.finishConnecting(name)
             guard !state.closed else { return false }
             state.sockets[name] = socket
             return true
