@@ -172,7 +172,7 @@ public final class ChatNode: Sendable {
         let configuration = self.configuration
         let logger = self.logger
         let store = RedisRecoveryStore(
-            redis: redis, keys: keys, historyLimit: configuration.historyLimit, logger: Logger(label: "chat-node.recovery"))
+            redis: redis, keys: keys, logger: Logger(label: "chat-node.recovery"))
         var socketConfiguration = SocketIOConfiguration()
         socketConfiguration.recovery = .init(maxDisconnectionDuration: configuration.recoveryWindow)
         socketConfiguration.drainTimeout = configuration.drainTimeout * 0.8

@@ -157,6 +157,36 @@ import Testing
         #expect(empty.newSocketLines(history: []).missingAfter == nil)
     }
 
+    @Test func aRecoveredSocketGetsWhatThisInstanceDeliveredAfterItsOffset() {
+        var log = DeliveryLog(capacity: 3)
+        for id in ["1-0", "2-0", "3-0"] { _ = log.accept(line(id)) }
+        // From memory: the lines after the offset up to what was delivered; then it joins live.
+        var plan = log.recoveredSocketLines(after: StreamID("1-0")!)
+        #expect(plan.lines.map(\.json) == ["2-0", "3-0"])
+        #expect(plan.missingAfter == nil)
+        #expect(log.canJoinLive(at: StreamID("1-0")!))
+        // Up to date: nothing to send.
+        #expect(log.recoveredSocketLines(after: StreamID("3-0")!).lines.isEmpty)
+        #expect(log.canJoinLive(at: StreamID("3-0")!))
+        // Its client is AHEAD of this instance (another instance's subscription was faster): nothing
+        // to send, and it must not join live before this instance has delivered up to 5-0.
+        #expect(log.recoveredSocketLines(after: StreamID("5-0")!).lines.isEmpty)
+        #expect(!log.canJoinLive(at: StreamID("5-0")!))
+        // Memory no longer reaches back to the offset: ask Redis, then the plan is complete. Lines Redis
+        // has that this instance has not delivered yet are left to the live broadcast.
+        for id in ["4-0", "5-0"] { _ = log.accept(line(id)) }  // memory: 3-0, 4-0, 5-0
+        plan = log.recoveredSocketLines(after: StreamID("1-0")!)
+        #expect(plan.lines.isEmpty)
+        #expect(plan.missingAfter == StreamID("1-0"))
+        plan = log.recoveredSocketLines(after: StreamID("1-0")!, fetched: [line("2-0"), line("3-0"), line("4-0"), line("5-0"), line("6-0")])
+        #expect(plan.lines.map(\.json) == ["2-0", "3-0", "4-0", "5-0"])
+        #expect(plan.missingAfter == nil)
+        // An instance that has just started knows nothing before its start: Redis fills that in.
+        let started = DeliveryLog(capacity: 3, lastID: StreamID("4-0"))
+        #expect(started.recoveredSocketLines(after: StreamID("1-0")!).missingAfter == StreamID("1-0"))
+        #expect(started.recoveredSocketLines(after: StreamID("4-0")!) == ([], nil))
+    }
+
     @Test func cursorsDeliverOnceInOrder() {
         var cursor = DeliveryCursor(cursor: StreamID("5-0"))
         let r5 = cursor.advance(to: StreamID("4-0")!)

@@ -5,8 +5,10 @@ import asyncio
 import os
 import resource
 import socket
+import subprocess
 import time
 
+import pytest
 import websocket
 
 import harness
@@ -209,3 +211,19 @@ def test_ten_thousand_concurrent_connections_leak_no_file_descriptor(proxy, back
     harness.wait_until("client descriptors to be released", only_pooled_connections_left, timeout=30, interval=0.2)
     assert proxy.get("/").status_code == 200
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("which", ["proxy", "admin"])
+def test_a_port_in_use_is_a_clear_error_and_exit_1(which):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        free = harness.free_port()
+        proxy_port, admin_port = (busy, free) if which == "proxy" else (free, busy)
+        result = subprocess.run([str(harness.executable("sticky-proxy")), "--port", str(proxy_port), "--admin-port",
+                                 str(admin_port), "--admin-token", "t"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"127.0.0.1:{busy}: the port is already in use" in result.stderr
+    # Nothing else: no NIO complaint about a loop that was already shut down.
+    assert result.stderr.strip().count("\n") == 0, result.stderr

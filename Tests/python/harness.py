@@ -5,6 +5,7 @@ free loopback port, the built executables, free ports, waiting on a port. Import
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,7 +22,34 @@ BIN = Path(os.environ.get("STICKYLAB_BIN", REPO / ".build" / "debug"))
 SOCKETIO_JS = REPO / ".deps" / "socket.io.min.js"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def free_port() -> int:
+    """A free loopback port chosen at random below the kernel's ephemeral range (as the cluster's
+    Probe.freePort does): a port from bind(0) can be taken as the source port of an outgoing
+    connection before the program it is meant for binds it."""
+    low, _ = _ephemeral_range()
+    if low > 10_000:
+        for _ in range(500):
+            port = random.randrange(10_000, low)
+            if _bindable(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -9,8 +9,9 @@ import Synchronization
 ///
 /// Every line reaches this instance through its ONE Redis subscription and is broadcast to the room
 /// `live` with its stream id as the recovery offset. A new socket first gets the recent history, then
-/// joins `live`; both steps and every broadcast run one at a time in `run()`, so no socket ever gets
-/// a line twice or out of order. After a Redis outage the subscription re-subscribes by itself and the
+/// joins `live`; a recovered socket first gets the lines after its client's offset that this instance
+/// has delivered, then joins `live` (or waits until this instance reaches its offset). These steps and
+/// every broadcast run one at a time in `run()`, so no socket ever gets a line twice or out of order. After a Redis outage the subscription re-subscribes by itself and the
 /// hub fills the gap from the stream before going on.
 public final class ChatHub: Sendable {
     static let liveRoom = "live"
@@ -31,6 +32,14 @@ public final class ChatHub: Sendable {
     enum Command: Sendable {
         case subscriber(RedisSubscriberEvent)
         case attach(Socket, history: [StoredLine], done: CheckedContinuation<Void, Never>)
+        case attachRecovered(Socket, after: StreamID, done: CheckedContinuation<Void, Never>)
+    }
+
+    /// What the delivery loop owns: the delivered lines, and recovered sockets whose clients are ahead
+    /// of this instance (they join `live` once it reaches their offset).
+    struct LoopState {
+        var delivery: DeliveryLog
+        var waiting: [(socket: Socket, offset: StreamID)] = []
     }
 
     struct Member: Sendable {
@@ -120,6 +129,11 @@ public final class ChatHub: Sendable {
         }
         if socket.recovered {
             metrics.recovered.increment()
+            // The store accepted the offset, so it parses; its missed lines come from the loop.
+            let offset = socket.auth["offset"]?.stringValue.flatMap { StreamID($0) } ?? .zero
+            await withCheckedContinuation { done in
+                if case .terminated = continuation.yield(.attachRecovered(socket, after: offset, done: done)) { done.resume() }
+            }
             socket.emit("welcome", welcome(user: user, recovered: true))
         } else {
             if socket.auth["pid"] != nil { metrics.notRecovered.increment() }
@@ -245,7 +259,7 @@ public final class ChatHub: Sendable {
     func finish() { continuation.finish() }
 
     private func process() async {
-        var delivery = DeliveryLog(capacity: 4_096, lastID: startID)
+        var loop = LoopState(delivery: DeliveryLog(capacity: 4_096, lastID: startID))
         for await command in commands {
             switch command {
             case .subscriber(.message(let message)):
@@ -253,20 +267,30 @@ public final class ChatHub: Sendable {
                     logger.warning("Ignored a message on \(message.channel) that is not '<stream id> <json>'")
                     continue
                 }
-                await deliver(line, into: &delivery)
+                await deliver(line, loop: &loop)
             case .subscriber(.connectionLost(let reason)):
                 logger.warning("Redis subscription lost (\(reason)); new messages wait until it is back, then the gap is filled")
             case .subscriber(.mayHaveMissedMessages(let reason)):
-                await fillGap(&delivery, reason: reason)
+                await fillGap(&loop, reason: reason)
             case .attach(let socket, let history, let done):
-                await attach(socket, history: history, delivery: &delivery)
+                await attach(socket, history: history, delivery: &loop.delivery)
+                done.resume()
+            case .attachRecovered(let socket, let offset, let done):
+                await attachRecovered(socket, after: offset, loop: &loop)
                 done.resume()
             }
         }
     }
 
-    private func deliver(_ line: StoredLine, into delivery: inout DeliveryLog) async {
-        guard delivery.accept(line) else { return }
+    private func deliver(_ line: StoredLine, loop: inout LoopState) async {
+        guard loop.delivery.accept(line) else { return }
+        // A recovered socket whose client already had everything up to its offset joins before the
+        // first line after that offset goes out.
+        loop.waiting.removeAll { entry in
+            guard entry.offset < line.id else { return false }
+            if entry.socket.connected { entry.socket.join(Self.liveRoom) }
+            return true
+        }
         do {
             try await namespace.local.to(Self.liveRoom).emit("chat", .string(line.json), offset: line.id.description)
             metrics.messagesOut.increment(by: Int64(namespace.socketCount))
@@ -276,13 +300,13 @@ public final class ChatHub: Sendable {
     }
 
     /// Reads from the stream everything after the last delivered line, until caught up.
-    private func fillGap(_ delivery: inout DeliveryLog, reason: GapReason) async {
+    private func fillGap(_ loop: inout LoopState, reason: GapReason) async {
         logger.notice("Redis subscription may have missed messages (\(reason.rawValue)); catching up from the history")
         var attempt = 0
         while !Task.isCancelled {
             do {
-                let batch = try await log.entries(after: delivery.gapFillStart ?? .zero, limit: 500)
-                for line in batch { await deliver(line, into: &delivery) }
+                let batch = try await log.entries(after: loop.delivery.gapFillStart ?? .zero, limit: 500)
+                for line in batch { await deliver(line, loop: &loop) }
                 if batch.count < 500 {
                     metrics.gapFills.increment()
                     return
@@ -319,6 +343,32 @@ public final class ChatHub: Sendable {
         let offset = lines.last?.id ?? delivery.lastID
         socket.emit("welcome", welcome(user: socket.data["user"]?.stringValue ?? "", recovered: false), .string((offset ?? .zero).description))
         socket.join(Self.liveRoom)
+    }
+
+    /// Sends a recovered socket the lines after its client's offset that this instance has delivered
+    /// (from memory, else from Redis), then lets it into `live`; if its client is ahead of this
+    /// instance, it waits until the delivery catches up with its offset.
+    private func attachRecovered(_ socket: Socket, after offset: StreamID, loop: inout LoopState) async {
+        guard socket.connected else { return }
+        var plan = loop.delivery.recoveredSocketLines(after: offset)
+        if let after = plan.missingAfter {
+            do {
+                let more = try await log.entries(after: after, limit: configuration.historyLimit)
+                plan = loop.delivery.recoveredSocketLines(after: offset, fetched: plan.lines + more)
+            } catch {
+                metrics.redisErrors.increment()
+                logger.warning("Could not read the missed lines for recovered socket \(socket.id): \(error)")
+            }
+        }
+        for line in plan.lines {
+            socket.emit("chat", .string(line.json), .string(line.id.description))
+        }
+        metrics.messagesOut.increment(by: Int64(plan.lines.count))
+        if loop.delivery.canJoinLive(at: offset) {
+            socket.join(Self.liveRoom)
+        } else {
+            loop.waiting.append((socket, offset))
+        }
     }
 
     // MARK: Presence

@@ -11,9 +11,12 @@ public struct DeliveryLog: Sendable {
     public private(set) var evictedUpTo: StreamID?
     public let capacity: Int
 
+    /// `lastID`: where this instance starts (the stream's newest entry at start-up); lines up to it
+    /// were never in memory, so a socket behind it is caught up from Redis.
     public init(capacity: Int = 1_024, lastID: StreamID? = nil) {
         self.capacity = max(1, capacity)
         self.lastID = lastID
+        self.evictedUpTo = lastID
     }
 
     /// A line arrived (subscription or gap fill). Returns false when it is not newer than what was
@@ -51,6 +54,25 @@ public struct DeliveryLog: Sendable {
         let cursor = lines.last?.id ?? delivered
         guard let more = catchUp(from: cursor) else { return (lines, cursor) }
         return (lines + more, nil)
+    }
+
+    /// What a RECOVERED socket (its client has every line up to `offset`) gets before it joins the
+    /// live broadcasts: the lines after `offset` this instance has already delivered, from `fetched`
+    /// (read from Redis after `offset`, oldest first) and memory. Lines this instance has not delivered
+    /// yet reach it live. `missingAfter` as for `newSocketLines`.
+    public func recoveredSocketLines(after offset: StreamID, fetched: [StoredLine] = []) -> (lines: [StoredLine], missingAfter: StreamID?) {
+        let delivered = lastID ?? .zero
+        guard offset < delivered else { return ([], nil) }
+        let lines = fetched.filter { $0.id > offset && $0.id <= delivered }
+        let cursor = lines.last?.id ?? offset
+        guard let more = catchUp(from: cursor) else { return (lines, cursor) }
+        return (lines + more, nil)
+    }
+
+    /// Whether a recovered socket whose client is at `offset` can join the live broadcasts now: only
+    /// once this instance has delivered up to its offset (else it would get those lines twice).
+    public func canJoinLive(at offset: StreamID) -> Bool {
+        offset <= (lastID ?? .zero)
     }
 }
 

@@ -5,18 +5,22 @@ import SocketIO
 
 /// The SocketIO library's recovery store, backed by Redis so that a client recovers on ANY instance:
 /// sessions under `<prefix>sio:<pid>` (written when a socket connects, refreshed while it lives, saved
-/// again when it disconnects), missed messages from the history stream after the client's offset.
-/// Offsets are stream ids, supplied by chat-node itself (`record` answers nil).
+/// again when it disconnects). Offsets are stream ids, supplied by chat-node itself (`record` answers
+/// nil).
+///
+/// The store decides WHETHER a client recovers (its session is known and its offset is still in the
+/// history); it returns no missed packets and leaves the socket out of the `live` room. The missed
+/// lines are sent by `ChatHub`'s delivery loop, which knows what this instance has delivered: lines up
+/// to there from the history, later ones live. Replaying here, beside the loop, would race with it (a
+/// line both replayed and broadcast, or neither).
 public struct RedisRecoveryStore: RecoveryStore {
     public let redis: RedisClient
     public let keys: ChatKeys
-    public let historyLimit: Int
     let logger: Logger
 
-    public init(redis: RedisClient, keys: ChatKeys, historyLimit: Int, logger: Logger) {
+    public init(redis: RedisClient, keys: ChatKeys, logger: Logger) {
         self.redis = redis
         self.keys = keys
-        self.historyLimit = historyLimit
         self.logger = logger
     }
 
@@ -43,7 +47,7 @@ public struct RedisRecoveryStore: RecoveryStore {
         let reply = try await redis.evalScript(
             Self.restoreScript,
             keys: [keys.recoverable(request.pid), keys.history],
-            arguments: [RESPArgument(request.offset.description), RESPArgument(historyLimit)]
+            arguments: [RESPArgument(request.offset.description)]
         )
         guard let parts = reply.array, let code = parts.first?.int else {
             throw RedisError.unexpectedReply(command: "recovery script", reply: reply.description)
@@ -53,37 +57,22 @@ public struct RedisRecoveryStore: RecoveryStore {
         case .fresh(let reason):
             logger.info("Client reconnects without recovery: \(reason.rawValue)", metadata: ["pid": "\(request.pid)"])
             return nil
-        case .recover(let snapshot, let after):
-            let entries = parts.count > 2 ? (parts[2].array ?? []) : []
-            let missed = entries.compactMap(Self.line(from:)).filter { $0.id > after }.map { line in
-                MissedPacket(event: "chat", arguments: [.string(line.json)], offset: line.id.description)
-            }
+        case .recover(var snapshot, _):
+            snapshot.rooms.removeAll { $0 == ChatHub.liveRoom }
             logger.info(
-                "Session recovered with \(missed.count) missed message(s)", metadata: ["pid": "\(request.pid)", "sid": "\(snapshot.sid)"])
-            return RestoredSession(session: snapshot, missedPackets: missed)
+                "Session recovered; its missed messages follow from the delivery loop", metadata: ["pid": "\(request.pid)", "sid": "\(snapshot.sid)"])
+            return RestoredSession(session: snapshot, missedPackets: [])
         }
     }
 
     /// chat-node gives every broadcast its own offset (the stream id); others go without one.
     public func record(_ broadcast: BroadcastMessage) async throws -> String? { nil }
 
-    static func line(from entry: RESPValue) -> StoredLine? {
-        guard let parts = entry.array, parts.count == 2, let text = parts[0].string, let id = StreamID(text), let fields = parts[1].array else {
-            return nil
-        }
-        var index = 0
-        while index + 1 < fields.count {
-            if fields[index].string == "m", let json = fields[index + 1].string { return StoredLine(id: id, json: json) }
-            index += 2
-        }
-        return nil
-    }
-
-    /// KEYS[1] the session key, KEYS[2] the history stream; ARGV[1] the client's offset, ARGV[2] the most
-    /// entries to return. Answers {0} (no session), {1, session} (session, but the offset is not in
-    /// the history: a gap cannot be ruled out) or {2, session, entries after the offset}. The session
-    /// is forgotten once found (the recovered socket saves itself again). Offset `0-0` means "before
-    /// the first message": valid while the stream has never lost an entry.
+    /// KEYS[1] the session key, KEYS[2] the history stream; ARGV[1] the client's offset. Answers {0}
+    /// (no session), {1, session} (session, but the offset is not in the history: a gap cannot be ruled
+    /// out) or {2, session} (recoverable). The session is forgotten once found (the recovered socket
+    /// saves itself again). Offset `0-0` means "before the first message": valid while the stream has
+    /// never lost an entry.
     static let restoreScript = RedisScript(
         """
         local session = redis.call('GET', KEYS[1])
@@ -107,9 +96,7 @@ public struct RedisRecoveryStore: RecoveryStore {
           known = #redis.call('XRANGE', KEYS[2], offset, offset, 'COUNT', 1) > 0
         end
         if not known then return {1, session} end
-        local start = '(' .. offset
-        if offset == '0-0' then start = '-' end
-        return {2, session, redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', ARGV[2])}
+        return {2, session}
         """
     )
 }

@@ -449,7 +449,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         endpoint.stats.requestStarted()
         exchange.holdsInFlight = true
         exchange.attemptStartedAt = .now()
-        connect(to: endpoint, allowPooled: true, context: context)
+        // An upgrade gets a fresh backend connection: servers such as Hummingbird answer an upgrade on
+        // a connection that already carried a request with a 307 to the same URL (gorouter also dials anew).
+        connect(to: endpoint, allowPooled: !exchange.request.isUpgrade, context: context)
     }
 
     private func connect(to endpoint: Endpoint, allowPooled: Bool, context: ChannelHandlerContext) {

@@ -53,6 +53,12 @@ public final class StickyProxyServer: Service, Sendable {
             case .invalidConfiguration(let problems):
                 return "invalid configuration:\n  " + problems.joined(separator: "\n  ")
             case .cannotListen(let what, let address, let error):
+                if let error = error as? IOError, error.errnoCode == EADDRINUSE {
+                    return "cannot listen for \(what) on \(address): the port is already in use. Stop the program using it, or pick another port."
+                }
+                if let error = error as? IOError, error.errnoCode == EACCES {
+                    return "cannot listen for \(what) on \(address): permission denied (ports below 1024 need root). Pick a port above 1024."
+                }
                 return "cannot listen for \(what) on \(address): \(error). Is another program using that port? Pick another one."
             }
         }
@@ -82,21 +88,18 @@ public final class StickyProxyServer: Service, Sendable {
         try await NIOThreadPool.singleton.runIfActive {
             for route in staticRoutes { registry.register(route, isStatic: true) }
         }
-        let quiesce = ServerQuiescingHelper(group: group)
         state.withLock {
             $0.group = group
             $0.core = core
-            $0.quiesce = quiesce
             $0.accessLog = accessLog
         }
 
         let proxyAddress = "\(configuration.bindHost):\(configuration.port)"
         let proxyChannel: any Channel
         do {
-            proxyChannel = try await makeProxyBootstrap(group: group, core: core, quiesce: quiesce)
-                .bind(host: configuration.bindHost, port: configuration.port).get()
+            proxyChannel = try await bindProxy(group: group, core: core)
         } catch {
-            try? await group.shutdownGracefully()
+            await Self.settleAndShutDown(group)
             throw StartError.cannotListen(what: "requests", address: proxyAddress, underlying: error)
         }
         var adminChannel: (any Channel)?
@@ -105,7 +108,8 @@ public final class StickyProxyServer: Service, Sendable {
                 adminChannel = try await makeAdminBootstrap(group: group).bind(host: "127.0.0.1", port: adminPort).get()
             } catch {
                 try? await proxyChannel.close()
-                try? await group.shutdownGracefully()
+                state.withLock { $0.quiesce = nil }
+                await Self.settleAndShutDown(group)
                 throw StartError.cannotListen(what: "the admin API", address: "127.0.0.1:\(adminPort)", underlying: error)
             }
         }
@@ -140,6 +144,27 @@ public final class StickyProxyServer: Service, Sendable {
                 "affinity": "\(configuration.affinity.rawValue)", "balancing": "\(configuration.balancing.rawValue)",
             ]
         )
+    }
+
+    /// Binds the proxy listener with a quiescing helper for graceful drain, kept only when the bind
+    /// succeeds. (The helper fails a promise on an event loop when it goes away: it must go away while
+    /// the loops still run.)
+    private func bindProxy(group: MultiThreadedEventLoopGroup, core: ProxyCore) async throws -> any Channel {
+        let quiesce = ServerQuiescingHelper(group: group)
+        let channel = try await makeProxyBootstrap(group: group, core: core, quiesce: quiesce)
+            .bind(host: configuration.bindHost, port: configuration.port).get()
+        state.withLock { $0.quiesce = quiesce }
+        return channel
+    }
+
+    /// After a failed bind, NIO still closes the half-made server channel on its loop: let every loop
+    /// run what is queued (twice, for the tasks those tasks queue) before shutting the group down, so
+    /// nothing is scheduled on a dead loop.
+    private static func settleAndShutDown(_ group: MultiThreadedEventLoopGroup) async {
+        for _ in 0..<2 {
+            for loop in group.makeIterator() { try? await loop.submit {}.get() }
+        }
+        try? await group.shutdownGracefully()
     }
 
     /// ServiceLifecycle entry point: serves until graceful shutdown, then drains.

@@ -1,0 +1,428 @@
+import Foundation
+import Yams
+
+/// Everything `cluster up` needs, with Cloud Foundry's numbers as defaults
+/// (shared/docs/cloud-foundry-behaviour.md section 4). Read from `Configs/cluster.yml`, then
+/// overridden by command-line flags (`ClusterOverrides`), then validated.
+public struct ClusterConfig: Sendable, Equatable {
+    public struct App: Sendable, Equatable {
+        /// The app's name: instances log as `name.N` and VCAP_APPLICATION carries it.
+        public var name = "chat"
+        /// Any shell command; instances only need PORT. `chat-node` and `sticky-proxy` resolve to the
+        /// executables next to `cluster` (its folder is first on the instances' PATH).
+        public var command = "chat-node"
+        public var instances = 3
+        public var memoryMB = 256
+        /// The app's routes; the proxy's own names by default, so the printed URL works.
+        public var routes = ["localhost", "127.0.0.1"]
+        /// Extra environment for every instance.
+        public var environment: [String: String] = [:]
+        /// SESSION_SECRET shared by all instances; nil: generated once per state folder and kept there.
+        public var sessionSecret: String?
+        public init() {}
+    }
+
+    public struct HealthCheck: Sendable, Equatable {
+        public var type: HealthCheckType = .port
+        /// The path an `http` check GETs.
+        public var endpoint = "/"
+        public var startupInterval: Duration = .seconds(2)
+        public var startupTimeout: Duration = .seconds(60)
+        public var livenessInterval: Duration = .seconds(30)
+        /// Each check's own timeout (connect, or the whole HTTP exchange).
+        public var timeout: Duration = .seconds(1)
+        public init() {}
+    }
+
+    public struct Proxy: Sendable, Equatable {
+        /// Without the proxy, instances are reachable only on their own ports.
+        public var enabled = true
+        public var command = "sticky-proxy"
+        /// The port users open; 0 picks a free one.
+        public var port = 8080
+        public var affinity: Affinity = .cf
+        public var websocketAffinity = true
+        public var balancing = "round-robin"
+        public init() {}
+    }
+
+    public struct Redis: Sendable, Equatable {
+        /// An existing Redis; nil starts an embedded redis-server on a free loopback port.
+        public var url: String?
+        public var appendOnly = true
+        public var command = "redis-server"
+        public init() {}
+    }
+
+    public var app = App()
+    public var healthCheck = HealthCheck()
+    public var proxy = Proxy()
+    public var redis = Redis()
+    public var restartPolicy: RestartPolicy.Name = .diego
+    /// SIGTERM, then SIGKILL after this long (Diego's graceful_shutdown_interval).
+    public var stopGracePeriod: Duration = .seconds(10)
+    /// Multiplies the restart policy's durations (backoffs, convergence tick, reset windows):
+    /// 0.01 turns Diego's 30 s backoff into 0.3 s for a demo or a test.
+    public var timeScale = 1.0
+    /// The state folder (pid file, control socket, Redis data, logs); nil: `.state` in the current folder.
+    public var stateDirectory: String?
+
+    public init() {}
+
+    public static let maximumInstances = 100
+
+    public var restart: RestartPolicy { RestartPolicy(name: restartPolicy, timeScale: timeScale) }
+
+    /// Checks every value; the error names the key and what would be accepted.
+    public func validate() throws(ConfigError) {
+        func bad(_ key: String, _ value: String, _ expected: String) -> ConfigError {
+            .invalidValue(key: key, value: value, expected: expected)
+        }
+        if app.name.isEmpty || app.name.contains(where: { $0.isWhitespace || $0 == "|" }) {
+            throw bad("app.name", app.name, "a name without spaces")
+        }
+        if app.command.trimmingCharacters(in: .whitespaces).isEmpty { throw bad("app.command", app.command, "a command") }
+        if !(0...Self.maximumInstances).contains(app.instances) {
+            throw bad("app.instances", "\(app.instances)", "0 to \(Self.maximumInstances)")
+        }
+        if app.memoryMB <= 0 { throw bad("app.memory_mb", "\(app.memoryMB)", "a positive number of megabytes") }
+        if app.routes.isEmpty { throw bad("app.routes", "[]", "at least one route, for example localhost") }
+        if !healthCheck.endpoint.hasPrefix("/") { throw bad("health_check.endpoint", healthCheck.endpoint, "a path starting with /") }
+        if healthCheck.startupInterval < .milliseconds(10) {
+            throw bad("health_check.startup_interval", DurationText.format(healthCheck.startupInterval), "10ms or more")
+        }
+        if healthCheck.startupTimeout <= .zero || healthCheck.startupTimeout > .seconds(180) {
+            throw bad(
+                "health_check.startup_timeout", DurationText.format(healthCheck.startupTimeout),
+                "more than 0s and at most 3m0s (Cloud Foundry's maximum)")
+        }
+        if healthCheck.livenessInterval < .milliseconds(10) {
+            throw bad("health_check.liveness_interval", DurationText.format(healthCheck.livenessInterval), "10ms or more")
+        }
+        if healthCheck.timeout < .milliseconds(1) { throw bad("health_check.timeout", DurationText.format(healthCheck.timeout), "1ms or more") }
+        if !(0...65535).contains(proxy.port) { throw bad("proxy.port", "\(proxy.port)", "a port from 1 to 65535, or 0 for a free one") }
+        if !["round-robin", "least-connection"].contains(proxy.balancing) {
+            throw bad("proxy.balancing", proxy.balancing, "round-robin or least-connection")
+        }
+        if let url = redis.url {
+            let lowered = url.lowercased()
+            if !lowered.hasPrefix("redis://") { throw bad("redis.url", url, "a redis://host:port URL") }
+        }
+        if stopGracePeriod < .zero { throw bad("stop.grace_period", DurationText.format(stopGracePeriod), "0s or more") }
+        if !(timeScale > 0 && timeScale <= 100) {
+            throw bad("time_scale", "\(timeScale)", "a factor above 0 and at most 100 (0.01 makes 30s into 0.3s)")
+        }
+    }
+}
+
+public enum HealthCheckType: String, Sendable, Equatable, CaseIterable, Codable {
+    /// TCP connect to the instance's port (Cloud Foundry's default).
+    case port
+    /// GET the endpoint; healthy only on exactly 200.
+    case http
+    /// No check: only the process exiting counts.
+    case process
+}
+
+/// The proxy's affinity mode, passed to sticky-proxy's `--affinity`.
+public enum Affinity: String, Sendable, Equatable, CaseIterable, Codable {
+    case cf
+    case none
+    case haproxy
+    case ipHash = "ip-hash"
+}
+
+public enum ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
+    case unreadable(path: String, reason: String)
+    case invalidYAML(path: String, reason: String)
+    case unknownKey(path: String, key: String, known: [String])
+    case invalidValue(key: String, value: String, expected: String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason): "cannot read the config file \(path): \(reason)"
+        case .invalidYAML(let path, let reason): "\(path) is not a valid cluster config: \(reason)"
+        case .unknownKey(let path, let key, let known):
+            "\(path): unknown key '\(key)'; known keys here: \(known.joined(separator: ", "))"
+        case .invalidValue(let key, let value, let expected): "\(key) = '\(value)' is not valid: expected \(expected)"
+        }
+    }
+}
+
+/// Command-line flags of `cluster up`; each one set wins over the config file.
+public struct ClusterOverrides: Sendable, Equatable {
+    public var instances: Int?
+    public var appCommand: String?
+    public var port: Int?
+    public var affinity: Affinity?
+    public var redisURL: String?
+    public var restartPolicy: RestartPolicy.Name?
+    public var timeScale: Double?
+    public var stateDirectory: String?
+    public var proxyEnabled: Bool?
+    public var healthCheckType: HealthCheckType?
+
+    public init(
+        instances: Int? = nil, appCommand: String? = nil, port: Int? = nil, affinity: Affinity? = nil, redisURL: String? = nil,
+        restartPolicy: RestartPolicy.Name? = nil, timeScale: Double? = nil, stateDirectory: String? = nil, proxyEnabled: Bool? = nil,
+        healthCheckType: HealthCheckType? = nil
+    ) {
+        self.instances = instances
+        self.appCommand = appCommand
+        self.port = port
+        self.affinity = affinity
+        self.redisURL = redisURL
+        self.restartPolicy = restartPolicy
+        self.timeScale = timeScale
+        self.stateDirectory = stateDirectory
+        self.proxyEnabled = proxyEnabled
+        self.healthCheckType = healthCheckType
+    }
+
+    public func applied(to config: ClusterConfig) -> ClusterConfig {
+        var config = config
+        if let instances { config.app.instances = instances }
+        if let appCommand { config.app.command = appCommand }
+        if let port { config.proxy.port = port }
+        if let affinity { config.proxy.affinity = affinity }
+        if let redisURL { config.redis.url = redisURL.isEmpty ? nil : redisURL }
+        if let restartPolicy { config.restartPolicy = restartPolicy }
+        if let timeScale { config.timeScale = timeScale }
+        if let stateDirectory { config.stateDirectory = stateDirectory }
+        if let proxyEnabled { config.proxy.enabled = proxyEnabled }
+        if let healthCheckType { config.healthCheck.type = healthCheckType }
+        return config
+    }
+}
+
+// MARK: - Reading the YAML file
+
+extension ClusterConfig {
+    /// Reads a config file; a missing key keeps its default, an unknown key is an error (a typo would
+    /// otherwise be silently ignored).
+    public static func load(path: String) throws(ConfigError) -> ClusterConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw .unreadable(path: path, reason: (error as NSError).localizedDescription)
+        }
+        return try parse(yaml: text, path: path)
+    }
+
+    /// Parses the YAML text of a config (`path` only names it in errors).
+    public static func parse(yaml: String, path: String = "cluster.yml") throws(ConfigError) -> ClusterConfig {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: yaml)
+        } catch {
+            throw .invalidYAML(path: path, reason: "\(error)")
+        }
+        guard let node else { return ClusterConfig() }
+        guard node.mapping != nil else { throw .invalidYAML(path: path, reason: "the top level must be a mapping of keys") }
+        try checkKeys(node, path: path)
+        let file: ConfigFile
+        do {
+            file = try YAMLDecoder().decode(ConfigFile.self, from: node)
+        } catch let error as ConfigError {
+            throw error
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.dataCorrupted(context) {
+            throw .invalidValue(key: context.codingPath.map(\.stringValue).joined(separator: "."), value: "?", expected: context.debugDescription)
+        } catch {
+            throw .invalidYAML(path: path, reason: "\(error)")
+        }
+        return try file.merged(into: ClusterConfig())
+    }
+
+    private static func checkKeys(_ node: Node, path: String) throws(ConfigError) {
+        let sections: [String: [String]] = [
+            "app": ConfigFile.AppSection.CodingKeys.allCases.map(\.rawValue),
+            "health_check": ConfigFile.HealthSection.CodingKeys.allCases.map(\.rawValue),
+            "proxy": ConfigFile.ProxySection.CodingKeys.allCases.map(\.rawValue),
+            "redis": ConfigFile.RedisSection.CodingKeys.allCases.map(\.rawValue),
+            "restart": ConfigFile.RestartSection.CodingKeys.allCases.map(\.rawValue),
+            "stop": ConfigFile.StopSection.CodingKeys.allCases.map(\.rawValue),
+        ]
+        let topKeys = ConfigFile.CodingKeys.allCases.map(\.rawValue)
+        for (key, value) in node.mapping ?? [:] {
+            guard let name = key.string, topKeys.contains(name) else {
+                throw .unknownKey(path: path, key: key.string ?? "?", known: topKeys)
+            }
+            guard let known = sections[name], let mapping = value.mapping else { continue }
+            for (subkey, _) in mapping where !known.contains(subkey.string ?? "") {
+                throw .unknownKey(path: path, key: "\(name).\(subkey.string ?? "?")", known: known)
+            }
+        }
+    }
+}
+
+/// The file's shape: every key optional, snake_case as in the YAML.
+struct ConfigFile: Decodable {
+    struct AppSection: Decodable {
+        var name: String?
+        var command: String?
+        var instances: Int?
+        var memoryMB: Int?
+        var routes: [String]?
+        var env: [String: String]?
+        var sessionSecret: String?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, command, instances, routes, env
+            case memoryMB = "memory_mb"
+            case sessionSecret = "session_secret"
+        }
+    }
+    struct HealthSection: Decodable {
+        var type: String?
+        var endpoint: String?
+        var startupInterval: DurationValue?
+        var startupTimeout: DurationValue?
+        var livenessInterval: DurationValue?
+        var timeout: DurationValue?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case type, endpoint, timeout
+            case startupInterval = "startup_interval"
+            case startupTimeout = "startup_timeout"
+            case livenessInterval = "liveness_interval"
+        }
+    }
+    struct ProxySection: Decodable {
+        var enabled: FlexibleBool?
+        var command: String?
+        var port: Int?
+        var affinity: String?
+        var websocketAffinity: FlexibleBool?
+        var balancing: String?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case enabled, command, port, affinity, balancing
+            case websocketAffinity = "websocket_affinity"
+        }
+    }
+    struct RedisSection: Decodable {
+        var url: String?
+        var appendOnly: FlexibleBool?
+        var command: String?
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case url, command
+            case appendOnly = "append_only"
+        }
+    }
+    struct RestartSection: Decodable {
+        var policy: String?
+        enum CodingKeys: String, CodingKey, CaseIterable { case policy }
+    }
+    struct StopSection: Decodable {
+        var gracePeriod: DurationValue?
+        enum CodingKeys: String, CodingKey, CaseIterable { case gracePeriod = "grace_period" }
+    }
+
+    var app: AppSection?
+    var healthCheck: HealthSection?
+    var proxy: ProxySection?
+    var redis: RedisSection?
+    var restart: RestartSection?
+    var stop: StopSection?
+    var timeScale: Double?
+    var stateDir: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case app, proxy, redis, restart, stop
+        case healthCheck = "health_check"
+        case timeScale = "time_scale"
+        case stateDir = "state_dir"
+    }
+
+    func merged(into defaults: ClusterConfig) throws(ConfigError) -> ClusterConfig {
+        var config = defaults
+        if let app {
+            if let value = app.name { config.app.name = value }
+            if let value = app.command { config.app.command = value }
+            if let value = app.instances { config.app.instances = value }
+            if let value = app.memoryMB { config.app.memoryMB = value }
+            if let value = app.routes { config.app.routes = value }
+            if let value = app.env { config.app.environment = value }
+            if let value = app.sessionSecret, !value.isEmpty { config.app.sessionSecret = value }
+        }
+        if let healthCheck {
+            if let value = healthCheck.type {
+                guard let type = HealthCheckType(rawValue: value) else {
+                    throw .invalidValue(key: "health_check.type", value: value, expected: "port, http or process")
+                }
+                config.healthCheck.type = type
+            }
+            if let value = healthCheck.endpoint { config.healthCheck.endpoint = value }
+            if let value = healthCheck.startupInterval { config.healthCheck.startupInterval = value.duration }
+            if let value = healthCheck.startupTimeout { config.healthCheck.startupTimeout = value.duration }
+            if let value = healthCheck.livenessInterval { config.healthCheck.livenessInterval = value.duration }
+            if let value = healthCheck.timeout { config.healthCheck.timeout = value.duration }
+        }
+        if let proxy {
+            if let value = proxy.enabled { config.proxy.enabled = value.value }
+            if let value = proxy.command { config.proxy.command = value }
+            if let value = proxy.port { config.proxy.port = value }
+            if let value = proxy.affinity {
+                guard let affinity = Affinity(rawValue: value) else {
+                    throw .invalidValue(key: "proxy.affinity", value: value, expected: "cf, none, haproxy or ip-hash")
+                }
+                config.proxy.affinity = affinity
+            }
+            if let value = proxy.websocketAffinity { config.proxy.websocketAffinity = value.value }
+            if let value = proxy.balancing { config.proxy.balancing = value }
+        }
+        if let redis {
+            if let value = redis.url { config.redis.url = value.isEmpty ? nil : value }
+            if let value = redis.appendOnly { config.redis.appendOnly = value.value }
+            if let value = redis.command { config.redis.command = value }
+        }
+        if let value = restart?.policy {
+            guard let name = RestartPolicy.Name(rawValue: value) else {
+                throw .invalidValue(key: "restart.policy", value: value, expected: "diego, pm2 or kubernetes")
+            }
+            config.restartPolicy = name
+        }
+        if let value = stop?.gracePeriod { config.stopGracePeriod = value.duration }
+        if let timeScale { config.timeScale = timeScale }
+        if let stateDir, !stateDir.isEmpty { config.stateDirectory = stateDir }
+        return config
+    }
+}
+
+/// A duration in YAML: `2s`, `500ms`, `1m30s` or a number of seconds.
+struct DurationValue: Decodable {
+    var duration: Duration
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let seconds = try? container.decode(Double.self), seconds >= 0, seconds.isFinite {
+            duration = .nanoseconds(Int64((seconds * 1e9).rounded()))
+            return
+        }
+        let text = try container.decode(String.self)
+        guard let parsed = DurationText.parse(text) else {
+            throw ConfigError.invalidValue(
+                key: decoder.codingPath.map(\.stringValue).joined(separator: "."), value: text,
+                expected: "a duration such as 2s, 500ms, 1m30s or a number of seconds")
+        }
+        duration = parsed
+    }
+}
+
+/// A boolean in YAML, also spelt on/off or yes/no.
+struct FlexibleBool: Decodable {
+    var value: Bool
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let bool = try? container.decode(Bool.self) {
+            value = bool
+            return
+        }
+        let text = try container.decode(String.self).lowercased()
+        switch text {
+        case "on", "yes", "true": value = true
+        case "off", "no", "false": value = false
+        default:
+            throw ConfigError.invalidValue(key: decoder.codingPath.map(\.stringValue).joined(separator: "."), value: text, expected: "on or off")
+        }
+    }
+}

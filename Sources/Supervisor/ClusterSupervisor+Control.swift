@@ -1,0 +1,292 @@
+import Foundation
+
+/// The control API's commands, carried out on the running cluster.
+extension ClusterSupervisor {
+    nonisolated func handle(_ request: ControlRequest, _ replies: ControlReplies) async {
+        switch request.command {
+        case .logs:
+            await streamLogs(request, replies)
+        case .down:
+            await beginDown()
+            _ = await waitUntilFinished()
+            await replies.send(.success("cluster stopped"))
+            await endDown()
+        default:
+            let response = await answer(request)
+            await replies.send(response)
+        }
+    }
+
+    func beginDown() {
+        downWaiters += 1
+        requestShutdown("cluster down")
+    }
+
+    func endDown() { downWaiters -= 1 }
+
+    func waitUntilFinished() async -> Bool {
+        await waitFor(config.stopGracePeriod + .seconds(60)) { self.finished }
+    }
+
+    nonisolated func streamLogs(_ request: ControlRequest, _ replies: ControlReplies) async {
+        if let index = request.index, index < 0 {
+            await replies.send(.failure("an instance index is 0 or more, not \(index)"))
+            return
+        }
+        let stream = request.follow == true ? logs.follow(index: request.index) : nil
+        for line in logs.recent(index: request.index, limit: request.lines ?? 100) {
+            guard await replies.send(ControlResponse(ok: true, line: line)) else { return }
+        }
+        if let stream {
+            for await line in stream {
+                guard await replies.send(ControlResponse(ok: true, line: line)) else { return }
+            }
+        }
+        await replies.send(ControlResponse(ok: true, done: true))
+    }
+
+    func answer(_ request: ControlRequest) async -> ControlResponse {
+        if shuttingDown && request.command != .status {
+            return .failure("the cluster is stopping; no more changes")
+        }
+        switch request.command {
+        case .status:
+            return ControlResponse(ok: true, status: status(), done: true)
+        case .scale:
+            return await scaleCommand(request)
+        case .kill, .stop, .start:
+            return await instanceCommand(request)
+        case .restart:
+            return await restartCommand(request)
+        case .redis:
+            return await redisCommand(request)
+        case .logs, .down:
+            return .failure("internal error: \(request.command) is handled elsewhere")
+        }
+    }
+
+    /// `index` must name an instance that exists; the error lists the valid ones.
+    func validate(index: Int?) -> Result<Int, ControlFailure> {
+        guard let index else { return .failure(ControlFailure("this command needs an instance index")) }
+        guard slots[index] != nil else {
+            let valid = slots.keys.sorted()
+            if valid.isEmpty {
+                return .failure(ControlFailure("no instance \(index): the cluster has no instances (scale up with `cluster scale N`)"))
+            }
+            return .failure(ControlFailure("no instance \(index): valid indices are \(valid.map(String.init).joined(separator: ", "))"))
+        }
+        return .success(index)
+    }
+
+    struct ControlFailure: Error {
+        let message: String
+        init(_ message: String) { self.message = message }
+    }
+
+    func scaleCommand(_ request: ControlRequest) async -> ControlResponse {
+        guard let text = request.scale, let scaleRequest = ScaleRequest(text) else {
+            return .failure("cannot scale to '\(request.scale ?? "")': give a count (5), or a change (+2, -1)")
+        }
+        let target = scaleRequest.target(current: desiredCount)
+        guard (0...ClusterConfig.maximumInstances).contains(target) else {
+            return .failure("cannot scale from \(desiredCount) to \(target) instances: the count must be 0 to \(ClusterConfig.maximumInstances)")
+        }
+        let before = desiredCount
+        let plan = scale(to: target)
+        var parts: [String] = []
+        if !plan.add.isEmpty { parts.append("starting \(plan.add.map(name).joined(separator: ", "))") }
+        if !plan.remove.isEmpty { parts.append("stopping \(plan.remove.map(name).joined(separator: ", ")) (highest index first)") }
+        let message =
+            "scaling \(config.app.name) from \(before) to \(target)" + (parts.isEmpty ? ": nothing to do" : ": " + parts.joined(separator: "; "))
+        event(message)
+        if request.wait == true {
+            if !(await waitForSettled()) { return .failure(message + "; not every instance is running yet (see `cluster status`)") }
+        }
+        return .success(message)
+    }
+
+    /// Every desired instance running and every removed one gone.
+    func waitForSettled() async -> Bool {
+        let timeout = config.healthCheck.startupTimeout + config.stopGracePeriod + .seconds(10)
+        return await waitFor(timeout) {
+            self.slots.count == self.desiredCount && (0..<self.desiredCount).allSatisfy { self.slots[$0]?.lifecycle.state == .running }
+        }
+    }
+
+    func instanceCommand(_ request: ControlRequest) async -> ControlResponse {
+        let index: Int
+        switch validate(index: request.index) {
+        case .success(let value): index = value
+        case .failure(let failure): return .failure(failure.message)
+        }
+        let who = name(index)
+        guard let slot = slots[index] else { return .failure("no instance \(index)") }
+        switch request.command {
+        case .kill:
+            let pid = slot.pid
+            let actions = slots[index]!.lifecycle.kill()
+            guard !actions.isEmpty else {
+                return .failure("\(who) is not running (it is \(slot.lifecycle.state.rawValue)); there is nothing to kill")
+            }
+            event("\(who) killed on request (SIGKILL to pid \(pid.map(String.init) ?? "?")'s group): a crash, as Diego sees it", index: index)
+            perform(actions, index: index)
+            return .success(
+                "\(who) (pid \(pid.map(String.init) ?? "?")) killed with SIGKILL; it counts as a crash and restarts per the \(config.restartPolicy.rawValue) policy"
+            )
+        case .stop:
+            if slot.lifecycle.afterStop == .remove { return .failure("\(who) is being removed by a scale-down") }
+            let grace = config.stopGracePeriod
+            apply(index) { $0.stop(now: now, gracePeriod: grace, then: .stay) }
+            if request.wait == true {
+                _ = await waitFor(grace + .seconds(5)) { self.slots[index].map { !$0.lifecycle.processAlive } ?? true }
+            }
+            return .success("\(who) stopped (SIGTERM, SIGKILL after \(DurationText.format(grace))); `cluster start \(index)` starts it again")
+        case .start:
+            if slot.lifecycle.afterStop == .remove { return .failure("\(who) is being removed by a scale-down; scale up to keep it") }
+            apply(index) { $0.start(now: now) }
+            if request.wait == true, !(await waitForRunning([index])) {
+                return .failure("\(who) did not become healthy (see `cluster logs \(index)`)")
+            }
+            return .success("\(who) starting with a new guid")
+        default:
+            return .failure("internal error: \(request.command) is not an instance command")
+        }
+    }
+
+    func waitForRunning(_ indices: [Int], after runs: [Int: Int] = [:]) async -> Bool {
+        let timeout = config.healthCheck.startupTimeout + config.stopGracePeriod + .seconds(10)
+        return await waitFor(timeout) {
+            indices.allSatisfy { index in
+                guard let lifecycle = self.slots[index]?.lifecycle else { return true }
+                return lifecycle.state == .running && lifecycle.run > (runs[index] ?? 0)
+            }
+        }
+    }
+
+    func restartCommand(_ request: ControlRequest) async -> ControlResponse {
+        let grace = config.stopGracePeriod
+        if request.all == true {
+            let indices = slots.keys.filter { slots[$0]?.lifecycle.afterStop != .remove }.sorted()
+            guard !indices.isEmpty else { return .failure("there are no instances to restart") }
+            if request.rolling == true {
+                let task = Task { await self.rollingRestart(indices) }
+                if request.wait == true {
+                    let ok = await task.value
+                    return ok
+                        ? .success("rolling restart done: \(indices.count) instances, one at a time")
+                        : .failure("rolling restart stopped: an instance did not become healthy")
+                }
+                return .success("rolling restart of \(indices.count) instances started: one at a time, each waiting for the previous one's health")
+            }
+            let runs = Dictionary(uniqueKeysWithValues: indices.map { ($0, slots[$0]?.lifecycle.run ?? 0) })
+            for index in indices { apply(index) { $0.stop(now: now, gracePeriod: grace, then: .start) } }
+            event("restarting all \(indices.count) instances at once (every guid changes: a reconnect storm)")
+            if request.wait == true, !(await waitForRunning(indices, after: runs)) {
+                return .failure("restarted every instance, but not all became healthy (see `cluster status`)")
+            }
+            return .success("restarting all \(indices.count) instances at once, each with a new guid")
+        }
+        let index: Int
+        switch validate(index: request.index) {
+        case .success(let value): index = value
+        case .failure(let failure): return .failure(failure.message)
+        }
+        let run = slots[index]?.lifecycle.run ?? 0
+        apply(index) { $0.stop(now: now, gracePeriod: grace, then: .start) }
+        if request.wait == true, !(await waitForRunning([index], after: [index: run])) {
+            return .failure("\(name(index)) did not become healthy after the restart (see `cluster logs \(index)`)")
+        }
+        return .success("\(name(index)) restarting with a new guid")
+    }
+
+    /// One instance at a time: restart it, wait until it is healthy, then the next.
+    func rollingRestart(_ indices: [Int]) async -> Bool {
+        event("rolling restart: \(indices.map(name).joined(separator: ", ")), one at a time")
+        let grace = config.stopGracePeriod
+        for index in indices {
+            guard !shuttingDown, let run = slots[index]?.lifecycle.run else { continue }
+            apply(index) { $0.stop(now: now, gracePeriod: grace, then: .start) }
+            if !(await waitForRunning([index], after: [index: run])) {
+                event("rolling restart stopped: \(name(index)) did not become healthy", index: index)
+                return false
+            }
+        }
+        event("rolling restart done")
+        return true
+    }
+
+    func redisCommand(_ request: ControlRequest) async -> ControlResponse {
+        guard redisPort != nil else {
+            return .failure("Redis is external (\(Self.redacted(launch.redisURL ?? ""))): cluster does not manage it")
+        }
+        switch request.action {
+        case "stop":
+            event("stopping Redis on request (SIGTERM)")
+            await stopHelper(.redis)
+            return .success("redis stopped; `cluster redis start` starts it again on the same port")
+        case "start":
+            guard redis.pid == nil else { return .failure("redis is already running (pid \(redis.pid ?? 0))") }
+            startRedis()
+            return await redisReadyAnswer("redis started")
+        case "restart":
+            event("restarting Redis on request (SIGTERM, then start on the same port)")
+            await stopHelper(.redis)
+            startRedis()
+            return await redisReadyAnswer("redis restarted")
+        default:
+            return .failure("unknown redis action '\(request.action ?? "")': use stop, start or restart")
+        }
+    }
+
+    func redisReadyAnswer(_ message: String) async -> ControlResponse {
+        if await waitFor(.seconds(30), { self.redis.ready }) {
+            return .success("\(message) on \(launch.redisURL ?? "")")
+        }
+        return .failure("\(message), but it did not answer PING within 30s (see `cluster logs`)")
+    }
+
+    func status() -> ClusterStatus {
+        let time = now
+        let instances = slots.keys.sorted().compactMap { index -> ClusterStatus.Instance? in
+            guard let slot = slots[index] else { return nil }
+            let lifecycle = slot.lifecycle
+            let guid = lifecycle.guid?.value
+            let alive = lifecycle.processAlive
+            let stat = guid.flatMap { stats[$0] }
+            return ClusterStatus.Instance(
+                index: index,
+                guid: guid,
+                pid: alive ? slot.pid : nil,
+                port: alive ? slot.port : nil,
+                state: lifecycle.state,
+                uptimeSeconds: lifecycle.uptime(now: time)?.seconds,
+                crashes: lifecycle.crashCount,
+                nextRestartSeconds: lifecycle.nextRestartAt.map { max(0, ($0 - time).seconds) },
+                connections: lifecycle.state == .running ? stat?.connections : nil,
+                requestsPerSecond: lifecycle.state == .running ? guid.flatMap { rates[$0] } : nil,
+                lastCrash: lifecycle.lastCrash?.description)
+        }
+        let proxyState: String
+        if proxyCommand == nil {
+            proxyState = "absent"
+        } else if proxy.ready {
+            proxyState = "running"
+        } else {
+            proxyState = proxy.pid == nil ? "stopped" : "starting"
+        }
+        let redisState: String
+        if redisPort == nil {
+            redisState = "external"
+        } else if redis.ready {
+            redisState = "running"
+        } else {
+            redisState = redis.pid == nil ? "stopped" : "starting"
+        }
+        return ClusterStatus(
+            app: config.app.name, command: config.app.command, ready: isReady, desiredInstances: desiredCount,
+            affinity: config.proxy.affinity.rawValue, restartPolicy: config.restartPolicy.rawValue, timeScale: config.timeScale,
+            proxy: ClusterStatus.Component(state: proxyState, pid: proxy.pid, url: proxyCommand == nil ? nil : "http://localhost:\(proxyPort)/"),
+            redis: ClusterStatus.Component(state: redisState, pid: redis.pid, url: launch.redisURL.map(Self.redacted)),
+            instances: instances)
+    }
+}

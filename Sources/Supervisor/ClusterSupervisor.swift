@@ -1,0 +1,804 @@
+import CloudFoundry
+import Foundation
+import RedisClient
+import UnixSignals
+
+/// The running cluster: Redis, N instances of the app and sticky-proxy, supervised the way Diego
+/// does it. Decisions are taken by the value types (`InstanceLifecycle`, `RestartPolicy`,
+/// `HealthCheckSchedule`, `ScalePlan`); this actor only carries them out: processes, timers, health
+/// probes, the proxy's admin API and the control socket.
+public actor ClusterSupervisor {
+    /// One instance index and what runs for it now.
+    struct Slot {
+        var lifecycle: InstanceLifecycle
+        var pid: pid_t?
+        var port: Int?
+        /// The signal to deliver once the pid is known (a stop or kill raced the spawn).
+        var pendingSignal: Int32?
+        var healthTask: Task<Void, Never>?
+        var timerTask: Task<Void, Never>?
+        /// What the proxy was told, to unregister exactly that.
+        var registration: RouteRegistration?
+        /// The proxy confirmed `registration` (since the proxy last started).
+        var routable = false
+    }
+
+    /// A helper process (the proxy or the embedded Redis).
+    struct Helper {
+        var pid: pid_t?
+        var run = 0
+        var ready = false
+        /// Stopped on purpose (`cluster redis stop`, shutdown): no restart when it exits.
+        var held = false
+        var startedAt: Duration?
+        var backoff = HelperBackoff()
+
+        /// Records an unexpected exit; returns how long to wait before starting it again.
+        mutating func crashed(now: Duration) -> Duration {
+            backoff.crashed(lived: now - (startedAt ?? now))
+        }
+    }
+
+    let config: ClusterConfig
+    let stateDirectory: StateDirectory
+    let logs: LogHub
+    let launch: InstanceLaunch
+    let epoch = ContinuousClock.now
+    let appSource: String
+    let proxyAdmin: ProxyAdmin?
+    let proxyCommand: String?
+    let proxyPort: Int
+    let redisPort: Int?
+    let redisCommand: String?
+
+    var slots: [Int: Slot] = [:]
+    var desiredCount: Int
+    var proxy = Helper()
+    var redis = Helper()
+    var pidRecord: PidRecord
+    var childRecords: [String: PidRecord.Child] = [:]
+    var shuttingDown = false
+    var finished = false
+    var announcedReady = false
+    var proxyFailing = false
+    var stats: [String: EndpointStats] = [:]
+    var rates: [String: Double] = [:]
+    var statsTakenAt: Duration?
+    var backgroundTasks: [Task<Void, Never>] = []
+    /// Registrations queued for the proxy and not yet answered.
+    var pendingProxyOperations = 0
+    let proxyQueue: AsyncStream<ProxyOperation>.Continuation
+    let proxyOperations: AsyncStream<ProxyOperation>
+    let shutdownRequests: AsyncStream<String>.Continuation
+    let shutdownStream: AsyncStream<String>
+
+    enum ProxyOperation: Sendable {
+        case register(RouteRegistration, source: String, index: Int)
+        case unregister(RouteRegistration, source: String, index: Int)
+    }
+
+    init(
+        config: ClusterConfig, stateDirectory: StateDirectory, logs: LogHub, launch: InstanceLaunch, pidRecord: PidRecord, proxyCommand: String?,
+        proxyPort: Int, proxyAdmin: ProxyAdmin?, redisPort: Int?, redisCommand: String?
+    ) {
+        self.config = config
+        self.stateDirectory = stateDirectory
+        self.logs = logs
+        self.launch = launch
+        self.pidRecord = pidRecord
+        self.proxyCommand = proxyCommand
+        self.proxyPort = proxyPort
+        self.proxyAdmin = proxyAdmin
+        self.redisPort = redisPort
+        self.redisCommand = redisCommand
+        self.desiredCount = config.app.instances
+        self.appSource = config.app.name
+        (proxyOperations, proxyQueue) = AsyncStream<ProxyOperation>.makeStream()
+        (shutdownStream, shutdownRequests) = AsyncStream<String>.makeStream()
+    }
+
+    var now: Duration { ContinuousClock.now - epoch }
+
+    func instant(_ time: Duration) -> ContinuousClock.Instant { epoch + time }
+
+    func name(_ index: Int) -> String { "\(appSource).\(index)" }
+
+    func event(_ text: String, index: Int? = nil) {
+        logs.emit(source: "cluster", index: index, text)
+    }
+
+    // MARK: - Running
+
+    /// Starts everything, serves the control socket, and returns once the cluster has been stopped
+    /// (Ctrl-C, SIGTERM or `cluster down`) and every process it started has exited.
+    func run(control: ControlServer) async {
+        let controlTask = Task { await control.serve { request, replies in await self.handle(request, replies) } }
+        let signalTask = Task {
+            let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm, .sighup)
+            var count = 0
+            for await signal in signals {
+                count += 1
+                if count == 1 {
+                    self.requestShutdown("received \(signal)")
+                } else {
+                    self.forceKill("received \(signal) again")
+                }
+            }
+        }
+        backgroundTasks.append(Task { await self.runProxyQueue() })
+
+        if redisPort != nil {
+            startRedis()
+            if !(await waitFor(.seconds(30), { self.redis.ready })) {
+                event("Redis did not become ready within 30s on port \(redisPort ?? 0); instances will start anyway (see the redis lines above)")
+            }
+        } else if let url = launch.redisURL {
+            await checkExternalRedis(url)
+        }
+        if proxyCommand != nil { startProxy() }
+        scale(to: desiredCount)
+        backgroundTasks.append(Task { await self.heartbeatLoop() })
+        backgroundTasks.append(Task { await self.statsLoop() })
+
+        for await reason in shutdownStream {
+            event("stopping (\(reason)): instances first, then the proxy, then Redis")
+            break
+        }
+        await shutdown()
+        signalTask.cancel()
+        // Let a `cluster down` client read its answer before the socket goes.
+        _ = await waitFor(.seconds(2)) { self.downWaiters == 0 }
+        await control.close()
+        controlTask.cancel()
+        _ = await controlTask.value
+        stateDirectory.removeRunFiles()
+    }
+
+    var downWaiters = 0
+
+    func requestShutdown(_ reason: String) {
+        guard !shuttingDown else { return }
+        shutdownRequests.yield(reason)
+    }
+
+    /// The second Ctrl-C: SIGKILL every process group now.
+    func forceKill(_ reason: String) {
+        event("\(reason): killing every process now (SIGKILL)")
+        for slot in slots.values { if let pid = slot.pid { ProcessGroup.signal(pid, SIGKILL) } }
+        if let pid = proxy.pid { ProcessGroup.signal(pid, SIGKILL) }
+        if let pid = redis.pid { ProcessGroup.signal(pid, SIGKILL) }
+    }
+
+    func shutdown() async {
+        shuttingDown = true
+        let grace = config.stopGracePeriod
+        for index in slots.keys.sorted() {
+            apply(index) { $0.stop(now: now, gracePeriod: grace, then: .stay) }
+        }
+        if !(await waitFor(grace + .seconds(5), { self.slots.values.allSatisfy { !$0.lifecycle.processAlive } })) {
+            forceKill("instances still running \(DurationText.format(grace + .seconds(5))) after SIGTERM")
+            _ = await waitFor(.seconds(5)) { self.slots.values.allSatisfy { !$0.lifecycle.processAlive } }
+        }
+        // The last unregisters reach the proxy before it stops.
+        _ = await waitFor(.seconds(5)) { self.pendingProxyOperations == 0 }
+        await stopHelper(.proxy)
+        await stopHelper(.redis)
+        for task in backgroundTasks { task.cancel() }
+        proxyQueue.finish()
+        let left = childRecords.values.filter { ProcessTable.startTime($0.pid) == $0.startTime }
+        if left.isEmpty {
+            event("cluster stopped: every process it started has exited")
+        } else {
+            event("cluster stopped, but these processes did not exit: \(left.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", "))")
+        }
+        finished = true
+    }
+
+    enum HelperKind: String { case proxy, redis }
+
+    func helper(_ kind: HelperKind) -> Helper {
+        kind == .proxy ? proxy : redis
+    }
+
+    /// SIGTERM to a helper's group, SIGKILL after the grace period; returns once it has exited.
+    func stopHelper(_ kind: HelperKind) async {
+        switch kind {
+        case .proxy: proxy.held = true
+        case .redis: redis.held = true
+        }
+        guard let pid = helper(kind).pid else { return }
+        ProcessGroup.signal(pid, SIGTERM)
+        if !(await waitFor(config.stopGracePeriod, { self.helper(kind).pid == nil })) {
+            event("\(kind.rawValue) did not exit within \(DurationText.format(config.stopGracePeriod)) of SIGTERM: SIGKILL")
+            ProcessGroup.signal(pid, SIGKILL)
+            _ = await waitFor(.seconds(5)) { self.helper(kind).pid == nil }
+        }
+    }
+
+    /// Polls `condition` on the actor until it holds or `timeout` passes.
+    func waitFor(_ timeout: Duration, _ condition: () -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !condition() {
+            if ContinuousClock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return true
+    }
+
+    // MARK: - Instances
+
+    /// Runs a lifecycle method on one slot and carries out the actions it returns.
+    func apply(_ index: Int, _ change: (inout InstanceLifecycle) -> [InstanceLifecycle.Action]) {
+        guard slots[index] != nil else { return }
+        let actions = change(&slots[index]!.lifecycle)
+        perform(actions, index: index)
+    }
+
+    func perform(_ actions: [InstanceLifecycle.Action], index: Int) {
+        for action in actions {
+            switch action {
+            case .spawn(let run, let guid):
+                spawn(index: index, run: run, guid: guid)
+            case .register:
+                register(index)
+            case .unregister:
+                unregister(index)
+            case .signal(let signal):
+                guard slots[index] != nil else { continue }
+                if let pid = slots[index]?.pid {
+                    ProcessGroup.signal(pid, signal)
+                } else {
+                    slots[index]?.pendingSignal = signal
+                }
+            case .scheduleKill(let time):
+                let run = slots[index]?.lifecycle.run ?? 0
+                schedule(index, at: time) { supervisor in await supervisor.killDeadline(index: index, run: run) }
+            case .scheduleRestart(let time):
+                schedule(index, at: time) { supervisor in await supervisor.restartDue(index: index) }
+            case .cancelTimers:
+                slots[index]?.timerTask?.cancel()
+                slots[index]?.timerTask = nil
+            case .remove:
+                slots[index]?.timerTask?.cancel()
+                slots[index]?.healthTask?.cancel()
+                slots[index] = nil
+                event("\(name(index)) removed (scale-down)", index: index)
+            case .event(let lifecycleEvent):
+                describe(lifecycleEvent, index: index)
+            }
+        }
+        checkReady()
+    }
+
+    func schedule(_ index: Int, at time: Duration, _ body: @escaping @Sendable (ClusterSupervisor) async -> Void) {
+        slots[index]?.timerTask?.cancel()
+        let deadline = instant(time)
+        slots[index]?.timerTask = Task {
+            do {
+                try await Task.sleep(until: deadline, clock: .continuous)
+            } catch {
+                return
+            }
+            await body(self)
+        }
+    }
+
+    func killDeadline(index: Int, run: Int) {
+        let grace = config.stopGracePeriod
+        apply(index) { $0.killDeadline(run: run, now: now, gracePeriod: grace) }
+    }
+
+    func restartDue(index: Int) {
+        guard !shuttingDown else { return }
+        apply(index) { $0.restartDue(now: now) }
+    }
+
+    func spawn(index: Int, run: Int, guid: InstanceGUID) {
+        guard slots[index] != nil else { return }
+        slots[index]?.healthTask?.cancel()
+        slots[index]?.pid = nil
+        slots[index]?.pendingSignal = nil
+        let port: Int
+        do {
+            port = try Probe.freePort()
+        } catch {
+            apply(index) { $0.spawnFailed(run: run, reason: "\(error)", now: now) }
+            return
+        }
+        slots[index]?.port = port
+        let child = ChildProcess.shell(
+            config.app.command, environment: launch.environment(index: index, guid: guid, port: port), source: name(index), index: index)
+        let logs = self.logs
+        Task {
+            let outcome = await child.run(logs: logs) { pid in await self.processStarted(index: index, run: run, pid: pid) }
+            self.processEnded(index: index, run: run, outcome: outcome)
+        }
+    }
+
+    func processStarted(index: Int, run: Int, pid: pid_t) {
+        recordChild("\(name(index))#\(run)", pid: pid)
+        guard let slot = slots[index], slot.lifecycle.run == run else {
+            // The slot moved on while this process was being spawned: it is not wanted.
+            ProcessGroup.signal(pid, SIGKILL)
+            return
+        }
+        slots[index]?.pid = pid
+        event("\(name(index)) started: pid \(pid), port \(slot.port ?? 0), guid \(slot.lifecycle.guid?.value ?? "-")", index: index)
+        if let signal = slot.pendingSignal {
+            slots[index]?.pendingSignal = nil
+            ProcessGroup.signal(pid, signal)
+        }
+        if config.healthCheck.type == .process {
+            apply(index) { $0.healthCheckPassed(run: run, now: now) }
+            return
+        }
+        let spawnedAt = slot.lifecycle.spawnedAt ?? now
+        let port = slot.port ?? 0
+        slots[index]?.healthTask = Task { await self.healthLoop(index: index, run: run, port: port, spawnedAt: spawnedAt) }
+    }
+
+    func processEnded(index: Int, run: Int, outcome: ChildProcess.Outcome) {
+        if let record = childRecords.removeValue(forKey: "\(name(index))#\(run)") {
+            // Anything the instance started and left in its group goes with it.
+            ProcessGroup.signal(record.pid, SIGKILL)
+            writePidRecord()
+        }
+        guard let slot = slots[index], slot.lifecycle.run == run else { return }
+        slots[index]?.healthTask?.cancel()
+        slots[index]?.healthTask = nil
+        slots[index]?.pid = nil
+        switch outcome {
+        case .exited(let status):
+            apply(index) { $0.exited(run: run, status: status, now: now) }
+        case .failedToStart(let reason):
+            apply(index) { $0.spawnFailed(run: run, reason: reason, now: now) }
+        }
+    }
+
+    /// Diego's startup check, then liveness checks, for one run. Runs off the actor.
+    nonisolated func healthLoop(index: Int, run: Int, port: Int, spawnedAt: Duration) async {
+        let schedule = HealthCheckSchedule(config.healthCheck)
+        var lastAttempt: Duration?
+        var lastReason = "no check could run"
+        startup: while true {
+            switch schedule.nextStartup(spawnedAt: spawnedAt, after: lastAttempt) {
+            case .attempt(let time):
+                guard (try? await Task.sleep(until: epoch + time, clock: .continuous)) != nil else { return }
+                lastAttempt = time
+                do {
+                    try await check(port: port)
+                    await healthCheckPassed(index: index, run: run)
+                    break startup
+                } catch {
+                    lastReason = "\(error)"
+                }
+            case .timeout(let time):
+                guard (try? await Task.sleep(until: epoch + time, clock: .continuous)) != nil else { return }
+                await healthCheckFailed(index: index, run: run, reason: lastReason, startup: true)
+                return
+            }
+        }
+        var lastCheck = ContinuousClock.now - epoch
+        while !Task.isCancelled {
+            let next = schedule.nextLiveness(after: lastCheck)
+            guard (try? await Task.sleep(until: epoch + next, clock: .continuous)) != nil else { return }
+            lastCheck = next
+            do {
+                try await check(port: port)
+            } catch {
+                await healthCheckFailed(index: index, run: run, reason: "\(error)", startup: false)
+                return
+            }
+        }
+    }
+
+    nonisolated func check(port: Int) async throws {
+        switch config.healthCheck.type {
+        case .port: try await Probe.tcp(port: port, timeout: config.healthCheck.timeout)
+        case .http: try await Probe.httpCheck(port: port, path: config.healthCheck.endpoint, timeout: config.healthCheck.timeout)
+        case .process: return
+        }
+    }
+
+    func healthCheckPassed(index: Int, run: Int) {
+        apply(index) { $0.healthCheckPassed(run: run, now: now) }
+    }
+
+    func healthCheckFailed(index: Int, run: Int, reason: String, startup: Bool) {
+        let timeout = config.healthCheck.startupTimeout
+        apply(index) { $0.healthCheckFailed(run: run, reason: reason, startup: startup, startupTimeout: timeout, now: now) }
+    }
+
+    func describe(_ lifecycleEvent: InstanceLifecycle.Event, index: Int) {
+        let who = name(index)
+        let slot = slots[index]
+        switch lifecycleEvent {
+        case .starting(_, let crashRestart):
+            if crashRestart {
+                event("\(who) restarting now with a new guid (crash count \(slot?.lifecycle.crashCount ?? 0))", index: index)
+            }
+        case .healthy(let after):
+            let check = config.healthCheck.type == .process ? "process check" : "\(config.healthCheck.type.rawValue) check"
+            event("\(who) healthy after \(DurationText.format(after)) (\(check))", index: index)
+        case .killingUnhealthy(let reason):
+            event("\(who) \(reason); killing it (SIGKILL)", index: index)
+        case .crashed(let reason, let count):
+            event("\(who) crashed: \(reason) (crash count \(count))", index: index)
+        case .restartScheduled(let delay, let count):
+            event(
+                "\(who) restart in \(DurationText.format(delay)) (crash count \(count), \(config.restartPolicy.rawValue) back-off)", index: index)
+        case .gaveUp(let count):
+            event("\(who) gave up after \(count) crashes: it stays crashed; `cluster start \(index)` starts it again", index: index)
+        case .stopping(let grace):
+            event("\(who) stopping: SIGTERM to its process group, SIGKILL after \(DurationText.format(grace))", index: index)
+        case .killedAfterGracePeriod(let grace):
+            event("\(who) still running \(DurationText.format(grace)) after SIGTERM: SIGKILL", index: index)
+        case .stopped(let status):
+            event("\(who) stopped (\(status))", index: index)
+        }
+    }
+
+    /// Starts or removes instances so that indices 0..<target exist (highest removed first).
+    @discardableResult
+    func scale(to target: Int) -> ScalePlan {
+        let plan = ScalePlan(current: slots.keys.filter { slots[$0]?.lifecycle.afterStop != .remove }, target: target)
+        desiredCount = target
+        for index in plan.add {
+            logs.reserveWidth(for: name(index))
+            if slots[index] == nil {
+                slots[index] = Slot(lifecycle: InstanceLifecycle(index: index, policy: config.restart))
+            }
+            apply(index) { $0.start(now: now) }
+        }
+        let grace = config.stopGracePeriod
+        for index in plan.remove {
+            apply(index) { $0.stop(now: now, gracePeriod: grace, then: .remove) }
+        }
+        return plan
+    }
+
+    // MARK: - Proxy registration
+
+    func register(_ index: Int) {
+        guard let slot = slots[index], let guid = slot.lifecycle.guid, let port = slot.port else { return }
+        let registration = launch.registration(index: index, guid: guid, port: port)
+        slots[index]?.registration = registration
+        guard proxyAdmin != nil else { return }
+        guard proxy.ready else {
+            event("\(name(index)) is healthy; it will be registered once the proxy is healthy", index: index)
+            return
+        }
+        enqueue(.register(registration, source: name(index), index: index))
+    }
+
+    func unregister(_ index: Int) {
+        guard let registration = slots[index]?.registration else { return }
+        slots[index]?.registration = nil
+        slots[index]?.routable = false
+        guard proxyAdmin != nil, proxy.ready else { return }
+        enqueue(.unregister(registration, source: name(index), index: index))
+    }
+
+    func enqueue(_ operation: ProxyOperation) {
+        pendingProxyOperations += 1
+        proxyQueue.yield(operation)
+    }
+
+    /// The proxy confirmed a registration: log it the first time, and count the instance as routable.
+    func registered(_ registration: RouteRegistration, index: Int) {
+        guard let slot = slots[index], slot.registration == registration, !slot.routable else { return }
+        slots[index]?.routable = true
+        event(
+            "\(name(index)) registered with the proxy: \(registration.host):\(registration.port) for \(registration.uris.joined(separator: ", "))",
+            index: index)
+        checkReady()
+    }
+
+    /// Sends registrations to the proxy one at a time, in order (an unregister never overtakes the
+    /// register before it).
+    func runProxyQueue() async {
+        guard let admin = proxyAdmin else { return }
+        for await operation in proxyOperations {
+            defer { pendingProxyOperations -= 1 }
+            do {
+                switch operation {
+                case .register(let registration, _, let index):
+                    try await admin.register(registration)
+                    registered(registration, index: index)
+                case .unregister(let registration, let source, let index):
+                    try await admin.unregister(registration)
+                    event("\(source) unregistered from the proxy", index: index)
+                }
+                if proxyFailing {
+                    proxyFailing = false
+                    event("the proxy's admin API answers again")
+                }
+            } catch {
+                if !proxyFailing {
+                    proxyFailing = true
+                    let what: String
+                    switch operation {
+                    case .register(_, let source, _): what = "register \(source)"
+                    case .unregister(_, let source, _): what = "unregister \(source)"
+                    }
+                    event(
+                        "could not \(what) with the proxy on 127.0.0.1:\(admin.port): \(error). The cluster keeps running; registrations are retried every 20s"
+                    )
+                }
+            }
+        }
+    }
+
+    /// gorouter needs routes re-sent every 20 s (it prunes them after 120 s).
+    func heartbeatLoop() async {
+        while !Task.isCancelled {
+            guard (try? await Task.sleep(for: .seconds(20))) != nil else { return }
+            registerAll()
+        }
+    }
+
+    func registerAll() {
+        guard proxyAdmin != nil, proxy.ready else { return }
+        for index in slots.keys.sorted() {
+            guard let registration = slots[index]?.registration else { continue }
+            enqueue(.register(registration, source: name(index), index: index))
+        }
+    }
+
+    /// Samples the proxy's per-instance counters for `cluster status` (connections, requests/s).
+    func statsLoop() async {
+        while !Task.isCancelled {
+            if let admin = proxyAdmin, proxy.ready, let sample = try? await admin.endpointStats() {
+                recordStats(sample)
+            }
+            guard (try? await Task.sleep(for: .seconds(2))) != nil else { return }
+        }
+    }
+
+    func recordStats(_ sample: [String: EndpointStats]) {
+        let time = now
+        if let previous = statsTakenAt {
+            let elapsed = (time - previous).seconds
+            if elapsed > 0 {
+                rates = sample.reduce(into: [:]) { result, entry in
+                    let before = stats[entry.key]?.requestsTotal ?? entry.value.requestsTotal
+                    result[entry.key] = Double(max(0, entry.value.requestsTotal - before)) / elapsed
+                }
+            }
+        }
+        stats = sample
+        statsTakenAt = time
+    }
+
+    // MARK: - The proxy process
+
+    func startProxy() {
+        guard let command = proxyCommand, let admin = proxyAdmin, !shuttingDown else { return }
+        proxy.run += 1
+        proxy.ready = false
+        proxy.held = false
+        let run = proxy.run
+        let arguments = [
+            "--port", "\(proxyPort)", "--bind", "127.0.0.1", "--admin-port", "\(admin.port)", "--admin-token", admin.token,
+            "--affinity", config.proxy.affinity.rawValue, "--websocket-affinity", config.proxy.websocketAffinity ? "on" : "off",
+            "--balancing", config.proxy.balancing,
+        ]
+        let child = ChildProcess.shell(([command] + arguments).joined(separator: " "), environment: launch.helperEnvironment(), source: "proxy")
+        let logs = self.logs
+        proxy.startedAt = now
+        Task {
+            let outcome = await child.run(logs: logs) { pid in await self.proxyStarted(run: run, pid: pid) }
+            self.proxyEnded(run: run, outcome: outcome)
+        }
+    }
+
+    func proxyStarted(run: Int, pid: pid_t) {
+        recordChild("proxy#\(run)", pid: pid)
+        guard run == proxy.run else { return }
+        proxy.pid = pid
+        event("proxy started: pid \(pid), http://localhost:\(proxyPort)/ (affinity \(config.proxy.affinity.rawValue))")
+        Task { await self.waitForProxyHealth(run: run) }
+    }
+
+    nonisolated func waitForProxyHealth(run: Int) async {
+        guard let admin = proxyAdmin else { return }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            guard await proxyRunMatches(run) else { return }
+            if await admin.isHealthy() {
+                await proxyHealthy(run: run)
+                return
+            }
+            guard (try? await Task.sleep(for: .milliseconds(25))) != nil else { return }
+        }
+        await event("the proxy did not answer GET /health on 127.0.0.1:\(admin.port) within 30s; instances are not routable through it")
+    }
+
+    func proxyRunMatches(_ run: Int) -> Bool { run == proxy.run && proxy.pid != nil }
+
+    func proxyHealthy(run: Int) {
+        guard run == proxy.run, proxy.pid != nil else { return }
+        proxy.ready = true
+        event("proxy healthy: admin API on 127.0.0.1:\(proxyAdmin?.port ?? 0)")
+        registerAll()
+        checkReady()
+    }
+
+    func proxyEnded(run: Int, outcome: ChildProcess.Outcome) {
+        if let record = childRecords.removeValue(forKey: "proxy#\(run)") {
+            ProcessGroup.signal(record.pid, SIGKILL)
+            writePidRecord()
+        }
+        guard run == proxy.run else { return }
+        proxy.pid = nil
+        proxy.ready = false
+        for index in slots.keys { slots[index]?.routable = false }
+        let status: String
+        switch outcome {
+        case .exited(let exit): status = "\(exit)"
+        case .failedToStart(let reason): status = "failed to start: \(reason)"
+        }
+        if proxy.held || shuttingDown {
+            event("proxy stopped (\(status))")
+            return
+        }
+        let delay = proxy.crashed(now: now)
+        event("proxy crashed (\(status)); restarting it in \(DurationText.format(delay))")
+        Task {
+            try? await Task.sleep(for: delay)
+            self.startProxy()
+        }
+    }
+
+    // MARK: - Redis
+
+    func startRedis() {
+        guard let port = redisPort, let command = redisCommand, !shuttingDown else { return }
+        redis.run += 1
+        redis.ready = false
+        redis.held = false
+        let run = redis.run
+        let arguments = [
+            command, "--port", "\(port)", "--bind", "127.0.0.1", "--dir", shellQuote(stateDirectory.redisDirectory.path), "--appendonly",
+            config.redis.appendOnly ? "yes" : "no", "--save", "''", "--daemonize", "no", "--logfile", "''",
+        ]
+        let child = ChildProcess.shell(arguments.joined(separator: " "), environment: launch.helperEnvironment(), source: "redis")
+        let logs = self.logs
+        redis.startedAt = now
+        Task {
+            let outcome = await child.run(logs: logs) { pid in await self.redisStarted(run: run, pid: pid) }
+            self.redisEnded(run: run, outcome: outcome)
+        }
+    }
+
+    func redisStarted(run: Int, pid: pid_t) {
+        recordChild("redis#\(run)", pid: pid)
+        guard run == redis.run else { return }
+        redis.pid = pid
+        Task { await self.waitForRedis(run: run) }
+    }
+
+    nonisolated func waitForRedis(run: Int) async {
+        guard let port = redisPort else { return }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            guard await redisRunMatches(run) else { return }
+            if await Self.ping(url: "redis://127.0.0.1:\(port)") == nil {
+                await redisReady(run: run)
+                return
+            }
+            guard (try? await Task.sleep(for: .milliseconds(25))) != nil else { return }
+        }
+    }
+
+    func redisRunMatches(_ run: Int) -> Bool { run == redis.run && redis.pid != nil }
+
+    func redisReady(run: Int) {
+        guard run == redis.run else { return }
+        redis.ready = true
+        event("redis ready: \(launch.redisURL ?? "") (data in \(stateDirectory.redisDirectory.path), AOF \(config.redis.appendOnly ? "on" : "off"))")
+        checkReady()
+    }
+
+    func redisEnded(run: Int, outcome: ChildProcess.Outcome) {
+        if let record = childRecords.removeValue(forKey: "redis#\(run)") {
+            ProcessGroup.signal(record.pid, SIGKILL)
+            writePidRecord()
+        }
+        guard run == redis.run else { return }
+        redis.pid = nil
+        redis.ready = false
+        let status: String
+        switch outcome {
+        case .exited(let exit): status = "\(exit)"
+        case .failedToStart(let reason): status = "failed to start: \(reason)"
+        }
+        if redis.held || shuttingDown {
+            event("redis stopped (\(status))")
+            return
+        }
+        let delay = redis.crashed(now: now)
+        event("redis crashed (\(status)); restarting it in \(DurationText.format(delay))")
+        Task {
+            try? await Task.sleep(for: delay)
+            self.startRedis()
+        }
+    }
+
+    func checkExternalRedis(_ url: String) async {
+        if let error = await Self.ping(url: url) {
+            event("the Redis at \(Self.redacted(url)) does not answer: \(error). Instances start anyway; chat-node reports unhealthy until it does")
+        } else {
+            event("using the Redis at \(Self.redacted(url)) (external: `cluster redis` commands do not manage it)")
+        }
+    }
+
+    /// nil when Redis answers PING; else the reason.
+    static func ping(url: String) async -> String? {
+        do {
+            var configuration = try RedisConfiguration(url: url)
+            configuration.connectTimeout = .seconds(1)
+            configuration.commandTimeout = .seconds(1)
+            let client = try await RedisClient.connect(configuration)
+            defer { Task { await client.close() } }
+            let reply = try await client.ping()
+            return reply == "PONG" ? nil : "it answered \(reply) to PING"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    static func redacted(_ url: String) -> String {
+        (try? RedisConfiguration(url: url).redactedURL) ?? url
+    }
+
+    // MARK: - Bookkeeping
+
+    func recordChild(_ key: String, pid: pid_t) {
+        childRecords[key] = PidRecord.Child(name: key, pid: pid, startTime: ProcessTable.startTime(pid) ?? 0)
+        writePidRecord()
+    }
+
+    func writePidRecord() {
+        pidRecord.children = childRecords.values.sorted { $0.name < $1.name }
+        do {
+            try stateDirectory.writePidRecord(pidRecord)
+        } catch {
+            event("could not update the pid file: \(error)")
+        }
+    }
+
+    var isReady: Bool {
+        let routed = proxyCommand == nil
+        let instancesReady =
+            (0..<desiredCount).allSatisfy { slots[$0]?.lifecycle.state == .running && (routed || slots[$0]?.routable == true) }
+            && slots.count == desiredCount
+        let proxyReady = proxyCommand == nil || proxy.ready
+        let redisReady = redisPort == nil || redis.ready
+        return instancesReady && proxyReady && redisReady
+    }
+
+    func checkReady() {
+        guard !announcedReady, !shuttingDown, isReady else { return }
+        announcedReady = true
+        let stateFlag = config.stateDirectory.map { " --state-dir \(shellQuote($0))" } ?? ""
+        let redisText =
+            redisPort != nil
+            ? "Redis \(launch.redisURL ?? "") (embedded, data in \(stateDirectory.redisDirectory.path))"
+            : "Redis \(Self.redacted(launch.redisURL ?? "")) (external)"
+        event("cluster is up: \(desiredCount) instance\(desiredCount == 1 ? "" : "s") of \(config.app.name), \(redisText)")
+        if proxyCommand != nil {
+            event("open http://localhost:\(proxyPort)/ (sticky-proxy, affinity \(config.proxy.affinity.rawValue))")
+        } else if let port = slots[0]?.port {
+            event("open http://127.0.0.1:\(port)/ (no proxy: each instance answers on its own port)")
+        }
+        event(
+            "try from another terminal: cluster status\(stateFlag) | cluster kill 1 | cluster scale 5 | cluster restart --all --rolling | "
+                + "cluster redis restart | cluster logs -f 1 | cluster down (or Ctrl-C here)")
+    }
+}
+
+func shellQuote(_ text: String) -> String {
+    let safe = text.allSatisfy { $0.isLetter || $0.isNumber || "/._-:@%+=,".contains($0) }
+    return safe && !text.isEmpty ? text : "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
+}

@@ -1,0 +1,186 @@
+import Foundation
+
+/// One request to a running cluster over its control socket: one JSON object on one line.
+public struct ControlRequest: Codable, Sendable, Equatable {
+    public enum Command: String, Codable, Sendable, CaseIterable {
+        case status, scale, kill, stop, start, restart, redis, logs, down
+    }
+
+    public var command: Command
+    public var index: Int?
+    /// `scale`: `N`, `+k` or `-k`.
+    public var scale: String?
+    /// `restart`: every instance.
+    public var all: Bool?
+    /// `restart --all`: one at a time, each waiting for the previous one's health.
+    public var rolling: Bool?
+    /// `redis`: stop, start or restart.
+    public var action: String?
+    /// `logs`: keep streaming new lines.
+    public var follow: Bool?
+    /// `logs`: how many recent lines.
+    public var lines: Int?
+    /// Answer only once the change is done (instances healthy, Redis ready).
+    public var wait: Bool?
+
+    public init(
+        command: Command, index: Int? = nil, scale: String? = nil, all: Bool? = nil, rolling: Bool? = nil, action: String? = nil,
+        follow: Bool? = nil, lines: Int? = nil, wait: Bool? = nil
+    ) {
+        self.command = command
+        self.index = index
+        self.scale = scale
+        self.all = all
+        self.rolling = rolling
+        self.action = action
+        self.follow = follow
+        self.lines = lines
+        self.wait = wait
+    }
+}
+
+/// One answer line. A request gets one, except `logs`, which gets one per log line and then `done`.
+public struct ControlResponse: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var message: String?
+    public var error: String?
+    public var status: ClusterStatus?
+    public var line: LogLine?
+    public var done: Bool?
+
+    public init(ok: Bool, message: String? = nil, error: String? = nil, status: ClusterStatus? = nil, line: LogLine? = nil, done: Bool? = nil) {
+        self.ok = ok
+        self.message = message
+        self.error = error
+        self.status = status
+        self.line = line
+        self.done = done
+    }
+
+    public static func success(_ message: String) -> ControlResponse { ControlResponse(ok: true, message: message, done: true) }
+    public static func failure(_ error: String) -> ControlResponse { ControlResponse(ok: false, error: error, done: true) }
+}
+
+/// The whole cluster as `cluster status` shows it.
+public struct ClusterStatus: Codable, Sendable, Equatable {
+    public struct Instance: Codable, Sendable, Equatable {
+        public var index: Int
+        public var guid: String?
+        public var pid: Int32?
+        public var port: Int?
+        public var state: InstanceLifecycle.State
+        public var uptimeSeconds: Double?
+        public var crashes: Int
+        public var nextRestartSeconds: Double?
+        public var connections: Int?
+        public var requestsPerSecond: Double?
+        public var lastCrash: String?
+
+        public init(
+            index: Int, guid: String? = nil, pid: Int32? = nil, port: Int? = nil, state: InstanceLifecycle.State, uptimeSeconds: Double? = nil,
+            crashes: Int = 0, nextRestartSeconds: Double? = nil, connections: Int? = nil, requestsPerSecond: Double? = nil, lastCrash: String? = nil
+        ) {
+            self.index = index
+            self.guid = guid
+            self.pid = pid
+            self.port = port
+            self.state = state
+            self.uptimeSeconds = uptimeSeconds
+            self.crashes = crashes
+            self.nextRestartSeconds = nextRestartSeconds
+            self.connections = connections
+            self.requestsPerSecond = requestsPerSecond
+            self.lastCrash = lastCrash
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case index, guid, pid, port, state, crashes, connections
+            case uptimeSeconds = "uptime_seconds"
+            case nextRestartSeconds = "next_restart_seconds"
+            case requestsPerSecond = "requests_per_second"
+            case lastCrash = "last_crash"
+        }
+    }
+
+    public struct Component: Codable, Sendable, Equatable {
+        /// running, starting, stopped, crashed, external, absent.
+        public var state: String
+        public var pid: Int32?
+        public var url: String?
+
+        public init(state: String, pid: Int32? = nil, url: String? = nil) {
+            self.state = state
+            self.pid = pid
+            self.url = url
+        }
+    }
+
+    public var app: String
+    public var command: String
+    /// All desired instances running, the proxy healthy (when enabled) and Redis ready.
+    public var ready: Bool
+    public var desiredInstances: Int
+    public var affinity: String
+    public var restartPolicy: String
+    public var timeScale: Double
+    public var proxy: Component
+    public var redis: Component
+    public var instances: [Instance]
+
+    public init(
+        app: String, command: String, ready: Bool, desiredInstances: Int, affinity: String, restartPolicy: String, timeScale: Double,
+        proxy: Component, redis: Component, instances: [Instance]
+    ) {
+        self.app = app
+        self.command = command
+        self.ready = ready
+        self.desiredInstances = desiredInstances
+        self.affinity = affinity
+        self.restartPolicy = restartPolicy
+        self.timeScale = timeScale
+        self.proxy = proxy
+        self.redis = redis
+        self.instances = instances
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case app, command, ready, affinity, proxy, redis, instances
+        case desiredInstances = "desired_instances"
+        case restartPolicy = "restart_policy"
+        case timeScale = "time_scale"
+    }
+
+    /// The table `cluster status` prints.
+    public func table() -> String {
+        var lines: [String] = []
+        let proxyText = proxy.url.map { "\($0) (affinity \(affinity), \(proxy.state))" } ?? "\(proxy.state)"
+        lines.append("app \(app): \(instances.filter { $0.state == .running }.count)/\(desiredInstances) running\(ready ? "" : " (not ready)")")
+        lines.append("proxy  \(proxyText)")
+        lines.append("redis  \(redis.url ?? "-") (\(redis.state))")
+        lines.append("restart policy \(restartPolicy)\(timeScale == 1 ? "" : ", time scale \(timeScale)")")
+        lines.append("")
+        let header = ["INDEX", "GUID", "PID", "PORT", "STATE", "UPTIME", "CRASHES", "NEXT RESTART", "CONNECTIONS", "REQ/S"]
+        let rows = instances.map { instance -> [String] in
+            [
+                "\(instance.index)",
+                instance.guid ?? "-",
+                instance.pid.map { "\($0)" } ?? "-",
+                instance.port.map { "\($0)" } ?? "-",
+                instance.state.rawValue,
+                instance.uptimeSeconds.map { DurationText.short(.milliseconds(Int64($0 * 1000))) } ?? "-",
+                "\(instance.crashes)",
+                instance.nextRestartSeconds.map { "in " + DurationText.short(.milliseconds(Int64($0 * 1000))) } ?? "-",
+                instance.connections.map { "\($0)" } ?? "-",
+                instance.requestsPerSecond.map { String(format: "%.1f", $0) } ?? "-",
+            ]
+        }
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        for row in [header] + rows {
+            lines.append(row.indices.map { row[$0].padding(toLength: widths[$0]) }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+        }
+        for instance in instances where instance.lastCrash != nil && instance.state != .running {
+            lines.append("\(app).\(instance.index) last crash: \(instance.lastCrash ?? "")")
+        }
+        return lines.joined(separator: "\n")
+    }
+}

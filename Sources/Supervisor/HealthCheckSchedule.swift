@@ -1,0 +1,44 @@
+/// When Diego's health checks run, as pure functions of time (the duration since the supervisor started).
+///
+/// - Startup: the first attempt as soon as the process is spawned, then one on every tick of
+///   `startupInterval` (2 s) counted from the spawn, until one passes or `startupTimeout` (60 s) after
+///   the spawn, when the instance fails with "Instance never healthy after 1m0s: <reason>".
+/// - Liveness: once healthy, a check every `livenessInterval` (30 s); the first failure is a crash.
+public struct HealthCheckSchedule: Sendable, Equatable {
+    public var startupInterval: Duration
+    public var startupTimeout: Duration
+    public var livenessInterval: Duration
+
+    public init(startupInterval: Duration = .seconds(2), startupTimeout: Duration = .seconds(60), livenessInterval: Duration = .seconds(30)) {
+        self.startupInterval = startupInterval
+        self.startupTimeout = startupTimeout
+        self.livenessInterval = livenessInterval
+    }
+
+    public init(_ config: ClusterConfig.HealthCheck) {
+        self.init(startupInterval: config.startupInterval, startupTimeout: config.startupTimeout, livenessInterval: config.livenessInterval)
+    }
+
+    public enum StartupStep: Sendable, Equatable {
+        /// Run an attempt at this time.
+        case attempt(at: Duration)
+        /// No attempt is left before the deadline: fail at this time.
+        case timeout(at: Duration)
+    }
+
+    /// The next startup step for an instance spawned at `spawnedAt`, after the attempt started at
+    /// `lastAttempt` failed (nil: no attempt yet).
+    public func nextStartup(spawnedAt: Duration, after lastAttempt: Duration?) -> StartupStep {
+        let deadline = spawnedAt + startupTimeout
+        guard let lastAttempt else { return .attempt(at: spawnedAt) }
+        let interval = max(startupInterval.nanosecondsClamped, 1)
+        let elapsed = max(0, (lastAttempt - spawnedAt).nanosecondsClamped)
+        let next = spawnedAt + .nanoseconds((elapsed / interval + 1) * interval)
+        return next < deadline ? .attempt(at: next) : .timeout(at: deadline)
+    }
+
+    /// When the liveness check after the one at `lastCheck` runs.
+    public func nextLiveness(after lastCheck: Duration) -> Duration {
+        lastCheck + livenessInterval
+    }
+}

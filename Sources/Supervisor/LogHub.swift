@@ -1,0 +1,182 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Where every line goes: the terminal (coloured on a TTY only), the log file in the state folder, the
+/// recent-lines ring that `cluster logs` reads, and any `cluster logs -f` followers. Writing to the
+/// terminal and the file happens on one dedicated thread, so a slow terminal never blocks a Task.
+public final class LogHub: Sendable {
+    private struct State {
+        var recent: [LogLine] = []
+        var next = 0
+        var followers: [Int: (filter: Int?, continuation: AsyncStream<LogLine>.Continuation)] = [:]
+        var nextFollower = 0
+        var width = 7
+    }
+
+    private let state = Mutex(State())
+    private let writer: LineWriter
+    private let capacity: Int
+    private let colour: Bool
+
+    /// - Parameters:
+    ///   - logFile: the file every line is appended to (plain text), if any.
+    ///   - echo: whether lines go to standard output.
+    public init(logFile: URL?, echo: Bool = true, capacity: Int = 5000) {
+        self.capacity = capacity
+        let environment = ProcessInfo.processInfo.environment
+        self.colour = echo && isatty(1) != 0 && environment["NO_COLOR"] == nil && environment["TERM"] != "dumb"
+        self.writer = LineWriter(logFile: logFile, echo: echo)
+    }
+
+    /// Widens the source column (for example when instance `chat.10` appears).
+    public func reserveWidth(for source: String) {
+        state.withLock { $0.width = max($0.width, source.count) }
+    }
+
+    /// Records one line from `source` (an instance's own output or a cluster event).
+    public func emit(source: String, index: Int? = nil, _ text: String) {
+        let line = LogLine(time: Self.now(), source: source, index: index, text: text)
+        let width = state.withLock { state -> Int in
+            if state.recent.count < capacity {
+                state.recent.append(line)
+            } else {
+                state.recent[state.next] = line
+                state.next = (state.next + 1) % capacity
+            }
+            for follower in state.followers.values where follower.filter == nil || follower.filter == index {
+                follower.continuation.yield(line)
+            }
+            return state.width
+        }
+        writer.write(terminal: colour ? line.coloured(width: width) : line.formatted(width: width), file: line.formatted(width: width))
+    }
+
+    /// The last `limit` lines, oldest first; only one instance's when `index` is set.
+    public func recent(index: Int? = nil, limit: Int = 200) -> [LogLine] {
+        state.withLock { state in
+            let ordered = Array(state.recent[state.next...] + state.recent[..<state.next])
+            let filtered = index.map { index in ordered.filter { $0.index == index } } ?? ordered
+            return Array(filtered.suffix(max(0, limit)))
+        }
+    }
+
+    /// New lines as they come (only one instance's when `index` is set), until the stream is dropped.
+    public func follow(index: Int? = nil) -> AsyncStream<LogLine> {
+        let (stream, continuation) = AsyncStream<LogLine>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+        let id = state.withLock { state -> Int in
+            state.nextFollower += 1
+            state.followers[state.nextFollower] = (index, continuation)
+            return state.nextFollower
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.followers.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    /// Ends every follower and waits until every line is written out.
+    public func close() {
+        let followers = state.withLock { state in
+            defer { state.followers = [:] }
+            return state.followers.values.map(\.continuation)
+        }
+        for continuation in followers { continuation.finish() }
+        writer.close()
+    }
+
+    static func now() -> String {
+        var seconds = time(nil)
+        var parts = tm()
+        localtime_r(&seconds, &parts)
+        return LogLine.clock(hour: Int(parts.tm_hour), minute: Int(parts.tm_min), second: Int(parts.tm_sec))
+    }
+}
+
+/// A thread that writes queued lines to standard output and a file, so that callers never wait on I/O.
+final class LineWriter: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var queue: [(terminal: String, file: String)] = []
+    private var closed = false
+    private var finished = false
+    private let file: FileHandle?
+    private let echo: Bool
+
+    init(logFile: URL?, echo: Bool) {
+        self.echo = echo
+        if let logFile {
+            try? FileManager.default.createDirectory(at: logFile.deletingLastPathComponent(), withIntermediateDirectories: true)
+            if !FileManager.default.fileExists(atPath: logFile.path) {
+                _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+            }
+            file = try? FileHandle(forWritingTo: logFile)
+            _ = try? file?.seekToEnd()
+        } else {
+            file = nil
+        }
+        let thread = Thread { [self] in run() }
+        thread.name = "cluster-log-writer"
+        thread.start()
+    }
+
+    func write(terminal: String, file: String) {
+        condition.lock()
+        if !closed { queue.append((terminal, file)) }
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Flushes what is queued, then stops the thread.
+    func close() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        while !finished { condition.wait() }
+        condition.unlock()
+        try? file?.close()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !closed { condition.wait() }
+            let batch = queue
+            queue.removeAll(keepingCapacity: true)
+            let done = closed && batch.isEmpty
+            condition.unlock()
+            if done { break }
+            if echo {
+                var text = ""
+                for line in batch { text += line.terminal + "\n" }
+                writeAll(1, text)
+            }
+            if let file {
+                var text = ""
+                for line in batch { text += line.file + "\n" }
+                try? file.write(contentsOf: Data(text.utf8))
+            }
+        }
+        condition.lock()
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func writeAll(_ descriptor: Int32, _ text: String) {
+        var bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeMutableBytes { buffer in
+                Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+            }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            offset += written
+        }
+    }
+}

@@ -1,0 +1,204 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Small network probes on SwiftNIO: a TCP connect (Diego's `port` check) and a one-shot HTTP/1.1
+/// request (the `http` check, and sticky-proxy's admin API). Loopback only, each with a timeout.
+public enum Probe {
+    public struct Failure: Error, Sendable, CustomStringConvertible {
+        public let description: String
+        public init(_ description: String) { self.description = description }
+    }
+
+    public struct HTTPResponse: Sendable {
+        public var status: Int
+        public var headers: [(String, String)]
+        public var body: [UInt8]
+        public var text: String { String(decoding: body, as: UTF8.self) }
+    }
+
+    /// Connects to host:port and closes; throws with Diego's wording when it cannot.
+    public static func tcp(host: String = "127.0.0.1", port: Int, timeout: Duration) async throws {
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.nanoseconds(timeout.nanosecondsClamped))
+                .connect(host: host, port: port).get()
+            try? await channel.close()
+        } catch {
+            throw Failure("Failed to make TCP connection to port \(port): \(reason(error))")
+        }
+    }
+
+    /// One HTTP/1.1 request with `Connection: close`; the whole exchange must finish within `timeout`.
+    public static func http(
+        method: HTTPMethod = .GET, host: String = "127.0.0.1", port: Int, path: String, headers: [(String, String)] = [],
+        body: [UInt8]? = nil, timeout: Duration
+    ) async throws -> HTTPResponse {
+        do {
+            return try await exchange(method: method, host: host, port: port, path: path, headers: headers, body: body, timeout: timeout)
+        } catch let failure as Failure {
+            throw failure
+        } catch {
+            throw Failure("\(method) http://\(host):\(port)\(path) failed: \(reason(error))")
+        }
+    }
+
+    static func exchange(
+        method: HTTPMethod, host: String, port: Int, path: String, headers: [(String, String)], body: [UInt8]?, timeout: Duration
+    ) async throws -> HTTPResponse {
+        try await withDeadline(timeout, what: "\(method) \(path) on port \(port)") {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.nanoseconds(timeout.nanosecondsClamped))
+                .connect(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            return try await channel.executeThenClose { inbound, outbound in
+                var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+                head.headers.add(name: "Host", value: "\(host):\(port)")
+                head.headers.add(name: "Connection", value: "close")
+                for (name, value) in headers { head.headers.add(name: name, value: value) }
+                if let body {
+                    head.headers.add(name: "Content-Length", value: "\(body.count)")
+                } else if method == .POST || method == .PUT {
+                    head.headers.add(name: "Content-Length", value: "0")
+                }
+                try await outbound.write(.head(head))
+                if let body, !body.isEmpty { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+                try await outbound.write(.end(nil))
+                var response = HTTPResponse(status: 0, headers: [], body: [])
+                for try await part in inbound {
+                    switch part {
+                    case .head(let head):
+                        response.status = Int(head.status.code)
+                        response.headers = head.headers.map { ($0.name, $0.value) }
+                    case .body(var buffer):
+                        if response.body.count < 4 * 1024 * 1024 {
+                            response.body += buffer.readBytes(length: buffer.readableBytes) ?? []
+                        }
+                    case .end:
+                        return response
+                    }
+                }
+                throw Failure("the connection closed before the response was complete")
+            }
+        }
+    }
+
+    /// Diego's `http` check: healthy only on exactly 200.
+    public static func httpCheck(port: Int, path: String, timeout: Duration) async throws {
+        let response: HTTPResponse
+        do {
+            response = try await exchange(
+                method: .GET, host: "127.0.0.1", port: port, path: path, headers: [("User-Agent", "diego-healthcheck")], body: nil, timeout: timeout)
+        } catch {
+            throw Failure("Failed to make HTTP request to '\(path)' on port \(port): \(reason(error))")
+        }
+        guard response.status == 200 else {
+            throw Failure("Failed to make HTTP request to '\(path)' on port \(port): received status code \(response.status)")
+        }
+    }
+
+    /// Runs `body`, failing with a timeout error when it takes longer than `timeout`.
+    public static func withDeadline<T: Sendable>(
+        _ timeout: Duration, what: String, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw Failure("timed out after \(DurationText.format(timeout)) (\(what))")
+            }
+            return value
+        }
+    }
+
+    static func reason(_ error: any Error) -> String {
+        if let failure = error as? Failure { return failure.description }
+        if let error = error as? IOError {
+            switch error.errnoCode {
+            case ECONNREFUSED: return "connection refused"
+            case ECONNRESET: return "connection reset"
+            default: return error.description
+            }
+        }
+        if let error = error as? NIOConnectionError {
+            if let first = error.connectionErrors.first { return reason(first.error) }
+            return "cannot connect"
+        }
+        if error is ChannelError {
+            switch error as? ChannelError {
+            case .connectTimeout: return "timed out connecting"
+            default: return "\(error)"
+            }
+        }
+        return "\(error)"
+    }
+}
+
+extension Probe {
+    /// A free TCP port on 127.0.0.1, chosen at random BELOW the kernel's ephemeral range (32768-60999
+    /// by default). A port the kernel hands out for `bind(0)` comes from that range, and so do the
+    /// source ports of outgoing connections: one of those could take it between now and the moment its
+    /// user binds it. Falls back to the kernel's choice when no such port is free.
+    public static func freePort() throws -> Int {
+        let ephemeralStart = ephemeralPortRange().lowerBound
+        if ephemeralStart > 10_000 {
+            for _ in 0..<500 {
+                let candidate = Int.random(in: 10_000..<ephemeralStart)
+                if isFree(port: candidate) { return candidate }
+            }
+        }
+        return try kernelChosenPort()
+    }
+
+    /// The kernel's ephemeral port range (/proc/sys/net/ipv4/ip_local_port_range).
+    static func ephemeralPortRange() -> ClosedRange<Int> {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let numbers = text.split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+        guard numbers.count == 2, numbers[0] <= numbers[1] else { return 32768...60999 }
+        return numbers[0]...numbers[1]
+    }
+
+    private static func kernelChosenPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure("cannot create a socket to find a free port (errno \(errno))") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { throw Failure("cannot bind a socket on 127.0.0.1 to find a free port (errno \(errno))") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Whether 127.0.0.1:port can be bound right now (nobody listens on it).
+    public static func isFree(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var yes: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(clamping: port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+}

@@ -1,0 +1,261 @@
+import ArgumentParser
+import Foundation
+import Supervisor
+
+/// `cluster`: runs Redis, N instances of an app and sticky-proxy the way Cloud Foundry's Diego does,
+/// and controls them from another terminal. All logic lives in the Supervisor library.
+@main
+struct Cluster: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster",
+        abstract: "Run an app as N instances behind sticky-proxy with Redis, supervised like Cloud Foundry's Diego.",
+        discussion: """
+            Start with `cluster up` (Ctrl-C stops everything), then control it from another terminal in the
+            same folder: status, scale, kill, stop, start, restart, redis, logs, down.
+            """,
+        subcommands: [Up.self, Status.self, Scale.self, Kill.self, Stop.self, Start.self, Restart.self, Redis.self, Logs.self, Down.self]
+    )
+}
+
+/// Where the running cluster keeps its control socket.
+struct StateOption: ParsableArguments {
+    @Option(name: .long, help: "The state folder of the cluster (default: .state in the current folder).")
+    var stateDir: String?
+
+    var directory: StateDirectory { StateDirectory(path: stateDir) }
+}
+
+extension Affinity: ExpressibleByArgument {}
+extension RestartPolicy.Name: ExpressibleByArgument {}
+extension HealthCheckType: ExpressibleByArgument {}
+
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start Redis, the instances and the proxy; stay in the foreground, printing every log line.")
+
+    @Option(name: .long, help: "The config file (default: Configs/cluster.yml when it exists).")
+    var config: String?
+    @Option(name: .long, help: "How many instances.")
+    var instances: Int?
+    @Option(name: .long, help: "The app command (any command; instances get PORT and Cloud Foundry's environment).")
+    var app: String?
+    @Option(name: .long, help: "The proxy's port (0: a free one).")
+    var port: Int?
+    @Option(name: .long, help: "The proxy's affinity mode.")
+    var affinity: Affinity?
+    @Option(name: .long, help: "Use this Redis instead of starting one (redis://host:port).")
+    var redisURL: String?
+    @Option(name: .long, help: "The crash restart policy.")
+    var restartPolicy: RestartPolicy.Name?
+    @Option(name: .long, help: "Multiplies the restart policy's durations (0.01: a 30s back-off becomes 0.3s).")
+    var timeScale: Double?
+    @Option(name: .long, help: "The health check type.")
+    var healthCheck: HealthCheckType?
+    @Flag(name: .long, help: "Run without sticky-proxy.")
+    var noProxy = false
+    @OptionGroup var state: StateOption
+
+    func run() async throws {
+        var base = ClusterConfig()
+        let path = config ?? (FileManager.default.fileExists(atPath: "Configs/cluster.yml") ? "Configs/cluster.yml" : nil)
+        do {
+            if let path { base = try ClusterConfig.load(path: path) }
+            let overrides = ClusterOverrides(
+                instances: instances, appCommand: app, port: port, affinity: affinity, redisURL: redisURL, restartPolicy: restartPolicy,
+                timeScale: timeScale, stateDirectory: state.stateDir, proxyEnabled: noProxy ? false : nil, healthCheckType: healthCheck)
+            try await ClusterUp.run(config: overrides.applied(to: base))
+        } catch {
+            throw ExitCode.failure.printing("cluster: error: \(error)")
+        }
+    }
+}
+
+/// Sends one request to the running cluster and prints the answer; a refused request exits 1.
+func control(_ request: ControlRequest, state: StateOption, print handler: ((ControlResponse) -> Void)? = nil) async throws {
+    var failure: String?
+    let directory = state.directory
+    do {
+        try await ControlClient.send(request, socket: directory.controlSocket.path, stateDirectory: directory.url.path) { response in
+            if !response.ok {
+                failure = response.error ?? "the cluster refused the request"
+                return false
+            }
+            if let handler {
+                handler(response)
+            } else if let message = response.message {
+                print(message)
+            }
+            return true
+        }
+    } catch ControlClient.Failure.lostConnection where request.follow == true {
+        // `logs -f` ends when the cluster stops: that is not an error.
+        FileHandle.standardError.write(Data("cluster: the cluster stopped\n".utf8))
+        return
+    } catch {
+        throw ExitCode.failure.printing("cluster: \(error)")
+    }
+    if let failure { throw ExitCode.failure.printing("cluster: \(failure)") }
+}
+
+extension ExitCode {
+    /// Prints `message` to standard error and exits with this code.
+    func printing(_ message: String) -> ExitCode {
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+        return self
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the instances: index, guid, pid, port, state, uptime, crashes, next restart, connections, requests/s.")
+    @Flag(name: .long, help: "Print the status as JSON.")
+    var json = false
+    @OptionGroup var state: StateOption
+
+    func run() async throws {
+        try await control(ControlRequest(command: .status), state: state) { response in
+            guard let status = response.status else { return }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: (try? encoder.encode(status)) ?? Data(), as: UTF8.self))
+            } else {
+                print(status.table())
+            }
+        }
+    }
+}
+
+struct Scale: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Change the instance count: N, +k or -k (scale-down removes the highest indices first).")
+    @Flag(name: .long, help: "Return once every instance is running (or removed).")
+    var wait = false
+    @OptionGroup var state: StateOption
+    // Collected after the options so that `-1` is read as a count, not as an option.
+    @Argument(parsing: .allUnrecognized, help: "N, +k or -k.")
+    var count: [String] = []
+
+    func validate() throws {
+        guard count.count == 1, let text = count.first else {
+            throw ValidationError(
+                count.isEmpty ? "give the instance count: N, +k or -k (for example 5, +2, -1)" : "give one count, not \(count.joined(separator: " "))"
+            )
+        }
+        guard ScaleRequest(text) != nil else { throw ValidationError("'\(text)' is not a count: give N, +k or -k (for example 5, +2, -1)") }
+    }
+
+    func run() async throws {
+        try await control(ControlRequest(command: .scale, scale: count.first, wait: wait), state: state)
+    }
+}
+
+struct InstanceArgument: ParsableArguments {
+    @Argument(help: "The instance index (0-based).")
+    var index: Int
+
+    func validate() throws {
+        guard index >= 0 else { throw ValidationError("an instance index is 0 or more, not \(index)") }
+    }
+}
+
+struct Kill: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "SIGKILL one instance's process group: a crash, restarted per the restart policy.")
+    @OptionGroup var instance: InstanceArgument
+    @OptionGroup var state: StateOption
+
+    func run() async throws {
+        try await control(ControlRequest(command: .kill, index: instance.index), state: state)
+    }
+}
+
+struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop one instance gracefully (SIGTERM, SIGKILL after the grace period).")
+    @OptionGroup var instance: InstanceArgument
+    @Flag(name: .long, help: "Return once it has exited.")
+    var wait = false
+    @OptionGroup var state: StateOption
+
+    func run() async throws {
+        try await control(ControlRequest(command: .stop, index: instance.index, wait: wait), state: state)
+    }
+}
+
+struct Start: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start a stopped or crashed instance (with a new guid and its crash count reset).")
+    @OptionGroup var instance: InstanceArgument
+    @Flag(name: .long, help: "Return once it is healthy.")
+    var wait = false
+    @OptionGroup var state: StateOption
+
+    func run() async throws {
+        try await control(ControlRequest(command: .start, index: instance.index, wait: wait), state: state)
+    }
+}
+
+struct Restart: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Restart one instance, or all (--all), optionally one at a time (--rolling).")
+    @Argument(help: "The instance index (or --all).")
+    var index: Int?
+    @Flag(name: .long, help: "Restart every instance.")
+    var all = false
+    @Flag(name: .long, help: "With --all: one at a time, each waiting for the previous one's health.")
+    var rolling = false
+    @Flag(name: .long, help: "Return once the restarted instances are healthy.")
+    var wait = false
+    @OptionGroup var state: StateOption
+
+    func validate() throws {
+        if all == (index != nil) { throw ValidationError("give an instance index or --all") }
+        if rolling && !all { throw ValidationError("--rolling goes with --all") }
+        if let index, index < 0 { throw ValidationError("an instance index is 0 or more, not \(index)") }
+    }
+
+    func run() async throws {
+        try await control(ControlRequest(command: .restart, index: index, all: all, rolling: rolling, wait: wait), state: state)
+    }
+}
+
+struct Redis: AsyncParsableCommand {
+    enum Action: String, ExpressibleByArgument, CaseIterable { case stop, start, restart }
+    static let configuration = CommandConfiguration(abstract: "Stop, start or restart the embedded Redis (same port; data kept in the state folder).")
+    @Argument(help: "stop, start or restart.")
+    var action: Action
+    @OptionGroup var state: StateOption
+
+    func run() async throws {
+        try await control(ControlRequest(command: .redis, action: action.rawValue), state: state)
+    }
+}
+
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print recent log lines (of one instance when given), and with -f keep following.")
+    @Argument(help: "Only this instance's lines (and the cluster's events about it).")
+    var index: Int?
+    @Flag(name: .shortAndLong, help: "Keep printing new lines until interrupted.")
+    var follow = false
+    @Option(name: [.customShort("n"), .long], help: "How many recent lines.")
+    var lines = 100
+    @OptionGroup var state: StateOption
+
+    func validate() throws {
+        if let index, index < 0 { throw ValidationError("an instance index is 0 or more, not \(index)") }
+        if lines < 0 { throw ValidationError("--lines must be 0 or more") }
+    }
+
+    func run() async throws {
+        try await control(ControlRequest(command: .logs, index: index, follow: follow, lines: lines), state: state) { response in
+            // Written at once (not buffered), so that `logs -f | grep` sees each line as it comes.
+            if let line = response.line { FileHandle.standardOutput.write(Data((line.formatted(width: 7) + "\n").utf8)) }
+        }
+    }
+}
+
+struct Down: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop everything gracefully (instances, proxy, Redis) and return once all have exited.")
+    @OptionGroup var state: StateOption
+
+    func run() async throws {
+        try await control(ControlRequest(command: .down), state: state)
+    }
+}

@@ -1,0 +1,212 @@
+import Foundation
+import Testing
+
+@testable import Supervisor
+
+@Suite("Cluster config")
+struct ClusterConfigTests {
+    @Test("An empty file gives Cloud Foundry's defaults")
+    func defaults() throws {
+        let config = try ClusterConfig.parse(yaml: "")
+        #expect(config == ClusterConfig())
+        #expect(config.app.command == "chat-node")
+        #expect(config.app.instances == 3)
+        #expect(config.app.routes == ["localhost", "127.0.0.1"])
+        #expect(config.healthCheck.type == .port)
+        #expect(config.healthCheck.startupInterval == .seconds(2))
+        #expect(config.healthCheck.startupTimeout == .seconds(60))
+        #expect(config.healthCheck.livenessInterval == .seconds(30))
+        #expect(config.healthCheck.timeout == .seconds(1))
+        #expect(config.stopGracePeriod == .seconds(10))
+        #expect(config.restartPolicy == .diego)
+        #expect(config.proxy.affinity == .cf)
+        #expect(config.redis.url == nil)
+        #expect(config.timeScale == 1)
+        try config.validate()
+    }
+
+    @Test("The project's Configs/cluster.yml parses to the defaults")
+    func projectConfig() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Configs/cluster.yml").standardized
+        let config = try ClusterConfig.load(path: file.path)
+        #expect(config == ClusterConfig())
+    }
+
+    @Test("Every key is read")
+    func everyKey() throws {
+        let yaml = """
+            app:
+              name: web
+              command: node server.js
+              instances: 5
+              memory_mb: 512
+              routes: [chat.local]
+              env: {FOO: bar}
+              session_secret: s3cret
+            health_check:
+              type: http
+              endpoint: /health
+              startup_interval: 500ms
+              startup_timeout: 1m30s
+              liveness_interval: 5
+              timeout: 0.25
+            proxy:
+              enabled: off
+              command: /opt/proxy
+              port: 0
+              affinity: ip-hash
+              websocket_affinity: off
+              balancing: least-connection
+            redis:
+              url: redis://127.0.0.1:6380
+              append_only: no
+            restart:
+              policy: kubernetes
+            stop:
+              grace_period: 3s
+            time_scale: 0.01
+            state_dir: /tmp/somewhere
+            """
+        let config = try ClusterConfig.parse(yaml: yaml)
+        #expect(config.app.name == "web")
+        #expect(config.app.command == "node server.js")
+        #expect(config.app.instances == 5)
+        #expect(config.app.memoryMB == 512)
+        #expect(config.app.routes == ["chat.local"])
+        #expect(config.app.environment == ["FOO": "bar"])
+        #expect(config.app.sessionSecret == "s3cret")
+        #expect(config.healthCheck.type == .http)
+        #expect(config.healthCheck.endpoint == "/health")
+        #expect(config.healthCheck.startupInterval == .milliseconds(500))
+        #expect(config.healthCheck.startupTimeout == .seconds(90))
+        #expect(config.healthCheck.livenessInterval == .seconds(5))
+        #expect(config.healthCheck.timeout == .milliseconds(250))
+        #expect(config.proxy.enabled == false)
+        #expect(config.proxy.command == "/opt/proxy")
+        #expect(config.proxy.port == 0)
+        #expect(config.proxy.affinity == .ipHash)
+        #expect(config.proxy.websocketAffinity == false)
+        #expect(config.proxy.balancing == "least-connection")
+        #expect(config.redis.url == "redis://127.0.0.1:6380")
+        #expect(config.redis.appendOnly == false)
+        #expect(config.restartPolicy == .kubernetes)
+        #expect(config.stopGracePeriod == .seconds(3))
+        #expect(config.timeScale == 0.01)
+        #expect(config.stateDirectory == "/tmp/somewhere")
+        try config.validate()
+    }
+
+    @Test("A misspelt key is an error that lists the known keys")
+    func unknownKey() {
+        #expect(throws: ConfigError.self) { try ClusterConfig.parse(yaml: "proxy:\n  afinity: cf\n") }
+        do {
+            _ = try ClusterConfig.parse(yaml: "proxy:\n  afinity: cf\n", path: "my.yml")
+        } catch {
+            #expect(error.description.contains("unknown key 'proxy.afinity'"))
+            #expect(error.description.contains("affinity"))
+            #expect(error.description.hasPrefix("my.yml"))
+        }
+        #expect(throws: ConfigError.self) { try ClusterConfig.parse(yaml: "instances: 3\n") }
+    }
+
+    @Test("Bad values name the key and what is expected")
+    func badValues() {
+        let cases: [(String, String)] = [
+            ("proxy:\n  affinity: sticky\n", "proxy.affinity"),
+            ("restart:\n  policy: systemd\n", "restart.policy"),
+            ("health_check:\n  type: tcp\n", "health_check.type"),
+            ("health_check:\n  startup_interval: soon\n", "startup_interval"),
+            ("proxy:\n  websocket_affinity: maybe\n", "websocket_affinity"),
+        ]
+        for (yaml, key) in cases {
+            do {
+                _ = try ClusterConfig.parse(yaml: yaml)
+                Issue.record("\(key): no error")
+            } catch {
+                #expect(error.description.contains(key), "\(error)")
+            }
+        }
+        #expect(throws: ConfigError.self) { try ClusterConfig.parse(yaml: "- a\n- b\n") }
+        #expect(throws: ConfigError.self) { try ClusterConfig.parse(yaml: "app: [\n") }
+    }
+
+    @Test("validate() refuses values the cluster cannot run with")
+    func validation() {
+        func invalid(_ change: (inout ClusterConfig) -> Void) -> Bool {
+            var config = ClusterConfig()
+            change(&config)
+            do {
+                try config.validate()
+                return false
+            } catch {
+                return true
+            }
+        }
+        #expect(invalid { $0.app.instances = -1 })
+        #expect(invalid { $0.app.instances = 101 })
+        #expect(invalid { $0.app.command = "  " })
+        #expect(invalid { $0.app.name = "my app" })
+        #expect(invalid { $0.healthCheck.startupTimeout = .seconds(181) })
+        #expect(invalid { $0.healthCheck.startupInterval = .zero })
+        #expect(invalid { $0.healthCheck.livenessInterval = .nanoseconds(1) })
+        #expect(invalid { $0.healthCheck.endpoint = "health" })
+        #expect(invalid { $0.proxy.port = 70000 })
+        #expect(invalid { $0.proxy.balancing = "random" })
+        #expect(invalid { $0.redis.url = "http://x" })
+        #expect(invalid { $0.timeScale = 0 })
+        #expect(!invalid { $0.app.instances = 0 })
+        #expect(!invalid { $0.proxy.port = 0 })
+    }
+
+    @Test("Flags override the file")
+    func overrides() {
+        var file = ClusterConfig()
+        file.app.instances = 5
+        file.redis.url = "redis://127.0.0.1:1"
+        let overrides = ClusterOverrides(
+            instances: 2, appCommand: "python3 app.py", port: 9000, affinity: Affinity.none,
+            redisURL: "", restartPolicy: .pm2, timeScale: 0.1, stateDirectory: "/tmp/s", proxyEnabled: false, healthCheckType: .http)
+        let config = overrides.applied(to: file)
+        #expect(config.app.instances == 2)
+        #expect(config.app.command == "python3 app.py")
+        #expect(config.proxy.port == 9000)
+        #expect(config.proxy.affinity == Affinity.none)
+        #expect(config.redis.url == nil, "an empty --redis-url means the embedded Redis")
+        #expect(config.restartPolicy == .pm2)
+        #expect(config.timeScale == 0.1)
+        #expect(config.stateDirectory == "/tmp/s")
+        #expect(config.proxy.enabled == false)
+        #expect(config.healthCheck.type == .http)
+        #expect(ClusterOverrides().applied(to: file) == file)
+    }
+}
+
+@Suite("Durations as text")
+struct DurationTextTests {
+    @Test("Parses config durations")
+    func parse() {
+        #expect(DurationText.parse("2s") == .seconds(2))
+        #expect(DurationText.parse("500ms") == .milliseconds(500))
+        #expect(DurationText.parse("1m30s") == .seconds(90))
+        #expect(DurationText.parse("16m") == .seconds(960))
+        #expect(DurationText.parse("1h") == .seconds(3600))
+        #expect(DurationText.parse("1.5s") == .milliseconds(1500))
+        #expect(DurationText.parse("30") == .seconds(30))
+        #expect(DurationText.parse("") == nil)
+        #expect(DurationText.parse("soon") == nil)
+        #expect(DurationText.parse("5 parsecs") == nil)
+        #expect(DurationText.parse("-1") == nil)
+    }
+
+    @Test("Formats as Go does, for Cloud Foundry's messages")
+    func format() {
+        #expect(DurationText.format(.seconds(60)) == "1m0s")
+        #expect(DurationText.format(.seconds(30)) == "30s")
+        #expect(DurationText.format(.milliseconds(1500)) == "1.5s")
+        #expect(DurationText.format(.milliseconds(250)) == "250ms")
+        #expect(DurationText.format(.seconds(3723)) == "1h2m3s")
+        #expect(DurationText.format(.zero) == "0s")
+        #expect(DurationText.short(.seconds(245)) == "4m05s")
+        #expect(DurationText.short(.milliseconds(850)) == "850ms")
+    }
+}

@@ -1,0 +1,293 @@
+import CloudFoundry
+import Foundation
+import Testing
+
+@testable import Supervisor
+
+@Suite("Health check schedule")
+struct HealthCheckScheduleTests {
+    let schedule = HealthCheckSchedule()
+
+    @Test("Startup: at spawn, then every 2 s from the spawn, until 60 s")
+    func startup() {
+        let spawn = Duration.seconds(100)
+        #expect(schedule.nextStartup(spawnedAt: spawn, after: nil) == .attempt(at: spawn))
+        #expect(schedule.nextStartup(spawnedAt: spawn, after: spawn) == .attempt(at: .seconds(102)))
+        // An attempt that started late still keeps the 2 s grid.
+        #expect(schedule.nextStartup(spawnedAt: spawn, after: .milliseconds(102_700)) == .attempt(at: .seconds(104)))
+        #expect(schedule.nextStartup(spawnedAt: spawn, after: .seconds(156)) == .attempt(at: .seconds(158)))
+        #expect(schedule.nextStartup(spawnedAt: spawn, after: .seconds(158)) == .timeout(at: .seconds(160)))
+    }
+
+    @Test("Liveness: every 30 s after the last check")
+    func liveness() {
+        #expect(schedule.nextLiveness(after: .seconds(5)) == .seconds(35))
+        let fast = HealthCheckSchedule(startupInterval: .milliseconds(100), startupTimeout: .seconds(1), livenessInterval: .seconds(1))
+        #expect(fast.nextStartup(spawnedAt: .zero, after: .milliseconds(900)) == .timeout(at: .seconds(1)))
+    }
+}
+
+@Suite("Scale plans")
+struct ScalePlanTests {
+    @Test("Parses N, +k and -k")
+    func parse() {
+        #expect(ScaleRequest("5") == .absolute(5))
+        #expect(ScaleRequest("+2") == .relative(2))
+        #expect(ScaleRequest("-1") == .relative(-1))
+        #expect(ScaleRequest(" 3 ") == .absolute(3))
+        #expect(ScaleRequest("five") == nil)
+        #expect(ScaleRequest("") == nil)
+        #expect(ScaleRequest("+") == nil)
+        #expect(ScaleRequest("++1") == nil)
+        #expect(ScaleRequest("2.5") == nil)
+        #expect(ScaleRequest("-1").map { $0.target(current: 3) } == 2)
+        #expect(ScaleRequest("+2").map { $0.target(current: 3) } == 5)
+    }
+
+    @Test("Scale-down removes the highest indices first")
+    func down() {
+        let plan = ScalePlan(current: [0, 1, 2, 3, 4], target: 2)
+        #expect(plan.remove == [4, 3, 2])
+        #expect(plan.add.isEmpty)
+    }
+
+    @Test("Scale-up adds the missing lowest indices")
+    func up() {
+        #expect(ScalePlan(current: [0, 1, 2], target: 5).add == [3, 4])
+        #expect(ScalePlan(current: [0, 2], target: 3).add == [1])
+        #expect(ScalePlan(current: [0, 1, 2], target: 3).isEmpty)
+        #expect(ScalePlan(current: [0, 1], target: 0).remove == [1, 0])
+    }
+}
+
+@Suite("Aggregated log lines")
+struct LogLineTests {
+    @Test("HH:MM:SS name.N | line, padded")
+    func format() {
+        let line = LogLine(time: LogLine.clock(hour: 9, minute: 5, second: 3), source: "chat.1", index: 1, text: "listening")
+        #expect(line.formatted(width: 7) == "09:05:03 chat.1  | listening")
+        #expect(line.formatted() == "09:05:03 chat.1 | listening")
+        let coloured = line.coloured(width: 7)
+        #expect(coloured.contains("\u{1B}["))
+        #expect(coloured.hasSuffix(" listening"))
+    }
+
+    @Test("Each instance has its own colour; the cluster's own lines are bold")
+    func colours() {
+        #expect(LogColour.for(source: "chat.0", index: 0) != LogColour.for(source: "chat.1", index: 1))
+        #expect(LogColour.for(source: "cluster", index: 1) == "\u{1B}[1m")
+    }
+
+    @Test("Lines are split on LF and CRLF; overlong ones are cut")
+    func splitter() {
+        var splitter = LineSplitter(maximum: 4)
+        let bytes = Array("ab\r\ncdefgh\nij".utf8)
+        let lines = bytes.withUnsafeBytes { splitter.feed($0) }
+        #expect(lines == ["ab", "cdef", "gh"])
+        #expect(splitter.finish() == "ij")
+        #expect(splitter.finish() == nil)
+    }
+
+    @Test("The log hub keeps recent lines per instance and feeds followers")
+    func hub() async {
+        let hub = LogHub(logFile: nil, echo: false, capacity: 3)
+        let stream = hub.follow(index: 1)
+        hub.emit(source: "chat.0", index: 0, "a")
+        hub.emit(source: "chat.1", index: 1, "b")
+        hub.emit(source: "cluster", "c")
+        hub.emit(source: "chat.1", index: 1, "d")
+        #expect(hub.recent().map(\.text) == ["b", "c", "d"])
+        #expect(hub.recent(index: 1).map(\.text) == ["b", "d"])
+        #expect(hub.recent(limit: 1).map(\.text) == ["d"])
+        hub.close()
+        var followed: [String] = []
+        for await line in stream { followed.append(line.text) }
+        #expect(followed == ["b", "d"])
+    }
+}
+
+@Suite("Leftovers of a killed cluster")
+struct LeftoversTests {
+    let record = PidRecord(
+        pid: 100, startTime: 5000, runID: "run-a", children: [PidRecord.Child(name: "chat.0#1", pid: 200, startTime: 6000)])
+
+    func process(_ pid: Int32, group: Int32? = nil, start: UInt64, marker: String? = nil) -> Leftovers.Process {
+        Leftovers.Process(pid: pid, processGroup: group ?? pid, startTime: start, marker: marker, command: "p\(pid)")
+    }
+
+    @Test("A live supervisor is never touched")
+    func alive() {
+        let leftovers = Leftovers(record: record, table: [process(100, start: 5000), process(200, start: 6000)], selfPID: 1)
+        #expect(leftovers.supervisorAlive)
+        #expect(leftovers.processes.isEmpty)
+    }
+
+    @Test("After kill -9: the marked and the recorded processes, nothing else")
+    func dead() {
+        let table = [
+            process(100, start: 9999),  // the pid was reused by something else
+            process(200, start: 6000),  // recorded child, same start time
+            process(201, group: 200, start: 6001, marker: "run-a"),  // its grandchild, marked
+            process(300, start: 7000, marker: "run-b"),  // another cluster's process
+            process(400, start: 6000),  // unrelated, same start time but another pid
+            process(500, start: 8000, marker: "run-a"),  // ourselves
+        ]
+        let leftovers = Leftovers(record: record, table: table, selfPID: 500)
+        #expect(!leftovers.supervisorAlive)
+        #expect(leftovers.processes.map(\.pid) == [200, 201])
+        #expect(leftovers.processGroups == [200])
+    }
+
+    @Test("A recorded pid reused by another process is not ours")
+    func reused() {
+        let leftovers = Leftovers(record: record, table: [process(200, start: 6500)], selfPID: 1)
+        #expect(leftovers.processes.isEmpty)
+        #expect(Leftovers(record: nil, table: [process(200, start: 6000)], selfPID: 1).processes.isEmpty)
+    }
+
+    @Test("Reads /proc/PID/stat, even with spaces and parentheses in the command")
+    func stat() {
+        let line = "1234 (my (odd) app) S 1 1230 1230 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615"
+        let parsed = ProcessTable.parseStat(line)
+        #expect(parsed?.command == "my (odd) app")
+        #expect(parsed?.processGroup == 1230)
+        #expect(parsed?.startTime == 987654)
+        #expect(ProcessTable.parseStat("garbage") == nil)
+        let own = ProcessTable.stat(getpid())
+        #expect(own?.startTime ?? 0 > 0)
+    }
+}
+
+@Suite("Instance environment and registration")
+struct InstanceLaunchTests {
+    let launch = InstanceLaunch(
+        appName: "chat", appGUID: "0b5e2c1e-0000-4000-8000-000000000001", version: "v1", routes: ["localhost", "127.0.0.1"], memoryMB: 256,
+        redisURL: "redis://127.0.0.1:6399", redisBinding: .redis(host: "127.0.0.1", port: 6399, password: nil), sessionSecret: "secret",
+        runID: "run-1", binDirectory: "/opt/bin", baseEnvironment: ["PATH": "/usr/bin", "HOME": "/root", "PORT": "1", "CF_INSTANCE_GUID": "stale"],
+        extraEnvironment: ["FEATURE": "on"])
+
+    @Test("Cloud Foundry's variables, readable back by an app")
+    func environment() throws {
+        let guid = InstanceGUID()
+        let environment = launch.environment(index: 2, guid: guid, port: 4321)
+        #expect(environment["PORT"] == "4321")
+        #expect(environment["VCAP_APP_PORT"] == "4321")
+        #expect(environment["VCAP_APP_HOST"] == "0.0.0.0")
+        #expect(environment["INSTANCE_INDEX"] == "2")
+        #expect(environment["CF_INSTANCE_INDEX"] == "2")
+        #expect(environment["CF_INSTANCE_GUID"] == guid.value)
+        #expect(environment["CF_INSTANCE_IP"] == "127.0.0.1")
+        #expect(environment["CF_INSTANCE_PORT"] == "4321")
+        #expect(environment["CF_INSTANCE_ADDR"] == "127.0.0.1:4321")
+        #expect(environment["MEMORY_LIMIT"] == "256m")
+        #expect(environment["SESSION_SECRET"] == "secret")
+        #expect(environment["REDIS_URL"] == "redis://127.0.0.1:6399")
+        #expect(environment["FEATURE"] == "on")
+        #expect(environment["HOME"] == "/root")
+        #expect(environment["PATH"] == "/opt/bin:/usr/bin")
+        #expect(environment[PidRecord.markerVariable] == "run-1")
+        let app = try AppEnvironment(environment)
+        #expect(app.port == 4321)
+        #expect(app.instanceIndex == 2)
+        #expect(app.instanceGUID == guid.value)
+        #expect(app.application?.applicationName == "chat")
+        #expect(app.application?.uris == ["localhost", "127.0.0.1"])
+        #expect(app.application?.limits.mem == 256)
+        #expect(app.services?.redisBinding?.redisURL == "redis://127.0.0.1:6399")
+    }
+
+    @Test("A helper inherits no instance variables from the shell")
+    func helper() {
+        let environment = launch.helperEnvironment()
+        #expect(environment["PORT"] == nil)
+        #expect(environment["CF_INSTANCE_GUID"] == nil)
+        #expect(environment[PidRecord.markerVariable] == "run-1")
+    }
+
+    @Test("The registration names the instance as gorouter's register message does")
+    func registration() throws {
+        let guid = InstanceGUID()
+        let registration = launch.registration(index: 1, guid: guid, port: 4000)
+        #expect(registration.host == "127.0.0.1")
+        #expect(registration.port == 4000)
+        #expect(registration.uris == ["localhost", "127.0.0.1"])
+        #expect(registration.privateInstanceID == guid.value)
+        #expect(registration.privateInstanceIndex == "1")
+        #expect(registration.app == launch.appGUID)
+        let json = try #require(try JSONSerialization.jsonObject(with: registration.json()) as? [String: Any])
+        #expect(json["private_instance_id"] as? String == guid.value)
+    }
+
+    @Test("Command lookup: plain programs are checked, shell syntax is left alone")
+    func lookup() {
+        #expect(CommandLookup.program(of: "chat-node --flag") == "chat-node")
+        #expect(CommandLookup.program(of: "  python3 -m http.server $PORT") == "python3")
+        #expect(CommandLookup.program(of: "PORT=1 node app.js") == nil)
+        #expect(CommandLookup.program(of: "exec node app.js") == nil)
+        #expect(CommandLookup.resolve("sh", path: "/nonexistent:/bin:/usr/bin") != nil)
+        #expect(CommandLookup.resolve("surely-not-a-program", path: "/bin:/usr/bin") == nil)
+        #expect(CommandLookup.resolve("/bin/sh", path: "") == "/bin/sh")
+    }
+}
+
+@Suite("Proxy counters and the status table")
+struct StatusTests {
+    @Test("GET /routes: one set of counters per instance guid, however many routes list it")
+    func parseRoutes() {
+        let json = """
+            {"localhost": [{"address": "127.0.0.1:4000", "private_instance_id": "g1", "in_flight": 2, "requests_total": 10, "open_tunnels": 3},
+                           {"address": "127.0.0.1:4001", "private_instance_id": "g2", "in_flight": 0, "requests_total": 4, "open_tunnels": 0}],
+             "127.0.0.1": {"endpoints": [{"private_instance_id": "g1", "in_flight": 2, "requests_total": 11, "open_tunnels": 3}]}}
+            """
+        let stats = EndpointStats.parse(routesJSON: Array(json.utf8))
+        #expect(stats["g1"] == EndpointStats(inFlight: 2, requestsTotal: 11, openTunnels: 3))
+        #expect(stats["g1"]?.connections == 5)
+        #expect(stats["g2"]?.requestsTotal == 4)
+        #expect(EndpointStats.parse(routesJSON: Array("not json".utf8)).isEmpty)
+    }
+
+    @Test("The table has a row per instance and says why a crashed one crashed")
+    func table() {
+        let status = ClusterStatus(
+            app: "chat", command: "chat-node", ready: false, desiredInstances: 2, affinity: "cf", restartPolicy: "diego", timeScale: 1,
+            proxy: .init(state: "running", pid: 10, url: "http://localhost:8080/"), redis: .init(state: "running", url: "redis://127.0.0.1:1"),
+            instances: [
+                .init(index: 0, guid: "g0", pid: 11, port: 4000, state: .running, uptimeSeconds: 65, connections: 4, requestsPerSecond: 2.5),
+                .init(index: 1, guid: "g1", state: .crashed, crashes: 3, nextRestartSeconds: 29, lastCrash: "exited with code 1"),
+            ])
+        let text = status.table()
+        #expect(text.contains("INDEX  GUID"))
+        #expect(text.contains("1m05s"))
+        #expect(text.contains("in 29s"))
+        #expect(text.contains("2.5"))
+        #expect(text.contains("chat.1 last crash: exited with code 1"))
+        #expect(text.contains("1/2 running (not ready)"))
+    }
+
+    @Test("Control messages round-trip as JSON")
+    func protocolRoundTrip() throws {
+        let request = ControlRequest(command: .restart, all: true, rolling: true, wait: true)
+        let decoded = try JSONDecoder().decode(ControlRequest.self, from: JSONEncoder().encode(request))
+        #expect(decoded == request)
+        let response = ControlResponse.failure("no instance 7: valid indices are 0, 1, 2")
+        #expect(try JSONDecoder().decode(ControlResponse.self, from: JSONEncoder().encode(response)) == response)
+    }
+}
+
+@Suite("Shell commands")
+struct ShellCommandTests {
+    @Test("A simple command is exec'd so that the app itself gets the signals")
+    func simple() {
+        #expect(ShellCommand.execPrefixed("chat-node") == "exec chat-node")
+        #expect(ShellCommand.execPrefixed("python3 -m http.server $PORT --bind 127.0.0.1") == "exec python3 -m http.server $PORT --bind 127.0.0.1")
+        #expect(ShellCommand.execPrefixed("  node app.js  ") == "exec node app.js")
+        #expect(ShellCommand.execPrefixed("DEBUG=1 LEVEL=x node app.js") == "DEBUG=1 LEVEL=x exec node app.js")
+    }
+
+    @Test("A compound command is left to the shell")
+    func compound() {
+        for command in ["cd app && node index.js", "a; b", "a | b", "a &", "(a)", "exec node", "if true; then a; fi", "X=\"a b\" node", "FOO=1"] {
+            #expect(ShellCommand.execPrefixed(command) == command, "\(command)")
+        }
+    }
+}

@@ -1,0 +1,358 @@
+"""Integration tests of the built `cluster` executable with a tiny test app (Tests/cluster/testapp.py):
+real processes, a real redis-server, the real control socket. No proxy here (Tests/acceptance covers
+cluster + sticky-proxy + chat-node)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from cluster_run import ClusterRun, process_alive, app_command
+from harness import executable, wait_until
+
+
+def config(instances=3, **overrides):
+    """A fast cluster of the test app: checks every 50 ms, Diego's back-off shrunk 100 times."""
+    base = {
+        "app": {"name": "web", "command": app_command(), "instances": instances},
+        "health_check": {"startup_interval": "50ms", "liveness_interval": "300ms"},
+        "proxy": {"enabled": False},
+        "stop": {"grace_period": "3s"},
+        "time_scale": 0.01,
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            base.setdefault(section, {}).update(values)
+        else:
+            base[section] = values
+    return base
+
+
+def get(port, path="/", timeout=5):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def cluster(request):
+    marker = request.node.get_closest_marker("cluster_config")
+    run = ClusterRun(marker.args[0] if marker else config())
+    yield run
+    run.close()
+
+
+def running(status, count):
+    return sum(1 for i in status["instances"] if i["state"] == "running") == count and len(status["instances"]) == count
+
+
+def test_instances_get_cloud_foundrys_environment(cluster):
+    cluster.wait_ready()
+    status = cluster.status()
+    assert status["ready"] is True
+    instances = {i["index"]: i for i in status["instances"]}
+    assert sorted(instances) == [0, 1, 2]
+    secrets = set()
+    for index, instance in instances.items():
+        env = get(instance["port"], "/env")
+        assert env["PORT"] == str(instance["port"])
+        assert env["CF_INSTANCE_INDEX"] == env["INSTANCE_INDEX"] == str(index)
+        assert env["CF_INSTANCE_GUID"] == env["INSTANCE_GUID"] == instance["guid"]
+        assert len(instance["guid"]) == 28 and [len(g) for g in instance["guid"].split("-")] == [8, 4, 4, 4, 4]
+        assert env["CF_INSTANCE_ADDR"] == f"127.0.0.1:{instance['port']}"
+        assert env["VCAP_APP_PORT"] == str(instance["port"]) and env["VCAP_APP_HOST"] == "0.0.0.0"
+        assert env["MEMORY_LIMIT"] == "256m"
+        application = json.loads(env["VCAP_APPLICATION"])
+        assert application["application_name"] == "web" and application["uris"] == ["localhost", "127.0.0.1"]
+        binding = json.loads(env["VCAP_SERVICES"])["redis"][0]
+        assert binding["credentials"]["uri"] == env["REDIS_URL"]
+        # The bound Redis really answers.
+        with socket.create_connection(("127.0.0.1", binding["credentials"]["port"]), timeout=5) as connection:
+            connection.sendall(b"PING\r\n")
+            assert connection.recv(16) == b"+PONG\r\n"
+        secrets.add(env["SESSION_SECRET"])
+    assert len(secrets) == 1 and len(secrets.pop()) == 64, "one SESSION_SECRET shared by every instance"
+
+
+def test_kill_is_a_crash_restarted_at_once_with_a_new_guid(cluster):
+    cluster.wait_ready()
+    before = cluster.instances()[1]
+    result = cluster.ctl("kill", "1")
+    assert "SIGKILL" in result.stdout
+    after = cluster.wait_status("web.1 back with a new guid", lambda s: s["instances"][1]["state"] == "running"
+                                and s["instances"][1]["guid"] != before["guid"])["instances"][1]
+    assert after["crashes"] == 1
+    assert not process_alive(before["pid"])
+    answer = get(after["port"])
+    assert answer["index"] == "1" and answer["guid"] == after["guid"]
+    cluster.expect("web.1 crashed: killed by signal 9 (SIGKILL) (crash count 1)", "web.1 restarting now with a new guid")
+
+
+@pytest.mark.cluster_config(config(instances=1, app={"command": "sh -c 'echo starting; exit 3'"}))
+def test_diego_back_off_with_time_scale(cluster):
+    # Crashes 1 and 2 restart at once, crash 3 waits 30 s x 0.01 until the next 0.3 s tick.
+    cluster.wait_for_output("restart in", timeout=30)
+    cluster.expect("web.0 crashed: exited with code 3 (crash count 1)", "web.0 crashed: exited with code 3 (crash count 2)",
+                   "web.0 crashed: exited with code 3 (crash count 3)")
+    output = cluster.output()
+    lines = output.splitlines()
+    third = next(i for i, line in enumerate(lines) if "(crash count 3)" in line)
+    assert "restart in" in lines[third + 1] and "crash count 3, diego back-off" in lines[third + 1]
+    status = cluster.wait_status("crash count 5", lambda s: s["instances"][0]["crashes"] >= 5, timeout=30)
+    assert status["instances"][0]["last_crash"] == "exited with code 3"
+
+
+@pytest.mark.cluster_config(config(instances=1, app={"command": "sh -c 'exit 4'"}, time_scale=0.0001))
+def test_diego_gives_up_at_crash_200(cluster):
+    cluster.wait_for_output("gave up after 200 crashes", timeout=120)
+    status = cluster.status()
+    instance = status["instances"][0]
+    assert instance["state"] == "gave-up" and instance["crashes"] == 200
+    assert "crash count 201" not in cluster.output()
+    # A user's start brings it back with the count reset.
+    cluster.ctl("start", "0")
+    cluster.wait_status("a new crash count", lambda s: 1 <= s["instances"][0]["crashes"] < 200)
+
+
+def test_scale_up_and_down_removes_the_highest_indices_first(cluster):
+    cluster.wait_ready()
+    result = cluster.ctl("scale", "5", "--wait")
+    assert "starting web.3, web.4" in result.stdout
+    status = cluster.status()
+    assert running(status, 5)
+    pids = {i["index"]: i["pid"] for i in status["instances"]}
+    result = cluster.ctl("scale", "-3", "--wait")
+    assert "stopping web.4, web.3, web.2 (highest index first)" in result.stdout
+    status = cluster.wait_status("2 instances", lambda s: running(s, 2))
+    assert [i["index"] for i in status["instances"]] == [0, 1]
+    assert {i["pid"] for i in status["instances"]} == {pids[0], pids[1]}, "the low indices were not touched"
+    wait_until("removed instances gone", lambda: not any(process_alive(pids[i]) for i in (2, 3, 4)))
+    cluster.expect("web.4 removed (scale-down)")
+    cluster.ctl("scale", "+1", "--wait")
+    assert [i["index"] for i in cluster.status()["instances"]] == [0, 1, 2]
+
+
+@pytest.mark.cluster_config(config(instances=1, app={"env": {"TESTAPP_IGNORE_TERM": "1", "TESTAPP_CHILD": "1"}},
+                                   stop={"grace_period": "500ms"}))
+def test_stop_is_sigterm_then_sigkill_to_the_whole_group(cluster):
+    cluster.wait_ready()
+    pid = cluster.instances()[0]["pid"]
+    output = cluster.wait_for_output("child pid ")
+    child = int(output.split("child pid ")[1].split()[0])
+    assert process_alive(child)
+    cluster.ctl("stop", "0", "--wait")
+    cluster.expect("web.0 stopping: SIGTERM to its process group, SIGKILL after 500ms", "got SIGTERM, ignoring it",
+                   "web.0 still running 500ms after SIGTERM: SIGKILL", "web.0 stopped (killed by signal 9 (SIGKILL))")
+    wait_until("app and its child gone", lambda: not process_alive(pid) and not process_alive(child))
+    instance = cluster.instances()[0]
+    assert instance["state"] == "stopped" and instance["crashes"] == 0
+    cluster.ctl("start", "0", "--wait")
+    assert cluster.instances()[0]["state"] == "running"
+
+
+def test_graceful_stop_and_restart(cluster):
+    cluster.wait_ready()
+    before = cluster.instances()
+    cluster.ctl("stop", "2", "--wait")
+    cluster.expect("got SIGTERM, exiting", "web.2 stopped (exited with code 0)")
+    assert cluster.instances()[2]["state"] == "stopped"
+    cluster.ctl("restart", "0", "--wait")
+    after = cluster.instances()
+    assert after[0]["guid"] != before[0]["guid"] and after[0]["state"] == "running" and after[0]["crashes"] == 0
+    assert after[1]["guid"] == before[1]["guid"]
+
+
+def test_rolling_restart_one_at_a_time(cluster):
+    cluster.wait_ready()
+    before = cluster.instances()
+    result = cluster.ctl("restart", "--all", "--rolling", "--wait")
+    assert "rolling restart done" in result.stdout
+    cluster.expect("cluster | rolling restart done")
+    after = cluster.instances()
+    assert all(after[i]["guid"] != before[i]["guid"] and after[i]["state"] == "running" for i in range(3))
+    # Each instance is healthy again before the next one stops.
+    lines = [line for line in cluster.output().splitlines() if "rolling restart:" in line or " stopping:" in line or " healthy after" in line]
+    start = next(i for i, line in enumerate(lines) if "rolling restart:" in line)
+    order = [line.split("| ")[1].split()[0:2] for line in lines[start + 1:]]
+    assert [who for who, what in order] == ["web.0", "web.0", "web.1", "web.1", "web.2", "web.2"]
+    assert [what for who, what in order] == ["stopping:", "healthy", "stopping:", "healthy", "stopping:", "healthy"]
+
+
+@pytest.mark.cluster_config(config(instances=2, health_check={"type": "http", "endpoint": "/health"}))
+def test_failed_liveness_check_is_a_crash(cluster):
+    cluster.wait_ready()
+    before = cluster.instances()[0]
+    get(before["port"], "/unhealthy")
+    status = cluster.wait_status("web.0 restarted", lambda s: s["instances"][0]["guid"] != before["guid"]
+                                 and s["instances"][0]["state"] == "running")
+    assert status["instances"][0]["crashes"] == 1
+    cluster.expect(f"web.0 Instance became unhealthy: Failed to make HTTP request to '/health' on port {before['port']}: "
+                   f"received status code 503; killing it (SIGKILL)")
+
+
+@pytest.mark.cluster_config(config(instances=1, health_check={"startup_timeout": "1s"}, app={"env": {"TESTAPP_START_DELAY": "600"}}))
+def test_never_healthy_after_the_startup_timeout(cluster):
+    cluster.wait_for_output("Instance never healthy after 1s", timeout=30)
+    cluster.expect("web.0 Instance never healthy after 1s: Failed to make TCP connection to port", "connection refused")
+
+
+def test_logs_by_instance_and_follow(cluster):
+    cluster.wait_ready()
+    lines = cluster.ctl("logs", "1").stdout.splitlines()
+    assert lines and all(" web.1 " in line or "cluster" in line and "web.1" in line for line in lines)
+    assert any("testapp 1 listening" in line for line in lines)
+    follower = subprocess.Popen([str(executable("cluster")), "logs", "-f", "-n", "1", "2", "--state-dir", cluster.state_dir],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        time_to_wait = 30
+        # Its one recent line arrives once it follows.
+        assert " web.2 " in follower.stdout.readline()
+        cluster.ctl("kill", "2")
+        seen = []
+        deadline = time.monotonic() + time_to_wait
+        while time.monotonic() < deadline:
+            line = follower.stdout.readline()
+            seen.append(line)
+            if "healthy after" in line:
+                break
+        assert any("web.2 crashed" in line for line in seen), seen
+        assert any("web.2 healthy after" in line for line in seen), seen
+    finally:
+        follower.terminate()
+        follower.wait()
+    with open(os.path.join(cluster.state_dir, "logs", "cluster.log")) as log:
+        assert "web.2 crashed" in log.read()
+
+
+def test_redis_restart_keeps_the_port_and_the_data(cluster):
+    cluster.wait_ready()
+    env = get(cluster.instances()[0]["port"], "/env")
+    port = json.loads(env["VCAP_SERVICES"])["redis"][0]["credentials"]["port"]
+
+    def redis(command):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(command)
+            return connection.recv(64)
+    assert redis(b"SET stickylab-test kept\r\n") == b"+OK\r\n"
+    result = cluster.ctl("redis", "restart")
+    assert "redis restarted" in result.stdout
+    assert redis(b"GET stickylab-test\r\n") == b"$4\r\nkept\r\n"
+    cluster.ctl("redis", "stop")
+    assert cluster.status()["redis"]["state"] == "stopped"
+    cluster.ctl("redis", "start")
+    assert cluster.status()["redis"]["state"] == "running"
+
+
+def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
+    cluster.wait_ready()
+    cases = [
+        (["kill", "7"], "no instance 7: valid indices are 0, 1, 2"),
+        (["stop", "3"], "valid indices are 0, 1, 2"),
+        (["scale", "many"], "'many' is not a count"),
+        (["scale", "500"], "the count must be 0 to 100"),
+        (["scale", "-9"], "cannot scale from 3 to -6"),
+        (["restart"], "give an instance index or --all"),
+        (["restart", "1", "--rolling"], "--rolling goes with --all"),
+        (["redis", "flush"], "flush"),
+        (["kill", "-1"], ""),
+    ]
+    for args, message in cases:
+        result = cluster.ctl(*args, check=False)
+        assert result.returncode != 0, args
+        assert message in result.stderr, (args, result.stderr)
+    cluster.ctl("stop", "1", "--wait")
+    result = cluster.ctl("kill", "1", check=False)
+    assert result.returncode == 1 and "web.1 is not running (it is stopped)" in result.stderr
+    # A second cluster on the same state folder is refused.
+    second = ClusterRun(config(), state_dir=cluster.state_dir)
+    assert second.program.process.wait(timeout=30) == 1
+    assert "a cluster is already running with the state folder" in second.output()
+    second.close()
+
+
+def test_errors_before_anything_starts(tmp_path):
+    cluster = str(executable("cluster"))
+    state = ["--state-dir", str(tmp_path / "state")]
+    cases = [
+        ([cluster, "status", *state], 1, "no cluster is running with the state folder"),
+        ([cluster, "up", "--config", str(tmp_path / "missing.yml"), *state], 1, "cannot read the config file"),
+        ([cluster, "up", "--affinity", "sticky", *state], 64, "sticky"),
+        ([cluster, "up", "--no-proxy", "--app", "no-such-program --x", *state], 1, "'no-such-program' is not in"),
+        ([cluster, "up", "--no-proxy", "--instances", "101", "--app", "true", *state], 1, "app.instances = '101' is not valid"),
+        ([cluster, "up", "--redis-url", "http://x", "--app", "true", *state], 1, "redis.url"),
+    ]
+    bad = tmp_path / "bad.yml"
+    bad.write_text("proxy:\n  afinity: cf\n")
+    cases.append(([cluster, "up", "--config", str(bad), *state], 1, "unknown key 'proxy.afinity'"))
+    for args, code, message in cases:
+        result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert result.returncode == code, (args, result.returncode, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+
+
+def test_down_and_ctrl_c_leave_no_process_behind(cluster):
+    cluster.wait_ready()
+    pids = [i["pid"] for i in cluster.instances().values()] + [cluster.status()["redis"]["pid"]]
+    assert cluster.down() == 0
+    cluster.expect("cluster stopped: every process it started has exited")
+    assert not any(process_alive(pid) for pid in pids)
+    assert not os.path.exists(os.path.join(cluster.state_dir, "control.sock"))
+    # Ctrl-C (SIGINT to cluster) does the same.
+    again = ClusterRun(config(instances=2), state_dir=cluster.state_dir)
+    try:
+        again.wait_ready()
+        pids = [i["pid"] for i in again.instances().values()] + [again.status()["redis"]["pid"]]
+        os.kill(again.pid, signal.SIGINT)
+        assert again.program.process.wait(timeout=60) == 0
+        assert not any(process_alive(pid) for pid in pids)
+    finally:
+        again.close()
+
+
+def test_the_next_up_cleans_up_after_a_cluster_killed_with_sigkill(cluster):
+    cluster.wait_ready()
+    pids = [i["pid"] for i in cluster.instances().values()] + [cluster.status()["redis"]["pid"]]
+    os.kill(cluster.pid, signal.SIGKILL)
+    cluster.program.process.wait(timeout=10)
+    assert all(process_alive(pid) for pid in pids), "orphans are left behind"
+    bystander = subprocess.Popen(["sleep", "300"])
+    try:
+        again = ClusterRun(config(instances=1), state_dir=cluster.state_dir)
+        try:
+            again.wait_ready()
+            assert "was killed and left" in again.output()
+            assert "cleaned up" in again.output()
+            assert not any(process_alive(pid) for pid in pids)
+            assert process_alive(bystander.pid), "only our processes are killed"
+            assert again.status()["ready"] is True
+        finally:
+            again.close()
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_an_external_redis_and_the_process_health_check():
+    from harness import RedisServer
+    with RedisServer() as redis:
+        run = ClusterRun(config(instances=2, health_check={"type": "process"}, redis={"url": redis.url}))
+        try:
+            run.wait_ready()
+            cluster_output = run.output()
+            assert f"using the Redis at redis://127.0.0.1:{redis.port}" in cluster_output
+            assert "healthy after" in cluster_output and "(process check)" in cluster_output
+            for instance in run.instances().values():
+                # `process`: healthy as soon as it runs, before it listens.
+                run.expect(f"listening on {instance['port']}")
+                env = get(instance["port"], "/env")
+                assert env["REDIS_URL"] == redis.url
+                assert json.loads(env["VCAP_SERVICES"])["redis"][0]["credentials"]["port"] == redis.port
+            assert run.status()["redis"]["state"] == "external"
+            refused = run.ctl("redis", "restart", check=False)
+            assert refused.returncode == 1 and "Redis is external" in refused.stderr
+        finally:
+            run.close()

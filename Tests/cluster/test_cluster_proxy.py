@@ -1,0 +1,137 @@
+"""The cluster with the real sticky-proxy in front of the test app: routes registered once healthy,
+unregistered at once on a crash and after the exit on a stop, the printed URL working, unknown hosts
+getting Cloud Foundry's 404, the proxy itself supervised, status counters read from the proxy."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from cluster_run import ClusterRun, app_command, process_alive
+from harness import executable, wait_until
+
+
+def proxy_built() -> bool:
+    try:
+        result = subprocess.run([str(executable("sticky-proxy")), "--help"], capture_output=True, text=True, timeout=30)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return "--admin-port" in result.stdout + result.stderr
+
+
+pytestmark = pytest.mark.skipif(not proxy_built(), reason="sticky-proxy is not built in this tree")
+
+
+def config(instances=3, **overrides):
+    base = {
+        "app": {"name": "web", "command": app_command(), "instances": instances},
+        "health_check": {"startup_interval": "50ms", "liveness_interval": "300ms"},
+        "proxy": {"port": 0},
+        "stop": {"grace_period": "3s"},
+        "time_scale": 0.01,
+    }
+    for section, values in overrides.items():
+        base.setdefault(section, {}).update(values)
+    return base
+
+
+@pytest.fixture
+def cluster():
+    run = ClusterRun(config())
+    yield run
+    run.close()
+
+
+def proxy_url(cluster) -> str:
+    match = re.search(r"open (http://localhost:\d+/)", cluster.output())
+    assert match, cluster.output()[-2000:]
+    return match.group(1)
+
+
+def fetch(url, host=None):
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def served_by(url, count=30):
+    """The instance indices that answered `count` requests; a failed request adds its status as a string."""
+    answers = set()
+    for _ in range(count):
+        try:
+            status, _, body = fetch(url)
+        except OSError as error:
+            answers.add(f"error {error}")
+            continue
+        answers.add(int(json.loads(body)["index"]) if status == 200 else f"status {status}")
+    return answers
+
+
+def test_the_printed_url_reaches_every_instance_and_other_hosts_get_404(cluster):
+    cluster.wait_ready()
+    url = proxy_url(cluster)
+    assert served_by(url) == {0, 1, 2}
+    assert served_by(url.replace("localhost", "127.0.0.1")) == {0, 1, 2}
+    status, headers, body = fetch(url, host="elsewhere.example")
+    assert status == 404
+    assert headers.get("X-Cf-Routererror") == "unknown_route"
+    assert b"elsewhere.example" in body
+    cluster.expect(*(f"web.{index} registered with the proxy" for index in range(3)))
+    output = cluster.output()
+    # Registered only once healthy.
+    lines = output.splitlines()
+    for index in range(3):
+        healthy = next(i for i, line in enumerate(lines) if f"web.{index} healthy after" in line)
+        registered = next(i for i, line in enumerate(lines) if f"web.{index} registered with the proxy" in line)
+        assert healthy < registered
+
+
+def test_a_crash_unregisters_at_once_a_stop_after_the_exit(cluster):
+    cluster.wait_ready()
+    url = proxy_url(cluster)
+    cluster.ctl("stop", "1", "--wait")
+    wait_until("web.1 unregistered", lambda: "web.1 unregistered from the proxy" in cluster.output())
+    lines = cluster.output().splitlines()
+    stopped = next(i for i, line in enumerate(lines) if "web.1 stopped" in line)
+    unregistered = next(i for i, line in enumerate(lines) if "web.1 unregistered from the proxy" in line)
+    assert stopped < unregistered, "a stopped instance leaves the routes after it has exited"
+    assert served_by(url) == {0, 2}
+    cluster.ctl("kill", "2")
+    wait_until("web.2 unregistered", lambda: "web.2 unregistered from the proxy" in cluster.output())
+    cluster.wait_status("web.2 back", lambda s: s["instances"][2]["state"] == "running" and s["instances"][2]["crashes"] == 1)
+    wait_until("web.2 registered again", lambda: cluster.output().count("web.2 registered with the proxy") >= 2)
+    assert served_by(url) == {0, 2}
+    cluster.ctl("scale", "1", "--wait")
+    wait_until("only web.0 is routed", lambda: served_by(url, 10) == {0})
+
+
+def test_status_reads_connections_and_request_rates_from_the_proxy(cluster):
+    cluster.wait_ready()
+    url = proxy_url(cluster)
+
+    def busy(status):
+        served_by(url, 20)
+        return any((i.get("requests_per_second") or 0) > 0 for i in status["instances"])
+    status = cluster.wait_status("a request rate", busy, timeout=30)
+    assert all(i.get("connections") is not None for i in status["instances"])
+    table = cluster.ctl("status").stdout
+    assert "CONNECTIONS" in table and "REQ/S" in table
+
+
+def test_the_proxy_is_restarted_and_routes_registered_again(cluster):
+    cluster.wait_ready()
+    url = proxy_url(cluster)
+    pid = cluster.status()["proxy"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until("old proxy gone", lambda: not process_alive(pid))
+    cluster.wait_status("proxy running again", lambda s: s["proxy"]["state"] == "running" and s["proxy"]["pid"] != pid)
+    wait_until("routes back", lambda: served_by(url, 10) == {0, 1, 2}, timeout=30)
+    cluster.expect("proxy crashed (killed by signal 9 (SIGKILL)); restarting it in")

@@ -1,0 +1,100 @@
+"""A tiny app for the cluster's tests: serves HTTP on $PORT (127.0.0.1) and can be told to crash, turn
+unhealthy, stop listening or ignore SIGTERM, so that the supervisor's reactions can be checked.
+
+GET /            JSON: index, guid, pid, port (from Cloud Foundry's environment)
+GET /env         JSON: the whole environment
+GET /health      200, or 503 after /unhealthy
+GET /unhealthy   makes /health answer 503
+GET /crash?code=N   exits at once with code N (default 1)
+GET /stop-listening closes the listening socket but keeps running (a port check then fails)
+
+Environment: TESTAPP_START_DELAY (seconds before listening), TESTAPP_IGNORE_TERM=1 (SIGTERM ignored),
+TESTAPP_CHILD=1 (starts a `sleep` child in the same process group and prints its pid),
+TESTAPP_EXIT_AFTER (seconds, then exit with code 3).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+state = {"healthy": True}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+    def reply(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        if url.path == "/":
+            self.reply(200, {"index": os.environ.get("CF_INSTANCE_INDEX"), "guid": os.environ.get("CF_INSTANCE_GUID"),
+                             "pid": os.getpid(), "port": os.environ.get("PORT")})
+        elif url.path == "/env":
+            self.reply(200, dict(os.environ))
+        elif url.path == "/health":
+            self.reply(200 if state["healthy"] else 503, {"healthy": state["healthy"]})
+        elif url.path == "/unhealthy":
+            state["healthy"] = False
+            self.reply(200, {"healthy": False})
+        elif url.path == "/crash":
+            code = int(parse_qs(url.query).get("code", ["1"])[0])
+            print(f"crashing with code {code}", flush=True)
+            os._exit(code)
+        elif url.path == "/stop-listening":
+            self.reply(200, {"listening": False})
+            threading.Thread(target=stop_listening, daemon=True).start()
+        else:
+            self.reply(404, {"error": "not found"})
+
+
+server = None
+
+
+def stop_listening():
+    server.shutdown()
+    server.server_close()
+    print("stopped listening", flush=True)
+
+
+def main():
+    global server
+    if os.environ.get("TESTAPP_IGNORE_TERM") == "1":
+        signal.signal(signal.SIGTERM, lambda *_: print("got SIGTERM, ignoring it", flush=True))
+    else:
+        def on_term(*_):
+            print("got SIGTERM, exiting", flush=True)
+            os._exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+    if os.environ.get("TESTAPP_CHILD") == "1":
+        child = subprocess.Popen(["sleep", "1000"])
+        print(f"child pid {child.pid}", flush=True)
+    exit_after = os.environ.get("TESTAPP_EXIT_AFTER")
+    if exit_after:
+        threading.Timer(float(exit_after), lambda: os._exit(3)).start()
+    delay = float(os.environ.get("TESTAPP_START_DELAY", "0"))
+    if delay:
+        time.sleep(delay)
+    port = int(os.environ["PORT"])
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print(f"testapp {os.environ.get('CF_INSTANCE_INDEX')} listening on {port} (guid {os.environ.get('CF_INSTANCE_GUID')})", flush=True)
+    server.serve_forever()
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Runs the built `cluster` executable for a test or a benchmark: `cluster up` in its own process
+group with its own state folder and a config written from a dict, plus the control commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import REPO, Program, executable, wait_until
+
+TESTAPP = REPO / "Tests" / "cluster" / "testapp.py"
+
+
+def app_command() -> str:
+    return f"{sys.executable} {TESTAPP}"
+
+
+def process_alive(pid: int) -> bool:
+    """True when the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+class ClusterRun:
+    def __init__(self, config: dict | None = None, args: list[str] | None = None, state_dir: str | None = None,
+                 env: dict[str, str] | None = None):
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix="stickylab-cluster-")
+        Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+        self.config_path = Path(self.state_dir) / f"cluster-{time.monotonic_ns()}.yml"
+        # JSON is YAML.
+        self.config_path.write_text(json.dumps(config or {}))
+        self.started_at = time.monotonic()
+        self.program = Program("cluster", ["up", "--config", str(self.config_path), "--state-dir", self.state_dir, *(args or [])],
+                               env={"NO_COLOR": "1", **(env or {})}, log_dir=Path(self.state_dir))
+
+    # The running `cluster up`
+    @property
+    def pid(self) -> int:
+        return self.program.process.pid
+
+    def output(self) -> str:
+        return self.program.output()
+
+    def wait_for_output(self, text: str, timeout: float = 60.0, count: int = 1) -> str:
+        def seen():
+            out = self.output()
+            if self.program.process.poll() is not None and out.count(text) < count:
+                raise AssertionError(f"cluster exited ({self.program.process.returncode}) before printing {text!r}:\n{out[-4000:]}")
+            return out.count(text) >= count
+        wait_until(f"cluster output {text!r}", seen, timeout=timeout)
+        return self.output()
+
+    def expect(self, *texts: str, timeout: float = 15.0):
+        """Each text appears in the output (lines reach the output shortly after the events)."""
+        for text in texts:
+            self.wait_for_output(text, timeout=timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Waits for the 'cluster is up' line; returns the seconds since start."""
+        self.wait_for_output("cluster is up", timeout=timeout)
+        return time.monotonic() - self.started_at
+
+    # The control commands
+    def ctl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(executable("cluster")), *args, "--state-dir", self.state_dir], capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"cluster {' '.join(args)} failed ({result.returncode}): {result.stderr}{result.stdout}\n"
+                                 f"--- cluster output ---\n{self.output()[-4000:]}")
+        return result
+
+    def status(self) -> dict:
+        return json.loads(self.ctl("status", "--json").stdout)
+
+    def instances(self) -> dict[int, dict]:
+        return {instance["index"]: instance for instance in self.status()["instances"]}
+
+    def wait_status(self, what: str, condition, timeout: float = 60.0) -> dict:
+        """Polls the status until condition(status) holds; returns that status."""
+        last = {}
+
+        def check():
+            nonlocal last
+            last = self.status()
+            return condition(last)
+        try:
+            wait_until(what, check, timeout=timeout)
+        except TimeoutError as error:
+            raise AssertionError(f"{error}; last status: {json.dumps(last, indent=1)}\n{self.output()[-3000:]}") from None
+        return last
+
+    def down(self, timeout: float = 60.0) -> int:
+        self.ctl("down", timeout=timeout)
+        return self.program.process.wait(timeout=timeout)
+
+    def close(self):
+        """Stops the cluster (SIGTERM, then SIGKILL to its group) if it still runs."""
+        if self.program.process.poll() is None:
+            try:
+                os.kill(self.program.process.pid, signal.SIGTERM)
+                self.program.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.program.kill()
+        self.program._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
