@@ -17,7 +17,6 @@ import asyncio
 import base64
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,8 @@ CLIENTS = int(os.environ.get("BENCH_CHAT_CLIENTS", "1000"))
 NODES = int(os.environ.get("BENCH_CHAT_NODES", "3"))
 SENDERS = int(os.environ.get("BENCH_CHAT_SENDERS", "20"))
 STEP_SECONDS = float(os.environ.get("BENCH_CHAT_STEP_SECONDS", "4"))
-RATES = [int(r) for r in os.environ.get("BENCH_CHAT_RATES", "5,10,20,40,80,160,320,640").split(",")]
+RATES = [int(r) for r in os.environ.get("BENCH_CHAT_RATES", "5,10,20,40,80,160,320,640,1280").split(",")]
+REFINE_STEPS = int(os.environ.get("BENCH_CHAT_REFINE_STEPS", "3"))
 IDLE_CLIENTS = int(os.environ.get("BENCH_CHAT_IDLE_CLIENTS", "10000"))
 USERS = 100
 LOW_RATE = 5
@@ -277,6 +277,14 @@ class Load:
                 break
             await asyncio.sleep(0.05)
 
+    async def drain(self, quiet: float = 1.0, timeout: float = 30.0):
+        """Waits until nothing has arrived for `quiet` seconds (a step that fell behind leaves a backlog)."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if not self.last_receive or time.perf_counter() - self.last_receive > quiet:
+                return
+            await asyncio.sleep(0.05)
+
     async def close(self):
         for client in self.sockets:
             client.transport.close()
@@ -290,7 +298,8 @@ async def measure(system: System) -> dict:
     await load.send_at(5, 1.0, "warm")
     await load.settle(load.received + 5 * clients)
     steps = []
-    for rate in RATES:
+
+    async def step(rate: int) -> dict:
         before = load.received
         cpu_before = cpu_seconds(system.pids)
         own_before = sum(os.times()[:2])
@@ -302,13 +311,33 @@ async def measure(system: System) -> dict:
         cpu = cpu_seconds(system.pids) - cpu_before
         own = sum(os.times()[:2]) - own_before
         kept_up = delivered >= 0.97 * sent * clients and elapsed <= STEP_SECONDS + 1.0
-        steps.append({"rate": rate, "sent": sent, "delivered": delivered, "per_second": delivered / elapsed,
-                      "cpu_us": cpu / max(1, delivered) * 1e6,
-                      "load_us": own / max(1, delivered) * 1e6, "kept_up": kept_up})
+        result = {"rate": rate, "sent": sent, "delivered": delivered, "per_second": delivered / elapsed,
+                  "cpu_us": cpu / max(1, delivered) * 1e6,
+                  "load_us": own / max(1, delivered) * 1e6, "kept_up": kept_up}
+        steps.append(result)
         print(f"  {system.name}: {rate} msg/s -> {delivered / elapsed:,.0f} delivered/s "
               f"({delivered}/{sent * clients}, {elapsed:.1f}s){'' if kept_up else ' (fell behind)'}", file=sys.stderr, flush=True)
-        if not kept_up or load.closed:
+        return result
+
+    for rate in RATES:
+        if not (await step(rate))["kept_up"] or load.closed:
             break
+    # Doubling finds the maximum within a factor of 2; narrow it down geometrically between the last
+    # rate that was kept up and the first that was not (each refinement halves the uncertainty's log).
+    kept = [s["rate"] for s in steps if s["kept_up"]]
+    missed = [s["rate"] for s in steps if not s["kept_up"]]
+    if kept and missed and not load.closed:
+        low, high = max(kept), min(missed)
+        for _ in range(REFINE_STEPS):
+            await load.drain()
+            rate = round((low * high) ** 0.5)
+            if rate <= low or rate >= high:
+                break
+            result = await step(rate)
+            if load.closed:
+                break
+            low, high = (rate, high) if result["kept_up"] else (low, rate)
+        await load.drain()
     sustained = [step for step in steps if step["kept_up"]]
     best = max(sustained or steps, key=lambda step: step["per_second"])
     half_rate = max(1.0, best["per_second"] / 2 / clients)
@@ -328,8 +357,7 @@ async def measure(system: System) -> dict:
     load.recording = False
     low50, low99 = percentiles(load.latencies)
     result = {"clients": clients, "steps": steps, "max": best["per_second"], "max_rate": best["rate"],
-              "cpu_us": statistics.median(step["cpu_us"] for step in (sustained or steps)),
-              "load_us": statistics.median(step["load_us"] for step in (sustained or steps)), "half_rate": half_rate,
+              "cpu_us": best["cpu_us"], "load_us": best["load_us"], "half_rate": half_rate,
               "p50": p50, "p99": p99, "low50": low50, "low99": low99, "closed": load.closed}
     await load.close()
     return result
@@ -389,10 +417,10 @@ async def main() -> int:
         "",
         f"{NODES} instances per system on one redis-server, {CLIENTS} WebSocket clients spread over them, {SENDERS} of them "
         f"sending; every message reaches every client. Send rate stepped up ({', '.join(map(str, RATES))} msg/s, "
-        f"{STEP_SECONDS:.0f} s each) until a system falls behind; latency measured at half of that system's maximum. "
+        f"{STEP_SECONDS:.0f} s each) until a system falls behind, then narrowed down in {REFINE_STEPS} geometric steps between the last rate kept up and the first missed; latency measured at half of that system's maximum. "
         "Same load generator (one asyncio process) for both.",
         "",
-        f"| system | clients | max delivered msg/s | at send rate msg/s | server CPU us per delivered msg | load generator CPU us per delivered msg | half-max send rate msg/s | p50 ms | p99 ms | p50 ms at {LOW_RATE} msg/s | p99 ms at {LOW_RATE} msg/s |",
+        f"| system | clients | max delivered msg/s | at send rate msg/s | server CPU us per delivered msg at max | load generator CPU us per delivered msg at max | half-max send rate msg/s | p50 ms | p99 ms | p50 ms at {LOW_RATE} msg/s | p99 ms at {LOW_RATE} msg/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         row("chat-node", swift),
         row("python-socketio + AsyncRedisManager", peer),

@@ -204,9 +204,7 @@ public final class ChatNode: Sendable {
         io.mount(on: router)
         let app = Application(
             router: router,
-            server: .http1WebSocketUpgrade(configuration: io.upgradeChannelConfiguration) { request, channel, logger in
-                io.webSocketUpgrade(for: request, channel: channel, logger: logger)
-            },
+            server: .socketIO(io),
             configuration: ApplicationConfiguration(address: .hostname(configuration.bindHost, port: configuration.port), serverName: nil),
             onServerRunning: { channel in
                 logger.notice(

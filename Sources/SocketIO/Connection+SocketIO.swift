@@ -13,11 +13,13 @@ struct SocketIOState: ~Copyable {
 
     var decoder: SocketDecoder
     var sockets: [String: Socket] = [:]
-    var connecting: Set<String> = []
+    /// Namespaces whose CONNECT is being processed (usually none, and then no storage is kept).
+    var connecting: [String] = []
     var queue: [WorkItem] = []
     var head = 0
     var workerRunning = false
-    var waiters: [CheckedContinuation<Void, Never>] = []
+    /// Readers waiting for the handlers to catch up (`Connection.whenHandlersCatchUp`).
+    var waiters: [@Sendable () -> Void] = []
     var closed = false
 
     init(decoder: SocketDecoder) {
@@ -25,6 +27,11 @@ struct SocketIOState: ~Copyable {
     }
 
     var pending: Int { queue.count - head }
+
+    mutating func finishConnecting(_ namespace: String) {
+        connecting.removeAll { $0 == namespace }
+        if connecting.isEmpty { connecting = [] }
+    }
 
     mutating func enqueue(_ item: WorkItem) -> Bool {
         queue.append(item)
@@ -65,29 +72,39 @@ enum SocketIOProtocolViolation: Error, CustomStringConvertible {
 extension Connection {
     // MARK: Inbound
 
-    /// Hands Engine.IO messages to the Socket.IO layer, in order. Waits while the handler queue is
-    /// full (the caller stops reading from the client meanwhile).
-    func deliver(_ packets: [EnginePacket]) async {
-        guard !packets.isEmpty else { return }
+    /// Hands Engine.IO messages to the Socket.IO layer, in order. Returns false when the handler
+    /// queue is full: the caller stops reading from the client until `whenHandlersCatchUp` calls back.
+    func deliver(_ packets: [EnginePacket]) -> Bool {
+        guard !packets.isEmpty else { return true }
         for packet in packets {
             do {
                 try receive(packet)
             } catch {
                 logger.info("Closing a session: \(error)")
                 close(.parseError)
-                return
+                return true
             }
         }
         let limit = server.configuration.limits.maxQueuedInboundPackets
-        while socketIO.withLock({ $0.pending >= limit && !$0.closed }) {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let wait = socketIO.withLock { state -> Bool in
-                    guard state.pending >= limit, !state.closed else { return false }
-                    state.waiters.append(continuation)
-                    return true
-                }
-                if !wait { continuation.resume() }
-            }
+        return socketIO.withLock { $0.pending < limit || $0.closed }
+    }
+
+    /// Calls `resume` once the handler queue is below its limit again (at once if it is, or when the
+    /// session closes).
+    func whenHandlersCatchUp(_ resume: @escaping @Sendable () -> Void) {
+        let limit = server.configuration.limits.maxQueuedInboundPackets
+        let waiting = socketIO.withLock { state -> Bool in
+            guard state.pending >= limit, !state.closed else { return false }
+            state.waiters.append(resume)
+            return true
+        }
+        if !waiting { resume() }
+    }
+
+    /// `whenHandlersCatchUp` for a task (a long-polling POST).
+    func waitForHandlers() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            whenHandlersCatchUp { continuation.resume() }
         }
     }
 
@@ -114,7 +131,7 @@ extension Connection {
                 guard state.sockets[namespace] == nil, !state.connecting.contains(namespace) else {
                     throw .invalidState("a second CONNECT to \(namespace)")
                 }
-                state.connecting.insert(namespace)
+                state.connecting.append(namespace)
                 return state.enqueue(.connect(namespace: namespace, auth: packet.data))
             }
             if start { startWorker() }
@@ -156,13 +173,13 @@ extension Connection {
     private func runWorker() async {
         let limit = server.configuration.limits.maxQueuedInboundPackets
         while true {
-            let (item, waiters) = socketIO.withLock { state -> (SocketIOState.WorkItem?, [CheckedContinuation<Void, Never>]) in
+            let (item, waiters) = socketIO.withLock { state -> (SocketIOState.WorkItem?, [@Sendable () -> Void]) in
                 let item = state.next()
                 guard state.pending < limit / 2 || item == nil, !state.waiters.isEmpty else { return (item, []) }
                 defer { state.waiters.removeAll() }
                 return (item, state.waiters)
             }
-            for waiter in waiters { waiter.resume() }
+            for waiter in waiters { waiter() }
             guard let item else { return }
             await process(item)
         }
@@ -200,7 +217,7 @@ extension Connection {
 
     private func connect(to name: String, auth: JSONValue?) async {
         guard let namespace = server.namespace(named: name) else {
-            socketIO.withLock { _ = $0.connecting.remove(name) }
+            socketIO.withLock { $0.finishConnecting(name) }
             server.metrics.connectionsRefused.increment()
             sendPacket(SocketPacket(.connectError, namespace: name, data: ["message": "Invalid namespace"]))
             return
@@ -231,7 +248,7 @@ extension Connection {
                     if !accepted.isNull { data = accepted }
                 case .refuse(let message, let extra):
                     if let capture { namespace.endCapture(capture) }
-                    socketIO.withLock { _ = $0.connecting.remove(name) }
+                    socketIO.withLock { $0.finishConnecting(name) }
                     server.metrics.connectionsRefused.increment()
                     var body: JSONObject = ["message": .string(message)]
                     if let extra { body["data"] = extra }
@@ -247,7 +264,7 @@ extension Connection {
             pid: restored?.session.pid ?? (recovery ? SocketIOServer.generateID() : nil),
             namespace: namespace, connection: self, auth: authValue, data: data, recovered: restored != nil)
         let registered = socketIO.withLock { state -> Bool in
-            state.connecting.remove(name)
+            state.finishConnecting(name)
             guard !state.closed else { return false }
             state.sockets[name] = socket
             return true
@@ -302,7 +319,7 @@ extension Connection {
     /// The Engine.IO session ended: every socket disconnects (and is saved for recovery when the
     /// reason allows it).
     func engineClosed(_ reason: EngineCloseReason) {
-        let (sockets, waiters) = socketIO.withLock { state -> ([Socket], [CheckedContinuation<Void, Never>]) in
+        let (sockets, waiters) = socketIO.withLock { state -> ([Socket], [@Sendable () -> Void]) in
             guard !state.closed else { return ([], []) }
             state.closed = true
             let sockets = Array(state.sockets.values)
@@ -311,7 +328,7 @@ extension Connection {
             defer { state.waiters.removeAll() }
             return (sockets, state.waiters)
         }
-        for waiter in waiters { waiter.resume() }
+        for waiter in waiters { waiter() }
         var start = false
         for socket in sockets {
             let rooms = socket.namespace.remove(socket)

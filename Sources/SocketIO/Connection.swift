@@ -12,7 +12,7 @@ enum PollOutcome: Sendable {
 /// One client connection: the Engine.IO session (its state machine plus the transports it runs on)
 /// and the Socket.IO layer on top (the decoder, the namespaces joined, the handler queue). The
 /// decisions are in `EngineSession`; this class carries them out.
-final class Connection: Sendable {
+final class Connection: Sendable, NIOScheduledCallbackHandler {
     let id: String
     let server: SocketIOServer
     let eventLoop: any EventLoop
@@ -22,10 +22,12 @@ final class Connection: Sendable {
 
     struct EngineIO: ~Copyable {
         var session: EngineSession
-        var webSocket: (any Channel)?
-        var probe: (any Channel)?
+        var webSocket: WebSocketLink?
+        var probe: WebSocketLink?
         var poll: CheckedContinuation<PollOutcome, Never>?
-        var timer: Scheduled<Void>?
+        /// The session's one timer (heartbeat, upgrade and attach deadlines) and when it fires. A later
+        /// deadline does not move it: it fires, and the next one is scheduled then.
+        var timer: NIOScheduledCallback?
         var timerDeadline: NIODeadline?
     }
 
@@ -45,7 +47,7 @@ final class Connection: Sendable {
         self.handshake = handshake
         var session = EngineSession(transport: transport, now: now, configuration: server.engineConfiguration)
         session.setAttachDeadline(now + TimeAmount(server.configuration.connectTimeout))
-        self.engine = Mutex(EngineIO(session: session, webSocket: webSocket))
+        self.engine = Mutex(EngineIO(session: session, webSocket: webSocket.map(WebSocketLink.init)))
         self.socketIO = Mutex(
             SocketIOState(
                 decoder: SocketDecoder(
@@ -83,42 +85,40 @@ final class Connection: Sendable {
         transition { $0.send(packets) }
     }
 
-    /// `send` for a broadcast: when the packets would go straight onto a writable WebSocket, returns
-    /// that channel instead so the caller writes to all its recipients with one hop per event loop.
-    func sendOrBatch(_ packets: [EnginePacket]) -> (any Channel)? {
-        let (channel, aftermath) = engine.withLock { io -> ((any Channel)?, Aftermath) in
-            if io.session.transport == .websocket, !io.session.isClosed, let webSocket = io.webSocket, webSocket.isWritable {
-                return (webSocket, Aftermath())
+    /// `send` for a broadcast: when the packets would go straight onto the session's WebSocket,
+    /// returns it instead so the caller writes to all its recipients with one hop per event loop.
+    func sendOrBatch(_ packets: [EnginePacket]) -> WebSocketOutbox.Target? {
+        let (target, aftermath) = engine.withLock { io -> (WebSocketOutbox.Target?, Aftermath) in
+            if io.session.transport == .websocket, !io.session.isClosed, let webSocket = io.webSocket {
+                return (WebSocketOutbox.Target(channel: webSocket.channel, connection: self), Aftermath())
             }
             return (nil, apply(io.session.send(packets), to: &io))
         }
         handle(aftermath)
-        return channel
+        return target
     }
 
-    /// Writes the same packets to many WebSockets: one task per event loop, one flush per channel.
-    static func writeBatched(_ packets: [EnginePacket], to channels: [any Channel]) {
-        guard let first = channels.first else { return }
-        let frames = packets.map { WebSocketFrame(fin: true, opcode: $0.isBinary ? .binary : .text, data: $0.wire) }
-        if channels.allSatisfy({ $0.eventLoop === first.eventLoop }) {
-            first.eventLoop.execute { write(frames, to: channels) }
-            return
-        }
-        var byLoop: [ObjectIdentifier: (loop: any EventLoop, channels: [any Channel])] = [:]
-        for channel in channels {
-            byLoop[ObjectIdentifier(channel.eventLoop), default: (channel.eventLoop, [])].channels.append(channel)
-        }
-        for (_, batch) in byLoop {
-            let channels = batch.channels
-            batch.loop.execute { write(frames, to: channels) }
-        }
+    /// Writes the same packets to many WebSockets: one outbox item per event loop, one flush per channel.
+    static func writeBatched(_ packets: [EnginePacket], to targets: [WebSocketOutbox.Target]) {
+        guard !targets.isEmpty else { return }
+        WebSocketOutbox.broadcast(frames(packets), to: targets)
     }
 
-    private static func write(_ frames: [WebSocketFrame], to channels: [any Channel]) {
-        for channel in channels {
-            for frame in frames { channel.write(frame, promise: nil) }
+    /// The client's WebSocket is still over `maxOutboundBufferBytes` when more is to be written: it
+    /// does not read. Closes the session (once) without waiting for what is queued.
+    func closeAsSlowClient() {
+        let aftermath = engine.withLock { io -> Aftermath in
+            guard !io.session.isClosed else { return Aftermath() }
+            server.metrics.slowClientsClosed.increment()
+            logger.notice(
+                "Closing a slow client: more than \(server.configuration.limits.maxOutboundBufferBytes) bytes wait in its WebSocket send buffer")
+            return apply(io.session.close(.slowClient), to: &io)
         }
-        FlushCoalescer.shared.flushSoon(channels)
+        handle(aftermath)
+    }
+
+    static func frames(_ packets: [EnginePacket]) -> [WebSocketFrame] {
+        packets.map { WebSocketFrame(fin: true, opcode: $0.isBinary ? .binary : .text, data: $0.wire) }
     }
 
     /// `send` for callers that hold another lock: pass the result to `handle(_:)` once it is released.
@@ -130,8 +130,13 @@ final class Connection: Sendable {
         transition { $0.close(reason) }
     }
 
-    func timerFired() {
-        transition { $0.timerFired(now: .now()) }
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        let aftermath = engine.withLock { io in
+            io.timer = nil
+            io.timerDeadline = nil
+            return apply(io.session.timerFired(now: .now()), to: &io)
+        }
+        handle(aftermath)
     }
 
     func clearAttachDeadline() {
@@ -186,20 +191,22 @@ final class Connection: Sendable {
             return .badRequest
         }
         let received = transition { $0.receive(packets, now: .now()) }
-        await deliver(received)
+        if !deliver(received) { await waitForHandlers() }
         return nil
     }
 
-    /// A frame on the session's WebSocket (the active transport or the probe).
-    func receiveWebSocket(_ packet: Result<EnginePacket, EngineDecodingError>, on channel: any Channel) async {
-        let isProbe = engine.withLock { io in io.probe.map { $0 === channel } ?? false }
+    /// A message on the session's WebSocket (the active transport or the probe). Returns false when
+    /// the client's handlers are `maxQueuedInboundPackets` behind: stop reading from it until
+    /// `whenHandlersCatchUp` calls back.
+    func receiveWebSocket(_ packet: Result<EnginePacket, EngineDecodingError>, on channel: any Channel) -> Bool {
+        let isProbe = engine.withLock { io in io.probe.map { $0.channel === channel } ?? false }
         switch packet {
         case .success(let packet):
             if isProbe {
                 transition { $0.probeReceived(packet) }
             } else {
                 let received = transition { $0.receive([packet], now: .now()) }
-                await deliver(received)
+                return deliver(received)
             }
         case .failure(let error):
             if isProbe {
@@ -209,13 +216,21 @@ final class Connection: Sendable {
                 transition { $0.receiveFailed() }
             }
         }
+        return true
+    }
+
+    /// Whether `channel` is this session's active WebSocket or its upgrade probe.
+    func isTransport(_ channel: any Channel) -> Bool {
+        engine.withLock { io in
+            io.webSocket.map { $0.channel === channel } ?? false || io.probe.map { $0.channel === channel } ?? false
+        }
     }
 
     /// A WebSocket with this session's sid opened to probe an upgrade; false: refuse it.
     func attachProbe(_ channel: any Channel) -> Bool {
         let attached = engine.withLock { io -> Bool in
             guard io.session.probeOpened(now: .now()) else { return false }
-            io.probe = channel
+            io.probe = WebSocketLink(channel)
             _ = apply(EngineEffects(), to: &io)
             return true
         }
@@ -225,12 +240,12 @@ final class Connection: Sendable {
     /// A WebSocket of this session ended (the peer closed it or the connection broke).
     func webSocketEnded(_ channel: any Channel) {
         let aftermath = engine.withLock { io -> Aftermath in
-            if let probe = io.probe, probe === channel {
+            if let probe = io.probe, probe.channel === channel {
                 io.probe = nil
                 io.session.probeClosed()
                 return Aftermath()
             }
-            guard let webSocket = io.webSocket, webSocket === channel else { return Aftermath() }
+            guard let webSocket = io.webSocket, webSocket.channel === channel else { return Aftermath() }
             return apply(io.session.webSocketClosed(), to: &io)
         }
         handle(aftermath)
@@ -239,27 +254,16 @@ final class Connection: Sendable {
     // MARK: Carrying out effects (under the lock, so writes keep their order)
 
     private func apply(_ effects: EngineEffects, to io: inout EngineIO) -> Aftermath {
-        var effects = effects
         if effects.upgraded {
             io.webSocket = io.probe
             io.probe = nil
             logger.debug("Session upgraded to WebSocket")
         }
         if !effects.probeWrites.isEmpty, let probe = io.probe {
-            Self.write(effects.probeWrites, to: probe)
+            probe.write(effects.probeWrites, for: self)
         }
         if !effects.webSocketWrites.isEmpty, let webSocket = io.webSocket {
-            if webSocket.isWritable || effects.upgraded {
-                Self.write(effects.webSocketWrites, to: webSocket)
-            } else {
-                server.metrics.slowClientsClosed.increment()
-                logger.notice(
-                    "Closing a slow client: more than \(server.configuration.limits.maxOutboundBufferBytes) bytes wait in its WebSocket send buffer"
-                )
-                let closing = io.session.close(.slowClient)
-                effects.closed = closing.closed
-                effects.pollResponse = closing.pollResponse
-            }
+            webSocket.write(effects.webSocketWrites, for: self)
         }
         if let response = effects.pollResponse, let continuation = io.poll {
             io.poll = nil
@@ -267,7 +271,7 @@ final class Connection: Sendable {
         }
         if effects.closeProbe, let probe = io.probe {
             io.probe = nil
-            Self.closeWebSocket(probe, code: .normalClosure)
+            probe.close(code: .normalClosure)
         }
         if let reason = effects.closed {
             if let continuation = io.poll {
@@ -276,12 +280,11 @@ final class Connection: Sendable {
             }
             if let webSocket = io.webSocket {
                 io.webSocket = nil
-                Self.closeWebSocket(
-                    webSocket, code: reason == .serverShuttingDown ? .goingAway : .normalClosure, immediately: reason == .slowClient)
+                webSocket.close(code: reason == .serverShuttingDown ? .goingAway : .normalClosure, immediately: reason == .slowClient)
             }
             if let probe = io.probe {
                 io.probe = nil
-                Self.closeWebSocket(probe, code: .normalClosure)
+                probe.close(code: .normalClosure)
             }
             io.timer?.cancel()
             io.timer = nil
@@ -296,16 +299,19 @@ final class Connection: Sendable {
         return Aftermath(closed: effects.closed, received: effects.received)
     }
 
+    /// Makes sure the timer fires by the session's next deadline. A timer already due earlier stays
+    /// (no cancellation per pong: it fires, finds nothing to do, and schedules the next deadline).
     private func schedule(_ io: inout EngineIO) {
-        let next = io.session.nextDeadline
-        guard next != io.timerDeadline else { return }
+        guard let next = io.session.nextDeadline else {
+            io.timer?.cancel()
+            io.timer = nil
+            io.timerDeadline = nil
+            return
+        }
+        if let current = io.timerDeadline, current <= next { return }
         io.timer?.cancel()
         io.timerDeadline = next
-        if let next {
-            io.timer = eventLoop.scheduleTask(deadline: next) { [self] in timerFired() }
-        } else {
-            io.timer = nil
-        }
+        io.timer = try? eventLoop.scheduleCallback(at: next, handler: self)
     }
 
     func handle(_ aftermath: Aftermath) {
@@ -315,65 +321,27 @@ final class Connection: Sendable {
             engineClosed(reason)
         }
     }
-
-    private static func write(_ packets: [EnginePacket], to channel: any Channel) {
-        let frames = packets.map { WebSocketFrame(fin: true, opcode: $0.isBinary ? .binary : .text, data: $0.wire) }
-        // Always through the event loop's queue, so writes keep the order they were issued in.
-        channel.eventLoop.execute {
-            for frame in frames { channel.write(frame, promise: nil) }
-            FlushCoalescer.shared.flushSoon([channel])
-        }
-    }
-
-    /// Sends a close frame then closes the connection; a peer that does not read (the close frame
-    /// cannot go out) is cut off after a short grace period, and a slow client at once.
-    static func closeWebSocket(_ channel: any Channel, code: WebSocketErrorCode, immediately: Bool = false) {
-        var data = ByteBuffer()
-        data.write(webSocketErrorCode: code)
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
-        channel.eventLoop.execute {
-            if immediately || !channel.isWritable {
-                channel.close(promise: nil)
-                return
-            }
-            channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
-            channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
-        }
-    }
 }
 
-/// Flushes written channels once the event loop has run the tasks already queued: packets written
-/// in a burst (a run of broadcasts, a handler emitting several events) leave in one system call per
-/// connection instead of one each. Called on the channels' event loop.
-final class FlushCoalescer: Sendable {
-    static let shared = FlushCoalescer()
+/// A WebSocket a session writes to, with the outbox of its event loop.
+struct WebSocketLink: Sendable {
+    let channel: any Channel
+    let outbox: WebSocketOutbox
 
-    private struct Pending {
-        var scheduled = false
-        var channels: [ObjectIdentifier: any Channel] = [:]
+    init(_ channel: any Channel) {
+        self.channel = channel
+        self.outbox = WebSocketOutbox.of(channel.eventLoop)
     }
 
-    private let pending = Mutex<[ObjectIdentifier: Pending]>([:])
+    /// Writes the packets, one frame each, after everything written to this loop's WebSockets before
+    /// (`connection`: closed if its client does not read).
+    func write(_ packets: [EnginePacket], for connection: Connection?) {
+        outbox.submit(.write(Connection.frames(packets), to: WebSocketOutbox.Target(channel: channel, connection: connection)))
+    }
 
-    func flushSoon(_ channels: [any Channel]) {
-        guard let loop = channels.first?.eventLoop else { return }
-        let key = ObjectIdentifier(loop)
-        let schedule = pending.withLock { pending -> Bool in
-            var entry = pending[key] ?? Pending()
-            for channel in channels { entry.channels[ObjectIdentifier(channel)] = channel }
-            defer {
-                entry.scheduled = true
-                pending[key] = entry
-            }
-            return !entry.scheduled
-        }
-        guard schedule else { return }
-        loop.execute { [self] in
-            let channels = pending.withLock { pending -> [any Channel] in
-                let entry = pending.removeValue(forKey: key)
-                return entry.map { Array($0.channels.values) } ?? []
-            }
-            for channel in channels { channel.flush() }
-        }
+    /// Sends a close frame with `code` after what was written before, then closes the connection
+    /// (`immediately`: without waiting for what is queued; a slow client).
+    func close(code: WebSocketErrorCode, immediately: Bool = false) {
+        outbox.submit(.close(channel, code: code, immediately: immediately))
     }
 }

@@ -24,6 +24,21 @@ public struct Handshake: Sendable {
         self.transport = transport
     }
 
+    /// The request headers a session keeps: all but the hop-by-hop and WebSocket handshake ones
+    /// (`Connection`, `Upgrade`, `Sec-WebSocket-*`), which mean nothing once the session is open and
+    /// would cost memory for as long as it lives.
+    static func keptHeaders(_ headers: HTTPFields) -> HTTPFields {
+        guard headers.contains(where: { isHandshakeOnly($0.name) }) else { return headers }
+        var kept = HTTPFields()
+        for field in headers where !isHandshakeOnly(field.name) { kept.append(field) }
+        return kept
+    }
+
+    private static func isHandshakeOnly(_ name: HTTPField.Name) -> Bool {
+        name == .connection || name == .upgrade || name == .secWebSocketKey || name == .secWebSocketVersion
+            || name == .secWebSocketExtensions || name == .secWebSocketProtocol
+    }
+
     /// The value of header `name` (case-insensitive), all values joined with ", " (cookies with "; ").
     public func header(_ name: String) -> String? {
         guard let field = HTTPField.Name(name) else { return nil }

@@ -8,28 +8,47 @@ public final class Namespace: Sendable {
     let server: SocketIOServer
     private let state: Mutex<State>
 
+    /// Sockets and rooms. A socket's own id is a room only it is in, implicitly: nothing is stored for
+    /// it, and a socket that joined no other room costs one dictionary entry.
     struct State {
         var hooks: [ConnectHook] = []
         var connectionHandler: (@Sendable (Socket) async -> Void)?
         var sockets: [String: Socket] = [:]
-        /// socket id -> rooms (its own id included)
+        /// socket id -> the rooms it joined (not its own id; no entry when none)
         var memberships: [String: Set<String>] = [:]
-        /// room -> socket ids
+        /// room -> socket ids (socket-id rooms are not stored)
         var rooms: [String: Set<String>] = [:]
         /// Broadcasts captured while recovering clients look their session up.
         var captures: [Int: [BroadcastMessage]] = [:]
         var nextCapture = 0
 
         mutating func join(_ id: String, _ room: String) {
-            guard memberships[id] != nil else { return }
-            memberships[id]?.insert(room)
+            guard room != id, sockets[id] != nil else { return }
+            memberships[id, default: []].insert(room)
             rooms[room, default: []].insert(id)
         }
 
         mutating func leave(_ id: String, _ room: String) {
-            memberships[id]?.remove(room)
+            guard memberships[id]?.remove(room) != nil else { return }
+            if memberships[id]?.isEmpty == true { memberships.removeValue(forKey: id) }
             rooms[room]?.remove(id)
             if rooms[room]?.isEmpty == true { rooms.removeValue(forKey: room) }
+        }
+
+        /// The rooms of socket `id`, its own id included.
+        func rooms(of id: String) -> Set<String> {
+            guard sockets[id] != nil else { return [] }
+            var rooms = memberships[id] ?? []
+            rooms.insert(id)
+            return rooms
+        }
+
+        /// Calls `body` with the id of every socket in `room` (a socket's id is a room of its own).
+        func forEachMember(of room: String, _ body: (String) -> Void) {
+            if let members = rooms[room] {
+                for id in members { body(id) }
+            }
+            if sockets[room] != nil { body(room) }
         }
     }
 
@@ -77,7 +96,11 @@ public final class Namespace: Sendable {
     public func sockets(in room: String? = nil) -> [Socket] {
         state.withLock { state in
             guard let room else { return Array(state.sockets.values) }
-            return (state.rooms[room] ?? []).compactMap { state.sockets[$0] }
+            var found: [Socket] = []
+            state.forEachMember(of: room) { id in
+                if let socket = state.sockets[id] { found.append(socket) }
+            }
+            return found
         }
     }
 
@@ -87,7 +110,7 @@ public final class Namespace: Sendable {
     var connectionHandler: (@Sendable (Socket) async -> Void)? { state.withLock { $0.connectionHandler } }
 
     func rooms(of id: String) -> Set<String> {
-        state.withLock { $0.memberships[id] ?? [] }
+        state.withLock { $0.rooms(of: id) }
     }
 
     func startCapture() -> Int {
@@ -108,15 +131,13 @@ public final class Namespace: Sendable {
     func add(_ socket: Socket, rooms: [String], capture: Int?, then: ([BroadcastMessage], Set<String>) -> Void) {
         state.withLock { state in
             state.sockets[socket.id] = socket
-            state.memberships[socket.id] = []
-            state.join(socket.id, socket.id)
             for room in rooms { state.join(socket.id, room) }
             let captured = capture.flatMap { state.captures.removeValue(forKey: $0) } ?? []
-            then(captured, state.memberships[socket.id] ?? [])
+            then(captured, state.rooms(of: socket.id))
         }
     }
 
-    /// Removes a socket from the namespace; returns the rooms it was in.
+    /// Removes a socket from the namespace; returns the rooms it was in (its own id included).
     func remove(_ socket: Socket) -> [String] {
         state.withLock { state in
             guard let current = state.sockets[socket.id], current === socket else { return [] }
@@ -126,7 +147,7 @@ public final class Namespace: Sendable {
                 state.rooms[room]?.remove(socket.id)
                 if state.rooms[room]?.isEmpty == true { state.rooms.removeValue(forKey: room) }
             }
-            return Array(rooms)
+            return [socket.id] + rooms
         }
     }
 
@@ -146,18 +167,18 @@ public final class Namespace: Sendable {
         let targets = state.withLock { state -> [Connection] in
             for key in state.captures.keys { state.captures[key]?.append(message) }
             var excluded = Set<String>()
-            for room in message.except { excluded.formUnion(state.rooms[room] ?? []) }
+            for room in message.except { state.forEachMember(of: room) { excluded.insert($0) } }
             var connections: [Connection] = []
             if message.rooms.isEmpty {
                 connections.reserveCapacity(state.sockets.count)
                 for (id, socket) in state.sockets where !excluded.contains(id) { connections.append(socket.connection) }
             } else if message.rooms.count == 1, let room = message.rooms.first {
-                for id in state.rooms[room] ?? [] where !excluded.contains(id) {
-                    if let socket = state.sockets[id] { connections.append(socket.connection) }
+                state.forEachMember(of: room) { id in
+                    if !excluded.contains(id), let socket = state.sockets[id] { connections.append(socket.connection) }
                 }
             } else {
                 var ids = Set<String>()
-                for room in message.rooms { ids.formUnion(state.rooms[room] ?? []) }
+                for room in message.rooms { state.forEachMember(of: room) { ids.insert($0) } }
                 for id in ids where !excluded.contains(id) {
                     if let socket = state.sockets[id] { connections.append(socket.connection) }
                 }
@@ -165,10 +186,10 @@ public final class Namespace: Sendable {
             return connections
         }
         server.metrics.messagesSent.increment(by: targets.count)
-        var batch: [any Channel] = []
+        var batch: [WebSocketOutbox.Target] = []
         batch.reserveCapacity(targets.count)
         for connection in targets {
-            if let channel = connection.sendOrBatch(packets) { batch.append(channel) }
+            if let target = connection.sendOrBatch(packets) { batch.append(target) }
         }
         Connection.writeBatched(packets, to: batch)
     }

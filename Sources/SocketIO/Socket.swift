@@ -61,7 +61,8 @@ public final class Socket: Sendable {
     private let state: Mutex<State>
 
     struct State {
-        var handlers: [String: EventHandler] = [:]
+        /// Event handlers by name (a few per socket: an array costs less memory than a dictionary).
+        var handlers: [(event: String, handler: EventHandler)] = []
         var anyHandler: (@Sendable (String, [JSONValue], Ack?) async -> Void)?
         var disconnectHandlers: [@Sendable (String) async -> Void] = []
         var data: JSONValue
@@ -102,7 +103,13 @@ public final class Socket: Sendable {
 
     /// Handles `event` from the client. Handlers of one client run one at a time, in arrival order.
     public func on(_ event: String, _ handler: @escaping EventHandler) {
-        state.withLock { $0.handlers[event] = handler }
+        state.withLock { state in
+            if let index = state.handlers.firstIndex(where: { $0.event == event }) {
+                state.handlers[index].handler = handler
+            } else {
+                state.handlers.append((event, handler))
+            }
+        }
     }
 
     /// Handles every event that has no handler of its own.
@@ -117,7 +124,9 @@ public final class Socket: Sendable {
     }
 
     func dispatch(event: String, arguments: [JSONValue], ackID: Int?) async {
-        let (handler, anyHandler) = state.withLock { ($0.handlers[event], $0.anyHandler) }
+        let (handler, anyHandler) = state.withLock { state in
+            (state.handlers.first(where: { $0.event == event })?.handler, state.anyHandler)
+        }
         let ack = ackID.map { Ack(socket: self, id: $0) }
         if let handler {
             await handler(arguments, ack)

@@ -20,8 +20,9 @@ extension SocketIOServer {
         }
     }
 
-    /// The WebSocket settings the HTTP server needs: frames up to `maxPayload`, no WebSocket-level
-    /// pings (Engine.IO has its own heartbeat).
+    /// The WebSocket settings for Hummingbird's `.http1WebSocketUpgrade` (see
+    /// `webSocketUpgrade(for:channel:logger:)`): frames up to `maxPayload`, no WebSocket-level pings
+    /// (Engine.IO has its own heartbeat).
     public var webSocketConfiguration: WebSocketServerConfiguration {
         WebSocketServerConfiguration(maxFrameSize: configuration.maxPayload, autoPing: .disabled)
     }
@@ -37,116 +38,74 @@ extension SocketIOServer {
         return Self.pathMatches(Self.split(target).path, configuration.path)
     }
 
-    /// Decides a WebSocket upgrade request: use it as the `shouldUpgrade` closure of
-    /// `.http1WebSocketUpgrade`. Requests for other paths, bad queries, refused origins, unknown or
-    /// already upgraded sids, and handshakes while draining are not upgraded (the client gets 400).
+    /// Decides a WebSocket upgrade request for an app that serves WebSocket routes of its own through
+    /// Hummingbird's `.http1WebSocketUpgrade` (check `handlesUpgrade(_:)` first). Each such WebSocket
+    /// costs a task and Hummingbird's per-connection WebSocket machinery; without other WebSocket
+    /// routes, serve the app with `.socketIO(io)` instead, which handles Engine.IO WebSockets on the
+    /// event loop. Requests for other paths, bad queries, refused origins, unknown or already
+    /// upgraded sids, and handshakes while draining are not upgraded (the client gets 400).
     public func webSocketUpgrade(
         for request: HTTPRequest, channel: any Channel, logger: Logger
     ) -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
-        guard let target = request.path else { return .dontUpgrade }
+        guard let admission = admitWebSocket(request, channel: channel) else { return .dontUpgrade }
+        return .upgrade([:]) { inbound, _, _ in
+            let socket = EngineWebSocket(server: self, admission: admission, channel: channel)
+            guard socket.open() else { return }
+            defer { socket.ended() }
+            do {
+                for try await frame in inbound {
+                    let opcode: WebSocketOpcode
+                    switch frame.opcode {
+                    case .text: opcode = .text
+                    case .binary: opcode = .binary
+                    case .continuation: opcode = .continuation
+                    }
+                    switch socket.receive(opcode: opcode, fin: frame.fin, data: frame.data) {
+                    case .proceed: continue
+                    case .pause: await socket.connection?.waitForHandlers()
+                    case .stop: return
+                    }
+                }
+            } catch {
+                self.logger.debug("WebSocket ended: \(error)")
+            }
+        }
+    }
+
+    /// Decides a WebSocket upgrade request (nil: refuse it with 400). On the channel's event loop.
+    func admitWebSocket(_ request: HTTPRequest, channel: any Channel) -> WebSocketAdmission? {
+        guard let target = request.path else { return nil }
         let (path, queryString) = Self.split(target)
-        guard Self.pathMatches(path, configuration.path) else { return .dontUpgrade }
+        guard Self.pathMatches(path, configuration.path) else { return nil }
         let query = Self.parseQuery(queryString)
         guard query["transport"] == "websocket", configuration.transports.contains(.websocket) else {
-            self.logger.debug("Refused a WebSocket upgrade: transport \(query["transport"] ?? "missing")")
-            return .dontUpgrade
+            logger.debug("Refused a WebSocket upgrade: transport \(query["transport"] ?? "missing")")
+            return nil
         }
         guard case .allowed = checkOrigin(request.headerFields, authority: request.authority) else {
-            self.logger.notice("Refused a WebSocket upgrade from origin \(request.headerFields[.origin] ?? "?"): not allowed")
-            return .dontUpgrade
+            logger.notice("Refused a WebSocket upgrade from origin \(request.headerFields[.origin] ?? "?"): not allowed")
+            return nil
         }
         let sid = query["sid"]
         if let sid {
             guard configuration.allowUpgrades, let connection = connection(sid), connection.engine.withLock({ $0.session.canProbe }) else {
-                self.logger.debug("Refused a WebSocket upgrade for session \(sid): unknown, closed, or already upgraded")
-                return .dontUpgrade
+                logger.debug("Refused a WebSocket upgrade for session \(sid): unknown, closed, or already upgraded")
+                return nil
             }
         } else {
-            guard query["EIO"] == "4" else { return .dontUpgrade }
+            guard query["EIO"] == "4" else { return nil }
             guard !isDraining, sessionCount < configuration.limits.maxSessions else {
-                self.logger.notice("Refused a WebSocket handshake: \(isDraining ? "shutting down" : "too many sessions")")
-                return .dontUpgrade
+                logger.notice("Refused a WebSocket handshake: \(isDraining ? "shutting down" : "too many sessions")")
+                return nil
             }
         }
         let high = max(configuration.limits.maxOutboundBufferBytes, 1024)
         channel.setOption(ChannelOptions.writeBufferWaterMark, value: ChannelOptions.Types.WriteBufferWaterMark(low: high / 2, high: high))
             .whenFailure { _ in }
         let handshake = Handshake(
-            headers: request.headerFields, query: query, remoteAddress: channel.remoteAddress.map { "\($0)" }, url: target,
-            transport: .websocket)
-        return .upgrade([:]) { inbound, outbound, _ in
-            await self.runWebSocket(inbound: inbound, outbound: outbound, channel: channel, sid: sid, handshake: handshake)
-        }
-    }
-
-    // MARK: WebSocket
-
-    private func runWebSocket(
-        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel, sid: String?, handshake: Handshake
-    ) async {
-        let connection: Connection
-        if let sid {
-            guard let existing = self.connection(sid), existing.attachProbe(channel) else { return }
-            connection = existing
-        } else {
-            let created = Connection(
-                id: Self.generateID(), server: self, transport: .websocket, webSocket: channel, handshake: handshake,
-                eventLoop: channel.eventLoop, now: .now())
-            if case .refused(let reason) = register(created) {
-                logger.notice("Refused a WebSocket session: \(reason)")
-                try? await outbound.close(.init(codeNumber: 1013), reason: reason)
-                return
-            }
-            metrics.sessionsOpenedWebSocket.increment()
-            created.send([openPacket(sid: created.id, transport: .websocket)])
-            connection = created
-        }
-        defer { connection.webSocketEnded(channel) }
-        let maxPayload = configuration.maxPayload
-        var pending: (opcode: WebSocketDataFrame.Opcode, data: ByteBuffer)?
-        do {
-            for try await frame in inbound {
-                var complete: (opcode: WebSocketDataFrame.Opcode, data: ByteBuffer)?
-                switch frame.opcode {
-                case .text, .binary:
-                    if frame.fin {
-                        complete = (frame.opcode, frame.data)
-                    } else {
-                        pending = (frame.opcode, frame.data)
-                    }
-                case .continuation:
-                    guard var partial = pending else { break }
-                    guard partial.data.readableBytes + frame.data.readableBytes <= maxPayload else {
-                        logger.info("Closing a session: a WebSocket message over maxPayload (\(maxPayload) bytes)")
-                        try? await outbound.close(.messageTooLarge, reason: "Max payload size exceeded")
-                        return
-                    }
-                    var data = frame.data
-                    partial.data.writeBuffer(&data)
-                    if frame.fin {
-                        complete = partial
-                        pending = nil
-                    } else {
-                        pending = partial
-                    }
-                }
-                guard let (opcode, data) = complete else { continue }
-                let packet: Result<EnginePacket, EngineDecodingError>
-                if opcode == .binary {
-                    packet = .success(.binary(data))
-                } else {
-                    do {
-                        packet = .success(try EngineCodec.decodeText(data))
-                    } catch {
-                        packet = .failure(error)
-                    }
-                }
-                await connection.receiveWebSocket(packet, on: channel)
-                if connection.isClosed, !connection.engine.withLock({ $0.probe.map { $0 === channel } ?? false }) { return }
-            }
-        } catch {
-            logger.debug("WebSocket ended: \(error)")
-        }
+            headers: Handshake.keptHeaders(request.headerFields), query: query, remoteAddress: channel.remoteAddress.map { "\($0)" },
+            url: target, transport: .websocket)
+        return WebSocketAdmission(sid: sid, handshake: handshake)
     }
 
     // MARK: Long-polling
@@ -189,7 +148,8 @@ extension SocketIOServer {
         guard request.method == .get else { return errorResponse(.badHandshakeMethod, cors: cors) }
         guard query["EIO"] == "4" else { return errorResponse(.unsupportedProtocolVersion, cors: cors) }
         let handshake = Handshake(
-            headers: request.headers, query: query, remoteAddress: remoteAddress, url: request.uri.description, transport: .polling)
+            headers: Handshake.keptHeaders(request.headers), query: query, remoteAddress: remoteAddress, url: request.uri.description,
+            transport: .polling)
         let connection = Connection(
             id: Self.generateID(), server: self, transport: .polling, webSocket: nil, handshake: handshake,
             eventLoop: eventLoopGroup.any(), now: .now())

@@ -33,6 +33,8 @@ struct TestServer: AsyncParsableCommand {
     @Option(help: "Drain timeout on SIGTERM, in seconds.") var drainTimeout = 10
     @Option(help: "Bytes queued for one client before it is closed as too slow.") var maxOutboundBuffer = 1 << 20
     @Option(help: "Log level (trace, debug, info, notice, warning, error).") var logLevel = "info"
+    @Flag(help: "Serve WebSockets through Hummingbird's .http1WebSocketUpgrade (a task per connection) instead of .socketIO(io).")
+    var hummingbirdWebSocket = false
 
     func run() async throws {
         var logger = Logger(label: "socketio-testserver")
@@ -60,7 +62,7 @@ struct TestServer: AsyncParsableCommand {
         let io = SocketIOServer(configuration: configuration, adapter: adapter, logger: logger)
         for namespace in [io.of("/"), io.of("/custom")] { TestBehaviour.install(on: namespace, logger: logger) }
 
-        let app = TestBehaviour.application(io: io, host: host, port: port, logger: logger)
+        let app = TestBehaviour.application(io: io, host: host, port: port, hummingbirdWebSocket: hummingbirdWebSocket, logger: logger)
         let group = ServiceGroup(
             configuration: .init(services: [app, io], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -70,17 +72,21 @@ struct TestServer: AsyncParsableCommand {
 /// The behaviours of the test server (also used in-process by SocketIOTests).
 enum TestBehaviour {
     /// A Hummingbird application serving `io` (long-polling routes, WebSocket upgrade, /health).
+    /// `hummingbirdWebSocket`: WebSockets through Hummingbird's upgrade and `io.webSocketUpgrade` (the
+    /// path for apps with WebSocket routes of their own) instead of `.socketIO(io)`.
     static func application(
-        io: SocketIOServer, host: String, port: Int, logger: Logger, onRunning: @escaping @Sendable (Int) -> Void = { _ in }
+        io: SocketIOServer, host: String, port: Int, hummingbirdWebSocket: Bool = false, logger: Logger,
+        onRunning: @escaping @Sendable (Int) -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router()
         router.get("/health") { _, _ in "ok" }
         io.mount(on: router)
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(configuration: io.upgradeChannelConfiguration) { request, channel, logger in
-                io.webSocketUpgrade(for: request, channel: channel, logger: logger)
-            },
+            server: hummingbirdWebSocket
+                ? .http1WebSocketUpgrade(configuration: io.upgradeChannelConfiguration) { request, channel, logger in
+                    io.handlesUpgrade(request) ? io.webSocketUpgrade(for: request, channel: channel, logger: logger) : .dontUpgrade
+                } : .socketIO(io),
             configuration: .init(address: .hostname(host, port: port), serverName: "socketio-testserver"),
             onServerRunning: { channel in
                 logger.notice("socketio-testserver listening on \(channel.localAddress?.description ?? "?")")

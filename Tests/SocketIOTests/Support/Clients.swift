@@ -56,6 +56,8 @@ final class TestWebSocket: Sendable {
     enum Command: Sendable {
         case text(String)
         case binary([UInt8])
+        /// One text message in several frames (text without FIN, continuations, the last with FIN).
+        case fragmented([String])
         case close
     }
 
@@ -79,6 +81,12 @@ final class TestWebSocket: Sendable {
                                 switch command {
                                 case .text(let text): try await outbound.write(.text(text))
                                 case .binary(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                                case .fragmented(let parts):
+                                    for (index, part) in parts.enumerated() {
+                                        let frame = WebSocketFrame(
+                                            fin: index == parts.count - 1, opcode: index == 0 ? .text : .continuation, data: ByteBuffer(string: part))
+                                        try await outbound.write(.custom(frame))
+                                    }
                                 case .close:
                                     try await outbound.close(.normalClosure, reason: nil)
                                     return
@@ -103,6 +111,7 @@ final class TestWebSocket: Sendable {
 
     func send(_ text: String) { commands.yield(.text(text)) }
     func send(binary: [UInt8]) { commands.yield(.binary(binary)) }
+    func send(fragments: [String]) { commands.yield(.fragmented(fragments)) }
     func close() { commands.yield(.close) }
 
     /// The next event (message or end).

@@ -23,6 +23,7 @@ final class InProcessServer: Sendable {
         adapter: any SocketIOAdapter = LocalAdapter(),
         recoveryStore: (any RecoveryStore)? = nil,
         installBehaviour: Bool = true,
+        hummingbirdWebSocket: Bool = false,
         configure: (inout SocketIOConfiguration) -> Void = { _ in }
     ) async throws -> InProcessServer {
         var logger = Logger(label: "test.socketio")
@@ -37,7 +38,9 @@ final class InProcessServer: Sendable {
         }
         // Port 0: the kernel picks a free port as the server binds it (no race with parallel tests).
         let bound = Inbox<Int>()
-        let app = TestBehaviour.application(io: io, host: "127.0.0.1", port: 0, logger: logger) { bound.append($0) }
+        let app = TestBehaviour.application(
+            io: io, host: "127.0.0.1", port: 0, hummingbirdWebSocket: hummingbirdWebSocket, logger: logger
+        ) { bound.append($0) }
         let group = ServiceGroup(configuration: .init(services: [app, io], logger: logger))
         let task = Task { try await group.run() }
         let port = try await bound.next(timeout: .seconds(30))
@@ -57,10 +60,12 @@ final class InProcessServer: Sendable {
 func withServer<T>(
     adapter: any SocketIOAdapter = LocalAdapter(),
     recoveryStore: (any RecoveryStore)? = nil,
+    hummingbirdWebSocket: Bool = false,
     configure: (inout SocketIOConfiguration) -> Void = { _ in },
     _ body: (InProcessServer) async throws -> T
 ) async throws -> T {
-    let server = try await InProcessServer.start(adapter: adapter, recoveryStore: recoveryStore, configure: configure)
+    let server = try await InProcessServer.start(
+        adapter: adapter, recoveryStore: recoveryStore, hummingbirdWebSocket: hummingbirdWebSocket, configure: configure)
     do {
         let result = try await body(server)
         try await server.stop()

@@ -1,0 +1,140 @@
+import NIOCore
+import NIOWebSocket
+import Synchronization
+
+/// Everything written to the WebSockets of one event loop goes through its outbox, in the order it was
+/// submitted: packets for one session, broadcasts to many, closes. The loop runs one pass over what
+/// has queued up since the last pass: every write, then ONE flush per channel. A burst (a run of
+/// broadcasts arriving while the loop was busy, a handler emitting several events) leaves in one
+/// system call per connection, and a broadcast costs one hop per event loop, not one per recipient.
+///
+/// Slow clients are judged here, on the loop: a channel that is still over its write buffer's high
+/// watermark when the next write for it comes (after a flush handed the kernel all it would take)
+/// belongs to a client that does not read; its session is closed and it gets nothing more.
+final class WebSocketOutbox: Sendable {
+    /// A WebSocket to write to, and the session to close when its client does not read.
+    struct Target: Sendable {
+        let channel: any Channel
+        let connection: Connection?
+    }
+
+    enum Item: Sendable {
+        /// Frames for one channel.
+        case write([WebSocketFrame], to: Target)
+        /// The same frames for many channels of this loop.
+        case broadcast([WebSocketFrame], to: [Target])
+        /// A close frame with this code, then the connection closed (at once, dropping what is queued,
+        /// when `immediately`; also at once when the peer does not read).
+        case close(any Channel, code: WebSocketErrorCode, immediately: Bool)
+    }
+
+    let eventLoop: any EventLoop
+    private let queue = Mutex(Queue())
+
+    private struct Queue: ~Copyable {
+        var items: [Item] = []
+        var scheduled = false
+    }
+
+    private init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    private static let outboxes = Mutex<[ObjectIdentifier: WebSocketOutbox]>([:])
+
+    /// The outbox of `loop` (one per event loop, created on first use).
+    static func of(_ loop: any EventLoop) -> WebSocketOutbox {
+        outboxes.withLock { outboxes in
+            let key = ObjectIdentifier(loop)
+            if let existing = outboxes[key] { return existing }
+            let created = WebSocketOutbox(eventLoop: loop)
+            outboxes[key] = created
+            return created
+        }
+    }
+
+    /// Queues `item`; the loop writes it with the next pass (scheduled when none is).
+    func submit(_ item: Item) {
+        let schedule = queue.withLock { queue -> Bool in
+            queue.items.append(item)
+            if queue.scheduled { return false }
+            queue.scheduled = true
+            return true
+        }
+        if schedule { eventLoop.execute { self.drain() } }
+    }
+
+    /// Writes the same frames to WebSockets of any event loops: one item per loop.
+    static func broadcast(_ frames: [WebSocketFrame], to targets: [Target]) {
+        guard let first = targets.first else { return }
+        if targets.allSatisfy({ $0.channel.eventLoop === first.channel.eventLoop }) {
+            of(first.channel.eventLoop).submit(.broadcast(frames, to: targets))
+            return
+        }
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, targets: [Target])] = [:]
+        for target in targets {
+            byLoop[ObjectIdentifier(target.channel.eventLoop), default: (target.channel.eventLoop, [])].targets.append(target)
+        }
+        for (_, batch) in byLoop {
+            of(batch.loop).submit(.broadcast(frames, to: batch.targets))
+        }
+    }
+
+    /// One pass, on the event loop.
+    private func drain() {
+        let items = queue.withLock { queue -> [Item] in
+            queue.scheduled = false
+            defer { queue.items.removeAll(keepingCapacity: queue.items.count <= 64) }
+            return queue.items
+        }
+        if items.count == 1, case .broadcast(let frames, let targets) = items[0] {
+            // The common case under light load: nothing to deduplicate.
+            for target in targets where Self.write(frames, to: target) { target.channel.flush() }
+            return
+        }
+        var dirty: [ObjectIdentifier: any Channel] = [:]
+        for item in items {
+            switch item {
+            case .write(let frames, let target):
+                if Self.write(frames, to: target) { dirty[ObjectIdentifier(target.channel)] = target.channel }
+            case .broadcast(let frames, let targets):
+                for target in targets where Self.write(frames, to: target) {
+                    dirty[ObjectIdentifier(target.channel)] = target.channel
+                }
+            case .close(let channel, let code, let immediately):
+                dirty.removeValue(forKey: ObjectIdentifier(channel))
+                Self.close(channel, code: code, immediately: immediately)
+            }
+        }
+        for channel in dirty.values { channel.flush() }
+    }
+
+    /// Writes (without flushing) unless the client is too slow; false: nothing written.
+    private static func write(_ frames: [WebSocketFrame], to target: Target) -> Bool {
+        let channel = target.channel
+        guard channel.isWritable else {
+            // Still over the high watermark after the last flush: the client does not read.
+            target.connection?.closeAsSlowClient()
+            return false
+        }
+        for frame in frames { channel.write(frame, promise: nil) }
+        // Crossing the watermark with unflushed writes says nothing about the client yet: hand the
+        // kernel what it takes, and judge the client by what remains.
+        if !channel.isWritable { channel.flush() }
+        return true
+    }
+
+    /// Sends a close frame (after what was written before it) then closes the connection; a peer that
+    /// does not read (the close frame cannot go out) is cut off after a short grace period.
+    private static func close(_ channel: any Channel, code: WebSocketErrorCode, immediately: Bool) {
+        if immediately || !channel.isWritable {
+            channel.close(promise: nil)
+            return
+        }
+        var data = channel.allocator.buffer(capacity: 2)
+        data.write(webSocketErrorCode: code)
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
+        channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
+        channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+    }
+}

@@ -1,0 +1,277 @@
+import Foundation
+import HTTPTypes
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import ServiceLifecycle
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import SocketIO
+@testable import socketio_testserver
+
+@Suite("WebSocket message assembly")
+struct WebSocketMessageAssemblerTests {
+    @Test("a frame with FIN is a message; text and binary keep their kind")
+    func singleFrames() {
+        var assembler = WebSocketMessageAssembler(maxPayload: 100)
+        #expect(
+            assembler.receive(opcode: .text, fin: true, data: ByteBuffer(string: "4hi")) == .message(binary: false, data: ByteBuffer(string: "4hi")))
+        #expect(
+            assembler.receive(opcode: .binary, fin: true, data: ByteBuffer(bytes: [1, 2])) == .message(binary: true, data: ByteBuffer(bytes: [1, 2])))
+        #expect(!assembler.isAssembling)
+    }
+
+    @Test("fragments are joined in order, up to the frame with FIN")
+    func fragments() {
+        var assembler = WebSocketMessageAssembler(maxPayload: 100)
+        #expect(assembler.receive(opcode: .binary, fin: false, data: ByteBuffer(bytes: [1])) == .incomplete)
+        #expect(assembler.isAssembling)
+        #expect(assembler.receive(opcode: .continuation, fin: false, data: ByteBuffer(bytes: [2, 3])) == .incomplete)
+        #expect(
+            assembler.receive(opcode: .continuation, fin: true, data: ByteBuffer(bytes: [4]))
+                == .message(binary: true, data: ByteBuffer(bytes: [1, 2, 3, 4])))
+        #expect(!assembler.isAssembling)
+        #expect(
+            assembler.receive(opcode: .text, fin: true, data: ByteBuffer(string: "4x")) == .message(binary: false, data: ByteBuffer(string: "4x")))
+    }
+
+    @Test("a message over maxPayload, in one frame or across fragments, is refused")
+    func tooLarge() {
+        var assembler = WebSocketMessageAssembler(maxPayload: 4)
+        #expect(assembler.receive(opcode: .text, fin: true, data: ByteBuffer(string: "12345")) == .tooLarge)
+        #expect(assembler.receive(opcode: .text, fin: false, data: ByteBuffer(string: "123")) == .incomplete)
+        #expect(assembler.receive(opcode: .continuation, fin: true, data: ByteBuffer(string: "45")) == .tooLarge)
+        #expect(!assembler.isAssembling)
+        #expect(
+            assembler.receive(opcode: .text, fin: true, data: ByteBuffer(string: "1234")) == .message(binary: false, data: ByteBuffer(string: "1234"))
+        )
+    }
+
+    @Test("a continuation without a message, or a new message inside a fragmented one, is a protocol error")
+    func protocolErrors() {
+        var assembler = WebSocketMessageAssembler(maxPayload: 100)
+        guard case .protocolError = assembler.receive(opcode: .continuation, fin: true, data: ByteBuffer(string: "x")) else {
+            Issue.record("a lone continuation was accepted")
+            return
+        }
+        #expect(assembler.receive(opcode: .text, fin: false, data: ByteBuffer(string: "a")) == .incomplete)
+        guard case .protocolError = assembler.receive(opcode: .text, fin: true, data: ByteBuffer(string: "b")) else {
+            Issue.record("a new message inside a fragmented one was accepted")
+            return
+        }
+        guard case .protocolError = assembler.receive(opcode: .ping, fin: true, data: ByteBuffer()) else {
+            Issue.record("a control frame was taken as data")
+            return
+        }
+    }
+}
+
+@Suite("Handshake headers kept by a session")
+struct HandshakeHeaderTests {
+    @Test("hop-by-hop and WebSocket handshake headers are dropped, the others kept in order")
+    func kept() {
+        let headers: HTTPFields = [
+            .origin: "https://chat.example.com", .connection: "Upgrade", .upgrade: "websocket", .secWebSocketKey: "dGhlIHNhbXBsZSBub25jZQ==",
+            .secWebSocketVersion: "13", .cookie: "JSESSIONID=abc", .userAgent: "test", .secWebSocketExtensions: "permessage-deflate",
+        ]
+        let kept = Handshake.keptHeaders(headers)
+        #expect(kept == [.origin: "https://chat.example.com", .cookie: "JSESSIONID=abc", .userAgent: "test"])
+        #expect(Handshake.keptHeaders(kept) == kept)
+    }
+}
+
+/// Opens a session on `namespace` over WebSocket; returns the socket and the Engine.IO sid.
+private func joinNamespace(_ namespace: String, port: Int) async throws -> (TestWebSocket, String) {
+    let (socket, sid) = try await TestWebSocket.openSession(port: port)
+    socket.send("40\(namespace),")
+    let reply = try await socket.nextText(skippingPings: true)
+    guard reply.hasPrefix("40\(namespace),") else { throw TestFailure("expected CONNECT to \(namespace), got \(reply)") }
+    return (socket, sid)
+}
+
+/// Counts the reads that reach it (put it in front of the handler under test).
+private final class ReadCounter: ChannelOutboundHandler, Sendable {
+    typealias OutboundIn = Any
+    private let reads = Atomic<Int>(0)
+
+    var count: Int { reads.load(ordering: .relaxed) }
+
+    func read(context: ChannelHandlerContext) {
+        reads.add(1, ordering: .relaxed)
+        context.read()
+    }
+}
+
+/// Opens once; everyone waiting (and everyone after) goes on.
+private final class Gate: Sendable {
+    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let go = state.withLock { state -> Bool in
+                if state.open { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if go { continuation.resume() }
+        }
+    }
+
+    func open() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.open = true
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+}
+
+@Suite("WebSocket transport")
+struct WebSocketTransportTests {
+    @Test("a fragmented message is reassembled; one that grows past maxPayload closes with 1009")
+    func fragmentedMessages() async throws {
+        try await withServer(configure: { $0.maxPayload = 1000 }) { server in
+            let socket = try await TestWebSocket.connectSocketIO(port: server.port)
+            socket.send(fragments: [#"42["message","#, #""frag"#, #"mented"]"#])
+            #expect(try await socket.nextText(skippingPings: true) == #"42["message-back","fragmented"]"#)
+            socket.send(fragments: [#"42["message",""#, String(repeating: "x", count: 600), String(repeating: "y", count: 600) + #""]"#])
+            #expect(try await socket.waitForClose() == .messageTooLarge)
+        }
+    }
+
+    @Test("a client whose handlers fall behind is not read from until they catch up; nothing is lost or reordered")
+    func backpressure() async throws {
+        let limit = 4
+        let count = 300
+        try await withServer(configure: { $0.limits.maxQueuedInboundPackets = limit }) { server in
+            let gate = Gate()
+            let handled = Inbox<Int>()
+            server.io.of("/slow").onConnection { socket in
+                socket.on("n") { arguments, _ in
+                    await gate.wait()
+                    handled.append(arguments.first?.intValue ?? -1)
+                }
+            }
+            let (socket, sid) = try await joinNamespace("/slow", port: server.port)
+            for index in 0..<count { socket.send(#"42/slow,["n",\#(index)]"#) }
+            let connection = try #require(server.io.connection(sid))
+            try await waitUntil("the server to stop reading from the client (its handler queue is full)") {
+                connection.socketIO.withLock { !$0.waiters.isEmpty }
+            }
+            gate.open()
+            for index in 0..<count {
+                #expect(try await handled.next(timeout: .seconds(30)) == index)
+            }
+            socket.close()
+        }
+    }
+
+    @Test("reads are not passed on while the handlers are behind, and are again once they catch up")
+    func readsPause() async throws {
+        var configuration = SocketIOConfiguration()
+        configuration.limits.maxQueuedInboundPackets = 2
+        let io = SocketIOServer(configuration: configuration)
+        let gate = Gate()
+        let handled = Inbox<Int>()
+        io.of("/slow").onConnection { socket in
+            socket.on("n") { arguments, _ in
+                await gate.wait()
+                handled.append(arguments.first?.intValue ?? -1)
+            }
+        }
+        let reads = ReadCounter()
+        let channel = NIOAsyncTestingChannel()
+        try await channel.pipeline.addHandler(reads)
+        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9))
+        let handshake = Handshake(
+            headers: [:], query: ["EIO": "4", "transport": "websocket"], remoteAddress: nil, url: "/socket.io/?EIO=4&transport=websocket",
+            transport: .websocket)
+        try await channel.testingEventLoop.executeInContext {
+            let socket = EngineWebSocket(server: io, admission: WebSocketAdmission(sid: nil, handshake: handshake), channel: channel)
+            try channel.pipeline.syncOperations.addHandler(EngineWebSocketHandler(socket: socket))
+        }
+        func text(_ text: String) -> WebSocketFrame { WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)) }
+        /// What NIO does when it wants more bytes (a read going down the pipeline), on the loop.
+        func requestRead() async throws { try await channel.testingEventLoop.executeInContext { channel.read() } }
+
+        try await channel.writeInbound(text("40/slow,"))
+        try await waitUntil("the socket to join /slow") { io.of("/slow").socketCount == 1 }
+        var pausedAt: Int?
+        for index in 0..<10 {
+            try await channel.writeInbound(text(#"42/slow,["n",\#(index)]"#))
+            let before = reads.count
+            try await requestRead()
+            if reads.count == before {
+                pausedAt = index
+                break
+            }
+        }
+        let paused = try #require(pausedAt, "reads went on while the handler queue was full")
+        #expect(paused <= 3)
+        let before = reads.count
+        try await requestRead()
+        #expect(reads.count == before, "still paused")
+        gate.open()
+        for index in 0...paused {
+            #expect(try await handled.next(timeout: .seconds(10)) == index)
+        }
+        try await waitUntil("the pending read to be passed on") {
+            await channel.testingEventLoop.run()
+            return reads.count > before
+        }
+        _ = try? await channel.close()
+    }
+
+    @Test("the HTTP server quiescing closes Socket.IO WebSockets with 1001, even without the Socket.IO service running")
+    func quiesce() async throws {
+        var logger = Logger(label: "test.socketio")
+        logger.logLevel = .warning
+        var configuration = SocketIOConfiguration()
+        configuration.origins = .any
+        let io = SocketIOServer(configuration: configuration, logger: logger)
+        TestBehaviour.install(on: io.sockets, logger: logger)
+        let bound = Inbox<Int>()
+        let app = TestBehaviour.application(io: io, host: "127.0.0.1", port: 0, logger: logger) { bound.append($0) }
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        let task = Task { try await group.run() }
+        let port = try await bound.next(timeout: .seconds(30))
+        let socket = try await TestWebSocket.connectSocketIO(port: port)
+        await group.triggerGracefulShutdown()
+        #expect(try await socket.waitForClose() == .goingAway)
+        try await task.value
+        #expect(io.sessionCount == 0)
+    }
+
+    @Test("Hummingbird's WebSocket upgrade path (io.webSocketUpgrade) serves sessions, upgrades and drains too")
+    func hummingbirdPath() async throws {
+        let server = try await InProcessServer.start(hummingbirdWebSocket: true)
+        do {
+            let socket = try await TestWebSocket.connectSocketIO(port: server.port)
+            socket.send(#"42["message","hello"]"#)
+            #expect(try await socket.nextText(skippingPings: true) == #"42["message-back","hello"]"#)
+            socket.send(fragments: [#"42["message","#, #""again"]"#])
+            #expect(try await socket.nextText(skippingPings: true) == #"42["message-back","again"]"#)
+
+            let sid = try await openPollingSession(port: server.port)
+            let probe = TestWebSocket(url: "ws://127.0.0.1:\(server.port)/socket.io/?EIO=4&transport=websocket&sid=\(sid)")
+            probe.send("2probe")
+            #expect(try await probe.nextText() == "3probe")
+            probe.send("5")
+            try await waitUntil("the upgrade") { server.io.connection(sid)?.engine.withLock { $0.session.transport == .websocket } ?? false }
+            probe.send("40")
+            #expect(try await probe.nextText(skippingPings: true).hasPrefix("40{"))
+
+            await server.io.shutdown()
+            #expect(try await socket.waitForClose() == .goingAway)
+            #expect(try await probe.waitForClose() == .goingAway)
+        } catch {
+            try? await server.stop()
+            throw error
+        }
+        try await server.stop()
+    }
+}
