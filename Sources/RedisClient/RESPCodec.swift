@@ -67,13 +67,15 @@ final class RESPParser {
     }
 }
 
-/// Encodes commands as RESP with hiredis's `redisFormatCommandArgv` (binary safe).
+/// Encodes commands as RESP with hiredis (binary safe). `redisFormatSdsCommandArgv` rather than
+/// `redisFormatCommandArgv`: the same bytes, but its length prefixes come from hiredis's own formatter
+/// instead of `sprintf` (which cost about a tenth of the client's CPU per PUBLISH).
 enum RESPEncoder {
     static func encode(_ arguments: [RESPArgument], into output: inout ByteBuffer) throws(RESPCodecError) {
         guard !arguments.isEmpty else { throw .emptyCommand }
         var total = 1  // a spare byte keeps every pointer inside the allocation, even for empty arguments
         for argument in arguments { total += argument.bytes.count }
-        var target: UnsafeMutablePointer<CChar>?
+        var target: sds?
         // Scratch space on the stack for small commands: the bytes side by side, their pointers and lengths.
         let length = withUnsafeTemporaryAllocation(of: CChar.self, capacity: total) { flat -> Int32 in
             withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: arguments.count) { argv in
@@ -90,12 +92,12 @@ enum RESPEncoder {
                         lengths[index] = argument.bytes.count
                         offset += argument.bytes.count
                     }
-                    return redisFormatCommandArgv(&target, Int32(arguments.count), argv.baseAddress, lengths.baseAddress)
+                    return redisFormatSdsCommandArgv(&target, Int32(arguments.count), argv.baseAddress, lengths.baseAddress)
                 }
             }
         }
         guard length >= 0, let target else { throw .outOfMemory }
-        defer { redisFreeCommand(target) }
+        defer { redisFreeSdsCommand(target) }
         output.writeBytes(UnsafeRawBufferPointer(start: target, count: Int(length)))
     }
 }

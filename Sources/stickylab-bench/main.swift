@@ -27,12 +27,15 @@ struct RedisBench: AsyncParsableCommand {
     @Option(help: "Commands per pipeline batch (redis-benchmark -P).") var pipeline = 16
     @Option(help: "Parallel connections (redis-benchmark -c).") var clients = 4
     @Option(help: "Value size in bytes (redis-benchmark -d).") var dataSize = 3
-    @Option(help: "async: one Swift task per connection awaiting `pipeline`; futures: `pipelineFuture` on the event loop.")
+    @Option(
+        help:
+            "async: one Swift task per connection awaiting `pipeline`; async-loop: the same task with the connection's event loop as its executor (`client.taskExecutor`); futures: `pipelineFuture` on the event loop."
+    )
     var api = "async"
     @Option(help: "Event loop threads (redis-benchmark uses one).") var threads = 1
 
     func validate() throws {
-        guard ["async", "futures"].contains(api) else { throw ValidationError("--api must be async or futures") }
+        guard ["async", "async-loop", "futures"].contains(api) else { throw ValidationError("--api must be async, async-loop or futures") }
         guard ["set", "get", "publish"].contains(test) else { throw ValidationError("--test must be set, get or publish") }
         guard requests > 0, pipeline > 0, clients > 0, dataSize >= 0 else { throw ValidationError("counts must be positive") }
     }
@@ -58,7 +61,7 @@ struct RedisBench: AsyncParsableCommand {
                 if api == "futures" {
                     group.addTask { try await FutureDriver.run(client: client, batch: batch, total: perClient) }
                 } else {
-                    group.addTask {
+                    let drive: @Sendable () async throws -> Void = {
                         var sent = 0
                         while sent < perClient {
                             let count = min(pipeline, perClient - sent)
@@ -66,6 +69,11 @@ struct RedisBench: AsyncParsableCommand {
                             if case .error(let message) = replies.first { throw RedisError.server(message: message) }
                             sent += count
                         }
+                    }
+                    if api == "async-loop" {
+                        group.addTask(executorPreference: client.taskExecutor, operation: drive)
+                    } else {
+                        group.addTask(operation: drive)
                     }
                 }
             }

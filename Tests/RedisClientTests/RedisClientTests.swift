@@ -26,6 +26,30 @@ struct RedisClientTests {
         #expect(results.allSatisfy { $0.value == "v\($0.key)" })
     }
 
+    @Test func aTaskOnTheConnectionsEventLoopAwaitsRepliesThere() async throws {
+        let server = try await RedisServer()
+        let client = try await RedisClient.connect(try server.configuration)
+        defer { Task { await client.close() } }
+        let loop = client.eventLoop
+        // Every step of the task, before and after each awaited reply, runs on the connection's loop.
+        let onLoop = try await withTaskExecutorPreference(client.taskExecutor) {
+            var always = loop.inEventLoop
+            for index in 0..<100 {
+                let replies = try await client.pipeline([["INCR", "n"], ["ECHO", RESPArgument("e\(index)")]])
+                #expect(replies == [.integer(index + 1), .bulkString(ByteBuffer(string: "e\(index)"))])
+                always = always && loop.inEventLoop
+            }
+            return always
+        }
+        #expect(onLoop)
+        // Without the preference, the same code runs on the cooperative pool, off the event loop.
+        let offLoop = try await Task.detached {
+            _ = try await client.send("PING")
+            return !loop.inEventLoop
+        }.value
+        #expect(offLoop)
+    }
+
     @Test func binaryValuesRoundTripExactly() async throws {
         let server = try await RedisServer()
         let client = try await RedisClient.connect(try server.configuration)
