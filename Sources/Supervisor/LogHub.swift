@@ -22,14 +22,17 @@ public final class LogHub: Sendable {
     private let capacity: Int
     private let colour: Bool
 
+    /// The log file's size at which it is rotated (to `<name>.1`): 20 MiB.
+    public static let defaultMaxFileBytes = 20 * 1024 * 1024
+
     /// - Parameters:
-    ///   - logFile: the file every line is appended to (plain text), if any.
+    ///   - logFile: the file every line is appended to (plain text), if any; rotated at `maxFileBytes`.
     ///   - echo: whether lines go to standard output.
-    public init(logFile: URL?, echo: Bool = true, capacity: Int = 5000) {
+    public init(logFile: URL?, echo: Bool = true, capacity: Int = 5000, maxFileBytes: Int = LogHub.defaultMaxFileBytes) {
         self.capacity = capacity
         let environment = ProcessInfo.processInfo.environment
         self.colour = echo && isatty(1) != 0 && environment["NO_COLOR"] == nil && environment["TERM"] != "dumb"
-        self.writer = LineWriter(logFile: logFile, echo: echo)
+        self.writer = LineWriter(logFile: logFile, echo: echo, maxFileBytes: maxFileBytes)
     }
 
     /// Widens the source column (for example when instance `chat.10` appears).
@@ -97,26 +100,33 @@ public final class LogHub: Sendable {
 }
 
 /// A thread that writes queued lines to standard output and a file, so that callers never wait on I/O.
+/// The file is rotated when it would grow past `maxFileBytes`: it becomes `<name>.1` (replacing the
+/// previous one) and a new file starts, so a cluster left running for days keeps at most twice that.
 final class LineWriter: @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: [(terminal: String, file: String)] = []
     private var closed = false
     private var finished = false
-    private let file: FileHandle?
+    private let logFile: URL?
+    private var file: FileHandle?
+    private var rotation: LogRotation
     private let echo: Bool
 
-    init(logFile: URL?, echo: Bool) {
+    init(logFile: URL?, echo: Bool, maxFileBytes: Int = LogHub.defaultMaxFileBytes) {
         self.echo = echo
+        self.logFile = logFile
+        var size = 0
         if let logFile {
             try? FileManager.default.createDirectory(at: logFile.deletingLastPathComponent(), withIntermediateDirectories: true)
             if !FileManager.default.fileExists(atPath: logFile.path) {
                 _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
             }
             file = try? FileHandle(forWritingTo: logFile)
-            _ = try? file?.seekToEnd()
+            size = Int((try? file?.seekToEnd()) ?? 0)
         } else {
             file = nil
         }
+        rotation = LogRotation(maxBytes: maxFileBytes, currentBytes: size)
         let thread = Thread { [self] in run() }
         thread.name = "cluster-log-writer"
         thread.start()
@@ -153,16 +163,29 @@ final class LineWriter: @unchecked Sendable {
                 for line in batch { text += line.terminal + "\n" }
                 writeAll(1, text)
             }
-            if let file {
+            if file != nil {
                 var text = ""
                 for line in batch { text += line.file + "\n" }
-                try? file.write(contentsOf: Data(text.utf8))
+                let data = Data(text.utf8)
+                if rotation.append(data.count) { rotate() }
+                try? file?.write(contentsOf: data)
             }
         }
         condition.lock()
         finished = true
         condition.broadcast()
         condition.unlock()
+    }
+
+    /// `cluster.log` -> `cluster.log.1`, then a new `cluster.log` (on the writer thread).
+    private func rotate() {
+        guard let logFile else { return }
+        try? file?.close()
+        let previous = logFile.appendingPathExtension("1")
+        try? FileManager.default.removeItem(at: previous)
+        try? FileManager.default.moveItem(at: logFile, to: previous)
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        file = try? FileHandle(forWritingTo: logFile)
     }
 
     private func writeAll(_ descriptor: Int32, _ text: String) {
@@ -178,5 +201,27 @@ final class LineWriter: @unchecked Sendable {
             }
             offset += written
         }
+    }
+}
+
+/// When the log file is rotated: before a write that would take it past `maxBytes` (a file that is
+/// still empty takes any write, so one huge batch never rotates in a loop).
+public struct LogRotation: Sendable, Equatable {
+    public let maxBytes: Int
+    public private(set) var currentBytes: Int
+
+    public init(maxBytes: Int, currentBytes: Int = 0) {
+        self.maxBytes = max(1, maxBytes)
+        self.currentBytes = currentBytes
+    }
+
+    /// Accounts for a write of `bytes`; true: rotate first (the write then starts the new file).
+    public mutating func append(_ bytes: Int) -> Bool {
+        if currentBytes > 0, currentBytes + bytes > maxBytes {
+            currentBytes = bytes
+            return true
+        }
+        currentBytes += bytes
+        return false
     }
 }

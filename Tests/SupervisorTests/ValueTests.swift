@@ -106,6 +106,44 @@ struct LogLineTests {
     }
 }
 
+@Suite("Log file rotation")
+struct LogRotationTests {
+    @Test("A write that would pass the limit rotates first; an empty file takes any write")
+    func rule() {
+        var rotation = LogRotation(maxBytes: 100)
+        let decisions = [rotation.append(60), rotation.append(40), rotation.append(1)]
+        #expect(decisions == [false, false, true])
+        #expect(rotation.currentBytes == 1)
+        var empty = LogRotation(maxBytes: 10)
+        let emptyDecisions = [empty.append(500), empty.append(1)]
+        #expect(emptyDecisions == [false, true])
+        var resumed = LogRotation(maxBytes: 100, currentBytes: 95)
+        let resumedDecision = resumed.append(10)
+        #expect(resumedDecision)
+    }
+
+    @Test("The cluster log keeps the newest lines in cluster.log and the previous ones in cluster.log.1")
+    func files() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("stickylab-logs-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("cluster.log")
+        let hub = LogHub(logFile: file, echo: false, maxFileBytes: 2_000)
+        for index in 0..<200 { hub.emit(source: "chat.0", index: 0, "line \(index)") }
+        hub.close()
+        let current = try String(contentsOf: file, encoding: .utf8)
+        let previous = try String(contentsOf: file.appendingPathExtension("1"), encoding: .utf8)
+        #expect(current.utf8.count <= 2_000 || current.split(separator: "\n").count == 1)
+        #expect(current.hasSuffix("line 199\n"))
+        #expect(!previous.isEmpty)
+        // Nothing is lost across the rotation: the previous file ends where the current one begins.
+        let last = try #require(previous.split(separator: "\n").last)
+        let first = try #require(current.split(separator: "\n").first)
+        let lastNumber = try #require(Int(last.split(separator: " ").last ?? ""))
+        let firstNumber = try #require(Int(first.split(separator: " ").last ?? ""))
+        #expect(firstNumber == lastNumber + 1)
+    }
+}
+
 @Suite("Leftovers of a killed cluster")
 struct LeftoversTests {
     let record = PidRecord(
