@@ -47,7 +47,8 @@ final class ChatLoadController: ChannelInboundHandler {
             case .failure(let error): return loop.makeSucceededFuture(.failure(error.description))
             }
         }
-        queue = reply.map { reply in
+        // A command that fails still gets its reply, and the commands behind it still run.
+        queue = reply.recover { error in .failure("\(error)") }.map { reply in
             var buffer = context.channel.allocator.buffer(string: reply.line())
             buffer.writeString("\n")
             context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import select
 import subprocess
-import time
 
 import pytest
 import requests
