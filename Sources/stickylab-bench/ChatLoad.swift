@@ -1,10 +1,8 @@
 import ArgumentParser
-import NIOCore
-import NIOExtras
-import NIOPosix
+import ChatLoad
 
 /// Socket.IO chat clients for bench/bench_chat.py, driven over stdin/stdout (ChatLoadCommand).
-struct ChatLoad: AsyncParsableCommand {
+struct ChatLoadBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chat-load",
         abstract: "Engine.IO v4 / Socket.IO v5 WebSocket clients that send and count chat messages.",
@@ -26,20 +24,6 @@ struct ChatLoad: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let loops = Array(group.makeIterator())
-        let shards = try await EventLoopFuture.whenAllSucceed(loops.map(ChatLoadShard.make(on:)), on: loops[0]).get()
-        let control = try await NIOPipeBootstrap(group: loops[0])
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
-                    try channel.pipeline.syncOperations.addHandler(ChatLoadController(shards: shards))
-                }
-            }
-            .takingOwnershipOfDescriptors(input: 0, output: 1)
-            .get()
-        try await control.closeFuture.get()
-        try await group.shutdownGracefully()
+        try await ChatLoadGenerator.run(threads: threads)
     }
 }

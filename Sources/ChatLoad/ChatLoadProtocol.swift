@@ -33,7 +33,7 @@ enum ChatLoadCommand: Sendable, Equatable {
                     throw ChatLoadProtocolError("open: port \(client.port) of \(client.host) is not a TCP port")
                 }
                 guard client.path.hasPrefix("/") else { throw ChatLoadProtocolError("open: path \(client.path) must start with /") }
-                guard !client.cookie.contains(where: { $0 == "\r" || $0 == "\n" }) else {
+                guard !client.cookie.utf8.contains(where: { $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") }) else {
                     throw ChatLoadProtocolError("open: a cookie contains a line break")
                 }
             }
@@ -105,9 +105,9 @@ struct ChatLoadClientSpec: Codable, Sendable, Equatable {
     }
 }
 
-struct ChatLoadProtocolError: Error, Sendable, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+public struct ChatLoadProtocolError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// One reply line. `ok: false` carries `error`; the other fields belong to the command answered.
