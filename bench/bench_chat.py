@@ -347,7 +347,8 @@ async def main() -> int:
         f"- chat-node p99 at half its maximum: **{swift['p99']:.1f} ms** (target <= {TARGET_P99_MS} ms): "
         f"{'met' if swift['p99'] <= TARGET_P99_MS else 'NOT met'}. The load generator (one thread) spends "
         f"{swift['load_us']:.1f} us per delivered frame, so reading one broadcast to all {swift['clients']} clients takes it "
-        f"about {swift['load_us'] * swift['clients'] / 1000:.1f} ms: latencies include up to that much.",
+        f"about {swift['load_us'] * swift['clients'] / 1000:.1f} ms at that rate (more per frame at low rates, where every "
+        f"frame is its own wake-up): latencies include that.",
         f"- Machine load while measuring (1-minute load average, 2 cores): {os.getloadavg()[0]:.1f}.",
         f"- Idle memory: {memory['clients']} clients on one chat-node: RSS {memory['baseline'] / 2**20:.1f} MiB -> "
         f"{memory['loaded'] / 2**20:.1f} MiB, **{memory['per_client'] / 1024:.1f} KB per client** "
