@@ -33,7 +33,7 @@ test: deps
 	$(SWIFT) test --skip-build --no-parallel $(SWIFT_BUILD_FLAGS)
 	$(MAKE) --no-print-directory test-python
 
-PYTHON_TEST_DIRS := $(wildcard Tests/interop Tests/proxy Tests/chat Tests/browser Tests/cluster Tests/acceptance)
+PYTHON_TEST_DIRS := $(wildcard Tests/interop Tests/proxy Tests/chat Tests/browser Tests/cluster Tests/acceptance Tests/bench)
 
 test-python: deps
 	@if [ -n "$(PYTHON_TEST_DIRS)" ]; then \

@@ -144,9 +144,20 @@ let package = Package(
         .executableTarget(
             name: "stickylab-bench",
             dependencies: [
-                "RedisClient",
+                "RedisClient", "ChatLoad",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // The chat benchmark's load generator (`stickylab-bench chat-load`): Socket.IO clients on SwiftNIO.
+        .target(
+            name: "ChatLoad",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
             ]
         ),
         // Shared test helpers: a real redis-server on a free loopback port, built executables, free ports.
@@ -179,6 +190,15 @@ let package = Package(
         .testTarget(name: "ChatAppTests", dependencies: ["ChatApp", "SocketIO", "TestSupport"]),
         .testTarget(name: "StickyProxyTests", dependencies: ["StickyProxy", "TestSupport"]),
         .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "TestSupport"]),
+        .testTarget(
+            name: "ChatLoadTests",
+            dependencies: [
+                "ChatLoad",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "CloudFoundry"]),
     ]
 )

@@ -7,14 +7,14 @@ when the load generator saturates first on 2 shared cores), and chat-node's memo
 at 10,000 connected clients on one instance. Prints a markdown section; exits 0 even when a target is
 missed, and says so.
 
-The load generator is one asyncio process speaking Engine.IO v4 / Socket.IO v5 over raw WebSockets (a
-lean frame parser: one Python process must read tens of thousands of frames per second), the same
-frames for both servers: `42["chat","{\\"action\\":\\"message\\",...}"]`."""
+The load generator is `stickylab-bench chat-load` (SwiftNIO WebSocket clients as channel handlers on one
+event-loop thread, driven by this script over its stdin/stdout, one JSON command per line; class `Load`),
+the same process and the same frames for both servers: `42["chat","{\\"action\\":\\"message\\",...}"]`.
+Its CPU time per delivered message is reported next to the servers' (from /proc, like theirs)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import sys
@@ -122,194 +122,119 @@ class PythonProgram(harness.Program):
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-class WebSocketClient(asyncio.Protocol):
-    """A lean Engine.IO/Socket.IO client over a raw WebSocket (RFC 6455): counts chat frames without
-    building objects for them, so that one Python process can read tens of thousands of frames per
-    second. Client frames are masked with a zero key (valid, and the payload stays as is)."""
-
-    def __init__(self, load: "Load", host: str, path: str, cookie: str, sample: bool, ready: asyncio.Future):
-        self.load = load
-        self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n"
-                        + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n").encode()
-        self.sample = sample
-        self.ready = ready
-        self.buffer = bytearray()
-        self.upgraded = False
-        self.opened = False
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-        transport.write(self.request)
-
-    def connection_lost(self, exc):
-        self.load.closed += 1
-        if not self.ready.done():
-            self.ready.set_exception(RuntimeError(f"connection lost during the handshake: {exc}"))
-
-    def send_text(self, text: str):
-        payload = text.encode()
-        length = len(payload)
-        if length < 126:
-            header = bytes([0x81, 0x80 | length])
-        elif length < 65536:
-            header = bytes([0x81, 0x80 | 126]) + length.to_bytes(2, "big")
-        else:
-            header = bytes([0x81, 0x80 | 127]) + length.to_bytes(8, "big")
-        self.transport.write(header + b"\x00\x00\x00\x00" + payload)
-
-    def data_received(self, data: bytes):
-        buffer = self.buffer
-        buffer += data
-        if not self.upgraded:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buffer.startswith(b"HTTP/1.1 101"):
-                self.ready.set_exception(RuntimeError(bytes(buffer[:200]).decode(errors="replace")))
-                self.transport.close()
-                return
-            del buffer[:end + 4]
-            self.upgraded = True
-        position = 0
-        size = len(buffer)
-        load = self.load
-        while size - position >= 2:
-            second = buffer[position + 1] & 0x7F
-            start = position + 2
-            if second == 126:
-                if size - position < 4:
-                    break
-                second = int.from_bytes(buffer[position + 2:position + 4], "big")
-                start = position + 4
-            elif second == 127:
-                if size - position < 10:
-                    break
-                second = int.from_bytes(buffer[position + 2:position + 10], "big")
-                start = position + 10
-            end = start + second
-            if end > size:
-                break
-            opcode = buffer[position] & 0x0F
-            if opcode == 1:
-                if buffer.startswith(b'42["chat"', start):
-                    load.received += 1
-                    if self.sample and load.recording:
-                        mark = buffer.find(b"~T", start, end)
-                        if mark >= 0:
-                            stop = buffer.find(b"~E", mark, end)
-                            load.latencies.append(time.perf_counter_ns() - int(buffer[mark + 2:stop]))
-                elif second == 1 and buffer[start] == 0x32:  # "2": ping
-                    self.send_text("3")
-                elif not self.opened and buffer[start] == 0x30:  # "0{...}": the Engine.IO open packet
-                    self.opened = True
-                    self.send_text("40")
-                elif buffer.startswith(b"40", start) and not self.ready.done():
-                    self.ready.set_result(self)
-                elif buffer.startswith(b"44", start) and not self.ready.done():
-                    self.ready.set_exception(RuntimeError(bytes(buffer[start:end]).decode(errors="replace")))
-            elif opcode == 8:
-                self.transport.close()
-            position = end
-        if position:
-            load.last_receive = time.perf_counter()
-            del buffer[:position]
-
-
 class Load:
-    """Clients speaking Engine.IO/Socket.IO over WebSocket, counting chat deliveries."""
+    """The load generator: `stickylab-bench chat-load` (SwiftNIO WebSocket clients on one event-loop
+    thread), driven over its stdin/stdout one JSON command per line. It speaks Engine.IO v4 / Socket.IO
+    v5 to the servers, counts chat deliveries and records send-to-delivery latency for every tenth
+    client; the step logic stays here, in `measure()`."""
 
     def __init__(self, system: System):
         self.system = system
-        self.sockets: list[WebSocketClient] = []
+        self.process: asyncio.subprocess.Process | None = None
+        self.count = 0
         self.received = 0
         self.last_receive = 0.0
-        self.recording = False
-        self.latencies: list[int] = []
         self.closed = 0
 
+    async def start(self):
+        self.process = await asyncio.create_subprocess_exec(
+            str(harness.executable("stickylab-bench")), "chat-load", "--threads", os.environ.get("BENCH_CHAT_LOAD_THREADS", "1"),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def command(self, cmd: str, **fields) -> dict:
+        if self.process is None:
+            await self.start()
+        self.process.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
+        await self.process.stdin.drain()
+        line = await self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"stickylab-bench chat-load exited (status {await self.process.wait()}) during {cmd}")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise RuntimeError(f"stickylab-bench chat-load, {cmd}: {reply.get('error')}")
+        return reply
+
     async def open(self, count: int, urls: list[str] | None = None):
-        loop = asyncio.get_running_loop()
         urls = urls or self.system.urls
-        start = len(self.sockets)
-        for batch in range(start, start + count, 200):
-            pending = []
-            for index in range(batch, min(batch + 200, start + count)):
-                host, port = urls[index % len(urls)].removeprefix("http://").split(":")
-                cookie = self.system.cookies[index % len(self.system.cookies)]
-                ready = loop.create_future()
-                path = "/socket.io/?EIO=4&transport=websocket"
-                factory = lambda r=ready, c=cookie, i=index, h=f"{host}:{port}": WebSocketClient(self, h, path, c, i % 10 == 0, r)  # noqa: E731
-                await loop.create_connection(factory, host, int(port))
-                pending.append(ready)
-            self.sockets += await asyncio.wait_for(asyncio.gather(*pending), timeout=120)
+        clients = []
+        for index in range(self.count, self.count + count):
+            host, port = urls[index % len(urls)].removeprefix("http://").split(":")
+            clients.append({"host": host, "port": int(port), "path": "/socket.io/?EIO=4&transport=websocket",
+                            "cookie": self.system.cookies[index % len(self.system.cookies)], "sample": index % 10 == 0})
+        reply = await self.command("open", clients=clients, timeout=120)
+        self.count += reply["opened"]
+
+    async def refresh(self):
+        reply = await self.command("stats")
+        self.received = reply["received"]
+        self.closed = reply["closed"]
+        age = reply.get("last_receive_age")
+        self.last_receive = time.perf_counter() - age if age is not None else 0.0
 
     async def send_at(self, rate: float, seconds: float, tag: str) -> int:
         """`rate` messages per second in total, from SENDERS clients, for `seconds`; returns how many were sent."""
-        senders = min(SENDERS, len(self.sockets))
-        interval = senders / rate
-        begin = time.perf_counter()
-        end = begin + seconds
-        counts = [0] * senders
+        return (await self.command("send", rate=rate, seconds=seconds, tag=tag, senders=SENDERS))["sent"]
 
-        async def sender(k: int):
-            client = self.sockets[(k * len(self.sockets)) // senders]
-            due = begin + k * interval / senders
-            while due < end:
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                stamp = time.perf_counter_ns()
-                payload = json.dumps({"action": "message", "msg": f"~T{stamp}~E", "id": f"{tag}-{k}-{counts[k]}"})
-                client.send_text("42" + json.dumps(["chat", payload]))
-                counts[k] += 1
-                due += interval
+    async def record_latencies(self):
+        await self.command("latencies", record=True)
 
-        await asyncio.gather(*(sender(k) for k in range(senders)))
-        return sum(counts)
+    async def latency_percentiles(self) -> tuple[float, float]:
+        """Stops recording; p50 and p99 in ms of the deliveries to sampled clients since `record_latencies`."""
+        reply = await self.command("latencies", record=False)
+        return (reply["p50_ms"], reply["p99_ms"]) if reply["count"] else (float("nan"), float("nan"))
 
     async def settle(self, expected: int, timeout: float = 5.0):
         """Waits until `expected` deliveries arrived, or nothing arrived for 1 s, or `timeout`."""
         deadline = time.perf_counter() + timeout
+        await self.refresh()
         while self.received < expected and time.perf_counter() < deadline:
             if self.last_receive and time.perf_counter() - self.last_receive > 1.0:
                 break
             await asyncio.sleep(0.05)
+            await self.refresh()
 
     async def drain(self, quiet: float = 1.0, timeout: float = 30.0):
         """Waits until nothing has arrived for `quiet` seconds (a step that fell behind leaves a backlog)."""
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
+            await self.refresh()
             if not self.last_receive or time.perf_counter() - self.last_receive > quiet:
                 return
             await asyncio.sleep(0.05)
 
     async def close(self):
-        for client in self.sockets:
-            client.transport.close()
-        await asyncio.sleep(0)
+        if self.process is None:
+            return
+        if self.process.returncode is None:
+            await self.command("close")
+            self.process.stdin.close()
+        await asyncio.wait_for(self.process.wait(), timeout=30)
 
 
 async def measure(system: System) -> dict:
     load = Load(system)
     await load.open(CLIENTS)
-    clients = len(load.sockets)
+    clients = load.count
     await load.send_at(5, 1.0, "warm")
     await load.settle(load.received + 5 * clients)
     steps = []
 
     async def step(rate: int) -> dict:
+        await load.refresh()
         before = load.received
         cpu_before = cpu_seconds(system.pids)
-        own_before = sum(os.times()[:2])
+        own_before = cpu_seconds([load.pid])
         began = time.perf_counter()
         sent = await load.send_at(rate, STEP_SECONDS, f"r{rate}")
         await load.settle(before + sent * clients)
         elapsed = max(load.last_receive, began + STEP_SECONDS) - began
         delivered = load.received - before
         cpu = cpu_seconds(system.pids) - cpu_before
-        own = sum(os.times()[:2]) - own_before
+        own = cpu_seconds([load.pid]) - own_before
         kept_up = delivered >= 0.97 * sent * clients and elapsed <= STEP_SECONDS + 1.0
         result = {"rate": rate, "sent": sent, "delivered": delivered, "per_second": delivered / elapsed,
                   "cpu_us": cpu / max(1, delivered) * 1e6,
@@ -341,33 +266,24 @@ async def measure(system: System) -> dict:
     sustained = [step for step in steps if step["kept_up"]]
     best = max(sustained or steps, key=lambda step: step["per_second"])
     half_rate = max(1.0, best["per_second"] / 2 / clients)
-    load.latencies.clear()
-    load.recording = True
+    await load.refresh()
+    await load.record_latencies()
     before = load.received
     sent = await load.send_at(half_rate, 5.0, "half")
     await load.settle(before + sent * clients)
-    load.recording = False
-    p50, p99 = percentiles(load.latencies)
+    p50, p99 = await load.latency_percentiles()
     # And at a low rate, where neither the servers nor the load generator are busy.
-    load.latencies.clear()
-    load.recording = True
+    await load.refresh()
+    await load.record_latencies()
     before = load.received
     sent = await load.send_at(LOW_RATE, 4.0, "low")
     await load.settle(before + sent * clients)
-    load.recording = False
-    low50, low99 = percentiles(load.latencies)
+    low50, low99 = await load.latency_percentiles()
     result = {"clients": clients, "steps": steps, "max": best["per_second"], "max_rate": best["rate"],
               "cpu_us": best["cpu_us"], "load_us": best["load_us"], "half_rate": half_rate,
               "p50": p50, "p99": p99, "low50": low50, "low99": low99, "closed": load.closed}
     await load.close()
     return result
-
-
-def percentiles(samples: list[int]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    if not ordered:
-        return float("nan"), float("nan")
-    return ordered[len(ordered) // 2] / 1e6, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1e6
 
 
 async def idle_memory(redis: harness.RedisServer) -> dict:
@@ -378,7 +294,7 @@ async def idle_memory(redis: harness.RedisServer) -> dict:
         await load.open(200)
         baseline = rss_bytes(pid)
         await load.open(IDLE_CLIENTS)
-        connected = len(load.sockets) - 200
+        connected = load.count - 200
         loaded = rss_bytes(pid)
         return {"clients": connected, "baseline": baseline, "loaded": loaded, "per_client": (loaded - baseline) / max(1, connected)}
     finally:
@@ -418,7 +334,7 @@ async def main() -> int:
         f"{NODES} instances per system on one redis-server, {CLIENTS} WebSocket clients spread over them, {SENDERS} of them "
         f"sending; every message reaches every client. Send rate stepped up ({', '.join(map(str, RATES))} msg/s, "
         f"{STEP_SECONDS:.0f} s each) until a system falls behind, then narrowed down in {REFINE_STEPS} geometric steps between the last rate kept up and the first missed; latency measured at half of that system's maximum. "
-        "Same load generator (one asyncio process) for both.",
+        "Same load generator for both: `stickylab-bench chat-load`, one SwiftNIO event-loop thread.",
         "",
         f"| system | clients | max delivered msg/s | at send rate msg/s | server CPU us per delivered msg at max | load generator CPU us per delivered msg at max | half-max send rate msg/s | p50 ms | p99 ms | p50 ms at {LOW_RATE} msg/s | p99 ms at {LOW_RATE} msg/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -429,9 +345,10 @@ async def main() -> int:
         f"- Server CPU per delivered message: python-socketio needs **{cpu_ratio:.1f}x** chat-node's "
         f"(the fair comparison when the load generator saturates first).",
         f"- chat-node p99 at half its maximum: **{swift['p99']:.1f} ms** (target <= {TARGET_P99_MS} ms): "
-        f"{'met' if swift['p99'] <= TARGET_P99_MS else 'NOT met'}. The single-threaded load generator spends "
-        f"{swift['load_us']:.0f} us per delivered frame, so reading one broadcast to all {swift['clients']} clients takes it "
-        f"about {swift['load_us'] * swift['clients'] / 1000:.0f} ms: latencies include that floor.",
+        f"{'met' if swift['p99'] <= TARGET_P99_MS else 'NOT met'}. The load generator (one thread) spends "
+        f"{swift['load_us']:.1f} us per delivered frame, so reading one broadcast to all {swift['clients']} clients takes it "
+        f"about {swift['load_us'] * swift['clients'] / 1000:.1f} ms at that rate (more per frame at low rates, where every "
+        f"frame is its own wake-up): latencies include that.",
         f"- Machine load while measuring (1-minute load average, 2 cores): {os.getloadavg()[0]:.1f}.",
         f"- Idle memory: {memory['clients']} clients on one chat-node: RSS {memory['baseline'] / 2**20:.1f} MiB -> "
         f"{memory['loaded'] / 2**20:.1f} MiB, **{memory['per_client'] / 1024:.1f} KB per client** "

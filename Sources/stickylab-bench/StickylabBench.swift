@@ -10,7 +10,7 @@ struct StickylabBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stickylab-bench",
         abstract: "Load generators used by `make bench`.",
-        subcommands: [RedisBench.self]
+        subcommands: [RedisBench.self, ChatLoadBench.self]
     )
 }
 

@@ -1,0 +1,248 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// What an Engine.IO v4 / Socket.IO v5 text frame is, to the load generator (the first bytes decide).
+enum EngineIOFrame: Equatable, Sendable {
+    /// `42["chat",...`: a chat delivery.
+    case chat
+    /// `2`: an Engine.IO ping.
+    case ping
+    /// `0{...}`: the Engine.IO open packet.
+    case open
+    /// `40...`: Socket.IO CONNECT accepted.
+    case connected
+    /// `44...`: Socket.IO CONNECT refused.
+    case refused
+    case other
+
+    static let chatPrefix: [UInt8] = Array(#"42["chat""#.utf8)
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        if bytes.count >= Self.chatPrefix.count, zip(bytes, Self.chatPrefix).allSatisfy({ $0 == $1 }) {
+            self = .chat
+        } else if bytes.count == 1, bytes[0] == UInt8(ascii: "2") {
+            self = .ping
+        } else if bytes.first == UInt8(ascii: "0") {
+            self = .open
+        } else if bytes.count >= 2, bytes[0] == UInt8(ascii: "4"), bytes[1] == UInt8(ascii: "0") {
+            self = .connected
+        } else if bytes.count >= 2, bytes[0] == UInt8(ascii: "4"), bytes[1] == UInt8(ascii: "4") {
+            self = .refused
+        } else {
+            self = .other
+        }
+    }
+}
+
+/// A load-generator client's Engine.IO / Socket.IO handshake: open packet -> send `40` -> `40`
+/// (connected) or `44` (refused). Pure: the handler does what the returned action says.
+struct EngineIOClientState: Equatable, Sendable {
+    enum Phase: Equatable, Sendable { case awaitingOpen, awaitingConnect, connected, refused }
+    enum Action: Equatable, Sendable {
+        case none
+        /// Send this text frame.
+        case send(String)
+        /// A chat delivery: count it.
+        case count
+        /// The Socket.IO connection is up.
+        case becameConnected
+        /// The server refused the Socket.IO connection.
+        case becameRefused
+    }
+
+    private(set) var phase = Phase.awaitingOpen
+
+    mutating func received(_ frame: EngineIOFrame) -> Action {
+        switch (frame, phase) {
+        case (.chat, _): return .count
+        case (.ping, _): return .send("3")
+        case (.open, .awaitingOpen):
+            phase = .awaitingConnect
+            return .send("40")
+        case (.connected, .awaitingConnect):
+            phase = .connected
+            return .becameConnected
+        case (.refused, .awaitingConnect):
+            phase = .refused
+            return .becameRefused
+        default: return .none
+        }
+    }
+}
+
+/// Counters of the clients on one event loop; touched only on that loop.
+final class ChatLoadCounters {
+    var received = 0
+    var lastReceive: NIODeadline?
+    var closed = 0
+    var recording = false
+    var latencies: [Int64] = []
+}
+
+/// One WebSocket client after the upgrade: answers pings, completes the Socket.IO handshake, counts
+/// chat deliveries and, when it is a sampled client and recording is on, records send-to-delivery
+/// latency from the `~T<ns>~E` stamp the sender embedded.
+final class ChatLoadClientHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let counters: ChatLoadCounters
+    private let sample: Bool
+    private let ready: EventLoopPromise<Void>
+    private let name: String
+    private var state = EngineIOClientState()
+
+    init(counters: ChatLoadCounters, sample: Bool, ready: EventLoopPromise<Void>, name: String) {
+        self.counters = counters
+        self.sample = sample
+        self.ready = ready
+        self.name = name
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text:
+            let payload = frame.unmaskedData
+            let kind = payload.withUnsafeReadableBytes { EngineIOFrame($0) }
+            switch state.received(kind) {
+            case .none: break
+            case .count:
+                counters.received += 1
+                if sample, counters.recording, let stamp = payload.withUnsafeReadableBytes(Self.stamp(in:)) {
+                    counters.latencies.append(Int64(NIODeadline.now().uptimeNanoseconds) - stamp)
+                }
+            case .send(let text):
+                send(text, context: context)
+            case .becameConnected:
+                ready.succeed()
+            case .becameRefused:
+                ready.fail(ChatLoadProtocolError("\(name): the server refused the Socket.IO connection: \(String(buffer: payload))"))
+                context.close(promise: nil)
+            }
+        case .ping:
+            var pong = frame.unmaskedData
+            let bytes = pong.readSlice(length: pong.readableBytes) ?? ByteBuffer()
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: bytes)), promise: nil)
+        case .connectionClose:
+            context.close(promise: nil)
+        default:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        counters.lastReceive = .now()
+        context.fireChannelReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        counters.closed += 1
+        ready.fail(ChatLoadProtocolError("\(name): the connection closed during the Socket.IO handshake"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        ready.fail(ChatLoadProtocolError("\(name): \(error)"))
+        context.close(promise: nil)
+    }
+
+    private func send(_ text: String, context: ChannelHandlerContext) {
+        let frame = WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: context.channel.allocator.buffer(string: text))
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    }
+
+    /// The number between `~T` and `~E`, if the text carries one.
+    static func stamp(in bytes: UnsafeRawBufferPointer) -> Int64? {
+        let tilde = UInt8(ascii: "~")
+        var index = 0
+        while index + 1 < bytes.count {
+            if bytes[index] == tilde, bytes[index + 1] == UInt8(ascii: "T") {
+                var value: Int64 = 0
+                var cursor = index + 2
+                var digits = 0
+                while cursor < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[cursor]), digits < 18 {
+                    value = value * 10 + Int64(bytes[cursor] - UInt8(ascii: "0"))
+                    cursor += 1
+                    digits += 1
+                }
+                if digits > 0, cursor + 1 < bytes.count, bytes[cursor] == tilde, bytes[cursor + 1] == UInt8(ascii: "E") { return value }
+            }
+            index += 1
+        }
+        return nil
+    }
+}
+
+/// Reads the response of a declined WebSocket upgrade and fails the client with its status.
+final class DeclinedUpgradeHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private let ready: EventLoopPromise<Void>
+    private let name: String
+
+    init(ready: EventLoopPromise<Void>, name: String) {
+        self.ready = ready
+        self.name = name
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data) {
+            ready.fail(
+                ChatLoadProtocolError("\(name): the server declined the WebSocket upgrade with HTTP \(head.status.code) \(head.status.reasonPhrase)"))
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// Opens one client: TCP connect, WebSocket upgrade with the session cookie, Socket.IO handshake.
+/// Completes `ready` when the client is a connected Socket.IO client, fails it with a readable reason.
+enum ChatLoadConnector {
+    enum Upgrade: Sendable { case upgraded, declined }
+
+    static func connect(
+        _ spec: ChatLoadClientSpec,
+        name: String,
+        on loop: any EventLoop,
+        counters: NIOLoopBound<ChatLoadCounters>,
+        ready: EventLoopPromise<Void>
+    ) -> EventLoopFuture<any Channel> {
+        ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(10))
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    var headers = HTTPHeaders()
+                    headers.add(name: "Host", value: "\(spec.host):\(spec.port)")
+                    headers.add(name: "Content-Length", value: "0")
+                    if !spec.cookie.isEmpty { headers.add(name: "Cookie", value: spec.cookie) }
+                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: spec.path, headers: headers)
+                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: 1 << 20) { channel, _ in
+                        channel.eventLoop.makeCompletedFuture {
+                            let handler = ChatLoadClientHandler(counters: counters.value, sample: spec.sample, ready: ready, name: name)
+                            try channel.pipeline.syncOperations.addHandler(handler)
+                            return .upgraded
+                        }
+                    }
+                    let configuration = NIOTypedHTTPClientUpgradeConfiguration<Upgrade>(
+                        upgradeRequestHead: head,
+                        upgraders: [upgrader],
+                        notUpgradingCompletionHandler: { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(DeclinedUpgradeHandler(ready: ready, name: name))
+                                return .declined
+                            }
+                        }
+                    )
+                    // The server sends the Engine.IO open packet right behind its 101: keep those bytes.
+                    var pipeline = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: configuration)
+                    pipeline.leftOverBytesStrategy = .forwardBytes
+                    let result = try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: pipeline)
+                    result.whenFailure { error in ready.fail(ChatLoadProtocolError("\(name): the WebSocket upgrade failed: \(error)")) }
+                }
+            }
+            .connect(host: spec.host, port: spec.port)
+    }
+}

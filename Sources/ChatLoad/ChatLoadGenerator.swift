@@ -1,0 +1,32 @@
+import NIOCore
+import NIOExtras
+import NIOPosix
+
+/// The chat benchmark's load generator (`stickylab-bench chat-load`): Socket.IO clients on SwiftNIO,
+/// driven over stdin/stdout one JSON command per line (`ChatLoadCommand`). See docs/chat-load.md.
+public enum ChatLoadGenerator {
+    /// Serves commands from stdin until it closes; clients run on `threads` event loops.
+    public static func run(threads: Int) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        let loops = Array(group.makeIterator())
+        let shards = try await EventLoopFuture.whenAllSucceed(loops.map(ChatLoadShard.make(on:)), on: loops[0]).get()
+        let control: any Channel
+        do {
+            control = try await NIOPipeBootstrap(group: loops[0])
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(ChatLoadController(shards: shards))
+                    }
+                }
+                .takingOwnershipOfDescriptors(input: 0, output: 1)
+                .get()
+        } catch {
+            try await group.shutdownGracefully()
+            throw ChatLoadProtocolError("chat-load needs stdin and stdout to be pipes or a terminal (\(error))")
+        }
+        try await control.closeFuture.get()
+        try await group.shutdownGracefully()
+    }
+}

@@ -1,0 +1,113 @@
+"""`stickylab-bench chat-load`, the load generator of bench/bench_chat.py, against a real chat-node on a
+real redis-server: it connects as Socket.IO clients with a session cookie, sends paced chat messages,
+counts every delivery, measures latency, and reports refusals and bad commands as JSON errors."""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+
+import pytest
+import requests
+
+import harness
+
+PATH = "/socket.io/?EIO=4&transport=websocket"
+
+
+class Generator:
+    def __init__(self):
+        self.process = subprocess.Popen([str(harness.executable("stickylab-bench")), "chat-load"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def command(self, cmd: str, **fields) -> dict:
+        self.process.stdin.write(json.dumps({"cmd": cmd, **fields}) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], 30)
+        assert ready, f"no reply to {cmd} within 30 s"
+        line = self.process.stdout.readline()
+        assert line, f"chat-load exited ({self.process.wait()}) during {cmd}"
+        return json.loads(line)
+
+    def stop(self) -> int:
+        self.process.stdin.close()
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def chat_node():
+    redis = harness.RedisServer()
+    port = harness.free_port()
+    program = harness.Program("chat-node", env={"PORT": str(port), "REDIS_URL": redis.url, "SESSION_SECRET": "test",
+                                                "LOG_LEVEL": "warning"})
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        assert program.process.poll() is None, program.output()
+        try:
+            return requests.get(url + "/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    harness.wait_until("chat-node to be healthy", healthy, timeout=30)
+    yield port, url
+    program.stop(timeout=20)
+    redis.stop()
+
+
+@pytest.fixture
+def generator():
+    process = Generator()
+    yield process
+    if process.process.poll() is None:
+        process.process.kill()
+        process.process.wait()
+
+
+def login(url: str, user: str) -> str:
+    response = requests.post(url + "/user", data={"user": user}, allow_redirects=False, timeout=10)
+    return response.headers["Set-Cookie"].split(";")[0]
+
+
+def test_clients_receive_every_message_and_latency_is_measured(chat_node, generator):
+    port, url = chat_node
+    clients = [{"host": "127.0.0.1", "port": port, "path": PATH, "cookie": login(url, f"user{i}"), "sample": i == 0}
+               for i in range(5)]
+    assert generator.command("open", clients=clients) == {"ok": True, "opened": 5}
+    assert generator.command("latencies", record=True)["ok"]
+    assert generator.command("send", rate=20, seconds=0.5, tag="t", senders=2) == {"ok": True, "sent": 10}
+
+    def all_delivered():
+        stats = generator.command("stats")
+        assert stats["ok"] and stats["closed"] == 0, stats
+        return stats["received"] >= 50
+
+    harness.wait_until("50 deliveries (10 messages x 5 clients)", all_delivered, timeout=20)
+    latencies = generator.command("latencies", record=False)
+    assert latencies["ok"] and latencies["count"] == 10, latencies
+    assert 0 < latencies["p50_ms"] <= latencies["p99_ms"] < 10_000
+    assert generator.command("close") == {"ok": True}
+    assert generator.stop() == 0
+
+
+def test_a_client_without_a_session_is_reported_as_an_error(chat_node, generator):
+    port, _ = chat_node
+    reply = generator.command("open", clients=[{"host": "127.0.0.1", "port": port, "path": PATH, "cookie": ""}], timeout=20)
+    assert not reply["ok"]
+    assert f"client 0 (127.0.0.1:{port})" in reply["error"], reply
+
+
+def test_unreachable_server_and_bad_commands_are_errors_and_the_generator_carries_on(generator):
+    port = harness.free_port()
+    reply = generator.command("open", clients=[{"host": "127.0.0.1", "port": port, "path": PATH}], timeout=20)
+    assert not reply["ok"] and "could not connect" in reply["error"], reply
+    assert "unknown command" in generator.command("fly")["error"]
+    assert not generator.command("send", rate=0, seconds=1)["ok"]
+    assert not generator.command("send", rate=5, seconds=1, tag="a b")["ok"]
+    assert generator.command("send", rate=5, seconds=1)["error"].startswith("send: no client is open")
+    generator.process.stdin.write("not json\n")
+    generator.process.stdin.flush()
+    assert "not a JSON command" in json.loads(generator.process.stdout.readline())["error"]
+    assert generator.command("stats") == {"ok": True, "received": 0, "closed": 0}
+    assert generator.stop() == 0

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Where chat-node's send-to-delivery latency goes: p50/p99 at a few send rates and client counts, with
+the same generator as bench_chat.py (`stickylab-bench chat-load`). Not part of `make bench`: run it by
+hand (`STICKYLAB_BIN=.build/release .venv/bin/python bench/chat_latency_probe.py`), it prints a
+markdown table. Bounded: every cell is a 4 s step.
+
+Environment: PROBE_NODES (3), PROBE_CLIENTS (10,100,1000), PROBE_RATES (5,50,130,260)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import bench_chat
+import harness
+
+NODES = int(os.environ.get("PROBE_NODES", "3"))
+CLIENTS = [int(c) for c in os.environ.get("PROBE_CLIENTS", "10,100,1000").split(",")]
+RATES = [float(r) for r in os.environ.get("PROBE_RATES", "5,50,130,260").split(",")]
+SECONDS = 4.0
+
+
+def system_seconds(pids: list[int]) -> float:
+    """Kernel-mode CPU time (stime) of these processes: on loopback, each write also runs the receiver's TCP input."""
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[12]) / bench_chat.CLOCK_TICKS
+    return total
+
+
+async def probe(clients: int) -> list[tuple[float, ...]]:
+    redis = harness.RedisServer()
+    system = bench_chat.System("chat-node", redis, NODES, "chat-node")
+    load = bench_chat.Load(system)
+    rows = []
+    try:
+        await load.open(clients)
+        await load.send_at(5, 1.0, "warm")
+        await load.settle(5 * clients)
+        for rate in RATES:
+            await load.drain()
+            await load.refresh()
+            before = load.received
+            cpu_before = bench_chat.cpu_seconds(system.pids)
+            own_before = bench_chat.cpu_seconds([load.pid])
+            kernel_before = system_seconds(system.pids)
+            await load.record_latencies()
+            sent = await load.send_at(rate, SECONDS, f"p{int(rate)}")
+            await load.settle(before + sent * clients)
+            p50, p99 = await load.latency_percentiles()
+            delivered = max(1, load.received - before)
+            server = (bench_chat.cpu_seconds(system.pids) - cpu_before) / delivered * 1e6
+            own = (bench_chat.cpu_seconds([load.pid]) - own_before) / delivered * 1e6
+            kernel = (system_seconds(system.pids) - kernel_before) / delivered * 1e6
+            rows.append((rate, p50, p99, server, kernel, own))
+            print(f"  {clients} clients, {rate:g} msg/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms", file=sys.stderr, flush=True)
+    finally:
+        await load.close()
+        system.stop()
+        redis.stop()
+    return rows
+
+
+async def main() -> int:
+    print("| chat-node instances | clients | send rate msg/s | p50 ms | p99 ms | server CPU us per delivery | of which kernel | "
+          "generator CPU us per delivery |")
+    print("|---|---|---|---|---|---|---|---|")
+    for clients in CLIENTS:
+        for rate, p50, p99, server, kernel, own in await probe(clients):
+            print(f"| {NODES} | {clients} | {rate:g} | {p50:.1f} | {p99:.1f} | {server:.1f} | {kernel:.1f} | {own:.1f} |", flush=True)
+    print(f"\nLoad average (1 min): {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
