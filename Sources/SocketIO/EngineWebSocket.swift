@@ -41,8 +41,12 @@ final class EngineWebSocket {
     /// False: refused (a close is on its way, or the caller closes).
     func open() -> Bool {
         if let sid = admission.sid {
-            guard let existing = server.connection(sid), existing.attachProbe(channel) else {
-                server.logger.debug("Refused a WebSocket upgrade for session \(sid): unknown, closed, or already upgraded")
+            guard let existing = server.connection(sid) else {
+                server.noteUnknownSession(sid, transport: "WebSocket upgrade")
+                return false
+            }
+            guard existing.attachProbe(channel) else {
+                server.logger.debug("Refused a WebSocket upgrade for session \(sid): closed or already upgraded")
                 return false
             }
             connection = existing

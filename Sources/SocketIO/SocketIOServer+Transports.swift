@@ -132,7 +132,10 @@ extension SocketIOServer {
         // A WebSocket handshake sent as a plain request (no upgrade).
         guard transport == .polling else { return errorResponse(.badRequest, cors: cors) }
         if let sid = query["sid"] {
-            guard let connection = connection(sid) else { return errorResponse(.unknownSessionID, cors: cors) }
+            guard let connection = connection(sid) else {
+                noteUnknownSession(sid, transport: "long-polling")
+                return errorResponse(.unknownSessionID, cors: cors)
+            }
             switch request.method {
             case .get:
                 switch await connection.poll() {

@@ -21,6 +21,7 @@ public final class SocketIOServer: Service, Sendable {
     let metrics: SocketIOMetrics
     let engineConfiguration: EngineSessionConfiguration
     private let state: Mutex<State>
+    private let unknownSessionLog = Mutex(ThrottledLog(interval: .seconds(5)))
 
     private struct State: ~Copyable {
         var connections: [String: Connection] = [:]
@@ -62,6 +63,18 @@ public final class SocketIOServer: Service, Sendable {
         )
         self.state = Mutex(State())
         _ = of("/")
+    }
+
+    /// Says, at most once every 5 s, that a request named a session this instance does not have: the
+    /// classic symptom of long-polling behind a load balancer without sticky sessions.
+    func noteUnknownSession(_ sid: String, transport: String, now: ContinuousClock.Instant = .now) {
+        guard let suppressed = unknownSessionLog.withLock({ $0.record(now: now) }) else { return }
+        let more = suppressed > 0 ? " (\(suppressed) more since the last such line)" : ""
+        let text =
+            "Session ID unknown: a \(transport) request for session \(sid) reached this instance, which does not have it\(more). "
+            + "Behind a load balancer, every request of an Engine.IO session must reach the instance that opened it: "
+            + "make it sticky (Cloud Foundry: a JSESSIONID cookie plus __VCAP_ID__). The client was told 400 and will reconnect."
+        logger.notice("\(text)")
     }
 
     // MARK: Namespaces and broadcasts

@@ -254,5 +254,7 @@ def test_long_polling_needs_affinity(cluster):
         assert unknown > 0, f"without affinity no request of {total} got 'Session ID unknown'"
         # Round robin over 3 instances: about two requests in three land on the wrong instance.
         assert unknown >= total // 3, (unknown, total)
+        # And the instance that got such a request says why, in the cluster's log.
+        without.expect("Session ID unknown: a long-polling request for session", "make it sticky")
     finally:
         without.close()
