@@ -164,11 +164,18 @@ final class LineWriter: @unchecked Sendable {
                 writeAll(1, text)
             }
             if file != nil {
-                var text = ""
-                for line in batch { text += line.file + "\n" }
-                let data = Data(text.utf8)
-                if rotation.append(data.count) { rotate() }
-                try? file?.write(contentsOf: data)
+                // Line by line, so that the file never passes the limit by more than one line.
+                var chunk = ""
+                for line in batch {
+                    let text = line.file + "\n"
+                    if rotation.append(text.utf8.count) {
+                        if !chunk.isEmpty { try? file?.write(contentsOf: Data(chunk.utf8)) }
+                        chunk = ""
+                        rotate()
+                    }
+                    chunk += text
+                }
+                if !chunk.isEmpty { try? file?.write(contentsOf: Data(chunk.utf8)) }
             }
         }
         condition.lock()
@@ -204,8 +211,8 @@ final class LineWriter: @unchecked Sendable {
     }
 }
 
-/// When the log file is rotated: before a write that would take it past `maxBytes` (a file that is
-/// still empty takes any write, so one huge batch never rotates in a loop).
+/// When the log file is rotated: before a line that would take it past `maxBytes` (a file that is
+/// still empty takes any line, so one huge line never rotates in a loop).
 public struct LogRotation: Sendable, Equatable {
     public let maxBytes: Int
     public private(set) var currentBytes: Int
@@ -215,7 +222,7 @@ public struct LogRotation: Sendable, Equatable {
         self.currentBytes = currentBytes
     }
 
-    /// Accounts for a write of `bytes`; true: rotate first (the write then starts the new file).
+    /// Accounts for a line of `bytes`; true: rotate first (the line then starts the new file).
     public mutating func append(_ bytes: Int) -> Bool {
         if currentBytes > 0, currentBytes + bytes > maxBytes {
             currentBytes = bytes
