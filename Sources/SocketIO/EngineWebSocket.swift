@@ -41,12 +41,9 @@ final class EngineWebSocket {
     /// False: refused (a close is on its way, or the caller closes).
     func open() -> Bool {
         if let sid = admission.sid {
-            guard let existing = server.connection(sid) else {
-                server.noteUnknownSession(sid, transport: "WebSocket upgrade")
-                return false
-            }
-            guard existing.attachProbe(channel) else {
-                server.logger.debug("Refused a WebSocket upgrade for session \(sid): closed or already upgraded")
+            // Admission checked the session; it may have closed or upgraded since.
+            guard let existing = server.connection(sid), existing.attachProbe(channel) else {
+                server.logger.debug("Refused a WebSocket upgrade for session \(sid): closed or already upgraded meanwhile")
                 return false
             }
             connection = existing

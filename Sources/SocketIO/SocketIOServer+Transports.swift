@@ -88,8 +88,12 @@ extension SocketIOServer {
         }
         let sid = query["sid"]
         if let sid {
-            guard configuration.allowUpgrades, let connection = connection(sid), connection.engine.withLock({ $0.session.canProbe }) else {
-                logger.debug("Refused a WebSocket upgrade for session \(sid): unknown, closed, or already upgraded")
+            guard let connection = connection(sid) else {
+                noteUnknownSession(sid, transport: "WebSocket upgrade")
+                return nil
+            }
+            guard configuration.allowUpgrades, connection.engine.withLock({ $0.session.canProbe }) else {
+                logger.debug("Refused a WebSocket upgrade for session \(sid): upgrades off, closed, or already upgraded")
                 return nil
             }
         } else {

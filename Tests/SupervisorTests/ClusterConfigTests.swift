@@ -32,6 +32,25 @@ struct ClusterConfigTests {
         #expect(config == ClusterConfig())
     }
 
+    @Test("Every scenario in Configs/scenarios parses, validates and sets what its comment promises")
+    func scenarios() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Configs/scenarios").standardized
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".yml") }.sorted()
+        #expect(files == ["crash-loop.yml", "no-affinity.yml", "reconnect-storm.yml", "websocket-before-2024.yml"])
+        var configs: [String: ClusterConfig] = [:]
+        for file in files {
+            let config = try ClusterConfig.load(path: folder.appendingPathComponent(file).path)
+            try config.validate()
+            configs[file] = config
+        }
+        #expect(configs["no-affinity.yml"]?.proxy.affinity == Affinity.none)
+        #expect(configs["websocket-before-2024.yml"]?.proxy.websocketAffinity == false)
+        #expect(configs["websocket-before-2024.yml"]?.proxy.affinity == .cf)
+        #expect(configs["crash-loop.yml"]?.timeScale == 0.01)
+        #expect(configs["crash-loop.yml"]?.healthCheck.type == .process)
+        #expect(configs["reconnect-storm.yml"]?.app.instances == 5)
+    }
+
     @Test("Every key is read")
     func everyKey() throws {
         let yaml = """
