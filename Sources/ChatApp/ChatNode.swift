@@ -146,7 +146,18 @@ public final class ChatNode: Sendable {
     }
 
     var sessionCookie: SessionCookie { SessionCookie(name: configuration.cookieName, secrets: secrets) }
-    var sessionStore: SessionStore { SessionStore(redis: redis, ttl: configuration.sessionTTL) }
+    /// Made once per run: with `SESSION_STORE=memory` every user of it must share the one map.
+    func makeSessionStore() -> SessionStore {
+        switch configuration.sessionStorage {
+        case .redis:
+            return SessionStore(redis: redis, ttl: configuration.sessionTTL)
+        case .memory:
+            logger.warning(
+                "SESSION_STORE=memory: login sessions live in this instance's memory only. A user whose instance dies, or whose request reaches another instance, is logged out. This reproduces the original sample's bug; use redis (the default) for anything real."
+            )
+            return SessionStore(memory: InMemorySessions(), ttl: configuration.sessionTTL)
+        }
+    }
 
     /// The health report: Redis answers a PING, and the subscription is connected.
     func healthReport(connections: Int) async -> HealthReport {
@@ -190,6 +201,7 @@ public final class ChatNode: Sendable {
             await close()
             throw ChatStartupError.redisUnreachable(url: configuration.redisURL, source: configuration.redisSource, reason: "\(error)")
         }
+        let sessionStore = makeSessionStore()
         let hub = ChatHub(
             configuration: configuration, namespace: io.sockets,
             log: ChatLog(redis: redis, keys: keys, historyLimit: configuration.historyLimit),

@@ -14,6 +14,7 @@ import Testing
         #expect(configuration.sessionTTL == .seconds(86_400))
         #expect(configuration.historyLimit == 1_000)
         #expect(configuration.sessionSecrets.isEmpty)
+        #expect(configuration.sessionStorage == .redis)
         #expect(configuration.instance.label == "port 8080")
         #expect(configuration.socketIOClientPath == "/nonexistent/.deps/socket.io.min.js")
     }
@@ -37,6 +38,15 @@ import Testing
         // REDIS_URL wins over the binding.
         env["REDIS_URL"] = "redis://127.0.0.1:6000"
         #expect(try ChatConfiguration(environment: env).redisURL == "redis://127.0.0.1:6000")
+    }
+
+    @Test func sessionStoreIsRedisOrMemory() throws {
+        #expect(try ChatConfiguration(environment: ["SESSION_STORE": "memory"], workingDirectory: "/x").sessionStorage == .memory)
+        #expect(try ChatConfiguration(environment: ["SESSION_STORE": "Redis"], workingDirectory: "/x").sessionStorage == .redis)
+        #expect(throws: ChatConfigurationError.self) {
+            try ChatConfiguration(environment: ["SESSION_STORE": "disk"], workingDirectory: "/x")
+        }
+        #expect(ChatConfiguration.variables.contains { $0.name == "SESSION_STORE" })
     }
 
     @Test func bindAndFileOverrides() throws {

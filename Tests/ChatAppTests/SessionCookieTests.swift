@@ -97,3 +97,31 @@ import Testing
         #expect(SessionRecord.decode(Array("not json".utf8)) == nil)
     }
 }
+
+@Suite struct InMemorySessionsTests {
+    let record = SessionRecord(user: "ada")
+
+    @Test func keepsSessionsUntilTheyExpireAndForgetsDestroyedOnes() {
+        let sessions = InMemorySessions()
+        let start = ContinuousClock.now
+        sessions.save("a", record, until: start + .seconds(10), now: start)
+        #expect(sessions.load("a", now: start + .seconds(9)) == record)
+        #expect(sessions.load("a", now: start + .seconds(10)) == nil)
+        #expect(sessions.count == 0)  // dropped when met expired
+
+        sessions.save("b", record, until: start + .seconds(10), now: start)
+        #expect(sessions.touch("b", until: start + .seconds(20), now: start + .seconds(5)))
+        #expect(sessions.load("b", now: start + .seconds(15)) == record)
+        #expect(!sessions.touch("c", until: start + .seconds(20), now: start))
+        sessions.destroy("b")
+        #expect(sessions.load("b", now: start) == nil)
+    }
+
+    @Test func expiredSessionsArePrunedAsTheMapGrows() {
+        let sessions = InMemorySessions()
+        let start = ContinuousClock.now
+        for index in 0..<1_024 { sessions.save("old\(index)", record, until: start + .seconds(1), now: start) }
+        sessions.save("new", record, until: start + .seconds(100), now: start + .seconds(2))
+        #expect(sessions.count == 1)
+    }
+}

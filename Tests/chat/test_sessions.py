@@ -172,3 +172,51 @@ def test_other_origins_are_refused_unless_allowed(redis, nodes):
     assert requests.get(strict.url + handshake, headers={"Origin": strict.url}, timeout=10).status_code == 200
     assert requests.get(open_to.url + handshake, headers={"Origin": "http://elsewhere.example"}, timeout=10).status_code == 200
     assert requests.get(open_to.url + handshake, headers={"Origin": "http://evil.example"}, timeout=10).status_code == 403
+
+
+def connect_error_of(url: str, cookie: str) -> str | None:
+    """The CONNECT_ERROR message a logged-in cookie gets at `url`, or None when it is accepted."""
+    errors = []
+    client = harness.OrderedClient(reconnection=False)
+
+    @client.event
+    def connect_error(data):
+        errors.append(data)
+
+    try:
+        client.connect(url, transports=["polling"], headers={"Cookie": cookie}, wait_timeout=5)
+    except socketio.exceptions.ConnectionError:
+        return errors[0]["message"] if errors else "refused"
+    client.disconnect()
+    return None
+
+
+def test_sessions_in_memory_log_users_out_on_another_instance(redis, nodes):
+    """SESSION_STORE=memory reproduces the original sample's bug on purpose: the session exists only
+    on the instance that logged the user in, so any other instance sees a logged-out user."""
+    first, second = nodes(2, SESSION_STORE="memory")
+    session = login(first.url, "ada")
+    cookie = cookie_header(session)
+    sid = urllib.parse.unquote(session.cookies["JSESSIONID"])[2:].rpartition(".")[0]
+    assert redis_cli(redis, "EXISTS", f"sess:{sid}") == "0"  # nothing in Redis
+    assert connect_error_of(first.url, cookie) is None
+    assert "ada" in requests.get(first.url + "/", headers={"Cookie": cookie}, timeout=10).text
+    assert connect_error_of(second.url, cookie) == "not logged in"
+    assert 'action="/user"' in requests.get(second.url + "/", headers={"Cookie": cookie}, timeout=10).text
+    assert "SESSION_STORE=memory" in first.program.output()
+
+
+def test_sessions_in_redis_survive_on_another_instance(redis, nodes):
+    """The default: the same steps, and the other instance knows the user."""
+    first, second = nodes(2)
+    session = login(first.url, "ada")
+    cookie = cookie_header(session)
+    assert connect_error_of(second.url, cookie) is None
+    assert 'action="/user"' not in requests.get(second.url + "/", headers={"Cookie": cookie}, timeout=10).text
+
+
+def test_an_unknown_session_store_is_a_clear_error(redis):
+    result = subprocess.run([str(harness.executable("chat-node"))], env={"SESSION_STORE": "disk", "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "SESSION_STORE" in result.stderr and "neither redis nor memory" in result.stderr

@@ -2,6 +2,14 @@ import CloudFoundry
 import Foundation
 import RedisClient
 
+/// Where chat-node keeps login sessions (SESSION_STORE).
+public enum SessionStorage: String, Sendable, Hashable {
+    /// express-session's Redis layout, shared by every instance (the default).
+    case redis
+    /// This instance's memory: what the original sample's default MemoryStore did, kept as a scenario.
+    case memory
+}
+
 /// Everything chat-node reads from its environment, the way Cloud Foundry and Kubernetes configure an
 /// app. Built by `init(environment:)`, a pure function of the variables: every invalid value is an
 /// error naming the variable. `ChatConfiguration.variables` documents them (chat-node --help prints it).
@@ -18,6 +26,9 @@ public struct ChatConfiguration: Sendable, Hashable {
     public var sessionSecrets: [String]
     public var cookieName: String
     public var sessionTTL: Duration
+    /// Where sessions live: Redis (shared by every instance), or this instance's memory (a teaching
+    /// scenario: users are logged out when their instance dies).
+    public var sessionStorage: SessionStorage
     /// The instance, as the page and the messages show it.
     public var instance: InstanceIdentity
     public var historyLimit: Int
@@ -52,6 +63,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         sessionSecrets: [String] = [],
         cookieName: String = "JSESSIONID",
         sessionTTL: Duration = .seconds(86_400),
+        sessionStorage: SessionStorage = .redis,
         instance: InstanceIdentity = InstanceIdentity(index: nil, guid: nil, port: 8080),
         historyLimit: Int = 1_000,
         recentHistory: Int = 100,
@@ -72,6 +84,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         self.sessionSecrets = sessionSecrets
         self.cookieName = cookieName
         self.sessionTTL = sessionTTL
+        self.sessionStorage = sessionStorage
         self.instance = instance
         self.historyLimit = historyLimit
         self.recentHistory = recentHistory
@@ -101,6 +114,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         Variable(name: "SESSION_SECRET", meaning: "cookie signing secret; a,b,c for rotation (a signs)"),
         Variable(name: "COOKIE_NAME", meaning: "session cookie (default JSESSIONID: CF stickiness)"),
         Variable(name: "SESSION_TTL", meaning: "session lifetime in Redis, seconds (default 86400)"),
+        Variable(name: "SESSION_STORE", meaning: "redis (default) or memory: the sample's bug, for teaching"),
         Variable(name: "CF_INSTANCE_INDEX", meaning: "instance index shown on the page (or INSTANCE_INDEX)"),
         Variable(name: "CF_INSTANCE_GUID", meaning: "instance GUID shown on the page and on messages"),
         Variable(name: "HISTORY_LIMIT", meaning: "messages kept in the Redis stream (default 1000)"),
@@ -159,6 +173,12 @@ public struct ChatConfiguration: Sendable, Hashable {
             throw .invalid(variable: "COOKIE_NAME", reason: "'\(cookieName)' is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)")
         }
         sessionTTL = .seconds(try Self.integer(env, "SESSION_TTL", default: 86_400, range: 1...(365 * 86_400)))
+        if let storage = env["SESSION_STORE"] {
+            guard let value = SessionStorage(rawValue: storage.lowercased()) else {
+                throw .invalid(variable: "SESSION_STORE", reason: "'\(storage)' is neither redis nor memory")
+            }
+            sessionStorage = value
+        }
         let guid = env["CF_INSTANCE_GUID"] ?? env["INSTANCE_GUID"]
         instance = InstanceIdentity(index: app.instanceIndex, guid: guid, port: port)
         historyLimit = try Self.integer(env, "HISTORY_LIMIT", default: 1_000, range: 1...10_000_000)

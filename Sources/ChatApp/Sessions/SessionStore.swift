@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import RedisClient
+import Synchronization
 
 /// One session as express-session stores it in Redis through connect-redis: key `sess:<sid>`, a JSON
 /// value with the cookie's options and the app's fields (here `user`), a TTL.
@@ -57,15 +58,29 @@ public struct SessionRecord: Sendable, Hashable, Codable {
     }
 }
 
-/// express-session's Redis store (connect-redis layout), on the project's Redis client.
+/// Where sessions live. `redis` (the default) is express-session's Redis store (connect-redis layout),
+/// shared by every instance; `memory` keeps them in this instance's memory, the original sample's
+/// mistake, on purpose: a user whose instance dies, or whose request reaches another instance, is
+/// logged out (a teaching scenario, `SESSION_STORE=memory`).
 public struct SessionStore: Sendable {
-    public let redis: RedisClient
+    public enum Storage: Sendable {
+        case redis(RedisClient)
+        case memory(InMemorySessions)
+    }
+
+    public let storage: Storage
     public let prefix: String
     public let ttl: Duration
 
     public init(redis: RedisClient, prefix: String = "sess:", ttl: Duration = .seconds(86_400)) {
-        self.redis = redis
+        self.storage = .redis(redis)
         self.prefix = prefix
+        self.ttl = ttl
+    }
+
+    public init(memory: InMemorySessions, ttl: Duration = .seconds(86_400)) {
+        self.storage = .memory(memory)
+        self.prefix = "sess:"
         self.ttl = ttl
     }
 
@@ -73,21 +88,93 @@ public struct SessionStore: Sendable {
 
     /// The session, or nil when there is none (expired, destroyed, never existed, not a session).
     public func load(_ sid: String) async throws -> SessionRecord? {
-        guard let value = try await redis.get(key(sid)) else { return nil }
-        return SessionRecord.decode(value.readableBytesView)
+        switch storage {
+        case .redis(let redis):
+            guard let value = try await redis.get(key(sid)) else { return nil }
+            return SessionRecord.decode(value.readableBytesView)
+        case .memory(let sessions):
+            return sessions.load(sid, now: .now)
+        }
     }
 
     public func save(_ sid: String, _ record: SessionRecord) async throws {
-        try await redis.set(key(sid), to: RESPArgument(record.encoded()), expiration: .seconds(Int(ttl.components.seconds)))
+        switch storage {
+        case .redis(let redis):
+            try await redis.set(key(sid), to: RESPArgument(record.encoded()), expiration: .seconds(Int(ttl.components.seconds)))
+        case .memory(let sessions):
+            let now = ContinuousClock.now
+            sessions.save(sid, record, until: now + ttl, now: now)
+        }
     }
 
     /// Extends the session's life (a page load); false when it no longer exists.
     @discardableResult
     public func touch(_ sid: String) async throws -> Bool {
-        try await redis.expire(key(sid), seconds: Int(ttl.components.seconds))
+        switch storage {
+        case .redis(let redis):
+            return try await redis.expire(key(sid), seconds: Int(ttl.components.seconds))
+        case .memory(let sessions):
+            let now = ContinuousClock.now
+            return sessions.touch(sid, until: now + ttl, now: now)
+        }
     }
 
     public func destroy(_ sid: String) async throws {
-        try await redis.del(key(sid))
+        switch storage {
+        case .redis(let redis):
+            try await redis.del(key(sid))
+        case .memory(let sessions):
+            sessions.destroy(sid)
+        }
+    }
+}
+
+/// Sessions in one process's memory, each with its expiry (expired ones are dropped when met, and
+/// in passing when the map grows).
+public final class InMemorySessions: Sendable {
+    private struct Entry {
+        var record: SessionRecord
+        var expires: ContinuousClock.Instant
+    }
+
+    private let entries = Mutex<[String: Entry]>([:])
+
+    public init() {}
+
+    public var count: Int { entries.withLock { $0.count } }
+
+    public func load(_ sid: String, now: ContinuousClock.Instant) -> SessionRecord? {
+        entries.withLock { entries in
+            guard let entry = entries[sid] else { return nil }
+            guard entry.expires > now else {
+                entries[sid] = nil
+                return nil
+            }
+            return entry.record
+        }
+    }
+
+    public func save(_ sid: String, _ record: SessionRecord, until expires: ContinuousClock.Instant, now: ContinuousClock.Instant) {
+        entries.withLock { entries in
+            if entries.count >= 1_024, entries.count.isMultiple(of: 1_024) {
+                entries = entries.filter { $0.value.expires > now }
+            }
+            entries[sid] = Entry(record: record, expires: expires)
+        }
+    }
+
+    public func touch(_ sid: String, until expires: ContinuousClock.Instant, now: ContinuousClock.Instant) -> Bool {
+        entries.withLock { entries in
+            guard let entry = entries[sid], entry.expires > now else {
+                entries[sid] = nil
+                return false
+            }
+            entries[sid]?.expires = expires
+            return true
+        }
+    }
+
+    public func destroy(_ sid: String) {
+        _ = entries.withLock { $0.removeValue(forKey: sid) }
     }
 }
