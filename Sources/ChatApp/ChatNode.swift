@@ -33,7 +33,12 @@ public final class ChatNode: Sendable {
         self.assets = assets
         self.secrets = secrets
         self.logger = logger
-        self.keys = ChatKeys(prefix: configuration.keyPrefix)
+        self.keys = ChatKeys(prefix: configuration.chatKeyPrefix)
+        if configuration.fanout == .local {
+            logger.warning(
+                "FANOUT=local: messages, history and the online list stay on this instance (keys \(configuration.chatKeyPrefix)*). Users on other instances never see them: the split brain of an in-process pub/sub, reproduced for teaching; use redis (the default) for anything real."
+            )
+        }
     }
 
     /// What `chat-node --help` prints after the options.

@@ -49,6 +49,18 @@ import Testing
         #expect(ChatConfiguration.variables.contains { $0.name == "SESSION_STORE" })
     }
 
+    @Test func fanoutIsRedisOrLocalAndLocalScopesTheChatKeysToTheInstance() throws {
+        let shared = try ChatConfiguration(environment: ["CF_INSTANCE_GUID": "g1"], workingDirectory: "/x")
+        #expect(shared.fanout == .redis)
+        #expect(shared.chatKeyPrefix == "chat:")
+        let local = try ChatConfiguration(environment: ["FANOUT": "local", "CF_INSTANCE_GUID": "g1"], workingDirectory: "/x")
+        #expect(local.fanout == .local)
+        #expect(local.chatKeyPrefix == "chat:instance:g1:")
+        #expect(throws: ChatConfigurationError.self) {
+            try ChatConfiguration(environment: ["FANOUT": "everywhere"], workingDirectory: "/x")
+        }
+    }
+
     @Test func bindAndFileOverrides() throws {
         let configuration = try ChatConfiguration(
             environment: ["BIND": "0.0.0.0", "SOCKETIO_CLIENT_JS": "x/io.js", "COOKIE_NAME": "connect.sid"], workingDirectory: "/w")

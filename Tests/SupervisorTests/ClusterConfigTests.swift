@@ -36,7 +36,10 @@ struct ClusterConfigTests {
     func scenarios() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Configs/scenarios").standardized
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".yml") }.sorted()
-        #expect(files == ["crash-loop.yml", "no-affinity.yml", "reconnect-storm.yml", "sessions-in-memory.yml", "websocket-before-2024.yml"])
+        #expect(
+            files == [
+                "crash-loop.yml", "no-affinity.yml", "reconnect-storm.yml", "sessions-in-memory.yml", "split-brain.yml", "websocket-before-2024.yml",
+            ])
         var configs: [String: ClusterConfig] = [:]
         for file in files {
             let config = try ClusterConfig.load(path: folder.appendingPathComponent(file).path)
@@ -50,6 +53,7 @@ struct ClusterConfigTests {
         #expect(configs["crash-loop.yml"]?.healthCheck.type == .process)
         #expect(configs["reconnect-storm.yml"]?.app.instances == 5)
         #expect(configs["sessions-in-memory.yml"]?.app.environment["SESSION_STORE"] == "memory")
+        #expect(configs["split-brain.yml"]?.app.environment["FANOUT"] == "local")
     }
 
     @Test("Every key is read")

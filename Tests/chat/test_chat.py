@@ -296,3 +296,20 @@ def test_redis_binding_from_vcap_services(redis, nodes):
                                       "credentials": {"host": "127.0.0.1", "port": redis.port}}]})
     (node,) = nodes(1, REDIS_URL="", VCAP_SERVICES=services)
     assert node.health().json()["redis"] == "up"
+
+
+def test_local_fanout_is_a_split_brain(redis, nodes):
+    """FANOUT=local reproduces an in-process pub/sub on purpose: each instance's users only see each
+    other. bob's own message reaching him proves ada's earlier one had every chance to arrive."""
+    first, second = nodes(2, FANOUT="local")
+    ada, bob = ChatClient(first, "ada"), ChatClient(second, "bob")
+    carol = ChatClient(first, "carol")
+    assert ada.sio.call("chat", json.dumps({"action": "message", "msg": "from ada", "id": "a1"}), timeout=10)["ok"]
+    harness.wait_until("carol, on ada's instance, gets it", lambda: "from ada" in carol.texts())
+    assert bob.sio.call("chat", json.dumps({"action": "message", "msg": "from bob", "id": "b1"}), timeout=10)["ok"]
+    harness.wait_until("bob gets his own line", lambda: "from bob" in bob.texts())
+    assert bob.texts() == ["from bob"]
+    assert "from bob" not in carol.texts() and "from bob" not in ada.texts()
+    assert "FANOUT=local" in first.program.output()
+    for client in (ada, bob, carol):
+        client.close()

@@ -2,6 +2,15 @@ import CloudFoundry
 import Foundation
 import RedisClient
 
+/// How far a chat message goes (FANOUT).
+public enum Fanout: String, Sendable, Hashable {
+    /// Through Redis to every instance: one chat, one history, one presence list (the default).
+    case redis
+    /// Only to this instance's own users: what an in-process pub/sub (no Redis adapter) does when the
+    /// app is scaled out: a split brain, kept as a teaching scenario.
+    case local
+}
+
 /// Where chat-node keeps login sessions (SESSION_STORE).
 public enum SessionStorage: String, Sendable, Hashable {
     /// express-session's Redis layout, shared by every instance (the default).
@@ -29,6 +38,8 @@ public struct ChatConfiguration: Sendable, Hashable {
     /// Where sessions live: Redis (shared by every instance), or this instance's memory (a teaching
     /// scenario: users are logged out when their instance dies).
     public var sessionStorage: SessionStorage
+    /// Whether messages reach every instance's users (Redis) or only this instance's.
+    public var fanout: Fanout
     /// The instance, as the page and the messages show it.
     public var instance: InstanceIdentity
     public var historyLimit: Int
@@ -64,6 +75,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         cookieName: String = "JSESSIONID",
         sessionTTL: Duration = .seconds(86_400),
         sessionStorage: SessionStorage = .redis,
+        fanout: Fanout = .redis,
         instance: InstanceIdentity = InstanceIdentity(index: nil, guid: nil, port: 8080),
         historyLimit: Int = 1_000,
         recentHistory: Int = 100,
@@ -85,6 +97,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         self.cookieName = cookieName
         self.sessionTTL = sessionTTL
         self.sessionStorage = sessionStorage
+        self.fanout = fanout
         self.instance = instance
         self.historyLimit = historyLimit
         self.recentHistory = recentHistory
@@ -97,6 +110,15 @@ public struct ChatConfiguration: Sendable, Hashable {
         self.recoveryWindow = recoveryWindow
         self.keyPrefix = keyPrefix
         self.allowedOrigins = allowedOrigins
+    }
+
+    /// The prefix of the chat's own keys (history, channel, presence, recovery): shared by every
+    /// instance, or this instance's own with `FANOUT=local`. Sessions and their secret stay shared.
+    public var chatKeyPrefix: String {
+        switch fanout {
+        case .redis: keyPrefix
+        case .local: keyPrefix + "instance:" + instance.id + ":"
+        }
     }
 
     /// One documented environment variable.
@@ -115,6 +137,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         Variable(name: "COOKIE_NAME", meaning: "session cookie (default JSESSIONID: CF stickiness)"),
         Variable(name: "SESSION_TTL", meaning: "session lifetime in Redis, seconds (default 86400)"),
         Variable(name: "SESSION_STORE", meaning: "redis (default) or memory: the sample's bug, for teaching"),
+        Variable(name: "FANOUT", meaning: "redis (default) or local: a split brain per instance, for teaching"),
         Variable(name: "CF_INSTANCE_INDEX", meaning: "instance index shown on the page (or INSTANCE_INDEX)"),
         Variable(name: "CF_INSTANCE_GUID", meaning: "instance GUID shown on the page and on messages"),
         Variable(name: "HISTORY_LIMIT", meaning: "messages kept in the Redis stream (default 1000)"),
@@ -178,6 +201,12 @@ public struct ChatConfiguration: Sendable, Hashable {
                 throw .invalid(variable: "SESSION_STORE", reason: "'\(storage)' is neither redis nor memory")
             }
             sessionStorage = value
+        }
+        if let text = env["FANOUT"] {
+            guard let value = Fanout(rawValue: text.lowercased()) else {
+                throw .invalid(variable: "FANOUT", reason: "'\(text)' is neither redis nor local")
+            }
+            fanout = value
         }
         let guid = env["CF_INSTANCE_GUID"] ?? env["INSTANCE_GUID"]
         instance = InstanceIdentity(index: app.instanceIndex, guid: guid, port: port)
