@@ -219,4 +219,4 @@ def test_an_unknown_session_store_is_a_clear_error(redis):
     result = subprocess.run([str(harness.executable("chat-node"))], env={"SESSION_STORE": "disk", "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
-    assert "SESSION_STORE" in result.stderr and "neither redis nor memory" in result.stderr
+    assert "SESSION_STORE" in result.stderr and "'disk' is not redis or memory" in result.stderr

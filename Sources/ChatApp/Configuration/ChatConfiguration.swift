@@ -3,7 +3,7 @@ import Foundation
 import RedisClient
 
 /// How far a chat message goes (FANOUT).
-public enum Fanout: String, Sendable, Hashable {
+public enum Fanout: String, Sendable, Hashable, CaseIterable {
     /// Through Redis to every instance: one chat, one history, one presence list (the default).
     case redis
     /// Only to this instance's own users: what an in-process pub/sub (no Redis adapter) does when the
@@ -12,7 +12,7 @@ public enum Fanout: String, Sendable, Hashable {
 }
 
 /// Where chat-node keeps login sessions (SESSION_STORE).
-public enum SessionStorage: String, Sendable, Hashable {
+public enum SessionStorage: String, Sendable, Hashable, CaseIterable {
     /// express-session's Redis layout, shared by every instance (the default).
     case redis
     /// This instance's memory: what the original sample's default MemoryStore did, kept as a scenario.
@@ -196,18 +196,8 @@ public struct ChatConfiguration: Sendable, Hashable {
             throw .invalid(variable: "COOKIE_NAME", reason: "'\(cookieName)' is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)")
         }
         sessionTTL = .seconds(try Self.integer(env, "SESSION_TTL", default: 86_400, range: 1...(365 * 86_400)))
-        if let storage = env["SESSION_STORE"] {
-            guard let value = SessionStorage(rawValue: storage.lowercased()) else {
-                throw .invalid(variable: "SESSION_STORE", reason: "'\(storage)' is neither redis nor memory")
-            }
-            sessionStorage = value
-        }
-        if let text = env["FANOUT"] {
-            guard let value = Fanout(rawValue: text.lowercased()) else {
-                throw .invalid(variable: "FANOUT", reason: "'\(text)' is neither redis nor local")
-            }
-            fanout = value
-        }
+        sessionStorage = try Self.choice(env, "SESSION_STORE", default: .redis)
+        fanout = try Self.choice(env, "FANOUT", default: .redis)
         let guid = env["CF_INSTANCE_GUID"] ?? env["INSTANCE_GUID"]
         instance = InstanceIdentity(index: app.instanceIndex, guid: guid, port: port)
         historyLimit = try Self.integer(env, "HISTORY_LIMIT", default: 1_000, range: 1...10_000_000)
@@ -233,6 +223,18 @@ public struct ChatConfiguration: Sendable, Hashable {
         } else {
             socketIOClientPath = Self.findUpwards(".deps/socket.io.min.js", from: workingDirectory)
         }
+    }
+
+    /// One of an enumeration's values, by name (any case).
+    private static func choice<Value: RawRepresentable & CaseIterable>(
+        _ env: [String: String], _ name: String, default value: Value
+    ) throws(ChatConfigurationError) -> Value where Value.RawValue == String {
+        guard let text = env[name] else { return value }
+        guard let chosen = Value(rawValue: text.lowercased()) else {
+            let names = Value.allCases.map(\.rawValue).joined(separator: " or ")
+            throw .invalid(variable: name, reason: "'\(text)' is not \(names)")
+        }
+        return chosen
     }
 
     private static func integer(
