@@ -43,6 +43,9 @@ public struct ClusterConfig: Sendable, Equatable {
         public var affinity: Affinity = .cf
         public var websocketAffinity = true
         public var balancing = "round-robin"
+        /// The proxy's access log (gorouter's format, with the routing decision) in the cluster's
+        /// output, as `cf logs` shows the router's RTR lines.
+        public var accessLog = true
         public init() {}
     }
 
@@ -293,9 +296,11 @@ struct ConfigFile: Decodable {
         var affinity: String?
         var websocketAffinity: FlexibleBool?
         var balancing: String?
+        var accessLog: FlexibleBool?
         enum CodingKeys: String, CodingKey, CaseIterable {
             case enabled, command, port, affinity, balancing
             case websocketAffinity = "websocket_affinity"
+            case accessLog = "access_log"
         }
     }
     struct RedisSection: Decodable {
@@ -367,6 +372,7 @@ struct ConfigFile: Decodable {
                 config.proxy.affinity = affinity
             }
             if let value = proxy.websocketAffinity { config.proxy.websocketAffinity = value.value }
+            if let value = proxy.accessLog { config.proxy.accessLog = value.value }
             if let value = proxy.balancing { config.proxy.balancing = value }
         }
         if let redis {

@@ -578,11 +578,12 @@ public actor ClusterSupervisor {
         proxy.ready = false
         proxy.held = false
         let run = proxy.run
-        let arguments = [
-            "--port", "\(proxyPort)", "--bind", "127.0.0.1", "--admin-port", "\(admin.port)", "--admin-token", admin.token,
-            "--affinity", config.proxy.affinity.rawValue, "--websocket-affinity", config.proxy.websocketAffinity ? "on" : "off",
-            "--balancing", config.proxy.balancing,
-        ]
+        let arguments =
+            [
+                "--port", "\(proxyPort)", "--bind", "127.0.0.1", "--admin-port", "\(admin.port)", "--admin-token", admin.token,
+                "--affinity", config.proxy.affinity.rawValue, "--websocket-affinity", config.proxy.websocketAffinity ? "on" : "off",
+                "--balancing", config.proxy.balancing,
+            ] + (config.proxy.accessLog ? ["--access-log", "-"] : [])
         let child = ChildProcess.shell(([command] + arguments).joined(separator: " "), environment: launch.helperEnvironment(), source: "proxy")
         let logs = self.logs
         proxy.startedAt = now

@@ -80,6 +80,7 @@ struct ClusterConfigTests {
               port: 0
               affinity: ip-hash
               websocket_affinity: off
+              access_log: off
               balancing: least-connection
             redis:
               url: redis://127.0.0.1:6380
@@ -110,6 +111,7 @@ struct ClusterConfigTests {
         #expect(config.proxy.port == 0)
         #expect(config.proxy.affinity == .ipHash)
         #expect(config.proxy.websocketAffinity == false)
+        #expect(config.proxy.accessLog == false)
         #expect(config.proxy.balancing == "least-connection")
         #expect(config.redis.url == "redis://127.0.0.1:6380")
         #expect(config.redis.appendOnly == false)

@@ -135,3 +135,25 @@ def test_the_proxy_is_restarted_and_routes_registered_again(cluster):
     cluster.wait_status("proxy running again", lambda s: s["proxy"]["state"] == "running" and s["proxy"]["pid"] != pid)
     wait_until("routes back", lambda: served_by(url, 10) == {0, 1, 2}, timeout=30)
     cluster.expect("proxy crashed (killed by signal 9 (SIGKILL)); restarting it in")
+
+
+def test_the_routers_access_log_is_in_the_cluster_output_like_cf_logs(cluster):
+    """As `cf logs` shows the router's RTR lines: each request through the proxy, in gorouter's format,
+    with the routing decision, among the cluster's lines; `proxy.access_log: off` leaves them out."""
+    cluster.wait_ready()
+    url = proxy_url(cluster)
+    status, _, _ = fetch(url + "?access-log-probe")
+    assert status == 200
+    cluster.expect("\"GET /?access-log-probe HTTP/1.1\" 200", "routing_decision:")
+    quiet = ClusterRun(config(proxy={"port": 0, "access_log": False}))
+    try:
+        quiet.wait_ready()
+        status, _, _ = fetch(proxy_url(quiet) + "?quiet-probe")
+        assert status == 200
+        # Off: the proxy runs without an access log at all (so no line can arrive later either).
+        pid = quiet.status()["proxy"]["pid"]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            arguments = f.read().split(b"\0")
+        assert b"--admin-port" in arguments and b"--access-log" not in arguments
+    finally:
+        quiet.close()
