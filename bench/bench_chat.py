@@ -39,27 +39,6 @@ LOW_RATE = 5
 TARGET_RATIO = 10
 TARGET_P99_MS = 25
 TARGET_IDLE_BYTES = 8 * 1024
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-        except (FileNotFoundError, IndexError, ValueError):
-            pass
-    return total
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def wait_healthy(url: str, program: harness.Program):
     def healthy():
         if program.process.poll() is not None:
@@ -226,15 +205,15 @@ async def measure(system: System) -> dict:
     async def step(rate: int) -> dict:
         await load.refresh()
         before = load.received
-        cpu_before = cpu_seconds(system.pids)
-        own_before = cpu_seconds([load.pid])
+        cpu_before = harness.cpu_seconds(system.pids)
+        own_before = harness.cpu_seconds([load.pid])
         began = time.perf_counter()
         sent = await load.send_at(rate, STEP_SECONDS, f"r{rate}")
         await load.settle(before + sent * clients)
         elapsed = max(load.last_receive, began + STEP_SECONDS) - began
         delivered = load.received - before
-        cpu = cpu_seconds(system.pids) - cpu_before
-        own = cpu_seconds([load.pid]) - own_before
+        cpu = harness.cpu_seconds(system.pids) - cpu_before
+        own = harness.cpu_seconds([load.pid]) - own_before
         kept_up = delivered >= 0.97 * sent * clients and elapsed <= STEP_SECONDS + 1.0
         result = {"rate": rate, "sent": sent, "delivered": delivered, "per_second": delivered / elapsed,
                   "cpu_us": cpu / max(1, delivered) * 1e6,
@@ -292,10 +271,10 @@ async def idle_memory(redis: harness.RedisServer) -> dict:
     load = Load(system)
     try:
         await load.open(200)
-        baseline = rss_bytes(pid)
+        baseline = harness.rss_bytes(pid)
         await load.open(IDLE_CLIENTS)
         connected = load.count - 200
-        loaded = rss_bytes(pid)
+        loaded = harness.rss_bytes(pid)
         return {"clients": connected, "baseline": baseline, "loaded": loaded, "per_client": (loaded - baseline) / max(1, connected)}
     finally:
         await load.close()

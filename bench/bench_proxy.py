@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -37,58 +36,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "Tests" / "python"))
+import harness  # noqa: E402
+
 BIN = Path(os.environ.get("STICKYLAB_BIN", ROOT / ".build" / "release"))
 INSTANCES = ["aaaaaaaa-0000-4000-8000-0001", "aaaaaaaa-0000-4000-8000-0002"]
 APP = "6e5a3b1c-1d2e-4f30-8a4b-5c6d7e8f9a0b"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 def wait_for(port: int, process: subprocess.Popen, what: str, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def up() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode}")
-        if listening(port):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port}")
+        return harness.is_listening(port)
 
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes (all their threads), in seconds."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (FileNotFoundError, IndexError):
-            pass
-    return total / ticks
+    harness.wait_until(f"{what} to listen on {port}", up, timeout=timeout)
 
 
 def children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except (FileNotFoundError, IndexError, ValueError):
-                pass
+            fields = harness.process_stat(int(entry.name))
+            if fields and len(fields) > 1 and fields[1] == str(pid):
+                found.append(int(entry.name))
     return found
 
 
@@ -105,7 +76,7 @@ class Service:
         return children(self.process.pid) if self.cpu_of_children else [self.process.pid]
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pids())
+        return harness.cpu_seconds(self.pids())
 
     def stop(self):
         if self.process.poll() is None:
@@ -330,13 +301,13 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     services: list[Service] = []
     try:
-        backend_ports = [free_port(), free_port()]
+        backend_ports = [harness.free_port(), harness.free_port()]
         backend_conf = nginx_backend_conf(workdir, backend_ports)
         backend = Service("backend", [tool("nginx"), "-c", str(backend_conf), "-p", str(workdir)], backend_ports[0], workdir)
         services.append(backend)
         wait_for(backend_ports[1], backend.process, "backend")
 
-        sticky_port, haproxy_port, nginx_port = free_port(), free_port(), free_port()
+        sticky_port, haproxy_port, nginx_port = harness.free_port(), harness.free_port(), harness.free_port()
         sticky = Service("sticky-proxy", [str(proxy_binary), "--port", str(sticky_port), "--admin-port", "0", "--threads", str(args.threads),
                                           "--routes-file", str(routes_file(workdir, backend_ports))], sticky_port, workdir)
         haproxy = Service("haproxy", [tool("haproxy"), "-f", str(haproxy_conf(workdir, haproxy_port, backend_ports, args.threads))],
@@ -381,11 +352,11 @@ def main() -> int:
             lines.append(f"| {name} | {rps:,.0f} | {p99:.2f} | {cpu:.1f} | {rps / ref_rps:.2f}x | {p99 / ref_p99:.2f}x | {cpu / ref_cpu:.2f}x |")
 
         # WebSocket echo
-        ws_port = free_port()
+        ws_port = harness.free_port()
         ws_backend = subprocess.Popen([sys.executable, __file__, "--ws-echo-server", str(ws_port)], start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(ws_port, ws_backend, "websocket echo backend")
-        ws_sticky_port, ws_haproxy_port = free_port(), free_port()
+        ws_sticky_port, ws_haproxy_port = harness.free_port(), harness.free_port()
         ws_sticky = Service("sticky-proxy-ws", [str(proxy_binary), "--port", str(ws_sticky_port), "--admin-port", "0", "--threads",
                                                 str(args.threads), "--routes-file", str(routes_file(workdir, [ws_port]))], ws_sticky_port, workdir)
         ws_haproxy = Service("haproxy-ws", [tool("haproxy"), "-f", str(haproxy_conf(workdir, ws_haproxy_port, [ws_port], args.threads, "haproxy-ws"))],

@@ -28,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "python")
 import harness  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 ECHO_CLIENTS, ECHO_MESSAGES, WINDOW = 50, 1000, 32
 BROADCAST_RECEIVERS, BROADCAST_MESSAGES = 200, 300
@@ -116,11 +114,10 @@ class Server:
         harness.wait_until(f"{name} on port {port}", lambda: self.process.poll() is None and harness.is_listening(port), timeout=30)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return harness.cpu_seconds([self.process.pid])
 
     def rss_bytes(self) -> int:
-        return int(Path(f"/proc/{self.process.pid}/statm").read_text().split()[1]) * PAGE
+        return harness.rss_bytes(self.process.pid)
 
     def stop(self):
         if self.process.poll() is None:

@@ -22,15 +22,6 @@ RATES = [float(r) for r in os.environ.get("PROBE_RATES", "5,50,130,260").split("
 SECONDS = 4.0
 
 
-def system_seconds(pids: list[int]) -> float:
-    """Kernel-mode CPU time (stime) of these processes: on loopback, each write also runs the receiver's TCP input."""
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[12]) / bench_chat.CLOCK_TICKS
-    return total
-
-
 async def probe(clients: int) -> list[tuple[float, ...]]:
     redis = harness.RedisServer()
     system = bench_chat.System("chat-node", redis, NODES, "chat-node")
@@ -44,17 +35,17 @@ async def probe(clients: int) -> list[tuple[float, ...]]:
             await load.drain()
             await load.refresh()
             before = load.received
-            cpu_before = bench_chat.cpu_seconds(system.pids)
-            own_before = bench_chat.cpu_seconds([load.pid])
-            kernel_before = system_seconds(system.pids)
+            cpu_before = harness.cpu_seconds(system.pids)
+            own_before = harness.cpu_seconds([load.pid])
+            kernel_before = harness.cpu_seconds(system.pids, kernel_only=True)
             await load.record_latencies()
             sent = await load.send_at(rate, SECONDS, f"p{int(rate)}")
             await load.settle(before + sent * clients)
             p50, p99 = await load.latency_percentiles()
             delivered = max(1, load.received - before)
-            server = (bench_chat.cpu_seconds(system.pids) - cpu_before) / delivered * 1e6
-            own = (bench_chat.cpu_seconds([load.pid]) - own_before) / delivered * 1e6
-            kernel = (system_seconds(system.pids) - kernel_before) / delivered * 1e6
+            server = (harness.cpu_seconds(system.pids) - cpu_before) / delivered * 1e6
+            own = (harness.cpu_seconds([load.pid]) - own_before) / delivered * 1e6
+            kernel = (harness.cpu_seconds(system.pids, kernel_only=True) - kernel_before) / delivered * 1e6
             rows.append((rate, p50, p99, server, kernel, own))
             print(f"  {clients} clients, {rate:g} msg/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms", file=sys.stderr, flush=True)
     finally:

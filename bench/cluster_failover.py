@@ -31,20 +31,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "python"))
 
 from cluster_run import ClusterRun  # noqa: E402
+import harness  # noqa: E402
 from harness import SOCKETIO_JS  # noqa: E402
 
 P99_TARGET = 1.5
 SEND_INTERVAL = 0.2
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 # ---------------------------------------------------------------- one load-generator process
@@ -288,15 +279,15 @@ def scenario(cluster: ClusterRun, base: str, count: int, processes: int) -> list
         if not sending[0]:
             raise RuntimeError("no sender outside the victim instance")
         time.sleep(0.5)  # a few messages flow before the kill
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu_before = {name: harness.cpu_seconds([pid]) for name, pid in pids.items()}
         kill_at = time.monotonic()
         cluster.ctl("kill", str(victim))
         results = [r for (answer,) in workers.ask("collect") for r in answer]
         window = time.monotonic() - kill_at
-        cpu = {name: max(0.0, cpu_seconds(pid) - cpu_before[name]) for name, pid in pids.items() if name != f"chat.{victim}"}
+        cpu = {name: max(0.0, harness.cpu_seconds([pid]) - cpu_before[name]) for name, pid in pids.items() if name != f"chat.{victim}"}
         # The killed instance's successor started after the kill: all its CPU time counts.
         successor = next((i.get("pid") for i in cluster.status()["instances"] if i["index"] == victim), None)
-        cpu[f"chat.{victim} (restarted)"] = cpu_seconds(successor) if successor else 0.0
+        cpu[f"chat.{victim} (restarted)"] = harness.cpu_seconds([successor]) if successor else 0.0
         time.sleep(0.5)  # and a few after the recovery
         ((acked,),) = workers.ask("stop", only_sender=True)
         lost = duplicated = 0

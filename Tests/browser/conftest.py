@@ -9,18 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import harness
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chat"))
 
 from chatkit import ChatNode  # noqa: E402
-
-
-@pytest.fixture
-def redis():
-    server = harness.RedisServer(appendonly=True)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -1,19 +1,11 @@
-"""Fixtures for the chat-node tests: a real redis-server (with an append-only file, so a restart keeps
-what was acknowledged) and chat-node instances, all on free loopback ports."""
+"""Fixtures for the chat-node tests: chat-node instances on the real redis-server of Tests/conftest.py,
+all on free loopback ports."""
 
 from __future__ import annotations
 
 import pytest
 
-import harness
 from chatkit import ChatNode
-
-
-@pytest.fixture
-def redis():
-    server = harness.RedisServer(appendonly=True)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import REPO, Program, executable, wait_until
+from harness import REPO, Program, executable, process_stat, wait_until
 
 TESTAPP = REPO / "Tests" / "cluster" / "testapp.py"
 
@@ -23,11 +23,8 @@ def app_command() -> str:
 
 def process_alive(pid: int) -> bool:
     """True when the process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
+    fields = process_stat(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 class ClusterRun:

@@ -76,6 +76,40 @@ def wait_until(what: str, condition, timeout: float = 15.0, interval: float = 0.
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (index 0 is the state, 1 the parent pid,
+    11 utime, 12 stime), or None when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (OSError, ProcessLookupError):
+        return None
+
+
+def cpu_seconds(pids: list[int], kernel_only: bool = False) -> float:
+    """CPU time (utime + stime, or stime alone) of these processes, all their threads, in seconds;
+    processes that are gone count 0. The fair measure on a shared machine."""
+    total = 0
+    for pid in pids:
+        fields = process_stat(pid)
+        if fields and len(fields) > 12:
+            total += int(fields[12]) + (0 if kernel_only else int(fields[11]))
+    return total / _CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (VmRSS), 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def executable(name: str) -> Path:
     path = BIN / name
     if not path.exists():
