@@ -192,6 +192,7 @@ public final class ChatNode: Sendable {
         var socketConfiguration = SocketIOConfiguration()
         socketConfiguration.recovery = .init(maxDisconnectionDuration: configuration.recoveryWindow)
         socketConfiguration.drainTimeout = configuration.drainTimeout * 0.8
+        socketConfiguration.writeCoalescing = configuration.writeCoalescing
         if configuration.allowedOrigins.contains("*") {
             socketConfiguration.origins = .any
         } else if !configuration.allowedOrigins.isEmpty {

@@ -26,6 +26,14 @@ public struct SocketIOConfiguration: Sendable {
     /// and handlers to finish.
     public var drainTimeout: Duration = .seconds(10)
 
+    /// How long a WebSocket's flush may wait to carry the frames that follow (zero: every pass of the
+    /// event loop flushes what it wrote). A connection not flushed within this window is flushed at
+    /// once, so a lone message waits for nothing; one that receives a stream of messages (the
+    /// broadcasts of a busy room) gets them in one write system call per window instead of one per
+    /// message, for at most this much added latency. Centrifugo PRO calls this `client.write_delay`.
+    /// WebSockets only; long-polling already batches per request.
+    public var writeCoalescing: Duration = .zero
+
     /// Connection state recovery (socket.io 4.6+): nil disables it.
     public var recovery: Recovery? = nil
 

@@ -20,6 +20,8 @@ public final class SocketIOServer: Service, Sendable {
     let eventLoopGroup: any EventLoopGroup
     let metrics: SocketIOMetrics
     let engineConfiguration: EngineSessionConfiguration
+    /// `configuration.writeCoalescing`, as the outbox uses it.
+    let writeCoalescingWindow: TimeAmount
     private let state: Mutex<State>
     private let unknownSessionLog = Mutex(ThrottledLog(interval: .seconds(5)))
 
@@ -61,6 +63,7 @@ public final class SocketIOServer: Service, Sendable {
             maxBufferedBytes: configuration.limits.maxOutboundBufferBytes,
             maxPacketsPerPoll: max(1, configuration.limits.maxPacketsPerPoll)
         )
+        self.writeCoalescingWindow = TimeAmount(max(configuration.writeCoalescing, .zero))
         self.state = Mutex(State())
         _ = of("/")
     }

@@ -12,10 +12,18 @@ import Synchronization
 /// watermark when the next write for it comes (after a flush handed the kernel all it would take)
 /// belongs to a client that does not read; its session is closed and it gets nothing more.
 final class WebSocketOutbox: Sendable {
-    /// A WebSocket to write to, and the session to close when its client does not read.
+    /// A WebSocket to write to, the session to close when its client does not read, and how long its
+    /// flushes may wait to carry more frames (the server's `writeCoalescing`; zero without a session).
     struct Target: Sendable {
         let channel: any Channel
         let connection: Connection?
+        let window: TimeAmount
+
+        init(channel: any Channel, connection: Connection?) {
+            self.channel = channel
+            self.connection = connection
+            self.window = connection?.server.writeCoalescingWindow ?? .zero
+        }
     }
 
     enum Item: Sendable {
@@ -30,6 +38,13 @@ final class WebSocketOutbox: Sendable {
 
     let eventLoop: any EventLoop
     private let queue = Mutex(Queue())
+    /// Deferred flushes (`FlushPacing`): touched on the loop only.
+    private let pacing: NIOLoopBoundBox<Pacing>
+
+    private final class Pacing {
+        var rule = FlushPacing()
+        var waiting: [ObjectIdentifier: any Channel] = [:]
+    }
 
     private struct Queue: ~Copyable {
         var items: [Item] = []
@@ -38,6 +53,7 @@ final class WebSocketOutbox: Sendable {
 
     private init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
+        self.pacing = NIOLoopBoundBox.makeBoxSendingValue(Pacing(), eventLoop: eventLoop)
     }
 
     private static let outboxes = Mutex<[ObjectIdentifier: WebSocketOutbox]>([:])
@@ -87,26 +103,58 @@ final class WebSocketOutbox: Sendable {
             defer { queue.items.removeAll(keepingCapacity: queue.items.count <= 64) }
             return queue.items
         }
+        let now = NIODeadline.now()
         if items.count == 1, case .broadcast(let frames, let targets) = items[0] {
             // The common case under light load: nothing to deduplicate.
-            for target in targets where Self.write(frames, to: target) { target.channel.flush() }
+            for target in targets where Self.write(frames, to: target) { flush(target, now: now) }
             return
         }
-        var dirty: [ObjectIdentifier: any Channel] = [:]
+        var dirty: [ObjectIdentifier: Target] = [:]
         for item in items {
             switch item {
             case .write(let frames, let target):
-                if Self.write(frames, to: target) { dirty[ObjectIdentifier(target.channel)] = target.channel }
+                if Self.write(frames, to: target) { dirty[ObjectIdentifier(target.channel)] = target }
             case .broadcast(let frames, let targets):
                 for target in targets where Self.write(frames, to: target) {
-                    dirty[ObjectIdentifier(target.channel)] = target.channel
+                    dirty[ObjectIdentifier(target.channel)] = target
                 }
             case .close(let channel, let code, let immediately):
-                dirty.removeValue(forKey: ObjectIdentifier(channel))
+                let key = ObjectIdentifier(channel)
+                dirty.removeValue(forKey: key)
+                let pacing = self.pacing.value
+                pacing.waiting.removeValue(forKey: key)
+                pacing.rule.forget(key)
                 Self.close(channel, code: code, immediately: immediately)
             }
         }
-        for channel in dirty.values { channel.flush() }
+        for target in dirty.values { flush(target, now: now) }
+    }
+
+    /// Flushes a channel now, or later with what follows when it was flushed within its window.
+    private func flush(_ target: Target, now: NIODeadline) {
+        guard target.window > .zero else {
+            target.channel.flush()
+            return
+        }
+        let pacing = self.pacing.value
+        let key = ObjectIdentifier(target.channel)
+        switch pacing.rule.wrote(key, window: target.window, now: now) {
+        case .flush:
+            target.channel.flush()
+        case .alreadyDeferred:
+            pacing.waiting[key] = target.channel
+        case .deferUntil(let deadline):
+            pacing.waiting[key] = target.channel
+            eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in flushDeferred() }
+        }
+    }
+
+    /// The deferred flushes are due.
+    private func flushDeferred() {
+        let pacing = self.pacing.value
+        for key in pacing.rule.due(now: .now()) {
+            pacing.waiting.removeValue(forKey: key)?.flush()
+        }
     }
 
     /// Writes (without flushing) unless the client is too slow; false: nothing written.

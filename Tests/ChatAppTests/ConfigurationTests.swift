@@ -61,6 +61,13 @@ import Testing
         }
     }
 
+    @Test func writeCoalescingDefaultsTo10msAndZeroTurnsItOff() throws {
+        #expect(try ChatConfiguration(environment: [:], workingDirectory: "/x").writeCoalescing == .milliseconds(10))
+        #expect(try ChatConfiguration(environment: ["WRITE_COALESCING_MS": "0"], workingDirectory: "/x").writeCoalescing == .zero)
+        #expect(try ChatConfiguration(environment: ["WRITE_COALESCING_MS": "25"], workingDirectory: "/x").writeCoalescing == .milliseconds(25))
+        #expect(ChatConfiguration.variables.contains { $0.name == "WRITE_COALESCING_MS" })
+    }
+
     @Test func bindAndFileOverrides() throws {
         let configuration = try ChatConfiguration(
             environment: ["BIND": "0.0.0.0", "SOCKETIO_CLIENT_JS": "x/io.js", "COOKIE_NAME": "connect.sid"], workingDirectory: "/w")
@@ -87,6 +94,8 @@ import Testing
             (["PRESENCE_INTERVAL": "10", "PRESENCE_TTL": "5"], "PRESENCE_TTL"),
             (["CF_INSTANCE_INDEX": "-3"], "CF_INSTANCE_INDEX"),
             (["ALLOWED_ORIGINS": "chat.example.com"], "ALLOWED_ORIGINS"),
+            (["WRITE_COALESCING_MS": "-5"], "WRITE_COALESCING_MS"),
+            (["WRITE_COALESCING_MS": "5000"], "WRITE_COALESCING_MS"),
         ]
         for (env, variable) in cases {
             do {

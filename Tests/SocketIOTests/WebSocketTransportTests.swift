@@ -275,3 +275,50 @@ struct WebSocketTransportTests {
         try await server.stop()
     }
 }
+
+@Suite("Write coalescing over a real WebSocket")
+struct WriteCoalescingTests {
+    @Test("a lone message leaves at once; the ones right behind it wait for the window and arrive together, in order; a close sends them first")
+    func coalescing() async throws {
+        try await withServer(configure: { $0.writeCoalescing = .seconds(3) }) { server in
+            let client = try await TestWebSocket.connectSocketIO(port: server.port)
+            // Connecting wrote to the client: let that flush's window pass.
+            try await Task.sleep(for: .milliseconds(3_200))
+            try await server.io.sockets.emit("news", "first")
+            #expect(try await client.nextText(timeout: .seconds(2), skippingPings: true) == #"42["news","first"]"#)
+
+            // Within the window of that flush: held back, then both in one go, in order.
+            try await server.io.sockets.emit("news", "second")
+            let socket = try #require(server.io.sockets.sockets().first)
+            socket.emit("direct", "third")
+            await #expect(throws: TestFailure.self) { try await client.nextText(timeout: .milliseconds(500), skippingPings: true) }
+            #expect(try await client.nextText(timeout: .seconds(10), skippingPings: true) == #"42["news","second"]"#)
+            #expect(try await client.nextText(timeout: .seconds(1), skippingPings: true) == #"42["direct","third"]"#)
+
+            // Held back, then the server closes the connection: what was held goes out before the close.
+            try await server.io.sockets.emit("news", "fourth")
+            socket.disconnect(close: true)
+            #expect(try await client.nextText(timeout: .seconds(2), skippingPings: true) == #"42["news","fourth"]"#)
+            #expect(try await client.nextText(timeout: .seconds(2), skippingPings: true) == "41")
+            _ = try await client.waitForClose(timeout: .seconds(5))
+        }
+    }
+
+    @Test("with coalescing, a burst of broadcasts reaches every client complete and in order")
+    func burst() async throws {
+        try await withServer(configure: { $0.writeCoalescing = .milliseconds(20) }) { server in
+            var clients: [TestWebSocket] = []
+            for _ in 0..<5 { clients.append(try await TestWebSocket.connectSocketIO(port: server.port)) }
+            for index in 0..<300 {
+                try await server.io.sockets.emit("n", .number(Double(index)))
+                if index % 50 == 0 { try await Task.sleep(for: .milliseconds(7)) }
+            }
+            for client in clients {
+                for index in 0..<300 {
+                    #expect(try await client.nextText(skippingPings: true) == #"42["n",\#(index)]"#)
+                }
+                client.close()
+            }
+        }
+    }
+}

@@ -65,6 +65,10 @@ public struct ChatConfiguration: Sendable, Hashable {
     /// Browser origins allowed to open Socket.IO sessions: empty means the page's own origin only
     /// (no cross-site WebSocket hijacking); `["*"]` allows any.
     public var allowedOrigins: [String]
+    /// How long a client's WebSocket flush may wait to carry the messages that follow
+    /// (`SocketIOConfiguration.writeCoalescing`): a quiet room's message leaves at once; a busy room's
+    /// stream leaves in one write per client per window. Zero: one write per message.
+    public var writeCoalescing: Duration
 
     public init(
         bindHost: String = "127.0.0.1",
@@ -87,7 +91,8 @@ public struct ChatConfiguration: Sendable, Hashable {
         presenceTTL: Duration = .seconds(15),
         recoveryWindow: Duration = .seconds(120),
         keyPrefix: String = "chat:",
-        allowedOrigins: [String] = []
+        allowedOrigins: [String] = [],
+        writeCoalescing: Duration = .milliseconds(10)
     ) {
         self.bindHost = bindHost
         self.port = port
@@ -110,6 +115,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         self.recoveryWindow = recoveryWindow
         self.keyPrefix = keyPrefix
         self.allowedOrigins = allowedOrigins
+        self.writeCoalescing = writeCoalescing
     }
 
     /// The prefix of the chat's own keys (history, channel, presence, recovery): shared by every
@@ -150,6 +156,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         Variable(name: "PRESENCE_TTL", meaning: "seconds until a silent instance's users go (default 15)"),
         Variable(name: "RECOVERY_WINDOW", meaning: "seconds a client may recover its session (default 120)"),
         Variable(name: "KEY_PREFIX", meaning: "prefix of the Redis keys and channel (default chat:)"),
+        Variable(name: "WRITE_COALESCING_MS", meaning: "ms a busy client's writes wait to merge (10; 0: off)"),
         Variable(name: "ALLOWED_ORIGINS", meaning: "other origins for Socket.IO, comma-separated, or *"),
         Variable(name: "LOG_LEVEL", meaning: "trace, debug, info (default), notice, warning, error"),
     ]
@@ -212,6 +219,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         }
         recoveryWindow = .seconds(try Self.integer(env, "RECOVERY_WINDOW", default: 120, range: 1...86_400))
         keyPrefix = env["KEY_PREFIX"] ?? "chat:"
+        writeCoalescing = .milliseconds(try Self.integer(env, "WRITE_COALESCING_MS", default: 10, range: 0...1_000))
         allowedOrigins = (env["ALLOWED_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
             !$0.isEmpty
         }

@@ -1,0 +1,71 @@
+import NIOCore
+
+/// When a WebSocket's queued frames go to the kernel: at once, or a little later together with the
+/// frames that follow them (`SocketIOConfiguration.writeCoalescing`). Value type, no I/O: the outbox
+/// asks, carries out, and reports back.
+///
+/// The rule is Nagle's, per connection and with a clock instead of an ACK: a connection that was not
+/// flushed within the last `window` is flushed at once (a lone message waits for nothing); one that
+/// was is flushed `window` after its last flush, with everything written to it meanwhile. A client
+/// that receives a stream of messages (every broadcast of a busy room) gets them in one write system
+/// call per window instead of one per message, for at most `window` of added latency.
+struct FlushPacing {
+    typealias Key = ObjectIdentifier
+
+    enum Decision: Equatable {
+        /// Flush now.
+        case flush
+        /// Flushed recently: leave the frames queued; the deferred flush happens at this deadline (a
+        /// timer is needed unless one is set for this deadline or earlier).
+        case deferUntil(NIODeadline)
+        /// Already waiting for a deferred flush: nothing to do.
+        case alreadyDeferred
+    }
+
+    /// The last flush of each connection flushed within the last window (older entries are pruned).
+    private(set) var lastFlush: [Key: NIODeadline] = [:]
+    /// Connections whose flush waits, with the earliest deadline among them.
+    private(set) var deferred: Set<Key> = []
+    private(set) var nextDeadline: NIODeadline?
+    private var lastPrune: NIODeadline = .uptimeNanoseconds(0)
+
+    /// A connection has frames written and not flushed.
+    mutating func wrote(_ key: Key, window: TimeAmount, now: NIODeadline) -> Decision {
+        guard window > .zero else { return .flush }
+        if deferred.contains(key) { return .alreadyDeferred }
+        if let last = lastFlush[key], now < last + window {
+            let due = last + window
+            deferred.insert(key)
+            if let next = nextDeadline, next <= due { return .alreadyDeferred }
+            nextDeadline = due
+            return .deferUntil(due)
+        }
+        lastFlush[key] = now
+        pruneIfDue(window: window, now: now)
+        return .flush
+    }
+
+    /// The deferred flushes are due: the connections to flush now.
+    mutating func due(now: NIODeadline) -> Set<Key> {
+        let keys = deferred
+        deferred.removeAll(keepingCapacity: true)
+        nextDeadline = nil
+        for key in keys { lastFlush[key] = now }
+        return keys
+    }
+
+    /// A connection went away (or was flushed by other means, a close): forget it.
+    mutating func forget(_ key: Key) {
+        lastFlush.removeValue(forKey: key)
+        deferred.remove(key)
+        if deferred.isEmpty { nextDeadline = nil }
+    }
+
+    /// Drops the entries that can no longer defer anything, at most once a second (the table holds
+    /// only connections flushed within the last window, not every connection ever seen).
+    private mutating func pruneIfDue(window: TimeAmount, now: NIODeadline) {
+        guard now - lastPrune >= .seconds(1) else { return }
+        lastPrune = now
+        lastFlush = lastFlush.filter { key, last in now < last + window || deferred.contains(key) }
+    }
+}
