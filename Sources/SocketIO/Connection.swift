@@ -39,7 +39,7 @@ final class Connection: Sendable, NIOScheduledCallbackHandler {
 
     init(
         id: String, server: SocketIOServer, transport: EngineSession.Transport, webSocket: (any Channel)?, handshake: Handshake,
-        eventLoop: any EventLoop, now: NIODeadline
+        eventLoop: any EventLoop, now: NIODeadline, encoded: EncodedFrameSink? = nil
     ) {
         self.id = id
         self.server = server
@@ -47,7 +47,7 @@ final class Connection: Sendable, NIOScheduledCallbackHandler {
         self.handshake = handshake
         var session = EngineSession(transport: transport, now: now, configuration: server.engineConfiguration)
         session.setAttachDeadline(now + TimeAmount(server.configuration.connectTimeout))
-        self.engine = Mutex(EngineIO(session: session, webSocket: webSocket.map(WebSocketLink.init)))
+        self.engine = Mutex(EngineIO(session: session, webSocket: webSocket.map { WebSocketLink($0, encoded: encoded) }))
         self.socketIO = Mutex(
             SocketIOState(
                 decoder: SocketDecoder(
@@ -90,7 +90,7 @@ final class Connection: Sendable, NIOScheduledCallbackHandler {
     func sendOrBatch(_ packets: [EnginePacket]) -> WebSocketOutbox.Target? {
         let (target, aftermath) = engine.withLock { io -> (WebSocketOutbox.Target?, Aftermath) in
             if io.session.transport == .websocket, !io.session.isClosed, let webSocket = io.webSocket {
-                return (WebSocketOutbox.Target(channel: webSocket.channel, connection: self), Aftermath())
+                return (WebSocketOutbox.Target(channel: webSocket.channel, connection: self, encoded: webSocket.encoded), Aftermath())
             }
             return (nil, apply(io.session.send(packets), to: &io))
         }
@@ -227,10 +227,10 @@ final class Connection: Sendable, NIOScheduledCallbackHandler {
     }
 
     /// A WebSocket with this session's sid opened to probe an upgrade; false: refuse it.
-    func attachProbe(_ channel: any Channel) -> Bool {
+    func attachProbe(_ channel: any Channel, encoded: EncodedFrameSink? = nil) -> Bool {
         let attached = engine.withLock { io -> Bool in
             guard io.session.probeOpened(now: .now()) else { return false }
-            io.probe = WebSocketLink(channel)
+            io.probe = WebSocketLink(channel, encoded: encoded)
             _ = apply(EngineEffects(), to: &io)
             return true
         }
@@ -327,10 +327,13 @@ final class Connection: Sendable, NIOScheduledCallbackHandler {
 struct WebSocketLink: Sendable {
     let channel: any Channel
     let outbox: WebSocketOutbox
+    /// Below the frame encoder, for broadcasts encoded once (the event-loop path only).
+    let encoded: EncodedFrameSink?
 
-    init(_ channel: any Channel) {
+    init(_ channel: any Channel, encoded: EncodedFrameSink? = nil) {
         self.channel = channel
         self.outbox = WebSocketOutbox.of(channel.eventLoop)
+        self.encoded = encoded
     }
 
     /// Writes the packets, one frame each, after everything written to this loop's WebSockets before

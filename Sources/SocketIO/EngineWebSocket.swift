@@ -29,6 +29,8 @@ final class EngineWebSocket {
     let admission: WebSocketAdmission
     private(set) var connection: Connection?
     private var assembler: WebSocketMessageAssembler
+    /// Set by the event-loop handler before `open()`: broadcasts go below its frame encoder.
+    var encodedSink: EncodedFrameSink?
 
     init(server: SocketIOServer, admission: WebSocketAdmission, channel: any Channel) {
         self.server = server
@@ -42,7 +44,7 @@ final class EngineWebSocket {
     func open() -> Bool {
         if let sid = admission.sid {
             // Admission checked the session; it may have closed or upgraded since.
-            guard let existing = server.connection(sid), existing.attachProbe(channel) else {
+            guard let existing = server.connection(sid), existing.attachProbe(channel, encoded: encodedSink) else {
                 server.logger.debug("Refused a WebSocket upgrade for session \(sid): closed or already upgraded meanwhile")
                 return false
             }
@@ -51,7 +53,7 @@ final class EngineWebSocket {
         }
         let created = Connection(
             id: SocketIOServer.generateID(), server: server, transport: .websocket, webSocket: channel, handshake: admission.handshake,
-            eventLoop: channel.eventLoop, now: .now())
+            eventLoop: channel.eventLoop, now: .now(), encoded: encodedSink)
         if case .refused(let reason) = server.register(created) {
             server.logger.notice("Refused a WebSocket session: \(reason)")
             WebSocketLink(channel).close(code: .init(codeNumber: 1013))
@@ -116,6 +118,7 @@ final class EngineWebSocketHandler: ChannelDuplexHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        socket.encodedSink = EncodedFrameSink(pipeline: context.pipeline)
         if !socket.open(), socket.admission.sid != nil {
             context.close(promise: nil)
         }

@@ -18,19 +18,22 @@ final class WebSocketOutbox: Sendable {
         let channel: any Channel
         let connection: Connection?
         let window: TimeAmount
+        /// Where a broadcast's frames, encoded once for all recipients, go (nil: through the pipeline).
+        let encoded: EncodedFrameSink?
 
-        init(channel: any Channel, connection: Connection?) {
+        init(channel: any Channel, connection: Connection?, encoded: EncodedFrameSink? = nil) {
             self.channel = channel
             self.connection = connection
             self.window = connection?.server.writeCoalescingWindow ?? .zero
+            self.encoded = encoded
         }
     }
 
     enum Item: Sendable {
         /// Frames for one channel.
         case write([WebSocketFrame], to: Target)
-        /// The same frames for many channels of this loop.
-        case broadcast([WebSocketFrame], to: [Target])
+        /// The same frames for many channels of this loop (`encoded`: the frames' bytes on the wire).
+        case broadcast([WebSocketFrame], encoded: ByteBuffer, to: [Target])
         /// A close frame with this code, then the connection closed (at once, dropping what is queued,
         /// when `immediately`; also at once when the peer does not read).
         case close(any Channel, code: WebSocketErrorCode, immediately: Bool)
@@ -83,8 +86,9 @@ final class WebSocketOutbox: Sendable {
     /// Writes the same frames to WebSockets of any event loops: one item per loop.
     static func broadcast(_ frames: [WebSocketFrame], to targets: [Target]) {
         guard let first = targets.first else { return }
+        let encoded = EncodedFrameSink.encode(frames, allocator: first.channel.allocator)
         if targets.allSatisfy({ $0.channel.eventLoop === first.channel.eventLoop }) {
-            of(first.channel.eventLoop).submit(.broadcast(frames, to: targets))
+            of(first.channel.eventLoop).submit(.broadcast(frames, encoded: encoded, to: targets))
             return
         }
         var byLoop: [ObjectIdentifier: (loop: any EventLoop, targets: [Target])] = [:]
@@ -92,7 +96,7 @@ final class WebSocketOutbox: Sendable {
             byLoop[ObjectIdentifier(target.channel.eventLoop), default: (target.channel.eventLoop, [])].targets.append(target)
         }
         for (_, batch) in byLoop {
-            of(batch.loop).submit(.broadcast(frames, to: batch.targets))
+            of(batch.loop).submit(.broadcast(frames, encoded: encoded, to: batch.targets))
         }
     }
 
@@ -104,9 +108,9 @@ final class WebSocketOutbox: Sendable {
             return queue.items
         }
         let now = NIODeadline.now()
-        if items.count == 1, case .broadcast(let frames, let targets) = items[0] {
+        if items.count == 1, case .broadcast(let frames, let encoded, let targets) = items[0] {
             // The common case under light load: nothing to deduplicate.
-            for target in targets where Self.write(frames, to: target) { flush(target, now: now) }
+            for target in targets where Self.write(frames, encoded: encoded, to: target) { flush(target, now: now) }
             return
         }
         var dirty: [ObjectIdentifier: Target] = [:]
@@ -114,8 +118,8 @@ final class WebSocketOutbox: Sendable {
             switch item {
             case .write(let frames, let target):
                 if Self.write(frames, to: target) { dirty[ObjectIdentifier(target.channel)] = target }
-            case .broadcast(let frames, let targets):
-                for target in targets where Self.write(frames, to: target) {
+            case .broadcast(let frames, let encoded, let targets):
+                for target in targets where Self.write(frames, encoded: encoded, to: target) {
                     dirty[ObjectIdentifier(target.channel)] = target
                 }
             case .close(let channel, let code, let immediately):
@@ -157,15 +161,20 @@ final class WebSocketOutbox: Sendable {
         }
     }
 
-    /// Writes (without flushing) unless the client is too slow; false: nothing written.
-    private static func write(_ frames: [WebSocketFrame], to target: Target) -> Bool {
+    /// Writes (without flushing) unless the client is too slow; false: nothing written. `encoded`:
+    /// the frames already encoded, written below the frame encoder when the target allows it.
+    private static func write(_ frames: [WebSocketFrame], encoded: ByteBuffer? = nil, to target: Target) -> Bool {
         let channel = target.channel
         guard channel.isWritable else {
             // Still over the high watermark after the last flush: the client does not read.
             target.connection?.closeAsSlowClient()
             return false
         }
-        for frame in frames { channel.write(frame, promise: nil) }
+        if let encoded, let sink = target.encoded {
+            sink.write(encoded)
+        } else {
+            for frame in frames { channel.write(frame, promise: nil) }
+        }
         // Crossing the watermark with unflushed writes says nothing about the client yet: hand the
         // kernel what it takes, and judge the client by what remains.
         if !channel.isWritable { channel.flush() }

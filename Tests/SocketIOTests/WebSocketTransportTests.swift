@@ -322,3 +322,44 @@ struct WriteCoalescingTests {
         }
     }
 }
+
+@Suite("Broadcasts encoded once")
+struct EncodedBroadcastTests {
+    @Test("frames encoded once decode to the same frames, whatever the length field's size")
+    func encoding() throws {
+        var frames = [0, 125, 126, 65_535, 65_536, 200_000].map {
+            WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(repeating: UInt8(ascii: "a"), count: $0))
+        }
+        frames.append(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: [0, 1, 2, 255])))
+        let bytes = EncodedFrameSink.encode(frames, allocator: ByteBufferAllocator())
+        let decoder = EmbeddedChannel(handler: ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 20)))
+        try decoder.writeInbound(bytes)
+        for frame in frames {
+            let decoded = try #require(try decoder.readInbound(as: WebSocketFrame.self))
+            #expect(decoded.fin && decoded.maskKey == nil)
+            #expect(decoded.opcode == frame.opcode)
+            #expect(decoded.data == frame.data)
+        }
+        #expect(try decoder.readInbound(as: WebSocketFrame.self) == nil)
+    }
+
+    @Test("a broadcast reaches event-loop and Hummingbird WebSocket clients alike, small and large, in order")
+    func bothPaths() async throws {
+        for hummingbird in [false, true] {
+            try await withServer(hummingbirdWebSocket: hummingbird) { server in
+                let client = try await TestWebSocket.connectSocketIO(port: server.port)
+                let connection = try #require(server.io.sockets.sockets().first?.connection)
+                // Only the library's own pipeline takes pre-encoded frames.
+                #expect(connection.engine.withLock { $0.webSocket?.encoded != nil } == !hummingbird)
+                let big = String(repeating: "x", count: 70_000)
+                try await server.io.sockets.emit("news", "small")
+                try await server.io.sockets.emit("news", .string(big))
+                server.io.sockets.sockets().first?.emit("direct", "after")
+                #expect(try await client.nextText(skippingPings: true) == #"42["news","small"]"#)
+                #expect(try await client.nextText(skippingPings: true) == #"42["news","\#(big)"]"#)
+                #expect(try await client.nextText(skippingPings: true) == #"42["direct","after"]"#)
+                client.close()
+            }
+        }
+    }
+}
