@@ -61,8 +61,8 @@ import Testing
         }
     }
 
-    @Test func writeCoalescingDefaultsTo10msAndZeroTurnsItOff() throws {
-        #expect(try ChatConfiguration(environment: [:], workingDirectory: "/x").writeCoalescing == .milliseconds(10))
+    @Test func writeCoalescingDefaultsTo20msAndZeroTurnsItOff() throws {
+        #expect(try ChatConfiguration(environment: [:], workingDirectory: "/x").writeCoalescing == .milliseconds(20))
         #expect(try ChatConfiguration(environment: ["WRITE_COALESCING_MS": "0"], workingDirectory: "/x").writeCoalescing == .zero)
         #expect(try ChatConfiguration(environment: ["WRITE_COALESCING_MS": "25"], workingDirectory: "/x").writeCoalescing == .milliseconds(25))
         #expect(ChatConfiguration.variables.contains { $0.name == "WRITE_COALESCING_MS" })

@@ -92,7 +92,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         recoveryWindow: Duration = .seconds(120),
         keyPrefix: String = "chat:",
         allowedOrigins: [String] = [],
-        writeCoalescing: Duration = .milliseconds(10)
+        writeCoalescing: Duration = .milliseconds(20)
     ) {
         self.bindHost = bindHost
         self.port = port
@@ -156,7 +156,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         Variable(name: "PRESENCE_TTL", meaning: "seconds until a silent instance's users go (default 15)"),
         Variable(name: "RECOVERY_WINDOW", meaning: "seconds a client may recover its session (default 120)"),
         Variable(name: "KEY_PREFIX", meaning: "prefix of the Redis keys and channel (default chat:)"),
-        Variable(name: "WRITE_COALESCING_MS", meaning: "ms a busy client's writes wait to merge (10; 0: off)"),
+        Variable(name: "WRITE_COALESCING_MS", meaning: "ms a busy client's writes wait to merge (20; 0: off)"),
         Variable(name: "ALLOWED_ORIGINS", meaning: "other origins for Socket.IO, comma-separated, or *"),
         Variable(name: "LOG_LEVEL", meaning: "trace, debug, info (default), notice, warning, error"),
     ]
@@ -219,7 +219,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         }
         recoveryWindow = .seconds(try Self.integer(env, "RECOVERY_WINDOW", default: 120, range: 1...86_400))
         keyPrefix = env["KEY_PREFIX"] ?? "chat:"
-        writeCoalescing = .milliseconds(try Self.integer(env, "WRITE_COALESCING_MS", default: 10, range: 0...1_000))
+        writeCoalescing = .milliseconds(try Self.integer(env, "WRITE_COALESCING_MS", default: 20, range: 0...1_000))
         allowedOrigins = (env["ALLOWED_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
             !$0.isEmpty
         }
