@@ -28,10 +28,13 @@ struct FlushPacing {
     private(set) var deferred: Set<Key> = []
     private(set) var nextDeadline: NIODeadline?
     private var lastPrune: NIODeadline = .uptimeNanoseconds(0)
+    /// The longest window asked for: an entry older than this can no longer defer anything.
+    private var longestWindow: TimeAmount = .zero
 
     /// A connection has frames written and not flushed.
     mutating func wrote(_ key: Key, window: TimeAmount, now: NIODeadline) -> Decision {
         guard window > .zero else { return .flush }
+        longestWindow = max(longestWindow, window)
         if deferred.contains(key) { return .alreadyDeferred }
         if let last = lastFlush[key], now < last + window {
             let due = last + window
@@ -41,7 +44,7 @@ struct FlushPacing {
             return .deferUntil(due)
         }
         lastFlush[key] = now
-        pruneIfDue(window: window, now: now)
+        pruneIfDue(now: now)
         return .flush
     }
 
@@ -51,6 +54,7 @@ struct FlushPacing {
         deferred.removeAll(keepingCapacity: true)
         nextDeadline = nil
         for key in keys { lastFlush[key] = now }
+        pruneIfDue(now: now)
         return keys
     }
 
@@ -61,11 +65,12 @@ struct FlushPacing {
         if deferred.isEmpty { nextDeadline = nil }
     }
 
-    /// Drops the entries that can no longer defer anything, at most once a second (the table holds
-    /// only connections flushed within the last window, not every connection ever seen).
-    private mutating func pruneIfDue(window: TimeAmount, now: NIODeadline) {
+    /// Drops the entries that can no longer defer anything, at most once a second, on a flush at
+    /// once or a deferred one (the table holds the connections flushed within the last window, not
+    /// every connection ever seen, also when the peers of some closed their connections).
+    private mutating func pruneIfDue(now: NIODeadline) {
         guard now - lastPrune >= .seconds(1) else { return }
         lastPrune = now
-        lastFlush = lastFlush.filter { key, last in now < last + window || deferred.contains(key) }
+        lastFlush = lastFlush.filter { key, last in now < last + longestWindow || deferred.contains(key) }
     }
 }

@@ -70,4 +70,22 @@ struct FlushPacingTests {
         #expect(pacing.wrote(b, window: window, now: at(3_500)) == .flush)
         #expect(Set(pacing.lastFlush.keys) == [b])
     }
+
+    @Test("under constant deferral, a connection that went away without a close is still pruned")
+    func pruneWhileDeferring() {
+        final class Other {}
+        let gone = ObjectIdentifier(Other.self)
+        var pacing = FlushPacing()
+        _ = pacing.wrote(gone, window: window, now: at(0))
+        _ = pacing.wrote(a, window: window, now: at(1))
+        // a is written to every 5 ms and flushed every 10 ms by the timer, never at once; gone says nothing more.
+        var time: Int64 = 5
+        while time < 2_500 {
+            _ = pacing.wrote(a, window: window, now: at(time))
+            if let next = pacing.nextDeadline, next <= at(time + 5) { _ = pacing.due(now: next) }
+            time += 5
+        }
+        #expect(pacing.lastFlush[gone] == nil)
+        #expect(pacing.lastFlush[a] != nil)
+    }
 }
