@@ -40,9 +40,16 @@ public struct ChildProcess: Sendable {
             executable: "/bin/sh", arguments: ["-c", ShellCommand.execPrefixed(command)], environment: environment, source: source, index: index)
     }
 
-    public enum Outcome: Sendable, Equatable {
+    public enum Outcome: Sendable, Equatable, CustomStringConvertible {
         case exited(InstanceLifecycle.ExitStatus)
         case failedToStart(String)
+
+        public var description: String {
+            switch self {
+            case .exited(let status): "\(status)"
+            case .failedToStart(let reason): "failed to start: \(reason)"
+            }
+        }
     }
 
     /// Runs the process to its end. `started` is called with the pid (= its process group id) as soon

@@ -266,22 +266,8 @@ extension ClusterSupervisor {
                 requestsPerSecond: lifecycle.state == .running ? guid.flatMap { rates[$0] } : nil,
                 lastCrash: lifecycle.lastCrash?.description)
         }
-        let proxyState: String
-        if proxyCommand == nil {
-            proxyState = "absent"
-        } else if proxy.ready {
-            proxyState = "running"
-        } else {
-            proxyState = proxy.pid == nil ? "stopped" : "starting"
-        }
-        let redisState: String
-        if redisPort == nil {
-            redisState = "external"
-        } else if redis.ready {
-            redisState = "running"
-        } else {
-            redisState = redis.pid == nil ? "stopped" : "starting"
-        }
+        let proxyState = proxyCommand == nil ? "absent" : proxy.state
+        let redisState = redisPort == nil ? "external" : redis.state
         return ClusterStatus(
             app: config.app.name, command: config.app.command, ready: isReady, desiredInstances: desiredCount,
             affinity: config.proxy.affinity.rawValue, restartPolicy: config.restartPolicy.rawValue, timeScale: config.timeScale,

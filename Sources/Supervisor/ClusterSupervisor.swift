@@ -33,9 +33,34 @@ public actor ClusterSupervisor {
         var startedAt: Duration?
         var backoff = HelperBackoff()
 
+        /// running, starting or stopped, as `cluster status` shows it.
+        var state: String {
+            if ready { return "running" }
+            return pid == nil ? "stopped" : "starting"
+        }
+
         /// Records an unexpected exit; returns how long to wait before starting it again.
         mutating func crashed(now: Duration) -> Duration {
             backoff.crashed(lived: now - (startedAt ?? now))
+        }
+
+        /// What the end of a run of the helper means.
+        enum End: Equatable {
+            /// An older run: nothing changes.
+            case stale
+            /// Stopped on purpose (held, or the cluster is shutting down): stays down.
+            case stopped
+            /// Crashed: start it again after this back-off.
+            case restart(after: Duration)
+        }
+
+        /// The process of `run` ended.
+        mutating func ended(run: Int, now: Duration, shuttingDown: Bool) -> End {
+            guard run == self.run else { return .stale }
+            pid = nil
+            ready = false
+            if held || shuttingDown { return .stopped }
+            return .restart(after: crashed(now: now))
         }
     }
 
@@ -338,11 +363,7 @@ public actor ClusterSupervisor {
     }
 
     func processEnded(index: Int, run: Int, outcome: ChildProcess.Outcome) {
-        if let record = childRecords.removeValue(forKey: "\(name(index))#\(run)") {
-            // Anything the instance started and left in its group goes with it.
-            ProcessGroup.signal(record.pid, SIGKILL)
-            writePidRecord()
-        }
+        forgetChild("\(name(index))#\(run)")
         guard let slot = slots[index], slot.lifecycle.run == run else { return }
         slots[index]?.healthTask?.cancel()
         slots[index]?.healthTask = nil
@@ -626,29 +647,27 @@ public actor ClusterSupervisor {
     }
 
     func proxyEnded(run: Int, outcome: ChildProcess.Outcome) {
-        if let record = childRecords.removeValue(forKey: "proxy#\(run)") {
-            ProcessGroup.signal(record.pid, SIGKILL)
-            writePidRecord()
-        }
-        guard run == proxy.run else { return }
-        proxy.pid = nil
-        proxy.ready = false
+        let end = helperEnded("proxy", run: run, outcome: outcome, end: proxy.ended(run: run, now: now, shuttingDown: shuttingDown))
+        guard end != .stale else { return }
         for index in slots.keys { slots[index]?.routable = false }
-        let status: String
-        switch outcome {
-        case .exited(let exit): status = "\(exit)"
-        case .failedToStart(let reason): status = "failed to start: \(reason)"
+        if case .restart(let delay) = end {
+            Task {
+                try? await Task.sleep(for: delay)
+                self.startProxy()
+            }
         }
-        if proxy.held || shuttingDown {
-            event("proxy stopped (\(status))")
-            return
+    }
+
+    /// A helper process (`name`: the proxy or Redis) of `run` ended as `end`: forgets its pid record
+    /// and says what happened; the caller restarts it.
+    func helperEnded(_ name: String, run: Int, outcome: ChildProcess.Outcome, end: Helper.End) -> Helper.End {
+        forgetChild("\(name)#\(run)")
+        switch end {
+        case .stale: break
+        case .stopped: event("\(name) stopped (\(outcome))")
+        case .restart(let delay): event("\(name) crashed (\(outcome)); restarting it in \(DurationText.format(delay))")
         }
-        let delay = proxy.crashed(now: now)
-        event("proxy crashed (\(status)); restarting it in \(DurationText.format(delay))")
-        Task {
-            try? await Task.sleep(for: delay)
-            self.startProxy()
-        }
+        return end
     }
 
     // MARK: - Redis
@@ -702,27 +721,12 @@ public actor ClusterSupervisor {
     }
 
     func redisEnded(run: Int, outcome: ChildProcess.Outcome) {
-        if let record = childRecords.removeValue(forKey: "redis#\(run)") {
-            ProcessGroup.signal(record.pid, SIGKILL)
-            writePidRecord()
-        }
-        guard run == redis.run else { return }
-        redis.pid = nil
-        redis.ready = false
-        let status: String
-        switch outcome {
-        case .exited(let exit): status = "\(exit)"
-        case .failedToStart(let reason): status = "failed to start: \(reason)"
-        }
-        if redis.held || shuttingDown {
-            event("redis stopped (\(status))")
-            return
-        }
-        let delay = redis.crashed(now: now)
-        event("redis crashed (\(status)); restarting it in \(DurationText.format(delay))")
-        Task {
-            try? await Task.sleep(for: delay)
-            self.startRedis()
+        let end = helperEnded("redis", run: run, outcome: outcome, end: redis.ended(run: run, now: now, shuttingDown: shuttingDown))
+        if case .restart(let delay) = end {
+            Task {
+                try? await Task.sleep(for: delay)
+                self.startRedis()
+            }
         }
     }
 
@@ -754,6 +758,14 @@ public actor ClusterSupervisor {
     }
 
     // MARK: - Bookkeeping
+
+    /// A child process ended: anything it started and left in its process group goes with it, and
+    /// it leaves the pid record.
+    func forgetChild(_ key: String) {
+        guard let record = childRecords.removeValue(forKey: key) else { return }
+        ProcessGroup.signal(record.pid, SIGKILL)
+        writePidRecord()
+    }
 
     func recordChild(_ key: String, pid: pid_t) {
         childRecords[key] = PidRecord.Child(name: key, pid: pid, startTime: ProcessTable.startTime(pid) ?? 0)

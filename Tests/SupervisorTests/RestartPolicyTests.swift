@@ -114,4 +114,22 @@ struct RestartPolicyTests {
         #expect(delays == [.milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(16), .seconds(30), .seconds(30)])
         #expect(backoff.crashed(lived: .seconds(61)) == .milliseconds(500))
     }
+
+    @Test("A helper's end: an older run changes nothing, a held one stays down, a crash restarts after the back-off")
+    func helperEnd() {
+        var helper = ClusterSupervisor.Helper()
+        helper.run = 2
+        helper.pid = 42
+        helper.ready = true
+        helper.startedAt = .seconds(10)
+        #expect(helper.state == "running")
+        #expect(helper.ended(run: 1, now: .seconds(11), shuttingDown: false) == .stale)
+        #expect(helper.pid == 42 && helper.ready)
+        #expect(helper.ended(run: 2, now: .seconds(11), shuttingDown: false) == .restart(after: .milliseconds(500)))
+        #expect(helper.pid == nil && !helper.ready && helper.state == "stopped")
+        #expect(helper.ended(run: 2, now: .seconds(12), shuttingDown: false) == .restart(after: .seconds(1)))
+        #expect(helper.ended(run: 2, now: .seconds(13), shuttingDown: true) == .stopped)
+        helper.held = true
+        #expect(helper.ended(run: 2, now: .seconds(14), shuttingDown: false) == .stopped)
+    }
 }
