@@ -21,10 +21,10 @@ final class WebSocketOutbox: Sendable {
         /// Where a broadcast's frames, encoded once for all recipients, go (nil: through the pipeline).
         let encoded: EncodedFrameSink?
 
-        init(channel: any Channel, connection: Connection?, encoded: EncodedFrameSink? = nil) {
+        init(channel: any Channel, connection: Connection?, encoded: EncodedFrameSink? = nil, window: TimeAmount? = nil) {
             self.channel = channel
             self.connection = connection
-            self.window = connection?.server.writeCoalescingWindow ?? .zero
+            self.window = window ?? connection?.server.writeCoalescingWindow ?? .zero
             self.encoded = encoded
         }
     }
@@ -32,8 +32,9 @@ final class WebSocketOutbox: Sendable {
     enum Item: Sendable {
         /// Frames for one channel.
         case write([WebSocketFrame], to: Target)
-        /// The same frames for many channels of this loop (`encoded`: the frames' bytes on the wire).
-        case broadcast([WebSocketFrame], encoded: ByteBuffer, to: [Target])
+        /// The same frames for many channels of this loop (`encoded`: the frames' bytes on the wire,
+        /// when a target takes them that way).
+        case broadcast([WebSocketFrame], encoded: ByteBuffer?, to: [Target])
         /// A close frame with this code, then the connection closed (at once, dropping what is queued,
         /// when `immediately`; also at once when the peer does not read).
         case close(any Channel, code: WebSocketErrorCode, immediately: Bool)
@@ -86,7 +87,8 @@ final class WebSocketOutbox: Sendable {
     /// Writes the same frames to WebSockets of any event loops: one item per loop.
     static func broadcast(_ frames: [WebSocketFrame], to targets: [Target]) {
         guard let first = targets.first else { return }
-        let encoded = EncodedFrameSink.encode(frames, allocator: first.channel.allocator)
+        // Encoded once, for the targets that take encoded frames (the event-loop path's WebSockets).
+        let encoded = targets.contains { $0.encoded != nil } ? EncodedFrameSink.encode(frames, allocator: first.channel.allocator) : nil
         if targets.allSatisfy({ $0.channel.eventLoop === first.channel.eventLoop }) {
             of(first.channel.eventLoop).submit(.broadcast(frames, encoded: encoded, to: targets))
             return
@@ -107,7 +109,7 @@ final class WebSocketOutbox: Sendable {
             defer { queue.items.removeAll(keepingCapacity: queue.items.count <= 64) }
             return queue.items
         }
-        let now = NIODeadline.now()
+        let now = eventLoop.now
         if items.count == 1, case .broadcast(let frames, let encoded, let targets) = items[0] {
             // The common case under light load: nothing to deduplicate.
             for target in targets where Self.write(frames, encoded: encoded, to: target) { flush(target, now: now) }
@@ -156,7 +158,7 @@ final class WebSocketOutbox: Sendable {
     /// The deferred flushes are due.
     private func flushDeferred() {
         let pacing = self.pacing.value
-        for key in pacing.rule.due(now: .now()) {
+        for key in pacing.rule.due(now: eventLoop.now) {
             pacing.waiting.removeValue(forKey: key)?.flush()
         }
     }
