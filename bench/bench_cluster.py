@@ -31,19 +31,11 @@ FAILOVER_P99_TARGET = 1.5  # seconds
 
 
 def chat_node_available() -> bool:
-    try:
-        result = subprocess.run([str(executable("chat-node")), "--help"], capture_output=True, text=True, timeout=20)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    return "PORT" in result.stdout + result.stderr and "not implemented" not in (result.stdout + result.stderr).lower()
+    return harness.built("chat-node", "REDIS_URL")
 
 
 def proxy_available() -> bool:
-    try:
-        result = subprocess.run([str(executable("sticky-proxy")), "--help"], capture_output=True, text=True, timeout=20)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    return "--admin-port" in result.stdout + result.stderr
+    return harness.built("sticky-proxy", "--admin-port")
 
 
 def direct_start(command: str, count: int, env_extra: dict[str, str]) -> float:

@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import random
-import re
 import resource
 import statistics
 import sys
@@ -30,9 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "python"))
 
-from cluster_run import ClusterRun  # noqa: E402
+from cluster_run import ClusterRun, chat_cluster  # noqa: E402
 import harness  # noqa: E402
-from harness import SOCKETIO_JS  # noqa: E402
 
 P99_TARGET = 1.5
 SEND_INTERVAL = 0.2
@@ -332,16 +330,10 @@ def scenario(cluster: ClusterRun, base: str, count: int, processes: int) -> list
 
 def run(count: int = 1000, processes: int = 6) -> list[str]:
     lines = ["### Failover: kill -9 the busiest instance", ""]
-    cluster = ClusterRun({
-        "app": {"name": "chat", "command": "chat-node", "instances": 3,
-                "env": {"SOCKETIO_CLIENT_JS": str(SOCKETIO_JS), "LOG_LEVEL": "warning"}},
-        "health_check": {"startup_interval": "100ms"},
-        "proxy": {"port": 0, "affinity": "cf"},
-    })
+    cluster = ClusterRun(chat_cluster(affinity="cf", log_level="warning"))
     try:
         cluster.wait_ready(timeout=120)
-        port = re.search(r"open http://localhost:(\d+)/", cluster.output()).group(1)
-        lines += scenario(cluster, f"http://127.0.0.1:{port}", count, processes)
+        lines += scenario(cluster, cluster.proxy_url(), count, processes)
     except Exception as error:  # noqa: BLE001 - a benchmark reports, it does not crash
         lines.append(f"Failed: {type(error).__name__}: {error}")
     finally:

@@ -16,30 +16,15 @@ from __future__ import annotations
 
 import collections
 import json
-import re
-import subprocess
 import uuid
 
+import chatkit
 import pytest
 
-from cluster_run import ClusterRun
-from harness import SOCKETIO_JS, executable, wait_until
-
-chatkit = pytest.importorskip("chatkit", reason="the chat-node test client (Tests/chat/chatkit.py) is not in this tree")
+from cluster_run import ClusterRun, chat_cluster
+from harness import wait_until
 
 CLIENTS = 30
-
-
-def built(name: str, marker: str) -> bool:
-    try:
-        result = subprocess.run([str(executable(name)), "--help"], capture_output=True, text=True, timeout=30)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    return marker in result.stdout + result.stderr
-
-
-pytestmark = pytest.mark.skipif(not (built("chat-node", "REDIS_URL") and built("sticky-proxy", "--admin-port")),
-                                reason="chat-node and sticky-proxy are not built in this tree")
 
 
 class ProxiedChatClient(chatkit.ChatClient):
@@ -82,12 +67,7 @@ class ProxiedChatClient(chatkit.ChatClient):
 
 @pytest.fixture(scope="module")
 def cluster():
-    run = ClusterRun({
-        "app": {"name": "chat", "command": "chat-node", "instances": 3,
-                "env": {"SOCKETIO_CLIENT_JS": str(SOCKETIO_JS), "LOG_LEVEL": "info"}},
-        "health_check": {"startup_interval": "100ms"},
-        "proxy": {"port": 0, "affinity": "cf"},
-    })
+    run = ClusterRun(chat_cluster(affinity="cf"))
     try:
         run.wait_ready(timeout=120)
         yield run
@@ -95,15 +75,9 @@ def cluster():
         run.close()
 
 
-def proxy_url(cluster: ClusterRun) -> str:
-    match = re.search(r"open http://localhost:(\d+)/", cluster.output())
-    assert match, cluster.output()[-3000:]
-    return f"http://127.0.0.1:{match.group(1)}"
-
-
 @pytest.fixture(scope="module")
 def clients(cluster):
-    url = proxy_url(cluster)
+    url = cluster.proxy_url()
     users = []
     try:
         for number in range(CLIENTS):
@@ -163,7 +137,7 @@ def test_three_instances_serve_thirty_clients(cluster, clients):
 
 
 def test_kill_9_the_busiest_instance(cluster, clients):
-    url = proxy_url(cluster)
+    url = cluster.proxy_url()
     per_instance = collections.Counter(c.instance for c in clients)
     victim = per_instance.most_common(1)[0][0]
     old_guid = cluster.instances()[victim]["guid"]
@@ -186,7 +160,7 @@ def test_kill_9_the_busiest_instance(cluster, clients):
 
 
 def test_scale_to_five_then_to_one(cluster, clients):
-    url = proxy_url(cluster)
+    url = cluster.proxy_url()
     cluster.ctl("scale", "5", "--wait")
     assert running_indices(cluster) == {0, 1, 2, 3, 4}
     # A new user lands on the new instances too.
@@ -209,7 +183,7 @@ def test_scale_to_five_then_to_one(cluster, clients):
 
 
 def test_redis_restart(cluster, clients):
-    url = proxy_url(cluster)
+    url = cluster.proxy_url()
     result = cluster.ctl("redis", "restart")
     assert "redis restarted" in result.stdout
     ids = send_meanwhile(clients[0] if not clients[0].disconnected.is_set() else clients[1], "after-redis")
@@ -241,16 +215,12 @@ def engineio_polling_errors(base_url: str, sessions: int = 10, requests_per_sess
 def test_long_polling_needs_affinity(cluster):
     """The teaching case: the same long-polling sessions, with cf affinity and without any."""
     cluster.ctl("scale", "3", "--wait")
-    unknown, total = engineio_polling_errors(proxy_url(cluster))
+    unknown, total = engineio_polling_errors(cluster.proxy_url())
     assert unknown == 0, f"with cf affinity {unknown} of {total} requests got 'Session ID unknown'"
-    without = ClusterRun({
-        "app": {"name": "chat", "command": "chat-node", "instances": 3, "env": {"SOCKETIO_CLIENT_JS": str(SOCKETIO_JS)}},
-        "health_check": {"startup_interval": "100ms"},
-        "proxy": {"port": 0, "affinity": "none"},
-    })
+    without = ClusterRun(chat_cluster(affinity="none"))
     try:
         without.wait_ready(timeout=120)
-        unknown, total = engineio_polling_errors(proxy_url(without))
+        unknown, total = engineio_polling_errors(without.proxy_url())
         assert unknown > 0, f"without affinity no request of {total} got 'Session ID unknown'"
         # Round robin over 3 instances: about two requests in three land on the wrong instance.
         assert unknown >= total // 3, (unknown, total)

@@ -6,25 +6,13 @@ import json
 import os
 import re
 import signal
-import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
 
 from cluster_run import ClusterRun, app_command, process_alive
-from harness import executable, wait_until
-
-
-def proxy_built() -> bool:
-    try:
-        result = subprocess.run([str(executable("sticky-proxy")), "--help"], capture_output=True, text=True, timeout=30)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    return "--admin-port" in result.stdout + result.stderr
-
-
-pytestmark = pytest.mark.skipif(not proxy_built(), reason="sticky-proxy is not built in this tree")
+from harness import wait_until
 
 
 def config(instances=3, **overrides):

@@ -92,8 +92,8 @@ def main():
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     print(f"testapp {os.environ.get('CF_INSTANCE_INDEX')} listening on {port} (guid {os.environ.get('CF_INSTANCE_GUID')})", flush=True)
     server.serve_forever()
-    while True:
-        time.sleep(3600)
+    # Stopped listening (stop_listening): the process keeps running until it is signalled.
+    threading.Event().wait()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,13 +13,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import REPO, Program, executable, process_stat, wait_until
+from harness import REPO, SOCKETIO_JS, Program, executable, process_stat, wait_until
 
 TESTAPP = REPO / "Tests" / "cluster" / "testapp.py"
 
 
 def app_command() -> str:
     return f"{sys.executable} {TESTAPP}"
+
+
+def chat_cluster(affinity: str = "cf", log_level: str = "info", instances: int = 3) -> dict:
+    """The config of a chat-node cluster behind sticky-proxy (free proxy port, 100 ms startup checks)."""
+    env = {"SOCKETIO_CLIENT_JS": str(SOCKETIO_JS), "LOG_LEVEL": log_level}
+    return {"app": {"name": "chat", "command": "chat-node", "instances": instances, "env": env},
+            "health_check": {"startup_interval": "100ms"},
+            "proxy": {"port": 0, "affinity": affinity}}
 
 
 def process_alive(pid: int) -> bool:
@@ -60,6 +69,12 @@ class ClusterRun:
         """Each text appears in the output (lines reach the output shortly after the events)."""
         for text in texts:
             self.wait_for_output(text, timeout=timeout)
+
+    def proxy_url(self) -> str:
+        """The proxy's URL, from the "open http://localhost:PORT/" line."""
+        match = re.search(r"open http://localhost:(\d+)/", self.output())
+        assert match, self.output()[-3000:]
+        return f"http://127.0.0.1:{match.group(1)}"
 
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Waits for the 'cluster is up' line; returns the seconds since start."""

@@ -117,6 +117,16 @@ def executable(name: str) -> Path:
     return path
 
 
+def built(name: str, marker: str) -> bool:
+    """Whether the executable `name` is built and its --help mentions `marker` (for a benchmark that
+    reports what it cannot measure instead of failing)."""
+    try:
+        result = subprocess.run([str(executable(name)), "--help"], capture_output=True, text=True, timeout=30)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return marker in result.stdout + result.stderr
+
+
 class RedisServer:
     """redis-server on a free loopback port in a temporary folder; kill() and start() simulate a crash."""
 
