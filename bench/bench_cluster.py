@@ -24,18 +24,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "python"))
 
 from cluster_run import ClusterRun, app_command  # noqa: E402
-from harness import BIN, executable, free_port, is_listening, wait_until  # noqa: E402
+from harness import BIN, built, executable, free_port, is_listening, wait_until  # noqa: E402
 
 STARTUP_TARGET = 1.5  # seconds, 3 instances
 FAILOVER_P99_TARGET = 1.5  # seconds
 
 
 def chat_node_available() -> bool:
-    return harness.built("chat-node", "REDIS_URL")
+    return built("chat-node", "REDIS_URL")
 
 
 def proxy_available() -> bool:
-    return harness.built("sticky-proxy", "--admin-port")
+    return built("sticky-proxy", "--admin-port")
 
 
 def direct_start(command: str, count: int, env_extra: dict[str, str]) -> float:
