@@ -201,8 +201,10 @@ public final class ChatNode: Sendable {
         let io = SocketIOServer(configuration: socketConfiguration, recoveryStore: store, logger: Logger(label: "chat-node.socket.io"))
         let startID: StreamID?
         do {
-            startID = try await ChatLog(redis: redis, keys: keys, historyLimit: configuration.historyLimit).recent(1).last?.id
+            // Subscribe first: every line stored after `startID` was read is then published to this
+            // subscription (read first, a line stored in between would be neither history nor live).
             try await subscriber.subscribe(keys.channel)
+            startID = try await ChatLog(redis: redis, keys: keys, historyLimit: configuration.historyLimit).newestID()
         } catch {
             await close()
             throw ChatStartupError.redisUnreachable(url: configuration.redisURL, source: configuration.redisSource, reason: "\(error)")

@@ -1,3 +1,4 @@
+import NIOCore
 import SocketIO
 import Testing
 
@@ -120,6 +121,28 @@ import Testing
         #expect(log.gapFillStart == StreamID("2-0"))
     }
 
+    @Test func aLineWhosePredecessorWasNeverDeliveredRevealsAGap() {
+        var log = DeliveryLog(capacity: 10, lastID: StreamID("5-0"))
+        #expect(!log.missed(before: StreamID("5-0")!))
+        #expect(!log.missed(before: StreamID("4-0")!), "an older predecessor: the line itself is old or the chain restarted")
+        #expect(log.missed(before: StreamID("6-0")!))
+        _ = log.accept(line("6-0"))
+        #expect(!log.missed(before: StreamID("6-0")!))
+        let fresh = DeliveryLog(capacity: 10)
+        #expect(!fresh.missed(before: .zero), "the stream's first line follows 0-0")
+        #expect(fresh.missed(before: StreamID("1-0")!))
+    }
+
+    @Test func publishedLinesCarryTheirPredecessor() throws {
+        let published = try #require(ChatLog.parsePublished(ByteBuffer(string: #"7-1 7-0 {"action":"message","msg":"a b"}"#)))
+        #expect(published.line.id == StreamID("7-1"))
+        #expect(published.previous == StreamID("7-0"))
+        #expect(published.line.json == #"{"action":"message","msg":"a b"}"#)
+        for bad in ["", "7-1", #"7-1 {"msg":"x"}"#, #"x 7-0 {}"#, #"7-1 y {}"#] {
+            #expect(ChatLog.parsePublished(ByteBuffer(string: bad)) == nil, "\(bad)")
+        }
+    }
+
     @Test func catchesUpFromMemoryOrSaysItCannot() {
         var log = DeliveryLog(capacity: 3)
         for id in ["1-0", "2-0", "3-0"] { _ = log.accept(line(id)) }
@@ -198,6 +221,46 @@ import Testing
         var empty = DeliveryCursor(cursor: nil)
         let r8 = empty.advance(to: StreamID("0-1")!)
         #expect(r8)
+    }
+}
+
+@Suite struct StreamPositionCheckTests {
+    func id(_ text: String) -> StreamID { StreamID(text)! }
+
+    @Test func inStepWhenTheStreamHoldsNothingNewer() {
+        var check = StreamPositionCheck()
+        #expect(check.check(newest: nil, delivered: nil) == .inStep)
+        #expect(check.check(newest: id("5-0"), delivered: id("5-0")) == .inStep)
+        // A stream behind the delivery (emptied, or a Redis that lost data) is no gap: new ids are newer.
+        #expect(check.check(newest: id("3-0"), delivered: id("5-0")) == .inStep)
+        #expect(check.ahead == nil)
+    }
+
+    @Test func aLineInFlightIsGivenOneInterval() {
+        var check = StreamPositionCheck()
+        #expect(check.check(newest: id("6-0"), delivered: id("5-0")) == .wait)
+        // Delivered meanwhile; newer lines keep arriving (a busy room): still no gap.
+        #expect(check.check(newest: id("9-0"), delivered: id("7-0")) == .wait)
+        #expect(check.check(newest: id("12-0"), delivered: id("11-0")) == .wait)
+        #expect(check.check(newest: id("12-0"), delivered: id("12-0")) == .inStep)
+    }
+
+    @Test func aLineStillMissingAnIntervalLaterIsAGap() {
+        var check = StreamPositionCheck()
+        #expect(check.check(newest: id("6-0"), delivered: id("5-0")) == .wait)
+        #expect(check.check(newest: id("8-0"), delivered: id("5-0")) == .fillGap(missed: id("6-0")))
+        // After the fill the check starts over.
+        #expect(check.ahead == nil)
+        #expect(check.check(newest: id("8-0"), delivered: id("8-0")) == .inStep)
+        // Part of the gap delivered is not enough: the line seen ahead must be delivered.
+        #expect(check.check(newest: id("10-0"), delivered: id("8-0")) == .wait)
+        #expect(check.check(newest: id("10-0"), delivered: id("9-0")) == .fillGap(missed: id("10-0")))
+    }
+
+    @Test func nothingDeliveredYetCountsFromZero() {
+        var check = StreamPositionCheck()
+        #expect(check.check(newest: id("1-0"), delivered: nil) == .wait)
+        #expect(check.check(newest: id("1-0"), delivered: nil) == .fillGap(missed: id("1-0")))
     }
 }
 

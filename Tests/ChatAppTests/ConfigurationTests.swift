@@ -68,6 +68,12 @@ import Testing
         #expect(ChatConfiguration.variables.contains { $0.name == "WRITE_COALESCING_MS" })
     }
 
+    @Test func positionCheckDefaultsToOneSecondAndZeroTurnsItOff() throws {
+        #expect(try ChatConfiguration(environment: [:], workingDirectory: "/x").positionCheckInterval == .seconds(1))
+        #expect(try ChatConfiguration(environment: ["POSITION_CHECK_MS": "0"], workingDirectory: "/x").positionCheckInterval == .zero)
+        #expect(ChatConfiguration.variables.contains { $0.name == "POSITION_CHECK_MS" })
+    }
+
     @Test func bindAndFileOverrides() throws {
         let configuration = try ChatConfiguration(
             environment: ["BIND": "0.0.0.0", "SOCKETIO_CLIENT_JS": "x/io.js", "COOKIE_NAME": "connect.sid"], workingDirectory: "/w")
@@ -96,6 +102,7 @@ import Testing
             (["ALLOWED_ORIGINS": "chat.example.com"], "ALLOWED_ORIGINS"),
             (["WRITE_COALESCING_MS": "-5"], "WRITE_COALESCING_MS"),
             (["WRITE_COALESCING_MS": "5000"], "WRITE_COALESCING_MS"),
+            (["POSITION_CHECK_MS": "soon"], "POSITION_CHECK_MS"),
         ]
         for (env, variable) in cases {
             do {

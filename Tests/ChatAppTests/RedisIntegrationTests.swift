@@ -32,12 +32,15 @@ import Testing
         #expect(again.id == first.id)
         #expect(first.id < other.id && other.id < control.id)
 
-        var published: [StoredLine] = []
+        var chain: [PublishedLine] = []
         for await event in subscriber.events {
-            if case .message(let message) = event, let stored = ChatLog.parsePublished(message.payload) { published.append(stored) }
-            if published.count == 3 { break }
+            if case .message(let message) = event, let published = ChatLog.parsePublished(message.payload) { chain.append(published) }
+            if chain.count == 3 { break }
         }
+        let published = chain.map(\.line)
         #expect(published.map(\.id) == [first.id, other.id, control.id])
+        // Each published line names the entry stored before it: the chain a subscriber checks.
+        #expect(chain.map(\.previous) == [.zero, first.id, other.id])
         #expect(ChatLine.decode(published[0].json)?.msg == "one")
 
         let all = try await log.recent(10)

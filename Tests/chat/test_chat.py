@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import redis as redis_py
 import requests
 
 import harness
@@ -208,6 +209,59 @@ def test_redis_restart_mid_chat_loses_nothing_acknowledged(redis, nodes):
         assert_exactly_once_in_order(client, acked)
     ada.close()
     bob.close()
+
+
+def store_without_publishing(redis, message_id: str) -> str:
+    """What a pub/sub loss looks like to chat-node: a line in the stream whose PUBLISH nobody received."""
+    line = {"action": "message", "user": "ghost", "msg": "stored, never published", "id": message_id,
+            "time": int(time.time() * 1000), "instance": "test"}
+    return redis_py.Redis(port=redis.port).xadd("chat:history", {"m": json.dumps(line)})
+
+
+SEQUENCE_GAPS = 'chat_pubsub_gaps_total{detected_by="sequence"}'
+POSITION_CHECK_GAPS = 'chat_pubsub_gaps_total{detected_by="position_check"}'
+
+
+def test_a_line_the_subscription_missed_is_delivered_before_the_next_one(redis, nodes):
+    """Each published line names the entry before it: the next line reveals the loss at once."""
+    (node,) = nodes(1, POSITION_CHECK_MS="0")
+    ada = ChatClient(node, "ada")
+    bob = ChatClient(node, "bob", "polling")
+    ada.send_until_stored("before", "before-1")
+    store_without_publishing(redis, "missed-1")
+    ada.send_until_stored("after", "after-1")
+    for client in (ada, bob):
+        harness.wait_until(f"{client.name} to get the next line", lambda c=client: c.has_ids(["after-1"]), timeout=10)
+        assert_exactly_once_in_order(client, ["before-1", "missed-1", "after-1"])
+    assert node.metrics()[SEQUENCE_GAPS] == 1
+    assert "which the subscription never delivered" in node.program.output()
+    ada.close()
+    bob.close()
+
+
+def test_a_last_line_the_subscription_missed_is_delivered_by_the_position_check(redis, nodes):
+    """No line follows the lost one: the periodic check of the stream's newest id finds it."""
+    (node,) = nodes(1, POSITION_CHECK_MS="200")
+    ada = ChatClient(node, "ada", "polling")
+    ada.send_until_stored("before", "before-2")
+    store_without_publishing(redis, "missed-2")
+    harness.wait_until("the missed line", lambda: ada.has_ids(["missed-2"]), timeout=10)
+    assert_exactly_once_in_order(ada, ["before-2", "missed-2"])
+    assert node.metrics()[POSITION_CHECK_GAPS] == 1
+    assert "the subscription has not delivered it" in node.program.output()
+    ada.close()
+
+
+def test_without_the_position_check_a_last_missed_line_stays_missed(redis, nodes):
+    """The control for the test above: with POSITION_CHECK_MS=0 nothing notices that loss."""
+    (node,) = nodes(1, POSITION_CHECK_MS="0")
+    ada = ChatClient(node, "ada")
+    ada.send_until_stored("before", "before-3")
+    store_without_publishing(redis, "missed-3")
+    time.sleep(1.5)
+    assert "missed-3" not in ada.message_ids()
+    assert node.metrics()[POSITION_CHECK_GAPS] == 0
+    ada.close()
 
 
 def test_bad_input_gets_a_clear_error_and_never_a_crash(nodes):

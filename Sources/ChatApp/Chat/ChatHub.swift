@@ -11,8 +11,10 @@ import Synchronization
 /// `live` with its stream id as the recovery offset. A new socket first gets the recent history, then
 /// joins `live`; a recovered socket first gets the lines after its client's offset that this instance
 /// has delivered, then joins `live` (or waits until this instance reaches its offset). These steps and
-/// every broadcast run one at a time in `run()`, so no socket ever gets a line twice or out of order. After a Redis outage the subscription re-subscribes by itself and the
-/// hub fills the gap from the stream before going on.
+/// every broadcast run one at a time in `run()`, so no socket ever gets a line twice or out of order.
+/// After a Redis outage the subscription re-subscribes by itself and the hub fills the gap from the
+/// stream before going on; and every `positionCheckInterval` the hub makes sure that no line stored in
+/// the stream was missed by the subscription (`StreamPositionCheck`).
 public final class ChatHub: Sendable {
     static let liveRoom = "live"
 
@@ -33,6 +35,8 @@ public final class ChatHub: Sendable {
         case subscriber(RedisSubscriberEvent)
         case attach(Socket, history: [StoredLine], done: CheckedContinuation<Void, Never>)
         case attachRecovered(Socket, after: StreamID, done: CheckedContinuation<Void, Never>)
+        /// The stream's newest id, read just now (see `StreamPositionCheck`).
+        case positionCheck(newest: StreamID?)
     }
 
     /// What the delivery loop owns: the delivered lines, and recovered sockets whose clients are ahead
@@ -40,6 +44,7 @@ public final class ChatHub: Sendable {
     struct LoopState {
         var delivery: DeliveryLog
         var waiting: [(socket: Socket, offset: StreamID)] = []
+        var position = StreamPositionCheck()
     }
 
     struct Member: Sendable {
@@ -242,16 +247,30 @@ public final class ChatHub: Sendable {
 
     // MARK: The delivery loop
 
-    /// Forwards the subscription's events to the loop and processes its commands one at a time, until
-    /// the subscription ends or the task is cancelled.
+    /// Forwards the subscription's events and the position checks to the loop and processes its
+    /// commands one at a time, until the subscription ends or the task is cancelled.
     func run(subscriber: RedisSubscriber) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [continuation] in
                 for await event in subscriber.events { continuation.yield(.subscriber(event)) }
                 continuation.finish()
             }
-            group.addTask { [self] in await process() }
-            await group.waitForAll()
+            group.addTask { [self] in await readPositions() }
+            await process()
+            group.cancelAll()
+        }
+    }
+
+    /// Every `positionCheckInterval`, reads the stream's newest id and hands it to the loop, which
+    /// compares it with what it delivered. While Redis is unreachable there is nothing to compare: the
+    /// subscription's reconnect fills that gap.
+    private func readPositions() async {
+        let interval = configuration.positionCheckInterval
+        guard interval > .zero else { return }
+        while true {
+            do { try await Task.sleep(for: interval) } catch { return }
+            guard let newest = try? await log.newestID() else { continue }
+            if case .terminated = continuation.yield(.positionCheck(newest: newest)) { return }
         }
     }
 
@@ -263,15 +282,30 @@ public final class ChatHub: Sendable {
         for await command in commands {
             switch command {
             case .subscriber(.message(let message)):
-                guard let line = ChatLog.parsePublished(message.payload) else {
-                    logger.warning("Ignored a message on \(message.channel) that is not '<stream id> <json>'")
+                guard let published = ChatLog.parsePublished(message.payload) else {
+                    logger.warning("Ignored a message on \(message.channel) that is not '<stream id> <previous id> <json>'")
                     continue
                 }
-                await deliver(line, loop: &loop)
+                if loop.delivery.missed(before: published.previous) {
+                    metrics.sequenceGaps.increment()
+                    logger.warning(
+                        "Line \(published.line.id) follows \(published.previous), which the subscription never delivered (pub/sub lost it); reading the missed lines from the stream"
+                    )
+                    await fillGap(&loop)
+                }
+                await deliver(published.line, loop: &loop)
             case .subscriber(.connectionLost(let reason)):
                 logger.warning("Redis subscription lost (\(reason)); new messages wait until it is back, then the gap is filled")
             case .subscriber(.mayHaveMissedMessages(let reason)):
-                await fillGap(&loop, reason: reason)
+                logger.notice("Redis subscription may have missed messages (\(reason.rawValue)); catching up from the history")
+                await fillGap(&loop)
+            case .positionCheck(let newest):
+                guard case .fillGap(let missed) = loop.position.check(newest: newest, delivered: loop.delivery.lastID) else { continue }
+                metrics.positionCheckGaps.increment()
+                logger.warning(
+                    "Line \(missed) is in the Redis stream but the subscription has not delivered it within \(configuration.positionCheckInterval) (pub/sub lost it, or delivery is stalled); reading the missed lines from the stream"
+                )
+                await fillGap(&loop)
             case .attach(let socket, let history, let done):
                 await attach(socket, history: history, delivery: &loop.delivery)
                 done.resume()
@@ -282,8 +316,10 @@ public final class ChatHub: Sendable {
         }
     }
 
-    private func deliver(_ line: StoredLine, loop: inout LoopState) async {
-        guard loop.delivery.accept(line) else { return }
+    /// Delivers a line unless it was delivered before; true when it was new.
+    @discardableResult
+    private func deliver(_ line: StoredLine, loop: inout LoopState) async -> Bool {
+        guard loop.delivery.accept(line) else { return false }
         // A recovered socket whose client already had everything up to its offset joins before the
         // first line after that offset goes out.
         loop.waiting.removeAll { entry in
@@ -297,18 +333,22 @@ public final class ChatHub: Sendable {
         } catch {
             logger.error("Broadcast of \(line.id) failed: \(error)")
         }
+        return true
     }
 
     /// Reads from the stream everything after the last delivered line, until caught up.
-    private func fillGap(_ loop: inout LoopState, reason: GapReason) async {
-        logger.notice("Redis subscription may have missed messages (\(reason.rawValue)); catching up from the history")
+    private func fillGap(_ loop: inout LoopState) async {
         var attempt = 0
+        var filled = 0
         while !Task.isCancelled {
             do {
                 let batch = try await log.entries(after: loop.delivery.gapFillStart ?? .zero, limit: 500)
-                for line in batch { await deliver(line, loop: &loop) }
+                for line in batch {
+                    if await deliver(line, loop: &loop) { filled += 1 }
+                }
                 if batch.count < 500 {
                     metrics.gapFills.increment()
+                    if filled > 0 { logger.notice("Caught up: \(filled) line(s) delivered from the history, up to \(loop.delivery.lastID ?? .zero)") }
                     return
                 }
             } catch {

@@ -3,7 +3,8 @@ import RedisClient
 
 /// The chat's history and fan-out in Redis: a capped Stream (one global order) and a pub/sub channel.
 /// `append` runs one Lua script that deduplicates the client's message id, XADDs the line and
-/// PUBLISHes it with its stream id, atomically, so every instance sees the same order.
+/// PUBLISHes it with its stream id and the id of the entry before it, atomically, so every instance
+/// sees the same order and can tell when the subscription missed a line.
 public struct ChatLog: Sendable {
     public let redis: RedisClient
     public let keys: ChatKeys
@@ -52,34 +53,61 @@ public struct ChatLog: Sendable {
         return try await redis.xrevrange(keys.history, from: "+", to: "-", count: count).reversed().compactMap(StoredLine.init(entry:))
     }
 
+    /// The id of the stream's newest entry; nil when the stream is empty or does not exist.
+    public func newestID() async throws -> StreamID? {
+        try await redis.xrevrange(keys.history, from: "+", to: "-", count: 1).first.flatMap { StreamID($0.id) }
+    }
+
     /// Whether the entry `offset` is still in the stream. The stream only loses its oldest entries, so
     /// when it holds `offset`, it holds everything after it: a client at `offset` can be caught up.
     public func contains(_ offset: StreamID) async throws -> Bool {
         try await !redis.xrange(keys.history, from: offset.description, to: offset.description, count: 1).isEmpty
     }
 
-    /// Parses a message published by the script: `<stream id> <line JSON>`.
-    public static func parsePublished(_ payload: ByteBuffer) -> StoredLine? {
+    /// Parses a message published by the script: `<stream id> <previous entry's id> <line JSON>`.
+    public static func parsePublished(_ payload: ByteBuffer) -> PublishedLine? {
         let view = payload.readableBytesView
-        guard let space = view.firstIndex(of: UInt8(ascii: " ")) else { return nil }
-        guard let id = StreamID(String(decoding: view[view.startIndex..<space], as: UTF8.self)) else { return nil }
-        return StoredLine(id: id, json: String(decoding: view[view.index(after: space)...], as: UTF8.self))
+        guard let first = view.firstIndex(of: UInt8(ascii: " ")) else { return nil }
+        let rest = view[view.index(after: first)...]
+        guard let second = rest.firstIndex(of: UInt8(ascii: " ")),
+            let id = StreamID(String(decoding: view[view.startIndex..<first], as: UTF8.self)),
+            let previous = StreamID(String(decoding: rest[rest.startIndex..<second], as: UTF8.self))
+        else { return nil }
+        let line = StoredLine(id: id, json: String(decoding: rest[rest.index(after: second)...], as: UTF8.self))
+        return PublishedLine(line: line, previous: previous)
     }
 
     /// KEYS[1] history stream, KEYS[2] (optional) dedupe key; ARGV[1] channel, ARGV[2] history cap,
     /// ARGV[3] the line's JSON, ARGV[4] dedupe TTL in seconds. Returns {1 or 0 (duplicate), stream id}.
+    /// Publishes `<id> <previous id> <json>`; the previous id is the stream's newest entry before this
+    /// one (`0-0` for the first), so the published lines form a chain a subscriber can check.
     public static let appendScript = RedisScript(
         """
         if KEYS[2] then
           local seen = redis.call('GET', KEYS[2])
           if seen then return {0, seen} end
         end
+        local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+        local previous = '0-0'
+        if newest[1] then previous = newest[1][1] end
         local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[3])
         if KEYS[2] then redis.call('SET', KEYS[2], id, 'EX', ARGV[4]) end
-        redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[3])
+        redis.call('PUBLISH', ARGV[1], id .. ' ' .. previous .. ' ' .. ARGV[3])
         return {1, id}
         """
     )
+}
+
+/// A line as the subscription receives it: the line, and the id of the stream entry stored just
+/// before it (`0-0` for the first). A subscriber that has not delivered `previous` missed a line.
+public struct PublishedLine: Sendable, Hashable {
+    public var line: StoredLine
+    public var previous: StreamID
+
+    public init(line: StoredLine, previous: StreamID) {
+        self.line = line
+        self.previous = previous
+    }
 }
 
 /// A line with its place in the history.

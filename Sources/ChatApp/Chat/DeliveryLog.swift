@@ -41,6 +41,12 @@ public struct DeliveryLog: Sendable {
         return Array(recent[first...])
     }
 
+    /// Whether a line published after `previous` (the stream entry stored just before it) shows that
+    /// the subscription missed something: `previous` was never delivered here. Fill the gap first.
+    public func missed(before previous: StreamID) -> Bool {
+        previous > (lastID ?? .zero)
+    }
+
     /// Where to start a gap fill after the subscription may have missed messages.
     public var gapFillStart: StreamID? { lastID }
 

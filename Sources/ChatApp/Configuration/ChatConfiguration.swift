@@ -69,6 +69,10 @@ public struct ChatConfiguration: Sendable, Hashable {
     /// (`SocketIOConfiguration.writeCoalescing`): a quiet room's message leaves at once; a busy room's
     /// stream leaves in one write per client per window. Zero: one write per message.
     public var writeCoalescing: Duration
+    /// How often the delivery compares the stream's newest line with the last one the subscription
+    /// delivered (`StreamPositionCheck`): a line still missing one interval later is read from the
+    /// stream. Zero: no check (a gap is then only filled after the subscription reconnects).
+    public var positionCheckInterval: Duration
 
     public init(
         bindHost: String = "127.0.0.1",
@@ -92,7 +96,8 @@ public struct ChatConfiguration: Sendable, Hashable {
         recoveryWindow: Duration = .seconds(120),
         keyPrefix: String = "chat:",
         allowedOrigins: [String] = [],
-        writeCoalescing: Duration = .milliseconds(20)
+        writeCoalescing: Duration = .milliseconds(20),
+        positionCheckInterval: Duration = .seconds(1)
     ) {
         self.bindHost = bindHost
         self.port = port
@@ -116,6 +121,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         self.keyPrefix = keyPrefix
         self.allowedOrigins = allowedOrigins
         self.writeCoalescing = writeCoalescing
+        self.positionCheckInterval = positionCheckInterval
     }
 
     /// The prefix of the chat's own keys (history, channel, presence, recovery): shared by every
@@ -157,6 +163,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         Variable(name: "RECOVERY_WINDOW", meaning: "seconds a client may recover its session (default 120)"),
         Variable(name: "KEY_PREFIX", meaning: "prefix of the Redis keys and channel (default chat:)"),
         Variable(name: "WRITE_COALESCING_MS", meaning: "ms a busy client's writes wait to merge (20; 0: off)"),
+        Variable(name: "POSITION_CHECK_MS", meaning: "ms between checks for lines pub/sub missed (1000; 0: off)"),
         Variable(name: "ALLOWED_ORIGINS", meaning: "other origins for Socket.IO, comma-separated, or *"),
         Variable(name: "LOG_LEVEL", meaning: "trace, debug, info (default), notice, warning, error"),
     ]
@@ -220,6 +227,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         recoveryWindow = .seconds(try Self.integer(env, "RECOVERY_WINDOW", default: 120, range: 1...86_400))
         keyPrefix = env["KEY_PREFIX"] ?? "chat:"
         writeCoalescing = .milliseconds(try Self.integer(env, "WRITE_COALESCING_MS", default: 20, range: 0...1_000))
+        positionCheckInterval = .milliseconds(try Self.integer(env, "POSITION_CHECK_MS", default: 1_000, range: 0...3_600_000))
         allowedOrigins = (env["ALLOWED_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
             !$0.isEmpty
         }

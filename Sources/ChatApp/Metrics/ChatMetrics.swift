@@ -16,6 +16,8 @@ public final class ChatMetrics: Sendable {
     let refused: Counter
     let logins: Counter
     let gapFills: Counter
+    let sequenceGaps: Counter
+    let positionCheckGaps: Counter
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -31,6 +33,9 @@ public final class ChatMetrics: Sendable {
         refused = registry.makeCounter(descriptor: Self.d("connect_refused", "total", "Socket.IO connections refused (not logged in)"))
         logins = registry.makeCounter(descriptor: Self.d("logins", "total", "Successful logins"))
         gapFills = registry.makeCounter(descriptor: Self.d("gap_fills", "total", "Times the subscription caught up from the history after a gap"))
+        let missed = Self.d("pubsub_gaps", "total", "Times the subscription was found to have missed lines, which were then read from the history")
+        sequenceGaps = registry.makeCounter(descriptor: missed, labels: [("detected_by", "sequence")])
+        positionCheckGaps = registry.makeCounter(descriptor: missed, labels: [("detected_by", "position_check")])
     }
 
     private static func d(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
