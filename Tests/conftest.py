@@ -15,3 +15,17 @@ def redis():
     server = harness.RedisServer(appendonly=True)
     yield server
     server.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Logs and state of a failed run stay on disk for reading; a green run leaves nothing behind."""
+    if exitstatus != 0:
+        kept = harness.keep_scratch()
+        if kept is not None:
+            session.config._stickylab_kept = kept
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    kept = getattr(config, "_stickylab_kept", None)
+    if kept is not None:
+        terminalreporter.write_line(f"logs and state of the programs this run started: {kept}")

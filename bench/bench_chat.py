@@ -95,9 +95,8 @@ class PythonProgram(harness.Program):
 
     def __init__(self, command: list[str]):
         import subprocess
-        import tempfile
         self.name = "chat_peer"
-        self.log_path = Path(tempfile.mkdtemp(prefix="stickylab-peer-")) / "peer.log"
+        self.log_path = harness.scratch_dir("peer-") / "peer.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -109,7 +109,7 @@ class Client:
 class Server:
     def __init__(self, name: str, command: list[str], port: int):
         self.name, self.port = name, port
-        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-socketio-{name}-{port}.log", "wb")
+        self.log = open(harness.scratch_dir("socketio-") / f"{name}-{port}.log", "wb")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         harness.wait_until(f"{name} on port {port}", lambda: self.process.poll() is None and harness.is_listening(port), timeout=30)
 

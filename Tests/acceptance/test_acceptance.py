@@ -106,7 +106,7 @@ def assert_everyone_has(clients, ids, cluster):
         wait_until("every client to have every message", lambda: all(c.has_ids(ids) for c in clients), timeout=60)
     except TimeoutError:
         missing = {c.name: [i for i in ids if i not in set(c.message_ids())] for c in clients if not c.has_ids(ids)}
-        raise AssertionError(f"messages missing: {missing}\n{cluster.output()[-3000:]}") from None
+        raise AssertionError(f"messages missing: {missing}\n{cluster.recent_events()}") from None
     for client in clients:
         assert client.duplicates == [], f"{client.name} received {client.duplicates} twice"
         mine = client.message_ids()

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -38,7 +37,7 @@ class Backend:
         self.instance_id = instance_id or instance_guid()
         self.app_id = app_id
         self.port = harness.free_port()
-        self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="stickylab-backend-")) / f"backend-{self.port}.log"
+        self.log_path = Path(log_dir or harness.scratch_dir("backend-")) / f"backend-{self.port}.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, str(HERE / "backend.py"), "--port", str(self.port), "--instance-id", self.instance_id,
@@ -77,7 +76,7 @@ class Proxy:
     def __init__(self, *args: str, log_dir: Path | None = None):
         self.port = harness.free_port()
         self.admin_port = harness.free_port()
-        self.dir = Path(log_dir or tempfile.mkdtemp(prefix="stickylab-proxy-"))
+        self.dir = Path(log_dir or harness.scratch_dir("proxy-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.access_log = self.dir / "access.log"
         self.args = ["--port", str(self.port), "--admin-port", str(self.admin_port), "--admin-token", TOKEN,

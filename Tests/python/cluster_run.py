@@ -9,13 +9,14 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from harness import REPO, SOCKETIO_JS, Program, executable, process_stat, wait_until
+from harness import REPO, SOCKETIO_JS, Program, executable, process_stat, scratch_dir, wait_until
 
 TESTAPP = REPO / "Tests" / "cluster" / "testapp.py"
+# A line of sticky-proxy's access log (gorouter's format): `... "GET /path HTTP/1.1" 200 ...`.
+ACCESS_LOG = re.compile(r'"[A-Z]+ \S+ HTTP/1\.[01]" \d{3} ')
 
 
 def app_command() -> str:
@@ -39,7 +40,7 @@ def process_alive(pid: int) -> bool:
 class ClusterRun:
     def __init__(self, config: dict | None = None, args: list[str] | None = None, state_dir: str | None = None,
                  env: dict[str, str] | None = None):
-        self.state_dir = state_dir or tempfile.mkdtemp(prefix="stickylab-cluster-")
+        self.state_dir = state_dir or str(scratch_dir("cluster-"))
         Path(self.state_dir).mkdir(parents=True, exist_ok=True)
         self.config_path = Path(self.state_dir) / f"cluster-{time.monotonic_ns()}.yml"
         # JSON is YAML.
@@ -55,6 +56,12 @@ class ClusterRun:
 
     def output(self) -> str:
         return self.program.output()
+
+    def recent_events(self, lines: int = 60) -> str:
+        """The end of the output without the proxy's access log, for a failure message: what the
+        cluster, the instances and Redis said (the whole output stays in the run's log folder)."""
+        said = [line for line in self.output().splitlines() if not ACCESS_LOG.search(line)]
+        return "\n".join(said[-lines:])
 
     def wait_for_output(self, text: str, timeout: float = 60.0, count: int = 1) -> str:
         def seen():
@@ -73,7 +80,7 @@ class ClusterRun:
     def proxy_url(self) -> str:
         """The proxy's URL, from the "open http://localhost:PORT/" line."""
         match = re.search(r"open http://localhost:(\d+)/", self.output())
-        assert match, self.output()[-3000:]
+        assert match, self.recent_events()
         return f"http://127.0.0.1:{match.group(1)}"
 
     def wait_ready(self, timeout: float = 60.0) -> float:
@@ -87,7 +94,7 @@ class ClusterRun:
                                 timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"cluster {' '.join(args)} failed ({result.returncode}): {result.stderr}{result.stdout}\n"
-                                 f"--- cluster output ---\n{self.output()[-4000:]}")
+                                 f"--- cluster output ---\n{self.recent_events()}")
         return result
 
     def status(self) -> dict:
@@ -107,7 +114,7 @@ class ClusterRun:
         try:
             wait_until(what, check, timeout=timeout)
         except TimeoutError as error:
-            raise AssertionError(f"{error}; last status: {json.dumps(last, indent=1)}\n{self.output()[-3000:]}") from None
+            raise AssertionError(f"{error}; last status: {json.dumps(last, indent=1)}\n{self.recent_events()}") from None
         return last
 
     def down(self, timeout: float = 60.0) -> int:

@@ -4,6 +4,7 @@ free loopback port, the built executables, free ports, waiting on a port. Import
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import shutil
@@ -20,6 +21,32 @@ import socketio
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STICKYLAB_BIN", REPO / ".build" / "debug"))
 SOCKETIO_JS = REPO / ".deps" / "socket.io.min.js"
+
+_scratch: Path | None = None
+_keep_scratch = os.environ.get("STICKYLAB_KEEP_LOGS") == "1"
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new folder for one program's logs or state, inside one folder per test or benchmark run. That
+    folder is removed when the run ends, unless it failed (`keep_scratch()`, called by the test
+    session when a test failed) or STICKYLAB_KEEP_LOGS=1: the logs of a failure stay for reading."""
+    global _scratch
+    if _scratch is None:
+        _scratch = Path(tempfile.mkdtemp(prefix="stickylab-run-"))
+        atexit.register(_remove_scratch)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch))
+
+
+def keep_scratch() -> Path | None:
+    """Keeps this run's folder (a test failed); returns it, to be named in the report."""
+    global _keep_scratch
+    _keep_scratch = True
+    return _scratch
+
+
+def _remove_scratch():
+    if _scratch is not None and not _keep_scratch:
+        shutil.rmtree(_scratch, ignore_errors=True)
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -134,7 +161,7 @@ class RedisServer:
         self.port = free_port()
         self.password = password
         self.appendonly = appendonly
-        self.dir = Path(tempfile.mkdtemp(prefix="stickylab-redis-"))
+        self.dir = scratch_dir("redis-")
         self.process: subprocess.Popen | None = None
         self.start()
 
@@ -201,7 +228,7 @@ class Program:
 
     def __init__(self, name: str, args: list[str] | None = None, env: dict[str, str] | None = None, log_dir: Path | None = None):
         self.name = name
-        self.log_path = Path(log_dir or tempfile.mkdtemp(prefix=f"stickylab-{name}-")) / f"{name}-{free_port()}.log"
+        self.log_path = Path(log_dir or scratch_dir(f"{name}-")) / f"{name}-{free_port()}.log"
         self._log = open(self.log_path, "wb")
         full_env = dict(os.environ)
         full_env.update(env or {})
