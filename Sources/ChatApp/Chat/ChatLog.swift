@@ -103,11 +103,6 @@ public struct ChatLog: Sendable {
 public struct PublishedLine: Sendable, Hashable {
     public var line: StoredLine
     public var previous: StreamID
-
-    public init(line: StoredLine, previous: StreamID) {
-        self.line = line
-        self.previous = previous
-    }
 }
 
 /// A line with its place in the history.
