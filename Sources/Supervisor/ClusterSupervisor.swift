@@ -225,12 +225,16 @@ public actor ClusterSupervisor {
         kind == .proxy ? proxy : redis
     }
 
+    func updateHelper(_ kind: HelperKind, _ change: (inout Helper) -> Void) {
+        switch kind {
+        case .proxy: change(&proxy)
+        case .redis: change(&redis)
+        }
+    }
+
     /// SIGTERM to a helper's group, SIGKILL after the grace period; returns once it has exited.
     func stopHelper(_ kind: HelperKind) async {
-        switch kind {
-        case .proxy: proxy.held = true
-        case .redis: redis.held = true
-        }
+        updateHelper(kind) { $0.held = true }
         guard let pid = helper(kind).pid else { return }
         ProcessGroup.signal(pid, SIGTERM)
         if !(await waitFor(config.stopGracePeriod, { self.helper(kind).pid == nil })) {
@@ -591,141 +595,131 @@ public actor ClusterSupervisor {
         statsTakenAt = time
     }
 
-    // MARK: - The proxy process
+    // MARK: - Helper processes: sticky-proxy and the embedded Redis
+
+    func startHelper(_ kind: HelperKind) {
+        switch kind {
+        case .proxy: startProxy()
+        case .redis: startRedis()
+        }
+    }
 
     func startProxy() {
         guard let command = proxyCommand, let admin = proxyAdmin, !shuttingDown else { return }
-        proxy.run += 1
-        proxy.ready = false
-        proxy.held = false
-        let run = proxy.run
         let arguments =
             [
                 "--port", "\(proxyPort)", "--bind", "127.0.0.1", "--admin-port", "\(admin.port)", "--admin-token", admin.token,
                 "--affinity", config.proxy.affinity.rawValue, "--websocket-affinity", config.proxy.websocketAffinity ? "on" : "off",
                 "--balancing", config.proxy.balancing,
             ] + (config.proxy.accessLog ? ["--access-log", "-"] : [])
-        let child = ChildProcess.shell(([command] + arguments).joined(separator: " "), environment: launch.helperEnvironment(), source: "proxy")
-        let logs = self.logs
-        proxy.startedAt = now
-        Task {
-            let outcome = await child.run(logs: logs) { pid in await self.proxyStarted(run: run, pid: pid) }
-            self.proxyEnded(run: run, outcome: outcome)
-        }
+        launchHelper(.proxy, command: ([command] + arguments).joined(separator: " "))
     }
-
-    func proxyStarted(run: Int, pid: pid_t) {
-        recordChild("proxy#\(run)", pid: pid)
-        guard run == proxy.run else { return }
-        proxy.pid = pid
-        event("proxy started: pid \(pid), http://localhost:\(proxyPort)/ (affinity \(config.proxy.affinity.rawValue))")
-        Task { await self.waitForProxyHealth(run: run) }
-    }
-
-    nonisolated func waitForProxyHealth(run: Int) async {
-        guard let admin = proxyAdmin else { return }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            guard await proxyRunMatches(run) else { return }
-            if await admin.isHealthy() {
-                await proxyHealthy(run: run)
-                return
-            }
-            guard (try? await Task.sleep(for: .milliseconds(25))) != nil else { return }
-        }
-        await event("the proxy did not answer GET /health on 127.0.0.1:\(admin.port) within 30s; instances are not routable through it")
-    }
-
-    func proxyRunMatches(_ run: Int) -> Bool { run == proxy.run && proxy.pid != nil }
-
-    func proxyHealthy(run: Int) {
-        guard run == proxy.run, proxy.pid != nil else { return }
-        proxy.ready = true
-        event("proxy healthy: admin API on 127.0.0.1:\(proxyAdmin?.port ?? 0)")
-        registerAll()
-        checkReady()
-    }
-
-    func proxyEnded(run: Int, outcome: ChildProcess.Outcome) {
-        let end = helperEnded("proxy", run: run, outcome: outcome, end: proxy.ended(run: run, now: now, shuttingDown: shuttingDown))
-        guard end != .stale else { return }
-        for index in slots.keys { slots[index]?.routable = false }
-        if case .restart(let delay) = end {
-            Task {
-                try? await Task.sleep(for: delay)
-                self.startProxy()
-            }
-        }
-    }
-
-    /// A helper process (`name`: the proxy or Redis) of `run` ended as `end`: forgets its pid record
-    /// and says what happened; the caller restarts it.
-    func helperEnded(_ name: String, run: Int, outcome: ChildProcess.Outcome, end: Helper.End) -> Helper.End {
-        forgetChild("\(name)#\(run)")
-        switch end {
-        case .stale: break
-        case .stopped: event("\(name) stopped (\(outcome))")
-        case .restart(let delay): event("\(name) crashed (\(outcome)); restarting it in \(DurationText.format(delay))")
-        }
-        return end
-    }
-
-    // MARK: - Redis
 
     func startRedis() {
         guard let port = redisPort, let command = redisCommand, !shuttingDown else { return }
-        redis.run += 1
-        redis.ready = false
-        redis.held = false
-        let run = redis.run
         let arguments = [
             command, "--port", "\(port)", "--bind", "127.0.0.1", "--dir", shellQuote(stateDirectory.redisDirectory.path), "--appendonly",
             config.redis.appendOnly ? "yes" : "no", "--save", "''", "--daemonize", "no", "--logfile", "''",
         ]
-        let child = ChildProcess.shell(arguments.joined(separator: " "), environment: launch.helperEnvironment(), source: "redis")
+        launchHelper(.redis, command: arguments.joined(separator: " "))
+    }
+
+    /// Starts a new run of a helper: `command` through the shell, its lines tagged with the helper's
+    /// name. Once it runs, its readiness is polled; when it ends, its restart policy decides.
+    func launchHelper(_ kind: HelperKind, command: String) {
+        let time = now
+        updateHelper(kind) { helper in
+            helper.run += 1
+            helper.ready = false
+            helper.held = false
+            helper.startedAt = time
+        }
+        let run = helper(kind).run
+        let child = ChildProcess.shell(command, environment: launch.helperEnvironment(), source: kind.rawValue)
         let logs = self.logs
-        redis.startedAt = now
         Task {
-            let outcome = await child.run(logs: logs) { pid in await self.redisStarted(run: run, pid: pid) }
-            self.redisEnded(run: run, outcome: outcome)
+            let outcome = await child.run(logs: logs) { pid in await self.helperStarted(kind, run: run, pid: pid) }
+            self.helperExited(kind, run: run, outcome: outcome)
         }
     }
 
-    func redisStarted(run: Int, pid: pid_t) {
-        recordChild("redis#\(run)", pid: pid)
-        guard run == redis.run else { return }
-        redis.pid = pid
-        Task { await self.waitForRedis(run: run) }
+    func helperStarted(_ kind: HelperKind, run: Int, pid: pid_t) {
+        recordChild("\(kind.rawValue)#\(run)", pid: pid)
+        guard run == helper(kind).run else { return }
+        updateHelper(kind) { $0.pid = pid }
+        if kind == .proxy {
+            event("proxy started: pid \(pid), http://localhost:\(proxyPort)/ (affinity \(config.proxy.affinity.rawValue))")
+        }
+        Task { await self.waitUntilReady(kind, run: run) }
     }
 
-    nonisolated func waitForRedis(run: Int) async {
-        guard let port = redisPort else { return }
+    /// Polls the helper every 25 ms for 30 s while this run is the current one: the proxy's GET /health
+    /// on its admin port, Redis's PING.
+    nonisolated func waitUntilReady(_ kind: HelperKind, run: Int) async {
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
-            guard await redisRunMatches(run) else { return }
-            if await Self.ping(url: "redis://127.0.0.1:\(port)") == nil {
-                await redisReady(run: run)
+            guard await helperRunMatches(kind, run) else { return }
+            if await answers(kind) {
+                await helperReady(kind, run: run)
                 return
             }
             guard (try? await Task.sleep(for: .milliseconds(25))) != nil else { return }
         }
+        switch kind {
+        case .proxy:
+            await event(
+                "the proxy did not answer GET /health on 127.0.0.1:\(proxyAdmin?.port ?? 0) within 30s; instances are not routable through it")
+        case .redis:
+            await event("redis did not answer PING on 127.0.0.1:\(redisPort ?? 0) within 30s; see its lines above (`cluster logs`)")
+        }
     }
 
-    func redisRunMatches(_ run: Int) -> Bool { run == redis.run && redis.pid != nil }
+    nonisolated func answers(_ kind: HelperKind) async -> Bool {
+        switch kind {
+        case .proxy:
+            return await proxyAdmin?.isHealthy() ?? false
+        case .redis:
+            guard let port = redisPort else { return false }
+            return await Self.ping(url: "redis://127.0.0.1:\(port)") == nil
+        }
+    }
 
-    func redisReady(run: Int) {
-        guard run == redis.run else { return }
-        redis.ready = true
-        event("redis ready: \(launch.redisURL ?? "") (data in \(stateDirectory.redisDirectory.path), AOF \(config.redis.appendOnly ? "on" : "off"))")
+    func helperRunMatches(_ kind: HelperKind, _ run: Int) -> Bool { run == helper(kind).run && helper(kind).pid != nil }
+
+    func helperReady(_ kind: HelperKind, run: Int) {
+        guard helperRunMatches(kind, run) else { return }
+        updateHelper(kind) { $0.ready = true }
+        switch kind {
+        case .proxy:
+            event("proxy healthy: admin API on 127.0.0.1:\(proxyAdmin?.port ?? 0)")
+            registerAll()
+        case .redis:
+            let aof = config.redis.appendOnly ? "on" : "off"
+            event("redis ready: \(launch.redisURL ?? "") (data in \(stateDirectory.redisDirectory.path), AOF \(aof))")
+        }
         checkReady()
     }
 
-    func redisEnded(run: Int, outcome: ChildProcess.Outcome) {
-        let end = helperEnded("redis", run: run, outcome: outcome, end: redis.ended(run: run, now: now, shuttingDown: shuttingDown))
+    /// A run of a helper ended: its pid record goes, its restart policy decides (`Helper.ended`), the
+    /// log says what happened, and a crashed helper starts again after the back-off.
+    func helperExited(_ kind: HelperKind, run: Int, outcome: ChildProcess.Outcome) {
+        forgetChild("\(kind.rawValue)#\(run)")
+        let time = now
+        let stopping = shuttingDown
+        var end = Helper.End.stale
+        updateHelper(kind) { end = $0.ended(run: run, now: time, shuttingDown: stopping) }
+        switch end {
+        case .stale: return
+        case .stopped: event("\(kind.rawValue) stopped (\(outcome))")
+        case .restart(let delay): event("\(kind.rawValue) crashed (\(outcome)); restarting it in \(DurationText.format(delay))")
+        }
+        if kind == .proxy {
+            for index in slots.keys { slots[index]?.routable = false }
+        }
         if case .restart(let delay) = end {
             Task {
                 try? await Task.sleep(for: delay)
-                self.startRedis()
+                self.startHelper(kind)
             }
         }
     }
