@@ -247,7 +247,8 @@ def test_a_last_line_the_subscription_missed_is_delivered_by_the_position_check(
     store_without_publishing(redis, "missed-2")
     harness.wait_until("the missed line", lambda: ada.has_ids(["missed-2"]), timeout=10)
     assert_exactly_once_in_order(ada, ["before-2", "missed-2"])
-    assert node.metrics()[POSITION_CHECK_GAPS] == 1
+    # At least this one; on a slow machine a line merely in flight for over 200 ms counts too.
+    assert node.metrics()[POSITION_CHECK_GAPS] >= 1
     assert "the subscription has not delivered it" in node.program.output()
     ada.close()
 
