@@ -9,7 +9,10 @@ import NIOCore
 /// was is flushed `window` after its last flush, with everything written to it meanwhile. A client
 /// that receives a stream of messages (every broadcast of a busy room) gets them in one write system
 /// call per window instead of one per message, for at most `window` of added latency.
-struct FlushPacing {
+///
+/// `Waiting` is what a deferred flush needs to find its connection again (the outbox keeps the
+/// channel), handed back by `due(now:)`.
+struct FlushPacing<Waiting> {
     typealias Key = ObjectIdentifier
 
     enum Decision: Equatable {
@@ -25,20 +28,20 @@ struct FlushPacing {
     /// The last flush of each connection flushed within the last window (older entries are pruned).
     private(set) var lastFlush: [Key: NIODeadline] = [:]
     /// Connections whose flush waits, with the earliest deadline among them.
-    private(set) var deferred: Set<Key> = []
+    private(set) var deferred: [Key: Waiting] = [:]
     private(set) var nextDeadline: NIODeadline?
     private var lastPrune: NIODeadline = .uptimeNanoseconds(0)
     /// The longest window asked for: an entry older than this can no longer defer anything.
     private var longestWindow: TimeAmount = .zero
 
-    /// A connection has frames written and not flushed.
-    mutating func wrote(_ key: Key, window: TimeAmount, now: NIODeadline) -> Decision {
+    /// A connection has frames written and not flushed; `waiting` is kept if its flush is deferred.
+    mutating func wrote(_ key: Key, _ waiting: Waiting, window: TimeAmount, now: NIODeadline) -> Decision {
         guard window > .zero else { return .flush }
         longestWindow = max(longestWindow, window)
-        if deferred.contains(key) { return .alreadyDeferred }
+        if deferred[key] != nil { return .alreadyDeferred }
         if let last = lastFlush[key], now < last + window {
             let due = last + window
-            deferred.insert(key)
+            deferred[key] = waiting
             if let next = nextDeadline, next <= due { return .alreadyDeferred }
             nextDeadline = due
             return .deferUntil(due)
@@ -49,19 +52,19 @@ struct FlushPacing {
     }
 
     /// The deferred flushes are due: the connections to flush now.
-    mutating func due(now: NIODeadline) -> Set<Key> {
-        let keys = deferred
+    mutating func due(now: NIODeadline) -> [Waiting] {
+        let due = deferred
         deferred.removeAll(keepingCapacity: true)
         nextDeadline = nil
-        for key in keys { lastFlush[key] = now }
+        for key in due.keys { lastFlush[key] = now }
         pruneIfDue(now: now)
-        return keys
+        return Array(due.values)
     }
 
     /// A connection went away (or was flushed by other means, a close): forget it.
     mutating func forget(_ key: Key) {
         lastFlush.removeValue(forKey: key)
-        deferred.remove(key)
+        deferred.removeValue(forKey: key)
         if deferred.isEmpty { nextDeadline = nil }
     }
 
@@ -71,6 +74,6 @@ struct FlushPacing {
     private mutating func pruneIfDue(now: NIODeadline) {
         guard now - lastPrune >= .seconds(1) else { return }
         lastPrune = now
-        lastFlush = lastFlush.filter { key, last in now < last + longestWindow || deferred.contains(key) }
+        lastFlush = lastFlush.filter { key, last in now < last + longestWindow || deferred[key] != nil }
     }
 }

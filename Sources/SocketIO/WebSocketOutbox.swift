@@ -42,13 +42,8 @@ final class WebSocketOutbox: Sendable {
 
     let eventLoop: any EventLoop
     private let queue = Mutex(Queue())
-    /// Deferred flushes (`FlushPacing`): touched on the loop only.
-    private let pacing: NIOLoopBoundBox<Pacing>
-
-    private final class Pacing {
-        var rule = FlushPacing()
-        var waiting: [ObjectIdentifier: any Channel] = [:]
-    }
+    /// Deferred flushes (`FlushPacing`, keeping the channels that wait): touched on the loop only.
+    private let pacing: NIOLoopBoundBox<FlushPacing<any Channel>>
 
     private struct Queue: ~Copyable {
         var items: [Item] = []
@@ -57,7 +52,7 @@ final class WebSocketOutbox: Sendable {
 
     private init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
-        self.pacing = NIOLoopBoundBox.makeBoxSendingValue(Pacing(), eventLoop: eventLoop)
+        self.pacing = NIOLoopBoundBox.makeBoxSendingValue(FlushPacing(), eventLoop: eventLoop)
     }
 
     private static let outboxes = Mutex<[ObjectIdentifier: WebSocketOutbox]>([:])
@@ -127,9 +122,7 @@ final class WebSocketOutbox: Sendable {
             case .close(let channel, let code, let immediately):
                 let key = ObjectIdentifier(channel)
                 dirty.removeValue(forKey: key)
-                let pacing = self.pacing.value
-                pacing.waiting.removeValue(forKey: key)
-                pacing.rule.forget(key)
+                pacing.value.forget(key)
                 Self.close(channel, code: code, immediately: immediately)
             }
         }
@@ -142,25 +135,19 @@ final class WebSocketOutbox: Sendable {
             target.channel.flush()
             return
         }
-        let pacing = self.pacing.value
-        let key = ObjectIdentifier(target.channel)
-        switch pacing.rule.wrote(key, window: target.window, now: now) {
+        switch pacing.value.wrote(ObjectIdentifier(target.channel), target.channel, window: target.window, now: now) {
         case .flush:
             target.channel.flush()
         case .alreadyDeferred:
-            pacing.waiting[key] = target.channel
+            break
         case .deferUntil(let deadline):
-            pacing.waiting[key] = target.channel
             eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in flushDeferred() }
         }
     }
 
     /// The deferred flushes are due.
     private func flushDeferred() {
-        let pacing = self.pacing.value
-        for key in pacing.rule.due(now: eventLoop.now) {
-            pacing.waiting.removeValue(forKey: key)?.flush()
-        }
+        for channel in pacing.value.due(now: eventLoop.now) { channel.flush() }
     }
 
     /// Writes (without flushing) unless the client is too slow; false: nothing written. `encoded`:
