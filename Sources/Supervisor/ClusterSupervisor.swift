@@ -708,15 +708,16 @@ public actor ClusterSupervisor {
         let stopping = shuttingDown
         var end = Helper.End.stale
         updateHelper(kind) { end = $0.ended(run: run, now: time, shuttingDown: stopping) }
-        switch end {
-        case .stale: return
-        case .stopped: event("\(kind.rawValue) stopped (\(outcome))")
-        case .restart(let delay): event("\(kind.rawValue) crashed (\(outcome)); restarting it in \(DurationText.format(delay))")
-        }
+        guard end != .stale else { return }
         if kind == .proxy {
             for index in slots.keys { slots[index]?.routable = false }
         }
-        if case .restart(let delay) = end {
+        switch end {
+        case .stale: break
+        case .stopped:
+            event("\(kind.rawValue) stopped (\(outcome))")
+        case .restart(let delay):
+            event("\(kind.rawValue) crashed (\(outcome)); restarting it in \(DurationText.format(delay))")
             Task {
                 try? await Task.sleep(for: delay)
                 self.startHelper(kind)
