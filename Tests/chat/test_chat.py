@@ -254,15 +254,23 @@ def test_a_last_line_the_subscription_missed_is_delivered_by_the_position_check(
 
 
 def test_without_the_position_check_a_last_missed_line_stays_missed(redis, nodes):
-    """The control for the test above: with POSITION_CHECK_MS=0 nothing notices that loss."""
-    (node,) = nodes(1, POSITION_CHECK_MS="0")
+    """The control for the test above: with POSITION_CHECK_MS=0 nothing notices that loss. Time is
+    measured in presence heartbeats (1 s apart): two online lists pushed after the loss, so more than
+    the two 200 ms checks the test above needs have passed. No chat line is published meanwhile
+    (one would reveal the loss through the chain of ids)."""
+    (node,) = nodes(1, POSITION_CHECK_MS="0", PRESENCE_INTERVAL="1", PRESENCE_TTL="3")
     ada = ChatClient(node, "ada")
     ada.send_until_stored("before", "before-3")
     store_without_publishing(redis, "missed-3")
-    time.sleep(1.5)
-    assert "missed-3" not in ada.message_ids()
+    bob = ChatClient(node, "bob")
+    harness.wait_until("a heartbeat's online list with bob", lambda: "bob" in ada.online, timeout=10)
+    cy = ChatClient(node, "cy")
+    harness.wait_until("the next heartbeat's online list with cy", lambda: "cy" in ada.online, timeout=10)
+    for client in (ada, bob, cy):
+        assert "missed-3" not in client.message_ids()
     assert node.metrics()[POSITION_CHECK_GAPS] == 0
-    ada.close()
+    for client in (ada, bob, cy):
+        client.close()
 
 
 def test_bad_input_gets_a_clear_error_and_never_a_crash(nodes):
