@@ -13,7 +13,8 @@ struct ChatLoadShard: Sendable {
 }
 
 /// Reads `chat-load` commands (one JSON line each), runs them one after the other on its event loop
-/// and writes one JSON reply line per command. Client i lives on event loop i % loops.
+/// and writes one JSON reply line per command. Client i lives on event loop i % loops, a sampled client
+/// on the sampler's loop when there is one.
 final class ChatLoadController: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -22,6 +23,8 @@ final class ChatLoadController: ChannelInboundHandler {
     static let openWindow = 200
 
     private let shards: [ChatLoadShard]
+    /// Where the sampled clients live when they have an event loop of their own.
+    private let sampler: ChatLoadShard?
     /// Every channel opened, to close them all.
     private var channels: [any Channel] = []
     /// Clients that completed the Socket.IO handshake, in the order they were asked for.
@@ -31,10 +34,14 @@ final class ChatLoadController: ChannelInboundHandler {
     private var pending: [Int: any Channel] = [:]
     private var queue: EventLoopFuture<Void>?
 
-    init(shards: [ChatLoadShard]) {
+    init(shards: [ChatLoadShard], sampler: ChatLoadShard? = nil) {
         precondition(!shards.isEmpty, "chat-load needs at least one event loop")
         self.shards = shards
+        self.sampler = sampler
     }
+
+    /// All the event loops' clients, the sampler's included.
+    private var allShards: [ChatLoadShard] { shards + (sampler.map { [$0] } ?? []) }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let line = String(buffer: unwrapInboundIn(data))
@@ -91,7 +98,7 @@ final class ChatLoadController: ChannelInboundHandler {
                 let index = first + next
                 next += 1
                 job.inFlight += 1
-                let shard = shards[index % shards.count]
+                let shard = (spec.sample ? sampler : nil) ?? shards[index % shards.count]
                 let name = "client \(index) (\(spec.host):\(spec.port))"
                 let ready = shard.loop.makePromise(of: Void.self)
                 ChatLoadConnector.connect(spec, name: name, on: shard.loop, counters: shard.counters, ready: ready)
@@ -205,7 +212,7 @@ final class ChatLoadController: ChannelInboundHandler {
     }
 
     private func stats(on loop: any EventLoop) -> EventLoopFuture<ChatLoadReply> {
-        let futures = shards.map { shard in
+        let futures = allShards.map { shard in
             shard.loop.submit {
                 let counters = shard.counters.value
                 return ShardStats(received: counters.received, lastReceive: counters.lastReceive, closed: counters.closed)
@@ -222,7 +229,7 @@ final class ChatLoadController: ChannelInboundHandler {
     }
 
     private func latencies(record: Bool, on loop: any EventLoop) -> EventLoopFuture<ChatLoadReply> {
-        let futures = shards.map { shard in
+        let futures = allShards.map { shard in
             shard.loop.submit { () -> [Int64] in
                 let counters = shard.counters.value
                 counters.recording = record

@@ -5,9 +5,10 @@ import NIOPosix
 /// The chat benchmark's load generator (`stickylab-bench chat-load`): Socket.IO clients on SwiftNIO,
 /// driven over stdin/stdout one JSON command per line (`ChatLoadCommand`). See docs/chat-load.md.
 public enum ChatLoadGenerator {
-    /// Serves commands from stdin until it closes; clients run on `threads` event loops.
-    public static func run(threads: Int) async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+    /// Serves commands from stdin until it closes; clients run on `threads` event loops, and the
+    /// sampled clients on one more of their own when `samplerThread`.
+    public static func run(threads: Int, samplerThread: Bool = false) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads) + (samplerThread ? 1 : 0))
         let loops = Array(group.makeIterator())
         let shards = try await EventLoopFuture.whenAllSucceed(loops.map(ChatLoadShard.make(on:)), on: loops[0]).get()
         let control: any Channel
@@ -17,7 +18,8 @@ public enum ChatLoadGenerator {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
-                        try channel.pipeline.syncOperations.addHandler(ChatLoadController(shards: shards))
+                        try channel.pipeline.syncOperations.addHandler(
+                            ChatLoadController(shards: samplerThread ? Array(shards.dropLast()) : shards, sampler: samplerThread ? shards.last : nil))
                     }
                 }
                 .takingOwnershipOfDescriptors(input: 0, output: 1)

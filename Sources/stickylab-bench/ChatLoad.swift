@@ -18,12 +18,13 @@ struct ChatLoadBench: AsyncParsableCommand {
     )
 
     @Option(help: "Event loop threads for the clients (1 keeps it a single-core generator).") var threads = 1
+    @Flag(help: "Give the sampled clients (those that record latency) an event loop thread of their own.") var samplerThread = false
 
     func validate() throws {
         guard (1...64).contains(threads) else { throw ValidationError("--threads must be between 1 and 64") }
     }
 
     func run() async throws {
-        try await ChatLoadGenerator.run(threads: threads)
+        try await ChatLoadGenerator.run(threads: threads, samplerThread: samplerThread)
     }
 }
