@@ -307,4 +307,41 @@ import Testing
         #expect(presence.online == ["local", "moved"])
         #expect(presence.localCounts.map(\.user) == ["local"])
     }
+
+    @Test func joinedAndLeftLinesMoveTheListBeforeTheHeartbeat() {
+        var presence = PresenceState(graceMilliseconds: 1_000)
+        _ = presence.connected("ada")
+        _ = presence.connected("cy")
+        presence.disconnected("cy", now: 0)
+        #expect(presence.takeChangedOnlineList() == ["ada", "cy"])
+        // bob joined on another instance: listed at once.
+        presence.announced("bob", joined: true)
+        #expect(presence.takeChangedOnlineList() == ["ada", "bob", "cy"])
+        // bob left there: unlisted at once.
+        presence.announced("bob", joined: false)
+        #expect(presence.takeChangedOnlineList() == ["ada", "cy"])
+        // Another instance says ada and cy left; ada has a socket here, cy left here within the grace:
+        // both stay until this instance's own heartbeat decides.
+        presence.announced("ada", joined: false)
+        presence.announced("cy", joined: false)
+        #expect(presence.takeChangedOnlineList() == nil)
+        // The heartbeat still has the last word.
+        presence.announced("ghost", joined: true)
+        _ = presence.heartbeat(onlineAnywhere: ["ada"], reaped: [], now: 500)
+        #expect(presence.online == ["ada", "cy"])
+    }
+
+    @Test func presenceChangesAreReadFromStoredControlLinesOnly() {
+        func stored(_ action: ChatLine.Action, _ user: String, _ msg: String) -> String {
+            ChatLine(action: action, user: user, msg: msg, id: nil, time: 1, instance: "i").json()
+        }
+        let joined = ChatLine.presenceChange(json: stored(.control, "ada", ChatLine.joinedText))
+        #expect(joined?.user == "ada" && joined?.joined == true)
+        let left = ChatLine.presenceChange(json: stored(.control, "bob", ChatLine.leftText))
+        #expect(left?.user == "bob" && left?.joined == false)
+        // A user typing the control text is a message, not a presence change.
+        #expect(ChatLine.presenceChange(json: stored(.message, "eve", ChatLine.joinedText)) == nil)
+        #expect(ChatLine.presenceChange(json: stored(.control, "ada", " did something else")) == nil)
+        #expect(ChatLine.presenceChange(json: #"{"action":"control"#) == nil)
+    }
 }

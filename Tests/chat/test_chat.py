@@ -325,6 +325,33 @@ def test_presence_across_instances_and_a_killed_instances_users_leave(nodes):
     bob.close()
 
 
+def test_joined_lines_list_users_on_every_instance_before_the_next_heartbeat(nodes):
+    # Heartbeats every 30 s: within this test only the "joined" lines can move the lists.
+    one, two = nodes(2, PRESENCE_INTERVAL="30", PRESENCE_TTL="90")
+    ada = ChatClient(one, "ada")
+    ada.sio.emit("join")  # what the page sends once connected
+    bob = ChatClient(two, "bob")
+    bob.sio.emit("join")
+    harness.wait_until("both listed on both instances", lambda: ada.online == ["ada", "bob"] and bob.online == ["ada", "bob"],
+                       timeout=10)
+    # A crowd joining at once: the lists are paced (one per 0.5 s at most), not one per user.
+    def lists(client: ChatClient) -> int:
+        with client.lock:
+            return sum(1 for event, _ in client.events if event == "online")
+
+    before, started = lists(ada), time.monotonic()
+    crowd = [ChatClient(two if index % 2 else one, f"user{index:02d}") for index in range(16)]
+    for client in crowd:
+        client.sio.emit("join")
+    everyone = sorted(["ada", "bob"] + [client.name for client in crowd])
+    harness.wait_until("the crowd listed on ada's instance", lambda: ada.online == everyone, timeout=15)
+    elapsed = time.monotonic() - started
+    received = lists(ada) - before
+    assert received <= 2 + elapsed / 0.5, f"{received} online lists in {elapsed:.1f} s"
+    for client in [ada, bob] + crowd:
+        client.close()
+
+
 def test_metrics_count_connections_and_messages(nodes):
     (node,) = nodes(1)
     ada = ChatClient(node, "ada")

@@ -28,6 +28,9 @@ public final class ChatHub: Sendable {
     let logger: Logger
     private let commands: AsyncStream<Command>
     private let continuation: AsyncStream<Command>.Continuation
+    /// The online list changed: `pushOnlineLists` sends it (signals that come while it waits merge).
+    private let onlineChanged: AsyncStream<Void>
+    private let onlineChangedContinuation: AsyncStream<Void>.Continuation
     private let state: Mutex<State>
     private let startID: StreamID?
 
@@ -76,6 +79,7 @@ public final class ChatHub: Sendable {
         self.logger = logger
         self.startID = startID
         (commands, continuation) = AsyncStream.makeStream(of: Command.self)
+        (onlineChanged, onlineChangedContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let grace = Int64(configuration.presenceInterval.components.seconds * 2_000)
         state = Mutex(State(presence: PresenceState(graceMilliseconds: grace)))
     }
@@ -154,8 +158,8 @@ public final class ChatHub: Sendable {
                 if case .terminated = continuation.yield(.attach(socket, history: history, done: done)) { done.resume() }
             }
         }
-        // The others learn about a new user with the next heartbeat: at most one list per interval,
-        // however many users come and go.
+        // The others learn about a new user from its "joined" line (`join`), else with the next
+        // heartbeat; lists go out at most every `onlineListPause`, however many users come and go.
         socket.emit("online", onlineList())
     }
 
@@ -256,6 +260,7 @@ public final class ChatHub: Sendable {
                 continuation.finish()
             }
             group.addTask { [self] in await readPositions() }
+            group.addTask { [self] in await pushOnlineLists() }
             await process()
             group.cancelAll()
         }
@@ -274,8 +279,24 @@ public final class ChatHub: Sendable {
         }
     }
 
+    /// Sends this instance's sockets the online list whenever it changed (a heartbeat, a "joined" or
+    /// "left" line), then pauses: a crowd logging in at once costs one list per pause, not one per user.
+    private func pushOnlineLists() async {
+        for await _ in onlineChanged {
+            if let list = state.withLock({ $0.presence.takeChangedOnlineList() }) {
+                try? await namespace.local.emit("online", Self.onlineValue(list))
+            }
+            do { try await Task.sleep(for: Self.onlineListPause) } catch { return }
+        }
+    }
+
+    static let onlineListPause = Duration.milliseconds(500)
+
     /// Stops the loop (after the subscriber was closed, or on cancellation).
-    func finish() { continuation.finish() }
+    func finish() {
+        continuation.finish()
+        onlineChangedContinuation.finish()
+    }
 
     private func process() async {
         var loop = LoopState(delivery: DeliveryLog(capacity: 4_096, lastID: startID))
@@ -320,6 +341,10 @@ public final class ChatHub: Sendable {
     @discardableResult
     private func deliver(_ line: StoredLine, loop: inout LoopState) async -> Bool {
         guard loop.delivery.accept(line) else { return false }
+        if let change = ChatLine.presenceChange(json: line.json) {
+            state.withLock { $0.presence.announced(change.user, joined: change.joined) }
+            onlineChangedContinuation.yield()
+        }
         // A recovered socket whose client already had everything up to its offset joins before the
         // first line after that offset goes out.
         loop.waiting.removeAll { entry in
@@ -421,15 +446,14 @@ public final class ChatHub: Sendable {
         }
         let now = Self.now()
         let beat = try await registry.heartbeat(users: counts, now: now)
-        let (left, changedList) = state.withLock { state in
-            let left = state.presence.heartbeat(onlineAnywhere: beat.online, reaped: beat.reaped, now: now)
-            return (left, state.presence.takeChangedOnlineList())
+        let left = state.withLock { state in
+            state.presence.heartbeat(onlineAnywhere: beat.online, reaped: beat.reaped, now: now)
         }
+        onlineChangedContinuation.yield()
         if !beat.reapedInstances.isEmpty {
             logger.notice("Instances gone without a goodbye: \(beat.reapedInstances.joined(separator: ", "))")
         }
         for user in left { await control(user: user, text: ChatLine.leftText) }
-        if let changedList { try? await namespace.local.emit("online", Self.onlineValue(changedList)) }
         try await store.refresh(pids: pids, ttl: configuration.recoveryWindow)
     }
 

@@ -40,6 +40,23 @@ public struct ChatLine: Sendable, Hashable, Codable {
     /// The control texts of the original app.
     public static let joinedText = " joined the channel"
     public static let leftText = " left the channel"
+
+    /// A presence announcement: who joined (true) or left (false) the channel, if this is one.
+    public var presenceChange: (user: String, joined: Bool)? {
+        guard action == .control else { return nil }
+        switch msg {
+        case Self.joinedText: return (user, true)
+        case Self.leftText: return (user, false)
+        default: return nil
+        }
+    }
+
+    /// The presence announcement in a stored line's JSON, without decoding the lines that cannot be
+    /// one (a stored line's keys are sorted, so a control line starts with its action).
+    public static func presenceChange(json: String) -> (user: String, joined: Bool)? {
+        guard json.hasPrefix(#"{"action":"control""#) else { return nil }
+        return decode(json)?.presenceChange
+    }
 }
 
 /// A `chat` event sent by a client: `{"action":"message","msg":"<text>","id":"<client id>"}` as a JSON

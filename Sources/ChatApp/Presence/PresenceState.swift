@@ -61,6 +61,18 @@ public struct PresenceState: Sendable, Hashable {
         return left.sorted()
     }
 
+    /// A "joined" or "left" line (from this instance or another) went through the chat: the list
+    /// follows at once instead of at the next heartbeat, which still has the last word. A user who
+    /// left according to another instance but has a socket here, or left here within the grace,
+    /// stays online.
+    public mutating func announced(_ user: String, joined: Bool) {
+        if joined {
+            online.insert(user)
+        } else if local[user] == nil, leaving[user] == nil {
+            online.remove(user)
+        }
+    }
+
     /// The online list when it differs from what clients were last sent (then it counts as sent).
     public mutating func takeChangedOnlineList() -> [String]? {
         guard online != published else { return nil }
