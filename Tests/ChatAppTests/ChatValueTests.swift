@@ -275,7 +275,7 @@ import Testing
         presence.disconnected("ada", now: 10)  // refresh: last socket closed...
         let r11 = presence.connected("ada")
         #expect(!r11)  // ...and came back: no new join line
-        let beat = presence.heartbeat(onlineAnywhere: ["ada"], reaped: [], now: 5_000)
+        let beat = presence.heartbeat(onlineElsewhere: ["ada"], reaped: [], now: 5_000)
         #expect(beat.isEmpty)
     }
 
@@ -286,26 +286,38 @@ import Testing
         presence.disconnected("ada", now: 0)
         presence.disconnected("bob", now: 0)
         #expect(presence.takeChangedOnlineList() == ["ada", "bob"])
-        let early = presence.heartbeat(onlineAnywhere: [], reaped: [], now: 500)
+        let early = presence.heartbeat(onlineElsewhere: [], reaped: [], now: 500)
         #expect(early.isEmpty)  // within the grace
         #expect(presence.takeChangedOnlineList() == nil)
         // bob reconnected to another instance meanwhile:
-        let result = presence.heartbeat(onlineAnywhere: ["bob"], reaped: [], now: 1_500)
+        let result = presence.heartbeat(onlineElsewhere: ["bob"], reaped: [], now: 1_500)
         #expect(result == ["ada"])
         #expect(presence.takeChangedOnlineList() == ["bob"])
         #expect(presence.takeChangedOnlineList() == nil)
         #expect(presence.online == ["bob"])
-        let later = presence.heartbeat(onlineAnywhere: [], reaped: [], now: 5_000)
+        let later = presence.heartbeat(onlineElsewhere: [], reaped: [], now: 5_000)
         #expect(later.isEmpty)  // bob never left here
     }
 
     @Test func usersOfADeadInstanceLeaveUnlessTheyMoved() {
         var presence = PresenceState(graceMilliseconds: 1_000)
         _ = presence.connected("local")
-        let result = presence.heartbeat(onlineAnywhere: ["local", "moved"], reaped: ["moved", "gone", "local"], now: 0)
+        let result = presence.heartbeat(onlineElsewhere: ["local", "moved"], reaped: ["moved", "gone", "local"], now: 0)
         #expect(result == ["gone"])
         #expect(presence.online == ["local", "moved"])
         #expect(presence.localCounts.map(\.user) == ["local"])
+    }
+
+    @Test func aUserLeavingWithinTheGraceIsStillPublishedForTheOthers() {
+        var presence = PresenceState(graceMilliseconds: 1_000)
+        _ = presence.connected("ada")
+        _ = presence.connected("bob")
+        _ = presence.connected("bob")
+        presence.disconnected("ada", now: 0)  // a refresh: back within the grace, or gone after it
+        #expect(presence.localCounts.map(\.user) == ["ada", "bob"])
+        #expect(presence.localCounts.map(\.count) == [0, 2])
+        #expect(presence.heartbeat(onlineElsewhere: [], reaped: [], now: 1_000) == ["ada"])
+        #expect(presence.localCounts.map(\.user) == ["bob"])
     }
 
     @Test func joinedAndLeftLinesMoveTheListBeforeTheHeartbeat() {
@@ -327,7 +339,7 @@ import Testing
         #expect(presence.takeChangedOnlineList() == nil)
         // The heartbeat still has the last word.
         presence.announced("ghost", joined: true)
-        _ = presence.heartbeat(onlineAnywhere: ["ada"], reaped: [], now: 500)
+        _ = presence.heartbeat(onlineElsewhere: ["ada"], reaped: [], now: 500)
         #expect(presence.online == ["ada", "cy"])
     }
 

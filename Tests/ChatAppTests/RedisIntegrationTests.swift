@@ -95,18 +95,20 @@ import Testing
         let a = PresenceRegistry(redis: redis, keys: keys, instance: "a", ttl: .seconds(10))
         let b = PresenceRegistry(redis: redis, keys: keys, instance: "b", ttl: .seconds(10))
         _ = try await a.heartbeat(users: [("ada", 1), ("bob", 2)], now: 1_000)
-        let seenByB = try await b.heartbeat(users: [("cy", 1)], now: 1_000)
-        #expect(seenByB.online == ["ada", "bob", "cy"])
+        // Each sees the other's users, not its own (it knows those better than its last heartbeat).
+        let seenByB = try await b.heartbeat(users: [("cy", 1), ("dee", 0)], now: 1_000)
+        #expect(seenByB.onlineElsewhere == ["ada", "bob"])
         #expect(seenByB.reaped.isEmpty)
+        #expect(try await a.heartbeat(users: [("ada", 1), ("bob", 2)], now: 1_000).onlineElsewhere == ["cy", "dee"])
         // a stops sending heartbeats; 10 s later b reaps it, exactly once.
         let reaping = try await b.heartbeat(users: [("cy", 1), ("bob", 1)], now: 11_001)
         #expect(reaping.reapedInstances == ["a"])
         #expect(reaping.reaped == ["ada", "bob"])
-        #expect(reaping.online == ["bob", "cy"])
+        #expect(reaping.onlineElsewhere.isEmpty)
         let after = try await b.heartbeat(users: [("cy", 1)], now: 11_002)
         #expect(after.reapedInstances.isEmpty)
-        #expect(after.online == ["cy"])
+        #expect(after.onlineElsewhere.isEmpty)
         try await b.remove()
-        #expect(try await a.heartbeat(users: [], now: 11_003).online.isEmpty)
+        #expect(try await a.heartbeat(users: [], now: 11_003).onlineElsewhere.isEmpty)
     }
 }

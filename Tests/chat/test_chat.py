@@ -325,6 +325,29 @@ def test_presence_across_instances_and_a_killed_instances_users_leave(nodes):
     bob.close()
 
 
+def test_a_refresh_on_one_instance_does_not_take_the_user_off_the_others_lists(nodes):
+    fast = {"PRESENCE_INTERVAL": "1", "PRESENCE_TTL": "3"}  # grace: 2 s
+    one, two = nodes(2, **fast)
+    ada = ChatClient(one, "ada")
+    bob = ChatClient(two, "bob")
+    harness.wait_until("both online everywhere", lambda: ada.online == ["ada", "bob"] and bob.online == ["ada", "bob"], timeout=15)
+    with bob.lock:
+        seen = len(bob.events)
+    # Three refreshes, each away for longer than a heartbeat and shorter than the grace: instance one
+    # publishes its users meanwhile, and instance two must still count ada as online.
+    for _ in range(3):
+        ada.close()
+        time.sleep(1.3)
+        ada.reconnect(one.url)
+        time.sleep(1.5)
+    with bob.lock:
+        lists = [args[0]["users"] for event, args in bob.events[seen:] if event == "online"]
+    assert all("ada" in users for users in lists), f"ada flickered off bob's list: {lists}"
+    assert not any(line["action"] == "control" and line["user"] == "ada" for _, line in bob.lines), "a refresh announced a leave"
+    ada.close()
+    bob.close()
+
+
 def test_joined_lines_list_users_on_every_instance_before_the_next_heartbeat(nodes):
     # Heartbeats every 30 s: within this test only the "joined" lines can move the lists.
     one, two = nodes(2, PRESENCE_INTERVAL="30", PRESENCE_TTL="90")

@@ -447,7 +447,7 @@ public final class ChatHub: Sendable {
         let now = Self.now()
         let beat = try await registry.heartbeat(users: counts, now: now)
         let left = state.withLock { state in
-            state.presence.heartbeat(onlineAnywhere: beat.online, reaped: beat.reaped, now: now)
+            state.presence.heartbeat(onlineElsewhere: beat.onlineElsewhere, reaped: beat.reaped, now: now)
         }
         onlineChangedContinuation.yield()
         if !beat.reapedInstances.isEmpty {

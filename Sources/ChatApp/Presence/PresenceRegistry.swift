@@ -4,7 +4,8 @@ import RedisClient
 /// Presence in Redis: each instance writes its users to `<prefix>presence:<instance>` (a hash user ->
 /// socket count) with a TTL, and its expiry time into the sorted set `<prefix>instances`. One Lua
 /// script per heartbeat writes this instance's entry, reaps instances whose time ran out (exactly one
-/// live instance reaps each, so one "left" line is published), and returns who is online anywhere.
+/// live instance reaps each, so one "left" line is published), and returns who is online on the other
+/// instances (this one knows its own users better than its last heartbeat does).
 public struct PresenceRegistry: Sendable {
     public let redis: RedisClient
     public let keys: ChatKeys
@@ -19,13 +20,14 @@ public struct PresenceRegistry: Sendable {
     }
 
     public struct Heartbeat: Sendable, Hashable {
-        public var online: Set<String>
+        /// Users of the other live instances.
+        public var onlineElsewhere: Set<String>
         /// Users of reaped instances.
         public var reaped: Set<String>
         public var reapedInstances: [String]
     }
 
-    /// Writes this instance's users, reaps dead instances, reads everyone online. `now` in ms (Redis
+    /// Writes this instance's users, reaps dead instances, reads who is online on the others. `now` in ms (Redis
     /// compares it with the other instances' expiry times, which they computed from their own clocks:
     /// one machine here, so one clock).
     public func heartbeat(users: [(user: String, count: Int)], now: Int64) async throws -> Heartbeat {
@@ -39,7 +41,7 @@ public struct PresenceRegistry: Sendable {
             throw RedisError.unexpectedReply(command: "presence heartbeat script", reply: reply.description)
         }
         return Heartbeat(
-            online: Set(online.compactMap(\.string)),
+            onlineElsewhere: Set(online.compactMap(\.string)),
             reaped: Set(reaped.compactMap(\.string)),
             reapedInstances: dead.compactMap(\.string)
         )
@@ -81,10 +83,12 @@ public struct PresenceRegistry: Sendable {
         local seen = {}
         local online = {}
         for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
-          for _, user in ipairs(redis.call('HKEYS', ARGV[4] .. name)) do
-            if not seen[user] then
-              seen[user] = true
-              online[#online + 1] = user
+          if name ~= ARGV[1] then
+            for _, user in ipairs(redis.call('HKEYS', ARGV[4] .. name)) do
+              if not seen[user] then
+                seen[user] = true
+                online[#online + 1] = user
+              end
             end
           end
         end

@@ -4,7 +4,7 @@
 public struct PresenceState: Sendable, Hashable {
     /// Users with sockets on this instance, and how many.
     public private(set) var local: [String: Int] = [:]
-    /// Users online on any instance, as of the last heartbeat (plus this instance's own since).
+    /// Users online on any instance: the others' as of the last heartbeat, this instance's own now.
     public private(set) var online: Set<String> = []
     /// Users whose last local socket closed, with when.
     public private(set) var leaving: [String: Int64] = [:]
@@ -38,10 +38,11 @@ public struct PresenceState: Sendable, Hashable {
         }
     }
 
-    /// The heartbeat answered with the users online anywhere (this instance's included) and the users
-    /// of instances that died (reaped by this instance). Returns who should get a "left" line now.
-    public mutating func heartbeat(onlineAnywhere: Set<String>, reaped: Set<String>, now: Int64) -> [String] {
-        var everyone = onlineAnywhere
+    /// The heartbeat answered with the users online on the other instances (not this one's: it
+    /// publishes its leaving users too, which must not count as having come back) and the users of
+    /// instances that died (reaped by this instance). Returns who should get a "left" line now.
+    public mutating func heartbeat(onlineElsewhere: Set<String>, reaped: Set<String>, now: Int64) -> [String] {
+        var everyone = onlineElsewhere
         everyone.formUnion(local.keys)
         var left: [String] = []
         for (user, since) in leaving {
@@ -80,6 +81,12 @@ public struct PresenceState: Sendable, Hashable {
         return online.sorted()
     }
 
-    /// The per-user socket counts to publish for this instance.
-    public var localCounts: [(user: String, count: Int)] { local.map { ($0.key, $0.value) }.sorted { $0.user < $1.user } }
+    /// The users to publish for this instance, with their socket counts: 0 for a user whose last
+    /// socket closed here within the grace. They still count as online for the other instances, as
+    /// they do here, so a page refresh does not make them flicker off everyone else's list.
+    public var localCounts: [(user: String, count: Int)] {
+        var counts = local
+        for user in leaving.keys where counts[user] == nil { counts[user] = 0 }
+        return counts.map { ($0.key, $0.value) }.sorted { $0.user < $1.user }
+    }
 }
