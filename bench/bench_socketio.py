@@ -2,12 +2,15 @@
 aiohttp, under the same client load in the same run:
 
 - echo: clients send events that come back to them (messages per second, both directions counted once);
-- broadcast: one client's events go to every connected client (delivered messages per second);
+- broadcast: one client's events go to every connected client (deliveries to the 200 receivers per second);
 - memory per idle WebSocket session at 10,000 sessions (RSS growth / sessions).
 
-The load generator is a minimal asyncio WebSocket client (Engine.IO v4 + Socket.IO v5 by hand, masking
-key 0) so it costs as little CPU as possible; on 2 cores it still competes with the server, so the
-fair comparison is the server's CPU time per delivered message (utime + stime from /proc/<pid>/stat).
+The echo clients, the broadcast's sender and the idle sessions are a minimal asyncio WebSocket client
+(Engine.IO v4 + Socket.IO v5 by hand, masking key 0) so it costs as little CPU as possible; the
+broadcast's receivers are `stickylab-bench chat-load --event broadcast` (SwiftNIO), because one
+Python process reading 200,000 frames a second measured itself rather than the server. On 2 cores
+every generator competes with the server, so the fair comparison is the server's CPU time per
+delivered message (utime + stime from /proc/<pid>/stat).
 Prints a markdown section; exits 0 even when a target is missed, and says so.
 Run with the venv's python: STICKYLAB_BIN=.build/release .venv/bin/python bench/bench_socketio.py"""
 
@@ -30,7 +33,7 @@ import harness  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 ECHO_CLIENTS, ECHO_MESSAGES, WINDOW = 50, 1000, 32
-BROADCAST_RECEIVERS, BROADCAST_MESSAGES = 200, 300
+BROADCAST_RECEIVERS, BROADCAST_MESSAGES = 200, 1000
 IDLE_SESSIONS = 10_000
 ROUNDS = int(os.environ.get("BENCH_SOCKETIO_ROUNDS", "3"))
 TARGET_RATIO, TARGET_BYTES = 10.0, 8 * 1024
@@ -144,7 +147,15 @@ def python_server() -> Server:
 
 # --- workloads --------------------------------------------------------------------------------------
 
-async def echo_load(port: int) -> int:
+async def echo_load(server: "Server") -> tuple[int, float, float]:
+    """ECHO_CLIENTS clients connect, then each keeps WINDOW events in flight until ECHO_MESSAGES came
+    back; the round is timed from the first connect (the generator is Python: see the section)."""
+    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+    delivered = await echo_round(server.port)
+    return delivered, time.perf_counter() - t0, server.cpu_seconds() - cpu0
+
+
+async def echo_round(port: int) -> int:
     async def one(client: Client):
         sent = received = 0
         while received < ECHO_MESSAGES:
@@ -161,26 +172,71 @@ async def echo_load(port: int) -> int:
     return ECHO_CLIENTS * ECHO_MESSAGES
 
 
-async def broadcast_load(port: int) -> int:
-    receivers = [await Client.connect(port) for _ in range(BROADCAST_RECEIVERS)]
-    sender = receivers[0]
+class Receivers:
+    """The broadcast's receivers: `stickylab-bench chat-load --event broadcast` (SwiftNIO WebSocket
+    clients on one event-loop thread, docs/chat-load.md), so that the rate measured is the server's and
+    not that of one Python process reading every frame."""
 
-    async def count(client: Client):
-        received = 0
-        while received < BROADCAST_MESSAGES:
-            if (await client.receive()).startswith('42["broadcast"'):
-                received += 1
+    def __init__(self, process: asyncio.subprocess.Process):
+        self.process = process
 
-    async def send():
+    @classmethod
+    async def open(cls, port: int, count: int) -> "Receivers":
+        process = await asyncio.create_subprocess_exec(
+            str(harness.executable("stickylab-bench")), "chat-load", "--event", "broadcast",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        receivers = cls(process)
+        spec = {"host": "127.0.0.1", "port": port, "path": "/socket.io/?EIO=4&transport=websocket"}
+        await receivers.command("open", clients=[spec] * count)
+        return receivers
+
+    async def command(self, cmd: str, **fields) -> dict:
+        self.process.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
+        await self.process.stdin.drain()
+        line = await asyncio.wait_for(self.process.stdout.readline(), 120)
+        if not line:
+            raise RuntimeError(f"chat-load exited ({await self.process.wait()}) during {cmd}")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise RuntimeError(f"chat-load {cmd}: {reply.get('error')}")
+        return reply
+
+    async def close(self):
+        await self.command("close")
+        self.process.stdin.close()
+        await asyncio.wait_for(self.process.wait(), 30)
+
+
+async def broadcast_load(server: "Server") -> tuple[int, float, float]:
+    """BROADCAST_RECEIVERS chat-load clients and one sender connect first (not timed); then the sender
+    emits BROADCAST_MESSAGES events as fast as it can, and the round lasts until the last of the
+    receivers' deliveries arrived (the sender's own copies are not counted)."""
+    receivers = await Receivers.open(server.port, BROADCAST_RECEIVERS)
+    sender = await Client.connect(server.port)
+    expected = BROADCAST_RECEIVERS * BROADCAST_MESSAGES
+    try:
+        cpu0, t0 = server.cpu_seconds(), time.perf_counter()
         for index in range(BROADCAST_MESSAGES):
             sender.send(f'42["broadcast",{index}]')
             if index % 16 == 0:
                 await sender.writer.drain()
-
-    await asyncio.gather(send(), *(count(client) for client in receivers))
-    for client in receivers:
-        await client.close()
-    return BROADCAST_RECEIVERS * BROADCAST_MESSAGES
+        await sender.writer.drain()
+        deadline = t0 + 60
+        while True:
+            stats = await receivers.command("stats")
+            now = time.perf_counter()
+            if stats["received"] >= expected:
+                break
+            if now > deadline or stats["closed"]:
+                raise RuntimeError(f"broadcast: {stats['received']} of {expected} deliveries after {now - t0:.1f} s "
+                                   f"({stats['closed']} receivers closed)")
+            await asyncio.sleep(0.005)
+        cpu = server.cpu_seconds() - cpu0
+        elapsed = (now - stats.get("last_receive_age", 0.0)) - t0
+        return stats["received"], elapsed, cpu
+    finally:
+        await sender.close()
+        await receivers.close()
 
 
 async def idle_sessions(port: int, count: int) -> list[Client]:
@@ -192,13 +248,12 @@ async def idle_sessions(port: int, count: int) -> list[Client]:
 
 def measure(server: Server, workload, label: str) -> dict:
     """One warm-up round, then ROUNDS measured rounds; the round with the median rate is reported
-    (a sub-second round on a shared machine moves a lot)."""
-    asyncio.run(workload(server.port))  # warm-up round, not measured
+    (a sub-second round on a shared machine moves a lot). A workload returns what it delivered, in
+    how many seconds, with how many seconds of the server's CPU."""
+    asyncio.run(workload(server))  # warm-up round, not measured
     rounds = []
     for _ in range(ROUNDS):
-        cpu0, t0 = server.cpu_seconds(), time.perf_counter()
-        delivered = asyncio.run(workload(server.port))
-        elapsed, cpu = time.perf_counter() - t0, server.cpu_seconds() - cpu0
+        delivered, elapsed, cpu = asyncio.run(workload(server))
         rounds.append({"label": label, "delivered": delivered, "seconds": elapsed, "rate": delivered / elapsed,
                        "cpu_us_per_message": cpu * 1e6 / delivered})
     rounds.sort(key=lambda r: r["rate"])
@@ -246,10 +301,12 @@ def main() -> int:
     swift, python = results["swift"], results["python-socketio"]
     lines = ["## SocketIO: Swift server vs python-socketio (aiohttp)", "",
              f"Same client load in the same run: echo = {ECHO_CLIENTS} clients x {ECHO_MESSAGES} events (window {WINDOW}); "
-             f"broadcast = 1 sender, {BROADCAST_MESSAGES} events to {BROADCAST_RECEIVERS} clients; memory = "
-             f"{IDLE_SESSIONS:,} idle WebSocket sessions (Engine.IO + namespace `/`) on a freshly started server. Load generator: one asyncio "
-             f"process sharing the 2 cores, so the CPU time per message is the fair comparison. Throughput rows: the "
-             f"median of {ROUNDS} measured rounds after a warm-up round.", "",
+             f"broadcast = 1 sender, {BROADCAST_MESSAGES} events to {BROADCAST_RECEIVERS} clients, timed from the first event "
+             f"to the last delivery (the receivers are `stickylab-bench chat-load --event broadcast`, SwiftNIO clients on one "
+             f"thread); memory = {IDLE_SESSIONS:,} idle WebSocket sessions (Engine.IO + namespace `/`) on a freshly started "
+             f"server. The echo clients, the sender and the idle sessions are one asyncio process; every generator shares the "
+             f"2 cores with the server, so the CPU time per message is the fair comparison. Throughput rows: the median of "
+             f"{ROUNDS} measured rounds after a warm-up round.", "",
              "| workload | Swift msgs/s | python-socketio msgs/s | ratio | Swift CPU us/msg | python CPU us/msg | CPU ratio |",
              "|---|---|---|---|---|---|---|"]
     verdicts = []

@@ -5,8 +5,8 @@ import NIOWebSocket
 
 /// What an Engine.IO v4 / Socket.IO v5 text frame is, to the load generator (the first bytes decide).
 enum EngineIOFrame: Equatable, Sendable {
-    /// `42["chat",...`: a chat delivery.
-    case chat
+    /// `42["<event>",...`: a delivery of the counted event (`chat` unless told otherwise).
+    case delivery
     /// `2`: an Engine.IO ping.
     case ping
     /// `0{...}`: the Engine.IO open packet.
@@ -17,11 +17,15 @@ enum EngineIOFrame: Equatable, Sendable {
     case refused
     case other
 
-    static let chatPrefix: [UInt8] = Array(#"42["chat""#.utf8)
+    /// The first bytes of a delivery of `event` (a name of letters, digits, - and _, which needs no
+    /// JSON escaping: see `ChatLoadCommand.isName`).
+    static func deliveryPrefix(event: String) -> [UInt8] { Array(#"42[""#.utf8) + Array(event.utf8) + [UInt8(ascii: "\"")] }
 
-    init(_ bytes: UnsafeRawBufferPointer) {
-        if bytes.count >= Self.chatPrefix.count, zip(bytes, Self.chatPrefix).allSatisfy({ $0 == $1 }) {
-            self = .chat
+    static let chatPrefix = deliveryPrefix(event: "chat")
+
+    init(_ bytes: UnsafeRawBufferPointer, deliveryPrefix: [UInt8] = Self.chatPrefix) {
+        if bytes.count >= deliveryPrefix.count, zip(bytes, deliveryPrefix).allSatisfy({ $0 == $1 }) {
+            self = .delivery
         } else if bytes.count == 1, bytes[0] == UInt8(ascii: "2") {
             self = .ping
         } else if bytes.first == UInt8(ascii: "0") {
@@ -44,7 +48,7 @@ struct EngineIOClientState: Equatable, Sendable {
         case none
         /// Send this text frame.
         case send(String)
-        /// A chat delivery: count it.
+        /// A delivery of the counted event: count it.
         case count
         /// The Socket.IO connection is up.
         case becameConnected
@@ -56,7 +60,7 @@ struct EngineIOClientState: Equatable, Sendable {
 
     mutating func received(_ frame: EngineIOFrame) -> Action {
         switch (frame, phase) {
-        case (.chat, _): return .count
+        case (.delivery, _): return .count
         case (.ping, _): return .send("3")
         case (.open, .awaitingOpen):
             phase = .awaitingConnect
@@ -82,21 +86,23 @@ final class ChatLoadCounters {
 }
 
 /// One WebSocket client after the upgrade: answers pings, completes the Socket.IO handshake, counts
-/// chat deliveries and, when it is a sampled client and recording is on, records send-to-delivery
-/// latency from the `~T<ns>~E` stamp the sender embedded.
+/// deliveries (of `chat`, or the event it was told to count) and, when it is a sampled client and
+/// recording is on, records send-to-delivery latency from the `~T<ns>~E` stamp the sender embedded.
 final class ChatLoadClientHandler: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
     private let counters: ChatLoadCounters
     private let sample: Bool
+    private let deliveryPrefix: [UInt8]
     private let ready: EventLoopPromise<Void>
     private let name: String
     private var state = EngineIOClientState()
 
-    init(counters: ChatLoadCounters, sample: Bool, ready: EventLoopPromise<Void>, name: String) {
+    init(counters: ChatLoadCounters, sample: Bool, ready: EventLoopPromise<Void>, name: String, deliveryPrefix: [UInt8] = EngineIOFrame.chatPrefix) {
         self.counters = counters
         self.sample = sample
+        self.deliveryPrefix = deliveryPrefix
         self.ready = ready
         self.name = name
     }
@@ -106,7 +112,7 @@ final class ChatLoadClientHandler: ChannelInboundHandler {
         switch frame.opcode {
         case .text:
             let payload = frame.unmaskedData
-            let kind = payload.withUnsafeReadableBytes { EngineIOFrame($0) }
+            let kind = payload.withUnsafeReadableBytes { EngineIOFrame($0, deliveryPrefix: deliveryPrefix) }
             switch state.received(kind) {
             case .none: break
             case .count:
@@ -207,6 +213,7 @@ enum ChatLoadConnector {
         name: String,
         on loop: any EventLoop,
         counters: NIOLoopBound<ChatLoadCounters>,
+        deliveryPrefix: [UInt8] = EngineIOFrame.chatPrefix,
         ready: EventLoopPromise<Void>
     ) -> EventLoopFuture<any Channel> {
         ClientBootstrap(group: loop)
@@ -221,7 +228,8 @@ enum ChatLoadConnector {
                     let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: spec.path, headers: headers)
                     let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: 1 << 20) { channel, _ in
                         channel.eventLoop.makeCompletedFuture {
-                            let handler = ChatLoadClientHandler(counters: counters.value, sample: spec.sample, ready: ready, name: name)
+                            let handler = ChatLoadClientHandler(
+                                counters: counters.value, sample: spec.sample, ready: ready, name: name, deliveryPrefix: deliveryPrefix)
                             try channel.pipeline.syncOperations.addHandler(handler)
                             return .upgraded
                         }

@@ -25,6 +25,8 @@ final class ChatLoadController: ChannelInboundHandler {
     private let shards: [ChatLoadShard]
     /// Where the sampled clients live when they have an event loop of their own.
     private let sampler: ChatLoadShard?
+    /// The first bytes of a counted delivery (`42["chat"` unless told otherwise).
+    private let deliveryPrefix: [UInt8]
     /// Every channel opened, to close them all.
     private var channels: [any Channel] = []
     /// Clients that completed the Socket.IO handshake, in the order they were asked for.
@@ -34,10 +36,11 @@ final class ChatLoadController: ChannelInboundHandler {
     private var pending: [Int: any Channel] = [:]
     private var queue: EventLoopFuture<Void>?
 
-    init(shards: [ChatLoadShard], sampler: ChatLoadShard? = nil) {
+    init(shards: [ChatLoadShard], sampler: ChatLoadShard? = nil, deliveryPrefix: [UInt8] = EngineIOFrame.chatPrefix) {
         precondition(!shards.isEmpty, "chat-load needs at least one event loop")
         self.shards = shards
         self.sampler = sampler
+        self.deliveryPrefix = deliveryPrefix
     }
 
     /// All the event loops' clients, the sampler's included.
@@ -101,20 +104,22 @@ final class ChatLoadController: ChannelInboundHandler {
                 let shard = (spec.sample ? sampler : nil) ?? shards[index % shards.count]
                 let name = "client \(index) (\(spec.host):\(spec.port))"
                 let ready = shard.loop.makePromise(of: Void.self)
-                ChatLoadConnector.connect(spec, name: name, on: shard.loop, counters: shard.counters, ready: ready)
-                    .hop(to: loop).assumeIsolated()
-                    .whenComplete { result in
-                        switch result {
-                        case .success(let channel):
-                            self.channels.append(channel)
-                            self.pending[index] = channel
-                            channel.closeFuture.whenComplete { _ in
-                                ready.fail(ChatLoadProtocolError("\(name): the connection closed during the handshake"))
-                            }
-                        case .failure(let error):
-                            ready.fail(ChatLoadProtocolError("\(name): could not connect: \(error)"))
+                ChatLoadConnector.connect(
+                    spec, name: name, on: shard.loop, counters: shard.counters, deliveryPrefix: deliveryPrefix, ready: ready
+                )
+                .hop(to: loop).assumeIsolated()
+                .whenComplete { result in
+                    switch result {
+                    case .success(let channel):
+                        self.channels.append(channel)
+                        self.pending[index] = channel
+                        channel.closeFuture.whenComplete { _ in
+                            ready.fail(ChatLoadProtocolError("\(name): the connection closed during the handshake"))
                         }
+                    case .failure(let error):
+                        ready.fail(ChatLoadProtocolError("\(name): could not connect: \(error)"))
                     }
+                }
                 let channelFuture = ready.futureResult.hop(to: loop)
                 channelFuture.assumeIsolated().whenComplete { result in
                     job.inFlight -= 1

@@ -5,9 +5,14 @@ import NIOPosix
 /// The chat benchmark's load generator (`stickylab-bench chat-load`): Socket.IO clients on SwiftNIO,
 /// driven over stdin/stdout one JSON command per line (`ChatLoadCommand`). See docs/chat-load.md.
 public enum ChatLoadGenerator {
+    /// Whether `name` can be the event to count: letters, digits, - and _.
+    public static func isEventName(_ name: String) -> Bool { ChatLoadCommand.isName(name) }
+
     /// Serves commands from stdin until it closes; clients run on `threads` event loops, and the
-    /// sampled clients on one more of their own when `samplerThread`.
-    public static func run(threads: Int, samplerThread: Bool = false) async throws {
+    /// sampled clients on one more of their own when `samplerThread`. Clients count the deliveries of
+    /// `event` (`42["<event>",...`).
+    public static func run(threads: Int, samplerThread: Bool = false, event: String = "chat") async throws {
+        guard isEventName(event) else { throw ChatLoadProtocolError("the event to count must be letters, digits, - or _ (not \(event))") }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads) + (samplerThread ? 1 : 0))
         let loops = Array(group.makeIterator())
         let shards = try await EventLoopFuture.whenAllSucceed(loops.map(ChatLoadShard.make(on:)), on: loops[0]).get()
@@ -19,7 +24,9 @@ public enum ChatLoadGenerator {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
                         try channel.pipeline.syncOperations.addHandler(
-                            ChatLoadController(shards: samplerThread ? Array(shards.dropLast()) : shards, sampler: samplerThread ? shards.last : nil))
+                            ChatLoadController(
+                                shards: samplerThread ? Array(shards.dropLast()) : shards, sampler: samplerThread ? shards.last : nil,
+                                deliveryPrefix: EngineIOFrame.deliveryPrefix(event: event)))
                     }
                 }
                 .takingOwnershipOfDescriptors(input: 0, output: 1)

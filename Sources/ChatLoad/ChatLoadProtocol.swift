@@ -17,6 +17,11 @@ enum ChatLoadCommand: Sendable, Equatable {
     /// Closes every client.
     case close
 
+    /// A tag or an event name: letters, digits, - and _ (nothing to escape in JSON).
+    static func isName(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { $0.isASCIIAlphanumeric || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }
+    }
+
     /// Parses one line; the error message says what is wrong with it.
     static func parse(_ line: String) throws(ChatLoadProtocolError) -> ChatLoadCommand {
         let raw: RawCommand
@@ -46,7 +51,7 @@ enum ChatLoadCommand: Sendable, Equatable {
             }
             guard let seconds = raw.seconds, seconds > 0, seconds <= 3600 else { throw ChatLoadProtocolError("send needs \"seconds\" in (0, 3600]") }
             let tag = raw.tag ?? "m"
-            guard !tag.isEmpty, tag.utf8.allSatisfy({ $0.isASCIIAlphanumeric || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }) else {
+            guard Self.isName(tag) else {
                 throw ChatLoadProtocolError("send: tag \(tag) must be letters, digits, - or _")
             }
             let senders = raw.senders ?? 20

@@ -12,7 +12,7 @@ struct EngineIOClientTests {
     }
 
     @Test func framesAreClassifiedByTheirFirstBytes() {
-        #expect(classify(#"42["chat","{\"msg\":\"hi\"}"]"#) == .chat)
+        #expect(classify(#"42["chat","{\"msg\":\"hi\"}"]"#) == .delivery)
         #expect(classify("2") == .ping)
         #expect(classify(#"0{"sid":"x","pingInterval":25000}"#) == .open)
         #expect(classify(#"40{"sid":"y"}"#) == .connected)
@@ -21,6 +21,17 @@ struct EngineIOClientTests {
         #expect(classify("3") == .other)
         #expect(classify("23") == .other)
         #expect(classify("") == .other)
+    }
+
+    @Test func anotherEventCanBeTheCountedOne() {
+        let broadcast = EngineIOFrame.deliveryPrefix(event: "broadcast")
+        func classify(_ text: String) -> EngineIOFrame { Array(text.utf8).withUnsafeBytes { EngineIOFrame($0, deliveryPrefix: broadcast) } }
+        #expect(classify(#"42["broadcast",7]"#) == .delivery)
+        #expect(classify(#"42["broadcasts",7]"#) == .other)  // the closing quote is part of the prefix
+        #expect(classify(#"42["chat","{}"]"#) == .other)
+        #expect(classify("2") == .ping)
+        #expect(ChatLoadGenerator.isEventName("broadcast") && ChatLoadGenerator.isEventName("a-b_1"))
+        #expect(!ChatLoadGenerator.isEventName("") && !ChatLoadGenerator.isEventName("a\"b") && !ChatLoadGenerator.isEventName("é"))
     }
 
     @Test func handshakeSendsConnectAfterOpenAndCompletesOnConnected() {
@@ -46,11 +57,11 @@ struct EngineIOClientTests {
     @Test func pingsAreAnsweredAndChatIsCountedInEveryPhase() {
         var state = EngineIOClientState()
         #expect(state.received(.ping) == .send("3"))
-        #expect(state.received(.chat) == .count)
+        #expect(state.received(.delivery) == .count)
         _ = state.received(.open)
         _ = state.received(.connected)
         #expect(state.received(.ping) == .send("3"))
-        #expect(state.received(.chat) == .count)
+        #expect(state.received(.delivery) == .count)
         #expect(state.received(.other) == .none)
     }
 

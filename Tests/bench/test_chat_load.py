@@ -1,15 +1,18 @@
 """`stickylab-bench chat-load`, the load generator of bench/bench_chat.py, against a real chat-node on a
 real redis-server: it connects as Socket.IO clients with a session cookie, sends paced chat messages,
-counts every delivery, measures latency, and reports refusals and bad commands as JSON errors."""
+counts every delivery (of `chat`, or of the event it is told to count, here on socketio-testserver),
+measures latency, and reports refusals and bad commands as JSON errors."""
 
 from __future__ import annotations
 
 import json
 import select
 import subprocess
+import time
 
 import pytest
 import requests
+import socketio
 
 import harness
 
@@ -95,6 +98,39 @@ def test_clients_receive_every_message_and_latency_is_measured(chat_node, genera
     assert 0 < latencies["p50_ms"] <= latencies["p99_ms"] < 10_000
     assert generator.command("close") == {"ok": True}
     assert generator.stop() == 0
+
+
+def test_another_event_is_counted_when_asked_for():
+    """bench_socketio.py's broadcast receivers: chat-load clients on socketio-testserver, counting
+    `broadcast` deliveries (not the server's `auth` greeting), from a python-socketio sender."""
+    port = harness.free_port()
+    server = harness.Program("socketio-testserver", ["--port", str(port)])
+    generator = Generator("--event", "broadcast")
+    sender = socketio.Client()
+    try:
+        harness.wait_until("socketio-testserver to listen", lambda: harness.is_listening(port), timeout=30)
+        clients = [{"host": "127.0.0.1", "port": port, "path": PATH} for _ in range(3)]
+        assert generator.command("open", clients=clients) == {"ok": True, "opened": 3}
+        sender.connect(f"http://127.0.0.1:{port}", transports=["websocket"], wait_timeout=10)
+        for index in range(5):
+            sender.emit("broadcast", index)
+        harness.wait_until("15 deliveries (5 broadcasts x 3 clients)", lambda: generator.command("stats")["received"] >= 15, timeout=20)
+        time.sleep(0.2)  # nothing more arrives: each broadcast counted once per client
+        stats = generator.command("stats")
+        assert stats["received"] == 15 and stats["closed"] == 0, stats
+        assert generator.stop() == 0
+    finally:
+        sender.disconnect()
+        if generator.process.poll() is None:
+            generator.process.kill()
+            generator.process.wait()
+        server.stop()
+
+
+def test_a_bad_event_name_is_refused_with_a_clear_message():
+    result = subprocess.run([str(harness.executable("stickylab-bench")), "chat-load", "--event", 'a"b'],
+                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0 and "--event must be letters, digits, - or _" in result.stderr, result.stderr
 
 
 def test_a_client_without_a_session_is_reported_as_an_error(chat_node, generator):
