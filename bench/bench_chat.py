@@ -15,7 +15,6 @@ Its CPU time per delivered message is reported next to the servers' (from /proc,
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Tests" / "python"))
 import harness  # noqa: E402
+from chatload import ChatLoadProcess  # noqa: E402
 
 CLIENTS = int(os.environ.get("BENCH_CHAT_CLIENTS", "1000"))
 NODES = int(os.environ.get("BENCH_CHAT_NODES", "3"))
@@ -114,34 +114,24 @@ class Load:
 
     def __init__(self, system: System):
         self.system = system
-        self.process: asyncio.subprocess.Process | None = None
+        self.generator: ChatLoadProcess | None = None
         self.count = 0
         self.received = 0
         self.last_receive = 0.0
         self.closed = 0
 
     async def start(self):
-        self.process = await asyncio.create_subprocess_exec(
-            str(harness.executable("stickylab-bench")), "chat-load", "--threads", os.environ.get("BENCH_CHAT_LOAD_THREADS", "1"),
-            *(["--sampler-thread"] if SAMPLER_THREAD else []),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+        self.generator = await ChatLoadProcess.start("--threads", os.environ.get("BENCH_CHAT_LOAD_THREADS", "1"),
+                                                     *(["--sampler-thread"] if SAMPLER_THREAD else []))
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        return self.generator.pid
 
     async def command(self, cmd: str, **fields) -> dict:
-        if self.process is None:
+        if self.generator is None:
             await self.start()
-        self.process.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
-        await self.process.stdin.drain()
-        line = await self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"stickylab-bench chat-load exited (status {await self.process.wait()}) during {cmd}")
-        reply = json.loads(line)
-        if not reply.get("ok"):
-            raise RuntimeError(f"stickylab-bench chat-load, {cmd}: {reply.get('error')}")
-        return reply
+        return await self.generator.command(cmd, **fields)
 
     async def open(self, count: int, urls: list[str] | None = None):
         urls = urls or self.system.urls
@@ -192,12 +182,8 @@ class Load:
             await asyncio.sleep(0.05)
 
     async def close(self):
-        if self.process is None:
-            return
-        if self.process.returncode is None:
-            await self.command("close")
-            self.process.stdin.close()
-        await asyncio.wait_for(self.process.wait(), timeout=30)
+        if self.generator is not None:
+            await self.generator.stop()
 
 
 async def measure(system: System) -> dict:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "python"))
 import harness  # noqa: E402
+from chatload import ChatLoadProcess  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -172,46 +173,15 @@ async def echo_round(port: int) -> int:
     return ECHO_CLIENTS * ECHO_MESSAGES
 
 
-class Receivers:
-    """The broadcast's receivers: `stickylab-bench chat-load --event broadcast` (SwiftNIO WebSocket
-    clients on one event-loop thread, docs/chat-load.md), so that the rate measured is the server's and
-    not that of one Python process reading every frame."""
-
-    def __init__(self, process: asyncio.subprocess.Process):
-        self.process = process
-
-    @classmethod
-    async def open(cls, port: int, count: int) -> "Receivers":
-        process = await asyncio.create_subprocess_exec(
-            str(harness.executable("stickylab-bench")), "chat-load", "--event", "broadcast",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        receivers = cls(process)
-        spec = {"host": "127.0.0.1", "port": port, "path": "/socket.io/?EIO=4&transport=websocket"}
-        await receivers.command("open", clients=[spec] * count)
-        return receivers
-
-    async def command(self, cmd: str, **fields) -> dict:
-        self.process.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
-        await self.process.stdin.drain()
-        line = await asyncio.wait_for(self.process.stdout.readline(), 120)
-        if not line:
-            raise RuntimeError(f"chat-load exited ({await self.process.wait()}) during {cmd}")
-        reply = json.loads(line)
-        if not reply.get("ok"):
-            raise RuntimeError(f"chat-load {cmd}: {reply.get('error')}")
-        return reply
-
-    async def close(self):
-        await self.command("close")
-        self.process.stdin.close()
-        await asyncio.wait_for(self.process.wait(), 30)
-
-
 async def broadcast_load(server: "Server") -> tuple[int, float, float]:
-    """BROADCAST_RECEIVERS chat-load clients and one sender connect first (not timed); then the sender
+    """BROADCAST_RECEIVERS clients of `stickylab-bench chat-load --event broadcast` (SwiftNIO clients on
+    one thread, docs/chat-load.md, so that the rate measured is the server's and not that of one Python
+    process reading every frame) and one sender connect first (not timed); then the sender
     emits BROADCAST_MESSAGES events as fast as it can, and the round lasts until the last of the
     receivers' deliveries arrived (the sender's own copies are not counted)."""
-    receivers = await Receivers.open(server.port, BROADCAST_RECEIVERS)
+    receivers = await ChatLoadProcess.start("--event", "broadcast")
+    spec = {"host": "127.0.0.1", "port": server.port, "path": "/socket.io/?EIO=4&transport=websocket"}
+    await receivers.command("open", clients=[spec] * BROADCAST_RECEIVERS)
     sender = await Client.connect(server.port)
     expected = BROADCAST_RECEIVERS * BROADCAST_MESSAGES
     try:
@@ -236,7 +206,7 @@ async def broadcast_load(server: "Server") -> tuple[int, float, float]:
         return stats["received"], elapsed, cpu
     finally:
         await sender.close()
-        await receivers.close()
+        await receivers.stop()
 
 
 async def idle_sessions(port: int, count: int) -> list[Client]:
