@@ -213,7 +213,7 @@ enum ChatLoadConnector {
         name: String,
         on loop: any EventLoop,
         counters: NIOLoopBound<ChatLoadCounters>,
-        deliveryPrefix: [UInt8] = EngineIOFrame.chatPrefix,
+        deliveryPrefix: [UInt8],
         ready: EventLoopPromise<Void>
     ) -> EventLoopFuture<any Channel> {
         ClientBootstrap(group: loop)

@@ -22,8 +22,11 @@ final class ChatLoadController: ChannelInboundHandler {
     /// Connections being opened at the same time (the listen backlog of the servers stays small).
     static let openWindow = 200
 
+    /// Every event loop's clients and counters.
     private let shards: [ChatLoadShard]
-    /// Where the sampled clients live when they have an event loop of their own.
+    /// The loops of the clients that are not sampled (all of them, without a sampler).
+    private let clientShards: [ChatLoadShard]
+    /// Where the sampled clients live when they have an event loop of their own (the last one).
     private let sampler: ChatLoadShard?
     /// The first bytes of a counted delivery (`42["chat"` unless told otherwise).
     private let deliveryPrefix: [UInt8]
@@ -36,15 +39,14 @@ final class ChatLoadController: ChannelInboundHandler {
     private var pending: [Int: any Channel] = [:]
     private var queue: EventLoopFuture<Void>?
 
-    init(shards: [ChatLoadShard], sampler: ChatLoadShard? = nil, deliveryPrefix: [UInt8] = EngineIOFrame.chatPrefix) {
-        precondition(!shards.isEmpty, "chat-load needs at least one event loop")
+    /// `samplerThread`: the last of `shards` is the sampled clients' own.
+    init(shards: [ChatLoadShard], samplerThread: Bool, deliveryPrefix: [UInt8]) {
+        precondition(shards.count > (samplerThread ? 1 : 0), "chat-load needs an event loop for its clients")
         self.shards = shards
-        self.sampler = sampler
+        self.clientShards = samplerThread ? Array(shards.dropLast()) : shards
+        self.sampler = samplerThread ? shards.last : nil
         self.deliveryPrefix = deliveryPrefix
     }
-
-    /// All the event loops' clients, the sampler's included.
-    private var allShards: [ChatLoadShard] { shards + (sampler.map { [$0] } ?? []) }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let line = String(buffer: unwrapInboundIn(data))
@@ -101,7 +103,7 @@ final class ChatLoadController: ChannelInboundHandler {
                 let index = first + next
                 next += 1
                 job.inFlight += 1
-                let shard = (spec.sample ? sampler : nil) ?? shards[index % shards.count]
+                let shard = (spec.sample ? sampler : nil) ?? clientShards[index % clientShards.count]
                 let name = "client \(index) (\(spec.host):\(spec.port))"
                 let ready = shard.loop.makePromise(of: Void.self)
                 ChatLoadConnector.connect(
@@ -217,7 +219,7 @@ final class ChatLoadController: ChannelInboundHandler {
     }
 
     private func stats(on loop: any EventLoop) -> EventLoopFuture<ChatLoadReply> {
-        let futures = allShards.map { shard in
+        let futures = shards.map { shard in
             shard.loop.submit {
                 let counters = shard.counters.value
                 return ShardStats(received: counters.received, lastReceive: counters.lastReceive, closed: counters.closed)
@@ -234,7 +236,7 @@ final class ChatLoadController: ChannelInboundHandler {
     }
 
     private func latencies(record: Bool, on loop: any EventLoop) -> EventLoopFuture<ChatLoadReply> {
-        let futures = allShards.map { shard in
+        let futures = shards.map { shard in
             shard.loop.submit { () -> [Int64] in
                 let counters = shard.counters.value
                 counters.recording = record

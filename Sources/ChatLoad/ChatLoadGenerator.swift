@@ -25,8 +25,7 @@ public enum ChatLoadGenerator {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
                         try channel.pipeline.syncOperations.addHandler(
                             ChatLoadController(
-                                shards: samplerThread ? Array(shards.dropLast()) : shards, sampler: samplerThread ? shards.last : nil,
-                                deliveryPrefix: EngineIOFrame.deliveryPrefix(event: event)))
+                                shards: shards, samplerThread: samplerThread, deliveryPrefix: EngineIOFrame.deliveryPrefix(event: event)))
                     }
                 }
                 .takingOwnershipOfDescriptors(input: 0, output: 1)

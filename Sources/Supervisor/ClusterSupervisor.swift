@@ -708,12 +708,12 @@ public actor ClusterSupervisor {
         let stopping = shuttingDown
         var end = Helper.End.stale
         updateHelper(kind) { end = $0.ended(run: run, now: time, shuttingDown: stopping) }
-        guard end != .stale else { return }
-        if kind == .proxy {
+        if end != .stale, kind == .proxy {
             for index in slots.keys { slots[index]?.routable = false }
         }
         switch end {
-        case .stale: break
+        case .stale:
+            return
         case .stopped:
             event("\(kind.rawValue) stopped (\(outcome))")
         case .restart(let delay):

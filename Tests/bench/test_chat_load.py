@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import select
 import subprocess
-import time
 
 import pytest
 import requests
@@ -115,9 +114,12 @@ def test_another_event_is_counted_when_asked_for():
         for index in range(5):
             sender.emit("broadcast", index)
         harness.wait_until("15 deliveries (5 broadcasts x 3 clients)", lambda: generator.command("stats")["received"] >= 15, timeout=20)
-        time.sleep(0.2)  # nothing more arrives: each broadcast counted once per client
+        # A sixth broadcast marks the end: once every client counted it, everything before it (and
+        # any second count of it) has arrived too. Each broadcast counted once per client: 18.
+        sender.emit("broadcast", 5)
+        harness.wait_until("the sixth broadcast at every client", lambda: generator.command("stats")["received"] >= 18, timeout=20)
         stats = generator.command("stats")
-        assert stats["received"] == 15 and stats["closed"] == 0, stats
+        assert stats["received"] == 18 and stats["closed"] == 0, stats
         assert generator.stop() == 0
     finally:
         sender.disconnect()

@@ -325,7 +325,7 @@ def test_presence_across_instances_and_a_killed_instances_users_leave(nodes):
     bob.close()
 
 
-def test_a_refresh_on_one_instance_does_not_take_the_user_off_the_others_lists(nodes):
+def test_a_refresh_on_one_instance_does_not_take_the_user_off_the_others_lists(redis, nodes):
     fast = {"PRESENCE_INTERVAL": "1", "PRESENCE_TTL": "3"}  # grace: 2 s
     one, two = nodes(2, **fast)
     ada = ChatClient(one, "ada")
@@ -333,13 +333,18 @@ def test_a_refresh_on_one_instance_does_not_take_the_user_off_the_others_lists(n
     harness.wait_until("both online everywhere", lambda: ada.online == ["ada", "bob"] and bob.online == ["ada", "bob"], timeout=15)
     with bob.lock:
         seen = len(bob.events)
-    # Three refreshes, each away for longer than a heartbeat and shorter than the grace: instance one
-    # publishes its users meanwhile, and instance two must still count ada as online.
+    published = redis_py.Redis(port=redis.port, decode_responses=True)
+
+    def ada_published_as(sockets: str) -> bool:
+        return published.hget(f"chat:presence:{one.guid}", "ada") == sockets
+
+    # Three refreshes. While ada is away (within the grace), instance one's heartbeat must still
+    # publish her, with 0 sockets, for instance two to read; back, with her socket.
     for _ in range(3):
         ada.close()
-        time.sleep(1.3)
+        harness.wait_until("instance one to publish ada as leaving", lambda: ada_published_as("0"), timeout=5)
         ada.reconnect(one.url)
-        time.sleep(1.5)
+        harness.wait_until("instance one to publish ada's socket again", lambda: ada_published_as("1"), timeout=5)
     with bob.lock:
         lists = [args[0]["users"] for event, args in bob.events[seen:] if event == "online"]
     assert all("ada" in users for users in lists), f"ada flickered off bob's list: {lists}"

@@ -283,9 +283,8 @@ public final class ChatHub: Sendable {
     /// "left" line), then pauses: a crowd logging in at once costs one list per pause, not one per user.
     private func pushOnlineLists() async {
         for await _ in onlineChanged {
-            if let list = state.withLock({ $0.presence.takeChangedOnlineList() }) {
-                try? await namespace.local.emit("online", Self.onlineValue(list))
-            }
+            guard let list = state.withLock({ $0.presence.takeChangedOnlineList() }) else { continue }
+            try? await namespace.local.emit("online", Self.onlineValue(list))
             do { try await Task.sleep(for: Self.onlineListPause) } catch { return }
         }
     }
