@@ -44,6 +44,8 @@ USERS = 100
 LOW_RATE = 5
 TARGET_RATIO = 10
 TARGET_P99_MS = 25
+# chat-node's write-coalescing window (its WRITE_COALESCING_MS, inherited from this environment).
+WINDOW_MS = os.environ.get("WRITE_COALESCING_MS", "20")
 TARGET_IDLE_BYTES = 8 * 1024
 def wait_healthy(url: str, program: harness.Program):
     def healthy():
@@ -186,6 +188,23 @@ class Load:
             await self.generator.stop()
 
 
+class CPUMeter:
+    """CPU seconds used by a system's servers and by the load generator since it was made (/proc)."""
+
+    def __init__(self, system: System, load: Load):
+        self.pids, self.load_pids = system.pids, [load.pid]
+        self.server, self.own = harness.cpu_seconds(self.pids), harness.cpu_seconds(self.load_pids)
+        self.kernel = harness.cpu_seconds(self.pids, kernel_only=True)
+
+    def read(self) -> tuple[float, float]:
+        """(servers, load generator)."""
+        return harness.cpu_seconds(self.pids) - self.server, harness.cpu_seconds(self.load_pids) - self.own
+
+    def server_kernel(self) -> float:
+        """The servers' CPU seconds in the kernel."""
+        return harness.cpu_seconds(self.pids, kernel_only=True) - self.kernel
+
+
 async def measure(system: System) -> dict:
     load = Load(system)
     await load.open(CLIENTS)
@@ -197,19 +216,18 @@ async def measure(system: System) -> dict:
     async def step(rate: int) -> dict:
         await load.refresh()
         before = load.received
-        cpu_before = harness.cpu_seconds(system.pids)
-        own_before = harness.cpu_seconds([load.pid])
+        meter = CPUMeter(system, load)
         began = time.perf_counter()
         sent = await load.send_at(rate, STEP_SECONDS, f"r{rate}")
         await load.settle(before + sent * clients)
         elapsed = max(load.last_receive, began + STEP_SECONDS) - began
         delivered = load.received - before
-        cpu = harness.cpu_seconds(system.pids) - cpu_before
-        own = harness.cpu_seconds([load.pid]) - own_before
+        cpu, own = meter.read()
         kept_up = delivered >= 0.97 * sent * clients and elapsed <= STEP_SECONDS + 1.0
         result = {"rate": rate, "sent": sent, "delivered": delivered, "per_second": delivered / elapsed,
                   "cpu_us": cpu / max(1, delivered) * 1e6,
-                  "load_us": own / max(1, delivered) * 1e6, "kept_up": kept_up}
+                  "load_us": own / max(1, delivered) * 1e6, "kept_up": kept_up,
+                  "cores": cpu / elapsed, "load_cores": own / elapsed}
         steps.append(result)
         print(f"  {system.name}: {rate} msg/s -> {delivered / elapsed:,.0f} delivered/s "
               f"({delivered}/{sent * clients}, {elapsed:.1f}s){'' if kept_up else ' (fell behind)'}", file=sys.stderr, flush=True)
@@ -238,13 +256,21 @@ async def measure(system: System) -> dict:
     best = max(sustained or steps, key=lambda step: step["per_second"])
     half_rate = max(1.0, best["per_second"] / 2 / clients)
 
+    cells: dict[str, dict] = {}
+
     async def latency(rate: float, seconds: float, tag: str) -> tuple[float, float]:
         await load.drain()
         await load.refresh()
         await load.record_latencies()
         before = load.received
+        meter = CPUMeter(system, load)
+        began = time.perf_counter()
         sent = await load.send_at(rate, seconds, tag)
         await load.settle(before + sent * clients)
+        elapsed = max(time.perf_counter() - began, seconds)
+        # The cores in use while this cell ran (its settle included: that work belongs to it too).
+        cpu, own = meter.read()
+        cells[tag] = {"cores": cpu / elapsed, "load_cores": own / elapsed}
         return await load.latency_percentiles()
 
     p50, p99 = await latency(half_rate, 5.0, "half")
@@ -265,6 +291,8 @@ async def measure(system: System) -> dict:
         within = low
     result = {"clients": clients, "steps": steps, "max": best["per_second"], "max_rate": best["rate"],
               "cpu_us": best["cpu_us"], "load_us": best["load_us"], "half_rate": half_rate,
+              "max_cores": best["cores"], "max_load_cores": best["load_cores"],
+              "half_cores": cells["half"]["cores"], "half_load_cores": cells["half"]["load_cores"],
               "p50": p50, "p99": p99, "low50": low50, "low99": low99, "within": within, "closed": load.closed}
     await load.close()
     return result
@@ -290,6 +318,12 @@ def row(name: str, result: dict) -> str:
     return (f"| {name} | {result['clients']} | {result['max']:,.0f} | {result['max_rate']} | {result['cpu_us']:.1f} | "
             f"{result['load_us']:.1f} | {result['half_rate']:.0f} | {result['p50']:.1f} | {result['p99']:.1f} | "
             f"{result['low50']:.1f} | {result['low99']:.1f} | {within_text(result)} |")
+
+
+def busy_ratio(result: dict) -> float:
+    """CPU in use at half the maximum rate over CPU in use at the maximum (servers and load generator)."""
+    at_max = result["max_cores"] + result["max_load_cores"]
+    return (result["half_cores"] + result["half_load_cores"]) / at_max if at_max else float("nan")
 
 
 def within_text(result: dict) -> str:
@@ -342,6 +376,13 @@ async def main() -> int:
         f"about {swift['load_us'] * swift['clients'] / 1000:.1f} ms at that rate (more per frame at low rates, where every "
         f"frame is its own wake-up): "
         + ("the sampled clients, on their own thread, wait for a tenth of that." if SAMPLER_THREAD else "latencies include that."),
+        f"- CPU in use, chat-node's servers + the load generator, in cores (of {os.cpu_count()}): "
+        f"{swift['max_cores']:.2f} + {swift['max_load_cores']:.2f} at the maximum, "
+        f"{swift['half_cores']:.2f} + {swift['half_load_cores']:.2f} at half of it "
+        f"(**{busy_ratio(swift):.0%}** as busy at half the rate). A client's WebSocket writes leave together once per "
+        f"write-coalescing window ({WINDOW_MS} ms): above one message per window, every client costs one write per window "
+        f"(and the generator one read) whatever the rate, so halving the rate halves what each write carries, not the "
+        f"number of writes (docs/benchmarks.md, \"The cost of a flush\").",
         f"- chat-node's p99 stays <= {TARGET_P99_MS} ms up to a send rate of **{within_text(swift)}** "
         f"(narrowed down in {LATENCY_SEARCH_STEPS} geometric steps between {LOW_RATE} msg/s and half the maximum; one 4 s cell per rate).",
         f"- Machine load while measuring (1-minute load average, 2 cores): {os.getloadavg()[0]:.1f}.",

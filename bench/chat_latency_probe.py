@@ -35,17 +35,14 @@ async def probe(clients: int) -> list[tuple[float, ...]]:
             await load.drain()
             await load.refresh()
             before = load.received
-            cpu_before = harness.cpu_seconds(system.pids)
-            own_before = harness.cpu_seconds([load.pid])
-            kernel_before = harness.cpu_seconds(system.pids, kernel_only=True)
+            meter = bench_chat.CPUMeter(system, load)
             await load.record_latencies()
             sent = await load.send_at(rate, SECONDS, f"p{int(rate)}")
             await load.settle(before + sent * clients)
             p50, p99 = await load.latency_percentiles()
             delivered = max(1, load.received - before)
-            server = (harness.cpu_seconds(system.pids) - cpu_before) / delivered * 1e6
-            own = (harness.cpu_seconds([load.pid]) - own_before) / delivered * 1e6
-            kernel = (harness.cpu_seconds(system.pids, kernel_only=True) - kernel_before) / delivered * 1e6
+            server, own = (seconds / delivered * 1e6 for seconds in meter.read())
+            kernel = meter.server_kernel() / delivered * 1e6
             rows.append((rate, p50, p99, server, kernel, own))
             print(f"  {clients} clients, {rate:g} msg/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms", file=sys.stderr, flush=True)
     finally:
