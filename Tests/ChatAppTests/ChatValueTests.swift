@@ -266,7 +266,7 @@ import Testing
 
 @Suite struct PresenceStateTests {
     @Test func joinIsAnnouncedOnceAndRefreshesAreSilent() {
-        var presence = PresenceState(graceMilliseconds: 1_000)
+        var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
         let r9 = presence.connected("ada")
         #expect(r9)
         let r10 = presence.connected("ada")
@@ -280,7 +280,7 @@ import Testing
     }
 
     @Test func leftAfterTheGraceUnlessOnlineElsewhere() {
-        var presence = PresenceState(graceMilliseconds: 1_000)
+        var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
         _ = presence.connected("ada")
         _ = presence.connected("bob")
         presence.disconnected("ada", now: 0)
@@ -300,7 +300,7 @@ import Testing
     }
 
     @Test func usersOfADeadInstanceLeaveUnlessTheyMoved() {
-        var presence = PresenceState(graceMilliseconds: 1_000)
+        var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
         _ = presence.connected("local")
         let result = presence.heartbeat(onlineElsewhere: ["local", "moved"], reaped: ["moved", "gone", "local"], now: 0)
         #expect(result == ["gone"])
@@ -309,7 +309,7 @@ import Testing
     }
 
     @Test func aUserLeavingWithinTheGraceIsStillPublishedForTheOthers() {
-        var presence = PresenceState(graceMilliseconds: 1_000)
+        var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
         _ = presence.connected("ada")
         _ = presence.connected("bob")
         _ = presence.connected("bob")
@@ -321,26 +321,56 @@ import Testing
     }
 
     @Test func joinedAndLeftLinesMoveTheListBeforeTheHeartbeat() {
-        var presence = PresenceState(graceMilliseconds: 1_000)
+        var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
         _ = presence.connected("ada")
         _ = presence.connected("cy")
         presence.disconnected("cy", now: 0)
         #expect(presence.takeChangedOnlineList() == ["ada", "cy"])
         // bob joined on another instance: listed at once.
-        presence.announced("bob", joined: true)
+        presence.announced("bob", joined: true, now: 0)
         #expect(presence.takeChangedOnlineList() == ["ada", "bob", "cy"])
         // bob left there: unlisted at once.
-        presence.announced("bob", joined: false)
+        presence.announced("bob", joined: false, now: 0)
         #expect(presence.takeChangedOnlineList() == ["ada", "cy"])
         // Another instance says ada and cy left; ada has a socket here, cy left here within the grace:
         // both stay until this instance's own heartbeat decides.
-        presence.announced("ada", joined: false)
-        presence.announced("cy", joined: false)
+        presence.announced("ada", joined: false, now: 0)
+        presence.announced("cy", joined: false, now: 0)
         #expect(presence.takeChangedOnlineList() == nil)
-        // The heartbeat still has the last word.
-        presence.announced("ghost", joined: true)
-        _ = presence.heartbeat(onlineElsewhere: ["ada"], reaped: [], now: 500)
+        // The heartbeat has the last word on users it has shown (bob's "left" also forgot his join).
+        _ = presence.heartbeat(onlineElsewhere: [], reaped: [], now: 500)
         #expect(presence.online == ["ada", "cy"])
+    }
+
+    @Test func anAnnouncedUserStaysListedUntilAHeartbeatShowsThem() {
+        var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
+        _ = presence.connected("ada")
+        // grace joined on another instance, which publishes her at its next heartbeat: this
+        // instance's heartbeats meanwhile read its older hash, without her.
+        presence.announced("grace", joined: true, now: 1_000)
+        #expect(presence.takeChangedOnlineList() == ["ada", "grace"])
+        _ = presence.heartbeat(onlineElsewhere: [], reaped: [], now: 1_500)
+        _ = presence.heartbeat(onlineElsewhere: [], reaped: [], now: 2_500)
+        #expect(presence.takeChangedOnlineList() == nil)
+        // A heartbeat sent before the line arrived cannot speak for her either.
+        presence.announced("lin", joined: true, now: 2_600)
+        _ = presence.heartbeat(onlineElsewhere: [], reaped: [], now: 2_590)
+        #expect(presence.online == ["ada", "grace", "lin"])
+        // Once a heartbeat has shown grace, the heartbeats decide again.
+        _ = presence.heartbeat(onlineElsewhere: ["grace", "lin"], reaped: [], now: 3_500)
+        #expect(presence.unconfirmed.isEmpty)
+        _ = presence.heartbeat(onlineElsewhere: ["lin"], reaped: [], now: 4_500)
+        #expect(presence.online == ["ada", "lin"])
+        // An announced user no heartbeat ever shows (their instance died before publishing them) goes
+        // after the presence TTL.
+        presence.announced("ghost", joined: true, now: 5_000)
+        _ = presence.heartbeat(onlineElsewhere: ["lin"], reaped: [], now: 7_900)
+        #expect(presence.online.contains("ghost"))
+        _ = presence.heartbeat(onlineElsewhere: ["lin"], reaped: [], now: 8_000)
+        #expect(presence.online == ["ada", "lin"] && presence.unconfirmed.isEmpty)
+        // A user with a socket here needs no confirmation from anyone.
+        presence.announced("ada", joined: true, now: 8_100)
+        #expect(presence.unconfirmed.isEmpty)
     }
 
     @Test func presenceChangesAreReadFromStoredControlLinesOnly() {

@@ -353,6 +353,37 @@ def test_a_refresh_on_one_instance_does_not_take_the_user_off_the_others_lists(r
     bob.close()
 
 
+def test_a_new_user_stays_on_the_others_lists_until_their_instance_publishes_them(redis, nodes):
+    # Instance one publishes its users at start, then every 30 s: grace, who logs in there, is in its
+    # Redis hash only 30 s later. Instance two learns of her from her "joined" line at once, and its own
+    # heartbeats (every second) must not take her off again meanwhile.
+    (one,) = nodes(1, PRESENCE_INTERVAL="30", PRESENCE_TTL="60")
+    (two,) = nodes(1, PRESENCE_INTERVAL="1", PRESENCE_TTL="60")
+    bob = ChatClient(two, "bob")
+    bob.sio.emit("join")
+    harness.wait_until("bob online on his instance", lambda: bob.online == ["bob"], timeout=10)
+    grace = ChatClient(one, "grace")
+    grace.sio.emit("join")
+    harness.wait_until("grace listed on bob's instance (her joined line)", lambda: "grace" in (bob.online or []), timeout=10)
+    with bob.lock:
+        first = next(index for index, (event, args) in enumerate(bob.events) if event == "online" and "grace" in args[0]["users"])
+    published = redis_py.Redis(port=redis.port, decode_responses=True)
+
+    def heartbeat_of_two() -> float:
+        return published.zscore("chat:instances", two.guid) or 0.0
+
+    # Three heartbeats of instance two, each of which read instance one's hash without grace.
+    for _ in range(3):
+        before = heartbeat_of_two()
+        harness.wait_until("a heartbeat of instance two", lambda: heartbeat_of_two() > before, timeout=5)
+    assert published.hget(f"chat:presence:{one.guid}", "grace") is None, "instance one published grace early: the test proves nothing"
+    with bob.lock:
+        lists = [args[0]["users"] for event, args in bob.events[first:] if event == "online"]
+    assert all("grace" in users for users in lists), f"grace flickered off bob's list: {lists}"
+    grace.close()
+    bob.close()
+
+
 def test_joined_lines_list_users_on_every_instance_before_the_next_heartbeat(nodes):
     # Heartbeats every 30 s: within this test only the "joined" lines can move the lists.
     one, two = nodes(2, PRESENCE_INTERVAL="30", PRESENCE_TTL="90")

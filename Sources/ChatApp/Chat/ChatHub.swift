@@ -81,7 +81,8 @@ public final class ChatHub: Sendable {
         (commands, continuation) = AsyncStream.makeStream(of: Command.self)
         (onlineChanged, onlineChangedContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let grace = Int64(configuration.presenceInterval.components.seconds * 2_000)
-        state = Mutex(State(presence: PresenceState(graceMilliseconds: grace)))
+        let ttl = Int64(configuration.presenceTTL.components.seconds * 1_000)
+        state = Mutex(State(presence: PresenceState(graceMilliseconds: grace, confirmWithinMilliseconds: ttl)))
     }
 
     // MARK: Wiring into the Socket.IO namespace
@@ -341,7 +342,8 @@ public final class ChatHub: Sendable {
     private func deliver(_ line: StoredLine, loop: inout LoopState) async -> Bool {
         guard loop.delivery.accept(line) else { return false }
         if let change = ChatLine.presenceChange(json: line.json) {
-            state.withLock { $0.presence.announced(change.user, joined: change.joined) }
+            let now = Self.now()
+            state.withLock { $0.presence.announced(change.user, joined: change.joined, now: now) }
             onlineChangedContinuation.yield()
         }
         // A recovered socket whose client already had everything up to its offset joins before the

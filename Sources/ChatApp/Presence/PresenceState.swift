@@ -10,11 +10,19 @@ public struct PresenceState: Sendable, Hashable {
     public private(set) var leaving: [String: Int64] = [:]
     /// The online list clients were last sent.
     public private(set) var published: Set<String> = []
+    /// Users another instance announced ("joined" lines) that no heartbeat has shown yet, with when:
+    /// their instance publishes them at its own next heartbeat, so until then this instance's
+    /// heartbeats, which read what was published, must not take them off the list again.
+    public private(set) var unconfirmed: [String: Int64] = [:]
     /// How long a user may be gone before a "left" line (a page refresh or a failover takes less).
     public let grace: Int64
+    /// How long an announced user counts as online without a heartbeat showing them: the presence
+    /// TTL, within which every live instance publishes its users (or is reaped).
+    public let confirmWithin: Int64
 
-    public init(graceMilliseconds: Int64) {
+    public init(graceMilliseconds: Int64, confirmWithinMilliseconds: Int64) {
         self.grace = graceMilliseconds
+        self.confirmWithin = confirmWithinMilliseconds
     }
 
     /// A socket of `user` connected here. Returns true when the user was not known to be online, so a
@@ -41,9 +49,17 @@ public struct PresenceState: Sendable, Hashable {
     /// The heartbeat answered with the users online on the other instances (not this one's: it
     /// publishes its leaving users too, which must not count as having come back) and the users of
     /// instances that died (reaped by this instance). Returns who should get a "left" line now.
+    /// `now`: when the heartbeat was sent (users announced after it may be missing from its answer).
     public mutating func heartbeat(onlineElsewhere: Set<String>, reaped: Set<String>, now: Int64) -> [String] {
         var everyone = onlineElsewhere
         everyone.formUnion(local.keys)
+        for (user, since) in unconfirmed {
+            if onlineElsewhere.contains(user) || now - since >= confirmWithin {
+                unconfirmed[user] = nil
+            } else {
+                everyone.insert(user)
+            }
+        }
         var left: [String] = []
         for (user, since) in leaving {
             if everyone.contains(user) {
@@ -62,15 +78,18 @@ public struct PresenceState: Sendable, Hashable {
         return left.sorted()
     }
 
-    /// A "joined" or "left" line (from this instance or another) went through the chat: the list
-    /// follows at once instead of at the next heartbeat, which still has the last word. A user who
-    /// left according to another instance but has a socket here, or left here within the grace,
-    /// stays online.
-    public mutating func announced(_ user: String, joined: Bool) {
+    /// A "joined" or "left" line (from this instance or another) went through the chat at `now`: the
+    /// list follows at once instead of at the next heartbeat. A joined user stays listed until a
+    /// heartbeat shows them (their instance publishes them at its next one) or `confirmWithin` passes;
+    /// from then on the heartbeats have the last word. A user who left according to another instance
+    /// but has a socket here, or left here within the grace, stays online.
+    public mutating func announced(_ user: String, joined: Bool, now: Int64) {
         if joined {
             online.insert(user)
+            if local[user] == nil { unconfirmed[user] = now }
         } else if local[user] == nil, leaving[user] == nil {
             online.remove(user)
+            unconfirmed[user] = nil
         }
     }
 
