@@ -353,10 +353,13 @@ def test_a_refresh_on_one_instance_does_not_take_the_user_off_the_others_lists(r
     bob.close()
 
 
-def test_a_new_user_stays_on_the_others_lists_until_their_instance_publishes_them(redis, nodes):
-    # Instance one publishes its users at start, then every 30 s: grace, who logs in there, is in its
-    # Redis hash only 30 s later. Instance two learns of her from her "joined" line at once, and its own
-    # heartbeats (every second) must not take her off again meanwhile.
+def test_a_new_user_stays_on_the_others_lists_from_their_joined_line_on(redis, nodes):
+    # grace logs in on instance one (heartbeat every 30 s): instance two lists her from her "joined"
+    # line, and its own heartbeats (every second) must not take her off again. Two things keep her
+    # there: instance one publishes her as soon as she connects instead of at its next heartbeat, and
+    # instance two keeps an announced user until a heartbeat shows them (PresenceStateTests covers the
+    # moment before her instance has published her). Without both, bob's lists were
+    # [['bob', 'grace'], ['bob']].
     (one,) = nodes(1, PRESENCE_INTERVAL="30", PRESENCE_TTL="60")
     (two,) = nodes(1, PRESENCE_INTERVAL="1", PRESENCE_TTL="60")
     bob = ChatClient(two, "bob")
@@ -364,7 +367,7 @@ def test_a_new_user_stays_on_the_others_lists_until_their_instance_publishes_the
     harness.wait_until("bob online on his instance", lambda: bob.online == ["bob"], timeout=10)
     grace = ChatClient(one, "grace")
     grace.sio.emit("join")
-    harness.wait_until("grace listed on bob's instance (her joined line)", lambda: "grace" in (bob.online or []), timeout=10)
+    harness.wait_until("grace listed on bob's instance", lambda: "grace" in (bob.online or []), timeout=10)
     with bob.lock:
         first = next(index for index, (event, args) in enumerate(bob.events) if event == "online" and "grace" in args[0]["users"])
     published = redis_py.Redis(port=redis.port, decode_responses=True)
@@ -372,15 +375,45 @@ def test_a_new_user_stays_on_the_others_lists_until_their_instance_publishes_the
     def heartbeat_of_two() -> float:
         return published.zscore("chat:instances", two.guid) or 0.0
 
-    # Three heartbeats of instance two, each of which read instance one's hash without grace.
     for _ in range(3):
         before = heartbeat_of_two()
         harness.wait_until("a heartbeat of instance two", lambda: heartbeat_of_two() > before, timeout=5)
-    assert published.hget(f"chat:presence:{one.guid}", "grace") is None, "instance one published grace early: the test proves nothing"
     with bob.lock:
         lists = [args[0]["users"] for event, args in bob.events[first:] if event == "online"]
     assert all("grace" in users for users in lists), f"grace flickered off bob's list: {lists}"
     grace.close()
+    bob.close()
+
+
+def test_a_user_back_on_another_instance_within_the_grace_gets_no_left_line(redis, nodes):
+    # ada leaves instance two (heartbeat every second, grace 2 s) and comes back on instance one, whose
+    # heartbeat comes every 30 s: instance one publishes her at once, so instance two, when her grace
+    # there ends, finds her online elsewhere and announces nothing.
+    (one,) = nodes(1, PRESENCE_INTERVAL="30", PRESENCE_TTL="90")
+    (two,) = nodes(1, PRESENCE_INTERVAL="1", PRESENCE_TTL="90")
+    bob = ChatClient(two, "bob")
+    ada = ChatClient(two, "ada")
+    harness.wait_until("both online", lambda: bob.online == ["ada", "bob"], timeout=10)
+    published = redis_py.Redis(port=redis.port, decode_responses=True)
+    ada.close()
+    harness.wait_until("instance two to publish ada as leaving", lambda: published.hget(f"chat:presence:{two.guid}", "ada") == "0",
+                       timeout=5)
+    ada.reconnect(one.url)
+    harness.wait_until("instance one to publish ada, long before its next heartbeat",
+                       lambda: published.hget(f"chat:presence:{one.guid}", "ada") == "1", timeout=5)
+
+    def heartbeat_of_two() -> float:
+        return published.zscore("chat:instances", two.guid) or 0.0
+
+    # Past ada's grace on instance two (2 s): three of its heartbeats.
+    for _ in range(3):
+        before = heartbeat_of_two()
+        harness.wait_until("a heartbeat of instance two", lambda: heartbeat_of_two() > before, timeout=5)
+    assert published.hget(f"chat:presence:{two.guid}", "ada") is None, "ada's grace on instance two has not ended"
+    assert not any(line["action"] == "control" and line["user"] == "ada" and line["msg"] == " left the channel"
+                   for _, line in bob.lines), "ada got a left line while online on instance one"
+    assert "ada" in bob.online
+    ada.close()
     bob.close()
 
 

@@ -31,6 +31,11 @@ public final class ChatHub: Sendable {
     /// The online list changed: `pushOnlineLists` sends it (signals that come while it waits merge).
     private let onlineChanged: AsyncStream<Void>
     private let onlineChangedContinuation: AsyncStream<Void>.Continuation
+    /// A heartbeat is due: the interval passed, or a user arrived who is not in this instance's
+    /// published presence yet (`PresenceService` runs them one at a time; requests that come while
+    /// one runs merge).
+    let heartbeatRequests: AsyncStream<Void>
+    private let heartbeatRequestsContinuation: AsyncStream<Void>.Continuation
     private let state: Mutex<State>
     private let startID: StreamID?
 
@@ -80,6 +85,7 @@ public final class ChatHub: Sendable {
         self.startID = startID
         (commands, continuation) = AsyncStream.makeStream(of: Command.self)
         (onlineChanged, onlineChangedContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (heartbeatRequests, heartbeatRequestsContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let grace = Int64(configuration.presenceInterval.components.seconds * 2_000)
         let ttl = Int64(configuration.presenceTTL.components.seconds * 1_000)
         state = Mutex(State(presence: PresenceState(graceMilliseconds: grace, confirmWithinMilliseconds: ttl)))
@@ -120,10 +126,16 @@ public final class ChatHub: Sendable {
         let user = socket.data["user"]?.stringValue ?? ""
         metrics.connections.increment()
         metrics.connectionsTotal.increment()
-        state.withLock { state in
+        let arrived = state.withLock { state in
+            // In this instance's published presence: with sockets, or leaving within the grace.
+            let published = state.presence.local[user] != nil || state.presence.leaving[user] != nil
             let isNew = state.presence.connected(user)
             state.members[socket.id] = Member(user: user, pid: socket.pid, announceJoin: isNew)
+            return !published
         }
+        // The other instances read who is here from what this instance publishes: a user who came
+        // back elsewhere within the grace must not get a "left" line from the instance they left.
+        if arrived { requestHeartbeat() }
         socket.on("chat") { [self] arguments, ack in await chat(from: socket, user: user, arguments: arguments, ack: ack) }
         socket.on("join") { [self] _, _ in await join(socket, user: user) }
         socket.onDisconnect { [self] reason in disconnected(socket, user: user, reason: reason) }
@@ -296,6 +308,16 @@ public final class ChatHub: Sendable {
     func finish() {
         continuation.finish()
         onlineChangedContinuation.finish()
+    }
+
+    /// Asks `PresenceService` for a heartbeat now.
+    func requestHeartbeat() {
+        heartbeatRequestsContinuation.yield()
+    }
+
+    /// No more heartbeats (graceful shutdown).
+    func finishHeartbeats() {
+        heartbeatRequestsContinuation.finish()
     }
 
     private func process() async {

@@ -16,17 +16,40 @@ struct HubService: Service {
     }
 }
 
-/// The presence heartbeat, every `interval` until graceful shutdown; then this instance's presence is
-/// removed (its users show up again on the instances they reconnect to).
+/// The presence heartbeat, every `interval`, and sooner when a user arrives who is not published yet
+/// (`ChatHub.requestHeartbeat`; at most one per `minimumSpacing`, so a crowd arriving costs a few
+/// heartbeats, not one each), until graceful shutdown; then this instance's presence is removed (its
+/// users show up again on the instances they reconnect to).
 struct PresenceService: Service {
     let hub: ChatHub
     let registry: PresenceRegistry
     let interval: Duration
     let logger: Logger
+    static let minimumSpacing = Duration.milliseconds(500)
 
     func run() async throws {
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { [hub, interval] in
+                    while !Task.isCancelled {
+                        hub.requestHeartbeat()
+                        do { try await Task.sleep(for: interval) } catch { return }
+                    }
+                }
+                await beat()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            hub.finishHeartbeats()
+        }
+        try? await registry.remove()
+    }
+
+    /// One heartbeat per request, until the requests end.
+    private func beat() async {
         var failing = false
-        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+        for await _ in hub.heartbeatRequests {
+            if Task.isShuttingDownGracefully { break }
             do {
                 try await hub.heartbeat(registry: registry)
                 if failing { logger.notice("Presence heartbeat works again") }
@@ -36,11 +59,10 @@ struct PresenceService: Service {
                 failing = true
             }
             do {
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.minimumSpacing) }
             } catch {
-                break
+                return
             }
         }
-        try? await registry.remove()
     }
 }
