@@ -353,6 +353,15 @@ def test_a_refresh_on_one_instance_does_not_take_the_user_off_the_others_lists(r
     bob.close()
 
 
+def wait_for_heartbeats(redis, node, count: int):
+    """Waits until `node` has run `count` more presence heartbeats (each moves its expiry in chat:instances)."""
+    published = redis_py.Redis(port=redis.port, decode_responses=True)
+    for _ in range(count):
+        before = published.zscore("chat:instances", node.guid) or 0.0
+        harness.wait_until(f"a presence heartbeat of instance {node.guid}",
+                           lambda: (published.zscore("chat:instances", node.guid) or 0.0) > before, timeout=5)
+
+
 def test_a_new_user_stays_on_the_others_lists_from_their_joined_line_on(redis, nodes):
     # grace logs in on instance one (heartbeat every 30 s): instance two lists her from her "joined"
     # line, and its own heartbeats (every second) must not take her off again. Two things keep her
@@ -370,14 +379,7 @@ def test_a_new_user_stays_on_the_others_lists_from_their_joined_line_on(redis, n
     harness.wait_until("grace listed on bob's instance", lambda: "grace" in (bob.online or []), timeout=10)
     with bob.lock:
         first = next(index for index, (event, args) in enumerate(bob.events) if event == "online" and "grace" in args[0]["users"])
-    published = redis_py.Redis(port=redis.port, decode_responses=True)
-
-    def heartbeat_of_two() -> float:
-        return published.zscore("chat:instances", two.guid) or 0.0
-
-    for _ in range(3):
-        before = heartbeat_of_two()
-        harness.wait_until("a heartbeat of instance two", lambda: heartbeat_of_two() > before, timeout=5)
+    wait_for_heartbeats(redis, two, 3)
     with bob.lock:
         lists = [args[0]["users"] for event, args in bob.events[first:] if event == "online"]
     assert all("grace" in users for users in lists), f"grace flickered off bob's list: {lists}"
@@ -401,14 +403,7 @@ def test_a_user_back_on_another_instance_within_the_grace_gets_no_left_line(redi
     ada.reconnect(one.url)
     harness.wait_until("instance one to publish ada, long before its next heartbeat",
                        lambda: published.hget(f"chat:presence:{one.guid}", "ada") == "1", timeout=5)
-
-    def heartbeat_of_two() -> float:
-        return published.zscore("chat:instances", two.guid) or 0.0
-
-    # Past ada's grace on instance two (2 s): three of its heartbeats.
-    for _ in range(3):
-        before = heartbeat_of_two()
-        harness.wait_until("a heartbeat of instance two", lambda: heartbeat_of_two() > before, timeout=5)
+    wait_for_heartbeats(redis, two, 3)  # past ada's grace on instance two (2 s)
     assert published.hget(f"chat:presence:{two.guid}", "ada") is None, "ada's grace on instance two has not ended"
     assert not any(line["action"] == "control" and line["user"] == "ada" and line["msg"] == " left the channel"
                    for _, line in bob.lines), "ada got a left line while online on instance one"
