@@ -31,13 +31,13 @@ async def probe(clients: int) -> list[tuple[float, ...]]:
         await load.open(clients)
         await load.send_at(5, 1.0, "warm")
         await load.settle(5 * clients)
-        for rate in RATES:
+        for cell, rate in enumerate(RATES):
             await load.drain()
             await load.refresh()
             before = load.received
             meter = bench_chat.CPUMeter(system, load)
             await load.record_latencies()
-            sent = await load.send_at(rate, SECONDS, f"p{int(rate)}")
+            sent = await load.send_at(rate, SECONDS, f"p{cell}-{int(rate)}")
             await load.settle(before + sent * clients)
             p50, p99 = await load.latency_percentiles()
             delivered = max(1, load.received - before)
