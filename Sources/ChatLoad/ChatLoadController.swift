@@ -39,12 +39,14 @@ final class ChatLoadController: ChannelInboundHandler {
     private var pending: [Int: any Channel] = [:]
     private var queue: EventLoopFuture<Void>?
 
-    /// `samplerThread`: the last of `shards` is the sampled clients' own.
+    /// `samplerThread`: the last of `shards` is the sampled clients' own (when another is left for the
+    /// other clients; else every client shares the loops).
     init(shards: [ChatLoadShard], samplerThread: Bool, deliveryPrefix: [UInt8]) {
-        precondition(shards.count > (samplerThread ? 1 : 0), "chat-load needs an event loop for its clients")
+        precondition(!shards.isEmpty, "chat-load needs at least one event loop")
+        let separate = samplerThread && shards.count > 1
         self.shards = shards
-        self.clientShards = samplerThread ? Array(shards.dropLast()) : shards
-        self.sampler = samplerThread ? shards.last : nil
+        self.clientShards = separate ? Array(shards.dropLast()) : shards
+        self.sampler = separate ? shards.last : nil
         self.deliveryPrefix = deliveryPrefix
     }
 

@@ -316,6 +316,7 @@ import Testing
         presence.disconnected("ada", now: 0)  // a refresh: back within the grace, or gone after it
         #expect(presence.localCounts.map(\.user) == ["ada", "bob"])
         #expect(presence.localCounts.map(\.count) == [0, 2])
+        #expect(presence.publishes("ada") && presence.publishes("bob") && !presence.publishes("cy"))
         #expect(presence.heartbeat(onlineElsewhere: [], reaped: [], now: 1_000) == ["ada"])
         #expect(presence.localCounts.map(\.user) == ["bob"])
     }

@@ -127,8 +127,7 @@ public final class ChatHub: Sendable {
         metrics.connections.increment()
         metrics.connectionsTotal.increment()
         let arrived = state.withLock { state in
-            // In this instance's published presence: with sockets, or leaving within the grace.
-            let published = state.presence.local[user] != nil || state.presence.leaving[user] != nil
+            let published = state.presence.publishes(user)
             let isNew = state.presence.connected(user)
             state.members[socket.id] = Member(user: user, pid: socket.pid, announceJoin: isNew)
             return !published

@@ -108,4 +108,10 @@ public struct PresenceState: Sendable, Hashable {
         for user in leaving.keys where counts[user] == nil { counts[user] = 0 }
         return counts.map { ($0.key, $0.value) }.sorted { $0.user < $1.user }
     }
+
+    /// Whether `user` is among the users this instance publishes (`localCounts`): a user who arrives
+    /// here and is not must be published at once, for the other instances to see them.
+    public func publishes(_ user: String) -> Bool {
+        local[user] != nil || leaving[user] != nil
+    }
 }
