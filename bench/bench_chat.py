@@ -40,6 +40,9 @@ IDLE_CLIENTS = int(os.environ.get("BENCH_CHAT_IDLE_CLIENTS", "10000"))
 # generator's main thread took to get round to that socket behind the other 900 in a burst
 # (BENCH_CHAT_SAMPLER_THREAD=0: all on one thread, as before 2026-11-30).
 SAMPLER_THREAD = os.environ.get("BENCH_CHAT_SAMPLER_THREAD", "1") != "0"
+# The other clients are read in batches every this many ms (0: as data arrives). See docs/chat-load.md,
+# "Batched reads".
+READ_EVERY_MS = int(os.environ.get("BENCH_CHAT_READ_EVERY_MS", "0"))
 USERS = 100
 LOW_RATE = 5
 TARGET_RATIO = 10
@@ -124,7 +127,8 @@ class Load:
 
     async def start(self):
         self.generator = await ChatLoadProcess.start("--threads", os.environ.get("BENCH_CHAT_LOAD_THREADS", "1"),
-                                                     *(["--sampler-thread"] if SAMPLER_THREAD else []))
+                                                     *(["--sampler-thread"] if SAMPLER_THREAD else []),
+                                                     "--read-every-ms", str(READ_EVERY_MS))
 
     @property
     def pid(self) -> int:

@@ -83,6 +83,82 @@ final class ChatLoadCounters {
     var closed = 0
     var recording = false
     var latencies: [Int64] = []
+    /// Reads this loop's unsampled clients in batches, when the generator was told to (`--read-every-ms`).
+    let batchedReads: BatchedReads?
+
+    init(batchedReads: BatchedReads? = nil) {
+        self.batchedReads = batchedReads
+    }
+}
+
+/// Reads the unsampled clients of one event loop every `interval` instead of as soon as data arrives
+/// (their channels' autoRead off, one `read()` each per interval): what the server's flushes send them
+/// waits in the kernel's receive buffer and is read in one system call, so the generator wakes up for
+/// them once per interval instead of once per write of the server. The reads are spread evenly over
+/// the interval (a tenth of the channels every tenth of it), so that the generator's work does not come
+/// in bursts that would take a core from the server all at once. The server's work is the same; the
+/// generator's, which shares the machine with it, is not. Sampled clients are never batched: they read
+/// at once, so their latency samples are the server's. Touched only on its loop.
+final class BatchedReads {
+    static let slices = 10
+
+    let interval: TimeAmount
+    private let loop: any EventLoop
+    private var channels: [any Channel] = []
+    private var slots: [ObjectIdentifier: Int] = [:]
+    /// Which tenth of the interval the next tick is.
+    private var tick = 0
+    private var ticking = false
+
+    init(interval: TimeAmount, loop: any EventLoop) {
+        self.interval = interval
+        self.loop = loop
+    }
+
+    /// The channels read on the ticks.
+    var count: Int { channels.count }
+
+    /// From now on `channel` (on this loop) is read only on the ticks.
+    func add(_ channel: any Channel) {
+        loop.preconditionInEventLoop()
+        let id = ObjectIdentifier(channel)
+        guard slots[id] == nil, let options = channel.syncOptions, (try? options.setOption(.autoRead, value: false)) != nil else { return }
+        slots[id] = channels.count
+        channels.append(channel)
+        if !ticking {
+            ticking = true
+            schedule()
+        }
+    }
+
+    func remove(_ channel: any Channel) {
+        guard let slot = slots.removeValue(forKey: ObjectIdentifier(channel)) else { return }
+        let last = channels.removeLast()
+        if slot < channels.count {
+            channels[slot] = last
+            slots[ObjectIdentifier(last)] = slot
+        }
+    }
+
+    private func schedule() {
+        loop.assumeIsolated().scheduleTask(in: .nanoseconds(max(1_000_000, interval.nanoseconds / Int64(Self.slices)))) {
+            guard !self.channels.isEmpty else {
+                self.ticking = false
+                return
+            }
+            // Tick k of every `slices` reads the k-th tenth of the channels: each once per interval.
+            let range = Self.share(self.tick, of: self.channels.count)
+            for index in range { self.channels[index].read() }
+            self.tick = (self.tick + 1) % Self.slices
+            self.schedule()
+        }
+    }
+
+    /// The channels tick `tick` (0..<slices) reads out of `count`: consecutive, as even as can be, and
+    /// together every channel once.
+    static func share(_ tick: Int, of count: Int) -> Range<Int> {
+        (tick * count / slices)..<((tick + 1) * count / slices)
+    }
 }
 
 /// One WebSocket client after the upgrade: answers pings, completes the Socket.IO handshake, counts
@@ -123,6 +199,7 @@ final class ChatLoadClientHandler: ChannelInboundHandler {
             case .send(let text):
                 send(text, context: context)
             case .becameConnected:
+                if !sample, let batched = counters.batchedReads { batched.add(context.channel) }
                 ready.succeed()
             case .becameRefused:
                 ready.fail(ChatLoadProtocolError("\(name): the server refused the Socket.IO connection: \(String(buffer: payload))"))
@@ -146,6 +223,7 @@ final class ChatLoadClientHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         counters.closed += 1
+        counters.batchedReads?.remove(context.channel)
         ready.fail(ChatLoadProtocolError("\(name): the connection closed during the Socket.IO handshake"))
         context.fireChannelInactive()
     }

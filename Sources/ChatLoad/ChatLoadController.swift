@@ -7,8 +7,12 @@ struct ChatLoadShard: Sendable {
     var loop: any EventLoop
     var counters: NIOLoopBound<ChatLoadCounters>
 
-    static func make(on loop: any EventLoop) -> EventLoopFuture<ChatLoadShard> {
-        loop.submit { ChatLoadShard(loop: loop, counters: NIOLoopBound(ChatLoadCounters(), eventLoop: loop)) }
+    /// `readEvery`: read the unsampled clients in batches at this interval (nil: as data arrives).
+    static func make(on loop: any EventLoop, readEvery: TimeAmount? = nil) -> EventLoopFuture<ChatLoadShard> {
+        loop.submit {
+            let batched = readEvery.map { BatchedReads(interval: $0, loop: loop) }
+            return ChatLoadShard(loop: loop, counters: NIOLoopBound(ChatLoadCounters(batchedReads: batched), eventLoop: loop))
+        }
     }
 }
 

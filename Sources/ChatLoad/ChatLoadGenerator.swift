@@ -10,12 +10,14 @@ public enum ChatLoadGenerator {
 
     /// Serves commands from stdin until it closes; clients run on `threads` event loops, and the
     /// sampled clients on one more of their own when `samplerThread`. Clients count the deliveries of
-    /// `event` (`42["<event>",...`).
-    public static func run(threads: Int, samplerThread: Bool = false, event: String = "chat") async throws {
+    /// `event` (`42["<event>",...`). With `readEvery`, the clients that are not sampled are read in
+    /// batches at that interval (`BatchedReads`).
+    public static func run(threads: Int, samplerThread: Bool = false, event: String = "chat", readEvery: Duration? = nil) async throws {
         guard isEventName(event) else { throw ChatLoadProtocolError("the event to count must be letters, digits, - or _ (not \(event))") }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads) + (samplerThread ? 1 : 0))
         let loops = Array(group.makeIterator())
-        let shards = try await EventLoopFuture.whenAllSucceed(loops.map(ChatLoadShard.make(on:)), on: loops[0]).get()
+        let interval = readEvery.map(TimeAmount.init)
+        let shards = try await EventLoopFuture.whenAllSucceed(loops.map { ChatLoadShard.make(on: $0, readEvery: interval) }, on: loops[0]).get()
         let control: any Channel
         do {
             control = try await NIOPipeBootstrap(group: loops[0])

@@ -20,13 +20,20 @@ struct ChatLoadBench: AsyncParsableCommand {
     @Option(help: "Event loop threads for the clients (1 keeps it a single-core generator).") var threads = 1
     @Flag(help: "Give the sampled clients (those that record latency) an event loop thread of their own.") var samplerThread = false
     @Option(help: "The Socket.IO event whose deliveries are counted (e.g. broadcast, for socketio-testserver).") var event = "chat"
+    @Option(
+        name: .customLong("read-every-ms"),
+        help: "Read the clients that are not sampled every N ms, in batches, instead of as data arrives (0: as it arrives).")
+    var readEveryMilliseconds = 0
 
     func validate() throws {
         guard (1...64).contains(threads) else { throw ValidationError("--threads must be between 1 and 64") }
+        guard (0...10_000).contains(readEveryMilliseconds) else { throw ValidationError("--read-every-ms must be between 0 and 10000") }
         guard ChatLoadGenerator.isEventName(event) else { throw ValidationError("--event must be letters, digits, - or _ (not \(event))") }
     }
 
     func run() async throws {
-        try await ChatLoadGenerator.run(threads: threads, samplerThread: samplerThread, event: event)
+        try await ChatLoadGenerator.run(
+            threads: threads, samplerThread: samplerThread, event: event,
+            readEvery: readEveryMilliseconds > 0 ? .milliseconds(readEveryMilliseconds) : nil)
     }
 }

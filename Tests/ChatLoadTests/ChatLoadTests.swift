@@ -212,3 +212,62 @@ struct ChatLoadClientHandlerTests {
         #expect(failed)
     }
 }
+
+@Suite("chat-load: batched reads of the clients that are not sampled")
+struct BatchedReadsTests {
+    /// Counts the `read()` calls that reach the front of the pipeline (what the socket would do).
+    final class ReadCounter: ChannelOutboundHandler {
+        typealias OutboundIn = Any
+        var reads = 0
+        func read(context: ChannelHandlerContext) {
+            reads += 1
+            context.read()
+        }
+    }
+
+    @Test func everyChannelIsInExactlyOneTenthOfTheInterval() {
+        for count in 0...35 {
+            let shares = (0..<BatchedReads.slices).map { BatchedReads.share($0, of: count) }
+            #expect(shares.flatMap { Array($0) } == Array(0..<count), "count \(count)")
+            #expect(shares.allSatisfy { $0.count <= (count + BatchedReads.slices - 1) / BatchedReads.slices })
+        }
+    }
+
+    private func connectedClient(sample: Bool, counters: ChatLoadCounters, loop: EmbeddedEventLoop) throws -> (EmbeddedChannel, ReadCounter) {
+        let reads = ReadCounter()
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandler(reads)
+        try channel.pipeline.syncOperations.addHandler(
+            ChatLoadClientHandler(counters: counters, sample: sample, ready: loop.makePromise(), name: "client"))
+        try channel.writeInbound(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: #"0{"sid":"a"}"#)))
+        _ = try channel.readOutbound(as: WebSocketFrame.self)  // 40
+        try channel.writeInbound(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "40")))
+        return (channel, reads)
+    }
+
+    @Test func anUnsampledClientIsReadOncePerIntervalAfterItsHandshakeAndASampledOneIsNotBatched() throws {
+        let loop = EmbeddedEventLoop()
+        let batched = BatchedReads(interval: .milliseconds(100), loop: loop)
+        let counters = ChatLoadCounters(batchedReads: batched)
+        let (bulk, bulkReads) = try connectedClient(sample: false, counters: counters, loop: loop)
+        let (sampled, sampledReads) = try connectedClient(sample: true, counters: counters, loop: loop)
+        #expect(batched.count == 1)
+
+        loop.advanceTime(by: .milliseconds(100))
+        #expect(bulkReads.reads == 1)
+        loop.advanceTime(by: .milliseconds(300))
+        #expect(bulkReads.reads == 4)
+        #expect(sampledReads.reads == 0)
+
+        // Deliveries read on a tick are counted like any other.
+        try bulk.writeInbound(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: #"42["chat","{}"]"#)))
+        #expect(counters.received == 1)
+
+        // A closed client is no longer read; with none left the ticks stop.
+        _ = try bulk.finish()
+        #expect(batched.count == 0)
+        loop.advanceTime(by: .milliseconds(300))
+        #expect(bulkReads.reads == 4)
+        _ = try sampled.finish()
+    }
+}

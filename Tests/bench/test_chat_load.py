@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import select
 import subprocess
+import time
 
 import pytest
 import requests
@@ -74,8 +75,9 @@ def login(url: str, user: str) -> str:
 
 # Sampled clients on the event loops of the others, or on one of their own (`--sampler-thread`, what
 # bench_chat.py runs): counts and latencies come from every loop either way.
-@pytest.mark.parametrize("generator", [(), ("--sampler-thread",), ("--threads", "2", "--sampler-thread")],
-                         indirect=True, ids=["one-loop", "sampler-thread", "two-loops-and-sampler"])
+@pytest.mark.parametrize("generator", [(), ("--sampler-thread",), ("--threads", "2", "--sampler-thread"),
+                                       ("--sampler-thread", "--read-every-ms", "50")],
+                         indirect=True, ids=["one-loop", "sampler-thread", "two-loops-and-sampler", "batched-reads"])
 def test_clients_receive_every_message_and_latency_is_measured(chat_node, generator):
     port, url = chat_node
     # Two sampled clients of five: with a sampler thread, the latencies come from its loop only, the
@@ -97,6 +99,34 @@ def test_clients_receive_every_message_and_latency_is_measured(chat_node, genera
     assert 0 < latencies["p50_ms"] <= latencies["p99_ms"] < 10_000
     assert generator.command("close") == {"ok": True}
     assert generator.stop() == 0
+
+
+@pytest.mark.parametrize("generator", [("--sampler-thread", "--read-every-ms", "3000")], indirect=True)
+def test_with_batched_reads_the_sampled_clients_read_at_once_and_the_others_on_their_tick(chat_node, generator):
+    port, url = chat_node
+    clients = [{"host": "127.0.0.1", "port": port, "path": PATH, "cookie": login(url, f"user{i}"), "sample": i < 2}
+               for i in range(6)]
+    assert generator.command("open", clients=clients) == {"ok": True, "opened": 6}
+    assert generator.command("send", rate=20, seconds=0.5, tag="b", senders=2) == {"ok": True, "sent": 10}
+    # The two sampled clients (the senders) read every message as it comes: 20 deliveries within
+    # moments. The four others are read once every 3 s each, a tenth of them every 0.3 s: when the
+    # sampled ones are done, most of theirs still wait in the kernel.
+    # Half a second after the last send, a client that reads at once has everything (the sampled ones
+    # do). Since the first message (about 1 s), at most four ticks 0.3 s apart read the four others,
+    # one client on four ticks of ten, never two ticks in a row: at most two of them were read, so at
+    # most 20 + 2 x 10 deliveries are counted.
+    time.sleep(0.5)
+    assert 20 <= generator.command("stats")["received"] <= 50
+    # Nothing is lost: every delivery is counted within an interval.
+    harness.wait_until("all 60 deliveries", lambda: generator.command("stats")["received"] == 60, timeout=10)
+    assert generator.command("stats") == {"ok": True, "received": 60, "last_receive_age": pytest.approx(0, abs=10), "closed": 0}
+    assert generator.stop() == 0
+
+
+def test_a_bad_read_interval_is_refused_with_a_clear_message():
+    result = subprocess.run([str(harness.executable("stickylab-bench")), "chat-load", "--read-every-ms", "60000"],
+                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0 and "--read-every-ms must be between 0 and 10000" in result.stderr, result.stderr
 
 
 def test_another_event_is_counted_when_asked_for():
