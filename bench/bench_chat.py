@@ -40,9 +40,11 @@ IDLE_CLIENTS = int(os.environ.get("BENCH_CHAT_IDLE_CLIENTS", "10000"))
 # generator's main thread took to get round to that socket behind the other 900 in a burst
 # (BENCH_CHAT_SAMPLER_THREAD=0: all on one thread, as before 2026-11-30).
 SAMPLER_THREAD = os.environ.get("BENCH_CHAT_SAMPLER_THREAD", "1") != "0"
-# The other clients are read in batches every this many ms (0: as data arrives). See docs/chat-load.md,
+# The other clients (not sampled) are read in batches, each once every this many ms, a tenth of them
+# every tenth of it, so that the generator's reading of 900 sockets does not compete with the servers'
+# writes at every broadcast (0: read as data arrives, as before 2026-11-30). See docs/chat-load.md,
 # "Batched reads".
-READ_EVERY_MS = int(os.environ.get("BENCH_CHAT_READ_EVERY_MS", "0"))
+READ_EVERY_MS = int(os.environ.get("BENCH_CHAT_READ_EVERY_MS", "100"))
 USERS = 100
 LOW_RATE = 5
 TARGET_RATIO = 10
@@ -165,8 +167,17 @@ class Load:
 
     async def latency_percentiles(self) -> tuple[float, float]:
         """Stops recording; p50 and p99 in ms of the deliveries to sampled clients since `record_latencies`."""
+        reply = await self.latencies()
+        return reply["p50_ms"], reply["p99_ms"]
+
+    async def latencies(self) -> dict:
+        """Stops recording; chat-load's reply (docs/chat-load.md), every percentile nan when nothing was
+        sampled: p50_ms and p99_ms of the deliveries to sampled clients since `record_latencies`, and per
+        message its first delivery (first_p50_ms, first_p99_ms) and the spread from its first delivery
+        to its last (spread_p50_ms, spread_p99_ms)."""
         reply = await self.command("latencies", record=False)
-        return (reply["p50_ms"], reply["p99_ms"]) if reply["count"] else (float("nan"), float("nan"))
+        keys = ("p50_ms", "p99_ms", "first_p50_ms", "first_p99_ms", "spread_p50_ms", "spread_p99_ms")
+        return {**reply, **{key: reply.get(key, float("nan")) for key in keys}}
 
     async def settle(self, expected: int, timeout: float = 5.0):
         """Waits until `expected` deliveries arrived, or nothing arrived for 1 s, or `timeout`."""
@@ -274,8 +285,9 @@ async def measure(system: System) -> dict:
         elapsed = max(time.perf_counter() - began, seconds)
         # The cores in use while this cell ran (its settle included: that work belongs to it too).
         cpu, own = meter.read()
-        cells[tag] = {"cores": cpu / elapsed, "load_cores": own / elapsed}
-        return await load.latency_percentiles()
+        reply = await load.latencies()
+        cells[tag] = {"cores": cpu / elapsed, "load_cores": own / elapsed, **reply}
+        return reply["p50_ms"], reply["p99_ms"]
 
     p50, p99 = await latency(half_rate, 5.0, "half")
     # And at a low rate, where neither the servers nor the load generator are busy.
@@ -297,6 +309,8 @@ async def measure(system: System) -> dict:
               "cpu_us": best["cpu_us"], "load_us": best["load_us"], "half_rate": half_rate,
               "max_cores": best["cores"], "max_load_cores": best["load_cores"],
               "half_cores": cells["half"]["cores"], "half_load_cores": cells["half"]["load_cores"],
+              "half_fan_out": {key: cells["half"][key] for key in ("first_p50_ms", "first_p99_ms", "spread_p50_ms", "spread_p99_ms")},
+              "low_fan_out": {key: cells["low"][key] for key in ("first_p50_ms", "first_p99_ms", "spread_p50_ms", "spread_p99_ms")},
               "p50": p50, "p99": p99, "low50": low50, "low99": low99, "within": within, "closed": load.closed}
     await load.close()
     return result
@@ -364,7 +378,9 @@ async def main() -> int:
         f"sending; every message reaches every client. Send rate stepped up ({', '.join(map(str, RATES))} msg/s, "
         f"{STEP_SECONDS:.0f} s each) until a system falls behind, then narrowed down in {REFINE_STEPS} geometric steps between the last rate kept up and the first missed; latency measured at half of that system's maximum. "
         "Same load generator for both: `stickylab-bench chat-load`, one SwiftNIO event-loop thread"
-        + (" for the clients, one more for the sampled tenth that records latency." if SAMPLER_THREAD else "."),
+        + (" for the clients, one more for the sampled tenth that records latency." if SAMPLER_THREAD else ".")
+        + (f" The clients that are not sampled read what they received once every {READ_EVERY_MS} ms (a tenth of them every "
+           f"tenth of that), the sampled ones at once." if READ_EVERY_MS else ""),
         "",
         f"| system | clients | max delivered msg/s | at send rate msg/s | server CPU us per delivered msg at max | load generator CPU us per delivered msg at max | half-max send rate msg/s | p50 ms | p99 ms | p50 ms at {LOW_RATE} msg/s | p99 ms at {LOW_RATE} msg/s | highest send rate msg/s with p99 <= {TARGET_P99_MS} ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -385,8 +401,17 @@ async def main() -> int:
         f"{swift['half_cores']:.2f} + {swift['half_load_cores']:.2f} at half of it "
         f"(**{busy_ratio(swift):.0%}** as busy at half the rate). A client's WebSocket writes leave together once per "
         f"write-coalescing window ({WINDOW_MS} ms): above one message per window, every client costs one write per window "
-        f"(and the generator one read) whatever the rate, so halving the rate halves what each write carries, not the "
+        + ("" if READ_EVERY_MS else "(and the generator one read) ")
+        + f"whatever the rate, so halving the rate halves what each write carries, not the "
         f"number of writes (docs/benchmarks.md, \"The cost of a flush\").",
+        f"- Where chat-node's latency goes, per message (its deliveries to the sampled clients): the first delivery, "
+        f"the path from the sender through chat-node and Redis back to a client, took p50 "
+        f"{swift['half_fan_out']['first_p50_ms']:.1f} / p99 {swift['half_fan_out']['first_p99_ms']:.1f} ms at half the maximum "
+        f"({swift['low_fan_out']['first_p50_ms']:.1f} / {swift['low_fan_out']['first_p99_ms']:.1f} ms at {LOW_RATE} msg/s); the last came "
+        f"p50 {swift['half_fan_out']['spread_p50_ms']:.1f} / p99 {swift['half_fan_out']['spread_p99_ms']:.1f} ms after the first "
+        f"({swift['low_fan_out']['spread_p50_ms']:.1f} / {swift['low_fan_out']['spread_p99_ms']:.1f} ms at {LOW_RATE} msg/s): the fan-out, "
+        f"each client's write-coalescing window ({WINDOW_MS} ms, a phase of its own) and the writes to {swift['clients']} sockets "
+        f"on {os.cpu_count()} cores (docs/benchmarks.md, \"Where the latency goes\").",
         f"- chat-node's p99 stays <= {TARGET_P99_MS} ms up to a send rate of **{within_text(swift)}** "
         f"(narrowed down in {LATENCY_SEARCH_STEPS} geometric steps between {LOW_RATE} msg/s and half the maximum; one 4 s cell per rate).",
         f"- Machine load while measuring (1-minute load average, 2 cores): {os.getloadavg()[0]:.1f}.",

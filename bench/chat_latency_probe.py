@@ -39,11 +39,13 @@ async def probe(clients: int) -> list[tuple[float, ...]]:
             await load.record_latencies()
             sent = await load.send_at(rate, SECONDS, f"p{cell}-{int(rate)}")
             await load.settle(before + sent * clients)
-            p50, p99 = await load.latency_percentiles()
+            reply = await load.latencies()
+            p50, p99 = reply["p50_ms"], reply["p99_ms"]
+            fan_out = tuple(reply[key] for key in ("first_p50_ms", "first_p99_ms", "spread_p50_ms", "spread_p99_ms"))
             delivered = max(1, load.received - before)
             server, own = (seconds / delivered * 1e6 for seconds in meter.read())
             kernel = meter.server_kernel() / delivered * 1e6
-            rows.append((rate, p50, p99, server, kernel, own))
+            rows.append((rate, p50, p99, *fan_out, server, kernel, own))
             print(f"  {clients} clients, {rate:g} msg/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms", file=sys.stderr, flush=True)
     finally:
         await load.close()
@@ -53,12 +55,13 @@ async def probe(clients: int) -> list[tuple[float, ...]]:
 
 
 async def main() -> int:
-    print("| chat-node instances | clients | send rate msg/s | p50 ms | p99 ms | server CPU us per delivery | of which kernel | "
-          "generator CPU us per delivery |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| chat-node instances | clients | send rate msg/s | p50 ms | p99 ms | first delivery p50 / p99 ms | "
+          "first to last p50 / p99 ms | server CPU us per delivery | of which kernel | generator CPU us per delivery |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for clients in CLIENTS:
-        for rate, p50, p99, server, kernel, own in await probe(clients):
-            print(f"| {NODES} | {clients} | {rate:g} | {p50:.1f} | {p99:.1f} | {server:.1f} | {kernel:.1f} | {own:.1f} |", flush=True)
+        for rate, p50, p99, first50, first99, spread50, spread99, server, kernel, own in await probe(clients):
+            print(f"| {NODES} | {clients} | {rate:g} | {p50:.1f} | {p99:.1f} | {first50:.1f} / {first99:.1f} | "
+                  f"{spread50:.1f} / {spread99:.1f} | {server:.1f} | {kernel:.1f} | {own:.1f} |", flush=True)
     print(f"\nLoad average (1 min): {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -82,7 +82,7 @@ final class ChatLoadCounters {
     var lastReceive: NIODeadline?
     var closed = 0
     var recording = false
-    var latencies: [Int64] = []
+    var latencies: [LatencySample] = []
     /// Reads this loop's unsampled clients in batches, when the generator was told to (`--read-every-ms`).
     let batchedReads: BatchedReads?
 
@@ -194,7 +194,7 @@ final class ChatLoadClientHandler: ChannelInboundHandler {
             case .count:
                 counters.received += 1
                 if sample, counters.recording, let stamp = payload.withUnsafeReadableBytes(Self.stamp(in:)) {
-                    counters.latencies.append(Int64(NIODeadline.now().uptimeNanoseconds) - stamp)
+                    counters.latencies.append(LatencySample(stamp: stamp, latency: Int64(NIODeadline.now().uptimeNanoseconds) - stamp))
                 }
             case .send(let text):
                 send(text, context: context)

@@ -243,7 +243,7 @@ final class ChatLoadController: ChannelInboundHandler {
 
     private func latencies(record: Bool, on loop: any EventLoop) -> EventLoopFuture<ChatLoadReply> {
         let futures = shards.map { shard in
-            shard.loop.submit { () -> [Int64] in
+            shard.loop.submit { () -> [LatencySample] in
                 let counters = shard.counters.value
                 counters.recording = record
                 let samples = counters.latencies
@@ -252,12 +252,21 @@ final class ChatLoadController: ChannelInboundHandler {
             }
         }
         return EventLoopFuture.whenAllSucceed(futures, on: loop).map { all in
-            guard !record, let percentiles = LatencyPercentiles(samples: all.flatMap { $0 }) else { return ChatLoadReply(count: 0) }
-            return ChatLoadReply(
+            let samples = all.flatMap { $0 }
+            guard !record, let percentiles = LatencyPercentiles(samples: samples.map(\.latency)) else { return ChatLoadReply(count: 0) }
+            var reply = ChatLoadReply(
                 count: percentiles.count,
                 p50Ms: Double(percentiles.p50Nanoseconds) / 1e6,
                 p99Ms: Double(percentiles.p99Nanoseconds) / 1e6
             )
+            if let breakdown = FanOutBreakdown(samples: samples) {
+                reply.messages = breakdown.messages
+                reply.firstP50Ms = Double(breakdown.first.p50Nanoseconds) / 1e6
+                reply.firstP99Ms = Double(breakdown.first.p99Nanoseconds) / 1e6
+                reply.spreadP50Ms = Double(breakdown.spread.p50Nanoseconds) / 1e6
+                reply.spreadP99Ms = Double(breakdown.spread.p99Nanoseconds) / 1e6
+            }
+            return reply
         }
     }
 

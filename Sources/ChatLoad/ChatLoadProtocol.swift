@@ -127,6 +127,14 @@ struct ChatLoadReply: Encodable, Sendable {
     var count: Int?
     var p50Ms: Double?
     var p99Ms: Double?
+    /// Messages seen by two sampled clients or more, and per message the latency of its first delivery
+    /// (the common path: sender, server, Redis, back) and the time from its first to its last delivery
+    /// (the fan-out: write-coalescing windows and the servers' writes to every client).
+    var messages: Int?
+    var firstP50Ms: Double?
+    var firstP99Ms: Double?
+    var spreadP50Ms: Double?
+    var spreadP99Ms: Double?
 
     static func failure(_ message: String) -> ChatLoadReply { ChatLoadReply(ok: false, error: message) }
 
@@ -135,6 +143,11 @@ struct ChatLoadReply: Encodable, Sendable {
         case lastReceiveAge = "last_receive_age"
         case p50Ms = "p50_ms"
         case p99Ms = "p99_ms"
+        case messages
+        case firstP50Ms = "first_p50_ms"
+        case firstP99Ms = "first_p99_ms"
+        case spreadP50Ms = "spread_p50_ms"
+        case spreadP99Ms = "spread_p99_ms"
     }
 
     func line() -> String {
@@ -158,6 +171,40 @@ struct LatencyPercentiles: Sendable, Equatable {
         count = ordered.count
         p50Nanoseconds = ordered[ordered.count / 2]
         p99Nanoseconds = ordered[min(ordered.count - 1, Int(Double(ordered.count) * 0.99))]
+    }
+}
+
+/// One latency sample: the send stamp of the message (which identifies it) and how long after it a
+/// sampled client received it.
+struct LatencySample: Sendable, Equatable {
+    var stamp: Int64
+    var latency: Int64
+}
+
+/// Where a latency comes from, per message: the first of its deliveries to the sampled clients, and
+/// the spread from its first delivery to its last. Messages delivered to a single sampled client are
+/// left out.
+struct FanOutBreakdown: Sendable, Equatable {
+    var messages: Int
+    var first: LatencyPercentiles
+    var spread: LatencyPercentiles
+
+    init?(samples: [LatencySample]) {
+        var bounds: [Int64: (first: Int64, last: Int64, count: Int)] = [:]
+        for sample in samples {
+            if let seen = bounds[sample.stamp] {
+                bounds[sample.stamp] = (min(seen.first, sample.latency), max(seen.last, sample.latency), seen.count + 1)
+            } else {
+                bounds[sample.stamp] = (sample.latency, sample.latency, 1)
+            }
+        }
+        let fannedOut = bounds.values.filter { $0.count > 1 }
+        guard let first = LatencyPercentiles(samples: fannedOut.map(\.first)),
+            let spread = LatencyPercentiles(samples: fannedOut.map { $0.last - $0.first })
+        else { return nil }
+        self.messages = fannedOut.count
+        self.first = first
+        self.spread = spread
     }
 }
 

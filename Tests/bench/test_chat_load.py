@@ -97,6 +97,11 @@ def test_clients_receive_every_message_and_latency_is_measured(chat_node, genera
     latencies = generator.command("latencies", record=False)
     assert latencies["ok"] and latencies["count"] == 20, latencies
     assert 0 < latencies["p50_ms"] <= latencies["p99_ms"] < 10_000
+    # Each of the 10 messages reached both sampled clients: its first delivery is one of the samples,
+    # and the spread from first to last is at most the largest sample.
+    assert latencies["messages"] == 10, latencies
+    assert 0 < latencies["first_p50_ms"] <= latencies["first_p99_ms"] <= latencies["p99_ms"]
+    assert 0 <= latencies["spread_p50_ms"] <= latencies["spread_p99_ms"] < latencies["p99_ms"]
     assert generator.command("close") == {"ok": True}
     assert generator.stop() == 0
 
