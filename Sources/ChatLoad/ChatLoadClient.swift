@@ -148,7 +148,9 @@ final class BatchedReads {
             }
             // Tick k of every `slices` reads the k-th tenth of the channels: each once per interval.
             let range = Self.share(self.tick, of: self.channels.count)
-            for index in range { self.channels[index].read() }
+            // (`read()` only asks for the next readable event, but a channel that closes meanwhile
+            // leaves the array: check every index.)
+            for index in range where index < self.channels.count { self.channels[index].read() }
             self.tick = (self.tick + 1) % Self.slices
             self.schedule()
         }
