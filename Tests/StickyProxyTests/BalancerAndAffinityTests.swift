@@ -125,16 +125,37 @@ struct CFAffinityTests {
 
     @Test func firstSelectionHonoursThePinOrFallsBack() {
         let pool = [FakeEndpoint(instanceID: "a"), FakeEndpoint(instanceID: "b", inFlight: 500), FakeEndpoint(instanceID: "c")]
-        let context = SelectionContext(balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 500), now: now, cursor: 0, randomSeed: 1)
+        let context = SelectionContext(
+            balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 500), now: now, cursor: PoolCursor(start: 0), randomSeed: 1)
+        // The cursor (at 0) moves only when the balancer chooses: not on the sticky hit.
         #expect(policy.firstSelection(endpoints: pool, pin: .instance("c"), context: context) == Selection(index: 2, kind: .stickyHit))
         #expect(policy.firstSelection(endpoints: pool, pin: .instance("b"), context: context) == Selection(index: 0, kind: .fallbackOverloaded))
-        #expect(policy.firstSelection(endpoints: pool, pin: .instance("gone"), context: context) == Selection(index: 0, kind: .fallbackInstanceGone))
+        // From 1: b is at max_conns, so c.
+        #expect(policy.firstSelection(endpoints: pool, pin: .instance("gone"), context: context) == Selection(index: 2, kind: .fallbackInstanceGone))
+        #expect(policy.firstSelection(endpoints: pool, pin: .none, context: context) == Selection(index: 2, kind: .balanced))
         #expect(policy.firstSelection(endpoints: pool, pin: .none, context: context) == Selection(index: 0, kind: .balanced))
+    }
+
+    @Test func stickyHitsAndLeastConnectionLeaveTheRoundRobinCursorWhereItIs() {
+        let pool = [FakeEndpoint(instanceID: "a"), FakeEndpoint(instanceID: "b")]
+        let cursor = PoolCursor(start: 0)
+        let roundRobin = SelectionContext(balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0), now: now, cursor: cursor, randomSeed: 1)
+        let leastConnection = SelectionContext(
+            balancer: Balancer(algorithm: .leastConnection, maxConnsPerBackend: 0), now: now, cursor: cursor, randomSeed: 1)
+        // New clients alternate between a and b whatever the sticky and least-connection choices between them.
+        var chosen: [Int] = []
+        for _ in 0..<4 {
+            chosen.append(policy.firstSelection(endpoints: pool, pin: .none, context: roundRobin)?.index ?? -1)
+            #expect(policy.firstSelection(endpoints: pool, pin: .instance("a"), context: roundRobin)?.kind == .stickyHit)
+            _ = policy.firstSelection(endpoints: pool, pin: .none, context: leastConnection)
+        }
+        #expect(chosen == [0, 1, 0, 1])
     }
 
     @Test func aFailedStickyTargetIsStillTriedFirst() {
         let pool = [FakeEndpoint(instanceID: "a"), FakeEndpoint(instanceID: "b", failedUntil: now + .seconds(30))]
-        let context = SelectionContext(balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0), now: now, cursor: 0, randomSeed: 1)
+        let context = SelectionContext(
+            balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0), now: now, cursor: PoolCursor(start: 0), randomSeed: 1)
         #expect(policy.firstSelection(endpoints: pool, pin: .instance("b"), context: context) == Selection(index: 1, kind: .stickyHit))
     }
 
@@ -144,7 +165,7 @@ struct CFAffinityTests {
         var tried = TriedEndpoints()
         tried.insert(1)
         let context = SelectionContext(
-            balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0), tried: tried, now: now, cursor: 1, randomSeed: 1)
+            balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0), tried: tried, now: now, cursor: PoolCursor(start: 1), randomSeed: 1)
         #expect(decider.select(endpoints: pool, pin: .instance("b"), attempt: 2, context: context) == Selection(index: 0, kind: .retryAfterError))
     }
 
@@ -199,7 +220,8 @@ struct CFAffinityTests {
 struct OtherModesTests {
     let now = NIODeadline.uptimeNanoseconds(1_000_000_000)
     let context = SelectionContext(
-        balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0), now: .uptimeNanoseconds(1_000_000_000), cursor: 1, randomSeed: 7)
+        balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 0), now: .uptimeNanoseconds(1_000_000_000), cursor: PoolCursor(start: 1),
+        randomSeed: 7)
     let pool = [FakeEndpoint(instanceID: "a"), FakeEndpoint(instanceID: "b"), FakeEndpoint(instanceID: "c")]
 
     @Test func noneBalancesAndNeverSetsCookies() {

@@ -17,6 +17,21 @@ def test_round_robin_spreads_requests_evenly(proxy, backends):
     assert counts == {b.instance_id: 10 for b in started}
 
 
+def test_sticky_requests_do_not_move_the_round_robin_cursor(proxy, backends):
+    # gorouter advances a pool's round-robin index only when it balances. Here every new client is
+    # followed by one sticky request of an earlier client: if sticky hits moved the cursor too, with
+    # two instances every new client would land on the same one.
+    started = backends(2)
+    for backend in started:
+        proxy.register(backend)
+    pinned = started[0].instance_id
+    counts = collections.Counter()
+    for _ in range(10):
+        counts[served_by(proxy.get("/"))] += 1
+        assert served_by(proxy.get("/", cookies={"JSESSIONID": "a", "__VCAP_ID__": pinned})) == pinned
+    assert counts == {b.instance_id: 5 for b in started}
+
+
 def test_round_robin_cursor_starts_at_a_random_endpoint(proxy_factory, backends):
     started = backends(3)
     firsts = set()

@@ -81,12 +81,14 @@ public struct SelectionContext: Sendable {
     public var balancer: Balancer
     public var tried: TriedEndpoints
     public var now: NIODeadline
-    /// The route's next round-robin index.
-    public var cursor: Int
+    /// The route's round-robin cursor, advanced only by a round-robin choice: as in gorouter, a sticky
+    /// hit or a least-connection choice leaves it where it is (else, with sticky requests between new
+    /// clients, new clients would not be spread round-robin).
+    public var cursor: PoolCursor
     /// Seeds the least-connection tie break.
     public var randomSeed: UInt64
 
-    public init(balancer: Balancer, tried: TriedEndpoints = TriedEndpoints(), now: NIODeadline, cursor: Int, randomSeed: UInt64) {
+    public init(balancer: Balancer, tried: TriedEndpoints = TriedEndpoints(), now: NIODeadline, cursor: PoolCursor, randomSeed: UInt64) {
         self.balancer = balancer
         self.tried = tried
         self.now = now
@@ -97,7 +99,8 @@ public struct SelectionContext: Sendable {
     /// The balancer's choice, tagged `kind`.
     public func balanced<E: BalancerEndpoint>(_ endpoints: [E], kind: RoutingDecisionKind) -> Selection? {
         var random = SplitMix64(seed: randomSeed)
-        guard let pick = balancer.pick(from: endpoints, excluding: tried, now: now, start: cursor, random: &random) else { return nil }
+        let start = balancer.algorithm == .roundRobin ? cursor.next(count: endpoints.count) : 0
+        guard let pick = balancer.pick(from: endpoints, excluding: tried, now: now, start: start, random: &random) else { return nil }
         return Selection(index: pick.index, kind: kind, clearedFailures: pick.clearedFailures)
     }
 }

@@ -427,7 +427,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 balancer: exchange.balancer,
                 tried: exchange.tried,
                 now: .now(),
-                cursor: pool.cursor.next(count: exchange.endpoints.count),
+                cursor: pool.cursor,
                 randomSeed: loop.nextRandom()
             )
             selection = core.decider.select(endpoints: exchange.endpoints, pin: exchange.pin, attempt: machine.attempt + 1, context: selectionContext)
