@@ -36,6 +36,8 @@ REFINE_STEPS = int(os.environ.get("BENCH_CHAT_REFINE_STEPS", "3"))
 LATENCY_SEARCH_STEPS = int(os.environ.get("BENCH_CHAT_LATENCY_SEARCH_STEPS", "4"))
 # Every latency figure is the cell with the median p99 of this many cells at the same rate.
 LATENCY_CELLS = max(1, int(os.environ.get("BENCH_CHAT_LATENCY_CELLS", "3")))
+# chat-load's per-message split of a latency (docs/chat-load.md, "Where a latency comes from").
+FAN_OUT_KEYS = ("first_p50_ms", "first_p99_ms", "spread_p50_ms", "spread_p99_ms")
 IDLE_CLIENTS = int(os.environ.get("BENCH_CHAT_IDLE_CLIENTS", "10000"))
 # The sampled clients (every tenth, which record latency; with 1,000 clients and 20 senders the senders
 # are among them) on an event-loop thread of their own, so that a latency sample is not the time the
@@ -178,8 +180,7 @@ class Load:
         message its first delivery (first_p50_ms, first_p99_ms) and the spread from its first delivery
         to its last (spread_p50_ms, spread_p99_ms)."""
         reply = await self.command("latencies", record=False)
-        keys = ("p50_ms", "p99_ms", "first_p50_ms", "first_p99_ms", "spread_p50_ms", "spread_p99_ms")
-        return {**reply, **{key: reply.get(key, float("nan")) for key in keys}}
+        return {**reply, **{key: reply.get(key, float("nan")) for key in ("p50_ms", "p99_ms", *FAN_OUT_KEYS)}}
 
     async def settle(self, expected: int, timeout: float = 5.0):
         """Waits until `expected` deliveries arrived, or nothing arrived for 1 s, or `timeout`."""
@@ -320,8 +321,8 @@ async def measure(system: System) -> dict:
               "cpu_us": best["cpu_us"], "load_us": best["load_us"], "half_rate": half_rate,
               "max_cores": best["cores"], "max_load_cores": best["load_cores"],
               "half_cores": cells["half"]["cores"], "half_load_cores": cells["half"]["load_cores"],
-              "half_fan_out": {key: cells["half"][key] for key in ("first_p50_ms", "first_p99_ms", "spread_p50_ms", "spread_p99_ms")},
-              "low_fan_out": {key: cells["low"][key] for key in ("first_p50_ms", "first_p99_ms", "spread_p50_ms", "spread_p99_ms")},
+              "half_fan_out": {key: cells["half"][key] for key in FAN_OUT_KEYS},
+              "low_fan_out": {key: cells["low"][key] for key in FAN_OUT_KEYS},
               "p99_cells": cells["half"]["p99_cells"],
               "p50": p50, "p99": p99, "low50": low50, "low99": low99, "within": within, "closed": load.closed}
     await load.close()

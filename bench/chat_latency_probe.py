@@ -42,7 +42,7 @@ async def probe(clients: int) -> list[tuple[float, ...]]:
             await load.settle(before + sent * clients)
             reply = await load.latencies()
             p50, p99 = reply["p50_ms"], reply["p99_ms"]
-            fan_out = tuple(reply[key] for key in ("first_p50_ms", "first_p99_ms", "spread_p50_ms", "spread_p99_ms"))
+            fan_out = tuple(reply[key] for key in bench_chat.FAN_OUT_KEYS)
             delivered = max(1, load.received - before)
             server, own = (seconds / delivered * 1e6 for seconds in meter.read())
             kernel = meter.server_kernel() / delivered * 1e6

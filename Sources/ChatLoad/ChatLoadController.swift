@@ -256,15 +256,15 @@ final class ChatLoadController: ChannelInboundHandler {
             guard !record, let percentiles = LatencyPercentiles(samples: samples.map(\.latency)) else { return ChatLoadReply(count: 0) }
             var reply = ChatLoadReply(
                 count: percentiles.count,
-                p50Ms: Double(percentiles.p50Nanoseconds) / 1e6,
-                p99Ms: Double(percentiles.p99Nanoseconds) / 1e6
+                p50Ms: percentiles.p50Milliseconds,
+                p99Ms: percentiles.p99Milliseconds
             )
             if let breakdown = FanOutBreakdown(samples: samples) {
                 reply.messages = breakdown.messages
-                reply.firstP50Ms = Double(breakdown.first.p50Nanoseconds) / 1e6
-                reply.firstP99Ms = Double(breakdown.first.p99Nanoseconds) / 1e6
-                reply.spreadP50Ms = Double(breakdown.spread.p50Nanoseconds) / 1e6
-                reply.spreadP99Ms = Double(breakdown.spread.p99Nanoseconds) / 1e6
+                reply.firstP50Ms = breakdown.first.p50Milliseconds
+                reply.firstP99Ms = breakdown.first.p99Milliseconds
+                reply.spreadP50Ms = breakdown.spread.p50Milliseconds
+                reply.spreadP99Ms = breakdown.spread.p99Milliseconds
             }
             return reply
         }

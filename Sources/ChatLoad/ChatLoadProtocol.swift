@@ -172,6 +172,9 @@ struct LatencyPercentiles: Sendable, Equatable {
         p50Nanoseconds = ordered[ordered.count / 2]
         p99Nanoseconds = ordered[min(ordered.count - 1, Int(Double(ordered.count) * 0.99))]
     }
+
+    var p50Milliseconds: Double { Double(p50Nanoseconds) / 1e6 }
+    var p99Milliseconds: Double { Double(p99Nanoseconds) / 1e6 }
 }
 
 /// One latency sample: the send stamp of the message (which identifies it) and how long after it a

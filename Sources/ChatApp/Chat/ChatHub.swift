@@ -86,9 +86,11 @@ public final class ChatHub: Sendable {
         (commands, continuation) = AsyncStream.makeStream(of: Command.self)
         (onlineChanged, onlineChangedContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         (heartbeatRequests, heartbeatRequestsContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let grace = Int64(configuration.presenceInterval.components.seconds * 2_000)
-        let ttl = Int64(configuration.presenceTTL.components.seconds * 1_000)
-        state = Mutex(State(presence: PresenceState(graceMilliseconds: grace, confirmWithinMilliseconds: ttl)))
+        state = Mutex(
+            State(
+                presence: PresenceState(
+                    graceMilliseconds: configuration.presenceInterval.milliseconds * 2,
+                    confirmWithinMilliseconds: configuration.presenceTTL.milliseconds)))
     }
 
     // MARK: Wiring into the Socket.IO namespace

@@ -25,7 +25,7 @@ public struct RedisRecoveryStore: RecoveryStore {
     }
 
     public func save(_ session: SessionSnapshot, ttl: Duration) async throws {
-        let milliseconds = max(1, Int(ttl.components.seconds) * 1_000 + Int(ttl.components.attoseconds / 1_000_000_000_000_000))
+        let milliseconds = max(1, Int(ttl.milliseconds))
         try await redis.set(keys.recoverable(session.pid), to: RESPArgument(session.jsonText), expiration: .milliseconds(milliseconds))
     }
 

@@ -1,5 +1,6 @@
 import NIOCore
 import RedisClient
+import SocketIO
 
 /// Presence in Redis: each instance writes its users to `<prefix>presence:<instance>` (a hash user ->
 /// socket count) with a TTL, and its expiry time into the sorted set `<prefix>instances`. One Lua
@@ -32,7 +33,7 @@ public struct PresenceRegistry: Sendable {
     /// one machine here, so one clock).
     public func heartbeat(users: [(user: String, count: Int)], now: Int64) async throws -> Heartbeat {
         var arguments: [RESPArgument] = [
-            RESPArgument(instance), RESPArgument(Int(now)), RESPArgument(Int(ttl.components.seconds * 1_000)), RESPArgument(keys.presencePrefix),
+            RESPArgument(instance), RESPArgument(Int(now)), RESPArgument(Int(ttl.milliseconds)), RESPArgument(keys.presencePrefix),
         ]
         for (user, count) in users { arguments += [RESPArgument(user), RESPArgument(count)] }
         let reply = try await redis.evalScript(Self.heartbeatScript, keys: [keys.instances, keys.presence(instance)], arguments: arguments)
