@@ -18,7 +18,20 @@ def main() -> int:
     scripts = sorted((ROOT / "bench").glob("bench_*.py"))
     if only:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in only]
-    sections = [f"# stickylab benchmarks, {datetime.datetime.now().isoformat(timespec='seconds')}, {os.cpu_count()} cores", ""]
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    sections = [
+        f"# stickylab benchmarks, {datetime.datetime.now().isoformat(timespec='seconds')}, {cores} cores, "
+        f"1-minute load average {load:.1f} at the start",
+        "",
+    ]
+    if load > cores / 2:
+        print(
+            f"bench: the machine is already busy (1-minute load average {load:.1f} on {cores} cores): every figure, "
+            "the latencies most, will be worse than on a quiet machine; the ratios against the references compare best",
+            file=sys.stderr,
+            flush=True,
+        )
     failed = []
     for script in scripts:
         print(f"bench: running {script.name} ...", file=sys.stderr, flush=True)
