@@ -23,7 +23,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "Tests" / "python"))
+import benchsetup  # noqa: E402,F401  (release binaries by default; Tests/python on the path)
 import harness  # noqa: E402
 from chatload import ChatLoadProcess  # noqa: E402
 

@@ -19,9 +19,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "python"))
+import benchsetup  # noqa: E402,F401  (release binaries by default; Tests/python on the path)
 
 from cluster_run import ClusterRun, app_command  # noqa: E402
 from harness import BIN, built, executable, free_port, is_listening, wait_until  # noqa: E402

@@ -36,10 +36,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "Tests" / "python"))
+import benchsetup  # noqa: E402,F401  (release binaries by default; Tests/python on the path)
 import harness  # noqa: E402
 
-BIN = Path(os.environ.get("STICKYLAB_BIN", ROOT / ".build" / "release"))
+BIN = harness.BIN
 INSTANCES = ["aaaaaaaa-0000-4000-8000-0001", "aaaaaaaa-0000-4000-8000-0002"]
 APP = "6e5a3b1c-1d2e-4f30-8a4b-5c6d7e8f9a0b"
 

@@ -12,9 +12,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "python"))
+import benchsetup  # noqa: E402,F401  (release binaries by default; Tests/python on the path)
 import harness  # noqa: E402
 
 REQUESTS = int(os.environ.get("BENCH_REDIS_REQUESTS", "400000"))

@@ -12,7 +12,7 @@ Python process reading 200,000 frames a second measured itself rather than the s
 every generator competes with the server, so the fair comparison is the server's CPU time per
 delivered message (utime + stime from /proc/<pid>/stat).
 Prints a markdown section; exits 0 even when a target is missed, and says so.
-Run with the venv's python: STICKYLAB_BIN=.build/release .venv/bin/python bench/bench_socketio.py"""
+Run with the venv's python: .venv/bin/python bench/bench_socketio.py (release binaries by default)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "python"))
+import benchsetup  # noqa: E402,F401  (release binaries by default; Tests/python on the path)
 import harness  # noqa: E402
 from chatload import ChatLoadProcess  # noqa: E402
 

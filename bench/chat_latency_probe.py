@@ -2,7 +2,7 @@
 """Where chat-node's send-to-delivery latency goes: p50/p99 at a few send rates and client counts, split
 per message into its first delivery and the spread to its last (the fan-out), with the same generator
 as bench_chat.py (`stickylab-bench chat-load`, with bench_chat.py's settings and environment). Not part of `make bench`: run it by
-hand (`STICKYLAB_BIN=.build/release .venv/bin/python bench/chat_latency_probe.py`), it prints a
+hand (`.venv/bin/python bench/chat_latency_probe.py`, release binaries by default), it prints a
 markdown table. Bounded: every cell is a 4 s step.
 
 Environment: PROBE_NODES (3), PROBE_CLIENTS (10,100,1000), PROBE_RATES (5,50,130,260)."""

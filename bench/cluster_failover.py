@@ -25,9 +25,8 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Tests" / "python"))
+import benchsetup  # noqa: E402,F401  (release binaries by default; Tests/python on the path)
 
 from cluster_run import ClusterRun, chat_cluster  # noqa: E402
 import harness  # noqa: E402
