@@ -18,12 +18,10 @@ import asyncio
 import os
 import sys
 import time
-from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-import benchsetup  # noqa: E402,F401  (release binaries by default; Tests/python on the path)
+from benchsetup import ROOT  # release binaries by default; Tests/python on the path
 import harness  # noqa: E402
 from chatload import ChatLoadProcess  # noqa: E402
 

@@ -35,7 +35,6 @@ import textwrap
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 import benchsetup  # noqa: E402,F401  (release binaries by default; Tests/python on the path)
 import harness  # noqa: E402
 
