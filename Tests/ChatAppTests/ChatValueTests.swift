@@ -279,6 +279,27 @@ import Testing
         #expect(beat.isEmpty)
     }
 
+    @Test func aNewUserIsAnnouncedOnlyOnceAHeartbeatThatHasThemWasWritten() {
+        var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
+        _ = presence.connected("ada")
+        let first = presence.beginHeartbeat()
+        #expect(first.number == 1 && first.users.map(\.user) == ["ada"])
+        // grace arrives while heartbeat 1, which read the users without her, is on its way to Redis.
+        let arrived = presence.connected("grace")
+        #expect(arrived)
+        let needed = presence.heartbeatPublishingNewArrivals
+        #expect(needed == 2)
+        presence.heartbeatWritten(first.number)
+        #expect(presence.written(1) && !presence.written(needed))
+        let second = presence.beginHeartbeat()
+        #expect(second.number == needed && second.users.map(\.user) == ["ada", "grace"])
+        #expect(!presence.written(needed))  // begun is not written
+        presence.heartbeatWritten(second.number)
+        #expect(presence.written(needed))
+        presence.heartbeatWritten(1)  // never goes back
+        #expect(presence.heartbeatsWritten == 2)
+    }
+
     @Test func leftAfterTheGraceUnlessOnlineElsewhere() {
         var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
         _ = presence.connected("ada")

@@ -325,6 +325,33 @@ def test_presence_across_instances_and_a_killed_instances_users_leave(nodes):
     bob.close()
 
 
+def test_a_user_announced_just_before_their_instance_dies_gets_a_left_line(nodes):
+    # grace arrives on instance one right behind ada, within the 0.5 s that separate its presence
+    # heartbeats, and instance one is killed as soon as bob sees "grace joined". Her "joined" line
+    # waits until instance one has published her, so the reaper finds her in its hash and announces
+    # that she left. (It used to go out at once: killed before its next heartbeat, instance one took
+    # her to its grave unpublished, and the others listed her for PRESENCE_TTL, then dropped her
+    # without a word.)
+    one, two = nodes(2, PRESENCE_INTERVAL="2", PRESENCE_TTL="4")
+    bob = ChatClient(two, "bob")
+    bob.sio.emit("join")
+
+    def control_lines(user: str, text: str) -> int:
+        with bob.lock:
+            return sum(1 for _, line in bob.lines if line["action"] == "control" and line["user"] == user and line["msg"] == text)
+
+    ada = ChatClient(one, "ada")
+    ada.sio.emit("join")
+    grace = ChatClient(one, "grace")
+    grace.sio.emit("join")
+    harness.wait_until("bob to see grace join", lambda: control_lines("grace", " joined the channel") == 1, timeout=10)
+    one.kill()
+    for user in ("ada", "grace"):
+        harness.wait_until(f"a left line for {user}", lambda u=user: control_lines(u, " left the channel") == 1, timeout=20)
+    harness.wait_until("bob alone on the list", lambda: bob.online == ["bob"], timeout=10)
+    bob.close()
+
+
 def test_a_refresh_on_one_instance_does_not_take_the_user_off_the_others_lists(redis, nodes):
     fast = {"PRESENCE_INTERVAL": "1", "PRESENCE_TTL": "3"}  # grace: 2 s
     one, two = nodes(2, **fast)

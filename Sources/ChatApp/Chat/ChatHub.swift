@@ -58,13 +58,26 @@ public final class ChatHub: Sendable {
     struct Member: Sendable {
         var user: String
         var pid: String?
-        /// The socket's `join` should announce the user (it was not online before).
-        var announceJoin: Bool
+        /// The socket's `join` should announce the user (it was not online before), once this
+        /// presence heartbeat was written (`PresenceState.heartbeatPublishingNewArrivals`).
+        var announceJoin: Int?
     }
 
     struct State {
         var presence: PresenceState
         var members: [String: Member] = [:]
+        /// `join`s waiting for a heartbeat to be written before they announce their user, by key.
+        var announcements: [Int: (heartbeat: Int, done: CheckedContinuation<Void, Never>)] = [:]
+        var nextAnnouncement = 0
+        /// No more heartbeats (shutdown): nothing waits for one.
+        var heartbeatsFinished = false
+
+        /// Removes and returns the waiting announcements that may go (all of them after shutdown).
+        mutating func takeAnnouncements(upTo written: Int) -> [CheckedContinuation<Void, Never>] {
+            let ready = announcements.filter { heartbeatsFinished || $0.value.heartbeat <= written }
+            for key in ready.keys { announcements[key] = nil }
+            return ready.values.map(\.done)
+        }
     }
 
     var limits: ChatLimits { ChatLimits(maxMessageBytes: configuration.maxMessageBytes, maxNameLength: configuration.maxNameLength) }
@@ -131,7 +144,8 @@ public final class ChatHub: Sendable {
         let arrived = state.withLock { state in
             let published = state.presence.publishes(user)
             let isNew = state.presence.connected(user)
-            state.members[socket.id] = Member(user: user, pid: socket.pid, announceJoin: isNew)
+            state.members[socket.id] = Member(
+                user: user, pid: socket.pid, announceJoin: isNew ? state.presence.heartbeatPublishingNewArrivals : nil)
             return !published
         }
         // The other instances read who is here from what this instance publishes: a user who came
@@ -240,15 +254,48 @@ public final class ChatHub: Sendable {
         }
     }
 
-    /// `join` (the original client sends it once connected): announces the user when they were not online.
+    /// `join` (the original client sends it once connected): announces the user when they were not
+    /// online, once this instance's presence in Redis has them (see `untilWritten`).
     func join(_ socket: Socket, user: String) async {
-        let announce = state.withLock { state -> Bool in
-            guard let member = state.members[socket.id], member.announceJoin else { return false }
-            state.members[socket.id]?.announceJoin = false
-            return true
+        let heartbeat = state.withLock { state -> Int? in
+            defer { state.members[socket.id]?.announceJoin = nil }
+            return state.members[socket.id]?.announceJoin
         }
-        guard announce else { return }
+        guard let heartbeat else { return }
+        await untilWritten(heartbeat: heartbeat)
         await control(user: user, text: ChatLine.joinedText)
+    }
+
+    /// Waits until presence heartbeat `heartbeat` was written to Redis (it was requested when the
+    /// user arrived: usually a millisecond, at most `PresenceService.minimumSpacing` more in a crowd),
+    /// or one presence interval (Redis failing: the line then goes, or fails, like any other), or
+    /// shutdown.
+    func untilWritten(heartbeat: Int) async {
+        let key = state.withLock { state -> Int? in
+            if state.heartbeatsFinished || state.presence.written(heartbeat) { return nil }
+            state.nextAnnouncement += 1
+            return state.nextAnnouncement
+        }
+        guard let key else { return }
+        let limit = configuration.presenceInterval
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                await withCheckedContinuation { done in
+                    let now = state.withLock { state -> Bool in
+                        if state.heartbeatsFinished || state.presence.written(heartbeat) { return true }
+                        state.announcements[key] = (heartbeat, done)
+                        return false
+                    }
+                    if now { done.resume() }
+                }
+            }
+            group.addTask { [self] in
+                try? await Task.sleep(for: limit)
+                state.withLock { $0.announcements.removeValue(forKey: key) }?.done.resume()
+            }
+            await group.next()
+            group.cancelAll()
+        }
     }
 
     func control(user: String, text: String) async {
@@ -316,9 +363,14 @@ public final class ChatHub: Sendable {
         heartbeatRequestsContinuation.yield()
     }
 
-    /// No more heartbeats (graceful shutdown).
+    /// No more heartbeats (graceful shutdown); `join`s waiting for one announce now.
     func finishHeartbeats() {
         heartbeatRequestsContinuation.finish()
+        let waiting = state.withLock { state in
+            state.heartbeatsFinished = true
+            return state.takeAnnouncements(upTo: state.presence.heartbeatsWritten)
+        }
+        for done in waiting { done.resume() }
     }
 
     private func process() async {
@@ -465,14 +517,19 @@ public final class ChatHub: Sendable {
     /// One heartbeat: writes this instance's users, announces who left, pushes the online list when it
     /// changed, keeps connected sockets recoverable.
     func heartbeat(registry: PresenceRegistry) async throws {
-        let (counts, pids) = state.withLock { state in
-            (state.presence.localCounts, state.members.values.compactMap(\.pid))
+        let (taken, pids) = state.withLock { state in
+            (state.presence.beginHeartbeat(), state.members.values.compactMap(\.pid))
         }
         let now = Self.now()
-        let beat = try await registry.heartbeat(users: counts, now: now)
-        let left = state.withLock { state in
-            state.presence.heartbeat(onlineElsewhere: beat.onlineElsewhere, reaped: beat.reaped, now: now)
+        let beat = try await registry.heartbeat(users: taken.users, now: now)
+        let (left, published) = state.withLock { state in
+            state.presence.heartbeatWritten(taken.number)
+            return (
+                state.presence.heartbeat(onlineElsewhere: beat.onlineElsewhere, reaped: beat.reaped, now: now),
+                state.takeAnnouncements(upTo: taken.number)
+            )
         }
+        for done in published { done.resume() }
         onlineChangedContinuation.yield()
         if !beat.reapedInstances.isEmpty {
             logger.notice("Instances gone without a goodbye: \(beat.reapedInstances.joined(separator: ", "))")

@@ -14,6 +14,10 @@ public struct PresenceState: Sendable, Hashable {
     /// their instance publishes them at its own next heartbeat, so until then this instance's
     /// heartbeats, which read what was published, must not take them off the list again.
     public private(set) var unconfirmed: [String: Int64] = [:]
+    /// Heartbeats that took this instance's users to write them (`beginHeartbeat`), and the newest of
+    /// them that was written to Redis (one runs at a time, so in order).
+    public private(set) var heartbeatsBegun = 0
+    public private(set) var heartbeatsWritten = 0
     /// How long a user may be gone before a "left" line (a page refresh or a failover takes less).
     public let grace: Int64
     /// How long an announced user counts as online without a heartbeat showing them: the presence
@@ -34,6 +38,27 @@ public struct PresenceState: Sendable, Hashable {
         online.insert(user)
         return !wasOnline
     }
+
+    /// A heartbeat takes this instance's users to write them: its number (for `heartbeatWritten`) and
+    /// the users with their socket counts.
+    public mutating func beginHeartbeat() -> (number: Int, users: [(user: String, count: Int)]) {
+        heartbeatsBegun += 1
+        return (heartbeatsBegun, localCounts)
+    }
+
+    /// Heartbeat `number` was written to Redis: every user who was here when it began is published.
+    public mutating func heartbeatWritten(_ number: Int) {
+        heartbeatsWritten = max(heartbeatsWritten, number)
+    }
+
+    /// The heartbeat that publishes a user arriving now (one that began already read the users without
+    /// them). Their "joined" line waits until it was written: were this instance to die in between,
+    /// the reaper would find them in its hash and announce that they left, instead of the other
+    /// instances listing them until `confirmWithin` and dropping them without a word.
+    public var heartbeatPublishingNewArrivals: Int { heartbeatsBegun + 1 }
+
+    /// Whether heartbeat `number` was written.
+    public func written(_ number: Int) -> Bool { heartbeatsWritten >= number }
 
     /// A socket of `user` closed here at `now`.
     public mutating func disconnected(_ user: String, now: Int64) {
