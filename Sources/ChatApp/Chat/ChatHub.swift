@@ -268,8 +268,9 @@ public final class ChatHub: Sendable {
 
     /// Waits until presence heartbeat `heartbeat` was written to Redis (it was requested when the
     /// user arrived: usually a millisecond, at most `PresenceService.minimumSpacing` more in a crowd),
-    /// or one presence interval (Redis failing: the line then goes, or fails, like any other), or
-    /// shutdown.
+    /// or failed (Redis failing: the line then goes, or fails, like any other), or one presence
+    /// interval passed, or shutdown. The connection's later events wait behind its `join`, so the
+    /// user's first message cannot overtake the line that announces them.
     func untilWritten(heartbeat: Int) async {
         let key = state.withLock { state -> Int? in
             if state.heartbeatsFinished || state.presence.written(heartbeat) { return nil }
@@ -521,7 +522,16 @@ public final class ChatHub: Sendable {
             (state.presence.beginHeartbeat(), state.members.values.compactMap(\.pid))
         }
         let now = Self.now()
-        let beat = try await registry.heartbeat(users: taken.users, now: now)
+        let beat: PresenceRegistry.Heartbeat
+        do {
+            beat = try await registry.heartbeat(users: taken.users, now: now)
+        } catch {
+            // Redis fails: the `join`s waiting for this heartbeat go on (their line goes, or fails,
+            // like any other) instead of holding their connection's events back.
+            let waiting = state.withLock { $0.takeAnnouncements(upTo: taken.number) }
+            for done in waiting { done.resume() }
+            throw error
+        }
         let (left, published) = state.withLock { state in
             state.presence.heartbeatWritten(taken.number)
             return (
