@@ -132,6 +132,23 @@ def test_a_bad_read_interval_is_refused_with_a_clear_message():
     assert result.returncode != 0 and "--read-every-ms must be between 0 and 10000" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("stdin, stdout", [("file", "pipe"), ("pipe", "devnull"), ("pipe", "file")])
+def test_stdin_or_stdout_that_cannot_be_polled_is_refused_with_a_clear_message(tmp_path, stdin, stdout):
+    # NIO stops the process on a descriptor it cannot poll; chat-load says what it needs instead.
+    commands = tmp_path / "commands"
+    commands.write_text('{"cmd":"stats"}\n')
+    with open(commands) as file_in, open(tmp_path / "out", "w") as file_out, open("/dev/null", "w") as devnull:
+        result = subprocess.run([str(harness.executable("stickylab-bench")), "chat-load"],
+                                stdin=file_in if stdin == "file" else subprocess.PIPE,
+                                stdout={"pipe": subprocess.PIPE, "devnull": devnull, "file": file_out}[stdout],
+                                stderr=subprocess.PIPE, input=None, timeout=30)
+    assert result.returncode != 0
+    expected = "stdin to be a pipe, a socket or a terminal, not a regular file" if stdin == "file" else \
+        f"stdout to be a pipe, a socket or a terminal, not {'a device such as /dev/null' if stdout == 'devnull' else 'a regular file'}"
+    assert expected in result.stderr.decode(), result.stderr.decode()
+    assert "Fatal error" not in result.stderr.decode()
+
+
 def test_another_event_is_counted_when_asked_for():
     """bench_socketio.py's broadcast receivers: chat-load clients on socketio-testserver, counting
     `broadcast` deliveries (not the server's `auth` greeting), from a python-socketio sender."""
