@@ -269,7 +269,7 @@ public final class ChatHub: Sendable {
     /// Waits until presence heartbeat `heartbeat` was written to Redis (it was requested when the
     /// user arrived: usually a millisecond, at most `PresenceService.minimumSpacing` more in a crowd),
     /// or failed (Redis failing: the line then goes, or fails, like any other), or one presence
-    /// interval passed, or shutdown. The connection's later events wait behind its `join`, so the
+    /// interval passed (at most `announcementWaitLimit`), or shutdown. The connection's later events wait behind its `join`, so the
     /// user's first message cannot overtake the line that announces them.
     func untilWritten(heartbeat: Int) async {
         let key = state.withLock { state -> Int? in
@@ -278,7 +278,7 @@ public final class ChatHub: Sendable {
             return state.nextAnnouncement
         }
         guard let key else { return }
-        let limit = configuration.presenceInterval
+        let limit = min(configuration.presenceInterval, Self.announcementWaitLimit)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
                 await withCheckedContinuation { done in
@@ -298,6 +298,9 @@ public final class ChatHub: Sendable {
             group.cancelAll()
         }
     }
+
+    /// The longest a "joined" line waits for its user's presence to be written, whatever the interval.
+    static let announcementWaitLimit = Duration.seconds(5)
 
     func control(user: String, text: String) async {
         let line = ChatLine(action: .control, user: user, msg: text, id: nil, time: Self.now(), instance: configuration.instance.id)
