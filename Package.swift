@@ -189,8 +189,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ChatAppTests", dependencies: ["ChatApp", "SocketIO", "TestSupport"]),
-        .testTarget(name: "StickyProxyTests", dependencies: ["StickyProxy", "TestSupport"]),
-        .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "TestSupport"]),
+        .testTarget(name: "StickyProxyTests", dependencies: ["StickyProxy", "CloudFoundry", "TestSupport"]),
+        .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "CloudFoundry", "TestSupport"]),
         .testTarget(
             name: "ChatLoadTests",
             dependencies: [

@@ -1,3 +1,4 @@
+import CloudFoundry
 import NIOCore
 import Testing
 

@@ -1,3 +1,4 @@
+import CloudFoundry
 import NIOCore
 
 /// What a routing decision was: written to the access log, counted in /metrics, streamed on /events.
@@ -303,21 +304,5 @@ public enum ConfiguredAffinity: AffinityPolicy {
         case .haproxy(let policy): return policy.forwardedCookieHeader(header)
         case .ipHash(let policy): return policy.forwardedCookieHeader(header)
         }
-    }
-}
-
-/// A small, fast pseudo-random generator (SplitMix64) for tie breaks and request ids; seeded, so
-/// decisions are reproducible in tests.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

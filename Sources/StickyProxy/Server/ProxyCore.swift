@@ -1,3 +1,4 @@
+import CloudFoundry
 import Logging
 import NIOCore
 import Synchronization
