@@ -802,7 +802,7 @@ public actor ClusterSupervisor {
         }
         event(
             "try from another terminal: \(Self.invocation) status\(stateFlag) (then: kill 1, scale 5, restart --all --rolling, "
-                + "redis restart, logs -f 1, down; Ctrl-C here stops everything)")
+                + "redis restart, chaos --every 10s --for 1m, logs -f 1, down; Ctrl-C here stops everything)")
     }
 }
 

@@ -11,9 +11,11 @@ struct Cluster: AsyncParsableCommand {
         abstract: "Run an app as N instances behind sticky-proxy with Redis, supervised like Cloud Foundry's Diego.",
         discussion: """
             Start with `cluster up` (Ctrl-C stops everything), then control it from another terminal in the
-            same folder: status, scale, kill, stop, start, restart, redis, logs, down.
+            same folder: status, scale, kill, stop, start, restart, redis, chaos, logs, down.
             """,
-        subcommands: [Up.self, Status.self, Scale.self, Kill.self, Stop.self, Start.self, Restart.self, Redis.self, Logs.self, Down.self]
+        subcommands: [
+            Up.self, Status.self, Scale.self, Kill.self, Stop.self, Start.self, Restart.self, Redis.self, Chaos.self, Logs.self, Down.self,
+        ]
     )
 }
 
@@ -28,6 +30,7 @@ struct StateOption: ParsableArguments {
 extension Affinity: ExpressibleByArgument {}
 extension RestartPolicy.Name: ExpressibleByArgument {}
 extension HealthCheckType: ExpressibleByArgument {}
+extension ChaosOptions.Fault: ExpressibleByArgument {}
 
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -225,6 +228,72 @@ struct Redis: AsyncParsableCommand {
 
     func run() async throws {
         try await control(ControlRequest(command: .redis, action: action.rawValue), state: state)
+    }
+}
+
+struct Chaos: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Kill (or restart) a random running instance at intervals, optionally restart Redis too, then check that the cluster recovers.",
+        discussion: """
+            Prints a line per fault, then waits up to --settle for every instance to be running again, and
+            exits 1 when the cluster is not ready by then: `cluster chaos --every 5s --for 2m && ./my-checks`.
+            The same --seed picks the same instances again when they are in the same states.
+            """)
+    @Option(name: .long, help: "How often an instance gets a fault (e.g. 10s, 500ms; at least 100ms).")
+    var every = "10s"
+    @Option(name: .customLong("for"), help: "How long the faults go on (e.g. 2m; at most 24h).")
+    var duration = "1m"
+    @Option(name: .long, help: "kill: SIGKILL, a crash restarted per the restart policy; restart: SIGTERM, then a new process.")
+    var fault: ChaosOptions.Fault = .kill
+    @Option(name: .long, help: "Never take down an instance when this many or fewer are running.")
+    var keep = 1
+    @Option(name: .long, help: "Also restart the embedded Redis this often (e.g. 1m).")
+    var redisEvery: String?
+    @Option(name: .long, help: "After the last fault, how long the cluster has to be ready again.")
+    var settle = "30s"
+    @Option(name: .long, help: "The seed of the random choices (default: a random one, printed).")
+    var seed: UInt64?
+    @OptionGroup var state: StateOption
+
+    func options() throws -> ChaosOptions {
+        func duration(_ text: String, _ option: String) throws -> Duration {
+            guard let value = DurationText.parse(text) else { throw ValidationError("\(option) '\(text)' is not a duration (e.g. 500ms, 10s, 2m)") }
+            return value
+        }
+        var generator = SystemRandomNumberGenerator()
+        let options = ChaosOptions(
+            every: try duration(every, "--every"), duration: try duration(self.duration, "--for"), fault: fault, keep: keep,
+            redisEvery: try redisEvery.map { try duration($0, "--redis-every") }, settle: try duration(settle, "--settle"),
+            seed: seed ?? generator.next() % 1_000_000)
+        if let problem = options.problem { throw ValidationError(problem) }
+        return options
+    }
+
+    func validate() throws { _ = try options() }
+
+    func run() async throws {
+        let options = try options()
+        let directory = state.directory
+        let socket = directory.controlSocket.path
+        let folder = directory.url.path
+        let ready: Bool
+        do {
+            ready = try await ChaosRun.run(
+                options: options,
+                send: { request in
+                    var last: ControlResponse?
+                    try await ControlClient.send(request, socket: socket, stateDirectory: folder) { response in
+                        last = response
+                        return response.ok
+                    }
+                    guard let last else { throw ControlClient.Failure.lostConnection }
+                    return last
+                },
+                print: { line in FileHandle.standardOutput.write(Data((line + "\n").utf8)) })
+        } catch {
+            throw ExitCode.failure.printing("cluster: \(error)")
+        }
+        if !ready { throw ExitCode.failure }
     }
 }
 

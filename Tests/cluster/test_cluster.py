@@ -274,6 +274,61 @@ def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
     second.close()
 
 
+def test_chaos_kills_random_running_instances_keeps_some_and_waits_for_recovery(cluster):
+    cluster.wait_ready()
+    before = {i["index"]: i["guid"] for i in cluster.instances().values()}
+    result = cluster.ctl("chaos", "--every", "400ms", "--for", "2s", "--keep", "1", "--redis-every", "1s", "--seed", "7",
+                         "--settle", "20s", timeout=60)
+    lines = result.stdout.splitlines()
+    assert "chaos | every 400ms for 2s: kill (SIGKILL) one running instance at random, leaving at least 1 running; " \
+           "restart Redis every 1s; seed 7" in lines[0], lines[0]
+    kills = [line for line in lines if "killed with SIGKILL" in line]
+    skips = [line for line in lines if "| skip:" in line]
+    assert len(kills) + len(skips) == 5, lines  # at 0.4, 0.8, 1.2, 1.6 and 2.0 s
+    assert kills, lines
+    assert all("and --keep 1 leaves them alone" in line for line in skips)
+    assert len([line for line in lines if "| redis restart:" in line]) == 2, lines
+    done = next(line for line in lines if "| done:" in line)
+    assert f"{len(kills)} kill" in done and "2 Redis restarts" in done
+    assert "| ready again after" in lines[-1] and "3/3 running" in lines[-1], lines
+    after = cluster.instances()
+    assert all(i["state"] == "running" for i in after.values())
+    killed = {int(line.split("web.")[1].split(" ")[0]) for line in kills}
+    assert all(after[index]["guid"] != before[index] for index in killed), "a killed instance came back with a new guid"
+    assert sum(i["crashes"] for i in after.values()) >= len(kills)
+
+
+def test_chaos_with_a_bad_option_or_without_a_cluster_says_so(cluster, tmp_path):
+    cases = [
+        (["chaos", "--every", "10ms"], "--every must be at least 100ms"),
+        (["chaos", "--every", "soon"], "--every 'soon' is not a duration"),
+        (["chaos", "--for", "0s"], "--for must be more than 0s"),
+        (["chaos", "--for", "25h"], "--for must be at most 24h"),
+        (["chaos", "--keep=-1"], "--keep must be 0 or more"),
+        (["chaos", "--redis-every", "100ms"], "--redis-every must be at least 1s"),
+        (["chaos", "--fault", "nuke"], "nuke"),
+    ]
+    for args, message in cases:
+        result = cluster.ctl(*args, check=False)
+        assert result.returncode == 64, (args, result.returncode, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+    result = subprocess.run([str(executable("cluster")), "chaos", "--for", "1s", "--state-dir", str(tmp_path / "none")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "no cluster is running with the state folder" in result.stderr
+
+
+def test_chaos_gives_up_on_a_cluster_that_does_not_recover(cluster):
+    # With Diego's back-off shrunk 100 times, a kill restarts at once; a stopped instance never comes
+    # back by itself, so the cluster is not ready when the settle time ends, and chaos says so.
+    cluster.wait_ready()
+    cluster.ctl("stop", "2", "--wait")
+    result = cluster.ctl("chaos", "--every", "200ms", "--for", "200ms", "--fault", "restart", "--keep", "2", "--settle", "1s",
+                         check=False, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "| skip: 2 of 3 instances running, and --keep 2 leaves them alone" in result.stdout
+    assert "| NOT ready 1s after the last fault: 2/3 running" in result.stdout
+
+
 def test_errors_before_anything_starts(tmp_path):
     cluster = str(executable("cluster"))
     state = ["--state-dir", str(tmp_path / "state")]
