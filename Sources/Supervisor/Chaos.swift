@@ -1,5 +1,6 @@
 import CloudFoundry
 import Foundation
+import UnixSignals
 
 /// `cluster chaos`: faults on a schedule against a running cluster, the way a team chaos-tests
 /// instance restarts before production: every `every`, one running instance, picked at random, is
@@ -135,12 +136,41 @@ public struct ChaosTally: Sendable, Equatable {
 }
 
 /// Runs a chaos schedule against a running cluster through its control socket, printing a line per
-/// event; then waits up to `settle` for the cluster to be ready again. Returns whether it was.
+/// event; then waits up to `settle` for the cluster to be ready again.
 public enum ChaosRun {
     public typealias Send = @Sendable (ControlRequest) async throws -> ControlResponse
 
+    public enum Outcome: Sendable, Equatable {
+        /// Every fault done and the cluster ready again within `settle`.
+        case ready
+        /// Not ready `settle` after the last fault.
+        case notReady
+        /// Stopped early (Ctrl-C, SIGTERM, or the task cancelled), after printing what it had done.
+        case interrupted
+    }
+
+    /// `run`, stopped early by SIGINT or SIGTERM (then `.interrupted`).
+    public static func runUntilInterrupted(
+        options: ChaosOptions, send: @escaping Send, print: @escaping @Sendable (String) -> Void
+    )
+        async throws -> Outcome
+    {
+        try await withThrowingTaskGroup(of: Outcome?.self) { group in
+            group.addTask { try await run(options: options, send: send, print: print) }
+            group.addTask {
+                for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) { return nil }
+                return nil
+            }
+            while let result = try await group.next() {
+                group.cancelAll()
+                if let result { return result }
+            }
+            return .interrupted
+        }
+    }
+
     /// `send`: one control request, its (last) response. `print`: one line of output (`HH:MM:SS chaos | ...`).
-    public static func run(options: ChaosOptions, send: Send, print: @Sendable (String) -> Void) async throws -> Bool {
+    public static func run(options: ChaosOptions, send: Send, print: @Sendable (String) -> Void) async throws -> Outcome {
         let clock = ContinuousClock()
         let start = clock.now
         var schedule = ChaosSchedule(options)
@@ -152,6 +182,41 @@ public enum ChaosRun {
             throw ChaosFailure("this cluster uses an external Redis (\(first.redis.url ?? "?")), which it cannot restart: drop --redis-every")
         }
         say(options.summary)
+        do {
+            try await faults(&schedule, options: options, picker: &picker, tally: &tally, clock: clock, start: start, send: send, say: say)
+        } catch  where Task.isCancelled {
+            say("interrupted: \(tally.line(fault: options.fault, elapsed: clock.now - start))")
+            return .interrupted
+        }
+        say("done: \(tally.line(fault: options.fault, elapsed: clock.now - start))")
+        let settleStart = clock.now
+        do {
+            while true {
+                let current = try await status(send)
+                let running = current.instances.filter { $0.state == .running }.count
+                if current.ready {
+                    say("ready again after \(DurationText.format(clock.now - settleStart)): \(running)/\(current.desiredInstances) running")
+                    return .ready
+                }
+                if clock.now - settleStart >= options.settle {
+                    say(
+                        "NOT ready \(DurationText.format(options.settle)) after the last fault: \(running)/\(current.desiredInstances) running"
+                            + " (see `cluster status` and `cluster logs`)")
+                    return .notReady
+                }
+                try await clock.sleep(for: .milliseconds(200))
+            }
+        } catch  where Task.isCancelled {
+            say("interrupted while waiting for the cluster to be ready again")
+            return .interrupted
+        }
+    }
+
+    /// The faults of the schedule, one at a time at their times.
+    private static func faults(
+        _ schedule: inout ChaosSchedule, options: ChaosOptions, picker: inout ChaosPicker, tally: inout ChaosTally, clock: ContinuousClock,
+        start: ContinuousClock.Instant, send: Send, say: (String) -> Void
+    ) async throws {
         while let (at, event) = schedule.next() {
             try await clock.sleep(until: start + at)
             switch event {
@@ -182,23 +247,6 @@ public enum ChaosRun {
                     say("redis restart refused: \(response.error ?? "no reason given")")
                 }
             }
-        }
-        say("done: \(tally.line(fault: options.fault, elapsed: clock.now - start))")
-        let settleStart = clock.now
-        while true {
-            let current = try await status(send)
-            let running = current.instances.filter { $0.state == .running }.count
-            if current.ready {
-                say("ready again after \(DurationText.format(clock.now - settleStart)): \(running)/\(current.desiredInstances) running")
-                return true
-            }
-            if clock.now - settleStart >= options.settle {
-                say(
-                    "NOT ready \(DurationText.format(options.settle)) after the last fault: \(running)/\(current.desiredInstances) running"
-                        + " (see `cluster status` and `cluster logs`)")
-                return false
-            }
-            try await clock.sleep(for: .milliseconds(200))
         }
     }
 

@@ -237,6 +237,7 @@ struct Chaos: AsyncParsableCommand {
         discussion: """
             Prints a line per fault, then waits up to --settle for every instance to be running again, and
             exits 1 when the cluster is not ready by then: `cluster chaos --every 5s --for 2m && ./my-checks`.
+            Ctrl-C stops it early with what it has done so far (exit 130).
             The same --seed picks the same instances again when they are in the same states.
             """)
     @Option(name: .long, help: "How often an instance gets a fault (e.g. 10s, 500ms; at least 100ms).")
@@ -276,9 +277,9 @@ struct Chaos: AsyncParsableCommand {
         let directory = state.directory
         let socket = directory.controlSocket.path
         let folder = directory.url.path
-        let ready: Bool
+        let outcome: ChaosRun.Outcome
         do {
-            ready = try await ChaosRun.run(
+            outcome = try await ChaosRun.runUntilInterrupted(
                 options: options,
                 send: { request in
                     var last: ControlResponse?
@@ -293,7 +294,11 @@ struct Chaos: AsyncParsableCommand {
         } catch {
             throw ExitCode.failure.printing("cluster: \(error)")
         }
-        if !ready { throw ExitCode.failure }
+        switch outcome {
+        case .ready: return
+        case .notReady: throw ExitCode.failure
+        case .interrupted: throw ExitCode(130)
+        }
     }
 }
 

@@ -329,6 +329,22 @@ def test_chaos_gives_up_on_a_cluster_that_does_not_recover(cluster):
     assert "| NOT ready 1s after the last fault: 2/3 running" in result.stdout
 
 
+def test_chaos_interrupted_says_what_it_did_and_exits_130(cluster):
+    cluster.wait_ready()
+    process = subprocess.Popen([str(executable("cluster")), "chaos", "--every", "300ms", "--for", "1m", "--state-dir", cluster.state_dir],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    while not any("killed with SIGKILL" in line for line in lines):
+        line = process.stdout.readline()
+        assert line, f"chaos ended early: {lines} {process.stderr.read()}"
+        lines.append(line)
+    process.send_signal(signal.SIGINT)
+    rest, errors = process.communicate(timeout=30)
+    assert process.returncode == 130, (process.returncode, lines, rest, errors)
+    assert "| interrupted: 1 kill" in rest or "| interrupted: 2 kills" in rest, rest
+    assert "ready again" not in rest
+
+
 def test_errors_before_anything_starts(tmp_path):
     cluster = str(executable("cluster"))
     state = ["--state-dir", str(tmp_path / "state")]
