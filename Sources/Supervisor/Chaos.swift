@@ -176,6 +176,9 @@ public enum ChaosRun {
         var schedule = ChaosSchedule(options)
         var picker = ChaosPicker(keep: options.keep, seed: options.seed)
         var tally = ChaosTally()
+        // The processes taken down: the cluster counts as ready again only once none of them is
+        // listed any more (right after a SIGKILL it may not have noticed the exit yet).
+        var downed: Set<Int32> = []
         func say(_ text: String) { print(LogLine(time: LogHub.now(), source: "chaos", text: text).formatted()) }
         let first = try await status(send)
         if options.redisEvery != nil, first.redis.state == "external" {
@@ -183,7 +186,8 @@ public enum ChaosRun {
         }
         say(options.summary)
         do {
-            try await faults(&schedule, options: options, picker: &picker, tally: &tally, clock: clock, start: start, send: send, say: say)
+            try await faults(
+                &schedule, options: options, picker: &picker, tally: &tally, downed: &downed, clock: clock, start: start, send: send, say: say)
         } catch  where Task.isCancelled {
             say("interrupted: \(tally.line(fault: options.fault, elapsed: clock.now - start))")
             return .interrupted
@@ -194,7 +198,7 @@ public enum ChaosRun {
             while true {
                 let current = try await status(send)
                 let running = current.instances.filter { $0.state == .running }.count
-                if current.ready {
+                if current.ready, !current.instances.contains(where: { $0.pid.map(downed.contains) ?? false }) {
                     say("ready again after \(DurationText.format(clock.now - settleStart)): \(running)/\(current.desiredInstances) running")
                     return .ready
                 }
@@ -214,8 +218,8 @@ public enum ChaosRun {
 
     /// The faults of the schedule, one at a time at their times.
     private static func faults(
-        _ schedule: inout ChaosSchedule, options: ChaosOptions, picker: inout ChaosPicker, tally: inout ChaosTally, clock: ContinuousClock,
-        start: ContinuousClock.Instant, send: Send, say: (String) -> Void
+        _ schedule: inout ChaosSchedule, options: ChaosOptions, picker: inout ChaosPicker, tally: inout ChaosTally, downed: inout Set<Int32>,
+        clock: ContinuousClock, start: ContinuousClock.Instant, send: Send, say: (String) -> Void
     ) async throws {
         while let (at, event) = schedule.next() {
             try await clock.sleep(until: start + at)
@@ -231,6 +235,7 @@ public enum ChaosRun {
                     let response = try await send(ControlRequest(command: command, index: index))
                     if response.ok {
                         tally.faults += 1
+                        if let pid = current.instances.first(where: { $0.index == index })?.pid { downed.insert(pid) }
                         say(response.message ?? "\(options.fault.rawValue) \(current.app).\(index)")
                     } else {
                         tally.refused += 1

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 
 @testable import Supervisor
@@ -80,5 +81,38 @@ struct ChaosTests {
         tally.skipped = 1
         tally.refused = 1
         #expect(tally.line(fault: .restart, elapsed: .seconds(90)) == "1 restart, 2 Redis restarts, 1 skipped, 1 refused by the cluster in 1m30s")
+    }
+
+    @Test("Ready again only once the killed process is gone from the status, not while the cluster has yet to notice")
+    func readyOnlyAfterTheExitIsSeen() async throws {
+        func status(pid: Int32) -> ClusterStatus {
+            ClusterStatus(
+                app: "web", command: "app", ready: true, desiredInstances: 1, affinity: "cf", restartPolicy: "diego", timeScale: 1,
+                proxy: .init(state: "running"), redis: .init(state: "running"),
+                instances: [ClusterStatus.Instance(index: 0, pid: pid, state: .running)])
+        }
+        // The status before the fault, one right after the SIGKILL (still listing pid 10, as a
+        // supervisor that has not reaped it yet does), then the restarted instance.
+        let statuses = Mutex([status(pid: 10), status(pid: 10), status(pid: 10), status(pid: 11)])
+        let requests = Mutex<[ControlRequest.Command]>([])
+        let lines = Mutex<[String]>([])
+        let options = ChaosOptions(every: .milliseconds(100), duration: .milliseconds(100), keep: 0, settle: .seconds(5), seed: 3)
+        let outcome = try await ChaosRun.run(
+            options: options,
+            send: { request in
+                requests.withLock { $0.append(request.command) }
+                if request.command == .status {
+                    return ControlResponse(ok: true, status: statuses.withLock { $0.count > 1 ? $0.removeFirst() : $0[0] })
+                }
+                return .success("web.0 (pid 10) killed with SIGKILL")
+            },
+            print: { line in lines.withLock { $0.append(line) } })
+        #expect(outcome == .ready)
+        #expect(requests.withLock { $0 } == [.status, .status, .kill, .status, .status])
+        let printed = lines.withLock { $0 }
+        #expect(printed.count == 4)
+        #expect(printed[1].hasSuffix("chaos | web.0 (pid 10) killed with SIGKILL"))
+        #expect(printed[2].contains("chaos | done: 1 kill in "))
+        #expect(printed[3].contains("chaos | ready again after ") && printed[3].hasSuffix(": 1/1 running"))
     }
 }

@@ -7,7 +7,8 @@ chat. Then, one after the other:
   live instance, is still logged in as the same user, and receives every message sent meanwhile, none
   twice; the killed instance comes back with a new guid;
 - `cluster scale 5`, then `cluster scale 1` (the clients of the removed instances move to the last one);
-- `cluster redis restart`.
+- `cluster redis restart`;
+- `cluster chaos` on 3 instances while a client keeps sending: nothing lost, nothing twice.
 Finally the teaching case: long-polling without affinity (`--affinity none`) gets Engine.IO's
 "Session ID unknown"; with `cf` it does not.
 """
@@ -16,13 +17,15 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
+import time
 import uuid
 
 import chatkit
 import pytest
 
 from cluster_run import ClusterRun, chat_cluster
-from harness import wait_until
+from harness import executable, wait_until
 
 CLIENTS = 30
 
@@ -187,6 +190,40 @@ def test_redis_restart(cluster, clients):
     result = cluster.ctl("redis", "restart")
     assert "redis restarted" in result.stdout
     ids = send_meanwhile(clients[0] if not clients[0].disconnected.is_set() else clients[1], "after-redis")
+    heal_all(clients, url, cluster, running_indices(cluster))
+    assert_everyone_has(clients, ids, cluster)
+
+
+def test_a_chaos_run_loses_nothing(cluster, clients):
+    """`cluster chaos` kills a random instance every second for 5 s while one client keeps sending,
+    reconnecting through the proxy whenever its instance dies, as the page does: afterwards every
+    client, reconnected and recovered, has every message once, in order."""
+    url = cluster.proxy_url()
+    cluster.ctl("scale", "3", "--wait")
+    sender = clients[1]
+    chaos = subprocess.Popen([str(executable("cluster")), "chaos", "--every", "1s", "--for", "5s", "--seed", "11", "--settle", "60s",
+                              "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ids = []
+    try:
+        while chaos.poll() is None:
+            message_id = f"chaos-{len(ids)}-{uuid.uuid4().hex[:8]}"
+            while True:
+                if sender.disconnected.is_set():
+                    sender.heal(url)
+                try:
+                    sender.send_until_stored(f"during chaos {len(ids)}", message_id, deadline=5)
+                    break
+                except TimeoutError:
+                    continue
+            ids.append(message_id)
+            time.sleep(0.2)
+        output = chaos.communicate(timeout=120)[0]
+    finally:
+        if chaos.poll() is None:
+            chaos.kill()
+    assert chaos.returncode == 0, output
+    assert "killed with SIGKILL" in output and "ready again" in output, output
+    assert len(ids) >= 10, ids
     heal_all(clients, url, cluster, running_indices(cluster))
     assert_everyone_has(clients, ids, cluster)
 
