@@ -10,7 +10,7 @@ struct Cluster: AsyncParsableCommand {
         commandName: "cluster",
         abstract: "Run an app as N instances behind sticky-proxy with Redis, supervised like Cloud Foundry's Diego.",
         discussion: """
-            Start with `cluster up` (Ctrl-C stops everything), then control it from another terminal in the
+            Start with `cluster up` (Ctrl-C stops everything), then control it from another terminal in the \
             same folder: status, scale, kill, stop, start, restart, redis, chaos, logs, down.
             """,
         subcommands: [
@@ -235,10 +235,10 @@ struct Chaos: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Kill (or restart) a random running instance at intervals, optionally restart Redis too, then check that the cluster recovers.",
         discussion: """
-            Prints a line per fault, then waits up to --settle for every instance to be running again, and
-            exits 1 when the cluster is not ready by then: `cluster chaos --every 5s --for 2m && ./my-checks`.
-            Ctrl-C stops it early with what it has done so far (exit 130).
-            The same --seed picks the same instances again when they are in the same states.
+            Prints a line per fault, then waits up to --settle for every instance to be running again, and \
+            exits 1 when the cluster is not ready by then: `cluster chaos --every 5s --for 2m && ./my-checks`. \
+            Ctrl-C stops it early with what it has done so far (exit 130). The same --seed picks the same \
+            instances again when they are in the same states.
             """)
     @Option(name: .long, help: "How often an instance gets a fault (e.g. 10s, 500ms; at least 100ms).")
     var every = "10s"
