@@ -493,6 +493,12 @@ def test_startup_errors_are_clear():
     assert helped.returncode == 0
     for variable in ["PORT", "REDIS_URL", "VCAP_SERVICES", "SESSION_SECRET", "COOKIE_NAME", "CF_INSTANCE_INDEX", "CF_INSTANCE_GUID"]:
         assert variable in helped.stdout
+    # The variables' table fits the 80 columns the argument parser wraps at: no entry broken onto an
+    # unindented line.
+    lines = helped.stdout.splitlines()
+    table = lines[lines.index("Configuration comes from the environment, as on Cloud Foundry or Kubernetes:") + 1:]
+    table = table[:table.index("")]
+    assert len(table) >= 20 and all(line.startswith("  ") for line in table), table
 
 
 def test_redis_binding_from_vcap_services(redis, nodes):
