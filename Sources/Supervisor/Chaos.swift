@@ -140,6 +140,11 @@ public struct ChaosTally: Sendable, Equatable {
 public enum ChaosRun {
     public typealias Send = @Sendable (ControlRequest) async throws -> ControlResponse
 
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+        init(_ description: String) { self.description = description }
+    }
+
     public enum Outcome: Sendable, Equatable {
         /// Every fault done and the cluster ready again within `settle`.
         case ready
@@ -180,14 +185,48 @@ public enum ChaosRun {
         // listed any more (right after a SIGKILL it may not have noticed the exit yet).
         var downed: Set<Int32> = []
         func say(_ text: String) { print(LogLine(time: LogHub.now(), source: "chaos", text: text).formatted()) }
+        /// The faults of the schedule, one at a time at their times.
+        func faults() async throws {
+            while let (at, event) = schedule.next() {
+                try await clock.sleep(until: start + at)
+                switch event {
+                case .instanceFault:
+                    let current = try await status(send)
+                    switch picker.choose(among: current.instances) {
+                    case .skip(let reason):
+                        tally.skipped += 1
+                        say("skip: \(reason)")
+                    case .instance(let index):
+                        let command: ControlRequest.Command = options.fault == .kill ? .kill : .restart
+                        let response = try await send(ControlRequest(command: command, index: index))
+                        if response.ok {
+                            tally.faults += 1
+                            if let pid = current.instances.first(where: { $0.index == index })?.pid { downed.insert(pid) }
+                            say(response.message ?? "\(options.fault.rawValue) \(current.app).\(index)")
+                        } else {
+                            tally.refused += 1
+                            say("\(options.fault.rawValue) \(current.app).\(index) refused: \(response.error ?? "no reason given")")
+                        }
+                    }
+                case .redisRestart:
+                    let response = try await send(ControlRequest(command: .redis, action: "restart"))
+                    if response.ok {
+                        tally.redisRestarts += 1
+                        say("redis restart: \(response.message ?? "done")")
+                    } else {
+                        tally.refused += 1
+                        say("redis restart refused: \(response.error ?? "no reason given")")
+                    }
+                }
+            }
+        }
         let first = try await status(send)
         if options.redisEvery != nil, first.redis.state == "external" {
-            throw ChaosFailure("this cluster uses an external Redis (\(first.redis.url ?? "?")), which it cannot restart: drop --redis-every")
+            throw Failure("this cluster uses an external Redis (\(first.redis.url ?? "?")), which it cannot restart: drop --redis-every")
         }
         say(options.summary)
         do {
-            try await faults(
-                &schedule, options: options, picker: &picker, tally: &tally, downed: &downed, clock: clock, start: start, send: send, say: say)
+            try await faults()
         } catch  where Task.isCancelled {
             say("interrupted: \(tally.line(fault: options.fault, elapsed: clock.now - start))")
             return .interrupted
@@ -216,55 +255,11 @@ public enum ChaosRun {
         }
     }
 
-    /// The faults of the schedule, one at a time at their times.
-    private static func faults(
-        _ schedule: inout ChaosSchedule, options: ChaosOptions, picker: inout ChaosPicker, tally: inout ChaosTally, downed: inout Set<Int32>,
-        clock: ContinuousClock, start: ContinuousClock.Instant, send: Send, say: (String) -> Void
-    ) async throws {
-        while let (at, event) = schedule.next() {
-            try await clock.sleep(until: start + at)
-            switch event {
-            case .instanceFault:
-                let current = try await status(send)
-                switch picker.choose(among: current.instances) {
-                case .skip(let reason):
-                    tally.skipped += 1
-                    say("skip: \(reason)")
-                case .instance(let index):
-                    let command: ControlRequest.Command = options.fault == .kill ? .kill : .restart
-                    let response = try await send(ControlRequest(command: command, index: index))
-                    if response.ok {
-                        tally.faults += 1
-                        if let pid = current.instances.first(where: { $0.index == index })?.pid { downed.insert(pid) }
-                        say(response.message ?? "\(options.fault.rawValue) \(current.app).\(index)")
-                    } else {
-                        tally.refused += 1
-                        say("\(options.fault.rawValue) \(current.app).\(index) refused: \(response.error ?? "no reason given")")
-                    }
-                }
-            case .redisRestart:
-                let response = try await send(ControlRequest(command: .redis, action: "restart"))
-                if response.ok {
-                    tally.redisRestarts += 1
-                    say("redis restart: \(response.message ?? "done")")
-                } else {
-                    tally.refused += 1
-                    say("redis restart refused: \(response.error ?? "no reason given")")
-                }
-            }
-        }
-    }
-
     private static func status(_ send: Send) async throws -> ClusterStatus {
         let response = try await send(ControlRequest(command: .status))
         guard response.ok, let status = response.status else {
-            throw ChaosFailure("the cluster did not give its status: \(response.error ?? "no reason given")")
+            throw Failure("the cluster did not give its status: \(response.error ?? "no reason given")")
         }
         return status
     }
-}
-
-public struct ChaosFailure: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
 }

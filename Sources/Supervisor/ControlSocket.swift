@@ -98,6 +98,17 @@ public enum ControlClient {
         }
     }
 
+    /// Sends one request that has one answer (every command but `logs -f`) and returns it.
+    public static func request(_ request: ControlRequest, socket path: String, stateDirectory: String) async throws -> ControlResponse {
+        var answer: ControlResponse?
+        try await send(request, socket: path, stateDirectory: stateDirectory) { response in
+            answer = response
+            return false
+        }
+        guard let answer else { throw Failure.lostConnection }
+        return answer
+    }
+
     /// Sends one request and hands every answer line to `onResponse` until the last one (`done`), or
     /// until `onResponse` returns false.
     public static func send(

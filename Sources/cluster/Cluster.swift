@@ -281,15 +281,7 @@ struct Chaos: AsyncParsableCommand {
         do {
             outcome = try await ChaosRun.runUntilInterrupted(
                 options: options,
-                send: { request in
-                    var last: ControlResponse?
-                    try await ControlClient.send(request, socket: socket, stateDirectory: folder) { response in
-                        last = response
-                        return response.ok
-                    }
-                    guard let last else { throw ControlClient.Failure.lostConnection }
-                    return last
-                },
+                send: { request in try await ControlClient.request(request, socket: socket, stateDirectory: folder) },
                 print: { line in FileHandle.standardOutput.write(Data((line + "\n").utf8)) })
         } catch {
             throw ExitCode.failure.printing("cluster: \(error)")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import json
 import subprocess
-import time
 import uuid
 
 import chatkit
@@ -195,7 +194,7 @@ def test_redis_restart(cluster, clients):
 
 
 def test_a_chaos_run_loses_nothing(cluster, clients):
-    """`cluster chaos` kills a random instance every second for 3 s while one client keeps sending,
+    """`cluster chaos` kills a random instance every second for 3 s while one client sends after each fault,
     reconnecting through the proxy whenever its instance dies, as the page does: afterwards every
     client, reconnected and recovered, has every message once, in order. An instance that crashes a
     third time (the kill test above counts) waits for Diego's back-off, 30 s and the next 30 s
@@ -206,8 +205,12 @@ def test_a_chaos_run_loses_nothing(cluster, clients):
     chaos = subprocess.Popen([str(executable("cluster")), "chaos", "--every", "1s", "--for", "3s", "--seed", "11", "--settle", "120s",
                               "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ids = []
+    lines = []
     try:
-        while chaos.poll() is None:
+        # One message after each line chaos prints (each fault, then the end): right after an instance
+        # died, while its clients are reconnecting.
+        for line in chaos.stdout:
+            lines.append(line)
             message_id = f"chaos-{len(ids)}-{uuid.uuid4().hex[:8]}"
             while True:
                 if sender.disconnected.is_set():
@@ -218,8 +221,8 @@ def test_a_chaos_run_loses_nothing(cluster, clients):
                 except TimeoutError:
                     continue
             ids.append(message_id)
-            time.sleep(0.2)
-        output = chaos.communicate(timeout=180)[0]
+        chaos.wait(timeout=180)
+        output = "".join(lines)
     finally:
         if chaos.poll() is None:
             chaos.kill()
