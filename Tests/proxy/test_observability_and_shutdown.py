@@ -124,6 +124,15 @@ def test_graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones(prox
     assert result["response"].status_code == 200
     assert result["response"].headers["Connection"] == "close"
     assert proxy.program.process.wait(timeout=20) == 0
+    assert_stopped_cleanly(proxy)
+
+
+def assert_stopped_cleanly(proxy):
+    """After SIGTERM: "stopped" is the last word, and SwiftNIO complained about nothing (a task scheduled
+    on a loop that had shut down prints an ERROR line, and will be a crash in later SwiftNIO versions)."""
+    output = proxy.program.output()
+    assert "sticky-proxy stopped" in output
+    assert not [line for line in output.splitlines() if line.startswith("ERROR") or "Cannot schedule" in line], output
 
 
 def test_drain_timeout_closes_tunnels_and_stuck_requests(proxy_factory, backends):
@@ -149,3 +158,4 @@ def test_drain_timeout_closes_tunnels_and_stuck_requests(proxy_factory, backends
         closed = True
     assert closed
     stuck.close()
+    assert_stopped_cleanly(proxy)

@@ -176,9 +176,14 @@ public final class StickyProxyServer: Service, Sendable {
 
     /// Stops accepting, lets in-flight requests finish, closes what is left after the drain timeout.
     public func shutdown() async {
+        // The quiescing helper is taken out of the state: it fails a promise on one of the loops when
+        // it goes away, so the last reference must go before the loops shut down (below).
+        var quiesce: ServerQuiescingHelper?
         let snapshot = state.withLock { state -> State? in
             guard !state.stopped else { return nil }
             state.stopped = true
+            quiesce = state.quiesce
+            state.quiesce = nil
             return state
         }
         guard let snapshot, let group = snapshot.group, let core = snapshot.core else { return }
@@ -189,7 +194,7 @@ public final class StickyProxyServer: Service, Sendable {
         for task in snapshot.repeatedTasks { task.cancel() }
 
         let drained = group.next().makePromise(of: Void.self)
-        if let quiesce = snapshot.quiesce, snapshot.proxyChannel != nil {
+        if let quiesce, snapshot.proxyChannel != nil {
             quiesce.initiateShutdown(promise: drained)
         } else {
             drained.succeed()
@@ -203,6 +208,7 @@ public final class StickyProxyServer: Service, Sendable {
         }
         try? await drained.futureResult.get()
         timeout.cancel()
+        quiesce = nil
 
         for loop in core.allLoopContexts {
             try? await loop.eventLoop.submit {
