@@ -108,7 +108,29 @@ import Testing
         let after = try await b.heartbeat(users: [("cy", 1)], now: 11_002)
         #expect(after.reapedInstances.isEmpty)
         #expect(after.onlineElsewhere.isEmpty)
-        try await b.remove()
-        #expect(try await a.heartbeat(users: [], now: 11_003).onlineElsewhere.isEmpty)
+        // A hash outlives its TTL by far: a whole cluster started again hours later still reaps it.
+        #expect((try await redis.send("PTTL", RESPArgument(keys.presence("b"))).int ?? 0) > 86_000_000)
+    }
+
+    @Test func anInstanceThatStopsHandsItsUsersOverForTheGrace() async throws {
+        let server = try await RedisServer()
+        let redis = try await RedisClient.connect(try server.configuration)
+        defer { Task { await redis.close() } }
+        let keys = ChatKeys(prefix: "t:")
+        let a = PresenceRegistry(redis: redis, keys: keys, instance: "a", ttl: .seconds(10))
+        let b = PresenceRegistry(redis: redis, keys: keys, instance: "b", ttl: .seconds(10))
+        _ = try await a.heartbeat(users: [("ada", 1)], now: 1_000)
+        // a stops at 2 s: its sockets are closed, ada and grace (arrived since its last heartbeat)
+        // are handed over with 0 sockets, for a grace of 4 s.
+        try await a.handOver(users: [("ada", 0), ("grace", 0)], now: 2_000, grace: .seconds(4))
+        let within = try await b.heartbeat(users: [("bob", 1), ("grace", 1)], now: 5_999)
+        #expect(within.onlineElsewhere == ["ada", "grace"])  // the marker is no user
+        #expect(within.reaped.isEmpty && within.stoppedInstances.isEmpty)
+        let reaping = try await b.heartbeat(users: [("bob", 1), ("grace", 1)], now: 6_001)
+        #expect(reaping.stoppedInstances == ["a"])
+        #expect(reaping.reapedInstances.isEmpty)
+        #expect(reaping.reaped == ["ada", "grace"])  // PresenceState announces only who is online nowhere
+        #expect(reaping.onlineElsewhere.isEmpty)
+        #expect(try await b.heartbeat(users: [("bob", 1)], now: 6_002).stoppedInstances.isEmpty)
     }
 }

@@ -312,6 +312,11 @@ def test_the_original_clients_protocol_still_works(nodes):
     ada.close()
 
 
+def control_lines(client: ChatClient, user: str, text: str) -> int:
+    with client.lock:
+        return sum(1 for _, line in client.lines if line["action"] == "control" and line["user"] == user and line["msg"] == text)
+
+
 def test_presence_across_instances_and_a_killed_instances_users_leave(nodes):
     fast = {"PRESENCE_INTERVAL": "1", "PRESENCE_TTL": "3"}
     one, two = nodes(2, **fast)
@@ -336,19 +341,53 @@ def test_a_user_announced_just_before_their_instance_dies_gets_a_left_line(nodes
     bob = ChatClient(two, "bob")
     bob.sio.emit("join")
 
-    def control_lines(user: str, text: str) -> int:
-        with bob.lock:
-            return sum(1 for _, line in bob.lines if line["action"] == "control" and line["user"] == user and line["msg"] == text)
-
     ada = ChatClient(one, "ada")
     ada.sio.emit("join")
     grace = ChatClient(one, "grace")
     grace.sio.emit("join")
-    harness.wait_until("bob to see grace join", lambda: control_lines("grace", " joined the channel") == 1, timeout=10)
+    harness.wait_until("bob to see grace join", lambda: control_lines(bob, "grace", " joined the channel") == 1, timeout=10)
     one.kill()
     for user in ("ada", "grace"):
-        harness.wait_until(f"a left line for {user}", lambda u=user: control_lines(u, " left the channel") == 1, timeout=20)
+        harness.wait_until(f"a left line for {user}", lambda u=user: control_lines(bob, u, " left the channel") == 1, timeout=20)
     harness.wait_until("bob alone on the list", lambda: bob.online == ["bob"], timeout=10)
+    bob.close()
+
+
+def test_users_of_a_stopped_instance_who_do_not_come_back_get_a_left_line(nodes):
+    # SIGTERM on instance one closes ada's and grace's sockets. grace reconnects to instance two, ada
+    # does not (she closed her tab). Instance one hands both over for the grace (2 s here) instead of
+    # removing them: then ada gets a "left" line and grace none. (It used to remove its users from
+    # Redis as it stopped: ada went off the lists without a word.)
+    one, two = nodes(2, PRESENCE_INTERVAL="1", PRESENCE_TTL="3")
+    bob = ChatClient(two, "bob")
+    ada = ChatClient(one, "ada")
+    grace = ChatClient(one, "grace")
+    for client in (bob, ada, grace):
+        client.sio.emit("join")
+    harness.wait_until("everyone listed", lambda: bob.online == ["ada", "bob", "grace"], timeout=10)
+    assert one.terminate() == 0
+    grace.reconnect(two.url)
+    harness.wait_until("a left line for ada", lambda: control_lines(bob, "ada", " left the channel") == 1, timeout=15)
+    harness.wait_until("ada off the list", lambda: bob.online == ["bob", "grace"], timeout=10)
+    assert control_lines(bob, "grace", " left the channel") == 0, "grace got a left line though she came back"
+    assert "Stopped instances reaped after their grace: " + one.guid in two.program.output()
+    grace.close()
+    bob.close()
+
+
+def test_a_cluster_stopped_as_a_whole_announces_who_left_when_it_starts_again(nodes):
+    # Every instance stops (here the only one) with ada connected: nobody is left to announce her.
+    # The next instance to start, past the 3 x PRESENCE_TTL that the hash used to live, reaps the
+    # stopped one and announces that she left, so the history does not keep her "joined" forever.
+    (one,) = nodes(1, PRESENCE_INTERVAL="1", PRESENCE_TTL="2")
+    ada = ChatClient(one, "ada")
+    ada.sio.emit("join")
+    harness.wait_until("ada's joined line", lambda: control_lines(ada, "ada", " joined the channel") == 1, timeout=10)
+    assert one.terminate() == 0
+    time.sleep(6.5)
+    (two,) = nodes(1, PRESENCE_INTERVAL="1", PRESENCE_TTL="2")
+    bob = ChatClient(two, "bob")
+    harness.wait_until("a left line for ada", lambda: control_lines(bob, "ada", " left the channel") == 1, timeout=10)
     bob.close()
 
 

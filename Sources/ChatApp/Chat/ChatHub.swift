@@ -547,8 +547,17 @@ public final class ChatHub: Sendable {
         if !beat.reapedInstances.isEmpty {
             logger.notice("Instances gone without a goodbye: \(beat.reapedInstances.joined(separator: ", "))")
         }
+        if !beat.stoppedInstances.isEmpty {
+            logger.info("Stopped instances reaped after their grace: \(beat.stoppedInstances.joined(separator: ", "))")
+        }
         for user in left { await control(user: user, text: ChatLine.leftText) }
         try await store.refresh(pids: pids, ttl: configuration.recoveryWindow)
+    }
+
+    /// At a graceful stop, after the sockets were closed: the users to hand over (each with 0 sockets
+    /// now) and how long the others should wait for them to come back (the grace of a user who leaves).
+    func presenceToHandOver() -> (users: [(user: String, count: Int)], grace: Duration) {
+        state.withLock { state in (state.presence.localCounts, .milliseconds(state.presence.grace)) }
     }
 
     var connectionCount: Int { namespace.socketCount }

@@ -18,8 +18,9 @@ struct HubService: Service {
 
 /// The presence heartbeat, every `interval`, and sooner when a user arrives who is not published yet
 /// (`ChatHub.requestHeartbeat`; at most one per `minimumSpacing`, so a crowd arriving costs a few
-/// heartbeats, not one each), until graceful shutdown; then this instance's presence is removed (its
-/// users show up again on the instances they reconnect to).
+/// heartbeats, not one each), until graceful shutdown; then this instance hands its users over
+/// (`PresenceRegistry.handOver`): those who reconnect elsewhere within the grace stay, the others get
+/// a "left" line from the instance that reaps it.
 struct PresenceService: Service {
     let hub: ChatHub
     let registry: PresenceRegistry
@@ -42,7 +43,14 @@ struct PresenceService: Service {
         } onGracefulShutdown: {
             hub.finishHeartbeats()
         }
-        try? await registry.remove()
+        let (users, grace) = hub.presenceToHandOver()
+        do {
+            try await registry.handOver(users: users, now: ChatHub.now(), grace: grace)
+        } catch {
+            logger.warning(
+                "Could not hand this instance's \(users.count) users over to the others (\(error)); once PRESENCE_TTL has passed they treat it as killed"
+            )
+        }
     }
 
     /// One heartbeat per request, until the requests end.
