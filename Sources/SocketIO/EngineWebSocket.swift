@@ -209,11 +209,22 @@ final class EngineWebSocketHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // NIO's WebSocketProtocolErrorHandler (before this handler) already answered protocol errors
         // with a close frame (1009 for a frame over maxPayload).
-        if error is NIOWebSocketError {
-            socket.connection?.logger.info("Closing a session: \(error)")
+        if let error = error as? NIOWebSocketError {
+            socket.connection?.logger.info("Closing a session: \(error.explanation)")
         } else {
             socket.connection?.logger.debug("WebSocket ended: \(error)")
             context.close(promise: nil)
+        }
+    }
+}
+
+extension NIOWebSocketError {
+    /// What the client did, in the words of the other "Closing a session" lines.
+    var explanation: String {
+        switch self {
+        case .invalidFrameLength: "a WebSocket frame over maxPayload (closed with 1009)"
+        case .fragmentedControlFrame: "WebSocket protocol error (a fragmented control frame; closed with 1002)"
+        case .multiByteControlFrameLength: "WebSocket protocol error (a control frame over 125 bytes; closed with 1002)"
         }
     }
 }

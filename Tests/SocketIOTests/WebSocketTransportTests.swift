@@ -69,6 +69,16 @@ struct WebSocketMessageAssemblerTests {
     }
 }
 
+@Suite("WebSocket frame errors in the log")
+struct WebSocketFrameErrorTests {
+    @Test("each frame error NIO's decoder throws is said in words, with the close code sent")
+    func explained() {
+        #expect(NIOWebSocketError.fragmentedControlFrame.explanation == "WebSocket protocol error (a fragmented control frame; closed with 1002)")
+        #expect(NIOWebSocketError.multiByteControlFrameLength.explanation.contains("a control frame over 125 bytes"))
+        #expect(NIOWebSocketError.invalidFrameLength.explanation.contains("1009"))
+    }
+}
+
 @Suite("Handshake headers kept by a session")
 struct HandshakeHeaderTests {
     @Test("hop-by-hop and WebSocket handshake headers are dropped, the others kept in order")
