@@ -3,6 +3,7 @@ import HTTPTypes
 import Logging
 import NIOCore
 import NIOEmbedded
+import NIOHTTP1
 import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
@@ -76,6 +77,31 @@ struct WebSocketFrameErrorTests {
         #expect(NIOWebSocketError.fragmentedControlFrame.explanation == "WebSocket protocol error (a fragmented control frame; closed with 1002)")
         #expect(NIOWebSocketError.multiByteControlFrameLength.explanation.contains("a control frame over 125 bytes"))
         #expect(NIOWebSocketError.invalidFrameLength.explanation.contains("1009"))
+    }
+}
+
+@Suite("First requests asking for an upgrade")
+struct UpgradeRequestFilterTests {
+    @Test("a WebSocket handshake NIO accepts, or no upgrade, passes; another protocol is ignored; a broken handshake is refused")
+    func verdicts() {
+        let handshake: HTTPHeaders = [
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
+        ]
+        #expect(UpgradeRequestFilter.verdict(handshake) == .pass)
+        #expect(UpgradeRequestFilter.verdict(["Host": "localhost"]) == .pass)
+        #expect(UpgradeRequestFilter.verdict(["Upgrade": "h2c", "Connection": "Upgrade, HTTP2-Settings"]) == .ignoreUpgrade)
+        var noKey = handshake
+        noKey.remove(name: "Sec-WebSocket-Key")
+        #expect(UpgradeRequestFilter.verdict(noKey) == .refuseWebSocket)
+        var twoKeys = handshake
+        twoKeys.add(name: "Sec-WebSocket-Key", value: "another")
+        #expect(UpgradeRequestFilter.verdict(twoKeys) == .refuseWebSocket)
+        var version8 = handshake
+        version8.replaceOrAdd(name: "Sec-WebSocket-Version", value: "8")
+        #expect(UpgradeRequestFilter.verdict(version8) == .refuseWebSocket)
+        var mixedCase = handshake
+        mixedCase.replaceOrAdd(name: "Upgrade", value: "WebSocket")
+        #expect(UpgradeRequestFilter.verdict(mixedCase) == .pass)
     }
 }
 

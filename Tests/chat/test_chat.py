@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -299,6 +300,37 @@ def test_bad_input_gets_a_clear_error_and_never_a_crash(nodes):
     assert node.health().status_code == 200
     assert node.metrics()["chat_rejected_total"] >= 11
     ada.close()
+
+
+def test_a_first_request_asking_for_an_upgrade_that_does_not_happen_gets_an_answer(nodes):
+    # NIO's upgrade handler lost such a request's head: the client got an empty reply, and a 502
+    # ("endpoint failed") through sticky-proxy. `curl --http2 http://...` asks for h2c on every request.
+    (node,) = nodes(1)
+    result = subprocess.run(["curl", "-s", "--http2", "-o", "/dev/null", "-D", "-", node.url + "/"],
+                            capture_output=True, text=True, timeout=30)
+    head = result.stdout.lower()
+    assert head.startswith("http/1.1 200"), result
+    assert "connection: close" in head  # NIO's decoder takes what follows as h2c: one request per connection
+
+    def first_line(request: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=10) as raw:
+            raw.sendall(request)
+            reply = b""
+            while b"\r\n" not in reply:
+                chunk = raw.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply.split(b"\r\n")[0]
+
+    handshake = (b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\n")
+    key = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    assert first_line(handshake + b"Sec-WebSocket-Version: 13\r\n\r\n") == b"HTTP/1.1 400 Bad Request"  # no key
+    assert first_line(handshake + key + b"Sec-WebSocket-Version: 8\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
+    assert first_line(b"GET /health HTTP/1.1\r\nHost: localhost\r\nUpgrade: foo\r\n\r\n") == b"HTTP/1.1 200 OK"
+    assert first_line(handshake + key + b"Sec-WebSocket-Version: 13\r\n\r\n") == b"HTTP/1.1 101 Switching Protocols"
+    assert node.health().status_code == 200
 
 
 def test_the_original_clients_protocol_still_works(nodes):

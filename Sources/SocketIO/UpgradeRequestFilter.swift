@@ -1,0 +1,79 @@
+import NIOCore
+import NIOHTTP1
+
+/// Sits in front of NIO's typed upgrade handler for a connection's first request, which that handler
+/// loses when the request asks for an upgrade that does not happen: a protocol nobody offers
+/// (`Upgrade: h2c`, which `curl --http2` sends to every http:// URL) or a WebSocket handshake that
+/// NIO's upgrader rejects before asking the server (no `Sec-WebSocket-Key`, a version other than
+/// 13). The handler then passes the HTTP pipeline a request without its head, and the client got an
+/// empty reply (502 behind a proxy). Here such a request loses its `Upgrade` header, so that it takes
+/// the handler's not-upgrading path with its head: another protocol is ignored (RFC 9110 7.8 allows
+/// it) and the request served as HTTP/1.1, then the connection closed; a broken WebSocket handshake
+/// is refused with 400, as RFC 6455 4.2.1 asks.
+final class UpgradeRequestFilter: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// What to do with a first request, from its headers.
+    enum Verdict: Equatable {
+        /// No upgrade asked for, or a WebSocket handshake NIO's upgrader accepts: as it is.
+        case pass
+        /// An upgrade to another protocol: served as HTTP/1.1.
+        case ignoreUpgrade
+        /// A WebSocket handshake NIO's upgrader would reject: 400.
+        case refuseWebSocket
+    }
+
+    static func verdict(_ headers: HTTPHeaders) -> Verdict {
+        let protocols = headers[canonicalForm: "upgrade"]
+        guard !protocols.isEmpty else { return .pass }
+        guard protocols.contains(where: { $0.lowercased() == "websocket" }) else { return .ignoreUpgrade }
+        let keys = headers[canonicalForm: "sec-websocket-key"]
+        let versions = headers[canonicalForm: "sec-websocket-version"]
+        return keys.count == 1 && versions.count == 1 && versions[0] == "13" ? .pass : .refuseWebSocket
+    }
+
+    /// Called with true for a WebSocket handshake this filter refused (the not-upgrading path then
+    /// answers 400).
+    private let refused: (Bool) -> Void
+    private var seenHead = false
+    /// The response to an ignored upgrade says `Connection: close` (Hummingbird closes after it
+    /// without saying so).
+    private var closeAfterResponse = false
+
+    init(refused: @escaping (Bool) -> Void) {
+        self.refused = refused
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !seenHead, case .head(var head) = unwrapInboundIn(data) else {
+            context.fireChannelRead(data)
+            return
+        }
+        seenHead = true
+        let verdict = Self.verdict(head.headers)
+        if verdict != .pass {
+            // NIO's HTTP decoder (llhttp) takes the rest of the connection's bytes as the new
+            // protocol's after such a request: the connection closes after the response.
+            head.headers.remove(name: "upgrade")
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            refused(verdict == .refuseWebSocket)
+        }
+        closeAfterResponse = verdict == .ignoreUpgrade
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+        if !closeAfterResponse { context.pipeline.syncOperations.removeHandler(self, promise: nil) }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard closeAfterResponse, case .head(var head) = unwrapOutboundIn(data) else {
+            context.write(data, promise: promise)
+            return
+        }
+        closeAfterResponse = false
+        head.headers.replaceOrAdd(name: "connection", value: "close")
+        context.write(wrapOutboundOut(.head(head)), promise: promise)
+        context.pipeline.syncOperations.removeHandler(self, promise: nil)
+    }
+}
