@@ -87,50 +87,55 @@ import Testing
         #expect(try await !store.touch("abc"))
     }
 
-    @Test func presenceSeesEveryInstanceAndReapsDeadOnesOnce() async throws {
+    /// Two instances' presence, "a" and "b" (TTL 10 s), on a Redis of their own.
+    private func withTwoInstances(
+        _ body: (RedisClient, ChatKeys, PresenceRegistry, PresenceRegistry) async throws -> Void
+    ) async throws {
         let server = try await RedisServer()
         let redis = try await RedisClient.connect(try server.configuration)
         defer { Task { await redis.close() } }
         let keys = ChatKeys(prefix: "t:")
-        let a = PresenceRegistry(redis: redis, keys: keys, instance: "a", ttl: .seconds(10))
-        let b = PresenceRegistry(redis: redis, keys: keys, instance: "b", ttl: .seconds(10))
-        _ = try await a.heartbeat(users: [("ada", 1), ("bob", 2)], now: 1_000)
-        // Each sees the other's users, not its own (it knows those better than its last heartbeat).
-        let seenByB = try await b.heartbeat(users: [("cy", 1), ("dee", 0)], now: 1_000)
-        #expect(seenByB.onlineElsewhere == ["ada", "bob"])
-        #expect(seenByB.reaped.isEmpty)
-        #expect(try await a.heartbeat(users: [("ada", 1), ("bob", 2)], now: 1_000).onlineElsewhere == ["cy", "dee"])
-        // a stops sending heartbeats; 10 s later b reaps it, exactly once.
-        let reaping = try await b.heartbeat(users: [("cy", 1), ("bob", 1)], now: 11_001)
-        #expect(reaping.reapedInstances == ["a"])
-        #expect(reaping.reaped == ["ada", "bob"])
-        #expect(reaping.onlineElsewhere.isEmpty)
-        let after = try await b.heartbeat(users: [("cy", 1)], now: 11_002)
-        #expect(after.reapedInstances.isEmpty)
-        #expect(after.onlineElsewhere.isEmpty)
-        // A hash outlives its TTL by far: a whole cluster started again hours later still reaps it.
-        #expect((try await redis.send("PTTL", RESPArgument(keys.presence("b"))).int ?? 0) > 86_000_000)
+        try await body(
+            redis, keys, PresenceRegistry(redis: redis, keys: keys, instance: "a", ttl: .seconds(10)),
+            PresenceRegistry(redis: redis, keys: keys, instance: "b", ttl: .seconds(10)))
+    }
+
+    @Test func presenceSeesEveryInstanceAndReapsDeadOnesOnce() async throws {
+        try await withTwoInstances { redis, keys, a, b in
+            _ = try await a.heartbeat(users: [("ada", 1), ("bob", 2)], now: 1_000)
+            // Each sees the other's users, not its own (it knows those better than its last heartbeat).
+            let seenByB = try await b.heartbeat(users: [("cy", 1), ("dee", 0)], now: 1_000)
+            #expect(seenByB.onlineElsewhere == ["ada", "bob"])
+            #expect(seenByB.reaped.isEmpty)
+            #expect(try await a.heartbeat(users: [("ada", 1), ("bob", 2)], now: 1_000).onlineElsewhere == ["cy", "dee"])
+            // a stops sending heartbeats; 10 s later b reaps it, exactly once.
+            let reaping = try await b.heartbeat(users: [("cy", 1), ("bob", 1)], now: 11_001)
+            #expect(reaping.reapedInstances == ["a"])
+            #expect(reaping.reaped == ["ada", "bob"])
+            #expect(reaping.onlineElsewhere.isEmpty)
+            let after = try await b.heartbeat(users: [("cy", 1)], now: 11_002)
+            #expect(after.reapedInstances.isEmpty)
+            #expect(after.onlineElsewhere.isEmpty)
+            // A hash outlives its TTL by far: a whole cluster started again hours later still reaps it.
+            #expect((try await redis.send("PTTL", RESPArgument(keys.presence("b"))).int ?? 0) > 86_000_000)
+        }
     }
 
     @Test func anInstanceThatStopsHandsItsUsersOverForTheGrace() async throws {
-        let server = try await RedisServer()
-        let redis = try await RedisClient.connect(try server.configuration)
-        defer { Task { await redis.close() } }
-        let keys = ChatKeys(prefix: "t:")
-        let a = PresenceRegistry(redis: redis, keys: keys, instance: "a", ttl: .seconds(10))
-        let b = PresenceRegistry(redis: redis, keys: keys, instance: "b", ttl: .seconds(10))
-        _ = try await a.heartbeat(users: [("ada", 1)], now: 1_000)
-        // a stops at 2 s: its sockets are closed, ada and grace (arrived since its last heartbeat)
-        // are handed over with 0 sockets, for a grace of 4 s.
-        try await a.handOver(users: [("ada", 0), ("grace", 0)], now: 2_000, grace: .seconds(4))
-        let within = try await b.heartbeat(users: [("bob", 1), ("grace", 1)], now: 5_999)
-        #expect(within.onlineElsewhere == ["ada", "grace"])  // the marker is no user
-        #expect(within.reaped.isEmpty && within.stoppedInstances.isEmpty)
-        let reaping = try await b.heartbeat(users: [("bob", 1), ("grace", 1)], now: 6_001)
-        #expect(reaping.stoppedInstances == ["a"])
-        #expect(reaping.reapedInstances.isEmpty)
-        #expect(reaping.reaped == ["ada", "grace"])  // PresenceState announces only who is online nowhere
-        #expect(reaping.onlineElsewhere.isEmpty)
-        #expect(try await b.heartbeat(users: [("bob", 1)], now: 6_002).stoppedInstances.isEmpty)
+        try await withTwoInstances { _, _, a, b in
+            _ = try await a.heartbeat(users: [("ada", 1)], now: 1_000)
+            // a stops at 2 s: its sockets are closed, ada and grace (arrived since its last heartbeat)
+            // are handed over with 0 sockets, for a grace of 4 s.
+            try await a.handOver(users: [("ada", 0), ("grace", 0)], now: 2_000, grace: .seconds(4))
+            let within = try await b.heartbeat(users: [("bob", 1), ("grace", 1)], now: 5_999)
+            #expect(within.onlineElsewhere == ["ada", "grace"])  // the marker is no user
+            #expect(within.reaped.isEmpty && within.stoppedInstances.isEmpty)
+            let reaping = try await b.heartbeat(users: [("bob", 1), ("grace", 1)], now: 6_001)
+            #expect(reaping.stoppedInstances == ["a"])
+            #expect(reaping.reapedInstances.isEmpty)
+            #expect(reaping.reaped == ["ada", "grace"])  // PresenceState announces only who is online nowhere
+            #expect(reaping.onlineElsewhere.isEmpty)
+            #expect(try await b.heartbeat(users: [("bob", 1)], now: 6_002).stoppedInstances.isEmpty)
+        }
     }
 }
