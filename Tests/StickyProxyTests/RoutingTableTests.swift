@@ -133,6 +133,11 @@ struct RoutingTableTests {
         #expect(RouteRegistry.problem(with: registration(port: 9001)) == nil)
         #expect(RouteRegistry.problem(with: registration(port: 0))?.contains("not a TCP port") == true)
         #expect(RouteRegistry.problem(with: registration(port: 1, uris: []))?.contains("empty") == true)
+        for host in ["a b", "10.0.0.1\u{0}", "\t"] {
+            var spaced = registration(port: 1)
+            spaced.host = host
+            #expect(RouteRegistry.problem(with: spaced)?.contains("spaces or control characters") == true, "\(host)")
+        }
         var bad = registration(port: 1)
         bad.options = .init(loadBalancing: "random")
         #expect(RouteRegistry.problem(with: bad)?.contains("round-robin or least-connection") == true)
