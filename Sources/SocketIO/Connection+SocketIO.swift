@@ -253,7 +253,7 @@ extension Connection {
                     var body: JSONObject = ["message": .string(message)]
                     if let extra { body["data"] = extra }
                     sendPacket(SocketPacket(.connectError, namespace: name, data: .object(body)))
-                    logger.debug("Refused a connection to \(name): \(message)")
+                    logger.debug("Refused a connection to \(LogText.quoted(name)): \(message)")
                     return
                 }
             }

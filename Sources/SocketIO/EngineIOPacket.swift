@@ -77,7 +77,9 @@ public enum EngineDecodingError: Error, Sendable, Hashable, CustomStringConverti
         switch self {
         case .emptyPacket: return "empty Engine.IO packet"
         case .unknownType(let byte):
-            return "unknown Engine.IO packet type \(byte < 0x80 ? "'\(Character(Unicode.Scalar(byte)))'" : "0x\(String(byte, radix: 16))")"
+            // Printable ASCII as itself, anything else in hex: a client's byte must not break a log line.
+            let shown = (0x21...0x7E).contains(byte) ? "'\(Character(Unicode.Scalar(byte)))'" : "0x\(String(byte, radix: 16))"
+            return "unknown Engine.IO packet type \(shown)"
         case .invalidBase64: return "invalid base64 in a binary packet"
         }
     }

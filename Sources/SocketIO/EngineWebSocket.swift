@@ -45,7 +45,7 @@ final class EngineWebSocket {
         if let sid = admission.sid {
             // Admission checked the session; it may have closed or upgraded since.
             guard let existing = server.connection(sid), existing.attachProbe(channel, encoded: encodedSink) else {
-                server.logger.debug("Refused a WebSocket upgrade for session \(sid): closed or already upgraded meanwhile")
+                server.logger.debug("Refused a WebSocket upgrade for session \(LogText.quoted(sid)): closed or already upgraded meanwhile")
                 return false
             }
             connection = existing

@@ -79,11 +79,11 @@ extension SocketIOServer {
         guard Self.pathMatches(path, configuration.path) else { return nil }
         let query = Self.parseQuery(queryString)
         guard query["transport"] == "websocket", configuration.transports.contains(.websocket) else {
-            logger.debug("Refused a WebSocket upgrade: transport \(query["transport"] ?? "missing")")
+            logger.debug("Refused a WebSocket upgrade: transport \(query["transport"].map { LogText.quoted($0) } ?? "missing")")
             return nil
         }
         guard case .allowed = checkOrigin(request.headerFields, authority: request.authority) else {
-            logger.notice("Refused a WebSocket upgrade from origin \(request.headerFields[.origin] ?? "?"): not allowed")
+            logger.notice("Refused a WebSocket upgrade from origin \(request.headerFields[.origin].map { LogText.quoted($0) } ?? "?"): not allowed")
             return nil
         }
         let sid = query["sid"]
@@ -93,7 +93,7 @@ extension SocketIOServer {
                 return nil
             }
             guard configuration.allowUpgrades, connection.engine.withLock({ $0.session.canProbe }) else {
-                logger.debug("Refused a WebSocket upgrade for session \(sid): upgrades off, closed, or already upgraded")
+                logger.debug("Refused a WebSocket upgrade for session \(LogText.quoted(sid)): upgrades off, closed, or already upgraded")
                 return nil
             }
         } else {
@@ -122,7 +122,7 @@ extension SocketIOServer {
         let cors: String?
         switch checkOrigin(request.headers, authority: request.head.authority) {
         case .refused:
-            logger.notice("Refused a request from origin \(request.headers[.origin] ?? "?"): not allowed")
+            logger.notice("Refused a request from origin \(request.headers[.origin].map { LogText.quoted($0) } ?? "?"): not allowed")
             return errorResponse(.forbidden, cors: nil)
         case .allowed(let origin):
             cors = origin

@@ -74,7 +74,7 @@ public final class SocketIOServer: Service, Sendable {
         guard let suppressed = unknownSessionLog.withLock({ $0.record(now: now) }) else { return }
         let more = suppressed > 0 ? " (\(suppressed) more since the last such line)" : ""
         let text =
-            "Session ID unknown: a \(transport) request for session \(sid) reached this instance, which does not have it\(more). "
+            "Session ID unknown: a \(transport) request for session \(LogText.quoted(sid)) reached this instance, which does not have it\(more). "
             + "Behind a load balancer, every request of an Engine.IO session must reach the instance that opened it: "
             + "make it sticky (Cloud Foundry: a JSESSIONID cookie plus __VCAP_ID__). The client was told 400 and will reconnect."
         logger.notice("\(text)")

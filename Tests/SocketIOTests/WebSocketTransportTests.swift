@@ -80,6 +80,17 @@ struct WebSocketFrameErrorTests {
     }
 }
 
+@Suite("Client text in log lines")
+struct LogTextTests {
+    @Test("quoted, control characters escaped, cut to the limit")
+    func quoted() {
+        #expect(LogText.quoted("abc") == #""abc""#)
+        #expect(LogText.quoted("\nforged line\r") == #""\nforged line\r""#)
+        #expect(!LogText.quoted("a\u{0}b\u{1b}[31m").contains(where: { $0.asciiValue.map { $0 < 0x20 } ?? false }))
+        #expect(LogText.quoted(String(repeating: "x", count: 100), limit: 10) == "\"xxxxxxxxxx\"...")
+    }
+}
+
 @Suite("First requests asking for an upgrade")
 struct UpgradeRequestFilterTests {
     @Test("a WebSocket handshake NIO accepts, or no upgrade, passes; another protocol is ignored; a broken handshake is refused")

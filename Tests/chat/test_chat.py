@@ -333,6 +333,32 @@ def test_a_first_request_asking_for_an_upgrade_that_does_not_happen_gets_an_answ
     assert node.health().status_code == 200
 
 
+def test_a_client_cannot_forge_a_line_in_the_log(nodes):
+    # A session id from a query string (percent-decoded) and an Engine.IO packet type are the
+    # client's text: in the log they are quoted with control characters escaped, so a newline in them
+    # cannot start a line of its own. (Both used to be written as they came.)
+    (node,) = nodes(1)
+    forged = "forged notice chat-node: [ChatApp] pretend"
+    response = requests.get(node.url + "/socket.io/", timeout=10,
+                            params={"EIO": "4", "transport": "polling", "sid": "\n" + forged + "\r"})
+    assert response.status_code == 400
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as raw:
+        raw.sendall(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert raw.recv(4096).startswith(b"HTTP/1.1 101")
+        payload = ("\n" + forged).encode()
+        raw.sendall(bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)  # masked with zeros
+        raw.settimeout(10)
+        while raw.recv(4096):  # until the server closes the session
+            pass
+    harness.wait_until("both attempts in the log", lambda: "Session ID unknown" in node.program.output()
+                       and "Engine.IO packet type" in node.program.output(), timeout=10)
+    lines = node.program.output().splitlines()
+    assert not [line for line in lines if line.startswith("forged")], "a client started a log line"
+    assert any("session \"\\n" + forged + "\\r\"" in line for line in lines)
+    assert any("packet type 0xa" in line for line in lines)
+
+
 def test_the_original_clients_protocol_still_works(nodes):
     (node,) = nodes(1)
     ada = ChatClient(node, "ada")

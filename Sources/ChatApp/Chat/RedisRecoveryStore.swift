@@ -41,7 +41,7 @@ public struct RedisRecoveryStore: RecoveryStore {
         switch RecoveryDecision.request(pid: pid, offset: offset) {
         case .success(let valid): request = valid
         case .failure(let reason):
-            logger.info("Recovery refused: \(reason.rawValue)", metadata: ["pid": "\(pid.prefix(64))"])
+            logger.info("Recovery refused: \(reason.rawValue)", metadata: ["pid": "\(LogText.quoted(pid, limit: 64))"])
             return nil
         }
         let reply = try await redis.evalScript(
@@ -55,7 +55,7 @@ public struct RedisRecoveryStore: RecoveryStore {
         let stored = parts.count > 1 ? parts[1].string.flatMap { SessionSnapshot(jsonText: $0) } : nil
         switch RecoveryDecision.decide(offset: request.offset, stored: stored, offsetInHistory: code == 2) {
         case .fresh(let reason):
-            logger.info("Client reconnects without recovery: \(reason.rawValue)", metadata: ["pid": "\(request.pid)"])
+            logger.info("Client reconnects without recovery: \(reason.rawValue)", metadata: ["pid": "\(LogText.quoted(request.pid, limit: 64))"])
             return nil
         case .recover(var snapshot, _):
             snapshot.rooms.removeAll { $0 == ChatHub.liveRoom }
