@@ -121,6 +121,25 @@ import Testing
         }
     }
 
+    @Test func aNewRunOfAnInstanceIDHasItsPredecessorReapedNotOverwritten() async throws {
+        try await withTwoInstances { redis, keys, a, b in
+            _ = try await a.heartbeat(users: [("ada", 1), ("bob", 1)], now: 1_000, first: true)
+            // a is killed and started again under the same id (same port); bob comes back to it.
+            let restarted = PresenceRegistry(redis: redis, keys: keys, instance: "a", ttl: .seconds(10))
+            _ = try await restarted.heartbeat(users: [("bob", 1)], now: 2_000, first: true)
+            // Until the old run's expiry (11 s), ada still counts as online, on the old run's entry.
+            #expect(try await b.heartbeat(users: [], now: 10_999).onlineElsewhere == ["ada", "bob"])
+            let reaping = try await b.heartbeat(users: [], now: 11_001)
+            #expect(reaping.reapedInstances == ["a#2000"])
+            #expect(reaping.reaped == ["ada", "bob"])  // bob is online on the new run: PresenceState keeps him
+            #expect(reaping.onlineElsewhere == ["bob"])
+            // Later heartbeats of the new run move nothing aside.
+            _ = try await restarted.heartbeat(users: [("bob", 1)], now: 12_000)
+            #expect(try await b.heartbeat(users: [], now: 30_000).reapedInstances == ["a"])
+        }
+        #expect(ChatHub.describe(["a#2000", "b"]) == "a (a previous run), b")
+    }
+
     @Test func anInstanceThatStopsHandsItsUsersOverForTheGrace() async throws {
         try await withTwoInstances { _, _, a, b in
             _ = try await a.heartbeat(users: [("ada", 1)], now: 1_000)

@@ -433,6 +433,28 @@ def test_users_of_a_stopped_instance_who_do_not_come_back_get_a_left_line(nodes)
     bob.close()
 
 
+def test_an_instance_started_again_under_the_same_id_does_not_swallow_its_predecessors_users(nodes):
+    # chat-node on its own takes "port-<PORT>" as its instance id, so a developer's restart is a new
+    # run under the same id (here: the same CF_INSTANCE_GUID). Its first heartbeat used to overwrite
+    # the killed run's presence, and ada left the lists without a word; the old entry is now moved
+    # aside and reaped like a dead instance's.
+    fast = {"PRESENCE_INTERVAL": "1", "PRESENCE_TTL": "3"}
+    (one,) = nodes(1, **fast)
+    (two,) = nodes(1, **fast)
+    bob = ChatClient(two, "bob")
+    ada = ChatClient(one, "ada")
+    for client in (bob, ada):
+        client.sio.emit("join")
+    harness.wait_until("both listed", lambda: bob.online == ["ada", "bob"], timeout=10)
+    one.kill()
+    (again,) = nodes(1, CF_INSTANCE_GUID=one.guid, **fast)
+    harness.wait_until("a left line for ada", lambda: control_lines(bob, "ada", " left the channel") == 1, timeout=15)
+    harness.wait_until("bob alone on the list", lambda: bob.online == ["bob"], timeout=10)
+    reaper_said = f"Instances gone without a goodbye: {one.guid} (a previous run)"
+    assert any(reaper_said in node.program.output() for node in (two, again))
+    bob.close()
+
+
 def test_a_cluster_stopped_as_a_whole_announces_who_left_when_it_starts_again(nodes):
     # Every instance stops (here the only one) with ada connected: nobody is left to announce her.
     # The next instance to start, past the 3 x PRESENCE_TTL that the hash used to live, reaps the

@@ -527,7 +527,7 @@ public final class ChatHub: Sendable {
         let now = Self.now()
         let beat: PresenceRegistry.Heartbeat
         do {
-            beat = try await registry.heartbeat(users: taken.users, now: now)
+            beat = try await registry.heartbeat(users: taken.users, now: now, first: taken.number == 1)
         } catch {
             // Redis fails: the `join`s waiting for this heartbeat go on (their line goes, or fails,
             // like any other) instead of holding their connection's events back.
@@ -545,13 +545,21 @@ public final class ChatHub: Sendable {
         for done in published { done.resume() }
         onlineChangedContinuation.yield()
         if !beat.reapedInstances.isEmpty {
-            logger.notice("Instances gone without a goodbye: \(beat.reapedInstances.joined(separator: ", "))")
+            logger.notice("Instances gone without a goodbye: \(Self.describe(beat.reapedInstances))")
         }
         if !beat.stoppedInstances.isEmpty {
-            logger.info("Stopped instances reaped after their grace: \(beat.stoppedInstances.joined(separator: ", "))")
+            logger.info("Stopped instances reaped after their grace: \(Self.describe(beat.stoppedInstances))")
         }
         for user in left { await control(user: user, text: ChatLine.leftText) }
         try await store.refresh(pids: pids, ttl: configuration.recoveryWindow)
+    }
+
+    /// Reaped instance names for the log: a previous run of an instance id (`<id>#<ms>`, see
+    /// `PresenceRegistry.heartbeat`) reads "<id> (a previous run)".
+    static func describe(_ instances: [String]) -> String {
+        instances.map { name in
+            name.split(separator: "#", maxSplits: 1).first.map { name.contains("#") ? "\($0) (a previous run)" : String($0) } ?? name
+        }.joined(separator: ", ")
     }
 
     /// At a graceful stop, after the sockets were closed: the users to hand over (each with 0 sockets

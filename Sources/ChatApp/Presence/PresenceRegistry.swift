@@ -44,9 +44,13 @@ public struct PresenceRegistry: Sendable {
     /// Writes this instance's users, reaps dead instances, reads who is online on the others. `now` in ms (Redis
     /// compares it with the other instances' expiry times, which they computed from their own clocks:
     /// one machine here, so one clock).
-    public func heartbeat(users: [(user: String, count: Int)], now: Int64) async throws -> Heartbeat {
+    /// `first`: this process's first heartbeat. An entry under its instance id is then a previous
+    /// run's (chat-node restarted on the same port, or with the same CF_INSTANCE_GUID): it is moved
+    /// aside, under `<instance>#<now>`, with its expiry, and reaped like any other instance's, instead
+    /// of being overwritten with its users unannounced.
+    public func heartbeat(users: [(user: String, count: Int)], now: Int64, first: Bool = false) async throws -> Heartbeat {
         let reply = try await redis.evalScript(
-            Self.heartbeatScript, keys: [keys.instances, keys.presence(instance)],
+            first ? Self.firstHeartbeatScript : Self.heartbeatScript, keys: [keys.instances, keys.presence(instance)],
             arguments: arguments(users: users, now: now, expiresAt: now + ttl.milliseconds))
         guard let parts = reply.array, parts.count == 4, let online = parts[0].array, let reaped = parts[1].array,
             let dead = parts[2].array, let stopped = parts[3].array
@@ -105,40 +109,51 @@ public struct PresenceRegistry: Sendable {
     /// others' hashes are reached through the prefix: a standalone Redis; this script is not meant for
     /// Redis Cluster). Returns {online elsewhere, reaped users, reaped instances, reaped instances
     /// that had stopped gracefully}.
-    static let heartbeatScript = RedisScript(
-        writeEntry(stopped: false) + """
-            local now = tonumber(ARGV[2])
-            local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-            local reaped = {}
-            local crashed = {}
-            local stopped = {}
-            for _, name in ipairs(dead) do
-              if redis.call('ZREM', KEYS[1], name) == 1 then
-                local key = ARGV[5] .. name
-                if redis.call('HEXISTS', key, '') == 1 then
-                  stopped[#stopped + 1] = name
-                else
-                  crashed[#crashed + 1] = name
-                end
-                for _, user in ipairs(redis.call('HKEYS', key)) do
-                  if user ~= '' then reaped[#reaped + 1] = user end
-                end
-                redis.call('DEL', key)
+    static let heartbeatScript = RedisScript(writeEntry(stopped: false) + "\n" + reapAndRead)
+
+    /// The same, after moving a previous run's entry aside (see `heartbeat(users:now:first:)`).
+    static let firstHeartbeatScript = RedisScript(
+        """
+        local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+        if expiry and redis.call('EXISTS', KEYS[2]) == 1 then
+          local aside = ARGV[1] .. '#' .. ARGV[2]
+          redis.call('RENAME', KEYS[2], ARGV[5] .. aside)
+          redis.call('ZADD', KEYS[1], expiry, aside)
+        end
+        """ + "\n" + writeEntry(stopped: false) + "\n" + reapAndRead)
+
+    private static let reapAndRead = """
+        local now = tonumber(ARGV[2])
+        local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+        local reaped = {}
+        local crashed = {}
+        local stopped = {}
+        for _, name in ipairs(dead) do
+          if redis.call('ZREM', KEYS[1], name) == 1 then
+            local key = ARGV[5] .. name
+            if redis.call('HEXISTS', key, '') == 1 then
+              stopped[#stopped + 1] = name
+            else
+              crashed[#crashed + 1] = name
+            end
+            for _, user in ipairs(redis.call('HKEYS', key)) do
+              if user ~= '' then reaped[#reaped + 1] = user end
+            end
+            redis.call('DEL', key)
+          end
+        end
+        local seen = {}
+        local online = {}
+        for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+          if name ~= ARGV[1] then
+            for _, user in ipairs(redis.call('HKEYS', ARGV[5] .. name)) do
+              if user ~= '' and not seen[user] then
+                seen[user] = true
+                online[#online + 1] = user
               end
             end
-            local seen = {}
-            local online = {}
-            for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
-              if name ~= ARGV[1] then
-                for _, user in ipairs(redis.call('HKEYS', ARGV[5] .. name)) do
-                  if user ~= '' and not seen[user] then
-                    seen[user] = true
-                    online[#online + 1] = user
-                  end
-                end
-              end
-            end
-            return {online, reaped, crashed, stopped}
-            """
-    )
+          end
+        end
+        return {online, reaped, crashed, stopped}
+        """
 }
