@@ -103,7 +103,7 @@ public struct SocketIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
             let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<UpgradeResult>.self)
             try channel.pipeline.syncOperations.addHandler(
-                UpgradeRequestFilter(refused: { if $0 { upgradeAttempted.value = true } }), position: .before(upgradeHandler))
+                UpgradeRequestFilter(refusedWebSocket: { upgradeAttempted.value = true }), position: .before(upgradeHandler))
             return Value(upgradeResult: result, channel: channel)
         }
     }

@@ -35,16 +35,15 @@ final class UpgradeRequestFilter: ChannelDuplexHandler, RemovableChannelHandler 
         return keys.count == 1 && versions.count == 1 && versions[0] == "13" ? .pass : .refuseWebSocket
     }
 
-    /// Called with true for a WebSocket handshake this filter refused (the not-upgrading path then
-    /// answers 400).
-    private let refused: (Bool) -> Void
+    /// Called when this filter refuses a WebSocket handshake (the not-upgrading path then answers 400).
+    private let refusedWebSocket: () -> Void
     private var seenHead = false
     /// The response to an ignored upgrade says `Connection: close` (Hummingbird closes after it
     /// without saying so).
     private var closeAfterResponse = false
 
-    init(refused: @escaping (Bool) -> Void) {
-        self.refused = refused
+    init(refusedWebSocket: @escaping () -> Void) {
+        self.refusedWebSocket = refusedWebSocket
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -59,7 +58,7 @@ final class UpgradeRequestFilter: ChannelDuplexHandler, RemovableChannelHandler 
             // protocol's after such a request: the connection closes after the response.
             head.headers.remove(name: "upgrade")
             head.headers.replaceOrAdd(name: "connection", value: "close")
-            refused(verdict == .refuseWebSocket)
+            if verdict == .refuseWebSocket { refusedWebSocket() }
         }
         closeAfterResponse = verdict == .ignoreUpgrade
         context.fireChannelRead(wrapInboundOut(.head(head)))

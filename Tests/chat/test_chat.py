@@ -455,16 +455,20 @@ def test_an_instance_started_again_under_the_same_id_does_not_swallow_its_predec
     bob.close()
 
 
-def test_a_cluster_stopped_as_a_whole_announces_who_left_when_it_starts_again(nodes):
+def test_a_cluster_stopped_as_a_whole_announces_who_left_when_it_starts_again(redis, nodes):
     # Every instance stops (here the only one) with ada connected: nobody is left to announce her.
-    # The next instance to start, past the 3 x PRESENCE_TTL that the hash used to live, reaps the
-    # stopped one and announces that she left, so the history does not keep her "joined" forever.
+    # The stopped instance's entry stays, with ada in it, far longer than the 3 x PRESENCE_TTL (6 s
+    # here) a hash used to live, so the next instance to start, even hours later, reaps it and
+    # announces that she left: the history does not keep her "joined" forever.
     (one,) = nodes(1, PRESENCE_INTERVAL="1", PRESENCE_TTL="2")
     ada = ChatClient(one, "ada")
     ada.sio.emit("join")
     harness.wait_until("ada's joined line", lambda: control_lines(ada, "ada", " joined the channel") == 1, timeout=10)
     assert one.terminate() == 0
-    time.sleep(6.5)
+    published = redis_py.Redis(port=redis.port, decode_responses=True)
+    entry = f"chat:presence:{one.guid}"
+    assert published.hget(entry, "ada") == "0", "the stopped instance did not hand ada over"
+    assert published.pttl(entry) > 3_600_000, "the entry would be gone before a cluster started again"
     (two,) = nodes(1, PRESENCE_INTERVAL="1", PRESENCE_TTL="2")
     bob = ChatClient(two, "bob")
     harness.wait_until("a left line for ada", lambda: control_lines(bob, "ada", " left the channel") == 1, timeout=10)

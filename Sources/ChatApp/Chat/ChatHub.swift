@@ -558,7 +558,8 @@ public final class ChatHub: Sendable {
     /// `PresenceRegistry.heartbeat`) reads "<id> (a previous run)".
     static func describe(_ instances: [String]) -> String {
         instances.map { name in
-            name.split(separator: "#", maxSplits: 1).first.map { name.contains("#") ? "\($0) (a previous run)" : String($0) } ?? name
+            guard let mark = name.firstIndex(of: "#") else { return name }
+            return "\(name[..<mark]) (a previous run)"
         }.joined(separator: ", ")
     }
 

@@ -26,7 +26,7 @@ public final class RouteRegistry: Sendable {
     /// Checks a register/unregister message; nil when it is usable, else what is wrong with it.
     public static func problem(with registration: RouteRegistration) -> String? {
         if registration.host.isEmpty { return "\"host\" is empty: give the instance's IP address (for example 127.0.0.1)" }
-        if registration.host.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
+        if registration.host.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.properties.generalCategory == .control }) {
             return "\"host\" \(String(reflecting: registration.host)) has spaces or control characters: give the instance's IP address or host name"
         }
         if !(1...65535).contains(registration.port) { return "\"port\" \(registration.port) is not a TCP port (1-65535)" }
