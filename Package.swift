@@ -191,7 +191,14 @@ let package = Package(
         ),
         .testTarget(name: "ChatAppTests", dependencies: ["ChatApp", "SocketIO", "TestSupport"]),
         .testTarget(name: "StickyProxyTests", dependencies: ["StickyProxy", "CloudFoundry", "TestSupport"]),
-        .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "CloudFoundry", "TestSupport"]),
+        .testTarget(
+            name: "SupervisorTests",
+            dependencies: [
+                "Supervisor", "CloudFoundry", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "ChatLoadTests",
             dependencies: [

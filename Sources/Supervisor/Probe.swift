@@ -66,9 +66,15 @@ public enum Probe {
                 } else if method == .POST || method == .PUT {
                     head.headers.add(name: "Content-Length", value: "0")
                 }
-                try await outbound.write(.head(head))
-                if let body, !body.isEmpty { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
-                try await outbound.write(.end(nil))
+                // The whole request in one write: an app that answers as soon as it has read the head
+                // and then closes (any HTTP/1.0 server) must not find a second write still to come.
+                var request: [HTTPClientRequestPart] = [.head(head)]
+                if let body, !body.isEmpty { request.append(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+                request.append(.end(nil))
+                // A failed write is reported only when no complete answer came back: the app may have
+                // answered and closed while the request was still being sent.
+                var writeError: (any Error)?
+                do { try await outbound.write(contentsOf: request) } catch { writeError = error }
                 var response = HTTPResponse(status: 0, headers: [], body: [])
                 for try await part in inbound {
                     switch part {
@@ -83,7 +89,8 @@ public enum Probe {
                         return response
                     }
                 }
-                throw Failure("the connection closed before the response was complete")
+                throw writeError.map { Failure("the app closed the connection before the request was sent (\(reason($0)))") }
+                    ?? Failure("the connection closed before the response was complete")
             }
         }
     }
@@ -133,9 +140,11 @@ public enum Probe {
             if let first = error.connectionErrors.first { return reason(first.error) }
             return "cannot connect"
         }
+        if error is HTTPParserError { return "the answer is not HTTP/1.x (\(error))" }
         if error is ChannelError {
             switch error as? ChannelError {
             case .connectTimeout: return "timed out connecting"
+            case .ioOnClosedChannel, .alreadyClosed, .eof, .outputClosed: return "the connection was closed"
             default: return "\(error)"
             }
         }
