@@ -38,7 +38,8 @@ struct ClusterConfigTests {
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".yml") }.sorted()
         #expect(
             files == [
-                "crash-loop.yml", "no-affinity.yml", "reconnect-storm.yml", "sessions-in-memory.yml", "split-brain.yml", "websocket-before-2024.yml",
+                "crash-loop.yml", "deep-health-check.yml", "no-affinity.yml", "reconnect-storm.yml", "sessions-in-memory.yml", "split-brain.yml",
+                "websocket-before-2024.yml",
             ])
         var configs: [String: ClusterConfig] = [:]
         for file in files {
@@ -52,6 +53,9 @@ struct ClusterConfigTests {
         #expect(configs["crash-loop.yml"]?.timeScale == 0.01)
         #expect(configs["crash-loop.yml"]?.healthCheck.type == .process)
         #expect(configs["reconnect-storm.yml"]?.app.instances == 5)
+        #expect(configs["deep-health-check.yml"]?.healthCheck.type == .http)
+        #expect(configs["deep-health-check.yml"]?.healthCheck.endpoint == "/health")
+        #expect(configs["deep-health-check.yml"]?.healthCheck.livenessInterval == .seconds(2))
         #expect(configs["sessions-in-memory.yml"]?.app.environment["SESSION_STORE"] == "memory")
         #expect(configs["split-brain.yml"]?.app.environment["FANOUT"] == "local")
     }

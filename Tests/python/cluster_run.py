@@ -38,13 +38,17 @@ def process_alive(pid: int) -> bool:
 
 
 class ClusterRun:
-    def __init__(self, config: dict | None = None, args: list[str] | None = None, state_dir: str | None = None,
+    def __init__(self, config: dict | Path | None = None, args: list[str] | None = None, state_dir: str | None = None,
                  env: dict[str, str] | None = None):
+        """`config`: a dict written to a file of the run, or the path of a config file used as it is."""
         self.state_dir = state_dir or str(scratch_dir("cluster-"))
         Path(self.state_dir).mkdir(parents=True, exist_ok=True)
-        self.config_path = Path(self.state_dir) / f"cluster-{time.monotonic_ns()}.yml"
-        # JSON is YAML.
-        self.config_path.write_text(json.dumps(config or {}))
+        if isinstance(config, Path):
+            self.config_path = config
+        else:
+            self.config_path = Path(self.state_dir) / f"cluster-{time.monotonic_ns()}.yml"
+            # JSON is YAML.
+            self.config_path.write_text(json.dumps(config or {}))
         self.started_at = time.monotonic()
         self.program = Program("cluster", ["up", "--config", str(self.config_path), "--state-dir", self.state_dir, *(args or [])],
                                env={"NO_COLOR": "1", **(env or {})}, log_dir=Path(self.state_dir))

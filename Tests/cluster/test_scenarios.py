@@ -1,0 +1,81 @@
+"""Scenario files of Configs/scenarios run as a user runs them: `cluster up --config <file>` with the
+real chat-node and the embedded Redis, then the commands the file's comment gives, checking that what
+it says happens does happen."""
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+
+from cluster_run import ClusterRun
+from harness import REPO, SOCKETIO_JS, wait_until
+
+SCENARIOS = REPO / "Configs" / "scenarios"
+
+
+def scenario(name: str, *args: str) -> ClusterRun:
+    """`cluster up --config Configs/scenarios/<name>` on a free proxy port."""
+    return ClusterRun(SCENARIOS / name, args=["--port", "0", *args], env={"SOCKETIO_CLIENT_JS": str(SOCKETIO_JS)})
+
+
+def health(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def redis_down(port: int) -> bool:
+    status, report = health(port)
+    return status == 503 and report["redis"] == "down"
+
+
+def scenario_setting(name: str, key: str) -> str:
+    """A `key: value` line of the scenario file (its comment describes the behaviour in those terms)."""
+    match = re.search(rf"^\s*{key}:\s*(\S+)", (SCENARIOS / name).read_text(), re.MULTILINE)
+    assert match, f"{key} not set in {name}"
+    return match.group(1)
+
+
+def test_deep_health_check_turns_a_redis_blip_into_an_outage():
+    with scenario("deep-health-check.yml") as cluster:
+        cluster.wait_ready()
+        before = cluster.instances()
+        assert len(before) == 3 and all(instance["state"] == "running" for instance in before.values())
+        cluster.ctl("redis", "stop")
+        # Every instance fails its liveness check on /health and is killed.
+        for index, instance in before.items():
+            cluster.expect(f"chat.{index} Instance became unhealthy: Failed to make HTTP request to '/health' on port "
+                           f"{instance['port']}: received status code 503; killing it (SIGKILL)")
+        # The restarts cannot reach Redis: exit code 4 at once, the crash count climbs into the back-off.
+        cluster.expect("chat-node cannot reach Redis at", "crashed: exited with code 4")
+        cluster.wait_status("every instance in Diego's back-off (crash 3 or more)",
+                            lambda s: all(i["crashes"] >= 3 and i["state"] != "running" for i in s["instances"]), timeout=60)
+        cluster.ctl("redis", "start")
+        back = cluster.wait_status("every instance running again", lambda s: all(i["state"] == "running" for i in s["instances"]),
+                                   timeout=90)
+        assert all(i["guid"] != before[i["index"]]["guid"] for i in back["instances"])
+        for instance in back["instances"]:
+            assert health(instance["port"])[0] == 200
+
+
+def test_the_same_blip_with_a_port_check_loses_no_instance():
+    liveness = scenario_setting("deep-health-check.yml", "liveness_interval")
+    assert liveness == "2s"
+    with scenario("deep-health-check.yml", "--health-check", "port") as cluster:
+        cluster.wait_ready()
+        before = cluster.instances()
+        cluster.ctl("redis", "stop")
+        # The app knows Redis is gone ...
+        wait_until("every /health saying Redis is down", lambda: all(redis_down(i["port"]) for i in before.values()))
+        # ... and the port checks that run meanwhile (every 2 s) keep every instance.
+        time.sleep(5)
+        during = cluster.instances()
+        assert all(during[i]["guid"] == before[i]["guid"] and during[i]["state"] == "running" and during[i]["crashes"] == 0
+                   for i in before), cluster.recent_events()
+        assert "became unhealthy" not in cluster.output()
+        cluster.ctl("redis", "start")
+        wait_until("every /health at 200 again", lambda: all(health(i["port"])[0] == 200 for i in before.values()))
+        assert all(i["crashes"] == 0 for i in cluster.instances().values())
