@@ -10,6 +10,11 @@ import NIOHTTP1
 /// the handler's not-upgrading path with its head: another protocol is ignored (RFC 9110 7.8 allows
 /// it) and the request served as HTTP/1.1, then the connection closed; a broken WebSocket handshake
 /// is refused with 400, as RFC 6455 4.2.1 asks.
+///
+/// It also answers a first request NIO's decoder cannot read (a head over its limits, a malformed
+/// request line): the typed upgrade handler neither answers nor closes then, and the client waited
+/// forever on a connection the server kept. Such a request gets 431 (head too large) or 400, and the
+/// connection is closed.
 final class UpgradeRequestFilter: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -63,6 +68,19 @@ final class UpgradeRequestFilter: ChannelDuplexHandler, RemovableChannelHandler 
         closeAfterResponse = verdict == .ignoreUpgrade
         context.fireChannelRead(wrapInboundOut(.head(head)))
         if !closeAfterResponse { context.pipeline.syncOperations.removeHandler(self, promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard !seenHead, let error = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        seenHead = true
+        closeAfterResponse = false
+        let status: HTTPResponseStatus = error == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+        let head = HTTPResponseHead(version: .http1_1, status: status, headers: ["Connection": "close", "Content-Length": "0"])
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -115,6 +115,22 @@ struct LimitTests {
         }
     }
 
+    @Test("a first request NIO cannot read gets 431 or 400 and its connection closed, not a hang")
+    func unreadableRequests() async throws {
+        try await withServer { server in
+            let huge = "GET / HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 90_000))\r\n\r\n"
+            let tooLarge = try await rawExchange(port: server.port, Array(huge.utf8))
+            #expect(tooLarge.hasPrefix("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "\(tooLarge.prefix(200))")
+            #expect(tooLarge.lowercased().contains("connection: close"))
+            let malformed = try await rawExchange(port: server.port, Array("GET / HTTP/1.1\r\nHo st: x\r\n\r\n".utf8))
+            #expect(malformed.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(malformed.prefix(200))")
+            let garbage = try await rawExchange(port: server.port, Array("\u{16}\u{03}\u{01}\u{02}\u{00}\u{01}\r\n\r\n".utf8))
+            #expect(garbage.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(garbage.prefix(200))")
+            // The server is fine afterwards.
+            #expect(try await http(.get, port: server.port, "/socket.io/?EIO=4&transport=polling").status == 200)
+        }
+    }
+
     @Test("a WebSocket message over maxPayload closes with 1009; others are not affected")
     func oversizedFrame() async throws {
         try await withServer(configure: { $0.maxPayload = 1000 }) { server in

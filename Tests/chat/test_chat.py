@@ -333,6 +333,15 @@ def test_a_first_request_asking_for_an_upgrade_that_does_not_happen_gets_an_answ
     assert node.health().status_code == 200
 
 
+def test_a_request_head_over_the_limit_gets_431_not_a_hang(nodes):
+    # NIO's decoder stops at 80 KB of head; on a connection's first request nothing answered or closed,
+    # and the client (or sticky-proxy in front) waited forever.
+    (node,) = nodes(1)
+    response = requests.get(node.url + "/", headers={"X-Big": "a" * 90_000}, timeout=10)
+    assert response.status_code == 431 and response.headers["connection"] == "close"
+    assert requests.get(node.url + "/health", timeout=10).status_code == 200
+
+
 def test_a_client_cannot_forge_a_line_in_the_log(nodes):
     # A session id from a query string (percent-decoded) and an Engine.IO packet type are the
     # client's text: in the log they are quoted with control characters escaped, so a newline in them

@@ -4,6 +4,7 @@ import HummingbirdTesting
 import HummingbirdWSClient
 import Logging
 import NIOCore
+import NIOPosix
 import NIOWebSocket
 import SocketIO
 import Synchronization
@@ -24,6 +25,39 @@ func http(
             path, method: method, authority: "127.0.0.1:\(port)", headers: headers, body: body.map { ByteBuffer(string: $0) })
         let response = try await client.execute(request)
         return HTTPResult(status: Int(response.status.code), body: response.body.map { String(buffer: $0) } ?? "", headers: response.headers)
+    }
+}
+
+/// Sends `request` as it is on a new connection and returns everything the server sends until it
+/// closes the connection; throws when it has not closed within `timeout`.
+func rawExchange(port: Int, _ request: [UInt8], timeout: Duration = .seconds(10)) async throws -> String {
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .connect(host: "127.0.0.1", port: port) { channel in
+            channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+        }
+    return try await withThrowingTaskGroup(of: String?.self) { group in
+        group.addTask {
+            try await channel.executeThenClose { inbound, outbound in
+                // The server may answer and close before it has read everything.
+                try? await outbound.write(ByteBuffer(bytes: request))
+                var reply = ""
+                do {
+                    for try await buffer in inbound { reply += String(buffer: buffer) }
+                } catch let error as IOError where error.errnoCode == ECONNRESET {
+                    // A close with unread input is a reset; what came before it counts.
+                }
+                return reply
+            }
+        }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let reply = first else {
+            throw TestFailure("the server kept the connection open for \(timeout) without closing it")
+        }
+        return reply
     }
 }
 
