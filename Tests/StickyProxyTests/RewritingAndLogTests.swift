@@ -165,6 +165,26 @@ struct WireTests {
         var scanned = 0
         #expect(HTTPHeadParser.headLength(in: ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r"), scanned: &scanned) == nil)
         #expect(HTTPHeadParser.headLength(in: ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\nBODY"), scanned: &scanned) == 27)
+        // One byte at a time.
+        let head = Array("GET / HTTP/1.1\r\nHost: h\r\n\r\n".utf8)
+        scanned = 0
+        for length in 1..<head.count {
+            #expect(HTTPHeadParser.headLength(in: ByteBuffer(bytes: head.prefix(length)), scanned: &scanned) == nil)
+        }
+        #expect(HTTPHeadParser.headLength(in: ByteBuffer(bytes: head), scanned: &scanned) == head.count)
+        scanned = 0
+        #expect(HTTPHeadParser.headLength(in: ByteBuffer(string: "\r\n\r\n"), scanned: &scanned) == 4)
+        #expect(HTTPHeadParser.headLength(in: ByteBuffer(string: "GET / HTTP/1.1\r\nX: a\rb\r\n"), scanned: &scanned) == nil)
+    }
+
+    @Test("A head ended with bare LFs is found, so that it is rejected instead of awaited")
+    func bareLineFeeds() {
+        for text in ["GET / HTTP/1.1\nHost: h\n\n", "GET / HTTP/1.1\r\nHost: h\n\r\n", "GET / HTTP/1.1\nHost: h\r\n\n"] {
+            var scanned = 0
+            let length = HTTPHeadParser.headLength(in: ByteBuffer(string: text + "NEXT"), scanned: &scanned)
+            #expect(length == text.utf8.count, "\(text.debugDescription)")
+            #expect(throws: HeadError.self) { try HTTPHeadParser.parseRequest(ByteBuffer(string: text)) }
+        }
     }
 
     @Test func readsARequestHead() throws {

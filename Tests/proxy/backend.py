@@ -14,6 +14,7 @@ Special paths:
   /__die_mid_response   head with Content-Length 100000, 100 bytes, then close
   /__close_before_response   read the request, close without answering
   /__reset_before_response   read the request, reset the connection (RST)
+  /__bare_lf_response   a response head with bare LF line ends, the connection kept open
   /__stats              counts: requests, connections, open connections
   /__big?size=N         N bytes of a fixed pattern
   /__decline (upgrade)  answers 403 instead of switching protocols
@@ -92,6 +93,12 @@ class Backend:
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
+            return False
+        if path == "/__bare_lf_response":
+            writer.write(b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok")
+            await writer.drain()
+            await asyncio.sleep(60)
+            writer.close()
             return False
         if path == "/__die_mid_response":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 100)

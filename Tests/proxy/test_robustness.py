@@ -51,6 +51,20 @@ def test_duplicate_content_length_is_rejected(proxy, backends):
     assert backend.stats()["requests"] == 1
 
 
+def test_bare_line_feeds_get_an_answer_at_once(proxy, backends):
+    # The proxy reads heads strictly: a bare LF is refused. A head whose lines all end with a bare LF
+    # used to be awaited until the header read timeout (30 s) with no answer.
+    (backend,) = backends(1)
+    proxy.register(backend)
+    reply = raw_request(proxy.port, b"GET / HTTP/1.1\nHost: localhost\n\n", timeout=20)
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
+    # The same from the app: 502 at once, not after the backend's response timeout.
+    reply = raw_request(proxy.port, b"GET /__bare_lf_response HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=20,
+                        read_until_close=False)
+    assert reply.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), reply
+    assert backend.stats()["requests"] == 2  # the bare-LF request never reached it
+
+
 def test_header_section_over_the_limit_answers_431(proxy_factory, backends):
     proxy = proxy_factory("--max-header-bytes", "8192")
     (backend,) = backends(1)

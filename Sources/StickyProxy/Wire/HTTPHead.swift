@@ -194,21 +194,22 @@ struct HTTPHead: Sendable {
 /// app: bare LF, whitespace before a colon, folded lines, control characters, Content-Length with
 /// Transfer-Encoding, several Content-Lengths, a Transfer-Encoding other than chunked.
 enum HTTPHeadParser {
-    /// The length of the head at the start of `buffer` (up to and including CRLFCRLF), or nil when
-    /// it is not complete yet. `scanned`: bytes already searched by an earlier call.
+    /// The length of the head at the start of `buffer` (up to and including the empty line that ends
+    /// it), or nil when it is not complete yet. `scanned`: bytes already searched by an earlier call.
+    /// The empty line is found whether it and the line before it end with CRLF or with a bare LF: the
+    /// parser then rejects a bare LF (400, or 502 for a response), where waiting for a CRLF CRLF that
+    /// never comes left the client hanging until the header read timeout.
     static func headLength(in buffer: ByteBuffer, scanned: inout Int) -> Int? {
         buffer.withUnsafeReadableBytes { raw -> Int? in
             let count = raw.count
-            var index = max(0, scanned - 3)
-            while index + 3 < count {
-                if raw[index + 3] != 0x0A {
-                    index += 1
-                    continue
-                }
-                if raw[index] == 0x0D && raw[index + 1] == 0x0A && raw[index + 2] == 0x0D {
-                    return index + 4
-                }
-                index += 1
+            guard count > 0, let base = raw.baseAddress else { return nil }
+            // Each LF is judged by the bytes before it, so an earlier call's LFs need no second look.
+            var index = min(scanned, count)
+            while index < count, let found = memchr(base + index, 0x0A, count - index) {
+                let lf = base.distance(to: UnsafeRawPointer(found))
+                if lf >= 1 && raw[lf - 1] == 0x0A { return lf + 1 }
+                if lf >= 2 && raw[lf - 1] == 0x0D && raw[lf - 2] == 0x0A { return lf + 1 }
+                index = lf + 1
             }
             scanned = count
             return nil
