@@ -131,6 +131,23 @@ struct LimitTests {
         }
     }
 
+    @Test("a request that does not keep the connection alive gets its response, then the connection closed")
+    func connectionClose() async throws {
+        try await withServer { server in
+            for request in [
+                "GET /socket.io/?EIO=4&transport=polling HTTP/1.0\r\n\r\n",
+                "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n",
+                "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: TE, close\r\n\r\n",
+                // The first request of a connection, and a later one.
+                "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\nGET /socket.io/?EIO=4&transport=polling HTTP/1.0\r\n\r\n",
+            ] {
+                let reply = try await rawExchange(port: server.port, Array(request.utf8))
+                let answers = reply.components(separatedBy: "HTTP/1.1 200 OK\r\n").count - 1
+                #expect(answers == request.components(separatedBy: "GET ").count - 1, "\(request.debugDescription): \(reply.prefix(300))")
+            }
+        }
+    }
+
     @Test("a WebSocket message over maxPayload closes with 1009; others are not affected")
     func oversizedFrame() async throws {
         try await withServer(configure: { $0.maxPayload = 1000 }) { server in
