@@ -140,13 +140,15 @@ public actor ClusterSupervisor {
         let controlTask = Task { await control.serve { request, replies in await self.handle(request, replies) } }
         let signalTask = Task {
             let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm, .sighup)
-            var count = 0
+            var stops = StopSignals()
             for await signal in signals {
-                count += 1
-                if count == 1 {
-                    self.requestShutdown("received \(signal)")
-                } else {
-                    self.forceKill("received \(signal) again")
+                switch stops.received(at: self.now) {
+                case .stop: self.requestShutdown("received \(signal)")
+                case .ignoreEcho:
+                    self.event(
+                        "received \(signal) again within \(DurationText.format(stops.echo)): the same stop request (timeout and process managers signal a process and its group); send another to kill everything at once"
+                    )
+                case .killEverything: self.forceKill("received \(signal) again")
                 }
             }
         }

@@ -313,6 +313,19 @@ struct StatusTests {
     }
 }
 
+@Suite("Stop signals")
+struct StopSignalsTests {
+    @Test("The first signal stops gracefully, its twin is ignored, a later one kills everything")
+    func decisions() {
+        var stops = StopSignals(echo: .milliseconds(250))
+        #expect(stops.received(at: .seconds(10)) == .stop)
+        #expect(stops.received(at: .seconds(10) + .microseconds(40)) == .ignoreEcho)
+        #expect(stops.received(at: .seconds(10) + .milliseconds(249)) == .ignoreEcho)
+        #expect(stops.received(at: .seconds(10) + .milliseconds(250)) == .killEverything)
+        #expect(stops.received(at: .seconds(30)) == .killEverything)
+    }
+}
+
 @Suite("Shell commands")
 struct ShellCommandTests {
     @Test("A simple command is exec'd so that the app itself gets the signals")

@@ -43,3 +43,11 @@ public func waitUntil(
     if try await condition() { return }
     throw TestSupportError("timed out after \(timeout) waiting for \(what)")
 }
+
+/// Runs `body`, throwing when it has not finished within `timeout` (the supervisor's
+/// `Probe.withDeadline`): for a test step that would otherwise hang on a server that never answers.
+public func withDeadline<T: Sendable>(
+    _ timeout: Duration, waitingFor what: String, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await Probe.withDeadline(timeout, what: what, body)
+}

@@ -384,6 +384,34 @@ def test_down_and_ctrl_c_leave_no_process_behind(cluster):
         again.close()
 
 
+def test_under_timeout_the_stop_is_graceful(tmp_path):
+    # timeout(1) signals its child and then its own process group, so `cluster up` receives SIGTERM
+    # twice at once. That used to count as a second Ctrl-C: everything SIGKILLed, Redis included.
+    config_file = tmp_path / "cluster.yml"
+    config_file.write_text(json.dumps(config(instances=2)))
+    result = subprocess.run(["timeout", "-s", "TERM", "8", str(executable("cluster")), "up", "--config", str(config_file),
+                             "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "NO_COLOR": "1"})
+    out = result.stdout + result.stderr
+    assert "cluster is up" in out and "stopping (received SIGTERM)" in out, out[-3000:]
+    assert "killing every process now" not in out, out[-3000:]
+    assert out.count("got SIGTERM, exiting") == 2 and "web.0 stopped (exited with code 0)" in out, out[-3000:]
+    assert "redis stopped (exited with code 0)" in out and "cluster stopped: every process it started has exited" in out
+
+
+@pytest.mark.cluster_config(config(instances=1, app={"env": {"TESTAPP_IGNORE_TERM": "1"}}, stop={"grace_period": "30s"}))
+def test_a_second_ctrl_c_kills_everything_at_once(cluster):
+    cluster.wait_ready()
+    pid = cluster.instances()[0]["pid"]
+    os.kill(cluster.pid, signal.SIGINT)
+    cluster.expect("stopping (received SIGINT)", "got SIGTERM, ignoring it")
+    time.sleep(0.5)  # later than the twin of the first signal could come
+    os.kill(cluster.pid, signal.SIGINT)
+    cluster.expect("received SIGINT again: killing every process now (SIGKILL)")
+    assert cluster.program.process.wait(timeout=30) is not None
+    wait_until("the instance gone", lambda: not process_alive(pid))
+
+
 def test_the_next_up_cleans_up_after_a_cluster_killed_with_sigkill(cluster):
     cluster.wait_ready()
     pids = [i["pid"] for i in cluster.instances().values()] + [cluster.status()["redis"]["pid"]]

@@ -8,6 +8,7 @@ import NIOPosix
 import NIOWebSocket
 import SocketIO
 import Synchronization
+import TestSupport
 
 /// An HTTP response as the tests look at it.
 struct HTTPResult: Sendable {
@@ -35,29 +36,18 @@ func rawExchange(port: Int, _ request: [UInt8], timeout: Duration = .seconds(10)
         .connect(host: "127.0.0.1", port: port) { channel in
             channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
         }
-    return try await withThrowingTaskGroup(of: String?.self) { group in
-        group.addTask {
-            try await channel.executeThenClose { inbound, outbound in
-                // The server may answer and close before it has read everything.
-                try? await outbound.write(ByteBuffer(bytes: request))
-                var reply = ""
-                do {
-                    for try await buffer in inbound { reply += String(buffer: buffer) }
-                } catch let error as IOError where error.errnoCode == ECONNRESET {
-                    // A close with unread input is a reset; what came before it counts.
-                }
-                return reply
+    return try await withDeadline(timeout, waitingFor: "the server to answer and close the connection") {
+        try await channel.executeThenClose { inbound, outbound in
+            // The server may answer and close before it has read everything.
+            try? await outbound.write(ByteBuffer(bytes: request))
+            var reply = ""
+            do {
+                for try await buffer in inbound { reply += String(buffer: buffer) }
+            } catch let error as IOError where error.errnoCode == ECONNRESET {
+                // A close with unread input is a reset; what came before it counts.
             }
+            return reply
         }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let reply = first else {
-            throw TestFailure("the server kept the connection open for \(timeout) without closing it")
-        }
-        return reply
     }
 }
 
