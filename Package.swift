@@ -171,7 +171,10 @@ let package = Package(
             ],
             path: "Tests/TestSupport"
         ),
-        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
+        .testTarget(
+            name: "RedisClientTests",
+            dependencies: ["RedisClient", "TestSupport", .product(name: "NIOPosix", package: "swift-nio")]
+        ),
         .testTarget(name: "CloudFoundryTests", dependencies: ["CloudFoundry"]),
         .testTarget(
             name: "SocketIOTests",

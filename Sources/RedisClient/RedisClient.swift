@@ -68,7 +68,7 @@ public final class RedisClient: Sendable {
         guard let connection = keeper.connection else {
             throw RedisError.notConnected(endpoint: configuration.endpoint, lastError: keeper.lastError)
         }
-        return try await RedisConnectionFactory.send(commands, on: connection.channel)
+        return try await RedisConnectionFactory.send(commands, on: connection.channel, endpoint: configuration.endpoint)
     }
 
     /// The same as `pipeline`, for code that lives on NIO's event loops: no Swift Concurrency task and
@@ -79,7 +79,7 @@ public final class RedisClient: Sendable {
                 RedisError.notConnected(endpoint: configuration.endpoint, lastError: keeper.lastError)
             )
         }
-        return RedisConnectionFactory.write(commands, on: connection.channel)
+        return RedisConnectionFactory.write(commands, on: connection.channel, endpoint: configuration.endpoint)
     }
 
     /// Runs the commands inside MULTI/EXEC, written as one batch so no other caller's command can land

@@ -47,7 +47,7 @@ enum RedisConnectionFactory {
                 handshake.append(["SELECT", RESPArgument(configuration.database)])
             }
             if !handshake.isEmpty {
-                let replies = try await send(handshake, on: channel)
+                let replies = try await send(handshake, on: channel, endpoint: configuration.endpoint)
                 for (command, reply) in zip(handshake, replies) {
                     guard case .error(let message) = reply else { continue }
                     if command.first == "AUTH" {
@@ -64,12 +64,12 @@ enum RedisConnectionFactory {
     }
 
     /// Writes a batch as one contiguous write and waits for its replies.
-    static func send(_ commands: [[RESPArgument]], on channel: any Channel) async throws -> [RESPValue] {
-        try await write(commands, on: channel).get()
+    static func send(_ commands: [[RESPArgument]], on channel: any Channel, endpoint: String) async throws -> [RESPValue] {
+        try await write(commands, on: channel, endpoint: endpoint).get()
     }
 
     /// Encodes the batch and writes it; the future completes on the channel's event loop.
-    static func write(_ commands: [[RESPArgument]], on channel: any Channel) -> EventLoopFuture<[RESPValue]> {
+    static func write(_ commands: [[RESPArgument]], on channel: any Channel, endpoint: String) -> EventLoopFuture<[RESPValue]> {
         var payload = channel.allocator.buffer(capacity: 64 * commands.count)
         do {
             for command in commands { try RESPEncoder.encode(command, into: &payload) }
@@ -77,8 +77,23 @@ enum RedisConnectionFactory {
             return channel.eventLoop.makeFailedFuture(error)
         }
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
-        channel.writeAndFlush(RedisRequest(payload: payload, replyCount: commands.count, promise: promise), promise: nil)
+        writeAndFlush(
+            RedisRequest(payload: payload, replyCount: commands.count, promise: promise), completing: promise, on: channel, endpoint: endpoint)
         return promise.futureResult
+    }
+
+    /// Writes a request whose handler completes `promise`. A request that never reaches its handler
+    /// (the channel closed a moment ago, and closing took the handlers out of the pipeline) would
+    /// leave `promise` pending for ever, and its caller waiting: a failed write fails it. When the
+    /// handler did see the request, it has completed `promise` already and this does nothing.
+    static func writeAndFlush<Request: Sendable, Reply: Sendable>(
+        _ request: Request, completing promise: EventLoopPromise<Reply>, on channel: any Channel, endpoint: String
+    ) {
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { error in
+            promise.fail(RedisError.connectionLost(endpoint: endpoint, reason: "the connection closed as the command was written: \(error)"))
+        }
+        channel.writeAndFlush(request, promise: written)
     }
 
     static func describe(_ error: any Error) -> String {

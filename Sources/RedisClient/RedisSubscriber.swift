@@ -71,7 +71,7 @@ public final class RedisSubscriber: Sendable {
                 do {
                     try await Self.switchToPubSub(connection, configuration: configuration, sink: sink)
                     for (kind, names) in subscriber?.subscriptions.withLock({ $0.restoreCommands }) ?? [] {
-                        try await Self.request(kind, names, on: connection.channel)
+                        try await Self.request(kind, names, on: connection.channel, endpoint: configuration.endpoint)
                     }
                 } catch {
                     connection.channel.close(promise: nil)
@@ -128,18 +128,20 @@ public final class RedisSubscriber: Sendable {
     private func sendIfConnected(_ kind: SubscriptionKind, _ names: [String]) async throws {
         guard !names.isEmpty, let connection = keeperBox.withLock({ $0 })?.connection else { return }
         do {
-            try await Self.request(kind, names, on: connection.channel)
+            try await Self.request(kind, names, on: connection.channel, endpoint: configuration.endpoint)
         } catch RedisError.connectionLost {
             // The keeper reconnects and restores the whole set, this change included.
         }
     }
 
-    private static func request(_ kind: SubscriptionKind, _ names: [String], on channel: any Channel) async throws {
+    static func request(_ kind: SubscriptionKind, _ names: [String], on channel: any Channel, endpoint: String) async throws {
         var payload = channel.allocator.buffer(capacity: 64)
         try RESPEncoder.encode([RESPArgument(kind.rawValue.uppercased())] + names.map { RESPArgument($0) }, into: &payload)
         let promise = channel.eventLoop.makePromise(of: Void.self)
         let requestKind = PubSubRequest.Kind(rawValue: kind.rawValue) ?? .subscribe
-        channel.writeAndFlush(PubSubRequest(payload: payload, kind: requestKind, confirmations: names.count, promise: promise), promise: nil)
+        RedisConnectionFactory.writeAndFlush(
+            PubSubRequest(payload: payload, kind: requestKind, confirmations: names.count, promise: promise), completing: promise, on: channel,
+            endpoint: endpoint)
         try await promise.futureResult.get()
     }
 

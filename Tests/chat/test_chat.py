@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -208,6 +209,44 @@ def test_redis_restart_mid_chat_loses_nothing_acknowledged(redis, nodes):
     for client in (ada, bob):
         harness.wait_until(f"{client.name} to have every acknowledged message", lambda c=client: c.has_ids(acked), timeout=30)
         assert_exactly_once_in_order(client, acked)
+    ada.close()
+    bob.close()
+
+
+def test_a_frozen_redis_answers_every_send_and_loses_nothing(redis, nodes):
+    # A Redis that hangs instead of dying (SIGSTOP here; a long fork or a network partition in
+    # production): each command times out (5 s) and its connection is replaced. A send that arrived
+    # as its connection was being replaced used to get no answer at all, ever.
+    one, two = nodes(2)
+    ada = ChatClient(one, "ada")
+    bob = ChatClient(two, "bob", "polling")
+    ids = [f"frozen-{index}" for index in range(28)]
+    acks: dict[str, object] = {}
+    os.kill(redis.process.pid, signal.SIGSTOP)
+    try:
+        def send(message_id: str):
+            try:
+                acks[message_id] = ada.send("while frozen " + message_id, message_id, timeout=20)
+            except Exception as error:  # noqa: BLE001 - the failure this test is about
+                acks[message_id] = error
+        threads = []
+        for message_id in ids:  # spread past a command timeout (5 s), so that some meet a reconnection
+            threads.append(threading.Thread(target=send, args=(message_id,)))
+            threads[-1].start()
+            time.sleep(0.25)
+        for thread in threads:
+            thread.join(30)
+    finally:
+        os.kill(redis.process.pid, signal.SIGCONT)
+    unanswered = {i: a for i, a in acks.items() if not isinstance(a, dict)}
+    assert not unanswered and len(acks) == len(ids), f"sends without an answer: {unanswered}"
+    assert all(a["ok"] is False and a["retryable"] is True for a in acks.values()), acks
+    # What the page does next: resend with the same id until stored. Each is stored once.
+    for message_id in ids:
+        ada.send_until_stored("while frozen " + message_id, message_id)
+    for client in (ada, bob):
+        harness.wait_until(f"{client.name} to have every message", lambda c=client: c.has_ids(ids), timeout=30)
+        assert_exactly_once_in_order(client, ids)
     ada.close()
     bob.close()
 
