@@ -90,8 +90,8 @@ enum RedisConnectionFactory {
         _ request: Request, completing promise: EventLoopPromise<Reply>, on channel: any Channel, endpoint: String
     ) {
         let written = channel.eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenFailure { error in
-            promise.fail(RedisError.connectionLost(endpoint: endpoint, reason: "the connection closed as the command was written: \(error)"))
+        written.futureResult.whenFailure { _ in
+            promise.fail(RedisError.connectionLost(endpoint: endpoint, reason: "the connection closed as the command was written"))
         }
         channel.writeAndFlush(request, promise: written)
     }

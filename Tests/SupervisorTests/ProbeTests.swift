@@ -100,12 +100,12 @@ private enum Behaviour: Sendable {
     }
 }
 
-private final class AnsweringHandler: ChannelInboundHandler, Sendable {
+private final class AnsweringHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     let behaviour: Behaviour
     // One handler per connection, used on its event loop only.
-    nonisolated(unsafe) private var received = ByteBuffer()
+    private var received = ByteBuffer()
 
     init(_ behaviour: Behaviour) { self.behaviour = behaviour }
 
