@@ -233,9 +233,39 @@ extension ClusterSupervisor {
             await stopHelper(.redis)
             startRedis()
             return await redisReadyAnswer("redis restarted")
+        case "freeze":
+            return freezeRedis(for: request.duration ?? "10s")
         default:
-            return .failure("unknown redis action '\(request.action ?? "")': use stop, start or restart")
+            return .failure("unknown redis action '\(request.action ?? "")': use stop, start, restart or freeze")
         }
+    }
+
+    /// `cluster redis freeze --for D`: SIGSTOP now, SIGCONT after D. Redis keeps its connections and
+    /// its port (a connect still succeeds) but answers nothing: a long fork, a stalled disk or a
+    /// network partition as the apps see it, unlike a crash, which they see at once.
+    func freezeRedis(for text: String) -> ControlResponse {
+        guard let duration = DurationText.parse(text), duration >= .milliseconds(100), duration <= .seconds(600) else {
+            return .failure("--for '\(text)' is not a duration from 100ms to 10m (e.g. 10s)")
+        }
+        guard let pid = redis.pid, redis.ready else { return .failure("redis is not running: nothing to freeze (`cluster redis start`)") }
+        if let until = redis.frozenUntil {
+            return .failure("redis is already frozen; it resumes in \(DurationText.format(max(.zero, until - now)))")
+        }
+        let run = redis.run
+        let length = DurationText.format(duration)
+        ProcessGroup.signal(pid, SIGSTOP)
+        redis.frozenUntil = now + duration
+        event("freezing Redis for \(length) on request (SIGSTOP): connections stay open, commands get no answer")
+        Task {
+            try? await Task.sleep(for: duration)
+            self.resumeRedis(run: run, after: length)
+        }
+        return .success("redis frozen for \(length) (SIGSTOP); it resumes by itself (SIGCONT). Watch the instances' logs and `cluster status`")
+    }
+
+    func resumeRedis(run: Int, after length: String) {
+        guard redis.run == run, redis.frozenUntil != nil else { return }
+        resume(.redis, because: "after \(length)")
     }
 
     func redisReadyAnswer(_ message: String) async -> ControlResponse {
@@ -267,7 +297,9 @@ extension ClusterSupervisor {
                 lastCrash: lifecycle.lastCrash?.description)
         }
         let proxyState = proxyCommand == nil ? "absent" : proxy.state
-        let redisState = redisPort == nil ? "external" : redis.state
+        let redisState =
+            redisPort == nil
+            ? "external" : redis.frozenUntil.map { "frozen, resumes in \(DurationText.format(max(.zero, $0 - time)))" } ?? redis.state
         return ClusterStatus(
             app: config.app.name, command: config.app.command, ready: isReady, desiredInstances: desiredCount,
             affinity: config.proxy.affinity.rawValue, restartPolicy: config.restartPolicy.rawValue, timeScale: config.timeScale,

@@ -32,6 +32,8 @@ public actor ClusterSupervisor {
         var held = false
         var startedAt: Duration?
         var backoff = HelperBackoff()
+        /// Frozen with SIGSTOP (`cluster redis freeze`) until then; SIGCONT resumes it.
+        var frozenUntil: Duration?
 
         /// running, starting or stopped, as `cluster status` shows it.
         var state: String {
@@ -59,6 +61,7 @@ public actor ClusterSupervisor {
             guard run == self.run else { return .stale }
             pid = nil
             ready = false
+            frozenUntil = nil
             if held || shuttingDown { return .stopped }
             return .restart(after: crashed(now: now))
         }
@@ -238,12 +241,22 @@ public actor ClusterSupervisor {
     func stopHelper(_ kind: HelperKind) async {
         updateHelper(kind) { $0.held = true }
         guard let pid = helper(kind).pid else { return }
+        // A frozen process would only see SIGTERM once resumed.
+        if helper(kind).frozenUntil != nil { resume(kind, because: "so that it can stop") }
         ProcessGroup.signal(pid, SIGTERM)
         if !(await waitFor(config.stopGracePeriod, { self.helper(kind).pid == nil })) {
             event("\(kind.rawValue) did not exit within \(DurationText.format(config.stopGracePeriod)) of SIGTERM: SIGKILL")
             ProcessGroup.signal(pid, SIGKILL)
             _ = await waitFor(.seconds(5)) { self.helper(kind).pid == nil }
         }
+    }
+
+    /// SIGCONT to a helper that `cluster redis freeze` stopped.
+    func resume(_ kind: HelperKind, because reason: String) {
+        guard let pid = helper(kind).pid, helper(kind).frozenUntil != nil else { return }
+        updateHelper(kind) { $0.frozenUntil = nil }
+        ProcessGroup.signal(pid, SIGCONT)
+        event("\(kind.rawValue) resumed (SIGCONT) \(reason)")
     }
 
     /// Polls `condition` on the actor until it holds or `timeout` passes.

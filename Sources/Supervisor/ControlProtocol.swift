@@ -14,8 +14,10 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var all: Bool?
     /// `restart --all`: one at a time, each waiting for the previous one's health.
     public var rolling: Bool?
-    /// `redis`: stop, start or restart.
+    /// `redis`: stop, start, restart or freeze.
     public var action: String?
+    /// `redis freeze`: for how long (`10s`, `500ms`).
+    public var duration: String?
     /// `logs`: keep streaming new lines.
     public var follow: Bool?
     /// `logs`: how many recent lines.
@@ -25,7 +27,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
 
     public init(
         command: Command, index: Int? = nil, scale: String? = nil, all: Bool? = nil, rolling: Bool? = nil, action: String? = nil,
-        follow: Bool? = nil, lines: Int? = nil, wait: Bool? = nil
+        duration: String? = nil, follow: Bool? = nil, lines: Int? = nil, wait: Bool? = nil
     ) {
         self.command = command
         self.index = index
@@ -33,6 +35,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.all = all
         self.rolling = rolling
         self.action = action
+        self.duration = duration
         self.follow = follow
         self.lines = lines
         self.wait = wait

@@ -220,14 +220,26 @@ struct Restart: AsyncParsableCommand {
 }
 
 struct Redis: AsyncParsableCommand {
-    enum Action: String, ExpressibleByArgument, CaseIterable { case stop, start, restart }
-    static let configuration = CommandConfiguration(abstract: "Stop, start or restart the embedded Redis (same port; data kept in the state folder).")
-    @Argument(help: "stop, start or restart.")
+    enum Action: String, ExpressibleByArgument, CaseIterable { case stop, start, restart, freeze }
+    static let configuration = CommandConfiguration(
+        abstract: "Stop, start, restart or freeze the embedded Redis (same port; data kept in the state folder).",
+        discussion: """
+            freeze: SIGSTOP, then SIGCONT after --for. Redis keeps its port and connections but answers \
+            nothing, as during a long fork, a stalled disk or a network partition; a crash (stop) is seen \
+            at once, a freeze only when commands time out.
+            """)
+    @Argument(help: "stop, start, restart or freeze.")
     var action: Action
+    @Option(name: .customLong("for"), help: "freeze: how long (e.g. 10s, 500ms; 100ms to 10m). Default: 10s.")
+    var duration: String?
     @OptionGroup var state: StateOption
 
+    func validate() throws {
+        if duration != nil && action != .freeze { throw ValidationError("--for goes with freeze only") }
+    }
+
     func run() async throws {
-        try await control(ControlRequest(command: .redis, action: action.rawValue), state: state)
+        try await control(ControlRequest(command: .redis, action: action.rawValue, duration: duration), state: state)
     }
 }
 

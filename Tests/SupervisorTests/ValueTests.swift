@@ -308,6 +308,8 @@ struct StatusTests {
         let request = ControlRequest(command: .restart, all: true, rolling: true, wait: true)
         let decoded = try JSONDecoder().decode(ControlRequest.self, from: JSONEncoder().encode(request))
         #expect(decoded == request)
+        let freeze = ControlRequest(command: .redis, action: "freeze", duration: "10s")
+        #expect(try JSONDecoder().decode(ControlRequest.self, from: JSONEncoder().encode(freeze)) == freeze)
         let response = ControlResponse.failure("no instance 7: valid indices are 0, 1, 2")
         #expect(try JSONDecoder().decode(ControlResponse.self, from: JSONEncoder().encode(response)) == response)
     }

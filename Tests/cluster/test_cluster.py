@@ -247,6 +247,34 @@ def test_redis_restart_keeps_the_port_and_the_data(cluster):
     assert cluster.status()["redis"]["state"] == "running"
 
 
+def test_redis_freeze_answers_nothing_then_resumes_by_itself(cluster):
+    cluster.wait_ready()
+    env = get(cluster.instances()[0]["port"], "/env")
+    port = json.loads(env["VCAP_SERVICES"])["redis"][0]["credentials"]["port"]
+
+    def ping(timeout=1.0):
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(64)
+    assert ping() == b"+PONG\r\n"
+    result = cluster.ctl("redis", "freeze", "--for", "2s")
+    assert "redis frozen for 2s (SIGSTOP)" in result.stdout
+    assert cluster.status()["redis"]["state"].startswith("frozen, resumes in")
+    # The port still accepts connections (the kernel does), but nothing answers.
+    with pytest.raises(socket.timeout):
+        ping(timeout=0.5)
+    refused = cluster.ctl("redis", "freeze", check=False)
+    assert refused.returncode == 1 and "redis is already frozen; it resumes in" in refused.stderr
+    cluster.expect("freezing Redis for 2s on request (SIGSTOP)", "redis resumed (SIGCONT) after 2s")
+    assert ping(timeout=5) == b"+PONG\r\n" and cluster.status()["redis"]["state"] == "running"
+    # A frozen Redis is resumed before it is asked to stop, so that it stops gracefully.
+    cluster.ctl("redis", "freeze", "--for", "1m")
+    cluster.ctl("redis", "stop")
+    cluster.expect("redis resumed (SIGCONT) so that it can stop", "redis stopped (exited with code 0)")
+    cluster.ctl("redis", "start")
+    assert ping(timeout=5) == b"+PONG\r\n"
+
+
 def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
     cluster.wait_ready()
     cases = [
@@ -258,6 +286,8 @@ def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
         (["restart"], "give an instance index or --all"),
         (["restart", "1", "--rolling"], "--rolling goes with --all"),
         (["redis", "flush"], "flush"),
+        (["redis", "stop", "--for", "2s"], "--for goes with freeze only"),
+        (["redis", "freeze", "--for", "1y"], "--for '1y' is not a duration from 100ms to 10m"),
         (["kill", "-1"], ""),
     ]
     for args, message in cases:
