@@ -60,6 +60,8 @@ extension ClusterSupervisor {
             return await restartCommand(request)
         case .redis:
             return await redisCommand(request)
+        case .freeze:
+            return freezeInstance(request)
         case .logs, .down:
             return .failure("internal error: \(request.command) is handled elsewhere")
         }
@@ -244,9 +246,7 @@ extension ClusterSupervisor {
     /// its port (a connect still succeeds) but answers nothing: a long fork, a stalled disk or a
     /// network partition as the apps see it, unlike a crash, which they see at once.
     func freezeRedis(for text: String) -> ControlResponse {
-        guard let duration = DurationText.parse(text), duration >= .milliseconds(100), duration <= .seconds(600) else {
-            return .failure("--for '\(text)' is not a duration from 100ms to 10m (e.g. 10s)")
-        }
+        guard let duration = Self.freezeDuration(text) else { return .failure(Self.badFreezeDuration(text)) }
         guard let pid = redis.pid, redis.ready else { return .failure("redis is not running: nothing to freeze (`cluster redis start`)") }
         if let until = redis.frozenUntil {
             return .failure("redis is already frozen; it resumes in \(DurationText.format(max(.zero, until - now)))")
@@ -261,6 +261,50 @@ extension ClusterSupervisor {
             self.resumeRedis(run: run, after: length)
         }
         return .success("redis frozen for \(length) (SIGSTOP); it resumes by itself (SIGCONT). Watch the instances' logs and `cluster status`")
+    }
+
+    static func freezeDuration(_ text: String) -> Duration? {
+        guard let duration = DurationText.parse(text), duration >= .milliseconds(100), duration <= .seconds(600) else { return nil }
+        return duration
+    }
+
+    static func badFreezeDuration(_ text: String) -> String { "--for '\(text)' is not a duration from 100ms to 10m (e.g. 10s)" }
+
+    /// `cluster freeze I --for D`: SIGSTOP to the instance's process group now, SIGCONT after D. A hung
+    /// instance: its port still accepts connections (the kernel completes them), so a port check
+    /// passes and the proxy keeps routing to it; an http check times out and it is killed.
+    func freezeInstance(_ request: ControlRequest) -> ControlResponse {
+        let index: Int
+        switch validate(index: request.index) {
+        case .success(let value): index = value
+        case .failure(let failure): return .failure(failure.message)
+        }
+        let text = request.duration ?? "30s"
+        guard let duration = Self.freezeDuration(text) else { return .failure(Self.badFreezeDuration(text)) }
+        let who = name(index)
+        guard let slot = slots[index], let pid = slot.pid, slot.lifecycle.processAlive else {
+            return .failure("\(who) has no running process to freeze (it is \(slots[index]?.lifecycle.state.rawValue ?? "gone"))")
+        }
+        if let until = slot.frozenUntil {
+            return .failure("\(who) is already frozen; it resumes in \(DurationText.format(max(.zero, until - now)))")
+        }
+        let length = DurationText.format(duration)
+        ProcessGroup.signal(pid, SIGSTOP)
+        slots[index]?.frozenUntil = now + duration
+        event(
+            "\(who) frozen for \(length) on request (SIGSTOP to its process group): its port still accepts connections, nothing answers",
+            index: index)
+        Task {
+            try? await Task.sleep(for: duration)
+            self.resumeFrozenInstance(index, pid: pid, after: length)
+        }
+        return .success(
+            "\(who) (pid \(pid)) frozen for \(length); it resumes by itself (SIGCONT). A port health check still passes, an http one fails")
+    }
+
+    func resumeFrozenInstance(_ index: Int, pid: pid_t, after length: String) {
+        guard slots[index]?.pid == pid else { return }
+        resumeInstance(index, because: "after \(length)")
     }
 
     func resumeRedis(run: Int, after length: String) {
@@ -294,7 +338,8 @@ extension ClusterSupervisor {
                 nextRestartSeconds: lifecycle.nextRestartAt.map { max(0, ($0 - time).seconds) },
                 connections: lifecycle.state == .running ? stat?.connections : nil,
                 requestsPerSecond: lifecycle.state == .running ? guid.flatMap { rates[$0] } : nil,
-                lastCrash: lifecycle.lastCrash?.description)
+                lastCrash: lifecycle.lastCrash?.description,
+                frozenSeconds: alive ? slot.frozenUntil.map { max(0, ($0 - time).seconds) } : nil)
         }
         let proxyState = proxyCommand == nil ? "absent" : proxy.state
         let redisState =

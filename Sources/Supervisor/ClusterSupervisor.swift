@@ -21,6 +21,8 @@ public actor ClusterSupervisor {
         var registration: RouteRegistration?
         /// The proxy confirmed `registration` (since the proxy last started).
         var routable = false
+        /// Frozen with SIGSTOP (`cluster freeze`) until then; SIGCONT resumes it.
+        var frozenUntil: Duration?
     }
 
     /// A helper process (the proxy or the embedded Redis).
@@ -251,6 +253,14 @@ public actor ClusterSupervisor {
         }
     }
 
+    /// SIGCONT to an instance that `cluster freeze` stopped.
+    func resumeInstance(_ index: Int, because reason: String) {
+        guard let pid = slots[index]?.pid, slots[index]?.frozenUntil != nil else { return }
+        slots[index]?.frozenUntil = nil
+        ProcessGroup.signal(pid, SIGCONT)
+        event("\(name(index)) resumed (SIGCONT) \(reason)", index: index)
+    }
+
     /// SIGCONT to a helper that `cluster redis freeze` stopped.
     func resume(_ kind: HelperKind, because reason: String) {
         guard let pid = helper(kind).pid, helper(kind).frozenUntil != nil else { return }
@@ -290,6 +300,8 @@ public actor ClusterSupervisor {
             case .signal(let signal):
                 guard slots[index] != nil else { continue }
                 if let pid = slots[index]?.pid {
+                    // A frozen process would only see SIGTERM once resumed.
+                    if signal != SIGKILL { resumeInstance(index, because: "so that it can stop") }
                     ProcessGroup.signal(pid, signal)
                 } else {
                     slots[index]?.pendingSignal = signal
@@ -387,6 +399,7 @@ public actor ClusterSupervisor {
         slots[index]?.healthTask?.cancel()
         slots[index]?.healthTask = nil
         slots[index]?.pid = nil
+        slots[index]?.frozenUntil = nil
         switch outcome {
         case .exited(let status):
             apply(index) { $0.exited(run: run, status: status, now: now) }

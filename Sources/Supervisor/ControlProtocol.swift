@@ -3,7 +3,7 @@ import Foundation
 /// One request to a running cluster over its control socket: one JSON object on one line.
 public struct ControlRequest: Codable, Sendable, Equatable {
     public enum Command: String, Codable, Sendable, CaseIterable {
-        case status, scale, kill, stop, start, restart, redis, logs, down
+        case status, scale, kill, stop, start, restart, freeze, redis, logs, down
     }
 
     public var command: Command
@@ -16,7 +16,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var rolling: Bool?
     /// `redis`: stop, start, restart or freeze.
     public var action: String?
-    /// `redis freeze`: for how long (`10s`, `500ms`).
+    /// `freeze` and `redis freeze`: for how long (`10s`, `500ms`).
     public var duration: String?
     /// `logs`: keep streaming new lines.
     public var follow: Bool?
@@ -78,10 +78,13 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var connections: Int?
         public var requestsPerSecond: Double?
         public var lastCrash: String?
+        /// Frozen by `cluster freeze`: the seconds until it resumes.
+        public var frozenSeconds: Double?
 
         public init(
             index: Int, guid: String? = nil, pid: Int32? = nil, port: Int? = nil, state: InstanceLifecycle.State, uptimeSeconds: Double? = nil,
-            crashes: Int = 0, nextRestartSeconds: Double? = nil, connections: Int? = nil, requestsPerSecond: Double? = nil, lastCrash: String? = nil
+            crashes: Int = 0, nextRestartSeconds: Double? = nil, connections: Int? = nil, requestsPerSecond: Double? = nil, lastCrash: String? = nil,
+            frozenSeconds: Double? = nil
         ) {
             self.index = index
             self.guid = guid
@@ -94,6 +97,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             self.connections = connections
             self.requestsPerSecond = requestsPerSecond
             self.lastCrash = lastCrash
+            self.frozenSeconds = frozenSeconds
         }
 
         enum CodingKeys: String, CodingKey {
@@ -102,6 +106,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             case nextRestartSeconds = "next_restart_seconds"
             case requestsPerSecond = "requests_per_second"
             case lastCrash = "last_crash"
+            case frozenSeconds = "frozen_seconds"
         }
     }
 
@@ -169,7 +174,8 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
                 instance.guid ?? "-",
                 instance.pid.map { "\($0)" } ?? "-",
                 instance.port.map { "\($0)" } ?? "-",
-                instance.state.rawValue,
+                instance.state.rawValue
+                    + (instance.frozenSeconds.map { ", frozen (resumes in \(DurationText.short(.milliseconds(Int64($0 * 1000)))))" } ?? ""),
                 instance.uptimeSeconds.map { DurationText.short(.milliseconds(Int64($0 * 1000))) } ?? "-",
                 "\(instance.crashes)",
                 instance.nextRestartSeconds.map { "in " + DurationText.short(.milliseconds(Int64($0 * 1000))) } ?? "-",

@@ -14,7 +14,8 @@ struct Cluster: AsyncParsableCommand {
             same folder: status, scale, kill, stop, start, restart, redis, chaos, logs, down.
             """,
         subcommands: [
-            Up.self, Status.self, Scale.self, Kill.self, Stop.self, Start.self, Restart.self, Redis.self, Chaos.self, Logs.self, Down.self,
+            Up.self, Status.self, Scale.self, Kill.self, Stop.self, Start.self, Restart.self, Freeze.self, Redis.self, Chaos.self, Logs.self,
+            Down.self,
         ]
     )
 }
@@ -169,6 +170,24 @@ struct Kill: AsyncParsableCommand {
 
     func run() async throws {
         try await control(ControlRequest(command: .kill, index: instance.index), state: state)
+    }
+}
+
+struct Freeze: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Freeze one instance (SIGSTOP to its process group), and resume it (SIGCONT) after --for.",
+        discussion: """
+            A hung instance, not a crashed one: its port still accepts connections, so a port health check \
+            passes and the proxy keeps routing its users to it, while nothing answers. An http health check \
+            times out and Diego kills it. A stop meanwhile resumes it first, so that it can handle SIGTERM.
+            """)
+    @OptionGroup var instance: InstanceArgument
+    @Option(name: .customLong("for"), help: "How long (e.g. 30s, 500ms; 100ms to 10m).")
+    var duration = "30s"
+    @OptionGroup var state: StateOption
+
+    func run() async throws {
+        try await control(ControlRequest(command: .freeze, index: instance.index, duration: duration), state: state)
     }
 }
 

@@ -291,10 +291,13 @@ struct StatusTests {
             app: "chat", command: "chat-node", ready: false, desiredInstances: 2, affinity: "cf", restartPolicy: "diego", timeScale: 1,
             proxy: .init(state: "running", pid: 10, url: "http://localhost:8080/"), redis: .init(state: "running", url: "redis://127.0.0.1:1"),
             instances: [
-                .init(index: 0, guid: "g0", pid: 11, port: 4000, state: .running, uptimeSeconds: 65, connections: 4, requestsPerSecond: 2.5),
+                .init(
+                    index: 0, guid: "g0", pid: 11, port: 4000, state: .running, uptimeSeconds: 65, connections: 4, requestsPerSecond: 2.5,
+                    frozenSeconds: 12),
                 .init(index: 1, guid: "g1", state: .crashed, crashes: 3, nextRestartSeconds: 29, lastCrash: "exited with code 1"),
             ])
         let text = status.table()
+        #expect(text.contains("running, frozen (resumes in 12s)"))
         #expect(text.contains("INDEX  GUID"))
         #expect(text.contains("1m05s"))
         #expect(text.contains("in 29s"))

@@ -247,6 +247,42 @@ def test_redis_restart_keeps_the_port_and_the_data(cluster):
     assert cluster.status()["redis"]["state"] == "running"
 
 
+def test_a_frozen_instance_passes_the_port_check_and_resumes_by_itself(cluster):
+    cluster.wait_ready()
+    before = cluster.instances()[1]
+    result = cluster.ctl("freeze", "1", "--for", "2s")
+    assert f"web.1 (pid {before['pid']}) frozen for 2s" in result.stdout
+    status = cluster.instances()[1]
+    assert status["state"] == "running" and 0 < status["frozen_seconds"] <= 2
+    assert "running, frozen (resumes in " in cluster.ctl("status").stdout
+    with pytest.raises(OSError):  # the kernel accepts the connection; nothing answers
+        get(before["port"], "/", timeout=0.5)
+    refused = cluster.ctl("freeze", "1", check=False)
+    assert refused.returncode == 1 and "web.1 is already frozen; it resumes in" in refused.stderr
+    cluster.expect("web.1 resumed (SIGCONT) after 2s")
+    assert get(before["port"])["guid"] == before["guid"]
+    after = cluster.instances()[1]
+    # Liveness checks ran every 300 ms meanwhile: a port check cannot tell a hung app from a live one.
+    assert after["guid"] == before["guid"] and after["crashes"] == 0 and "frozen_seconds" not in after
+    # A stop during a freeze resumes the process first, so that it can handle SIGTERM.
+    cluster.ctl("freeze", "2", "--for", "1m")
+    cluster.ctl("stop", "2", "--wait")
+    cluster.expect("web.2 resumed (SIGCONT) so that it can stop", "web.2 stopped (exited with code 0)")
+    stopped = cluster.ctl("freeze", "2", check=False)
+    assert stopped.returncode == 1 and "web.2 has no running process to freeze (it is stopped)" in stopped.stderr
+
+
+@pytest.mark.cluster_config(config(instances=1, health_check={"type": "http", "endpoint": "/health", "timeout": "500ms"}))
+def test_a_frozen_instance_fails_the_http_check_and_is_killed(cluster):
+    cluster.wait_ready()
+    before = cluster.instances()[0]
+    cluster.ctl("freeze", "0", "--for", "1m")
+    cluster.expect(f"web.0 Instance became unhealthy: Failed to make HTTP request to '/health' on port {before['port']}: timed out")
+    status = cluster.wait_status("web.0 restarted", lambda s: s["instances"][0]["guid"] != before["guid"]
+                                 and s["instances"][0]["state"] == "running")
+    assert status["instances"][0]["crashes"] == 1 and "frozen_seconds" not in status["instances"][0]
+
+
 def test_redis_freeze_answers_nothing_then_resumes_by_itself(cluster):
     cluster.wait_ready()
     env = get(cluster.instances()[0]["port"], "/env")
@@ -287,6 +323,8 @@ def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
         (["restart", "1", "--rolling"], "--rolling goes with --all"),
         (["redis", "flush"], "flush"),
         (["redis", "stop", "--for", "2s"], "--for goes with freeze only"),
+        (["freeze", "5"], "no instance 5: valid indices are 0, 1, 2"),
+        (["freeze", "0", "--for", "0s"], "--for '0s' is not a duration from 100ms to 10m"),
         (["redis", "freeze", "--for", "1y"], "--for '1y' is not a duration from 100ms to 10m"),
         (["kill", "-1"], ""),
     ]
