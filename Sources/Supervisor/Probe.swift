@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// Small network probes on SwiftNIO: a TCP connect (Diego's `port` check) and a one-shot HTTP/1.1
 /// request (the `http` check, and sticky-proxy's admin API). Loopback only, each with a timeout.
@@ -109,22 +110,37 @@ public enum Probe {
         }
     }
 
-    /// Runs `body`, failing with a timeout error when it takes longer than `timeout`.
+    /// Runs `body`, failing with a timeout error when it takes longer than `timeout`. The body is then
+    /// cancelled, and the answer does not wait for it: a body that ignores cancellation (one waiting
+    /// on an EventLoopFuture) cannot hold its caller past the deadline.
     public static func withDeadline<T: Sendable>(
         _ timeout: Duration, what: String, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
+        let work = Task { try await body() }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                let pending = Once(continuation)
+                let timer = Task {
+                    guard (try? await Task.sleep(for: timeout)) != nil else { return }
+                    pending.take()?.resume(throwing: Failure("timed out after \(DurationText.format(timeout)) (\(what))"))
+                    work.cancel()
+                }
+                Task {
+                    let result = await work.result
+                    timer.cancel()
+                    pending.take()?.resume(with: result)
+                }
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw Failure("timed out after \(DurationText.format(timeout)) (\(what))")
-            }
-            return value
+        } onCancel: {
+            work.cancel()
         }
+    }
+
+    /// A value that only the first taker gets (the continuation of `withDeadline`: resumed once).
+    private final class Once<Value: Sendable>: Sendable {
+        private let value: Mutex<Value?>
+        init(_ value: Value) { self.value = Mutex(value) }
+        func take() -> Value? { value.withLock { $0.take() } }
     }
 
     static func reason(_ error: any Error) -> String {

@@ -1,6 +1,5 @@
 import NIOCore
 import NIOPosix
-import Synchronization
 import TestSupport
 import Testing
 
@@ -21,7 +20,7 @@ struct ClosedChannelTests {
             try await RedisConnectionFactory.send([["PING"]], on: connection.channel, endpoint: configuration.endpoint) == [.simpleString("PONG")])
         try await connection.channel.close()
         let error = await #expect(throws: RedisError.self) {
-            try await outcome(of: "a command on a closed connection") {
+            try await withDeadline(.seconds(10), waitingFor: "a command on a closed connection to fail") {
                 try await RedisConnectionFactory.send([["PING"]], on: connection.channel, endpoint: configuration.endpoint)
             }
         }
@@ -38,23 +37,9 @@ struct ClosedChannelTests {
             configuration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, selectDatabase: false)
         try await connection.channel.close()
         await #expect(throws: RedisError.self) {
-            try await outcome(of: "a SUBSCRIBE on a closed connection") {
+            try await withDeadline(.seconds(10), waitingFor: "a SUBSCRIBE on a closed connection to fail") {
                 try await RedisSubscriber.request(.subscribe, ["news"], on: connection.channel, endpoint: configuration.endpoint)
             }
         }
     }
-}
-
-/// Runs `body` in a task of its own and returns (or throws) what it did, or fails after 10 s when it
-/// is still waiting. Waiting on an EventLoopFuture cannot be cancelled, so a deadline that cancels
-/// the body would wait as long as the body does.
-private func outcome<T: Sendable>(of what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    let result = Mutex<Result<T, any Error>?>(nil)
-    Task {
-        let value: Result<T, any Error>
-        do { value = .success(try await body()) } catch { value = .failure(error) }
-        result.withLock { $0 = value }
-    }
-    try await waitUntil("\(what) to finish", timeout: .seconds(10)) { result.withLock { $0 != nil } }
-    return try result.withLock { $0! }.get()
 }

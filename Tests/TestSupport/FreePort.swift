@@ -45,7 +45,8 @@ public func waitUntil(
 }
 
 /// Runs `body`, throwing when it has not finished within `timeout` (the supervisor's
-/// `Probe.withDeadline`): for a test step that would otherwise hang on a server that never answers.
+/// `Probe.withDeadline`, which does not wait for a body that ignores cancellation): for a test step
+/// that would otherwise hang on a server that never answers.
 public func withDeadline<T: Sendable>(
     _ timeout: Duration, waitingFor what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {

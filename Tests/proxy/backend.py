@@ -97,7 +97,7 @@ class Backend:
         if path == "/__bare_lf_response":
             writer.write(b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok")
             await writer.drain()
-            await asyncio.sleep(60)
+            await reader.read()  # until the proxy drops the connection: no EOF to frame the answer
             writer.close()
             return False
         if path == "/__die_mid_response":
