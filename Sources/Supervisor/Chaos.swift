@@ -4,131 +4,195 @@ import UnixSignals
 
 /// `cluster chaos`: faults on a schedule against a running cluster, the way a team chaos-tests
 /// instance restarts before production: every `every`, one running instance, picked at random, is
-/// killed (a crash, restarted by the restart policy) or restarted gracefully; optionally the embedded
-/// Redis is restarted every `redisEvery`; at least `keep` instances are left running; then the
-/// cluster gets `settle` to be ready again.
+/// killed (a crash, restarted by the restart policy), restarted gracefully or frozen (a hang);
+/// optionally the embedded Redis is restarted or frozen every `redisEvery`; at least `keep`
+/// instances are left serving; then the cluster gets `settle` to be ready again.
 public struct ChaosOptions: Sendable, Equatable {
     public enum Fault: String, Sendable, CaseIterable {
         /// SIGKILL (`cluster kill`): a crash, restarted per the restart policy.
         case kill
         /// SIGTERM, then a new process (`cluster restart`).
         case restart
+        /// SIGSTOP for `freezeFor`, then SIGCONT (`cluster freeze`): a hang, not a crash.
+        case freeze
+    }
+
+    /// What happens to the embedded Redis every `redisEvery`.
+    public enum RedisFault: String, Sendable, CaseIterable {
+        /// SIGTERM, then a new Redis on the same port (`cluster redis restart`).
+        case restart
+        /// SIGSTOP for `freezeFor`, then SIGCONT (`cluster redis freeze`).
+        case freeze
     }
 
     public var every: Duration
     public var duration: Duration
-    public var fault: Fault
+    /// The instance faults; with several, each event picks one of them at random.
+    public var faults: [Fault]
+    /// How long a freeze lasts (instances and Redis).
+    public var freezeFor: Duration
     public var keep: Int
     public var redisEvery: Duration?
+    public var redisFault: RedisFault
     public var settle: Duration
     public var seed: UInt64
 
     public init(
-        every: Duration, duration: Duration, fault: Fault = .kill, keep: Int = 1, redisEvery: Duration? = nil, settle: Duration = .seconds(30),
-        seed: UInt64
+        every: Duration, duration: Duration, faults: [Fault] = [.kill], freezeFor: Duration = .seconds(5), keep: Int = 1,
+        redisEvery: Duration? = nil, redisFault: RedisFault = .restart, settle: Duration = .seconds(30), seed: UInt64
     ) {
         self.every = every
         self.duration = duration
-        self.fault = fault
+        self.faults = faults
+        self.freezeFor = freezeFor
         self.keep = keep
         self.redisEvery = redisEvery
+        self.redisFault = redisFault
         self.settle = settle
         self.seed = seed
     }
+
+    /// The shortest and longest freeze, as `cluster freeze` and `cluster redis freeze` take them.
+    public static let freezeRange = Duration.milliseconds(100)...Duration.seconds(600)
+
+    /// Parses `kill`, `kill,freeze`, ...: each fault once, in the order given. Nil when a name is unknown.
+    public static func faults(_ text: String) -> [Fault]? {
+        var faults: [Fault] = []
+        for name in text.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let fault = Fault(rawValue: name.trimmingCharacters(in: .whitespaces).lowercased()) else { return nil }
+            if !faults.contains(fault) { faults.append(fault) }
+        }
+        return faults
+    }
+
+    var freezes: Bool { faults.contains(.freeze) || (redisEvery != nil && redisFault == .freeze) }
 
     /// What is wrong with these options, for the command line (nil: nothing).
     public var problem: String? {
         if every < .milliseconds(100) { return "--every must be at least 100ms (not \(DurationText.format(every)))" }
         if duration <= .zero { return "--for must be more than 0s" }
         if duration > .seconds(86_400) { return "--for must be at most 24h (not \(DurationText.format(duration)))" }
+        if faults.isEmpty { return "--fault needs one or more of kill, restart, freeze" }
         if keep < 0 { return "--keep must be 0 or more (not \(keep))" }
         if let redisEvery, redisEvery < .seconds(1) { return "--redis-every must be at least 1s (not \(DurationText.format(redisEvery)))" }
+        if freezes, !Self.freezeRange.contains(freezeFor) {
+            return "--freeze-for must be from 100ms to 10m (not \(DurationText.format(freezeFor)))"
+        }
+        if let redisEvery, redisFault == .freeze, freezeFor >= redisEvery {
+            return "--freeze-for (\(DurationText.format(freezeFor))) must be shorter than --redis-every (\(DurationText.format(redisEvery)))"
+                + " with --redis-fault freeze: Redis would still be frozen at the next freeze"
+        }
         if settle < .zero { return "--settle must be 0s or more" }
         return nil
     }
 
+    func describe(_ fault: Fault) -> String {
+        switch fault {
+        case .kill: "kill (SIGKILL)"
+        case .restart: "restart (SIGTERM, then a new process)"
+        case .freeze: "freeze (SIGSTOP for \(DurationText.format(freezeFor)), then SIGCONT)"
+        }
+    }
+
     /// One line saying what the run will do.
     public var summary: String {
-        let fault = self.fault == .kill ? "kill (SIGKILL)" : "restart (SIGTERM, then a new process)"
-        var text = "every \(DurationText.format(every)) for \(DurationText.format(duration)): \(fault) one running instance at random"
+        let what = faults.map(describe).joined(separator: " or ")
+        var text = "every \(DurationText.format(every)) for \(DurationText.format(duration)): \(what) one running instance at random"
+        text += faults.count > 1 ? ", the fault at random too" : ""
         text += keep > 0 ? ", leaving at least \(keep) running" : ""
-        if let redisEvery { text += "; restart Redis every \(DurationText.format(redisEvery))" }
+        if let redisEvery {
+            switch redisFault {
+            case .restart: text += "; restart Redis every \(DurationText.format(redisEvery))"
+            case .freeze: text += "; freeze Redis for \(DurationText.format(freezeFor)) every \(DurationText.format(redisEvery))"
+            }
+        }
         return text + "; seed \(seed) (--seed \(seed) picks the same instances again, given the same states)"
     }
 }
 
 /// The times of a chaos run's events, from its start, in order: an instance fault every `every` and
-/// a Redis restart every `redisEvery`, up to `duration` included (an instance fault first when both
+/// a Redis fault every `redisEvery`, up to `duration` included (an instance fault first when both
 /// fall at the same time). Produced one at a time: a long run at a short interval holds no list.
 public struct ChaosSchedule: Sendable, Equatable {
     public enum Event: Sendable, Equatable {
         case instanceFault
-        case redisRestart
+        case redisFault
     }
 
     private let options: ChaosOptions
     private var faults = 1
-    private var restarts = 1
+    private var redisFaults = 1
 
     public init(_ options: ChaosOptions) { self.options = options }
 
     /// The next event and when it is due, nil when the run is over.
     public mutating func next() -> (at: Duration, event: Event)? {
         let fault = options.every * faults
-        let restart = options.redisEvery.map { $0 * restarts }
+        let redis = options.redisEvery.map { $0 * redisFaults }
         let faultDue = fault <= options.duration
-        let restartDue = restart.map { $0 <= options.duration } ?? false
-        if faultDue, !restartDue || fault <= restart! {
+        let redisDue = redis.map { $0 <= options.duration } ?? false
+        if faultDue, !redisDue || fault <= redis! {
             faults += 1
             return (fault, .instanceFault)
         }
-        if restartDue, let restart {
-            restarts += 1
-            return (restart, .redisRestart)
+        if redisDue, let redis {
+            redisFaults += 1
+            return (redis, .redisFault)
         }
         return nil
     }
 }
 
-/// Which instance a fault hits: one of the running ones (healthy and routable), at random from the
-/// seed, as long as more than `keep` are running. A value: the states come in, the choice goes out.
+/// Which instance a fault hits, and which fault: one of the serving instances (running, routable
+/// and not frozen), at random from the seed, as long as more than `keep` are serving; the fault at
+/// random among several (with one, no draw, so a seed picks the same instances whatever the fault).
+/// A value: the states come in, the choice goes out.
 public struct ChaosPicker: Sendable {
     public enum Choice: Sendable, Equatable {
-        case instance(index: Int)
+        case instance(index: Int, fault: ChaosOptions.Fault)
         /// No fault this time, and why.
         case skip(String)
     }
 
     private let keep: Int
+    private let faults: [ChaosOptions.Fault]
     private var random: SplitMix64
 
-    public init(keep: Int, seed: UInt64) {
+    public init(keep: Int, faults: [ChaosOptions.Fault] = [.kill], seed: UInt64) {
         self.keep = keep
+        self.faults = faults.isEmpty ? [.kill] : faults
         self.random = SplitMix64(seed: seed)
     }
 
     public mutating func choose(among instances: [ClusterStatus.Instance]) -> Choice {
-        let running = instances.filter { $0.state == .running }.map(\.index).sorted()
-        guard running.count > keep else {
-            let states = instances.isEmpty ? "no instances" : "\(running.count) of \(instances.count) instances running"
+        let running = instances.filter { $0.state == .running }
+        let serving = running.filter { $0.frozenSeconds == nil }.map(\.index).sorted()
+        guard serving.count > keep else {
+            let frozen = running.count - serving.count
+            let states =
+                instances.isEmpty
+                ? "no instances" : "\(serving.count) of \(instances.count) instances running" + (frozen > 0 ? " (and \(frozen) frozen)" : "")
             return .skip("\(states), and --keep \(keep) leaves them alone")
         }
-        return .instance(index: running[Int(random.next() % UInt64(running.count))])
+        let index = serving[Int(random.next() % UInt64(serving.count))]
+        let fault = faults.count == 1 ? faults[0] : faults[Int(random.next() % UInt64(faults.count))]
+        return .instance(index: index, fault: fault)
     }
 }
 
 /// The tally of a chaos run, and the line that ends it.
 public struct ChaosTally: Sendable, Equatable {
-    public var faults = 0
+    public var faults: [ChaosOptions.Fault: Int] = [:]
     public var skipped = 0
-    public var redisRestarts = 0
+    public var redisFaults = 0
     public var refused = 0
 
     public init() {}
 
-    public func line(fault: ChaosOptions.Fault, elapsed: Duration) -> String {
-        var parts = ["\(faults) \(fault == .kill ? "kill" : "restart")\(faults == 1 ? "" : "s")"]
-        if redisRestarts > 0 { parts.append("\(redisRestarts) Redis restart\(redisRestarts == 1 ? "" : "s")") }
+    public func line(options: ChaosOptions, elapsed: Duration) -> String {
+        func count(_ number: Int, _ noun: String) -> String { "\(number) \(noun)\(number == 1 ? "" : "s")" }
+        var parts = options.faults.map { count(faults[$0, default: 0], $0.rawValue) }
+        if redisFaults > 0 { parts.append(count(redisFaults, "Redis \(options.redisFault.rawValue)")) }
         if skipped > 0 { parts.append("\(skipped) skipped") }
         if refused > 0 { parts.append("\(refused) refused by the cluster") }
         return parts.joined(separator: ", ") + " in \(DurationText.format(elapsed))"
@@ -179,7 +243,7 @@ public enum ChaosRun {
         let clock = ContinuousClock()
         let start = clock.now
         var schedule = ChaosSchedule(options)
-        var picker = ChaosPicker(keep: options.keep, seed: options.seed)
+        var picker = ChaosPicker(keep: options.keep, faults: options.faults, seed: options.seed)
         var tally = ChaosTally()
         // The processes taken down: the cluster counts as ready again only once none of them is
         // listed any more (right after a SIGKILL it may not have noticed the exit yet).
@@ -196,42 +260,51 @@ public enum ChaosRun {
                     case .skip(let reason):
                         tally.skipped += 1
                         say("skip: \(reason)")
-                    case .instance(let index):
-                        let command: ControlRequest.Command = options.fault == .kill ? .kill : .restart
-                        let response = try await send(ControlRequest(command: command, index: index))
+                    case .instance(let index, let fault):
+                        let request: ControlRequest
+                        switch fault {
+                        case .kill: request = ControlRequest(command: .kill, index: index)
+                        case .restart: request = ControlRequest(command: .restart, index: index)
+                        case .freeze: request = ControlRequest(command: .freeze, index: index, duration: DurationText.format(options.freezeFor))
+                        }
+                        let response = try await send(request)
                         if response.ok {
-                            tally.faults += 1
-                            if let pid = current.instances.first(where: { $0.index == index })?.pid { downed.insert(pid) }
-                            say(response.message ?? "\(options.fault.rawValue) \(current.app).\(index)")
+                            tally.faults[fault, default: 0] += 1
+                            // A frozen process comes back by itself: it is not waited out of the status.
+                            if fault != .freeze, let pid = current.instances.first(where: { $0.index == index })?.pid { downed.insert(pid) }
+                            say(response.message ?? "\(fault.rawValue) \(current.app).\(index)")
                         } else {
                             tally.refused += 1
-                            say("\(options.fault.rawValue) \(current.app).\(index) refused: \(response.error ?? "no reason given")")
+                            say("\(fault.rawValue) \(current.app).\(index) refused: \(response.error ?? "no reason given")")
                         }
                     }
-                case .redisRestart:
-                    let response = try await send(ControlRequest(command: .redis, action: "restart"))
+                case .redisFault:
+                    let action = options.redisFault.rawValue
+                    let duration = options.redisFault == .freeze ? DurationText.format(options.freezeFor) : nil
+                    let response = try await send(ControlRequest(command: .redis, action: action, duration: duration))
                     if response.ok {
-                        tally.redisRestarts += 1
-                        say("redis restart: \(response.message ?? "done")")
+                        tally.redisFaults += 1
+                        say("redis \(action): \(response.message ?? "done")")
                     } else {
                         tally.refused += 1
-                        say("redis restart refused: \(response.error ?? "no reason given")")
+                        say("redis \(action) refused: \(response.error ?? "no reason given")")
                     }
                 }
             }
         }
         let first = try await status(send)
         if options.redisEvery != nil, first.redis.state == "external" {
-            throw Failure("this cluster uses an external Redis (\(first.redis.url ?? "?")), which it cannot restart: drop --redis-every")
+            throw Failure(
+                "this cluster uses an external Redis (\(first.redis.url ?? "?")), which it cannot \(options.redisFault.rawValue): drop --redis-every")
         }
         say(options.summary)
         do {
             try await faults()
         } catch  where Task.isCancelled {
-            say("interrupted: \(tally.line(fault: options.fault, elapsed: clock.now - start))")
+            say("interrupted: \(tally.line(options: options, elapsed: clock.now - start))")
             return .interrupted
         }
-        say("done: \(tally.line(fault: options.fault, elapsed: clock.now - start))")
+        say("done: \(tally.line(options: options, elapsed: clock.now - start))")
         let settleStart = clock.now
         do {
             while true {

@@ -804,13 +804,17 @@ public actor ClusterSupervisor {
         }
     }
 
+    /// Every desired instance running (routable, when there is a proxy) and not frozen, the proxy
+    /// ready, and the embedded Redis ready and not frozen.
     var isReady: Bool {
         let routed = proxyCommand == nil
         let instancesReady =
-            (0..<desiredCount).allSatisfy { slots[$0]?.lifecycle.state == .running && (routed || slots[$0]?.routable == true) }
+            (0..<desiredCount).allSatisfy {
+                slots[$0]?.lifecycle.state == .running && (routed || slots[$0]?.routable == true) && slots[$0]?.frozenUntil == nil
+            }
             && slots.count == desiredCount
         let proxyReady = proxyCommand == nil || proxy.ready
-        let redisReady = redisPort == nil || redis.ready
+        let redisReady = redisPort == nil || (redis.ready && redis.frozenUntil == nil)
         return instancesReady && proxyReady && redisReady
     }
 

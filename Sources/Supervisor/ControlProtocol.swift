@@ -125,7 +125,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
 
     public var app: String
     public var command: String
-    /// All desired instances running, the proxy healthy (when enabled) and Redis ready.
+    /// All desired instances running and none frozen, the proxy healthy (when enabled) and Redis ready and not frozen.
     public var ready: Bool
     public var desiredInstances: Int
     public var affinity: String

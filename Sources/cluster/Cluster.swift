@@ -31,7 +31,7 @@ struct StateOption: ParsableArguments {
 extension Affinity: ExpressibleByArgument {}
 extension RestartPolicy.Name: ExpressibleByArgument {}
 extension HealthCheckType: ExpressibleByArgument {}
-extension ChaosOptions.Fault: ExpressibleByArgument {}
+extension ChaosOptions.RedisFault: ExpressibleByArgument {}
 
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -264,23 +264,35 @@ struct Redis: AsyncParsableCommand {
 
 struct Chaos: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Kill (or restart) a random running instance at intervals, optionally restart Redis too, then check that the cluster recovers.",
+        abstract:
+            "Kill, restart or freeze a random running instance at intervals, optionally restart or freeze Redis too, then check that the cluster recovers.",
         discussion: """
-            Prints a line per fault, then waits up to --settle for every instance to be running again, and \
-            exits 1 when the cluster is not ready by then: `cluster chaos --every 5s --for 2m && ./my-checks`. \
-            Ctrl-C stops it early with what it has done so far (exit 130). The same --seed picks the same \
-            instances again when they are in the same states.
+            Prints a line per fault, then waits up to --settle for every instance to be running again (and \
+            nothing frozen), and exits 1 when the cluster is not ready by then: \
+            `cluster chaos --every 5s --for 2m && ./my-checks`. Ctrl-C stops it early with what it has done \
+            so far (exit 130). The same --seed picks the same instances (and faults) again when they are in \
+            the same states.
             """)
     @Option(name: .long, help: "How often an instance gets a fault (e.g. 10s, 500ms; at least 100ms).")
     var every = "10s"
     @Option(name: .customLong("for"), help: "How long the faults go on (e.g. 2m; at most 24h).")
     var duration = "1m"
-    @Option(name: .long, help: "kill: SIGKILL, a crash restarted per the restart policy; restart: SIGTERM, then a new process.")
-    var fault: ChaosOptions.Fault = .kill
-    @Option(name: .long, help: "Never take down an instance when this many or fewer are running.")
+    @Option(
+        name: .long,
+        help: """
+            kill: SIGKILL, a crash restarted per the restart policy; restart: SIGTERM, then a new process; \
+            freeze: SIGSTOP for --freeze-for, then SIGCONT (a hang). Several, comma-separated (kill,freeze): \
+            one at random each time.
+            """)
+    var fault = "kill"
+    @Option(name: .long, help: "How long a freeze lasts, of an instance or of Redis (100ms to 10m; default 5s).")
+    var freezeFor: String?
+    @Option(name: .long, help: "Never take down an instance when this many or fewer are running (frozen ones do not count).")
     var keep = 1
-    @Option(name: .long, help: "Also restart the embedded Redis this often (e.g. 1m).")
+    @Option(name: .long, help: "Also restart (or freeze, see --redis-fault) the embedded Redis this often (e.g. 1m).")
     var redisEvery: String?
+    @Option(name: .long, help: "What --redis-every does: restart (SIGTERM, then a new Redis) or freeze (SIGSTOP for --freeze-for).")
+    var redisFault: ChaosOptions.RedisFault?
     @Option(name: .long, help: "After the last fault, how long the cluster has to be ready again.")
     var settle = "30s"
     @Option(name: .long, help: "The seed of the random choices (default: a random one, printed).")
@@ -292,11 +304,19 @@ struct Chaos: AsyncParsableCommand {
             guard let value = DurationText.parse(text) else { throw ValidationError("\(option) '\(text)' is not a duration (e.g. 500ms, 10s, 2m)") }
             return value
         }
+        guard let faults = ChaosOptions.faults(fault) else {
+            throw ValidationError("--fault '\(fault)' is not kill, restart or freeze (or several of them, comma-separated)")
+        }
+        if redisFault != nil && redisEvery == nil { throw ValidationError("--redis-fault goes with --redis-every") }
+        if freezeFor != nil && !faults.contains(.freeze) && redisFault != .freeze {
+            throw ValidationError("--freeze-for goes with --fault freeze or --redis-fault freeze")
+        }
         var generator = SystemRandomNumberGenerator()
         let options = ChaosOptions(
-            every: try duration(every, "--every"), duration: try duration(self.duration, "--for"), fault: fault, keep: keep,
-            redisEvery: try redisEvery.map { try duration($0, "--redis-every") }, settle: try duration(settle, "--settle"),
-            seed: seed ?? generator.next() % 1_000_000)
+            every: try duration(every, "--every"), duration: try duration(self.duration, "--for"), faults: faults,
+            freezeFor: try freezeFor.map { try duration($0, "--freeze-for") } ?? .seconds(5), keep: keep,
+            redisEvery: try redisEvery.map { try duration($0, "--redis-every") }, redisFault: redisFault ?? .restart,
+            settle: try duration(settle, "--settle"), seed: seed ?? generator.next() % 1_000_000)
         if let problem = options.problem { throw ValidationError(problem) }
         return options
     }

@@ -9,14 +9,14 @@ struct ChaosTests {
         ClusterStatus.Instance(index: index, state: state)
     }
 
-    @Test("Faults every interval up to the end included, Redis restarts between them in time order")
+    @Test("Faults every interval up to the end included, Redis faults between them in time order")
     func schedule() {
         var schedule = ChaosSchedule(ChaosOptions(every: .milliseconds(400), duration: .seconds(2), redisEvery: .seconds(1), seed: 1))
         var events: [(Duration, ChaosSchedule.Event)] = []
         while let next = schedule.next() { events.append((next.at, next.event)) }
         #expect(events.map(\.0) == [400, 800, 1_000, 1_200, 1_600, 2_000, 2_000].map { Duration.milliseconds($0) })
         #expect(
-            events.map(\.1) == [.instanceFault, .instanceFault, .redisRestart, .instanceFault, .instanceFault, .instanceFault, .redisRestart])
+            events.map(\.1) == [.instanceFault, .instanceFault, .redisFault, .instanceFault, .instanceFault, .instanceFault, .redisFault])
         #expect(schedule.next() == nil)  // and stays over
     }
 
@@ -42,7 +42,7 @@ struct ChaosTests {
         for _ in 0..<200 {
             let choice = picker.choose(among: instances)
             #expect(choice == again.choose(among: instances))
-            guard case .instance(let index) = choice else {
+            guard case .instance(let index, .kill) = choice else {
                 Issue.record("no instance picked: \(choice)")
                 return
             }
@@ -53,7 +53,73 @@ struct ChaosTests {
         #expect(keeping.choose(among: instances) == .skip("3 of 5 instances running, and --keep 3 leaves them alone"))
         var none = ChaosPicker(keep: 0, seed: 7)
         #expect(none.choose(among: []) == .skip("no instances, and --keep 0 leaves them alone"))
-        #expect(none.choose(among: [instance(0, .running)]) == .instance(index: 0))
+        #expect(none.choose(among: [instance(0, .running)]) == .instance(index: 0, fault: .kill))
+    }
+
+    @Test("A frozen instance is neither picked nor counted as running for --keep")
+    func frozenInstancesAreLeftAlone() {
+        var frozen = instance(1, .running)
+        frozen.frozenSeconds = 3
+        let instances = [instance(0, .running), frozen, instance(2, .running)]
+        var picker = ChaosPicker(keep: 1, seed: 11)
+        var picked: Set<Int> = []
+        for _ in 0..<100 {
+            guard case .instance(let index, _) = picker.choose(among: instances) else {
+                Issue.record("no instance picked")
+                return
+            }
+            picked.insert(index)
+        }
+        #expect(picked == [0, 2])
+        var keeping = ChaosPicker(keep: 2, seed: 11)
+        #expect(keeping.choose(among: instances) == .skip("2 of 3 instances running (and 1 frozen), and --keep 2 leaves them alone"))
+    }
+
+    @Test("With several faults each is drawn in time, from the seed; with one, the instances drawn are the same whatever the fault")
+    func faultsAtRandom() {
+        let instances = (0..<4).map { instance($0, .running) }
+        var mixed = ChaosPicker(keep: 0, faults: [.kill, .freeze, .restart], seed: 5)
+        var again = ChaosPicker(keep: 0, faults: [.kill, .freeze, .restart], seed: 5)
+        var drawn: Set<String> = []
+        for _ in 0..<200 {
+            let choice = mixed.choose(among: instances)
+            #expect(choice == again.choose(among: instances))
+            if case .instance(_, let fault) = choice { drawn.insert(fault.rawValue) }
+        }
+        #expect(drawn == ["kill", "freeze", "restart"])
+        var kills = ChaosPicker(keep: 0, faults: [.kill], seed: 9)
+        var freezes = ChaosPicker(keep: 0, faults: [.freeze], seed: 9)
+        for _ in 0..<50 {
+            guard case .instance(let killed, .kill) = kills.choose(among: instances),
+                case .instance(let frozen, .freeze) = freezes.choose(among: instances)
+            else {
+                Issue.record("a fault other than the only one given")
+                return
+            }
+            #expect(killed == frozen)
+        }
+    }
+
+    @Test("--fault takes one or several faults, comma-separated, each once")
+    func faultList() {
+        #expect(ChaosOptions.faults("kill") == [.kill])
+        #expect(ChaosOptions.faults("freeze,kill, freeze") == [.freeze, .kill])
+        #expect(ChaosOptions.faults("KILL,Restart") == [.kill, .restart])
+        #expect(ChaosOptions.faults("kill,nuke") == nil)
+        #expect(ChaosOptions.faults("kill,") == nil)
+        #expect(ChaosOptions.faults("") == nil)
+    }
+
+    @Test("The first line says what each fault does, for how long a freeze lasts, and what happens to Redis")
+    func summary() {
+        let options = ChaosOptions(
+            every: .seconds(2), duration: .seconds(20), faults: [.kill, .freeze], freezeFor: .milliseconds(1500), keep: 2,
+            redisEvery: .seconds(5), redisFault: .freeze, seed: 4)
+        #expect(
+            options.summary
+                == "every 2s for 20s: kill (SIGKILL) or freeze (SIGSTOP for 1.5s, then SIGCONT) one running instance at random, the fault at random too,"
+                + " leaving at least 2 running; freeze Redis for 1.5s every 5s; seed 4 (--seed 4 picks the same instances again, given the same states)"
+        )
     }
 
     @Test("Options out of range are refused with the option's name")
@@ -70,17 +136,52 @@ struct ChaosTests {
         #expect(problem { $0.keep = -1 } == "--keep must be 0 or more (not -1)")
         #expect(problem { $0.redisEvery = .milliseconds(500) } == "--redis-every must be at least 1s (not 500ms)")
         #expect(problem { $0.settle = .seconds(-1) } == "--settle must be 0s or more")
+        #expect(problem { $0.faults = [] } == "--fault needs one or more of kill, restart, freeze")
+        // --freeze-for is checked only when something freezes.
+        #expect(problem { $0.freezeFor = .zero } == nil)
+        #expect(
+            problem {
+                $0.faults = [.freeze]; $0.freezeFor = .milliseconds(50)
+            } == "--freeze-for must be from 100ms to 10m (not 50ms)")
+        #expect(
+            problem {
+                $0.faults = [.kill, .freeze]; $0.freezeFor = .seconds(601)
+            } == "--freeze-for must be from 100ms to 10m (not 10m1s)")
+        #expect(
+            problem {
+                $0.redisEvery = .seconds(5)
+                $0.redisFault = .freeze
+                $0.freezeFor = .seconds(5)
+            }
+                == "--freeze-for (5s) must be shorter than --redis-every (5s) with --redis-fault freeze: Redis would still be frozen at the next freeze"
+        )
+        #expect(
+            problem {
+                $0.redisEvery = .seconds(5); $0.freezeFor = .seconds(9)
+            } == nil)  // Redis restarts, instances are killed
     }
 
     @Test("The closing line counts what happened")
     func tally() {
         var tally = ChaosTally()
-        #expect(tally.line(fault: .kill, elapsed: .seconds(2)) == "0 kills in 2s")
-        tally.faults = 1
-        tally.redisRestarts = 2
+        let kill = ChaosOptions(every: .seconds(1), duration: .seconds(2), seed: 1)
+        #expect(tally.line(options: kill, elapsed: .seconds(2)) == "0 kills in 2s")
+        tally.faults = [.restart: 1]
+        tally.redisFaults = 2
         tally.skipped = 1
         tally.refused = 1
-        #expect(tally.line(fault: .restart, elapsed: .seconds(90)) == "1 restart, 2 Redis restarts, 1 skipped, 1 refused by the cluster in 1m30s")
+        var restart = kill
+        restart.faults = [.restart]
+        restart.redisEvery = .seconds(1)
+        #expect(tally.line(options: restart, elapsed: .seconds(90)) == "1 restart, 2 Redis restarts, 1 skipped, 1 refused by the cluster in 1m30s")
+        var mixed = restart
+        mixed.faults = [.freeze, .restart, .kill]
+        mixed.redisFault = .freeze
+        tally.faults[.freeze] = 3
+        tally.redisFaults = 1
+        #expect(
+            tally.line(options: mixed, elapsed: .seconds(4))
+                == "3 freezes, 1 restart, 0 kills, 1 Redis freeze, 1 skipped, 1 refused by the cluster in 4s")
     }
 
     @Test("Ready again only once the killed process is gone from the status, not while the cluster has yet to notice")
@@ -114,5 +215,42 @@ struct ChaosTests {
         #expect(printed[1].hasSuffix("chaos | web.0 (pid 10) killed with SIGKILL"))
         #expect(printed[2].contains("chaos | done: 1 kill in "))
         #expect(printed[3].contains("chaos | ready again after ") && printed[3].hasSuffix(": 1/1 running"))
+    }
+
+    @Test("A freeze asks for its length, is not waited out of the status like a kill, and the run waits for the cluster to be ready again")
+    func freezesAreSentWithTheirLength() async throws {
+        func status(ready: Bool) -> ClusterStatus {
+            ClusterStatus(
+                app: "web", command: "app", ready: ready, desiredInstances: 2, affinity: "cf", restartPolicy: "diego", timeScale: 1,
+                proxy: .init(state: "running"), redis: .init(state: "running"),
+                instances: [ClusterStatus.Instance(index: 0, pid: 10, state: .running), ClusterStatus.Instance(index: 1, pid: 11, state: .running)])
+        }
+        // Before the run, at the fault, then twice not ready (frozen), then ready with the same processes.
+        let statuses = Mutex([status(ready: true), status(ready: true), status(ready: false), status(ready: false), status(ready: true)])
+        let requests = Mutex<[ControlRequest]>([])
+        let lines = Mutex<[String]>([])
+        let options = ChaosOptions(
+            every: .seconds(1), duration: .seconds(1), faults: [.freeze], freezeFor: .milliseconds(300), keep: 0, redisEvery: .seconds(1),
+            redisFault: .freeze, settle: .seconds(5), seed: 3)
+        let outcome = try await ChaosRun.run(
+            options: options,
+            send: { request in
+                requests.withLock { $0.append(request) }
+                if request.command == .status {
+                    return ControlResponse(ok: true, status: statuses.withLock { $0.count > 1 ? $0.removeFirst() : $0[0] })
+                }
+                return .success(request.command == .redis ? "redis frozen for 300ms" : "web.\(request.index ?? -1) frozen for 300ms")
+            },
+            print: { line in lines.withLock { $0.append(line) } })
+        #expect(outcome == .ready)
+        let sent = requests.withLock { $0 }.filter { $0.command != .status }
+        #expect(sent.count == 2)
+        #expect(sent.first?.command == .freeze && sent.first?.duration == "300ms")
+        #expect(sent.last == ControlRequest(command: .redis, action: "freeze", duration: "300ms"))
+        #expect(requests.withLock { $0 }.filter { $0.command == .status }.count == 5)
+        let printed = lines.withLock { $0 }
+        #expect(printed.contains { $0.hasSuffix("chaos | redis freeze: redis frozen for 300ms") })
+        #expect(printed.contains { $0.contains("chaos | done: 1 freeze, 1 Redis freeze in ") })
+        #expect(printed.last?.hasSuffix(": 2/2 running") == true)
     }
 }

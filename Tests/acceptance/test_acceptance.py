@@ -8,7 +8,8 @@ chat. Then, one after the other:
   twice; the killed instance comes back with a new guid;
 - `cluster scale 5`, then `cluster scale 1` (the clients of the removed instances move to the last one);
 - `cluster redis restart`;
-- `cluster chaos` on 3 instances while a client keeps sending: nothing lost, nothing twice.
+- `cluster chaos` on 3 instances while a client keeps sending: nothing lost, nothing twice; then the
+  same with freezes (instances and Redis) instead of kills.
 Finally the teaching case: long-polling without affinity (`--affinity none`) gets Engine.IO's
 "Session ID unknown"; with `cf` it does not.
 """
@@ -231,6 +232,48 @@ def test_a_chaos_run_loses_nothing(cluster, clients):
     assert len(ids) >= 3, ids
     heal_all(clients, url, cluster, running_indices(cluster))
     assert_everyone_has(clients, ids, cluster)
+
+
+def test_a_chaos_run_of_freezes_loses_nothing(cluster, clients):
+    """Hangs instead of crashes: `cluster chaos --fault freeze` stops a random instance for 1.5 s every
+    second, and Redis for 1.5 s every 2 s, while one client sends after each line. With the port
+    health check nobody dies: clients of a frozen instance wait, sends through a frozen Redis get an
+    error ack or none and are resent with the same id. Afterwards every client has every message
+    once, in order, and every instance is the same process (no crash)."""
+    url = cluster.proxy_url()
+    cluster.ctl("scale", "3", "--wait")
+    cluster.wait_ready(timeout=120)
+    guids = {i["index"]: i["guid"] for i in cluster.instances().values()}
+    sender = clients[1]
+    chaos = subprocess.Popen([str(executable("cluster")), "chaos", "--every", "1s", "--for", "4s", "--fault", "freeze", "--freeze-for", "1.5s",
+                              "--redis-every", "2s", "--redis-fault", "freeze", "--seed", "5", "--settle", "60s",
+                              "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ids = []
+    lines = []
+    try:
+        for line in chaos.stdout:
+            lines.append(line)
+            message_id = f"freeze-{len(ids)}-{uuid.uuid4().hex[:8]}"
+            while True:
+                if sender.disconnected.is_set():
+                    sender.heal(url)
+                try:
+                    sender.send_until_stored(f"during freezes {len(ids)}", message_id, deadline=10)
+                    break
+                except TimeoutError:
+                    continue
+            ids.append(message_id)
+        chaos.wait(timeout=120)
+        output = "".join(lines)
+    finally:
+        if chaos.poll() is None:
+            chaos.kill()
+    assert chaos.returncode == 0, output
+    assert "frozen for 1.5s" in output and "| redis freeze: redis frozen for 1.5s" in output and "ready again" in output, output
+    assert len(ids) >= 4, ids
+    heal_all(clients, url, cluster, running_indices(cluster))
+    assert_everyone_has(clients, ids, cluster)
+    assert {i["index"]: i["guid"] for i in cluster.instances().values()} == guids, "a freeze is a hang, not a crash"
 
 
 def engineio_polling_errors(base_url: str, sessions: int = 10, requests_per_session: int = 6) -> tuple[int, int]:

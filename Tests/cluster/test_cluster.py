@@ -254,13 +254,15 @@ def test_a_frozen_instance_passes_the_port_check_and_resumes_by_itself(cluster):
     assert f"web.1 (pid {before['pid']}) frozen for 2s" in result.stdout
     status = cluster.instances()[1]
     assert status["state"] == "running" and 0 < status["frozen_seconds"] <= 2
-    assert "running, frozen (resumes in " in cluster.ctl("status").stdout
+    table = cluster.ctl("status").stdout
+    assert "running, frozen (resumes in " in table and "3/3 running (not ready)" in table, table
     with pytest.raises(OSError):  # the kernel accepts the connection; nothing answers
         get(before["port"], "/", timeout=0.5)
     refused = cluster.ctl("freeze", "1", check=False)
     assert refused.returncode == 1 and "web.1 is already frozen; it resumes in" in refused.stderr
     cluster.expect("web.1 resumed (SIGCONT) after 2s")
     assert get(before["port"])["guid"] == before["guid"]
+    assert cluster.status()["ready"] is True
     after = cluster.instances()[1]
     # Liveness checks ran every 300 ms meanwhile: a port check cannot tell a hung app from a live one.
     assert after["guid"] == before["guid"] and after["crashes"] == 0 and "frozen_seconds" not in after
@@ -295,7 +297,8 @@ def test_redis_freeze_answers_nothing_then_resumes_by_itself(cluster):
     assert ping() == b"+PONG\r\n"
     result = cluster.ctl("redis", "freeze", "--for", "2s")
     assert "redis frozen for 2s (SIGSTOP)" in result.stdout
-    assert cluster.status()["redis"]["state"].startswith("frozen, resumes in")
+    status = cluster.status()
+    assert status["redis"]["state"].startswith("frozen, resumes in") and status["ready"] is False
     # The port still accepts connections (the kernel does), but nothing answers.
     with pytest.raises(socket.timeout):
         ping(timeout=0.5)
@@ -366,6 +369,29 @@ def test_chaos_kills_random_running_instances_keeps_some_and_waits_for_recovery(
     assert sum(i["crashes"] for i in after.values()) >= len(kills)
 
 
+def test_chaos_freezes_instances_and_redis_and_waits_until_they_resume(cluster):
+    cluster.wait_ready()
+    before = {i["index"]: i["guid"] for i in cluster.instances().values()}
+    result = cluster.ctl("chaos", "--every", "300ms", "--for", "1s", "--fault", "freeze", "--freeze-for", "800ms", "--keep", "0",
+                         "--redis-every", "1s", "--redis-fault", "freeze", "--seed", "3", "--settle", "20s", timeout=60)
+    lines = result.stdout.splitlines()
+    assert "chaos | every 300ms for 1s: freeze (SIGSTOP for 800ms, then SIGCONT) one running instance at random; " \
+           "freeze Redis for 800ms every 1s; seed 3" in lines[0], lines[0]
+    frozen = [line for line in lines if "frozen for 800ms; it resumes by itself" in line]
+    assert len(frozen) == 3, lines  # at 0.3, 0.6 and 0.9 s: never one that is still frozen
+    assert len([line for line in lines if "| redis freeze: redis frozen for 800ms (SIGSTOP)" in line]) == 1, lines
+    assert "| done: 3 freezes, 1 Redis freeze in " in "\n".join(lines), lines
+    # Ready again only once everything has resumed: nothing is frozen any more when chaos returns.
+    assert "| ready again after" in lines[-1] and "3/3 running" in lines[-1], lines
+    status = cluster.status()
+    assert status["ready"] is True and status["redis"]["state"] == "running"
+    assert all("frozen_seconds" not in i for i in status["instances"])
+    # A freeze is a hang, not a crash: with a port check, every instance lived through it.
+    assert {i["index"]: i["guid"] for i in status["instances"]} == before
+    assert all(i["crashes"] == 0 for i in status["instances"])
+    cluster.expect("redis resumed (SIGCONT) after 800ms")
+
+
 def test_chaos_with_a_bad_option_or_without_a_cluster_says_so(cluster, tmp_path):
     cases = [
         (["chaos", "--every", "10ms"], "--every must be at least 100ms"),
@@ -374,7 +400,14 @@ def test_chaos_with_a_bad_option_or_without_a_cluster_says_so(cluster, tmp_path)
         (["chaos", "--for", "25h"], "--for must be at most 24h"),
         (["chaos", "--keep=-1"], "--keep must be 0 or more"),
         (["chaos", "--redis-every", "100ms"], "--redis-every must be at least 1s"),
-        (["chaos", "--fault", "nuke"], "nuke"),
+        (["chaos", "--fault", "nuke"], "--fault 'nuke' is not kill, restart or freeze"),
+        (["chaos", "--fault", "kill,nuke"], "--fault 'kill,nuke' is not kill, restart or freeze"),
+        (["chaos", "--redis-fault", "freeze"], "--redis-fault goes with --redis-every"),
+        (["chaos", "--redis-every", "1m", "--redis-fault", "crash"], "crash"),
+        (["chaos", "--freeze-for", "2s"], "--freeze-for goes with --fault freeze or --redis-fault freeze"),
+        (["chaos", "--fault", "freeze", "--freeze-for", "20m"], "--freeze-for must be from 100ms to 10m (not 20m0s)"),
+        (["chaos", "--redis-every", "2s", "--redis-fault", "freeze", "--freeze-for", "5s"],
+         "--freeze-for (5s) must be shorter than --redis-every (2s) with --redis-fault freeze"),
     ]
     for args, message in cases:
         result = cluster.ctl(*args, check=False)
