@@ -44,6 +44,19 @@ struct CookieTests {
         #expect(HTTPDate.parse("yesterday") == nil)
     }
 
+    @Test("Digits no date has are not a date, and no arithmetic on them overflows (found by make fuzz)")
+    func impossibleHTTPDates() {
+        #expect(HTTPDate.parse("Sun, 06 Nov 9999999999999999 08:49:37 GMT") == nil)
+        #expect(HTTPDate.parse("Sun, 06 Nov 1994 99999999999999999:49:37 GMT") == nil)
+        #expect(HTTPDate.parse("Sun, 06 Nov 1994 08:-9223372036854775808:37 GMT") == nil)
+        #expect(HTTPDate.parse("Sun, 99999999999999999999 Nov 1994 08:49:37 GMT") == nil)
+        #expect(HTTPDate.parse("Sun, 06 Nov 1994 24:00:00 GMT") == nil)
+        #expect(HTTPDate.parse("Sun, 32 Nov 1994 08:49:37 GMT") == nil)
+        #expect(HTTPDate.parse("Fri, 31 Dec 9999 23:59:60 GMT") == 253_402_300_800)
+        let now: Int64 = 1_700_000_000
+        #expect(!SetCookie(header: "JSESSIONID=a; Expires=Sun, 06 Nov 9999999999999999 08:49:37 GMT")!.isDeletion(nowSecondsSince1970: now))
+    }
+
     @Test func cookieNamesAreTokens() {
         #expect(CookieName.isValid("JSESSIONID") && CookieName.isValid("connect.sid"))
         #expect(!CookieName.isValid("") && !CookieName.isValid("a b") && !CookieName.isValid("a;b"))

@@ -7,12 +7,13 @@ import resource
 import socket
 import subprocess
 import time
+import urllib.parse
 
 import pytest
 import websocket
 
 import harness
-from proxy_support import raw_request
+from proxy_support import raw_request, set_cookies
 
 
 def read_response(sock: socket.socket) -> bytes:
@@ -241,3 +242,20 @@ def test_a_port_in_use_is_a_clear_error_and_exit_1(which):
     assert f"127.0.0.1:{busy}: the port is already in use" in result.stderr
     # Nothing else: no NIO complaint about a loop that was already shut down.
     assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_an_app_cookie_with_an_impossible_expiry_date_is_passed_on(proxy_factory, backends):
+    """Found by `make fuzz`: an `Expires` with more digits than any date has (an app can write anything)
+    overflowed the date arithmetic and crashed the proxy, dropping every connection. Such a text is
+    not a date, so the session cookie is no deletion: the session starts and is pinned as usual."""
+    proxy = proxy_factory()
+    (backend,) = backends(1)
+    proxy.register(backend)
+    for expires in ["Sun, 06 Nov 9999999999999999 08:49:37 GMT", "Sun, 06 Nov 1994 99999999999999999:49:37 GMT",
+                    "Sun, 99999999999999999999 Nov 1994 08:49:37 GMT"]:
+        cookie = f"JSESSIONID=abc; Expires={expires}"
+        response = proxy.get("/?set_cookie=" + urllib.parse.quote(cookie))
+        assert response.status_code == 200, response.text
+        assert cookie in set_cookies(response)
+        assert any(c.startswith("__VCAP_ID__=") for c in set_cookies(response)), set_cookies(response)
+    assert proxy.get("/").status_code == 200  # the same process, still serving

@@ -229,7 +229,10 @@ public enum HTTPDate {
                 }
             }
         }
-        guard let day, let month, let year, let time else { return nil }
+        // Out of range is not a date (an app can write any digits): no arithmetic on them overflows.
+        guard let day, let month, let year, let time, (1...31).contains(day), (0...9999).contains(year), (0...23).contains(time.0),
+            (0...59).contains(time.1), (0...60).contains(time.2)
+        else { return nil }
         return epochSeconds(year: year, month: month, day: day) + Int64(time.0 * 3600 + time.1 * 60 + time.2)
     }
 
