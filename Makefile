@@ -7,7 +7,7 @@ PYTHON := .venv/bin/python
 RELEASE_BIN := .build/release
 DEBUG_BIN := .build/debug
 
-.PHONY: all deps build build-release run test test-python screenshots bench lint format clean
+.PHONY: all deps build build-release run test test-python screenshots bench fuzz lint format clean
 
 all: build
 
@@ -53,6 +53,11 @@ screenshots: deps
 bench: build-release
 	STICKYLAB_BIN=$(RELEASE_BIN) $(PYTHON) bench/run.py $(BENCH)
 
+## fuzz: libFuzzer + AddressSanitizer on the parsers of outside input (docs/fuzzing.md).
+## FUZZ=http-request,json picks targets (FUZZ=list names them), FUZZ_SECONDS=60 per target.
+fuzz: deps
+	@scripts/fuzz.sh
+
 lint:
 	$(SWIFT) format lint --strict --recursive --parallel Package.swift Sources Tests
 
@@ -60,4 +65,4 @@ format:
 	$(SWIFT) format --in-place --recursive --parallel Package.swift Sources Tests
 
 clean:
-	rm -rf .build .state
+	rm -rf .build .build-fuzz .state

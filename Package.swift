@@ -161,6 +161,16 @@ let package = Package(
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
             ]
         ),
+        // The fuzz targets by name (docs/fuzzing.md): replayed by FuzzTests, run by `make fuzz`.
+        .target(
+            name: "FuzzTargets",
+            dependencies: [
+                "StickyProxy", "SocketIO", "ChatApp",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // Shared test helpers: a real redis-server on a free loopback port, built executables, free ports.
         .target(
             name: "TestSupport",
@@ -213,5 +223,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "CloudFoundry"]),
+        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets"], exclude: ["Corpus", "Dictionaries"]),
     ]
 )
+
+// `make fuzz` only (STICKYLAB_FUZZ=1): the libFuzzer executable. It is built with
+// `-sanitize=fuzzer`, whose runtime brings `main`, so it cannot be part of an ordinary build.
+if Context.environment["STICKYLAB_FUZZ"] == "1" {
+    package.targets.append(.executableTarget(name: "stickylab-fuzz", dependencies: ["FuzzTargets"]))
+    package.products.append(.executable(name: "stickylab-fuzz", targets: ["stickylab-fuzz"]))
+}

@@ -1,0 +1,196 @@
+import CloudFoundry
+import NIOCore
+
+/// Entry points for coverage-guided fuzzing (`make fuzz`, docs/fuzzing.md) and for replaying its
+/// corpus in the tests (FuzzCorpusTests). Each takes arbitrary bytes, as a client or an app could
+/// send them, and must return without crashing. Where there is a property to hold (a head the proxy
+/// forwards must parse again, with the same framing; a body read in pieces is read as in one go), a
+/// violation stops the process with `preconditionFailure`, which the fuzzer reports like a crash.
+package enum StickyProxyFuzzing {
+    /// A client's request: find the head, parse it, rewrite it as gorouter does (with each affinity
+    /// mode), check that the app would read the same request, then frame the body that follows.
+    package static func requestHead(_ data: UnsafeRawBufferPointer) {
+        let buffer = ByteBuffer(bytes: data)
+        guard let length = headLength(buffer, splitAt: data.first.map(Int.init) ?? 0) else { return }
+        let head: HTTPHead
+        do throws(HeadError) {
+            head = try HTTPHeadParser.parseRequest(buffer.getSlice(at: buffer.readerIndex, length: length)!)
+        } catch {
+            return
+        }
+        _ = (head.method, head.target, head.hostValue, head.hasIdempotentMethod, head.keepAlive, head.isUpgradeRequest)
+        for field in head.fields { _ = (head.isNamedInConnection(field), head.values(field.kind), head.firstValue(field.kind)) }
+        let endpoint = Endpoint(host: "127.0.0.1", port: 8081, appID: "app", instanceID: "guid-1", instanceIndex: "0")
+        let policies: [any AffinityPolicy] = [CFAffinity(), NoAffinity(), HAProxyAffinity(), IPHashAffinity()]
+        for policy in policies {
+            var (forwarded, request) = RequestRewriter.rewrite(
+                head, clientIP: "127.0.0.1", vcapRequestID: "id", requestStartMillis: 1, policy: policy)
+            RequestRewriter.writeInstanceHeaders(for: endpoint, into: &forwarded)
+            _ = policy.pin(for: AffinityRequest(cookieHeaders: request.cookieHeaders, clientAddress: "127.0.0.1", isUpgrade: request.isUpgrade))
+            let again: HTTPHead
+            do throws(HeadError) {
+                again = try HTTPHeadParser.parseRequest(forwarded)
+            } catch {
+                preconditionFailure(
+                    "the request forwarded to the app does not parse (\(error)): \(forwarded.getString(at: 0, length: forwarded.readableBytes) ?? "?")"
+                )
+            }
+            precondition(again.method == head.method && again.target == head.target, "the forwarded request line changed")
+            precondition(again.contentLength == head.contentLength && again.chunked == head.chunked, "the forwarded request's framing changed")
+        }
+        var framer = BodyFramer(head.chunked ? .chunked : head.contentLength.map { .length($0) } ?? .none)
+        var body = buffer
+        body.moveReaderIndex(forwardBy: length)
+        body.withUnsafeReadableBytes { raw in _ = try? framer.consume(raw) }
+    }
+
+    /// An app's response: parse it, frame and rewrite it for each kind of client, with the affinity
+    /// cookies each mode adds (which reads the app's `Set-Cookie` lines), and check that the client
+    /// would read the same status.
+    package static func responseHead(_ data: UnsafeRawBufferPointer) {
+        let buffer = ByteBuffer(bytes: data)
+        guard let length = headLength(buffer, splitAt: data.first.map(Int.init) ?? 0) else { return }
+        let head: HTTPHead
+        do throws(HeadError) {
+            head = try HTTPHeadParser.parseResponse(buffer.getSlice(at: buffer.readerIndex, length: length)!)
+        } catch {
+            return
+        }
+        let setCookies = head.values(.setCookie)
+        for cookie in setCookies {
+            if let parsed = SetCookie(header: cookie) {
+                _ = (parsed.isDeletion(nowSecondsSince1970: 1_700_000_000), parsed.headerValue)
+            }
+        }
+        let policies: [any AffinityPolicy] = [CFAffinity(), CFAffinity(secureCookies: true), NoAffinity(), HAProxyAffinity(), IPHashAffinity()]
+        for policy in policies {
+            for pin in [AffinityPin.none, .instance("guid-1")] {
+                let affinity = policy.response(
+                    AffinityResponse(
+                        pin: pin, servedInstanceID: "guid-2", servedAddress: "127.0.0.1:8081", setCookieHeaders: setCookies, contextPath: "/",
+                        isUpgrade: false, nowSecondsSince1970: 1_700_000_000))
+                for (isHead, minor, keepAlive) in [(false, 1, true), (true, 1, true), (false, 0, false), (false, 0, true)] {
+                    let framing = ResponseRewriter.framing(
+                        of: head, requestMethodIsHead: isHead, clientMinorVersion: minor, clientKeepAlive: keepAlive)
+                    let rewritten = ResponseRewriter.rewrite(
+                        head, response: framing, clientMinorVersion: minor, vcapRequestID: "id", affinity: affinity)
+                    let again: HTTPHead
+                    do throws(HeadError) {
+                        again = try HTTPHeadParser.parseResponse(rewritten)
+                    } catch {
+                        preconditionFailure(
+                            "the response sent to the client does not parse (\(error)): \(rewritten.getString(at: 0, length: rewritten.readableBytes) ?? "?")"
+                        )
+                    }
+                    precondition(again.statusCode == head.statusCode, "the status sent to the client changed")
+                }
+            }
+        }
+        _ = ResponseRewriter.informational(head, clientMinorVersion: 1)
+        let framing = ResponseRewriter.framing(of: head, requestMethodIsHead: false, clientMinorVersion: 1, clientKeepAlive: true)
+        var framer = BodyFramer(framing.backendFraming)
+        var body = buffer
+        body.moveReaderIndex(forwardBy: length)
+        body.withUnsafeReadableBytes { raw in _ = try? framer.consume(raw) }
+    }
+
+    /// A chunked body: read in one go, and in pieces cut where the first bytes say; both readings must
+    /// agree on where the body ends, on its payload, and on whether it is malformed.
+    package static func chunkedBody(_ data: UnsafeRawBufferPointer) {
+        func read(cuts: [Int]) -> (consumed: Int, payload: [UInt8], failed: Bool, complete: Bool) {
+            var framer = BodyFramer(.chunked)
+            var payload: [UInt8] = []
+            var consumed = 0
+            var start = 0
+            for end in cuts + [data.count] where end >= start {
+                let piece = UnsafeRawBufferPointer(rebasing: data[start..<end])
+                do throws(BodyFramer.Failure) {
+                    let used = try framer.consume(piece) { range in payload.append(contentsOf: piece[range]) }
+                    consumed += used
+                    if used < piece.count || framer.isComplete { return (consumed, payload, false, framer.isComplete) }
+                } catch {
+                    return (consumed, payload, true, false)
+                }
+                start = end
+            }
+            return (consumed, payload, false, framer.isComplete)
+        }
+        let whole = read(cuts: [])
+        let cuts = data.prefix(4).map { Int($0) }.reduce(into: [Int]()) { cuts, step in cuts.append(min(data.count, (cuts.last ?? 0) + step)) }
+        let pieces = read(cuts: cuts)
+        precondition(whole.failed == pieces.failed, "a chunked body is malformed in one reading and not in the other")
+        if !whole.failed {
+            precondition(whole.complete == pieces.complete, "a chunked body ends in one reading and not in the other")
+            precondition(whole.payload == pieces.payload, "a chunked body's payload differs between readings")
+            if whole.complete { precondition(whole.consumed == pieces.consumed, "a chunked body's end differs between readings") }
+        }
+    }
+
+    /// Cookie and other header values an app or a client controls.
+    package static func headerValues(_ data: UnsafeRawBufferPointer) {
+        let text = String(decoding: data, as: UTF8.self)
+        _ = RequestCookies.value(named: "JSESSIONID", in: text)
+        _ = RequestCookies.value(named: "__VCAP_ID__", in: [text, text])
+        _ = RequestCookies.containsAny(of: ["JSESSIONID", "SERVERID"], in: [text])
+        if let removed = RequestCookies.removing(named: "SERVERID", from: text) {
+            precondition(RequestCookies.value(named: "SERVERID", in: removed) == nil, "a removed cookie is still there")
+        }
+        if let cookie = SetCookie(header: text) {
+            _ = (cookie.isDeletion(nowSecondsSince1970: 0), cookie.headerValue)
+        }
+        _ = HTTPDate.parse(text)
+        _ = AppInstanceTarget(header: text)
+        _ = CookieName.isValid(text)
+    }
+
+    /// What sticky-proxy sends an app for a client's request (cf mode): the rewritten head and the body
+    /// bytes that belong to the request, as they came (chunked stays chunked). nil when the proxy refuses
+    /// the request. For a differential check against the app's own parser (FuzzTargets).
+    package struct ForwardedRequest {
+        package var bytes: ByteBuffer
+        package var method: String
+        package var target: String
+        package var isUpgrade: Bool
+        /// The body without chunk framing, as far as it came.
+        package var payload: [UInt8]
+        /// The body ended within the bytes (or there is none).
+        package var complete: Bool
+    }
+
+    package static func forwardedRequest(_ data: UnsafeRawBufferPointer) -> ForwardedRequest? {
+        let buffer = ByteBuffer(bytes: data)
+        var scanned = 0
+        guard let length = HTTPHeadParser.headLength(in: buffer, scanned: &scanned),
+            let head = try? HTTPHeadParser.parseRequest(buffer.getSlice(at: buffer.readerIndex, length: length)!)
+        else { return nil }
+        var (forwarded, request) = RequestRewriter.rewrite(
+            head, clientIP: "127.0.0.1", vcapRequestID: "id", requestStartMillis: 1, policy: CFAffinity())
+        RequestRewriter.writeInstanceHeaders(for: Endpoint(host: "127.0.0.1", port: 8081, instanceID: "guid-1"), into: &forwarded)
+        // As ProxyHandler frames a request body.
+        var framer = BodyFramer(head.chunked ? .chunked : head.contentLength.flatMap { $0 > 0 ? .length($0) : nil } ?? .none)
+        var payload: [UInt8] = []
+        var body = buffer
+        body.moveReaderIndex(forwardBy: length)
+        let consumed = body.withUnsafeReadableBytes { raw -> Int? in
+            try? framer.consume(raw) { range in payload.append(contentsOf: raw[range]) }
+        }
+        guard let consumed else { return nil }  // a malformed chunked body: 400, nothing more forwarded
+        forwarded.writeImmutableBuffer(body.getSlice(at: body.readerIndex, length: consumed)!)
+        return ForwardedRequest(
+            bytes: forwarded, method: head.method, target: head.target, isUpgrade: request.isUpgrade, payload: payload,
+            complete: framer.isComplete)
+    }
+
+    /// The head's length, found in one call and in two (the second resuming after `splitAt` bytes):
+    /// both must give the same answer.
+    static func headLength(_ buffer: ByteBuffer, splitAt: Int) -> Int? {
+        var scanned = 0
+        let whole = HTTPHeadParser.headLength(in: buffer, scanned: &scanned)
+        let cut = min(splitAt, buffer.readableBytes)
+        var resumed = 0
+        var length = HTTPHeadParser.headLength(in: buffer.getSlice(at: buffer.readerIndex, length: cut)!, scanned: &resumed)
+        if length == nil { length = HTTPHeadParser.headLength(in: buffer, scanned: &resumed) }
+        precondition(length == whole, "the head's end differs when its bytes arrive in two reads")
+        return whole
+    }
+}
