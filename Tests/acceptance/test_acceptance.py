@@ -194,6 +194,36 @@ def test_redis_restart(cluster, clients):
     assert_everyone_has(clients, ids, cluster)
 
 
+def send_during_chaos(cluster, sender: ProxiedChatClient, tag: str, *chaos_args: str) -> tuple[int, str, list[str]]:
+    """Runs `cluster chaos` with these options while `sender` sends one message after each line it prints
+    (each fault, then the end): right after an instance went down, while its clients are reconnecting.
+    The sender reconnects through the proxy whenever its instance dies, as the page does, and resends
+    with the same id until the message is stored. Returns chaos's exit code, its output and the ids."""
+    url = cluster.proxy_url()
+    chaos = subprocess.Popen([str(executable("cluster")), "chaos", *chaos_args, "--state-dir", cluster.state_dir],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ids = []
+    lines = []
+    try:
+        for line in chaos.stdout:
+            lines.append(line)
+            message_id = f"{tag}-{len(ids)}-{uuid.uuid4().hex[:8]}"
+            while True:
+                if sender.disconnected.is_set():
+                    sender.heal(url)
+                try:
+                    sender.send_until_stored(f"during {tag} {len(ids)}", message_id, deadline=10)
+                    break
+                except TimeoutError:
+                    continue
+            ids.append(message_id)
+        chaos.wait(timeout=180)
+    finally:
+        if chaos.poll() is None:
+            chaos.kill()
+    return chaos.returncode, "".join(lines), ids
+
+
 def test_a_chaos_run_loses_nothing(cluster, clients):
     """`cluster chaos` kills a random instance every second for 3 s while one client sends after each fault,
     reconnecting through the proxy whenever its instance dies, as the page does: afterwards every
@@ -202,32 +232,9 @@ def test_a_chaos_run_loses_nothing(cluster, clients):
     convergence tick: hence the long --settle."""
     url = cluster.proxy_url()
     cluster.ctl("scale", "3", "--wait")
-    sender = clients[1]
-    chaos = subprocess.Popen([str(executable("cluster")), "chaos", "--every", "1s", "--for", "3s", "--seed", "11", "--settle", "120s",
-                              "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ids = []
-    lines = []
-    try:
-        # One message after each line chaos prints (each fault, then the end): right after an instance
-        # died, while its clients are reconnecting.
-        for line in chaos.stdout:
-            lines.append(line)
-            message_id = f"chaos-{len(ids)}-{uuid.uuid4().hex[:8]}"
-            while True:
-                if sender.disconnected.is_set():
-                    sender.heal(url)
-                try:
-                    sender.send_until_stored(f"during chaos {len(ids)}", message_id, deadline=5)
-                    break
-                except TimeoutError:
-                    continue
-            ids.append(message_id)
-        chaos.wait(timeout=180)
-        output = "".join(lines)
-    finally:
-        if chaos.poll() is None:
-            chaos.kill()
-    assert chaos.returncode == 0, output
+    returncode, output, ids = send_during_chaos(cluster, clients[1], "chaos",
+                                                "--every", "1s", "--for", "3s", "--seed", "11", "--settle", "120s")
+    assert returncode == 0, output
     assert "killed with SIGKILL" in output and "ready again" in output, output
     assert len(ids) >= 3, ids
     heal_all(clients, url, cluster, running_indices(cluster))
@@ -244,31 +251,10 @@ def test_a_chaos_run_of_freezes_loses_nothing(cluster, clients):
     cluster.ctl("scale", "3", "--wait")
     cluster.wait_ready(timeout=120)
     guids = {i["index"]: i["guid"] for i in cluster.instances().values()}
-    sender = clients[1]
-    chaos = subprocess.Popen([str(executable("cluster")), "chaos", "--every", "1s", "--for", "4s", "--fault", "freeze", "--freeze-for", "1.5s",
-                              "--redis-every", "2s", "--redis-fault", "freeze", "--seed", "5", "--settle", "60s",
-                              "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ids = []
-    lines = []
-    try:
-        for line in chaos.stdout:
-            lines.append(line)
-            message_id = f"freeze-{len(ids)}-{uuid.uuid4().hex[:8]}"
-            while True:
-                if sender.disconnected.is_set():
-                    sender.heal(url)
-                try:
-                    sender.send_until_stored(f"during freezes {len(ids)}", message_id, deadline=10)
-                    break
-                except TimeoutError:
-                    continue
-            ids.append(message_id)
-        chaos.wait(timeout=120)
-        output = "".join(lines)
-    finally:
-        if chaos.poll() is None:
-            chaos.kill()
-    assert chaos.returncode == 0, output
+    returncode, output, ids = send_during_chaos(cluster, clients[1], "freeze",
+                                                "--every", "1s", "--for", "4s", "--fault", "freeze", "--freeze-for", "1.5s",
+                                                "--redis-every", "2s", "--redis-fault", "freeze", "--seed", "5", "--settle", "60s")
+    assert returncode == 0, output
     assert "frozen for 1.5s" in output and "| redis freeze: redis frozen for 1.5s" in output and "ready again" in output, output
     assert len(ids) >= 4, ids
     heal_all(clients, url, cluster, running_indices(cluster))

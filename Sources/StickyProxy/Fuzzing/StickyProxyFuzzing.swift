@@ -11,13 +11,7 @@ package enum StickyProxyFuzzing {
     /// mode), check that the app would read the same request, then frame the body that follows.
     package static func requestHead(_ data: UnsafeRawBufferPointer) {
         let buffer = ByteBuffer(bytes: data)
-        guard let length = headLength(buffer, splitAt: data.first.map(Int.init) ?? 0) else { return }
-        let head: HTTPHead
-        do throws(HeadError) {
-            head = try HTTPHeadParser.parseRequest(buffer.getSlice(at: buffer.readerIndex, length: length)!)
-        } catch {
-            return
-        }
+        guard let (head, length) = parsedHead(buffer, isRequest: true) else { return }
         _ = (head.method, head.target, head.hostValue, head.hasIdempotentMethod, head.keepAlive, head.isUpgradeRequest)
         for field in head.fields { _ = (head.isNamedInConnection(field), head.values(field.kind), head.firstValue(field.kind)) }
         let endpoint = Endpoint(host: "127.0.0.1", port: 8081, appID: "app", instanceID: "guid-1", instanceIndex: "0")
@@ -49,13 +43,7 @@ package enum StickyProxyFuzzing {
     /// would read the same status.
     package static func responseHead(_ data: UnsafeRawBufferPointer) {
         let buffer = ByteBuffer(bytes: data)
-        guard let length = headLength(buffer, splitAt: data.first.map(Int.init) ?? 0) else { return }
-        let head: HTTPHead
-        do throws(HeadError) {
-            head = try HTTPHeadParser.parseResponse(buffer.getSlice(at: buffer.readerIndex, length: length)!)
-        } catch {
-            return
-        }
+        guard let (head, length) = parsedHead(buffer, isRequest: false) else { return }
         let setCookies = head.values(.setCookie)
         for cookie in setCookies {
             if let parsed = SetCookie(header: cookie) {
@@ -159,10 +147,7 @@ package enum StickyProxyFuzzing {
 
     package static func forwardedRequest(_ data: UnsafeRawBufferPointer) -> ForwardedRequest? {
         let buffer = ByteBuffer(bytes: data)
-        var scanned = 0
-        guard let length = HTTPHeadParser.headLength(in: buffer, scanned: &scanned),
-            let head = try? HTTPHeadParser.parseRequest(buffer.getSlice(at: buffer.readerIndex, length: length)!)
-        else { return nil }
+        guard let (head, length) = parsedHead(buffer, isRequest: true) else { return nil }
         var (forwarded, request) = RequestRewriter.rewrite(
             head, clientIP: "127.0.0.1", vcapRequestID: "id", requestStartMillis: 1, policy: CFAffinity())
         RequestRewriter.writeInstanceHeaders(for: Endpoint(host: "127.0.0.1", port: 8081, instanceID: "guid-1"), into: &forwarded)
@@ -179,6 +164,18 @@ package enum StickyProxyFuzzing {
         return ForwardedRequest(
             bytes: forwarded, method: head.method, target: head.target, isUpgrade: request.isUpgrade, payload: payload,
             complete: framer.isComplete)
+    }
+
+    /// The head at the start of `buffer`, parsed, and its length; nil when it is incomplete or refused.
+    /// Its end is also looked for in two reads, cut where the first byte says: both must find it at the
+    /// same place.
+    static func parsedHead(_ buffer: ByteBuffer, isRequest: Bool) -> (HTTPHead, Int)? {
+        let cut = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self).map(Int.init) ?? 0
+        guard let length = headLength(buffer, splitAt: cut), let bytes = buffer.getSlice(at: buffer.readerIndex, length: length) else {
+            return nil
+        }
+        let head = isRequest ? try? HTTPHeadParser.parseRequest(bytes) : try? HTTPHeadParser.parseResponse(bytes)
+        return head.map { ($0, length) }
     }
 
     /// The head's length, found in one call and in two (the second resuming after `splitAt` bytes):
