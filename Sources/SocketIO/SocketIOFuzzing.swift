@@ -68,7 +68,9 @@ package enum SocketIOFuzzing {
         } catch {
             preconditionFailure("a packet encoded from a decoded one does not decode (\(error))")
         }
-        precondition(decoded == packet, "a packet decodes to another once encoded again: \(messages[0].text)")
+        var expected = packet
+        expected.data = packet.data.map(finite)
+        precondition(decoded == expected, "a packet decodes to another once encoded again: \(messages[0].text)")
     }
 
     /// Base64 from polling payloads (`b...`) and stored binary values: what decodes encodes back to
