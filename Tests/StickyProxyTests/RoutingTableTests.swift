@@ -87,8 +87,12 @@ struct RoutingTableTests {
         var table = RoutingTable()
         table.register(registration(port: 9001, stale: 600), now: t0, wallClock: 0, defaultStaleThreshold: .seconds(120))
         table.register(registration(port: 9002, stale: nil), now: t0, wallClock: 0, defaultStaleThreshold: .seconds(120))
+        // Seconds that overflow once turned into nanoseconds: capped too, not a crash.
+        table.register(registration(port: 9003, stale: 10_000_000_000), now: t0, wallClock: 0, defaultStaleThreshold: .seconds(120))
+        table.register(registration(port: 9004, stale: Int.max), now: t0, wallClock: 0, defaultStaleThreshold: .seconds(120))
+        table.register(registration(port: 9005, stale: 1), now: t0, wallClock: 0, defaultStaleThreshold: .milliseconds(1500))
         let thresholds = table.lookup(host: "localhost", path: "/")!.endpoints.map(\.staleThreshold)
-        #expect(thresholds == [.seconds(120), .seconds(120)])
+        #expect(thresholds == [.seconds(120), .seconds(120), .seconds(120), .seconds(120), .seconds(1)])
     }
 
     @Test func staticEndpointsAreNeverPruned() {

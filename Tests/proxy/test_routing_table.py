@@ -84,6 +84,18 @@ def test_stale_threshold_of_a_registration_is_honoured(proxy_factory, backends):
     assert proxy.get("/").status_code == 404
 
 
+def test_a_stale_threshold_beyond_the_proxys_own_is_capped_not_a_crash(proxy, backends):
+    """A threshold over the proxy's own is capped to it, as in gorouter. One so large that it overflowed
+    when turned into nanoseconds (over about 292 years) crashed the proxy, routes and connections
+    included, from one registration."""
+    (backend,) = backends(1)
+    for seconds in [121, 10_000_000_000, 2**63 - 1]:
+        proxy.register(backend, stale_threshold_in_seconds=seconds)
+        (endpoint,) = proxy.routes()["localhost"]
+        assert endpoint["stale_threshold_in_seconds"] == 120, seconds
+    assert proxy.get("/").status_code == 200
+
+
 def test_routes_listing_shows_each_endpoint_with_counters(proxy, backends):
     (backend,) = backends(1)
     proxy.register(backend, uris=["localhost", "127.0.0.1"], tags={"component": "chat-node"})

@@ -81,7 +81,8 @@ public struct RoutingTable: Sendable {
         resolvedAddress: SocketAddress? = nil
     ) -> [RegisterOutcome] {
         let threshold: TimeAmount
-        if let seconds = registration.staleThresholdInSeconds, seconds > 0, Int64(seconds) * 1_000_000_000 <= defaultStaleThreshold.nanoseconds {
+        // Over the proxy's own threshold: capped to it, as in gorouter (compared in seconds, which cannot overflow).
+        if let seconds = registration.staleThresholdInSeconds, seconds > 0, Int64(seconds) <= defaultStaleThreshold.nanoseconds / 1_000_000_000 {
             threshold = .seconds(Int64(seconds))
         } else {
             threshold = defaultStaleThreshold
