@@ -19,6 +19,7 @@ package enum FuzzTargets {
         FuzzTarget(name: "request-smuggling", source: "a client, through sticky-proxy to an app", run: AppParserDifferential.check),
         FuzzTarget(name: "chunked-body", source: "a client or an app, to sticky-proxy", run: StickyProxyFuzzing.chunkedBody),
         FuzzTarget(name: "header-values", source: "cookies and dates, to sticky-proxy", run: StickyProxyFuzzing.headerValues),
+        FuzzTarget(name: "route-registration", source: "the admin API, to sticky-proxy", run: StickyProxyFuzzing.routeRegistration),
         FuzzTarget(name: "json", source: "a Socket.IO client, to chat-node", run: SocketIOFuzzing.json),
         FuzzTarget(name: "engineio", source: "an Engine.IO client, to chat-node", run: SocketIOFuzzing.engine),
         FuzzTarget(name: "socketio", source: "a Socket.IO client, to chat-node", run: SocketIOFuzzing.socket),

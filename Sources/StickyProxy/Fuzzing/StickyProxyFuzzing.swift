@@ -131,6 +131,21 @@ package enum StickyProxyFuzzing {
         _ = CookieName.isValid(text)
     }
 
+    /// A registration posted to the admin API (by the cluster, a script, or someone with curl): decided
+    /// on, then applied to a routing table, looked up, listed, pruned and unregistered.
+    package static func routeRegistration(_ data: UnsafeRawBufferPointer) {
+        let outcome = AdminAPI(token: "t").route(
+            method: .POST, uri: "/routes/register", authorization: "Bearer t", body: ByteBuffer(bytes: data), routes: { RoutingTable() })
+        guard case .register(let registration) = outcome else { return }
+        var table = RoutingTable()
+        table.register(registration, now: .uptimeNanoseconds(1_000_000_000), wallClock: 1_700_000_000)
+        for uri in registration.uris { _ = table.lookup(host: uri, path: "/") }
+        _ = AdminAPI.listing(table, now: .uptimeNanoseconds(2_000_000_000), wallNow: WallClockTime(seconds: 1_700_000_001, nanoseconds: 0))
+        _ = table.prune(now: .uptimeNanoseconds(1_000_000_000_000))
+        table.register(registration, now: .uptimeNanoseconds(1_000_000_000), wallClock: 1_700_000_000)
+        _ = table.unregister(registration)
+    }
+
     /// What sticky-proxy sends an app for a client's request (cf mode): the rewritten head and the body
     /// bytes that belong to the request, as they came (chunked stays chunked). nil when the proxy refuses
     /// the request. For a differential check against the app's own parser (FuzzTargets).
