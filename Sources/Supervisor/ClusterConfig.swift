@@ -399,8 +399,8 @@ struct DurationValue: Decodable {
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
-        if let seconds = try? container.decode(Double.self), seconds >= 0, seconds.isFinite {
-            duration = .nanoseconds(Int64((seconds * 1e9).rounded()))
+        if let seconds = try? container.decode(Double.self), let parsed = DurationText.seconds(seconds) {
+            duration = parsed
             return
         }
         let text = try container.decode(String.self)

@@ -7,9 +7,7 @@ public enum DurationText {
     public static func parse(_ text: String) -> Duration? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         guard !trimmed.isEmpty else { return nil }
-        if let seconds = Double(trimmed) {
-            return seconds.isFinite && seconds >= 0 ? .nanoseconds(Int64((seconds * 1e9).rounded())) : nil
-        }
+        if let number = Double(trimmed) { return seconds(number) }
         var total = 0.0
         var rest = Substring(trimmed)
         while !rest.isEmpty {
@@ -28,8 +26,14 @@ public enum DurationText {
             default: return nil
             }
         }
-        guard total.isFinite, total < 1e9 else { return nil }
-        return .nanoseconds(Int64((total * 1e9).rounded()))
+        return seconds(total)
+    }
+
+    /// A number of seconds as a duration: nil unless finite, 0 or more, and under 1e9 (about 31
+    /// years), so that the nanoseconds fit in an Int64 whatever digits someone typed.
+    public static func seconds(_ value: Double) -> Duration? {
+        guard value.isFinite, value >= 0, value < 1e9 else { return nil }
+        return .nanoseconds(Int64((value * 1e9).rounded()))
     }
 
     /// Go's `time.Duration` text, which Cloud Foundry's messages use: `1m0s`, `30s`, `1.5s`, `250ms`.

@@ -146,6 +146,9 @@ struct ClusterConfigTests {
             ("restart:\n  policy: systemd\n", "restart.policy"),
             ("health_check:\n  type: tcp\n", "health_check.type"),
             ("health_check:\n  startup_interval: soon\n", "startup_interval"),
+            // A number of seconds whose nanoseconds overflow an Int64 was a crash, not an error.
+            ("health_check:\n  startup_interval: 1e12\n", "startup_interval"),
+            ("stop:\n  grace_period: 1e300\n", "grace_period"),
             ("proxy:\n  websocket_affinity: maybe\n", "websocket_affinity"),
         ]
         for (yaml, key) in cases {
@@ -226,6 +229,10 @@ struct DurationTextTests {
         #expect(DurationText.parse("soon") == nil)
         #expect(DurationText.parse("5 parsecs") == nil)
         #expect(DurationText.parse("-1") == nil)
+        // Nanoseconds that overflow an Int64 were a crash (`cluster chaos --every 1e12`).
+        #expect(DurationText.parse("1e12") == nil)
+        #expect(DurationText.parse("1e300s") == nil)
+        #expect(DurationText.parse("999999999") == .seconds(999_999_999))
     }
 
     @Test("Formats as Go does, for Cloud Foundry's messages")

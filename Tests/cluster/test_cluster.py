@@ -329,6 +329,8 @@ def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
         (["freeze", "5"], "no instance 5: valid indices are 0, 1, 2"),
         (["freeze", "0", "--for", "0s"], "--for '0s' is not a duration from 100ms to 10m"),
         (["redis", "freeze", "--for", "1y"], "--for '1y' is not a duration from 100ms to 10m"),
+        # Parsed by the running supervisor: this overflowed and crashed it, every instance with it.
+        (["freeze", "0", "--for", "1e12"], "--for '1e12' is not a duration from 100ms to 10m"),
         (["kill", "-1"], ""),
     ]
     for args, message in cases:
@@ -396,6 +398,7 @@ def test_chaos_with_a_bad_option_or_without_a_cluster_says_so(cluster, tmp_path)
     cases = [
         (["chaos", "--every", "10ms"], "--every must be at least 100ms"),
         (["chaos", "--every", "soon"], "--every 'soon' is not a duration"),
+        (["chaos", "--every", "1e12"], "--every '1e12' is not a duration"),  # was a crash: nanoseconds overflowed
         (["chaos", "--for", "0s"], "--for must be more than 0s"),
         (["chaos", "--for", "25h"], "--for must be at most 24h"),
         (["chaos", "--keep=-1"], "--keep must be 0 or more"),
