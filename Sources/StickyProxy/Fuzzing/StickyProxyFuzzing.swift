@@ -21,14 +21,7 @@ package enum StickyProxyFuzzing {
                 head, clientIP: "127.0.0.1", vcapRequestID: "id", requestStartMillis: 1, policy: policy)
             RequestRewriter.writeInstanceHeaders(for: endpoint, into: &forwarded)
             _ = policy.pin(for: AffinityRequest(cookieHeaders: request.cookieHeaders, clientAddress: "127.0.0.1", isUpgrade: request.isUpgrade))
-            let again: HTTPHead
-            do throws(HeadError) {
-                again = try HTTPHeadParser.parseRequest(forwarded)
-            } catch {
-                preconditionFailure(
-                    "the request forwarded to the app does not parse (\(error)): \(forwarded.getString(at: 0, length: forwarded.readableBytes) ?? "?")"
-                )
-            }
+            let again = reparsed(forwarded, isRequest: true, "the request forwarded to the app")
             precondition(again.method == head.method && again.target == head.target, "the forwarded request line changed")
             precondition(again.contentLength == head.contentLength && again.chunked == head.chunked, "the forwarded request's framing changed")
         }
@@ -62,14 +55,7 @@ package enum StickyProxyFuzzing {
                         of: head, requestMethodIsHead: isHead, clientMinorVersion: minor, clientKeepAlive: keepAlive)
                     let rewritten = ResponseRewriter.rewrite(
                         head, response: framing, clientMinorVersion: minor, vcapRequestID: "id", affinity: affinity)
-                    let again: HTTPHead
-                    do throws(HeadError) {
-                        again = try HTTPHeadParser.parseResponse(rewritten)
-                    } catch {
-                        preconditionFailure(
-                            "the response sent to the client does not parse (\(error)): \(rewritten.getString(at: 0, length: rewritten.readableBytes) ?? "?")"
-                        )
-                    }
+                    let again = reparsed(rewritten, isRequest: false, "the response sent to the client")
                     precondition(again.statusCode == head.statusCode, "the status sent to the client changed")
                 }
             }
@@ -191,6 +177,15 @@ package enum StickyProxyFuzzing {
         }
         let head = isRequest ? try? HTTPHeadParser.parseRequest(bytes) : try? HTTPHeadParser.parseResponse(bytes)
         return head.map { ($0, length) }
+    }
+
+    /// A head the proxy sends on, parsed again as the other side would: it must parse.
+    static func reparsed(_ bytes: ByteBuffer, isRequest: Bool, _ what: String) -> HTTPHead {
+        do throws(HeadError) {
+            return isRequest ? try HTTPHeadParser.parseRequest(bytes) : try HTTPHeadParser.parseResponse(bytes)
+        } catch {
+            preconditionFailure("\(what) does not parse (\(error)): \(String(buffer: bytes))")
+        }
     }
 
     /// The head's length, found in one call and in two (the second resuming after `splitAt` bytes):
