@@ -243,6 +243,12 @@ struct OtherModesTests {
         #expect(inserted.headers == [HeaderField("Cache-Control", "private")])
         #expect(policy.forwardedCookieHeader("a=1; SERVERID=c; b=2") == "a=1; b=2")
         #expect(policy.forwardedCookieHeader("SERVERID=c") == nil)
+        // A combining mark after "=" (U+07AF) made one Character of "=" and it: the cookie was read
+        // (pinned) but not removed, so the app got it (found by make fuzz).
+        let marked = "a=1; SERVERID=\u{7AF}c; b=2"
+        #expect(policy.pin(for: AffinityRequest(cookieHeaders: [marked], clientAddress: "", isUpgrade: false)) == .instance("\u{7AF}c"))
+        #expect(policy.forwardedCookieHeader(marked) == "a=1; b=2")
+        #expect(policy.forwardedCookieHeader(" SERVERID = x ;; é=ü ; SERVERID=y") == "é=ü")
     }
 
     @Test func haproxyRedispatchesAwayFromADownServer() {
