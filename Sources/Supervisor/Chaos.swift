@@ -52,9 +52,6 @@ public struct ChaosOptions: Sendable, Equatable {
         self.seed = seed
     }
 
-    /// The shortest and longest freeze, as `cluster freeze` and `cluster redis freeze` take them.
-    public static let freezeRange = Duration.milliseconds(100)...Duration.seconds(600)
-
     /// Parses `kill`, `kill,freeze`, ...: each fault once, in the order given. Nil when a name is unknown.
     public static func faults(_ text: String) -> [Fault]? {
         var faults: [Fault] = []
@@ -75,7 +72,7 @@ public struct ChaosOptions: Sendable, Equatable {
         if faults.isEmpty { return "--fault needs one or more of kill, restart, freeze" }
         if keep < 0 { return "--keep must be 0 or more (not \(keep))" }
         if let redisEvery, redisEvery < .seconds(1) { return "--redis-every must be at least 1s (not \(DurationText.format(redisEvery)))" }
-        if freezes, !Self.freezeRange.contains(freezeFor) {
+        if freezes, !ControlRequest.freezeRange.contains(freezeFor) {
             return "--freeze-for must be from 100ms to 10m (not \(DurationText.format(freezeFor)))"
         }
         if let redisEvery, redisFault == .freeze, freezeFor >= redisEvery {

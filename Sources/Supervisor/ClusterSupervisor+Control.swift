@@ -264,7 +264,7 @@ extension ClusterSupervisor {
     }
 
     static func freezeDuration(_ text: String) -> Duration? {
-        guard let duration = DurationText.parse(text), duration >= .milliseconds(100), duration <= .seconds(600) else { return nil }
+        guard let duration = DurationText.parse(text), ControlRequest.freezeRange.contains(duration) else { return nil }
         return duration
     }
 

@@ -16,7 +16,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var rolling: Bool?
     /// `redis`: stop, start, restart or freeze.
     public var action: String?
-    /// `freeze` and `redis freeze`: for how long (`10s`, `500ms`).
+    /// `freeze` and `redis freeze`: for how long (`10s`, `500ms`), within `freezeRange`.
     public var duration: String?
     /// `logs`: keep streaming new lines.
     public var follow: Bool?
@@ -24,6 +24,9 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var lines: Int?
     /// Answer only once the change is done (instances healthy, Redis ready).
     public var wait: Bool?
+
+    /// The shortest and longest freeze (`cluster freeze`, `cluster redis freeze`, `chaos --freeze-for`).
+    public static let freezeRange = Duration.milliseconds(100)...Duration.seconds(600)
 
     public init(
         command: Command, index: Int? = nil, scale: String? = nil, all: Bool? = nil, rolling: Bool? = nil, action: String? = nil,

@@ -25,7 +25,7 @@ package enum StickyProxyFuzzing {
             precondition(again.method == head.method && again.target == head.target, "the forwarded request line changed")
             precondition(again.contentLength == head.contentLength && again.chunked == head.chunked, "the forwarded request's framing changed")
         }
-        var framer = BodyFramer(head.chunked ? .chunked : head.contentLength.map { .length($0) } ?? .none)
+        var framer = BodyFramer(head.requestBodyFraming)
         var body = buffer
         body.moveReaderIndex(forwardBy: length)
         body.withUnsafeReadableBytes { raw in _ = try? framer.consume(raw) }
@@ -152,8 +152,7 @@ package enum StickyProxyFuzzing {
         var (forwarded, request) = RequestRewriter.rewrite(
             head, clientIP: "127.0.0.1", vcapRequestID: "id", requestStartMillis: 1, policy: CFAffinity())
         RequestRewriter.writeInstanceHeaders(for: Endpoint(host: "127.0.0.1", port: 8081, instanceID: "guid-1"), into: &forwarded)
-        // As ProxyHandler frames a request body.
-        var framer = BodyFramer(head.chunked ? .chunked : head.contentLength.flatMap { $0 > 0 ? .length($0) : nil } ?? .none)
+        var framer = BodyFramer(head.requestBodyFraming)
         var payload: [UInt8] = []
         var body = buffer
         body.moveReaderIndex(forwardBy: length)

@@ -346,13 +346,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         machine.requestHead(idempotent: head.hasIdempotentMethod || request.hasIdempotencyKey, isUpgrade: request.isUpgrade)
         if !head.keepAlive { closeAfterExchange = true }
         // The body, if any, is read by the framer whatever happens to the request.
-        if head.chunked {
-            requestFramer = BodyFramer(.chunked)
-        } else if let length = head.contentLength, length > 0 {
-            requestFramer = BodyFramer(.length(length))
-        } else {
-            requestFramer = nil
-        }
+        let framing = head.requestBodyFraming
+        requestFramer = framing == .none ? nil : BodyFramer(framing)
 
         route(exchange, context: context)
         if requestFramer == nil && exchange === self.exchange { requestEnd(context: context) }

@@ -136,6 +136,13 @@ struct HTTPHead: Sendable {
     var hasRequestStart = false
     var hasIdempotencyKey = false
 
+    /// How a request's body ends: chunked, a Content-Length above 0, or no body.
+    var requestBodyFraming: BodyFramer.Framing {
+        if chunked { return .chunked }
+        if let contentLength, contentLength > 0 { return .length(contentLength) }
+        return .none
+    }
+
     /// HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
     var keepAlive: Bool { minorVersion >= 1 ? !connectionClose : connectionKeepAlive }
 
