@@ -184,33 +184,48 @@ struct ChaosTests {
                 == "3 freezes, 1 restart, 0 kills, 1 Redis freeze, 1 skipped, 1 refused by the cluster in 4s")
     }
 
-    @Test("Ready again only once the killed process is gone from the status, not while the cluster has yet to notice")
-    func readyOnlyAfterTheExitIsSeen() async throws {
-        func status(pid: Int32) -> ClusterStatus {
-            ClusterStatus(
-                app: "web", command: "app", ready: true, desiredInstances: 1, affinity: "cf", restartPolicy: "diego", timeScale: 1,
-                proxy: .init(state: "running"), redis: .init(state: "running"),
-                instances: [ClusterStatus.Instance(index: 0, pid: pid, state: .running)])
-        }
-        // The status before the fault, one right after the SIGKILL (still listing pid 10, as a
-        // supervisor that has not reaped it yet does), then the restarted instance.
-        let statuses = Mutex([status(pid: 10), status(pid: 10), status(pid: 10), status(pid: 11)])
-        let requests = Mutex<[ControlRequest.Command]>([])
+    /// A cluster's status with running instances of these pids.
+    func status(ready: Bool = true, pids: [Int32]) -> ClusterStatus {
+        ClusterStatus(
+            app: "web", command: "app", ready: ready, desiredInstances: pids.count, affinity: "cf", restartPolicy: "diego", timeScale: 1,
+            proxy: .init(state: "running"), redis: .init(state: "running"),
+            instances: pids.enumerated().map { ClusterStatus.Instance(index: $0.offset, pid: $0.element, state: .running) })
+    }
+
+    /// A chaos run against a fake cluster: each status request gets the next of `statuses` (the last
+    /// one again at the end), any other request `answer`. Returns the outcome, the requests sent and
+    /// the lines printed.
+    func run(
+        _ options: ChaosOptions, statuses: [ClusterStatus], answer: @escaping @Sendable (ControlRequest) -> String
+    ) async throws -> (
+        ChaosRun.Outcome, [ControlRequest], [String]
+    ) {
+        let statuses = Mutex(statuses)
+        let requests = Mutex<[ControlRequest]>([])
         let lines = Mutex<[String]>([])
-        let options = ChaosOptions(every: .milliseconds(100), duration: .milliseconds(100), keep: 0, settle: .seconds(5), seed: 3)
         let outcome = try await ChaosRun.run(
             options: options,
             send: { request in
-                requests.withLock { $0.append(request.command) }
+                requests.withLock { $0.append(request) }
                 if request.command == .status {
                     return ControlResponse(ok: true, status: statuses.withLock { $0.count > 1 ? $0.removeFirst() : $0[0] })
                 }
-                return .success("web.0 (pid 10) killed with SIGKILL")
+                return .success(answer(request))
             },
             print: { line in lines.withLock { $0.append(line) } })
+        return (outcome, requests.withLock { $0 }, lines.withLock { $0 })
+    }
+
+    @Test("Ready again only once the killed process is gone from the status, not while the cluster has yet to notice")
+    func readyOnlyAfterTheExitIsSeen() async throws {
+        // The status before the fault, one right after the SIGKILL (still listing pid 10, as a
+        // supervisor that has not reaped it yet does), then the restarted instance.
+        let options = ChaosOptions(every: .milliseconds(100), duration: .milliseconds(100), keep: 0, settle: .seconds(5), seed: 3)
+        let (outcome, requests, printed) = try await run(
+            options, statuses: [status(pids: [10]), status(pids: [10]), status(pids: [10]), status(pids: [11])],
+            answer: { _ in "web.0 (pid 10) killed with SIGKILL" })
         #expect(outcome == .ready)
-        #expect(requests.withLock { $0 } == [.status, .status, .kill, .status, .status])
-        let printed = lines.withLock { $0 }
+        #expect(requests.map(\.command) == [.status, .status, .kill, .status, .status])
         #expect(printed.count == 4)
         #expect(printed[1].hasSuffix("chaos | web.0 (pid 10) killed with SIGKILL"))
         #expect(printed[2].contains("chaos | done: 1 kill in "))
@@ -219,36 +234,24 @@ struct ChaosTests {
 
     @Test("A freeze asks for its length, is not waited out of the status like a kill, and the run waits for the cluster to be ready again")
     func freezesAreSentWithTheirLength() async throws {
-        func status(ready: Bool) -> ClusterStatus {
-            ClusterStatus(
-                app: "web", command: "app", ready: ready, desiredInstances: 2, affinity: "cf", restartPolicy: "diego", timeScale: 1,
-                proxy: .init(state: "running"), redis: .init(state: "running"),
-                instances: [ClusterStatus.Instance(index: 0, pid: 10, state: .running), ClusterStatus.Instance(index: 1, pid: 11, state: .running)])
-        }
         // Before the run, at the fault, then twice not ready (frozen), then ready with the same processes.
-        let statuses = Mutex([status(ready: true), status(ready: true), status(ready: false), status(ready: false), status(ready: true)])
-        let requests = Mutex<[ControlRequest]>([])
-        let lines = Mutex<[String]>([])
+        let pids: [Int32] = [10, 11]
         let options = ChaosOptions(
             every: .seconds(1), duration: .seconds(1), faults: [.freeze], freezeFor: .milliseconds(300), keep: 0, redisEvery: .seconds(1),
             redisFault: .freeze, settle: .seconds(5), seed: 3)
-        let outcome = try await ChaosRun.run(
-            options: options,
-            send: { request in
-                requests.withLock { $0.append(request) }
-                if request.command == .status {
-                    return ControlResponse(ok: true, status: statuses.withLock { $0.count > 1 ? $0.removeFirst() : $0[0] })
-                }
-                return .success(request.command == .redis ? "redis frozen for 300ms" : "web.\(request.index ?? -1) frozen for 300ms")
-            },
-            print: { line in lines.withLock { $0.append(line) } })
+        let (outcome, requests, printed) = try await run(
+            options,
+            statuses: [
+                status(pids: pids), status(pids: pids), status(ready: false, pids: pids), status(ready: false, pids: pids),
+                status(pids: pids),
+            ],
+            answer: { request in request.command == .redis ? "redis frozen for 300ms" : "web.\(request.index ?? -1) frozen for 300ms" })
         #expect(outcome == .ready)
-        let sent = requests.withLock { $0 }.filter { $0.command != .status }
+        let sent = requests.filter { $0.command != .status }
         #expect(sent.count == 2)
         #expect(sent.first?.command == .freeze && sent.first?.duration == "300ms")
         #expect(sent.last == ControlRequest(command: .redis, action: "freeze", duration: "300ms"))
-        #expect(requests.withLock { $0 }.filter { $0.command == .status }.count == 5)
-        let printed = lines.withLock { $0 }
+        #expect(requests.filter { $0.command == .status }.count == 5)
         #expect(printed.contains { $0.hasSuffix("chaos | redis freeze: redis frozen for 300ms") })
         #expect(printed.contains { $0.contains("chaos | done: 1 freeze, 1 Redis freeze in ") })
         #expect(printed.last?.hasSuffix(": 2/2 running") == true)
