@@ -89,9 +89,9 @@ extension ClusterSupervisor {
         guard let text = request.scale, let scaleRequest = ScaleRequest(text) else {
             return .failure("cannot scale to '\(request.scale ?? "")': give a count (5), or a change (+2, -1)")
         }
-        let target = scaleRequest.target(current: desiredCount)
-        guard (0...ClusterConfig.maximumInstances).contains(target) else {
-            return .failure("cannot scale from \(desiredCount) to \(target) instances: the count must be 0 to \(ClusterConfig.maximumInstances)")
+        guard let target = scaleRequest.target(current: desiredCount), (0...ClusterConfig.maximumInstances).contains(target) else {
+            let asked = scaleRequest.target(current: desiredCount).map { "to \($0)" } ?? "by \(scaleRequest)"
+            return .failure("cannot scale from \(desiredCount) \(asked) instances: the count must be 0 to \(ClusterConfig.maximumInstances)")
         }
         let before = desiredCount
         let plan = scale(to: target)

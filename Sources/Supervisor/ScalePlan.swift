@@ -24,11 +24,14 @@ public enum ScaleRequest: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// The instance count this request asks for, given the current one.
-    public func target(current: Int) -> Int {
+    /// The instance count this request asks for, given the current one; nil when `current + k` is
+    /// beyond what an Int holds (`+9223372036854775807`), which is no count either.
+    public func target(current: Int) -> Int? {
         switch self {
-        case .absolute(let count): count
-        case .relative(let delta): current + delta
+        case .absolute(let count): return count
+        case .relative(let delta):
+            let (sum, overflow) = current.addingReportingOverflow(delta)
+            return overflow ? nil : sum
         }
     }
 }

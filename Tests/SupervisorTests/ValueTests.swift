@@ -42,6 +42,12 @@ struct ScalePlanTests {
         #expect(ScaleRequest("2.5") == nil)
         #expect(ScaleRequest("-1").map { $0.target(current: 3) } == 2)
         #expect(ScaleRequest("+2").map { $0.target(current: 3) } == 5)
+        // Beyond an Int: no count (this overflowed and crashed the running supervisor).
+        #expect(ScaleRequest("+9223372036854775807")?.target(current: 3) == nil)
+        #expect(ScaleRequest("+9223372036854775807")?.target(current: 0) == Int.max)
+        #expect(ScaleRequest("-9223372036854775807")?.target(current: 3) == 3 - Int.max)
+        #expect(ScaleRequest("-9223372036854775808") == nil)
+        #expect(ScaleRequest("99999999999999999999") == nil)
     }
 
     @Test("Scale-down removes the highest indices first")

@@ -322,6 +322,8 @@ def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
         (["scale", "many"], "'many' is not a count"),
         (["scale", "500"], "the count must be 0 to 100"),
         (["scale", "-9"], "cannot scale from 3 to -6"),
+        # Parsed by the running supervisor: 3 + this overflowed and crashed it, every instance with it.
+        (["scale", "+9223372036854775807"], "cannot scale from 3 by +9223372036854775807 instances: the count must be 0 to 100"),
         (["restart"], "give an instance index or --all"),
         (["restart", "1", "--rolling"], "--rolling goes with --all"),
         (["redis", "flush"], "flush"),
