@@ -165,7 +165,7 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "StickyProxy", "SocketIO", "ChatApp",
+                "StickyProxy", "SocketIO", "ChatApp", "Supervisor",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,6 +1,7 @@
 import ChatApp
 import SocketIO
 import StickyProxy
+import Supervisor
 
 /// One fuzz target: a name (`make fuzz FUZZ=http-request`, the corpus folder
 /// Tests/FuzzTests/Corpus/<name>) and the function that takes the bytes.
@@ -20,6 +21,7 @@ package enum FuzzTargets {
         FuzzTarget(name: "chunked-body", source: "a client or an app, to sticky-proxy", run: StickyProxyFuzzing.chunkedBody),
         FuzzTarget(name: "header-values", source: "cookies and dates, to sticky-proxy", run: StickyProxyFuzzing.headerValues),
         FuzzTarget(name: "route-registration", source: "the admin API, to sticky-proxy", run: StickyProxyFuzzing.routeRegistration),
+        FuzzTarget(name: "routes-file", source: "a routes file, to sticky-proxy", run: StickyProxyFuzzing.routesFile),
         FuzzTarget(name: "json", source: "a Socket.IO client, to chat-node", run: SocketIOFuzzing.json),
         FuzzTarget(name: "engineio", source: "an Engine.IO client, to chat-node", run: SocketIOFuzzing.engine),
         FuzzTarget(name: "socketio", source: "a Socket.IO client, to chat-node", run: SocketIOFuzzing.socket),
@@ -28,6 +30,9 @@ package enum FuzzTargets {
         FuzzTarget(name: "chat-input", source: "a chat user, to chat-node", run: ChatAppFuzzing.chatInput),
         FuzzTarget(name: "session-cookie", source: "a browser, to chat-node", run: ChatAppFuzzing.sessionCookie),
         FuzzTarget(name: "redis-values", source: "Redis, to chat-node", run: ChatAppFuzzing.redisValues),
+        FuzzTarget(name: "environment", source: "the environment, to chat-node", run: ChatAppFuzzing.environment),
+        FuzzTarget(name: "cluster-config", source: "a cluster config file, to cluster", run: SupervisorFuzzing.clusterConfig),
+        FuzzTarget(name: "control-request", source: "the control socket, to a running cluster", run: SupervisorFuzzing.controlRequest),
     ]
 
     package static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }

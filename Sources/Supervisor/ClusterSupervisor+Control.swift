@@ -86,12 +86,10 @@ extension ClusterSupervisor {
     }
 
     func scaleCommand(_ request: ControlRequest) async -> ControlResponse {
-        guard let text = request.scale, let scaleRequest = ScaleRequest(text) else {
-            return .failure("cannot scale to '\(request.scale ?? "")': give a count (5), or a change (+2, -1)")
-        }
-        guard let target = scaleRequest.target(current: desiredCount), (0...ClusterConfig.maximumInstances).contains(target) else {
-            let asked = scaleRequest.target(current: desiredCount).map { "to \($0)" } ?? "by \(scaleRequest)"
-            return .failure("cannot scale from \(desiredCount) \(asked) instances: the count must be 0 to \(ClusterConfig.maximumInstances)")
+        let target: Int
+        switch ScaleRequest.decide(request.scale, current: desiredCount) {
+        case .success(let count): target = count
+        case .failure(let refusal): return .failure(refusal.message)
         }
         let before = desiredCount
         let plan = scale(to: target)

@@ -24,6 +24,26 @@ public enum ScaleRequest: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Why a `cluster scale` request cannot be carried out.
+    public struct Refusal: Error, Equatable {
+        public let message: String
+        public init(message: String) { self.message = message }
+    }
+
+    /// The instance count that the text of a `scale` request (`5`, `+2`, `-1`) asks for, given the
+    /// current count, or why there is none: the running supervisor's decision.
+    public static func decide(_ text: String?, current: Int) -> Result<Int, Refusal> {
+        guard let text, let request = ScaleRequest(text) else {
+            return .failure(Refusal(message: "cannot scale to '\(text ?? "")': give a count (5), or a change (+2, -1)"))
+        }
+        let limit = ClusterConfig.maximumInstances
+        guard let target = request.target(current: current), (0...limit).contains(target) else {
+            let asked = request.target(current: current).map { "to \($0)" } ?? "by \(request)"
+            return .failure(Refusal(message: "cannot scale from \(current) \(asked) instances: the count must be 0 to \(limit)"))
+        }
+        return .success(target)
+    }
+
     /// The instance count this request asks for, given the current one; nil when `current + k` is
     /// beyond what an Int holds (`+9223372036854775807`), which is no count either.
     public func target(current: Int) -> Int? {

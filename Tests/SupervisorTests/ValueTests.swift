@@ -48,6 +48,13 @@ struct ScalePlanTests {
         #expect(ScaleRequest("-9223372036854775807")?.target(current: 3) == 3 - Int.max)
         #expect(ScaleRequest("-9223372036854775808") == nil)
         #expect(ScaleRequest("99999999999999999999") == nil)
+        #expect(ScaleRequest.decide("+2", current: 3) == .success(5))
+        #expect(ScaleRequest.decide("0", current: 3) == .success(0))
+        #expect(
+            ScaleRequest.decide("+9223372036854775807", current: 3)
+                == .failure(.init(message: "cannot scale from 3 by +9223372036854775807 instances: the count must be 0 to 100")))
+        #expect(ScaleRequest.decide("-4", current: 3) == .failure(.init(message: "cannot scale from 3 to -1 instances: the count must be 0 to 100")))
+        #expect(ScaleRequest.decide(nil, current: 3) == .failure(.init(message: "cannot scale to '': give a count (5), or a change (+2, -1)")))
     }
 
     @Test("Scale-down removes the highest indices first")

@@ -1,4 +1,5 @@
 import NIOCore
+import RedisClient
 import SocketIO
 
 /// Entry points for coverage-guided fuzzing (`make fuzz`, docs/fuzzing.md) and for replaying its
@@ -28,6 +29,24 @@ package enum ChatAppFuzzing {
         }
         _ = cookie.sessionID(fromHeaders: [text, "a=b; " + text])
         _ = CookieSignature.unsign(text, secrets: cookie.secrets)
+    }
+
+    /// The environment chat-node starts with (one `NAME=value` per line): Cloud Foundry's variables
+    /// (VCAP_APPLICATION, VCAP_SERVICES, PORT, CF_INSTANCE_INDEX) and its own. Any value is either
+    /// taken or refused with a message naming the variable.
+    package static func environment(_ data: UnsafeRawBufferPointer) {
+        var environment = ["SOCKETIO_CLIENT_JS": "/nonexistent/socket.io.min.js"]
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            environment[String(line[..<equals])] = String(line[line.index(after: equals)...])
+        }
+        do {
+            let configuration = try ChatConfiguration(environment: environment, workingDirectory: "/nonexistent")
+            precondition((1...65_535).contains(configuration.port) || configuration.port == 0, "a port out of range was accepted")
+            _ = try? RedisConfiguration(url: configuration.redisURL)
+        } catch {
+            precondition(!error.description.isEmpty, "a refusal without a message")
+        }
     }
 
     /// What Redis hands back: a session record, a published chat line, a stream id, a history line.

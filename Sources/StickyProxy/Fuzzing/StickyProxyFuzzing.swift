@@ -132,6 +132,26 @@ package enum StickyProxyFuzzing {
         _ = table.unregister(registration)
     }
 
+    /// A routes file (`--routes-file`, YAML or JSON), as someone wrote it: read, then every route put
+    /// in a routing table as a static route, looked up and listed.
+    package static func routesFile(_ data: UnsafeRawBufferPointer) {
+        let text = String(decoding: data, as: UTF8.self)
+        let routes: [RouteRegistration]
+        do {
+            routes = try RoutesFile.parse(text)
+        } catch {
+            _ = "\(error)"
+            return
+        }
+        var table = RoutingTable()
+        for route in routes { table.register(route, now: .uptimeNanoseconds(1_000_000_000), wallClock: 1_700_000_000, isStatic: true) }
+        for uri in routes.flatMap(\.uris).map(RouteURI.init) where !uri.host.isEmpty && !uri.host.contains(":") {
+            precondition(table.lookup(host: uri.host, path: uri.contextPath) != nil, "a static route is not found: \(uri)")
+        }
+        _ = AdminAPI.listing(table, now: .uptimeNanoseconds(2_000_000_000), wallNow: WallClockTime(seconds: 1_700_000_001, nanoseconds: 0))
+        precondition(table.prune(now: .uptimeNanoseconds(1_000_000_000_000)).isEmpty, "a static route was pruned")
+    }
+
     /// What sticky-proxy sends an app for a client's request (cf mode): the rewritten head and the body
     /// bytes that belong to the request, as they came (chunked stays chunked). nil when the proxy refuses
     /// the request. For a differential check against the app's own parser (FuzzTargets).

@@ -1,0 +1,79 @@
+import CloudFoundry
+import Foundation
+import RedisClient
+
+/// Entry points for coverage-guided fuzzing (`make fuzz`, docs/fuzzing.md) and for replaying its
+/// corpus in the tests (FuzzCorpusTests): what a user writes in a cluster config or sends to a
+/// running cluster's control socket. Each must return without crashing: a crash in `cluster up` is a
+/// crash at start, and a crash in the running supervisor takes every instance, the proxy and Redis
+/// with it. A violated property stops the process with `preconditionFailure`.
+package enum SupervisorFuzzing {
+    /// A cluster config file: parsed and checked; when valid, turned into what the cluster starts
+    /// from (each instance's environment and route registration, the health checks' times, the
+    /// restart policy's waits, the Redis URL).
+    package static func clusterConfig(_ data: UnsafeRawBufferPointer) {
+        let text = String(decoding: data, as: UTF8.self)
+        guard let config = try? ClusterConfig.parse(yaml: text) else { return }
+        do {
+            try config.validate()
+        } catch {
+            _ = error.description
+            return
+        }
+        let launch = InstanceLaunch(
+            appName: config.app.name, appGUID: "6e5a3b1c-0000-4000-8000-000000000001", version: "run", routes: config.app.routes,
+            memoryMB: config.app.memoryMB, redisURL: config.redis.url ?? "redis://127.0.0.1:6379",
+            redisBinding: .redis(host: "127.0.0.1", port: 6379, password: nil), sessionSecret: config.app.sessionSecret ?? "secret",
+            runID: "run", binDirectory: "/bin", baseEnvironment: ["PATH": "/usr/bin"], extraEnvironment: config.app.environment)
+        let guid = InstanceGUID("0a1b2c3d-0000-4000-8000-0000")!
+        for index in 0..<min(config.app.instances, 2) {
+            let environment = launch.environment(index: index, guid: guid, port: 61_000 + index)
+            precondition(environment["CF_INSTANCE_INDEX"] == "\(index)", "an instance's environment does not say its index")
+            _ = launch.registration(index: index, guid: guid, port: 61_000 + index).json()
+        }
+        _ = launch.helperEnvironment()
+        let schedule = HealthCheckSchedule(config.healthCheck)
+        _ = schedule.nextStartup(spawnedAt: .seconds(5), after: .seconds(6))
+        _ = schedule.nextLiveness(after: .seconds(70))
+        let policy = config.restart
+        var history = RestartPolicy.CrashHistory()
+        for crash in 0..<12 {
+            history = policy.recordCrash(history, lived: .seconds(1), healthyFor: crash.isMultiple(of: 3) ? .seconds(400) : nil)
+            _ = policy.decision(after: history, crashedAt: .seconds(crash * 10))
+        }
+        _ = policy.convergenceTick
+        if let url = config.redis.url { _ = try? RedisConfiguration(url: url) }
+        for duration in [config.healthCheck.startupTimeout, config.healthCheck.livenessInterval, config.stopGracePeriod] {
+            _ = (DurationText.format(duration), DurationText.short(duration))
+        }
+    }
+
+    /// One line sent to the control socket (by `cluster`, or by anyone who can reach the socket):
+    /// decoded as the supervisor decodes it, then the decisions it takes on the values before
+    /// touching any process: the scale target, the freeze length, the durations.
+    package static func controlRequest(_ data: UnsafeRawBufferPointer) {
+        guard let request = try? JSONDecoder().decode(ControlRequest.self, from: Data(data)) else { return }
+        for current in [0, 1, 3, ClusterConfig.maximumInstances] {
+            guard case .success(let target) = ScaleRequest.decide(request.scale, current: current) else { continue }
+            precondition((0...ClusterConfig.maximumInstances).contains(target), "a scale target beyond the limit was accepted")
+            let plan = ScalePlan(current: Array(0..<current), target: target)
+            precondition(current + plan.add.count - plan.remove.count == target, "a scale plan does not reach its target")
+        }
+        if let text = request.duration {
+            if let duration = ClusterSupervisor.freezeDuration(text) {
+                precondition(ControlRequest.freezeRange.contains(duration), "a freeze length out of range was accepted")
+            }
+            if let duration = DurationText.parse(text) {
+                let again = DurationText.parse(DurationText.format(duration))
+                precondition(
+                    again.map { ($0 - duration) < .milliseconds(1) && (duration - $0) < .milliseconds(1) } ?? false,
+                    "a duration does not read back: \(text)")
+                _ = DurationText.short(duration)
+            }
+        }
+        guard let encoded = try? JSONEncoder().encode(request), let again = try? JSONDecoder().decode(ControlRequest.self, from: encoded) else {
+            preconditionFailure("a decoded control request does not encode and decode again")
+        }
+        precondition(again == request, "a control request reads back as another")
+    }
+}
