@@ -126,7 +126,7 @@ let package = Package(
         .executableTarget(
             name: "cluster",
             dependencies: [
-                "Supervisor",
+                "Supervisor", "CloudFoundry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,4 +1,6 @@
+import CloudFoundry
 import Foundation
+import RedisClient
 
 /// The control API's commands, carried out on the running cluster.
 extension ClusterSupervisor {

@@ -1,3 +1,4 @@
+import CloudFoundry
 import Foundation
 
 /// One request to a running cluster over its control socket: one JSON object on one line.

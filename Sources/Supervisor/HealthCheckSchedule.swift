@@ -1,3 +1,5 @@
+import CloudFoundry
+
 /// When Diego's health checks run, as pure functions of time (the duration since the supervisor started).
 ///
 /// - Startup: the first attempt as soon as the process is spawned, then one on every tick of

@@ -1,3 +1,4 @@
+import CloudFoundry
 import Foundation
 import NIOCore
 import NIOHTTP1

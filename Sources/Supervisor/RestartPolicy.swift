@@ -1,3 +1,6 @@
+import CloudFoundry
+import RedisClient
+
 /// When a crashed instance comes back. Pure: time is passed in as the duration since the supervisor
 /// started, and every duration of a policy is multiplied by `timeScale`.
 ///
@@ -140,5 +143,12 @@ public struct HelperBackoff: Sendable, Equatable {
         if lived > Self.resetAfter { restarts = 0 }
         restarts += 1
         return min(Self.first * (1 << min(restarts - 1, 10)), Self.maximum)
+    }
+}
+
+extension Duration {
+    /// The duration multiplied by a factor (time_scale), never below zero.
+    func scaled(by factor: Double) -> Duration {
+        .nanoseconds(Int64(max(0, (Double(nanosecondsClamped) * factor).rounded())))
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CloudFoundry
 import Foundation
 import Supervisor
 

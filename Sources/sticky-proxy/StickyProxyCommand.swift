@@ -147,10 +147,10 @@ struct ArgumentDuration: ExpressibleByArgument, CustomStringConvertible {
     init(_ amount: TimeAmount) { self.amount = amount }
 
     init?(argument: String) {
-        guard let amount = DurationText.parse(argument) else { return nil }
+        guard let amount = TimeAmount(durationText: argument) else { return nil }
         self.amount = amount
     }
 
-    var description: String { DurationText.format(amount) }
+    var description: String { amount.durationText }
     var defaultValueDescription: String { description }
 }

@@ -355,22 +355,26 @@ struct RouterErrorTests {
 
 @Suite("Durations")
 struct DurationTextTests {
-    @Test func parsesUnits() {
-        #expect(DurationText.parse("500ms") == .milliseconds(500))
-        #expect(DurationText.parse("5s") == .seconds(5))
-        #expect(DurationText.parse("2m") == .minutes(2))
-        #expect(DurationText.parse("1h") == .hours(1))
-        #expect(DurationText.parse("1.5s") == .milliseconds(1500))
-        #expect(DurationText.parse("30") == .seconds(30))
-        #expect(DurationText.parse("0") == .zero)
-        for bad in ["", "s", "5x", "-1s", "five"] { #expect(DurationText.parse(bad) == nil, "\(bad)") }
+    @Test("Flags take the durations cluster takes (DurationText)")
+    func parsesUnits() {
+        #expect(TimeAmount(durationText: "500ms") == .milliseconds(500))
+        #expect(TimeAmount(durationText: "5s") == .seconds(5))
+        #expect(TimeAmount(durationText: "2m") == .minutes(2))
+        #expect(TimeAmount(durationText: "1h") == .hours(1))
+        #expect(TimeAmount(durationText: "1.5s") == .milliseconds(1500))
+        #expect(TimeAmount(durationText: "1m30s") == .seconds(90))
+        #expect(TimeAmount(durationText: "30") == .seconds(30))
+        #expect(TimeAmount(durationText: "0") == .zero)
+        for bad in ["", "s", "5x", "-1s", "five", "1e12"] { #expect(TimeAmount(durationText: bad) == nil, "\(bad)") }
     }
 
-    @Test func formatsShortest() {
-        #expect(DurationText.format(.seconds(900)) == "900s")
-        #expect(DurationText.format(.milliseconds(500)) == "500ms")
-        #expect(DurationText.format(.minutes(20)) == "1200s")
-        #expect(DurationText.format(.hours(2)) == "2h")
-        #expect(DurationText.format(.zero) == "0s")
+    @Test("Written as gorouter (Go) writes them")
+    func formats() {
+        #expect(TimeAmount.seconds(5).durationText == "5s")
+        #expect(TimeAmount.seconds(900).durationText == "15m0s")
+        #expect(TimeAmount.milliseconds(500).durationText == "500ms")
+        #expect(TimeAmount.seconds(120).durationText == "2m0s")
+        #expect(TimeAmount.hours(2).durationText == "2h0m0s")
+        #expect(TimeAmount.zero.durationText == "0s")
     }
 }

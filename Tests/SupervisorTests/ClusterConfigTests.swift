@@ -213,37 +213,3 @@ struct ClusterConfigTests {
         #expect(ClusterOverrides().applied(to: file) == file)
     }
 }
-
-@Suite("Durations as text")
-struct DurationTextTests {
-    @Test("Parses config durations")
-    func parse() {
-        #expect(DurationText.parse("2s") == .seconds(2))
-        #expect(DurationText.parse("500ms") == .milliseconds(500))
-        #expect(DurationText.parse("1m30s") == .seconds(90))
-        #expect(DurationText.parse("16m") == .seconds(960))
-        #expect(DurationText.parse("1h") == .seconds(3600))
-        #expect(DurationText.parse("1.5s") == .milliseconds(1500))
-        #expect(DurationText.parse("30") == .seconds(30))
-        #expect(DurationText.parse("") == nil)
-        #expect(DurationText.parse("soon") == nil)
-        #expect(DurationText.parse("5 parsecs") == nil)
-        #expect(DurationText.parse("-1") == nil)
-        // Nanoseconds that overflow an Int64 were a crash (`cluster chaos --every 1e12`).
-        #expect(DurationText.parse("1e12") == nil)
-        #expect(DurationText.parse("1e300s") == nil)
-        #expect(DurationText.parse("999999999") == .seconds(999_999_999))
-    }
-
-    @Test("Formats as Go does, for Cloud Foundry's messages")
-    func format() {
-        #expect(DurationText.format(.seconds(60)) == "1m0s")
-        #expect(DurationText.format(.seconds(30)) == "30s")
-        #expect(DurationText.format(.milliseconds(1500)) == "1.5s")
-        #expect(DurationText.format(.milliseconds(250)) == "250ms")
-        #expect(DurationText.format(.seconds(3723)) == "1h2m3s")
-        #expect(DurationText.format(.zero) == "0s")
-        #expect(DurationText.short(.seconds(245)) == "4m05s")
-        #expect(DurationText.short(.milliseconds(850)) == "850ms")
-    }
-}

@@ -99,7 +99,7 @@ public final class RouteRegistry: Sendable {
                     "pruned a stale endpoint: no register message within its stale threshold",
                     metadata: [
                         "uri": "\(item.uri)", "address": "\(item.endpoint.address)", "instance": "\(item.endpoint.instanceID)",
-                        "stale_threshold": "\(DurationText.format(item.endpoint.staleThreshold))",
+                        "stale_threshold": "\(item.endpoint.staleThreshold.durationText)",
                     ]
                 )
             }

@@ -1032,7 +1032,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
         if let error = error as? ChannelError {
             switch error {
-            case .connectTimeout(let amount): return "i/o timeout after \(DurationText.format(amount))"
+            case .connectTimeout(let amount): return "i/o timeout after \(amount.durationText)"
             case .eof: return "EOF"
             default: return "\(error)"
             }

@@ -190,7 +190,7 @@ public final class StickyProxyServer: Service, Sendable {
         core.draining.store(true, ordering: .relaxed)
         logger.info(
             "draining: no new connections; waiting for in-flight requests",
-            metadata: ["drain_timeout": "\(DurationText.format(configuration.drainTimeout))"])
+            metadata: ["drain_timeout": "\(configuration.drainTimeout.durationText)"])
         for task in snapshot.repeatedTasks { task.cancel() }
 
         let drained = group.next().makePromise(of: Void.self)

@@ -1,7 +1,8 @@
 import Foundation
 
 /// Durations as people write them in a config file or on the command line (`2s`, `500ms`, `1m30s`,
-/// `16m`, `1h`, or a bare number of seconds), and as Cloud Foundry prints them (`1m0s`).
+/// `16m`, `1h`, or a bare number of seconds), and as Cloud Foundry prints them (`1m0s`, Go's
+/// `time.Duration` text). The one reading of durations for `cluster`, its config and sticky-proxy's flags.
 public enum DurationText {
     /// Parses `1h2m3s`, `1.5s`, `250ms`, `30` (seconds). Nil when the text is not a duration.
     public static func parse(_ text: String) -> Duration? {
@@ -85,13 +86,5 @@ extension Duration {
         let (sum, overflow2) = product.addingReportingOverflow(attoseconds / 1_000_000_000)
         if overflow2 { return seconds < 0 ? .min : .max }
         return sum
-    }
-
-    /// The duration in seconds as a Double.
-    public var seconds: Double { Double(nanosecondsClamped) / 1e9 }
-
-    /// The duration multiplied by a factor (time_scale), never below zero.
-    public func scaled(by factor: Double) -> Duration {
-        .nanoseconds(Int64(max(0, (Double(nanosecondsClamped) * factor).rounded())))
     }
 }
