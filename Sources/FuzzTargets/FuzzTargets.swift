@@ -18,6 +18,7 @@ package enum FuzzTargets {
         FuzzTarget(name: "http-request", source: "a client, to sticky-proxy", run: StickyProxyFuzzing.requestHead),
         FuzzTarget(name: "http-response", source: "an app, to sticky-proxy", run: StickyProxyFuzzing.responseHead),
         FuzzTarget(name: "request-smuggling", source: "a client, through sticky-proxy to an app", run: AppParserDifferential.check),
+        FuzzTarget(name: "response-splitting", source: "an app, through sticky-proxy to a client", run: ClientParserDifferential.check),
         FuzzTarget(name: "chunked-body", source: "a client or an app, to sticky-proxy", run: StickyProxyFuzzing.chunkedBody),
         FuzzTarget(name: "header-values", source: "cookies and dates, to sticky-proxy", run: StickyProxyFuzzing.headerValues),
         FuzzTarget(name: "route-registration", source: "the admin API, to sticky-proxy", run: StickyProxyFuzzing.routeRegistration),

@@ -186,6 +186,43 @@ package enum StickyProxyFuzzing {
             complete: framer.isComplete)
     }
 
+    /// What sticky-proxy sends a client (HTTP/1.1, GET) for an app's final response (cf mode, a new
+    /// session): the rewritten head and the body as the proxy relays it. nil when the proxy refuses the
+    /// response (502), or for 1xx and 101, which are not final. For a differential check against a
+    /// client's parser (FuzzTargets).
+    package struct ForwardedResponse {
+        package var bytes: ByteBuffer
+        package var status: Int
+        /// The body without chunk framing, as far as it came.
+        package var payload: [UInt8]
+        /// The body ended within the bytes (or there is none); a close-delimited body ends at close.
+        package var complete: Bool
+        package var closeDelimited: Bool
+    }
+
+    package static func forwardedResponse(_ data: UnsafeRawBufferPointer) -> ForwardedResponse? {
+        let buffer = ByteBuffer(bytes: data)
+        guard let (head, length) = parsedHead(buffer, isRequest: false), head.statusCode >= 200 else { return nil }
+        let framing = ResponseRewriter.framing(of: head, requestMethodIsHead: false, clientMinorVersion: 1, clientKeepAlive: true)
+        let affinity = CFAffinity().response(
+            AffinityResponse(
+                pin: .none, servedInstanceID: "guid-2", servedAddress: "127.0.0.1:8081", setCookieHeaders: head.values(.setCookie),
+                contextPath: "/", isUpgrade: false, nowSecondsSince1970: 1_700_000_000))
+        var out = ResponseRewriter.rewrite(head, response: framing, clientMinorVersion: 1, vcapRequestID: "id", affinity: affinity)
+        var framer = BodyFramer(framing.backendFraming)
+        var payload: [UInt8] = []
+        var body = buffer
+        body.moveReaderIndex(forwardBy: length)
+        let consumed = body.withUnsafeReadableBytes { raw -> Int? in
+            try? framer.consume(raw) { range in payload.append(contentsOf: raw[range]) }
+        }
+        guard let consumed else { return nil }  // a malformed chunked body: the client's connection is closed
+        out.writeImmutableBuffer(body.getSlice(at: body.readerIndex, length: consumed)!)
+        return ForwardedResponse(
+            bytes: out, status: head.statusCode, payload: payload, complete: framer.isComplete,
+            closeDelimited: framing.clientFraming == .untilClose)
+    }
+
     /// The head at the start of `buffer`, parsed, and its length; nil when it is incomplete or refused.
     /// Its end is also looked for in two reads, cut where the first byte says: both must find it at the
     /// same place.
