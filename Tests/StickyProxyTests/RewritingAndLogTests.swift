@@ -437,4 +437,27 @@ struct RoutesFileTests {
         }
         #expect(throws: RoutesFile.LoadError.self) { try RoutesFile.parse("routes: [1, 2]") }
     }
+
+    @Test("Errors say where: the route's place in the list, or the YAML parser's line and column")
+    func errorsSayWhere() {
+        func message(_ text: String) -> String {
+            do {
+                _ = try RoutesFile.parse(text, source: "r.yml")
+                return "no error"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(
+            message("routes:\n  - host: 127.0.0.1\n    port: abc\n")
+                == #"r.yml is not a list of route registrations: wrong type at "routes[0].port": expected Int"#)
+        #expect(
+            message(#"[{"host":"127.0.0.1","port":80,"uris":["a"]},{"host":1}]"#)
+                == #"r.yml is not a list of route registrations: wrong type at "[1].host": expected String"#)
+        // Was "invalid JSON: The given data was not valid YAML." for a YAML file.
+        let yaml = message("routes: [ {host: 127.0.0.1, port: 80, uris: [a]")
+        #expect(yaml.hasPrefix("r.yml is not a list of route registrations: invalid YAML: 2:1: error: parser:"), "\(yaml)")
+        #expect(yaml.contains("did not find expected ',' or '}'"), "\(yaml)")
+        #expect(message(#"[{"host":"#).hasPrefix("r.yml is not a list of route registrations: invalid JSON"))
+    }
 }

@@ -154,10 +154,16 @@ public struct AdminAPI: Sendable {
         return (try? encoder.encode(result)) ?? Data("{}".utf8)
     }
 
-    static func describe(_ error: any Error) -> String {
+    /// A decoding error as a person can act on it: what is wrong, and where (`routes[0].port`).
+    /// `format` names the text's language (JSON, YAML) for syntax errors, with the parser's own
+    /// position when it gives one.
+    static func describe(_ error: any Error, format: String = "JSON") -> String {
         guard let error = error as? DecodingError else { return "\(error)" }
         func path(_ context: DecodingError.Context) -> String {
-            let keys = context.codingPath.map(\.stringValue).joined(separator: ".")
+            var keys = ""
+            for key in context.codingPath {
+                if let index = key.intValue { keys += "[\(index)]" } else { keys += (keys.isEmpty ? "" : ".") + key.stringValue }
+            }
             return keys.isEmpty ? "" : " at \"\(keys)\""
         }
         switch error {
@@ -168,7 +174,8 @@ public struct AdminAPI: Sendable {
         case .valueNotFound(let type, let context):
             return "a value is null\(path(context)): expected \(type)"
         case .dataCorrupted(let context):
-            return "invalid JSON\(path(context)): \(context.debugDescription)"
+            let detail = context.underlyingError.map { "\($0)" } ?? context.debugDescription
+            return "invalid \(format)\(path(context)): \(detail)"
         @unknown default:
             return "\(error)"
         }

@@ -36,8 +36,9 @@ public enum RoutesFile {
     public static func parse(_ text: String, source: String = "routes file") throws -> [RouteRegistration] {
         let trimmed = text.drop { $0 == " " || $0 == "\n" || $0 == "\r" || $0 == "\t" }
         let routes: [RouteRegistration]
+        let isJSON = trimmed.first == "{" || trimmed.first == "["
         do {
-            if trimmed.first == "{" || trimmed.first == "[" {
+            if isJSON {
                 let data = Data(text.utf8)
                 if trimmed.first == "[" {
                     routes = try JSONDecoder().decode([RouteRegistration].self, from: data)
@@ -50,7 +51,8 @@ public enum RoutesFile {
                 routes = try YAMLDecoder().decode(Document.self, from: text).routes
             }
         } catch let error as DecodingError {
-            throw LoadError(description: "\(source) is not a list of route registrations: \(AdminAPI.describe(error))")
+            throw LoadError(
+                description: "\(source) is not a list of route registrations: \(AdminAPI.describe(error, format: isJSON ? "JSON" : "YAML"))")
         } catch {
             throw LoadError(description: "\(source) is neither YAML nor JSON: \(error)")
         }
