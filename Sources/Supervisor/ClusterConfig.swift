@@ -230,12 +230,63 @@ extension ClusterConfig {
             file = try YAMLDecoder().decode(ConfigFile.self, from: node)
         } catch let error as ConfigError {
             throw error
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.dataCorrupted(context) {
-            throw .invalidValue(key: context.codingPath.map(\.stringValue).joined(separator: "."), value: "?", expected: context.debugDescription)
+        } catch let DecodingError.typeMismatch(type, context) {
+            throw .invalidValue(key: keyPath(context.codingPath), value: text(at: context.codingPath, in: node), expected: expectation(type))
+        } catch let DecodingError.dataCorrupted(context) {
+            throw .invalidValue(key: keyPath(context.codingPath), value: text(at: context.codingPath, in: node), expected: context.debugDescription)
         } catch {
             throw .invalidYAML(path: path, reason: "\(error)")
         }
         return try file.merged(into: ClusterConfig())
+    }
+
+    /// `app.routes[1]`, as the key is written in the file.
+    static func keyPath(_ codingPath: [any CodingKey]) -> String {
+        var text = ""
+        for key in codingPath {
+            if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
+        }
+        return text
+    }
+
+    /// The value at `codingPath` as the file has it: a scalar's text, or what kind of value it is.
+    static func text(at codingPath: [any CodingKey], in root: Node) -> String {
+        var node = root
+        for key in codingPath {
+            if let index = key.intValue, let sequence = node.sequence, sequence.indices.contains(index) {
+                node = sequence[index]
+            } else if let value = node.mapping?[key.stringValue] {
+                node = value
+            } else {
+                return "?"
+            }
+        }
+        return flow(node)
+    }
+
+    /// A YAML value on one line, as flow style writes it (`[a, b]`, `{b: 1}`), cut at 80 characters.
+    static func flow(_ node: Node) -> String {
+        let text: String
+        switch node {
+        case .scalar(let scalar): text = scalar.string
+        case .sequence(let sequence): text = "[" + sequence.prefix(20).map(flow).joined(separator: ", ") + "]"
+        case .mapping(let mapping): text = "{" + mapping.prefix(20).map { flow($0.key) + ": " + flow($0.value) }.joined(separator: ", ") + "}"
+        case .alias: text = "*alias"
+        }
+        return text.count > 80 ? text.prefix(77) + "..." : text
+    }
+
+    /// What a YAML value of `type` looks like, in the words of the docs.
+    static func expectation(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type: "a whole number"
+        case is Double.Type: "a number"
+        case is Bool.Type: "true or false"
+        case is String.Type, is Node.Scalar.Type: "a single value (text or a number)"
+        case is [String].Type, is Node.Sequence.Type: "a list, such as [a, b]"
+        case is [String: String].Type, is Node.Mapping.Type: "names with values, such as {NAME: value}"
+        default: "a value of type \(type)"
+        }
     }
 
     private static func checkKeys(_ node: Node, path: String) throws(ConfigError) {

@@ -163,6 +163,28 @@ struct ClusterConfigTests {
         #expect(throws: ConfigError.self) { try ClusterConfig.parse(yaml: "app: [\n") }
     }
 
+    @Test("A value of the wrong kind is shown as written, with what was expected in plain words")
+    func wrongKinds() {
+        let cases: [(String, String)] = [
+            // Was: app.instances = '?' is not valid: expected Expected to decode Int but found Scalar instead.
+            ("app:\n  instances: three\n", "app.instances = 'three' is not valid: expected a whole number"),
+            ("proxy:\n  port: 8080.5\n", "proxy.port = '8080.5' is not valid: expected a whole number"),
+            ("time_scale: fast\n", "time_scale = 'fast' is not valid: expected a number"),
+            ("app:\n  routes: [a, {b: 1}]\n", "app.routes[1] = '{b: 1}' is not valid: expected a single value (text or a number)"),
+            ("app:\n  routes: localhost\n", "app.routes = 'localhost' is not valid: expected a list, such as [a, b]"),
+            ("app:\n  env: [1, 2]\n", "app.env = '[1, 2]' is not valid: expected names with values, such as {NAME: value}"),
+            ("app:\n  name: [a]\n", "app.name = '[a]' is not valid: expected a single value (text or a number)"),
+        ]
+        for (yaml, message) in cases {
+            do {
+                _ = try ClusterConfig.parse(yaml: yaml)
+                Issue.record("no error for \(yaml)")
+            } catch {
+                #expect(error.description == message)
+            }
+        }
+    }
+
     @Test("validate() refuses values the cluster cannot run with")
     func validation() {
         func invalid(_ change: (inout ClusterConfig) -> Void) -> Bool {
