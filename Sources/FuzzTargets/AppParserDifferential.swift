@@ -18,23 +18,15 @@ enum AppParserDifferential {
         } catch {
             return  // refused by the app's parser
         }
-        var head: HTTPRequestHead?
-        var payload: [UInt8] = []
-        var ended = false
-        while let part = try? channel.readInbound(as: HTTPServerRequestPart.self) {
-            switch part {
-            case .head(let value):
-                precondition(head == nil, "the app reads two requests where sticky-proxy forwarded one: \(String(buffer: forwarded.bytes))")
-                head = value
-            case .body(let bytes): payload.append(contentsOf: bytes.readableBytesView)
-            case .end: ended = true
-            }
-        }
-        guard let head else { return }  // the head is not complete for the app either
+        var parsed = ParsedMessages<HTTPRequestHead>()
+        parsed.read(channel)
+        precondition(parsed.heads.count <= 1, "the app reads two requests where sticky-proxy forwarded one: \(String(buffer: forwarded.bytes))")
+        guard let head = parsed.heads.first else { return }  // the head is not complete for the app either
         precondition(head.method.rawValue == forwarded.method, "the app reads method \(head.method.rawValue), the proxy \(forwarded.method)")
         precondition(head.uri == forwarded.target, "the app reads target \(head.uri), the proxy \(forwarded.target)")
         guard !forwarded.isUpgrade else { return }  // after an upgrade request the bytes are the tunnel's
-        precondition(payload == forwarded.payload, "the app reads another body than the proxy forwarded: \(String(buffer: forwarded.bytes))")
-        precondition(ended == forwarded.complete, "the app and the proxy disagree on where the request ends: \(String(buffer: forwarded.bytes))")
+        precondition(parsed.payload == forwarded.payload, "the app reads another body than the proxy forwarded: \(String(buffer: forwarded.bytes))")
+        precondition(
+            (parsed.ends == 1) == forwarded.complete, "the app and the proxy disagree on where the request ends: \(String(buffer: forwarded.bytes))")
     }
 }

@@ -21,32 +21,20 @@ enum ClientParserDifferential {
         } catch {
             return  // refused by the client's parser
         }
-        var head: HTTPResponseHead?
-        var payload: [UInt8] = []
-        var ended = false
-        func read() {
-            while let part = try? channel.readInbound(as: HTTPClientResponsePart.self) {
-                switch part {
-                case .head(let value):
-                    precondition(head == nil, "a client reads two responses where sticky-proxy relayed one: \(String(buffer: relayed.bytes))")
-                    head = value
-                case .body(let bytes): payload.append(contentsOf: bytes.readableBytesView)
-                case .end:
-                    precondition(!ended, "a client reads two responses where sticky-proxy relayed one: \(String(buffer: relayed.bytes))")
-                    ended = true
-                }
-            }
-        }
-        read()
-        guard head != nil else { return }  // the head is not complete for the client either
-        if relayed.closeDelimited && !ended {
+        var parsed = ParsedMessages<HTTPResponseHead>()
+        parsed.read(channel)
+        guard !parsed.heads.isEmpty else { return }  // the head is not complete for the client either
+        if relayed.closeDelimited && parsed.ends == 0 {
             // The proxy closes the connection after a close-delimited body: that ends it for the client.
             channel.pipeline.fireChannelInactive()
-            read()
+            parsed.read(channel)
         }
-        precondition(Int(head!.status.code) == relayed.status, "a client reads status \(head!.status.code), the proxy relayed \(relayed.status)")
-        precondition(payload == relayed.payload, "a client reads another body than the proxy relayed: \(String(buffer: relayed.bytes))")
+        let splitting = "a client reads two responses where sticky-proxy relayed one: \(String(buffer: relayed.bytes))"
+        precondition(parsed.heads.count == 1 && parsed.ends <= 1, splitting)
+        let head = parsed.heads[0]
+        precondition(Int(head.status.code) == relayed.status, "a client reads status \(head.status.code), the proxy relayed \(relayed.status)")
+        precondition(parsed.payload == relayed.payload, "a client reads another body than the proxy relayed: \(String(buffer: relayed.bytes))")
         let proxyEnded = relayed.complete || relayed.closeDelimited
-        precondition(ended == proxyEnded, "a client and the proxy disagree on where the response ends: \(String(buffer: relayed.bytes))")
+        precondition((parsed.ends == 1) == proxyEnded, "a client and the proxy disagree on where the response ends: \(String(buffer: relayed.bytes))")
     }
 }

@@ -172,18 +172,11 @@ package enum StickyProxyFuzzing {
         var (forwarded, request) = RequestRewriter.rewrite(
             head, clientIP: "127.0.0.1", vcapRequestID: "id", requestStartMillis: 1, policy: CFAffinity())
         RequestRewriter.writeInstanceHeaders(for: Endpoint(host: "127.0.0.1", port: 8081, instanceID: "guid-1"), into: &forwarded)
-        var framer = BodyFramer(head.requestBodyFraming)
-        var payload: [UInt8] = []
-        var body = buffer
-        body.moveReaderIndex(forwardBy: length)
-        let consumed = body.withUnsafeReadableBytes { raw -> Int? in
-            try? framer.consume(raw) { range in payload.append(contentsOf: raw[range]) }
-        }
-        guard let consumed else { return nil }  // a malformed chunked body: 400, nothing more forwarded
-        forwarded.writeImmutableBuffer(body.getSlice(at: body.readerIndex, length: consumed)!)
+        // A malformed chunked body: 400, nothing more forwarded.
+        guard let body = relayBody(of: buffer, after: length, framing: head.requestBodyFraming, to: &forwarded) else { return nil }
         return ForwardedRequest(
-            bytes: forwarded, method: head.method, target: head.target, isUpgrade: request.isUpgrade, payload: payload,
-            complete: framer.isComplete)
+            bytes: forwarded, method: head.method, target: head.target, isUpgrade: request.isUpgrade, payload: body.payload,
+            complete: body.complete)
     }
 
     /// What sticky-proxy sends a client (HTTP/1.1, GET) for an app's final response (cf mode, a new
@@ -209,18 +202,29 @@ package enum StickyProxyFuzzing {
                 pin: .none, servedInstanceID: "guid-2", servedAddress: "127.0.0.1:8081", setCookieHeaders: head.values(.setCookie),
                 contextPath: "/", isUpgrade: false, nowSecondsSince1970: 1_700_000_000))
         var out = ResponseRewriter.rewrite(head, response: framing, clientMinorVersion: 1, vcapRequestID: "id", affinity: affinity)
-        var framer = BodyFramer(framing.backendFraming)
+        // A malformed chunked body: the client's connection is closed.
+        guard let body = relayBody(of: buffer, after: length, framing: framing.backendFraming, to: &out) else { return nil }
+        return ForwardedResponse(
+            bytes: out, status: head.statusCode, payload: body.payload, complete: body.complete,
+            closeDelimited: framing.clientFraming == .untilClose)
+    }
+
+    /// The body that follows a head of `length` bytes in `buffer`, as the proxy relays it (framing
+    /// kept): its bytes appended to `out`, its payload without chunk framing, and whether it ended.
+    /// nil when the body is malformed.
+    static func relayBody(
+        of buffer: ByteBuffer, after length: Int, framing: BodyFramer.Framing, to out: inout ByteBuffer
+    ) -> (payload: [UInt8], complete: Bool)? {
+        var framer = BodyFramer(framing)
         var payload: [UInt8] = []
         var body = buffer
         body.moveReaderIndex(forwardBy: length)
         let consumed = body.withUnsafeReadableBytes { raw -> Int? in
             try? framer.consume(raw) { range in payload.append(contentsOf: raw[range]) }
         }
-        guard let consumed else { return nil }  // a malformed chunked body: the client's connection is closed
+        guard let consumed else { return nil }
         out.writeImmutableBuffer(body.getSlice(at: body.readerIndex, length: consumed)!)
-        return ForwardedResponse(
-            bytes: out, status: head.statusCode, payload: payload, complete: framer.isComplete,
-            closeDelimited: framing.clientFraming == .untilClose)
+        return (payload, framer.isComplete)
     }
 
     /// The head at the start of `buffer`, parsed, and its length; nil when it is incomplete or refused.
