@@ -378,3 +378,45 @@ struct DurationTextTests {
         #expect(TimeAmount.zero.durationText == "0s")
     }
 }
+
+@Suite("Proxy settings")
+struct ProxyConfigurationTests {
+    @Test("The defaults are valid")
+    func defaults() {
+        #expect(ProxyConfiguration(adminToken: "t").validationErrors() == [])
+    }
+
+    @Test(
+        "Each setting that cannot work is refused with a message naming its flag",
+        arguments: [
+            ("port", "--port 70000 is not a TCP port (0-65535)"),
+            ("admin-port", "--admin-port -1 is not a TCP port (0-65535)"),
+            ("token", "the admin token is empty: pass --admin-token or set STICKY_PROXY_ADMIN_TOKEN"),
+            ("cookies", "--sticky-cookie-names needs one or more cookie names separated by commas (got [\"JSESSIONID\", \"a b\"])"),
+            ("haproxy", "--haproxy-cookie-name 'SERVER ID' is not a cookie name"),
+            ("max-conns", "--max-conns must be 0 (no limit) or more"),
+            ("attempts", "--max-attempts must be at least 1"),
+            ("dial", "--dial-timeout must be more than 0"),
+            ("headers", "--max-header-bytes must be at least 1024"),
+            ("no-threads", "--threads must be from 1 to 1024 (this machine has \(System.coreCount) cores), not 0"),
+            // Was accepted: 100000 threads would take every pid the machine has.
+            ("threads", "--threads must be from 1 to 1024 (this machine has \(System.coreCount) cores), not 100000"),
+        ])
+    func refused(_ setting: String, _ message: String) {
+        var configuration = ProxyConfiguration(adminToken: setting == "token" ? "" : "t")
+        switch setting {
+        case "port": configuration.port = 70_000
+        case "admin-port": configuration.adminPort = -1
+        case "cookies": configuration.stickyCookieNames = ["JSESSIONID", "a b"]
+        case "haproxy": configuration.haproxyCookieName = "SERVER ID"
+        case "max-conns": configuration.maxConnsPerBackend = -1
+        case "attempts": configuration.maxAttempts = 0
+        case "dial": configuration.dialTimeout = .zero
+        case "headers": configuration.maxHeaderBytes = 100
+        case "no-threads": configuration.eventLoopThreads = 0
+        case "threads": configuration.eventLoopThreads = 100_000
+        default: break
+        }
+        #expect(configuration.validationErrors() == [message])
+    }
+}

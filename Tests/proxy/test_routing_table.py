@@ -162,6 +162,27 @@ def test_static_routes_file_serves_without_the_admin_api(proxy_factory, backends
     assert listing["static.local"][0]["static"] is True
 
 
+def test_settings_that_cannot_work_stop_the_proxy_with_a_message_naming_the_flag(tmp_path):
+    cases = [
+        (["--threads", "100000"], "--threads must be from 1 to 1024"),  # was accepted: every pid of the machine
+        (["--threads", "0"], "--threads must be from 1 to 1024"),
+        (["--port", "70000"], "--port 70000 is not a TCP port (0-65535)"),
+        (["--dial-timeout", "0"], "--dial-timeout must be more than 0"),
+        (["--dial-timeout", "1e12"], "The value '1e12' is invalid for '--dial-timeout <dial-timeout>'"),
+        (["--request-timeout", "1m30"], "The value '1m30' is invalid for '--request-timeout <request-timeout>'"),
+    ]
+    for args, message in cases:
+        program = harness.Program("sticky-proxy", ["--port", "0", "--admin-port", "0", *args], log_dir=tmp_path)
+        assert program.process.wait(timeout=20) == 64, args
+        assert message in program.output(), (args, program.output())
+    # A duration as cluster takes it (one reading for both): starts.
+    program = harness.Program("sticky-proxy", ["--port", "0", "--admin-port", "0", "--request-timeout", "1m30s"], log_dir=tmp_path)
+    try:
+        harness.wait_until("the proxy to start", lambda: "sticky-proxy: proxy on" in program.output(), timeout=20, interval=0.1)
+    finally:
+        assert program.stop() == 0
+
+
 def test_bad_routes_file_stops_the_proxy_with_a_message(tmp_path):
     routes = tmp_path / "routes.yml"
     routes.write_text("routes:\n  - host: 127.0.0.1\n    port: 99999\n    uris: [x]\n")

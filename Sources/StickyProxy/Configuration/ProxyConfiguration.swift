@@ -89,6 +89,9 @@ public struct ProxyConfiguration: Sendable {
         self.adminToken = adminToken
     }
 
+    /// The most event loop threads `--threads` takes.
+    public static let maximumThreads = 1024
+
     /// Problems a user must fix before the proxy can start, each phrased as what to change.
     public func validationErrors() -> [String] {
         var errors: [String] = []
@@ -103,7 +106,11 @@ public struct ProxyConfiguration: Sendable {
         if maxAttempts < 1 { errors.append("--max-attempts must be at least 1") }
         if dialTimeout.nanoseconds <= 0 { errors.append("--dial-timeout must be more than 0") }
         if maxHeaderBytes < 1024 { errors.append("--max-header-bytes must be at least 1024") }
-        if eventLoopThreads < 1 { errors.append("--threads must be at least 1") }
+        // Each thread is a process-wide resource: a typo such as 100000 would take every pid the
+        // machine has (pid_max is 32768 by default) before failing.
+        if !(1...Self.maximumThreads).contains(eventLoopThreads) {
+            errors.append("--threads must be from 1 to \(Self.maximumThreads) (this machine has \(System.coreCount) cores), not \(eventLoopThreads)")
+        }
         return errors
     }
 }
