@@ -231,22 +231,15 @@ extension ClusterConfig {
         } catch let error as ConfigError {
             throw error
         } catch let DecodingError.typeMismatch(type, context) {
-            throw .invalidValue(key: keyPath(context.codingPath), value: text(at: context.codingPath, in: node), expected: expectation(type))
+            throw .invalidValue(
+                key: CodingPathText.text(context.codingPath), value: text(at: context.codingPath, in: node), expected: expectation(type))
         } catch let DecodingError.dataCorrupted(context) {
-            throw .invalidValue(key: keyPath(context.codingPath), value: text(at: context.codingPath, in: node), expected: context.debugDescription)
+            throw .invalidValue(
+                key: CodingPathText.text(context.codingPath), value: text(at: context.codingPath, in: node), expected: context.debugDescription)
         } catch {
             throw .invalidYAML(path: path, reason: "\(error)")
         }
         return try file.merged(into: ClusterConfig())
-    }
-
-    /// `app.routes[1]`, as the key is written in the file.
-    static func keyPath(_ codingPath: [any CodingKey]) -> String {
-        var text = ""
-        for key in codingPath {
-            if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
-        }
-        return text
     }
 
     /// The value at `codingPath` as the file has it: a scalar's text, or what kind of value it is.
@@ -458,7 +451,7 @@ struct DurationValue: Decodable {
         let text = try container.decode(String.self)
         guard let parsed = DurationText.parse(text) else {
             throw ConfigError.invalidValue(
-                key: decoder.codingPath.map(\.stringValue).joined(separator: "."), value: text,
+                key: CodingPathText.text(decoder.codingPath), value: text,
                 expected: "a duration such as 2s, 500ms, 1m30s or a number of seconds")
         }
         duration = parsed
@@ -480,7 +473,7 @@ struct FlexibleBool: Decodable {
         case "on", "yes", "true": value = true
         case "off", "no", "false": value = false
         default:
-            throw ConfigError.invalidValue(key: decoder.codingPath.map(\.stringValue).joined(separator: "."), value: text, expected: "on or off")
+            throw ConfigError.invalidValue(key: CodingPathText.text(decoder.codingPath), value: text, expected: "on or off")
         }
     }
 }

@@ -137,3 +137,23 @@ struct DurationTextTests {
         #expect(DurationText.short(.milliseconds(850)) == "850ms")
     }
 }
+
+@Suite("Coding paths as text")
+struct CodingPathTextTests {
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int?
+        init(stringValue: String) { self.stringValue = stringValue }
+        init(intValue: Int) {
+            self.stringValue = "Index \(intValue)"
+            self.intValue = intValue
+        }
+    }
+
+    @Test("Keys joined with dots, list indices in brackets")
+    func text() {
+        #expect(CodingPathText.text([Key(stringValue: "app"), Key(stringValue: "routes"), Key(intValue: 1)]) == "app.routes[1]")
+        #expect(CodingPathText.text([Key(intValue: 1), Key(stringValue: "host")]) == "[1].host")
+        #expect(CodingPathText.text([]) == "")
+    }
+}

@@ -160,10 +160,7 @@ public struct AdminAPI: Sendable {
     static func describe(_ error: any Error, format: String = "JSON") -> String {
         guard let error = error as? DecodingError else { return "\(error)" }
         func path(_ context: DecodingError.Context) -> String {
-            var keys = ""
-            for key in context.codingPath {
-                if let index = key.intValue { keys += "[\(index)]" } else { keys += (keys.isEmpty ? "" : ".") + key.stringValue }
-            }
+            let keys = CodingPathText.text(context.codingPath)
             return keys.isEmpty ? "" : " at \"\(keys)\""
         }
         switch error {
