@@ -65,15 +65,16 @@ public struct AppEnvironment: Sendable, Hashable {
     public var services: VCAPServices?
 
     public init(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws(CloudFoundryError) {
-        if let text = environment["PORT"] ?? environment["VCAP_APP_PORT"] {
+        // An error names the variable the value came from, so that the user knows what to change.
+        if let (name, text) = Self.first(["PORT", "VCAP_APP_PORT"], in: environment) {
             guard let value = Int(text), (0...65535).contains(value) else {
-                throw .invalidValue(variable: "PORT", value: text, expected: "a port number from 0 to 65535")
+                throw .invalidValue(variable: name, value: text, expected: "a port number from 0 to 65535")
             }
             port = value
         }
-        if let text = environment["CF_INSTANCE_INDEX"] ?? environment["INSTANCE_INDEX"] {
+        if let (name, text) = Self.first(["CF_INSTANCE_INDEX", "INSTANCE_INDEX"], in: environment) {
             guard let value = Int(text), value >= 0 else {
-                throw .invalidValue(variable: "CF_INSTANCE_INDEX", value: text, expected: "a number >= 0")
+                throw .invalidValue(variable: name, value: text, expected: "a number >= 0")
             }
             instanceIndex = value
         }
@@ -88,5 +89,11 @@ public struct AppEnvironment: Sendable, Hashable {
         if let json = environment["VCAP_SERVICES"], !json.isEmpty {
             services = try VCAPServices(json: json)
         }
+    }
+
+    /// The first of `names` that the environment sets, with its value.
+    static func first(_ names: [String], in environment: [String: String]) -> (name: String, value: String)? {
+        for name in names { if let value = environment[name] { return (name, value) } }
+        return nil
     }
 }

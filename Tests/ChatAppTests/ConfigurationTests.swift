@@ -103,6 +103,14 @@ import Testing
             (["WRITE_COALESCING_MS": "-5"], "WRITE_COALESCING_MS"),
             (["WRITE_COALESCING_MS": "5000"], "WRITE_COALESCING_MS"),
             (["POSITION_CHECK_MS": "soon"], "POSITION_CHECK_MS"),
+            (["BIND": "a b"], "BIND"),
+            // Was named BIND, which the user had not set (found by the `environment` fuzz target).
+            (["HOST": "a b"], "HOST"),
+            (["BIND": "a b", "HOST": "0.0.0.0"], "BIND"),
+            // Were named PORT and CF_INSTANCE_INDEX, which the user had not set.
+            (["VCAP_APP_PORT": "eighty"], "VCAP_APP_PORT"),
+            (["INSTANCE_INDEX": "-1"], "INSTANCE_INDEX"),
+            (["CF_INSTANCE_INDEX": "x", "INSTANCE_INDEX": "1"], "CF_INSTANCE_INDEX"),
         ]
         for (env, variable) in cases {
             do {

@@ -185,7 +185,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         port = app.port ?? 8080
         bindHost = env["BIND"] ?? env["HOST"] ?? "127.0.0.1"
         if bindHost.contains(where: \.isWhitespace) {
-            throw .invalid(variable: "BIND", reason: "'\(bindHost)' is not an address")
+            throw .invalid(variable: env["BIND"] != nil ? "BIND" : "HOST", reason: "'\(bindHost)' is not an address")
         }
         if let url = env["REDIS_URL"] {
             redisURL = url

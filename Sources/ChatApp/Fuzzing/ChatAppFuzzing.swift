@@ -45,7 +45,10 @@ package enum ChatAppFuzzing {
             precondition((1...65_535).contains(configuration.port) || configuration.port == 0, "a port out of range was accepted")
             _ = try? RedisConfiguration(url: configuration.redisURL)
         } catch {
-            precondition(!error.description.isEmpty, "a refusal without a message")
+            // The variable a refusal names is one the user set, so that they know what to change.
+            guard case .invalid(let variable, let reason) = error else { return }
+            precondition(!reason.isEmpty, "a refusal without a reason")
+            precondition(!(environment[variable] ?? "").isEmpty, "a refusal names \(variable), which is not set: \(error)")
         }
     }
 
