@@ -1,6 +1,7 @@
 import CloudFoundry
 import Foundation
 import RedisClient
+import Yams
 
 /// Entry points for coverage-guided fuzzing (`make fuzz`, docs/fuzzing.md) and for replaying its
 /// corpus in the tests (FuzzCorpusTests): what a user writes in a cluster config or sends to a
@@ -13,11 +14,15 @@ package enum SupervisorFuzzing {
     /// restart policy's waits, the Redis URL).
     package static func clusterConfig(_ data: UnsafeRawBufferPointer) {
         let text = String(decoding: data, as: UTF8.self)
-        guard let config = try? ClusterConfig.parse(yaml: text) else { return }
+        let config: ClusterConfig
         do {
+            config = try ClusterConfig.parse(yaml: text)
             try config.validate()
         } catch {
-            _ = error.description
+            // A wrong value is named by the key the file has it under, so that the user finds it.
+            if case .invalidValue(let key, _, _) = error, let root = try? Yams.compose(yaml: text) {
+                precondition(value(at: key, in: root) != nil, "an error names \(key), which the file does not have: \(error)")
+            }
             return
         }
         let launch = InstanceLaunch(
@@ -46,6 +51,20 @@ package enum SupervisorFuzzing {
         for duration in [config.healthCheck.startupTimeout, config.healthCheck.livenessInterval, config.stopGracePeriod] {
             _ = (DurationText.format(duration), DurationText.short(duration))
         }
+    }
+
+    /// The YAML value under a key as errors write it (`app.routes[1]`), nil when there is none.
+    static func value(at key: String, in root: Node) -> Node? {
+        var node: Node? = root
+        for part in key.split(separator: ".", omittingEmptySubsequences: false) {
+            let name = part.prefix { $0 != "[" }
+            if !name.isEmpty { node = node?.mapping?[String(name)] }
+            for index in part.dropFirst(name.count).split(separator: "[").map({ Int($0.dropLast()) }) {
+                guard let index, let sequence = node?.sequence, sequence.indices.contains(index) else { return nil }
+                node = sequence[index]
+            }
+        }
+        return node
     }
 
     /// One line sent to the control socket (by `cluster`, or by anyone who can reach the socket):
