@@ -98,6 +98,9 @@ import Testing
             (["MAX_MESSAGE_BYTES": "-1"], "MAX_MESSAGE_BYTES"),
             (["SESSION_TTL": "1d"], "SESSION_TTL"),
             (["PRESENCE_INTERVAL": "10", "PRESENCE_TTL": "5"], "PRESENCE_TTL"),
+            // Was named PRESENCE_TTL, which the user had not set (found by the `environment` fuzz target).
+            (["PRESENCE_INTERVAL": "82"], "PRESENCE_INTERVAL"),
+            (["PRESENCE_TTL": "3"], "PRESENCE_TTL"),
             (["CF_INSTANCE_INDEX": "-3"], "CF_INSTANCE_INDEX"),
             (["ALLOWED_ORIGINS": "chat.example.com"], "ALLOWED_ORIGINS"),
             (["WRITE_COALESCING_MS": "-5"], "WRITE_COALESCING_MS"),

@@ -222,7 +222,12 @@ public struct ChatConfiguration: Sendable, Hashable {
         presenceInterval = .seconds(try Self.integer(env, "PRESENCE_INTERVAL", default: 5, range: 1...3_600))
         presenceTTL = .seconds(try Self.integer(env, "PRESENCE_TTL", default: 15, range: 2...86_400))
         if presenceTTL <= presenceInterval {
-            throw .invalid(variable: "PRESENCE_TTL", reason: "it must be longer than PRESENCE_INTERVAL, or every heartbeat would expire")
+            // Named after the one the user set (both, or only one with the other's default).
+            let ttl = "PRESENCE_TTL (\(presenceTTL.components.seconds) s\(env["PRESENCE_TTL"] == nil ? ", the default" : ""))"
+            let interval = "PRESENCE_INTERVAL (\(presenceInterval.components.seconds) s\(env["PRESENCE_INTERVAL"] == nil ? ", the default" : ""))"
+            throw .invalid(
+                variable: env["PRESENCE_TTL"] != nil ? "PRESENCE_TTL" : "PRESENCE_INTERVAL",
+                reason: "\(ttl) must be longer than \(interval), or every heartbeat would expire before the next")
         }
         recoveryWindow = .seconds(try Self.integer(env, "RECOVERY_WINDOW", default: 120, range: 1...86_400))
         keyPrefix = env["KEY_PREFIX"] ?? "chat:"
