@@ -21,7 +21,7 @@ package enum SupervisorFuzzing {
         } catch {
             // A wrong value is named by the key the file has it under, so that the user finds it.
             if case .invalidValue(let key, _, _) = error, let root = try? Yams.compose(yaml: text) {
-                precondition(value(at: key, in: root) != nil, "an error names \(key), which the file does not have: \(error)")
+                precondition(value(at: key[...], in: root) != nil, "an error names \(key), which the file does not have: \(error)")
             }
             return
         }
@@ -53,18 +53,24 @@ package enum SupervisorFuzzing {
         }
     }
 
-    /// The YAML value under a key as errors write it (`app.routes[1]`), nil when there is none.
-    static func value(at key: String, in root: Node) -> Node? {
-        var node: Node? = root
-        for part in key.split(separator: ".", omittingEmptySubsequences: false) {
-            let name = part.prefix { $0 != "[" }
-            if !name.isEmpty { node = node?.mapping?[String(name)] }
-            for index in part.dropFirst(name.count).split(separator: "[").map({ Int($0.dropLast()) }) {
-                guard let index, let sequence = node?.sequence, sequence.indices.contains(index) else { return nil }
-                node = sequence[index]
-            }
+    /// The YAML value under a key as errors write it (`app.routes[1]`, `app.env.A.B` for a name with
+    /// dots), nil when there is none.
+    static func value(at key: Substring, in node: Node) -> Node? {
+        if key.isEmpty { return node }
+        if key.first == "[" {
+            guard let close = key.firstIndex(of: "]"), let index = Int(key[key.index(after: key.startIndex)..<close]),
+                let sequence = node.sequence, sequence.indices.contains(index)
+            else { return nil }
+            let rest = key[key.index(after: close)...]
+            return value(at: rest.first == "." ? rest.dropFirst() : rest, in: sequence[index])
         }
-        return node
+        for (name, child) in node.mapping ?? [:] {
+            guard let name = name.string, key.hasPrefix(name) else { continue }
+            let rest = key.dropFirst(name.count)
+            guard rest.isEmpty || rest.first == "." || rest.first == "[" else { continue }
+            if let found = value(at: rest.first == "." ? rest.dropFirst() : rest, in: child) { return found }
+        }
+        return nil
     }
 
     /// One line sent to the control socket (by `cluster`, or by anyone who can reach the socket):
