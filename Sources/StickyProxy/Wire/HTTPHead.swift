@@ -307,9 +307,11 @@ enum HTTPHeadParser {
                 head.chunked = true
             } else {
                 // A response is chunked when chunked is its last coding; otherwise it ends at close.
+                // Several fields are one list (RFC 9110 5.3), whose empty elements do not count: a
+                // later empty `Transfer-Encoding:` leaves chunked the last coding, as clients read it.
                 var last: Range<Int>?
                 forEachToken(raw, field.value) { last = $0 }
-                head.chunked = last.map { equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[$0]), "chunked") } ?? false
+                if let last { head.chunked = equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[last]), "chunked") }
             }
         case .connection:
             forEachToken(raw, field.value) { token in
