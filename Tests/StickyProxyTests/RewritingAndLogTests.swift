@@ -109,13 +109,17 @@ struct HeaderRewritingTests {
 
     @Test func responsesKeepTheirFramingOrGetOneTheClientUnderstands() throws {
         #expect(try framing("HTTP/1.1 200 OK\nContent-Length: 5\n\n").backendFraming == .length(5))
-        let chunked = try framing("HTTP/1.1 200 OK\nTransfer-Encoding: gzip, chunked\n\n")
+        let chunked = try framing("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n")
         #expect(chunked.backendFraming == .chunked && chunked.clientFraming == .chunked && !chunked.closeClient)
-        // Several Transfer-Encoding fields are one list; an empty one does not end it (a client's parser,
-        // llhttp, read this as chunked while the proxy relayed it as ending at close: make fuzz).
-        #expect(try framing("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nTransfer-Encoding:\n\n").backendFraming == .chunked)
-        #expect(try framing("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nTransfer-Encoding: gzip\n\n").backendFraming == .untilClose)
-        #expect(try framing("HTTP/1.1 200 OK\nTransfer-Encoding:\n\n").backendFraming == .untilClose)
+        // Only one `Transfer-Encoding: chunked` field, as in gorouter: other forms are read differently
+        // by different parsers. The first two were relayed with another end than a client (llhttp)
+        // read (make fuzz, response-splitting).
+        for refused in [
+            "Transfer-Encoding: chunked\nTransfer-Encoding:", "Transfer-Encoding: chunked,", "Transfer-Encoding: gzip, chunked",
+            "Transfer-Encoding: gzip", "Transfer-Encoding:", "Transfer-Encoding: chunked\nTransfer-Encoding: chunked",
+        ] {
+            #expect(throws: HeadError.self, "\(refused)") { try response("HTTP/1.1 200 OK\n\(refused)\n\n") }
+        }
         let old = try framing("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n", client: 0)
         #expect(old.clientFraming == .dechunked && old.closeClient)
         let untilClose = try framing("HTTP/1.0 200 OK\n\n")

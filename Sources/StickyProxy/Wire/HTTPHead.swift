@@ -298,21 +298,16 @@ enum HTTPHeadParser {
             head.contentLength = length
         case .transferEncoding:
             head.transferEncodingCount += 1
-            if isRequest {
-                // Only "chunked" is understood; anything else could be read differently by the app.
-                let value = UnsafeRawBufferPointer(rebasing: raw[field.value])
-                guard head.transferEncodingCount == 1, equalsIgnoringCase(value, "chunked") else {
-                    throw .malformed("unsupported Transfer-Encoding")
-                }
-                head.chunked = true
-            } else {
-                // A response is chunked when chunked is its last coding; otherwise it ends at close.
-                // Several fields are one list (RFC 9110 5.3), whose empty elements do not count: a
-                // later empty `Transfer-Encoding:` leaves chunked the last coding, as clients read it.
-                var last: Range<Int>?
-                forEachToken(raw, field.value) { last = $0 }
-                if let last { head.chunked = equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[last]), "chunked") }
+            // Only one `Transfer-Encoding: chunked` field is understood, in requests and responses
+            // alike, as in gorouter (Go's net/http refuses anything else). Other forms are read
+            // differently by different parsers (`chunked,`, an empty second field, `gzip, chunked`),
+            // and a proxy and its peer that disagree on where a message ends can be made to take one
+            // message for two: a request is a 400, an app's response a 502.
+            let value = UnsafeRawBufferPointer(rebasing: raw[field.value])
+            guard head.transferEncodingCount == 1, equalsIgnoringCase(value, "chunked") else {
+                throw .malformed("unsupported Transfer-Encoding")
             }
+            head.chunked = true
         case .connection:
             forEachToken(raw, field.value) { token in
                 let bytes = UnsafeRawBufferPointer(rebasing: raw[token])
