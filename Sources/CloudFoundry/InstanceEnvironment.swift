@@ -91,8 +91,9 @@ public struct AppEnvironment: Sendable, Hashable {
         }
     }
 
-    /// The first of `names` that the environment sets, with its value.
-    static func first(_ names: [String], in environment: [String: String]) -> (name: String, value: String)? {
+    /// The first of `names` that the environment sets, with its value: for variables with aliases
+    /// (PORT / VCAP_APP_PORT), so that an error names the one the value came from.
+    public static func first(_ names: [String], in environment: [String: String]) -> (name: String, value: String)? {
         for name in names { if let value = environment[name] { return (name, value) } }
         return nil
     }

@@ -231,15 +231,18 @@ extension ClusterConfig {
         } catch let error as ConfigError {
             throw error
         } catch let DecodingError.typeMismatch(type, context) {
-            throw .invalidValue(
-                key: CodingPathText.text(context.codingPath), value: text(at: context.codingPath, in: node), expected: expectation(type))
+            throw invalidValue(context, in: node, expected: expectation(type))
         } catch let DecodingError.dataCorrupted(context) {
-            throw .invalidValue(
-                key: CodingPathText.text(context.codingPath), value: text(at: context.codingPath, in: node), expected: context.debugDescription)
+            throw invalidValue(context, in: node, expected: context.debugDescription)
         } catch {
             throw .invalidYAML(path: path, reason: "\(error)")
         }
         return try file.merged(into: ClusterConfig())
+    }
+
+    /// A decoding error as the key, the value as the file has it, and what was expected.
+    static func invalidValue(_ context: DecodingError.Context, in root: Node, expected: String) -> ConfigError {
+        .invalidValue(key: CodingPathText.text(context.codingPath), value: text(at: context.codingPath, in: root), expected: expected)
     }
 
     /// The value at `codingPath` as the file has it: a scalar's text, or what kind of value it is.

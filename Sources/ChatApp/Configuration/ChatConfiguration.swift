@@ -183,9 +183,10 @@ public struct ChatConfiguration: Sendable, Hashable {
             throw .invalid(variable: Self.variableName(of: error), reason: error.description)
         }
         port = app.port ?? 8080
-        bindHost = env["BIND"] ?? env["HOST"] ?? "127.0.0.1"
-        if bindHost.contains(where: \.isWhitespace) {
-            throw .invalid(variable: env["BIND"] != nil ? "BIND" : "HOST", reason: "'\(bindHost)' is not an address")
+        let bind = AppEnvironment.first(["BIND", "HOST"], in: env)
+        bindHost = bind?.value ?? "127.0.0.1"
+        if let bind, bind.value.contains(where: \.isWhitespace) {
+            throw .invalid(variable: bind.name, reason: "'\(bind.value)' is not an address")
         }
         if let url = env["REDIS_URL"] {
             redisURL = url
@@ -212,8 +213,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         sessionTTL = .seconds(try Self.integer(env, "SESSION_TTL", default: 86_400, range: 1...(365 * 86_400)))
         sessionStorage = try Self.choice(env, "SESSION_STORE", default: .redis)
         fanout = try Self.choice(env, "FANOUT", default: .redis)
-        let guid = env["CF_INSTANCE_GUID"] ?? env["INSTANCE_GUID"]
-        instance = InstanceIdentity(index: app.instanceIndex, guid: guid, port: port)
+        instance = InstanceIdentity(index: app.instanceIndex, guid: app.instanceGUID, port: port)
         historyLimit = try Self.integer(env, "HISTORY_LIMIT", default: 1_000, range: 1...10_000_000)
         recentHistory = try Self.integer(env, "RECENT_HISTORY", default: 100, range: 0...10_000)
         maxMessageBytes = try Self.integer(env, "MAX_MESSAGE_BYTES", default: 2_000, range: 1...1_000_000)
@@ -223,11 +223,13 @@ public struct ChatConfiguration: Sendable, Hashable {
         presenceTTL = .seconds(try Self.integer(env, "PRESENCE_TTL", default: 15, range: 2...86_400))
         if presenceTTL <= presenceInterval {
             // Named after the one the user set (both, or only one with the other's default).
-            let ttl = "PRESENCE_TTL (\(presenceTTL.components.seconds) s\(env["PRESENCE_TTL"] == nil ? ", the default" : ""))"
-            let interval = "PRESENCE_INTERVAL (\(presenceInterval.components.seconds) s\(env["PRESENCE_INTERVAL"] == nil ? ", the default" : ""))"
+            func setting(_ name: String, _ value: Duration) -> String {
+                "\(name) (\(value.components.seconds) s\(env[name] == nil ? ", the default" : ""))"
+            }
             throw .invalid(
                 variable: env["PRESENCE_TTL"] != nil ? "PRESENCE_TTL" : "PRESENCE_INTERVAL",
-                reason: "\(ttl) must be longer than \(interval), or every heartbeat would expire before the next")
+                reason: "\(setting("PRESENCE_TTL", presenceTTL)) must be longer than \(setting("PRESENCE_INTERVAL", presenceInterval)), "
+                    + "or every heartbeat would expire before the next")
         }
         recoveryWindow = .seconds(try Self.integer(env, "RECOVERY_WINDOW", default: 120, range: 1...86_400))
         keyPrefix = env["KEY_PREFIX"] ?? "chat:"
