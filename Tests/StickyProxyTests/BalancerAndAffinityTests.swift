@@ -249,6 +249,13 @@ struct OtherModesTests {
         #expect(policy.pin(for: AffinityRequest(cookieHeaders: [marked], clientAddress: "", isUpgrade: false)) == .instance("\u{7AF}c"))
         #expect(policy.forwardedCookieHeader(marked) == "a=1; b=2")
         #expect(policy.forwardedCookieHeader(" SERVERID = x ;; é=ü ; SERVERID=y") == "é=ü")
+        // A part without "=" is a nameless cookie (RFC 6265bis), not SERVERID: the pin does not read it,
+        // so the app gets it unchanged. It used to be removed, though it pinned nothing.
+        for header in ["SERVERID", "a=1; SERVERID", "SERVERID ; a=1", "=SERVERID; a=1"] {
+            #expect(policy.pin(for: AffinityRequest(cookieHeaders: [header], clientAddress: "", isUpgrade: false)) == .none)
+            #expect(policy.forwardedCookieHeader(header) == header)
+        }
+        #expect(policy.forwardedCookieHeader("SERVERID; SERVERID=c; a=1") == "SERVERID; a=1")
     }
 
     @Test func haproxyRedispatchesAwayFromADownServer() {

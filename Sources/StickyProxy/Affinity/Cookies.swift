@@ -57,26 +57,24 @@ public enum RequestCookies {
     }
 
     /// `header` without the cookies called `name`; nil when nothing is left. (haproxy mode only.)
-    /// On bytes, as `scan` reads them: as Characters, a combining mark after "=" joins it into one
-    /// Character, the name was not found, and the cookie reached the app (found by `make fuzz`).
+    /// A part is removed when `scan`, the reader that pins the request, reads it as that cookie: one
+    /// reading for both. A part without "=" is a nameless cookie (RFC 6265bis, as browsers send it), so
+    /// a bare `SERVERID` is kept. Works on bytes: as Characters, a combining mark after "=" joins it
+    /// into one Character, the name was not found, and the cookie reached the app (found by `make fuzz`).
     public static func removing(named name: String, from header: String) -> String? {
-        func trimmed(_ bytes: Substring.UTF8View) -> Substring.UTF8View {
-            var bytes = bytes
-            while let first = bytes.first, first == 0x20 || first == 0x09 { bytes = bytes.dropFirst() }
-            while let last = bytes.last, last == 0x20 || last == 0x09 { bytes = bytes.dropLast() }
-            return bytes
-        }
         var removedAny = false
         var kept: [String] = []
         for part in header.utf8.split(separator: UInt8(ascii: ";")) {
-            let pair = trimmed(part)
-            guard !pair.isEmpty else { continue }
-            let key = trimmed(pair.firstIndex(of: UInt8(ascii: "=")).map { pair[..<$0] } ?? pair)
-            if key.elementsEqual(name.utf8) {
+            // ";" is ASCII, so each part of a String's UTF-8 is valid UTF-8 on its own.
+            let text = String(decoding: part, as: UTF8.self)
+            if value(named: name, in: text) != nil {
                 removedAny = true
-            } else {
-                kept.append(String(decoding: pair, as: UTF8.self))
+                continue
             }
+            var pair = part
+            while let first = pair.first, first == 0x20 || first == 0x09 { pair = pair.dropFirst() }
+            while let last = pair.last, last == 0x20 || last == 0x09 { pair = pair.dropLast() }
+            if !pair.isEmpty { kept.append(String(decoding: pair, as: UTF8.self)) }
         }
         guard removedAny else { return header }
         return kept.isEmpty ? nil : kept.joined(separator: "; ")

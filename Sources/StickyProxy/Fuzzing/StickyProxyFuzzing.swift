@@ -106,8 +106,12 @@ package enum StickyProxyFuzzing {
         _ = RequestCookies.value(named: "JSESSIONID", in: text)
         _ = RequestCookies.value(named: "__VCAP_ID__", in: [text, text])
         _ = RequestCookies.containsAny(of: ["JSESSIONID", "SERVERID"], in: [text])
-        if let removed = RequestCookies.removing(named: "SERVERID", from: text) {
+        let removed = RequestCookies.removing(named: "SERVERID", from: text)
+        if let removed {
             precondition(RequestCookies.value(named: "SERVERID", in: removed) == nil, "a removed cookie is still there")
+        }
+        if RequestCookies.value(named: "SERVERID", in: text) == nil {
+            precondition(removed == text, "a header without the cookie (as the request's pin reads it) was changed")
         }
         if let cookie = SetCookie(header: text) {
             _ = (cookie.isDeletion(nowSecondsSince1970: 0), cookie.headerValue)
