@@ -139,17 +139,30 @@ public enum Affinity: String, Sendable, Equatable, CaseIterable, Codable {
 public enum ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
     case unreadable(path: String, reason: String)
     case invalidYAML(path: String, reason: String)
-    case unknownKey(path: String, key: String, known: [String])
+    case unknownKey(path: String, line: Int?, key: String, known: [String])
+    /// A value that cannot work, before it is known where the user set it.
     case invalidValue(key: String, value: String, expected: String)
+    /// A value the config file sets, with the line it is on (nil when the file does not say).
+    case invalidValueInFile(path: String, line: Int?, key: String, value: String, expected: String)
+    /// A value a flag of `cluster up` sets.
+    case invalidFlag(flag: String, value: String, expected: String)
 
     public var description: String {
         switch self {
         case .unreadable(let path, let reason): "cannot read the config file \(path): \(reason)"
         case .invalidYAML(let path, let reason): "\(path) is not a valid cluster config: \(reason)"
-        case .unknownKey(let path, let key, let known):
-            "\(path): unknown key '\(key)'; known keys here: \(known.joined(separator: ", "))"
+        case .unknownKey(let path, let line, let key, let known):
+            "\(Self.place(path, line)): unknown key '\(key)'; known keys here: \(known.joined(separator: ", "))"
         case .invalidValue(let key, let value, let expected): "\(key) = '\(value)' is not valid: expected \(expected)"
+        case .invalidValueInFile(let path, let line, let key, let value, let expected):
+            "\(Self.place(path, line)): \(key) = '\(value)' is not valid: expected \(expected)"
+        case .invalidFlag(let flag, let value, let expected): "\(flag) '\(value)' is not valid: expected \(expected)"
         }
+    }
+
+    /// `path:line`, as compilers write it, so that editors and terminals can open the place.
+    private static func place(_ path: String, _ line: Int?) -> String {
+        line.map { "\(path):\($0)" } ?? path
     }
 }
 
@@ -183,6 +196,18 @@ public struct ClusterOverrides: Sendable, Equatable {
         self.healthCheckType = healthCheckType
     }
 
+    /// The flag that set the value under `key` (as `ClusterConfig.validate()` names it), nil when no flag did.
+    public func flag(setting key: String) -> String? {
+        switch key {
+        case "app.instances" where instances != nil: "--instances"
+        case "app.command" where appCommand != nil: "--app"
+        case "proxy.port" where port != nil: "--port"
+        case "redis.url" where redisURL != nil: "--redis-url"
+        case "time_scale" where timeScale != nil: "--time-scale"
+        default: nil
+        }
+    }
+
     public func applied(to config: ClusterConfig) -> ClusterConfig {
         var config = config
         if let instances { config.app.instances = instances }
@@ -205,13 +230,44 @@ extension ClusterConfig {
     /// Reads a config file; a missing key keeps its default, an unknown key is an error (a typo would
     /// otherwise be silently ignored).
     public static func load(path: String) throws(ConfigError) -> ClusterConfig {
-        let text: String
+        try parse(yaml: read(path), path: path)
+    }
+
+    /// What `cluster up` runs with: the config file when there is one, then the flags, checked. A value
+    /// that cannot work is named where the user set it: the flag, or the file and line.
+    public static func resolve(file path: String?, overrides: ClusterOverrides) throws(ConfigError) -> ClusterConfig {
+        guard let path else { return try resolve(yaml: nil, path: "", overrides: overrides) }
+        return try resolve(yaml: read(path), path: path, overrides: overrides)
+    }
+
+    /// `resolve(file:overrides:)` on the file's text (nil: no file).
+    static func resolve(yaml: String?, path: String, overrides: ClusterOverrides) throws(ConfigError) -> ClusterConfig {
+        let base = try yaml.map { text throws(ConfigError) in try parse(yaml: text, path: path) } ?? ClusterConfig()
+        let config = overrides.applied(to: base)
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            try config.validate()
+        } catch {
+            guard case .invalidValue(let key, let value, let expected) = error else { throw error }
+            if let flag = overrides.flag(setting: key) { throw .invalidFlag(flag: flag, value: value, expected: expected) }
+            guard let yaml else { throw error }
+            throw inFile(error, path: path, root: (try? Yams.compose(yaml: yaml)) ?? nil)
+        }
+        return config
+    }
+
+    /// A refused value named where the file sets it: its line, and the value as written there.
+    static func inFile(_ error: ConfigError, path: String, root: Node?) -> ConfigError {
+        guard case .invalidValue(let key, let value, let expected) = error else { return error }
+        let found = root.flatMap { node(at: key[...], in: $0) }
+        return .invalidValueInFile(path: path, line: found?.mark?.line, key: key, value: found.map(flow) ?? value, expected: expected)
+    }
+
+    private static func read(_ path: String) throws(ConfigError) -> String {
+        do {
+            return try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             throw .unreadable(path: path, reason: (error as NSError).localizedDescription)
         }
-        return try parse(yaml: text, path: path)
     }
 
     /// Parses the YAML text of a config (`path` only names it in errors).
@@ -225,39 +281,52 @@ extension ClusterConfig {
         guard let node else { return ClusterConfig() }
         guard node.mapping != nil else { throw .invalidYAML(path: path, reason: "the top level must be a mapping of keys") }
         try checkKeys(node, path: path)
+        do {
+            return try decode(node, path: path)
+        } catch {
+            throw inFile(error, path: path, root: node)
+        }
+    }
+
+    private static func decode(_ node: Node, path: String) throws(ConfigError) -> ClusterConfig {
         let file: ConfigFile
         do {
             file = try YAMLDecoder().decode(ConfigFile.self, from: node)
         } catch let error as ConfigError {
             throw error
         } catch let DecodingError.typeMismatch(type, context) {
-            throw invalidValue(context, in: node, expected: expectation(type))
+            throw invalidValue(context, expected: expectation(type))
         } catch let DecodingError.dataCorrupted(context) {
-            throw invalidValue(context, in: node, expected: context.debugDescription)
+            throw invalidValue(context, expected: context.debugDescription)
         } catch {
             throw .invalidYAML(path: path, reason: "\(error)")
         }
         return try file.merged(into: ClusterConfig())
     }
 
-    /// A decoding error as the key, the value as the file has it, and what was expected.
-    static func invalidValue(_ context: DecodingError.Context, in root: Node, expected: String) -> ConfigError {
-        .invalidValue(key: CodingPathText.text(context.codingPath), value: text(at: context.codingPath, in: root), expected: expected)
+    /// The YAML value under a key as errors write it (`app.routes[1]`, `app.env.A.B` for a name with
+    /// dots), nil when there is none.
+    static func node(at key: Substring, in node: Node) -> Node? {
+        if key.isEmpty { return node }
+        if key.first == "[" {
+            guard let close = key.firstIndex(of: "]"), let index = Int(key[key.index(after: key.startIndex)..<close]),
+                let sequence = node.sequence, sequence.indices.contains(index)
+            else { return nil }
+            let rest = key[key.index(after: close)...]
+            return self.node(at: rest.first == "." ? rest.dropFirst() : rest, in: sequence[index])
+        }
+        for (name, child) in node.mapping ?? [:] {
+            guard let name = name.string, key.hasPrefix(name) else { continue }
+            let rest = key.dropFirst(name.count)
+            guard rest.isEmpty || rest.first == "." || rest.first == "[" else { continue }
+            if let found = self.node(at: rest.first == "." ? rest.dropFirst() : rest, in: child) { return found }
+        }
+        return nil
     }
 
-    /// The value at `codingPath` as the file has it: a scalar's text, or what kind of value it is.
-    static func text(at codingPath: [any CodingKey], in root: Node) -> String {
-        var node = root
-        for key in codingPath {
-            if let index = key.intValue, let sequence = node.sequence, sequence.indices.contains(index) {
-                node = sequence[index]
-            } else if let value = node.mapping?[key.stringValue] {
-                node = value
-            } else {
-                return "?"
-            }
-        }
-        return flow(node)
+    /// A decoding error as the key and what was expected; `inFile` adds the value as the file has it.
+    static func invalidValue(_ context: DecodingError.Context, expected: String) -> ConfigError {
+        .invalidValue(key: CodingPathText.text(context.codingPath), value: "?", expected: expected)
     }
 
     /// A YAML value on one line, as flow style writes it (`[a, b]`, `{b: 1}`), cut at 80 characters.
@@ -297,11 +366,11 @@ extension ClusterConfig {
         let topKeys = ConfigFile.CodingKeys.allCases.map(\.rawValue)
         for (key, value) in node.mapping ?? [:] {
             guard let name = key.string, topKeys.contains(name) else {
-                throw .unknownKey(path: path, key: key.string ?? "?", known: topKeys)
+                throw .unknownKey(path: path, line: key.mark?.line, key: key.string ?? "?", known: topKeys)
             }
             guard let known = sections[name], let mapping = value.mapping else { continue }
             for (subkey, _) in mapping where !known.contains(subkey.string ?? "") {
-                throw .unknownKey(path: path, key: "\(name).\(subkey.string ?? "?")", known: known)
+                throw .unknownKey(path: path, line: subkey.mark?.line, key: "\(name).\(subkey.string ?? "?")", known: known)
             }
         }
     }

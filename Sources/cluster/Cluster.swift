@@ -61,14 +61,12 @@ struct Up: AsyncParsableCommand {
     @OptionGroup var state: StateOption
 
     func run() async throws {
-        var base = ClusterConfig()
         let path = config ?? (FileManager.default.fileExists(atPath: "Configs/cluster.yml") ? "Configs/cluster.yml" : nil)
         do {
-            if let path { base = try ClusterConfig.load(path: path) }
             let overrides = ClusterOverrides(
                 instances: instances, appCommand: app, port: port, affinity: affinity, redisURL: redisURL, restartPolicy: restartPolicy,
                 timeScale: timeScale, stateDirectory: state.stateDir, proxyEnabled: noProxy ? false : nil, healthCheckType: healthCheck)
-            try await ClusterUp.run(config: overrides.applied(to: base))
+            try await ClusterUp.run(config: ClusterConfig.resolve(file: path, overrides: overrides))
         } catch {
             throw ExitCode.failure.printing("cluster: error: \(error)")
         }

@@ -134,7 +134,7 @@ struct ClusterConfigTests {
         } catch {
             #expect(error.description.contains("unknown key 'proxy.afinity'"))
             #expect(error.description.contains("affinity"))
-            #expect(error.description.hasPrefix("my.yml"))
+            #expect(error.description.hasPrefix("my.yml:2: "))
         }
         #expect(throws: ConfigError.self) { try ClusterConfig.parse(yaml: "instances: 3\n") }
     }
@@ -163,15 +163,60 @@ struct ClusterConfigTests {
     func wrongKinds() {
         let cases: [(String, String)] = [
             // Was: app.instances = '?' is not valid: expected Expected to decode Int but found Scalar instead.
-            ("app:\n  instances: three\n", "app.instances = 'three' is not valid: expected a whole number"),
-            ("proxy:\n  port: 8080.5\n", "proxy.port = '8080.5' is not valid: expected a whole number"),
-            ("time_scale: fast\n", "time_scale = 'fast' is not valid: expected a number"),
-            ("app:\n  routes: [a, {b: 1}]\n", "app.routes[1] = '{b: 1}' is not valid: expected a single value (text or a number)"),
-            ("app:\n  routes: localhost\n", "app.routes = 'localhost' is not valid: expected a list, such as [a, b]"),
-            ("app:\n  env: [1, 2]\n", "app.env = '[1, 2]' is not valid: expected names with values, such as {NAME: value}"),
-            ("app:\n  name: [a]\n", "app.name = '[a]' is not valid: expected a single value (text or a number)"),
+            ("app:\n  instances: three\n", "cluster.yml:2: app.instances = 'three' is not valid: expected a whole number"),
+            ("proxy:\n  port: 8080.5\n", "cluster.yml:2: proxy.port = '8080.5' is not valid: expected a whole number"),
+            ("time_scale: fast\n", "cluster.yml:1: time_scale = 'fast' is not valid: expected a number"),
+            (
+                "app:\n  routes:\n    - a\n    - {b: 1}\n",
+                "cluster.yml:4: app.routes[1] = '{b: 1}' is not valid: expected a single value (text or a number)"
+            ),
+            ("app:\n  routes: localhost\n", "cluster.yml:2: app.routes = 'localhost' is not valid: expected a list, such as [a, b]"),
+            ("app:\n  env: [1, 2]\n", "cluster.yml:2: app.env = '[1, 2]' is not valid: expected names with values, such as {NAME: value}"),
+            ("app:\n  name: [a]\n", "cluster.yml:2: app.name = '[a]' is not valid: expected a single value (text or a number)"),
+            ("app:\n  env:\n    A.B: [x]\n", "cluster.yml:3: app.env.A.B = '[x]' is not valid: expected a single value (text or a number)"),
+            ("proxy:\n  websocket_affinity: Maybe\n", "cluster.yml:2: proxy.websocket_affinity = 'Maybe' is not valid: expected on or off"),
         ]
         for (yaml, message) in cases { #expect(Self.error(yaml) == message) }
+    }
+
+    @Test("A value that cannot work is named where the user set it: the flag, or the file and line, as written")
+    func errorsSayWhere() throws {
+        let file = "app:\n  name: web\n  instances: 500\nhealth_check:\n  startup_timeout: 10m\nproxy:\n  port: 99999\n"
+        func message(_ yaml: String?, _ overrides: ClusterOverrides = ClusterOverrides()) -> String? {
+            do {
+                _ = try ClusterConfig.resolve(yaml: yaml, path: "my.yml", overrides: overrides)
+                return nil
+            } catch {
+                return error.description
+            }
+        }
+        // Before: "app.instances = '500' is not valid: expected 0 to 100", with no word of the file.
+        #expect(message(file) == "my.yml:3: app.instances = '500' is not valid: expected 0 to 100")
+        // The flag overrides the file's wrong value; the next one is the file's, as written (not 10m0s).
+        #expect(
+            message(file, ClusterOverrides(instances: 2))
+                == "my.yml:5: health_check.startup_timeout = '10m' is not valid: expected more than 0s and at most 3m0s (Cloud Foundry's maximum)")
+        // A flag's wrong value is the flag's, even when the file has the same key right.
+        #expect(message("app:\n  instances: 2\n", ClusterOverrides(instances: 101)) == "--instances '101' is not valid: expected 0 to 100")
+        #expect(message(nil, ClusterOverrides(port: 70000)) == "--port '70000' is not valid: expected a port from 1 to 65535, or 0 for a free one")
+        #expect(message(nil, ClusterOverrides(appCommand: " ")) == "--app ' ' is not valid: expected a command")
+        #expect(message(nil, ClusterOverrides(redisURL: "http://x")) == "--redis-url 'http://x' is not valid: expected a redis://host:port URL")
+        #expect(
+            message(nil, ClusterOverrides(timeScale: 0))
+                == "--time-scale '0.0' is not valid: expected a factor above 0 and at most 100 (0.01 makes 30s into 0.3s)")
+        #expect(message("app:\n  routes: []\n") == "my.yml:2: app.routes = '[]' is not valid: expected at least one route, for example localhost")
+        #expect(
+            message("time_scale: 1e3\n")
+                == "my.yml:1: time_scale = '1e3' is not valid: expected a factor above 0 and at most 100 (0.01 makes 30s into 0.3s)")
+        let valid = try ClusterConfig.resolve(
+            yaml: file.replacingOccurrences(of: "10m", with: "2m"), path: "my.yml", overrides: ClusterOverrides(instances: 2, port: 0))
+        #expect(valid.app.instances == 2 && valid.proxy.port == 0 && valid.app.name == "web")
+        do {
+            _ = try ClusterConfig.resolve(file: "/nonexistent/c.yml", overrides: ClusterOverrides())
+            Issue.record("a missing file was read")
+        } catch {
+            #expect(error.description.hasPrefix("cannot read the config file /nonexistent/c.yml: "))
+        }
     }
 
     /// The error `ClusterConfig.parse` gives for `yaml`, nil when it gives none.

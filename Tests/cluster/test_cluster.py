@@ -459,12 +459,17 @@ def test_errors_before_anything_starts(tmp_path):
         ([cluster, "up", "--config", str(tmp_path / "missing.yml"), *state], 1, "cannot read the config file"),
         ([cluster, "up", "--affinity", "sticky", *state], 64, "sticky"),
         ([cluster, "up", "--no-proxy", "--app", "no-such-program --x", *state], 1, "'no-such-program' is not in"),
-        ([cluster, "up", "--no-proxy", "--instances", "101", "--app", "true", *state], 1, "app.instances = '101' is not valid"),
-        ([cluster, "up", "--redis-url", "http://x", "--app", "true", *state], 1, "redis.url"),
+        ([cluster, "up", "--no-proxy", "--instances", "101", "--app", "true", *state], 1, "--instances '101' is not valid: expected 0 to 100"),
+        ([cluster, "up", "--redis-url", "http://x", "--app", "true", *state], 1, "--redis-url 'http://x' is not valid"),
     ]
     bad = tmp_path / "bad.yml"
     bad.write_text("proxy:\n  afinity: cf\n")
-    cases.append(([cluster, "up", "--config", str(bad), *state], 1, "unknown key 'proxy.afinity'"))
+    cases.append(([cluster, "up", "--config", str(bad), *state], 1, f"{bad}:2: unknown key 'proxy.afinity'"))
+    # A wrong value is named where it was set: the file and its line, as written; or the flag.
+    wrong = tmp_path / "wrong.yml"
+    wrong.write_text("app:\n  command: 'true'\n  instances: 500\nproxy:\n  enabled: off\n")
+    cases.append(([cluster, "up", "--config", str(wrong), *state], 1, f"{wrong}:3: app.instances = '500' is not valid: expected 0 to 100"))
+    cases.append(([cluster, "up", "--config", str(wrong), "--instances=-1", *state], 1, "--instances '-1' is not valid"))
     for args, code, message in cases:
         result = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert result.returncode == code, (args, result.returncode, result.stderr)

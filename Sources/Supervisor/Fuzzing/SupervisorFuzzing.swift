@@ -1,7 +1,6 @@
 import CloudFoundry
 import Foundation
 import RedisClient
-import Yams
 
 /// Entry points for coverage-guided fuzzing (`make fuzz`, docs/fuzzing.md) and for replaying its
 /// corpus in the tests (FuzzCorpusTests): what a user writes in a cluster config or sends to a
@@ -16,13 +15,14 @@ package enum SupervisorFuzzing {
         let text = String(decoding: data, as: UTF8.self)
         let config: ClusterConfig
         do {
-            config = try ClusterConfig.parse(yaml: text)
-            try config.validate()
+            config = try ClusterConfig.resolve(yaml: text, path: "cluster.yml", overrides: ClusterOverrides())
         } catch {
-            // A wrong value is named by the key the file has it under, so that the user finds it.
-            if case .invalidValue(let key, _, _) = error, let root = try? Yams.compose(yaml: text) {
-                precondition(value(at: key[...], in: root) != nil, "an error names \(key), which the file does not have: \(error)")
+            // A wrong value is named by the key the file has it under, and its line, so that the user
+            // finds it.
+            if case .invalidValueInFile(_, let line, let key, _, _) = error {
+                precondition(line != nil, "an error names \(key), which the file does not have: \(error)")
             }
+            if case .invalidValue = error { preconditionFailure("a refused value does not say where it was set: \(error)") }
             return
         }
         let launch = InstanceLaunch(
@@ -51,26 +51,6 @@ package enum SupervisorFuzzing {
         for duration in [config.healthCheck.startupTimeout, config.healthCheck.livenessInterval, config.stopGracePeriod] {
             _ = (DurationText.format(duration), DurationText.short(duration))
         }
-    }
-
-    /// The YAML value under a key as errors write it (`app.routes[1]`, `app.env.A.B` for a name with
-    /// dots), nil when there is none.
-    static func value(at key: Substring, in node: Node) -> Node? {
-        if key.isEmpty { return node }
-        if key.first == "[" {
-            guard let close = key.firstIndex(of: "]"), let index = Int(key[key.index(after: key.startIndex)..<close]),
-                let sequence = node.sequence, sequence.indices.contains(index)
-            else { return nil }
-            let rest = key[key.index(after: close)...]
-            return value(at: rest.first == "." ? rest.dropFirst() : rest, in: sequence[index])
-        }
-        for (name, child) in node.mapping ?? [:] {
-            guard let name = name.string, key.hasPrefix(name) else { continue }
-            let rest = key.dropFirst(name.count)
-            guard rest.isEmpty || rest.first == "." || rest.first == "[" else { continue }
-            if let found = value(at: rest.first == "." ? rest.dropFirst() : rest, in: child) { return found }
-        }
-        return nil
     }
 
     /// One line sent to the control socket (by `cluster`, or by anyone who can reach the socket):
