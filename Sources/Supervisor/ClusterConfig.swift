@@ -35,6 +35,23 @@ public struct ClusterConfig: Sendable, Equatable {
         public init() {}
     }
 
+    /// Cloud Foundry's readiness check (`readiness-health-check-*` in a manifest): while it fails, the
+    /// instance keeps running but is taken out of the route pool; when it passes again, it is routed
+    /// again. Nothing is restarted. `process` (the default) means no readiness check: an instance is
+    /// routable as soon as its startup check passes.
+    public struct ReadinessCheck: Sendable, Equatable {
+        public var type: HealthCheckType = .process
+        /// The path an `http` check GETs.
+        public var endpoint = "/"
+        public var interval: Duration = .seconds(5)
+        /// Each check's own timeout (connect, or the whole HTTP exchange).
+        public var timeout: Duration = .seconds(1)
+        public init() {}
+
+        /// Whether a check runs at all.
+        public var isEnabled: Bool { type != .process }
+    }
+
     public struct Proxy: Sendable, Equatable {
         /// Without the proxy, instances are reachable only on their own ports.
         public var enabled = true
@@ -60,6 +77,7 @@ public struct ClusterConfig: Sendable, Equatable {
 
     public var app = App()
     public var healthCheck = HealthCheck()
+    public var readinessCheck = ReadinessCheck()
     public var proxy = Proxy()
     public var redis = Redis()
     public var restartPolicy: RestartPolicy.Name = .diego
@@ -104,6 +122,15 @@ public struct ClusterConfig: Sendable, Equatable {
             throw bad("health_check.liveness_interval", DurationText.format(healthCheck.livenessInterval), "10ms or more")
         }
         if healthCheck.timeout < .milliseconds(1) { throw bad("health_check.timeout", DurationText.format(healthCheck.timeout), "1ms or more") }
+        if !readinessCheck.endpoint.hasPrefix("/") {
+            throw bad("readiness_check.endpoint", readinessCheck.endpoint, "a path starting with /")
+        }
+        if readinessCheck.interval < .milliseconds(10) {
+            throw bad("readiness_check.interval", DurationText.format(readinessCheck.interval), "10ms or more")
+        }
+        if readinessCheck.timeout < .milliseconds(1) {
+            throw bad("readiness_check.timeout", DurationText.format(readinessCheck.timeout), "1ms or more")
+        }
         if !(0...65535).contains(proxy.port) { throw bad("proxy.port", "\(proxy.port)", "a port from 1 to 65535, or 0 for a free one") }
         if !["round-robin", "least-connection"].contains(proxy.balancing) {
             throw bad("proxy.balancing", proxy.balancing, "round-robin or least-connection")
@@ -178,11 +205,12 @@ public struct ClusterOverrides: Sendable, Equatable {
     public var stateDirectory: String?
     public var proxyEnabled: Bool?
     public var healthCheckType: HealthCheckType?
+    public var readinessCheckType: HealthCheckType?
 
     public init(
         instances: Int? = nil, appCommand: String? = nil, port: Int? = nil, affinity: Affinity? = nil, redisURL: String? = nil,
         restartPolicy: RestartPolicy.Name? = nil, timeScale: Double? = nil, stateDirectory: String? = nil, proxyEnabled: Bool? = nil,
-        healthCheckType: HealthCheckType? = nil
+        healthCheckType: HealthCheckType? = nil, readinessCheckType: HealthCheckType? = nil
     ) {
         self.instances = instances
         self.appCommand = appCommand
@@ -194,6 +222,7 @@ public struct ClusterOverrides: Sendable, Equatable {
         self.stateDirectory = stateDirectory
         self.proxyEnabled = proxyEnabled
         self.healthCheckType = healthCheckType
+        self.readinessCheckType = readinessCheckType
     }
 
     /// The flag that set the value under `key` (as `ClusterConfig.validate()` names it), nil when no flag did.
@@ -220,6 +249,7 @@ public struct ClusterOverrides: Sendable, Equatable {
         if let stateDirectory { config.stateDirectory = stateDirectory }
         if let proxyEnabled { config.proxy.enabled = proxyEnabled }
         if let healthCheckType { config.healthCheck.type = healthCheckType }
+        if let readinessCheckType { config.readinessCheck.type = readinessCheckType }
         return config
     }
 }
@@ -358,6 +388,7 @@ extension ClusterConfig {
         let sections: [String: [String]] = [
             "app": ConfigFile.AppSection.CodingKeys.allCases.map(\.rawValue),
             "health_check": ConfigFile.HealthSection.CodingKeys.allCases.map(\.rawValue),
+            "readiness_check": ConfigFile.ReadinessSection.CodingKeys.allCases.map(\.rawValue),
             "proxy": ConfigFile.ProxySection.CodingKeys.allCases.map(\.rawValue),
             "redis": ConfigFile.RedisSection.CodingKeys.allCases.map(\.rawValue),
             "restart": ConfigFile.RestartSection.CodingKeys.allCases.map(\.rawValue),
@@ -406,6 +437,13 @@ struct ConfigFile: Decodable {
             case livenessInterval = "liveness_interval"
         }
     }
+    struct ReadinessSection: Decodable {
+        var type: String?
+        var endpoint: String?
+        var interval: DurationValue?
+        var timeout: DurationValue?
+        enum CodingKeys: String, CodingKey, CaseIterable { case type, endpoint, interval, timeout }
+    }
     struct ProxySection: Decodable {
         var enabled: FlexibleBool?
         var command: String?
@@ -440,6 +478,7 @@ struct ConfigFile: Decodable {
 
     var app: AppSection?
     var healthCheck: HealthSection?
+    var readinessCheck: ReadinessSection?
     var proxy: ProxySection?
     var redis: RedisSection?
     var restart: RestartSection?
@@ -450,6 +489,7 @@ struct ConfigFile: Decodable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case app, proxy, redis, restart, stop
         case healthCheck = "health_check"
+        case readinessCheck = "readiness_check"
         case timeScale = "time_scale"
         case stateDir = "state_dir"
     }
@@ -477,6 +517,17 @@ struct ConfigFile: Decodable {
             if let value = healthCheck.startupTimeout { config.healthCheck.startupTimeout = value.duration }
             if let value = healthCheck.livenessInterval { config.healthCheck.livenessInterval = value.duration }
             if let value = healthCheck.timeout { config.healthCheck.timeout = value.duration }
+        }
+        if let readinessCheck {
+            if let value = readinessCheck.type {
+                guard let type = HealthCheckType(rawValue: value) else {
+                    throw .invalidValue(key: "readiness_check.type", value: value, expected: "port, http or process")
+                }
+                config.readinessCheck.type = type
+            }
+            if let value = readinessCheck.endpoint { config.readinessCheck.endpoint = value }
+            if let value = readinessCheck.interval { config.readinessCheck.interval = value.duration }
+            if let value = readinessCheck.timeout { config.readinessCheck.timeout = value.duration }
         }
         if let proxy {
             if let value = proxy.enabled { config.proxy.enabled = value.value }

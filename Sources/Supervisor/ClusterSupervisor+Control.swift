@@ -107,11 +107,11 @@ extension ClusterSupervisor {
         return .success(message)
     }
 
-    /// Every desired instance running and every removed one gone.
+    /// Every desired instance running and routable, and every removed one gone.
     func waitForSettled() async -> Bool {
         let timeout = config.healthCheck.startupTimeout + config.stopGracePeriod + .seconds(10)
         return await waitFor(timeout) {
-            self.slots.count == self.desiredCount && (0..<self.desiredCount).allSatisfy { self.slots[$0]?.lifecycle.state == .running }
+            self.slots.count == self.desiredCount && (0..<self.desiredCount).allSatisfy { self.slots[$0]?.lifecycle.isRoutable == true }
         }
     }
 
@@ -160,7 +160,9 @@ extension ClusterSupervisor {
         return await waitFor(timeout) {
             indices.allSatisfy { index in
                 guard let lifecycle = self.slots[index]?.lifecycle else { return true }
-                return lifecycle.state == .running && lifecycle.run > (runs[index] ?? 0)
+                // Routable, not only running: a rolling restart waits for each new instance to be in
+                // the route pool before it takes the next one out, as Cloud Foundry's does.
+                return lifecycle.isRoutable && lifecycle.run > (runs[index] ?? 0)
             }
         }
     }
@@ -333,6 +335,7 @@ extension ClusterSupervisor {
                 pid: alive ? slot.pid : nil,
                 port: alive ? slot.port : nil,
                 state: lifecycle.state,
+                routable: lifecycle.state == .running ? lifecycle.isRoutable : nil,
                 uptimeSeconds: lifecycle.uptime(now: time)?.seconds,
                 crashes: lifecycle.crashCount,
                 nextRestartSeconds: lifecycle.nextRestartAt.map { max(0, ($0 - time).seconds) },

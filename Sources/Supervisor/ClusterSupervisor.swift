@@ -386,7 +386,7 @@ public actor ClusterSupervisor {
         }
         if config.healthCheck.type == .process {
             apply(index) { $0.healthCheckPassed(run: run, now: now) }
-            return
+            guard config.readinessCheck.isEnabled else { return }
         }
         let spawnedAt = slot.lifecycle.spawnedAt ?? now
         let port = slot.port ?? 0
@@ -408,36 +408,54 @@ public actor ClusterSupervisor {
         }
     }
 
-    /// Diego's startup check, then liveness checks, for one run. Runs off the actor.
+    /// Diego's startup check, then liveness checks and (when configured) readiness checks side by side,
+    /// for one run. Runs off the actor; cancelled when the run ends.
     nonisolated func healthLoop(index: Int, run: Int, port: Int, spawnedAt: Duration) async {
-        let schedule = HealthCheckSchedule(config.healthCheck)
-        var lastAttempt: Duration?
-        var lastReason = "no check could run"
-        startup: while true {
-            switch schedule.nextStartup(spawnedAt: spawnedAt, after: lastAttempt) {
-            case .attempt(let time):
-                guard (try? await Task.sleep(until: epoch + time, clock: .continuous)) != nil else { return }
-                lastAttempt = time
-                do {
-                    try await check(port: port)
-                    await healthCheckPassed(index: index, run: run)
-                    break startup
-                } catch {
-                    lastReason = "\(error)"
+        let schedule = HealthCheckSchedule(config)
+        let liveness = config.healthCheck
+        if liveness.type != .process {
+            var lastAttempt: Duration?
+            var lastReason = "no check could run"
+            startup: while true {
+                switch schedule.nextStartup(spawnedAt: spawnedAt, after: lastAttempt) {
+                case .attempt(let time):
+                    guard (try? await Task.sleep(until: epoch + time, clock: .continuous)) != nil else { return }
+                    lastAttempt = time
+                    do {
+                        try await Self.check(liveness.type, endpoint: liveness.endpoint, timeout: liveness.timeout, port: port)
+                        await healthCheckPassed(index: index, run: run)
+                        break startup
+                    } catch {
+                        lastReason = "\(error)"
+                    }
+                case .timeout(let time):
+                    guard (try? await Task.sleep(until: epoch + time, clock: .continuous)) != nil else { return }
+                    await healthCheckFailed(index: index, run: run, reason: lastReason, startup: true)
+                    return
                 }
-            case .timeout(let time):
-                guard (try? await Task.sleep(until: epoch + time, clock: .continuous)) != nil else { return }
-                await healthCheckFailed(index: index, run: run, reason: lastReason, startup: true)
-                return
             }
         }
-        var lastCheck = ContinuousClock.now - epoch
+        let healthyAt = ContinuousClock.now - epoch
+        await withTaskGroup(of: Void.self) { group in
+            if liveness.type != .process {
+                group.addTask { await self.livenessLoop(index: index, run: run, port: port, schedule: schedule, from: healthyAt) }
+            }
+            if config.readinessCheck.isEnabled {
+                group.addTask { await self.readinessLoop(index: index, run: run, port: port, schedule: schedule, healthyAt: healthyAt) }
+            }
+        }
+    }
+
+    /// Once healthy, a liveness check every interval; the first failure is a crash.
+    nonisolated func livenessLoop(index: Int, run: Int, port: Int, schedule: HealthCheckSchedule, from healthyAt: Duration) async {
+        let liveness = config.healthCheck
+        var lastCheck = healthyAt
         while !Task.isCancelled {
             let next = schedule.nextLiveness(after: lastCheck)
             guard (try? await Task.sleep(until: epoch + next, clock: .continuous)) != nil else { return }
             lastCheck = next
             do {
-                try await check(port: port)
+                try await Self.check(liveness.type, endpoint: liveness.endpoint, timeout: liveness.timeout, port: port)
             } catch {
                 await healthCheckFailed(index: index, run: run, reason: "\(error)", startup: false)
                 return
@@ -445,10 +463,29 @@ public actor ClusterSupervisor {
         }
     }
 
-    nonisolated func check(port: Int) async throws {
-        switch config.healthCheck.type {
-        case .port: try await Probe.tcp(port: port, timeout: config.healthCheck.timeout)
-        case .http: try await Probe.httpCheck(port: port, path: config.healthCheck.endpoint, timeout: config.healthCheck.timeout)
+    /// Once healthy, a readiness check at once and then every interval, for as long as the run lasts.
+    nonisolated func readinessLoop(index: Int, run: Int, port: Int, schedule: HealthCheckSchedule, healthyAt: Duration) async {
+        let readiness = config.readinessCheck
+        var lastCheck: Duration?
+        while !Task.isCancelled {
+            let next = schedule.nextReadiness(healthyAt: healthyAt, after: lastCheck)
+            guard (try? await Task.sleep(until: epoch + next, clock: .continuous)) != nil else { return }
+            lastCheck = next
+            do {
+                try await Self.check(readiness.type, endpoint: readiness.endpoint, timeout: readiness.timeout, port: port)
+                await readinessChecked(index: index, run: run, failure: nil)
+            } catch {
+                guard !Task.isCancelled else { return }
+                await readinessChecked(index: index, run: run, failure: "\(error)")
+            }
+        }
+    }
+
+    /// One check of `type` against the instance's port, with Diego's wording when it fails.
+    static func check(_ type: HealthCheckType, endpoint: String, timeout: Duration, port: Int) async throws {
+        switch type {
+        case .port: try await Probe.tcp(port: port, timeout: timeout)
+        case .http: try await Probe.httpCheck(port: port, path: endpoint, timeout: timeout)
         case .process: return
         }
     }
@@ -462,6 +499,14 @@ public actor ClusterSupervisor {
         apply(index) { $0.healthCheckFailed(run: run, reason: reason, startup: startup, startupTimeout: timeout, now: now) }
     }
 
+    func readinessChecked(index: Int, run: Int, failure: String?) {
+        if let failure {
+            apply(index) { $0.readinessFailed(run: run, reason: failure) }
+        } else {
+            apply(index) { $0.readinessPassed(run: run) }
+        }
+    }
+
     func describe(_ lifecycleEvent: InstanceLifecycle.Event, index: Int) {
         let who = name(index)
         let slot = slots[index]
@@ -472,7 +517,19 @@ public actor ClusterSupervisor {
             }
         case .healthy(let after):
             let check = config.healthCheck.type == .process ? "process check" : "\(config.healthCheck.type.rawValue) check"
-            event("\(who) healthy after \(DurationText.format(after)) (\(check))", index: index)
+            let readiness = config.readinessCheck
+            let waiting =
+                readiness.isEnabled
+                ? "; routed once its readiness check passes (\(readiness.type.rawValue)\(readiness.type == .http ? " " + readiness.endpoint : ""))"
+                : ""
+            event("\(who) healthy after \(DurationText.format(after)) (\(check))\(waiting)", index: index)
+        case .ready:
+            event("\(who) passed its readiness check: marked ready and added to the route pool", index: index)
+        case .notReady(let reason, let wasReady):
+            let outcome =
+                wasReady
+                ? "marked not ready and removed from the route pool" : "not ready: it gets no traffic until its readiness check passes"
+            event("\(who) failed its readiness check: \(reason); \(outcome) (it keeps running; nothing is restarted)", index: index)
         case .killingUnhealthy(let reason):
             event("\(who) \(reason); killing it (SIGKILL)", index: index)
         case .crashed(let reason, let count):
@@ -499,7 +556,8 @@ public actor ClusterSupervisor {
         for index in plan.add {
             logs.reserveWidth(for: name(index))
             if slots[index] == nil {
-                slots[index] = Slot(lifecycle: InstanceLifecycle(index: index, policy: config.restart))
+                slots[index] = Slot(
+                    lifecycle: InstanceLifecycle(index: index, policy: config.restart, readinessChecked: config.readinessCheck.isEnabled))
             }
             apply(index) { $0.start(now: now) }
         }
@@ -804,13 +862,13 @@ public actor ClusterSupervisor {
         }
     }
 
-    /// Every desired instance running (routable, when there is a proxy) and not frozen, the proxy
+    /// Every desired instance running and routable (registered, when there is a proxy) and not frozen, the proxy
     /// ready, and the embedded Redis ready and not frozen.
     var isReady: Bool {
         let routed = proxyCommand == nil
         let instancesReady =
             (0..<desiredCount).allSatisfy {
-                slots[$0]?.lifecycle.state == .running && (routed || slots[$0]?.routable == true) && slots[$0]?.frozenUntil == nil
+                slots[$0]?.lifecycle.isRoutable == true && (routed || slots[$0]?.routable == true) && slots[$0]?.frozenUntil == nil
             }
             && slots.count == desiredCount
         let proxyReady = proxyCommand == nil || proxy.ready

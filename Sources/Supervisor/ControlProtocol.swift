@@ -76,6 +76,9 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var pid: Int32?
         public var port: Int?
         public var state: InstanceLifecycle.State
+        /// In the route pool (what `cf app` shows as routable); nil when not running. False while a
+        /// readiness check fails.
+        public var routable: Bool?
         public var uptimeSeconds: Double?
         public var crashes: Int
         public var nextRestartSeconds: Double?
@@ -86,7 +89,8 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var frozenSeconds: Double?
 
         public init(
-            index: Int, guid: String? = nil, pid: Int32? = nil, port: Int? = nil, state: InstanceLifecycle.State, uptimeSeconds: Double? = nil,
+            index: Int, guid: String? = nil, pid: Int32? = nil, port: Int? = nil, state: InstanceLifecycle.State, routable: Bool? = nil,
+            uptimeSeconds: Double? = nil,
             crashes: Int = 0, nextRestartSeconds: Double? = nil, connections: Int? = nil, requestsPerSecond: Double? = nil, lastCrash: String? = nil,
             frozenSeconds: Double? = nil
         ) {
@@ -95,6 +99,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             self.pid = pid
             self.port = port
             self.state = state
+            self.routable = routable
             self.uptimeSeconds = uptimeSeconds
             self.crashes = crashes
             self.nextRestartSeconds = nextRestartSeconds
@@ -105,7 +110,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case index, guid, pid, port, state, crashes, connections
+            case index, guid, pid, port, state, routable, crashes, connections
             case uptimeSeconds = "uptime_seconds"
             case nextRestartSeconds = "next_restart_seconds"
             case requestsPerSecond = "requests_per_second"
@@ -166,12 +171,16 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     public func table() -> String {
         var lines: [String] = []
         let proxyText = proxy.url.map { "\($0) (affinity \(affinity), \(proxy.state))" } ?? "\(proxy.state)"
-        lines.append("app \(app): \(instances.filter { $0.state == .running }.count)/\(desiredInstances) running\(ready ? "" : " (not ready)")")
+        let running = instances.filter { $0.state == .running }
+        let unroutable = running.filter { $0.routable == false }.count
+        lines.append(
+            "app \(app): \(running.count)/\(desiredInstances) running"
+                + (unroutable == 0 ? "" : ", \(unroutable) not routable (readiness check failing)") + (ready ? "" : " (not ready)"))
         lines.append("proxy  \(proxyText)")
         lines.append("redis  \(redis.url ?? "-") (\(redis.state))")
         lines.append("restart policy \(restartPolicy)\(timeScale == 1 ? "" : ", time scale \(timeScale)")")
         lines.append("")
-        let header = ["INDEX", "GUID", "PID", "PORT", "STATE", "UPTIME", "CRASHES", "NEXT RESTART", "CONNECTIONS", "REQ/S"]
+        let header = ["INDEX", "GUID", "PID", "PORT", "STATE", "ROUTABLE", "UPTIME", "CRASHES", "NEXT RESTART", "CONNECTIONS", "REQ/S"]
         let rows = instances.map { instance -> [String] in
             [
                 "\(instance.index)",
@@ -180,6 +189,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
                 instance.port.map { "\($0)" } ?? "-",
                 instance.state.rawValue
                     + (instance.frozenSeconds.map { ", frozen (resumes in \(DurationText.short(.milliseconds(Int64($0 * 1000)))))" } ?? ""),
+                instance.routable.map { $0 ? "yes" : "no" } ?? "-",
                 instance.uptimeSeconds.map { DurationText.short(.milliseconds(Int64($0 * 1000))) } ?? "-",
                 "\(instance.crashes)",
                 instance.nextRestartSeconds.map { "in " + DurationText.short(.milliseconds(Int64($0 * 1000))) } ?? "-",

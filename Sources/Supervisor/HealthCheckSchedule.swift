@@ -6,19 +6,28 @@ import CloudFoundry
 ///   `startupInterval` (2 s) counted from the spawn, until one passes or `startupTimeout` (60 s) after
 ///   the spawn, when the instance fails with "Instance never healthy after 1m0s: <reason>".
 /// - Liveness: once healthy, a check every `livenessInterval` (30 s); the first failure is a crash.
+/// - Readiness (when configured): from the moment the startup check passes, a check at once and then
+///   every `readinessInterval` (5 s); its result only moves the instance in or out of the route pool.
 public struct HealthCheckSchedule: Sendable, Equatable {
     public var startupInterval: Duration
     public var startupTimeout: Duration
     public var livenessInterval: Duration
+    public var readinessInterval: Duration
 
-    public init(startupInterval: Duration = .seconds(2), startupTimeout: Duration = .seconds(60), livenessInterval: Duration = .seconds(30)) {
+    public init(
+        startupInterval: Duration = .seconds(2), startupTimeout: Duration = .seconds(60), livenessInterval: Duration = .seconds(30),
+        readinessInterval: Duration = .seconds(5)
+    ) {
         self.startupInterval = startupInterval
         self.startupTimeout = startupTimeout
         self.livenessInterval = livenessInterval
+        self.readinessInterval = readinessInterval
     }
 
-    public init(_ config: ClusterConfig.HealthCheck) {
-        self.init(startupInterval: config.startupInterval, startupTimeout: config.startupTimeout, livenessInterval: config.livenessInterval)
+    public init(_ config: ClusterConfig) {
+        self.init(
+            startupInterval: config.healthCheck.startupInterval, startupTimeout: config.healthCheck.startupTimeout,
+            livenessInterval: config.healthCheck.livenessInterval, readinessInterval: config.readinessCheck.interval)
     }
 
     public enum StartupStep: Sendable, Equatable {
@@ -42,5 +51,10 @@ public struct HealthCheckSchedule: Sendable, Equatable {
     /// When the liveness check after the one at `lastCheck` runs.
     public func nextLiveness(after lastCheck: Duration) -> Duration {
         lastCheck + livenessInterval
+    }
+
+    /// When the readiness check after the one at `lastCheck` runs (nil: the first, at `healthyAt`).
+    public func nextReadiness(healthyAt: Duration, after lastCheck: Duration?) -> Duration {
+        lastCheck.map { $0 + readinessInterval } ?? healthyAt
     }
 }

@@ -7,11 +7,15 @@ import CloudFoundry
 ///
 /// Every spawn is a new "run" with a NEW instance GUID (the index stays): events about an older run
 /// are ignored, so a late exit can never be mistaken for the current process's.
+///
+/// With a readiness check (`readinessChecked`), a running instance is routable only while that check
+/// passes, as on Cloud Foundry: its result moves the instance in or out of the route pool, and never
+/// restarts it.
 public struct InstanceLifecycle: Sendable, Equatable {
     public enum State: String, Sendable, Equatable, Codable {
         /// Spawned; the startup health check has not passed yet.
         case starting
-        /// Healthy and routable.
+        /// Healthy: routable, unless a readiness check says it is not ready (`isRoutable`).
         case running
         /// A health check failed; the process is being killed and will count as a crash when it exits.
         case crashing
@@ -78,6 +82,10 @@ public struct InstanceLifecycle: Sendable, Equatable {
     public enum Event: Sendable, Equatable {
         case starting(guid: InstanceGUID, crashRestart: Bool)
         case healthy(after: Duration)
+        /// The readiness check passed: the instance joins the route pool.
+        case ready
+        /// The readiness check failed: out of the route pool (`wasReady`: it was in it), still running.
+        case notReady(reason: String, wasReady: Bool)
         case killingUnhealthy(CrashReason)
         case crashed(CrashReason, crashCount: Int)
         case restartScheduled(in: Duration, crashCount: Int)
@@ -123,15 +131,23 @@ public struct InstanceLifecycle: Sendable, Equatable {
     public private(set) var registered = false
     public private(set) var afterStop: AfterStop = .stay
     private var pendingCrash: CrashReason?
+    /// The last readiness result of this run; nil before the first.
+    public private(set) var ready: Bool?
 
     public var policy: RestartPolicy
+    /// Whether a readiness check decides when a running instance is routable.
+    public let readinessChecked: Bool
 
-    public init(index: Int, policy: RestartPolicy) {
+    public init(index: Int, policy: RestartPolicy, readinessChecked: Bool = false) {
         self.index = index
         self.policy = policy
+        self.readinessChecked = readinessChecked
     }
 
     public var crashCount: Int { crashes.count }
+
+    /// Running and in the route pool (what `cf app` shows as routable).
+    public var isRoutable: Bool { state == .running && registered }
 
     /// How long the current process has been up, if it is.
     public func uptime(now: Duration) -> Duration? {
@@ -207,13 +223,38 @@ public struct InstanceLifecycle: Sendable, Equatable {
         return exited(run: run, status: .exited(127), now: now, guid: guid)
     }
 
-    /// The startup check passed (or, for the `process` type, the process started).
+    /// The startup check passed (or, for the `process` type, the process started). Without a readiness
+    /// check the instance is routable now; with one, once that check passes.
     public mutating func healthCheckPassed(run: Int, now: Duration) -> [Action] {
         guard run == self.run, processAlive, state == .starting else { return [] }
         state = .running
         healthyAt = now
+        let healthy = Action.event(.healthy(after: now - (spawnedAt ?? now)))
+        guard !readinessChecked else { return [healthy] }
         registered = true
-        return [.event(.healthy(after: now - (spawnedAt ?? now))), .register]
+        return [healthy, .register]
+    }
+
+    /// A readiness check of a running instance passed: it joins the route pool (if it was not in it).
+    public mutating func readinessPassed(run: Int) -> [Action] {
+        guard readinessChecked, run == self.run, processAlive, state == .running, ready != true else { return [] }
+        ready = true
+        registered = true
+        return [.event(.ready), .register]
+    }
+
+    /// A readiness check of a running instance failed: it leaves the route pool and keeps running.
+    /// Only a change is reported: a check that keeps failing says so once.
+    public mutating func readinessFailed(run: Int, reason: String) -> [Action] {
+        guard readinessChecked, run == self.run, processAlive, state == .running, ready != false else { return [] }
+        let wasReady = ready == true
+        ready = false
+        var actions: [Action] = []
+        if registered {
+            registered = false
+            actions.append(.unregister)
+        }
+        return actions + [.event(.notReady(reason: reason, wasReady: wasReady))]
     }
 
     /// A startup check timed out (`startup: true`) or a liveness check failed: the instance is killed
@@ -302,6 +343,7 @@ public struct InstanceLifecycle: Sendable, Equatable {
         state = .starting
         spawnedAt = now
         healthyAt = nil
+        ready = nil
         nextRestartAt = nil
         processAlive = true
         afterStop = .stay

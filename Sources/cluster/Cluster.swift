@@ -56,6 +56,10 @@ struct Up: AsyncParsableCommand {
     var timeScale: Double?
     @Option(name: .long, help: "The health check type.")
     var healthCheck: HealthCheckType?
+    @Option(
+        name: .long,
+        help: "The readiness check type: while it fails, an instance is out of the route pool but keeps running (process: none).")
+    var readinessCheck: HealthCheckType?
     @Flag(name: .long, help: "Run without sticky-proxy.")
     var noProxy = false
     @OptionGroup var state: StateOption
@@ -65,7 +69,8 @@ struct Up: AsyncParsableCommand {
         do {
             let overrides = ClusterOverrides(
                 instances: instances, appCommand: app, port: port, affinity: affinity, redisURL: redisURL, restartPolicy: restartPolicy,
-                timeScale: timeScale, stateDirectory: state.stateDir, proxyEnabled: noProxy ? false : nil, healthCheckType: healthCheck)
+                timeScale: timeScale, stateDirectory: state.stateDir, proxyEnabled: noProxy ? false : nil, healthCheckType: healthCheck,
+                readinessCheckType: readinessCheck)
             try await ClusterUp.run(config: ClusterConfig.resolve(file: path, overrides: overrides))
         } catch {
             throw ExitCode.failure.printing("cluster: error: \(error)")
@@ -110,7 +115,7 @@ extension ExitCode {
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the instances: index, guid, pid, port, state, uptime, crashes, next restart, connections, requests/s.")
+        abstract: "Show the instances: index, guid, pid, port, state, routable, uptime, crashes, next restart, connections, requests/s.")
     @Flag(name: .long, help: "Print the status as JSON.")
     var json = false
     @OptionGroup var state: StateOption

@@ -56,6 +56,10 @@ struct ClusterConfigTests {
         #expect(configs["deep-health-check.yml"]?.healthCheck.type == .http)
         #expect(configs["deep-health-check.yml"]?.healthCheck.endpoint == "/health")
         #expect(configs["deep-health-check.yml"]?.healthCheck.livenessInterval == .seconds(2))
+        // Off unless `--readiness-check http` turns it on, then on the same endpoint, every second.
+        #expect(configs["deep-health-check.yml"]?.readinessCheck.isEnabled == false)
+        #expect(configs["deep-health-check.yml"]?.readinessCheck.endpoint == "/health")
+        #expect(configs["deep-health-check.yml"]?.readinessCheck.interval == .seconds(1))
         #expect(configs["sessions-in-memory.yml"]?.app.environment["SESSION_STORE"] == "memory")
         #expect(configs["split-brain.yml"]?.app.environment["FANOUT"] == "local")
     }
@@ -78,6 +82,11 @@ struct ClusterConfigTests {
               startup_timeout: 1m30s
               liveness_interval: 5
               timeout: 0.25
+            readiness_check:
+              type: http
+              endpoint: /ready
+              interval: 250ms
+              timeout: 2s
             proxy:
               enabled: off
               command: /opt/proxy
@@ -110,6 +119,10 @@ struct ClusterConfigTests {
         #expect(config.healthCheck.startupTimeout == .seconds(90))
         #expect(config.healthCheck.livenessInterval == .seconds(5))
         #expect(config.healthCheck.timeout == .milliseconds(250))
+        #expect(config.readinessCheck.type == .http && config.readinessCheck.isEnabled)
+        #expect(config.readinessCheck.endpoint == "/ready")
+        #expect(config.readinessCheck.interval == .milliseconds(250))
+        #expect(config.readinessCheck.timeout == .seconds(2))
         #expect(config.proxy.enabled == false)
         #expect(config.proxy.command == "/opt/proxy")
         #expect(config.proxy.port == 0)
@@ -145,6 +158,8 @@ struct ClusterConfigTests {
             ("proxy:\n  affinity: sticky\n", "proxy.affinity"),
             ("restart:\n  policy: systemd\n", "restart.policy"),
             ("health_check:\n  type: tcp\n", "health_check.type"),
+            ("readiness_check:\n  type: tcp\n", "readiness_check.type"),
+            ("readiness_check:\n  interval: often\n", "readiness_check.interval"),
             ("health_check:\n  startup_interval: soon\n", "startup_interval"),
             // A number of seconds whose nanoseconds overflow an Int64 was a crash, not an error.
             ("health_check:\n  startup_interval: 1e12\n", "startup_interval"),
@@ -249,6 +264,10 @@ struct ClusterConfigTests {
         #expect(invalid { $0.healthCheck.startupInterval = .zero })
         #expect(invalid { $0.healthCheck.livenessInterval = .nanoseconds(1) })
         #expect(invalid { $0.healthCheck.endpoint = "health" })
+        #expect(invalid { $0.readinessCheck.endpoint = "ready" })
+        #expect(invalid { $0.readinessCheck.interval = .milliseconds(9) })
+        #expect(invalid { $0.readinessCheck.timeout = .zero })
+        #expect(!ClusterConfig().readinessCheck.isEnabled, "no readiness check unless asked for, as on Cloud Foundry")
         #expect(invalid { $0.proxy.port = 70000 })
         #expect(invalid { $0.proxy.balancing = "random" })
         #expect(invalid { $0.redis.url = "http://x" })
@@ -264,8 +283,10 @@ struct ClusterConfigTests {
         file.redis.url = "redis://127.0.0.1:1"
         let overrides = ClusterOverrides(
             instances: 2, appCommand: "python3 app.py", port: 9000, affinity: Affinity.none,
-            redisURL: "", restartPolicy: .pm2, timeScale: 0.1, stateDirectory: "/tmp/s", proxyEnabled: false, healthCheckType: .http)
+            redisURL: "", restartPolicy: .pm2, timeScale: 0.1, stateDirectory: "/tmp/s", proxyEnabled: false, healthCheckType: .http,
+            readinessCheckType: .port)
         let config = overrides.applied(to: file)
+        #expect(config.readinessCheck.type == .port)
         #expect(config.app.instances == 2)
         #expect(config.app.command == "python3 app.py")
         #expect(config.proxy.port == 9000)

@@ -211,4 +211,67 @@ struct InstanceLifecycleTests {
         _ = lifecycle.exited(run: 1, status: .exited(0), now: .seconds(10))
         #expect(lifecycle.uptime(now: .seconds(11)) == nil)
     }
+
+    // MARK: Readiness (Cloud Foundry's readiness health check)
+
+    /// Started at 0 s with a readiness check; healthy at 1 s.
+    func healthyWithReadiness() -> InstanceLifecycle {
+        var lifecycle = InstanceLifecycle(index: 1, policy: RestartPolicy(), readinessChecked: true)
+        _ = lifecycle.start(now: .zero, guid: guids[0])
+        return lifecycle
+    }
+
+    @Test("With a readiness check, a healthy instance is routed only once that check passes")
+    func readinessGatesTheFirstRegistration() {
+        var lifecycle = healthyWithReadiness()
+        #expect(lifecycle.healthCheckPassed(run: 1, now: .seconds(1)) == [.event(.healthy(after: .seconds(1)))])
+        #expect(lifecycle.state == .running && !lifecycle.isRoutable && lifecycle.ready == nil)
+        // Not ready at first: said once, nothing to unregister.
+        let first = lifecycle.readinessFailed(run: 1, reason: "received status code 503")
+        #expect(first == [.event(.notReady(reason: "received status code 503", wasReady: false))])
+        #expect(lifecycle.readinessFailed(run: 1, reason: "received status code 503").isEmpty, "a failure that goes on is said once")
+        #expect(lifecycle.readinessPassed(run: 1) == [.event(.ready), .register])
+        #expect(lifecycle.isRoutable && lifecycle.ready == true)
+        #expect(lifecycle.readinessPassed(run: 1).isEmpty, "already in the route pool")
+    }
+
+    @Test("A failing readiness check takes a running instance out of the route pool and back, never restarting it")
+    func readinessMovesInAndOutOfThePool() {
+        var lifecycle = healthyWithReadiness()
+        _ = lifecycle.healthCheckPassed(run: 1, now: .seconds(1))
+        _ = lifecycle.readinessPassed(run: 1)
+        let failed = lifecycle.readinessFailed(run: 1, reason: "timed out")
+        #expect(failed == [.unregister, .event(.notReady(reason: "timed out", wasReady: true))])
+        #expect(lifecycle.state == .running && !lifecycle.isRoutable)
+        #expect(spawns(failed).isEmpty && !failed.contains(.signal(9)) && lifecycle.crashCount == 0)
+        #expect(lifecycle.readinessPassed(run: 1) == [.event(.ready), .register])
+        #expect(lifecycle.isRoutable && lifecycle.crashCount == 0 && lifecycle.run == 1)
+    }
+
+    @Test("Readiness results of another run, or of an instance not running, change nothing")
+    func readinessIsPerRun() {
+        var lifecycle = healthyWithReadiness()
+        #expect(lifecycle.readinessPassed(run: 1).isEmpty, "still starting: the startup check decides first")
+        _ = lifecycle.healthCheckPassed(run: 1, now: .seconds(1))
+        _ = lifecycle.readinessPassed(run: 1)
+        // The process crashes: unregistered once, by the exit; the new run starts with no readiness.
+        let exit = lifecycle.exited(run: 1, status: .exited(1), now: .seconds(5), guid: guids[1])
+        #expect(exit.filter { $0 == .unregister }.count == 1)
+        #expect(lifecycle.ready == nil && lifecycle.run == 2)
+        #expect(lifecycle.readinessFailed(run: 1, reason: "late").isEmpty, "a late result of the old run")
+        _ = lifecycle.healthCheckPassed(run: 2, now: .seconds(6))
+        #expect(!lifecycle.isRoutable, "the new run waits for its own readiness check")
+        // A not-ready instance whose liveness check fails: nothing to unregister, a crash as usual.
+        _ = lifecycle.readinessFailed(run: 2, reason: "503")
+        let unhealthy = lifecycle.healthCheckFailed(run: 2, reason: "refused", startup: false, startupTimeout: .seconds(60), now: .seconds(40))
+        #expect(!unhealthy.contains(.unregister) && unhealthy.last == .signal(9))
+    }
+
+    @Test("Without a readiness check, readiness results are ignored and healthy means routable")
+    func noReadinessCheck() {
+        var lifecycle = running()
+        #expect(lifecycle.isRoutable)
+        #expect(lifecycle.readinessFailed(run: 1, reason: "503").isEmpty)
+        #expect(lifecycle.isRoutable)
+    }
 }

@@ -25,6 +25,15 @@ struct HealthCheckScheduleTests {
         let fast = HealthCheckSchedule(startupInterval: .milliseconds(100), startupTimeout: .seconds(1), livenessInterval: .seconds(1))
         #expect(fast.nextStartup(spawnedAt: .zero, after: .milliseconds(900)) == .timeout(at: .seconds(1)))
     }
+
+    @Test("Readiness: at once when healthy, then every interval (5 s by default)")
+    func readiness() {
+        #expect(schedule.nextReadiness(healthyAt: .seconds(3), after: nil) == .seconds(3))
+        #expect(schedule.nextReadiness(healthyAt: .seconds(3), after: .seconds(3)) == .seconds(8))
+        var config = ClusterConfig()
+        config.readinessCheck.interval = .milliseconds(200)
+        #expect(HealthCheckSchedule(config).nextReadiness(healthyAt: .zero, after: .seconds(1)) == .milliseconds(1200))
+    }
 }
 
 @Suite("Scale plans")
@@ -305,18 +314,20 @@ struct StatusTests {
             proxy: .init(state: "running", pid: 10, url: "http://localhost:8080/"), redis: .init(state: "running", url: "redis://127.0.0.1:1"),
             instances: [
                 .init(
-                    index: 0, guid: "g0", pid: 11, port: 4000, state: .running, uptimeSeconds: 65, connections: 4, requestsPerSecond: 2.5,
-                    frozenSeconds: 12),
+                    index: 0, guid: "g0", pid: 11, port: 4000, state: .running, routable: false, uptimeSeconds: 65, connections: 4,
+                    requestsPerSecond: 2.5, frozenSeconds: 12),
                 .init(index: 1, guid: "g1", state: .crashed, crashes: 3, nextRestartSeconds: 29, lastCrash: "exited with code 1"),
             ])
         let text = status.table()
+        #expect(text.contains("STATE                             ROUTABLE"))
+        #expect(text.contains("running, frozen (resumes in 12s)  no"))
+        #expect(text.contains("1/2 running, 1 not routable (readiness check failing) (not ready)"))
         #expect(text.contains("running, frozen (resumes in 12s)"))
         #expect(text.contains("INDEX  GUID"))
         #expect(text.contains("1m05s"))
         #expect(text.contains("in 29s"))
         #expect(text.contains("2.5"))
         #expect(text.contains("chat.1 last crash: exited with code 1"))
-        #expect(text.contains("1/2 running (not ready)"))
     }
 
     @Test("Control messages round-trip as JSON")

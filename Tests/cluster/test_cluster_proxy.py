@@ -101,6 +101,39 @@ def test_a_crash_unregisters_at_once_a_stop_after_the_exit(cluster):
     wait_until("only web.0 is routed", lambda: served_by(url, 10) == {0})
 
 
+def test_a_failing_readiness_check_takes_an_instance_out_of_the_route_pool_without_restarting_it():
+    with ClusterRun(config(readiness_check={"type": "http", "endpoint": "/ready", "interval": "100ms"})) as cluster:
+        cluster.wait_ready()
+        url = proxy_url(cluster)
+        lines = cluster.output().splitlines()
+        for index in range(3):
+            # Healthy first, routed only once the readiness check has passed.
+            healthy = next(i for i, line in enumerate(lines) if f"web.{index} healthy after" in line)
+            ready = next(i for i, line in enumerate(lines) if f"web.{index} passed its readiness check" in line)
+            registered = next(i for i, line in enumerate(lines) if f"web.{index} registered with the proxy" in line)
+            assert healthy < ready < registered, "\n".join(lines[-40:])
+        assert served_by(url) == {0, 1, 2}
+        before = cluster.instances()[1]
+        fetch(f"http://127.0.0.1:{before['port']}/not-ready")
+        cluster.expect("web.1 failed its readiness check: Failed to make HTTP request to '/ready'",
+                       "received status code 503; marked not ready and removed from the route pool (it keeps running; nothing is restarted)",
+                       "web.1 unregistered from the proxy")
+        wait_until("web.1 out of the pool", lambda: served_by(url, 12) == {0, 2})
+        status = cluster.status()
+        one = status["instances"][1]
+        assert (one["state"], one["routable"], one["crashes"], one["pid"]) == ("running", False, 0, before["pid"]), one
+        assert status["ready"] is False
+        assert "1 not routable (readiness check failing)" in cluster.ctl("status").stdout
+        # It stays out while the check keeps failing, said once.
+        served_by(url, 10)
+        assert cluster.output().count("web.1 failed its readiness check") == 1
+        fetch(f"http://127.0.0.1:{before['port']}/make-ready")
+        wait_until("web.1 routed again", lambda: served_by(url, 12) == {0, 1, 2})
+        assert cluster.output().count("web.1 passed its readiness check") == 2
+        after = cluster.status()["instances"][1]
+        assert (after["routable"], after["crashes"], after["pid"], after["guid"]) == (True, 0, before["pid"], before["guid"]), after
+
+
 def test_status_reads_connections_and_request_rates_from_the_proxy(cluster):
     cluster.wait_ready()
     url = proxy_url(cluster)

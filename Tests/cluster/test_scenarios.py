@@ -71,3 +71,33 @@ def test_the_same_blip_with_a_port_check_loses_no_instance():
         cluster.ctl("redis", "start")
         wait_until("every /health at 200 again", lambda: all(health(i["port"])[0] == 200 for i in before.values()))
         assert all(i["crashes"] == 0 for i in cluster.instances().values())
+
+
+def test_the_same_endpoint_as_a_readiness_check_takes_the_app_off_the_router_and_back_without_a_restart():
+    with scenario("deep-health-check.yml", "--health-check", "port", "--readiness-check", "http") as cluster:
+        cluster.wait_ready()
+        before = cluster.instances()
+        url = cluster.proxy_url()
+
+        def answer():
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return response.status, response.headers.get("X-Cf-Routererror")
+            except urllib.error.HTTPError as error:
+                return error.code, error.headers.get("X-Cf-Routererror")
+
+        assert answer() == (200, None)
+        cluster.ctl("redis", "stop")
+        for index, instance in before.items():
+            cluster.expect(f"chat.{index} failed its readiness check: Failed to make HTTP request to '/health' on port "
+                           f"{instance['port']}: received status code 503; marked not ready and removed from the route pool "
+                           "(it keeps running; nothing is restarted)")
+        # No instance left in the pool: the route is gone, as on Cloud Foundry.
+        wait_until("the proxy answering 404 unknown_route", lambda: answer() == (404, "unknown_route"))
+        during = cluster.status()
+        assert all(i["state"] == "running" and i["routable"] is False and i["crashes"] == 0 for i in during["instances"]), during
+        cluster.ctl("redis", "start")
+        wait_until("the app routed again", lambda: answer() == (200, None), timeout=30)
+        after = cluster.instances()
+        assert all(after[i]["guid"] == before[i]["guid"] and after[i]["crashes"] == 0 for i in before), cluster.recent_events()
+        assert "became unhealthy" not in cluster.output()

@@ -5,6 +5,8 @@ GET /            JSON: index, guid, pid, port (from Cloud Foundry's environment)
 GET /env         JSON: the whole environment
 GET /health      200, or 503 after /unhealthy
 GET /unhealthy   makes /health answer 503
+GET /ready       200, or 503 after /not-ready (a readiness endpoint)
+GET /not-ready   makes /ready answer 503; GET /make-ready makes it answer 200 again
 GET /crash?code=N   exits at once with code N (default 1)
 GET /stop-listening closes the listening socket but keeps running (a port check then fails)
 
@@ -23,7 +25,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-state = {"healthy": True}
+state = {"healthy": True, "ready": True}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -47,6 +49,11 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, dict(os.environ))
         elif url.path == "/health":
             self.reply(200 if state["healthy"] else 503, {"healthy": state["healthy"]})
+        elif url.path == "/ready":
+            self.reply(200 if state["ready"] else 503, {"ready": state["ready"]})
+        elif url.path in ("/not-ready", "/make-ready"):
+            state["ready"] = url.path == "/make-ready"
+            self.reply(200, {"ready": state["ready"]})
         elif url.path == "/unhealthy":
             state["healthy"] = False
             self.reply(200, {"healthy": False})

@@ -37,9 +37,10 @@ package enum SupervisorFuzzing {
             _ = launch.registration(index: index, guid: guid, port: 61_000 + index).json()
         }
         _ = launch.helperEnvironment()
-        let schedule = HealthCheckSchedule(config.healthCheck)
+        let schedule = HealthCheckSchedule(config)
         _ = schedule.nextStartup(spawnedAt: .seconds(5), after: .seconds(6))
         _ = schedule.nextLiveness(after: .seconds(70))
+        _ = schedule.nextReadiness(healthyAt: .seconds(6), after: .seconds(70))
         let policy = config.restart
         var history = RestartPolicy.CrashHistory()
         for crash in 0..<12 {
@@ -48,7 +49,9 @@ package enum SupervisorFuzzing {
         }
         _ = policy.convergenceTick
         if let url = config.redis.url { _ = try? RedisConfiguration(url: url) }
-        for duration in [config.healthCheck.startupTimeout, config.healthCheck.livenessInterval, config.stopGracePeriod] {
+        for duration in [
+            config.healthCheck.startupTimeout, config.healthCheck.livenessInterval, config.readinessCheck.interval, config.stopGracePeriod,
+        ] {
             _ = (DurationText.format(duration), DurationText.short(duration))
         }
     }
