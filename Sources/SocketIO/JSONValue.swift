@@ -101,6 +101,12 @@ extension JSONValue: CustomStringConvertible {
 public struct JSONObject: Sendable, Hashable, Sequence, ExpressibleByDictionaryLiteral {
     public private(set) var keys: [String]
     public private(set) var values: [JSONValue]
+    /// Where each key is, once there are more than `linearLimit`: a member lookup stays O(1), so an
+    /// object of 100,000 members from a client parses in linear time, not in 5 billion comparisons
+    /// that would hold an event loop for a minute. Small objects (every chat message) keep the
+    /// cheaper linear search.
+    private var positions: [String: Int]?
+    static let linearLimit = 16
 
     public init() {
         keys = []
@@ -119,24 +125,41 @@ public struct JSONObject: Sendable, Hashable, Sequence, ExpressibleByDictionaryL
     public var count: Int { keys.count }
     public var isEmpty: Bool { keys.isEmpty }
 
+    private func position(of key: String) -> Int? {
+        if let positions { return positions[key] }
+        return keys.firstIndex(of: key)
+    }
+
     public subscript(key: String) -> JSONValue? {
         get {
-            guard let index = keys.firstIndex(of: key) else { return nil }
+            guard let index = position(of: key) else { return nil }
             return values[index]
         }
         set {
-            if let index = keys.firstIndex(of: key) {
+            if let index = position(of: key) {
                 if let newValue {
                     values[index] = newValue
                 } else {
                     keys.remove(at: index)
                     values.remove(at: index)
+                    positions = nil
+                    indexIfLarge()
                 }
             } else if let newValue {
                 keys.append(key)
                 values.append(newValue)
+                if positions != nil {
+                    positions?[key] = keys.count - 1
+                } else {
+                    indexIfLarge()
+                }
             }
         }
+    }
+
+    private mutating func indexIfLarge() {
+        guard positions == nil, keys.count > Self.linearLimit else { return }
+        positions = Dictionary(uniqueKeysWithValues: zip(keys, keys.indices))
     }
 
     public func makeIterator() -> some IteratorProtocol<(key: String, value: JSONValue)> {

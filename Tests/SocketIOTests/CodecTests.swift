@@ -52,6 +52,33 @@ struct JSONValueTests {
         #expect(try JSONValue(parsing: #"{"a":1,"a":2}"#) == ["a": 2])
     }
 
+    @Test("a large object keeps JavaScript's semantics: order, later duplicates win, removal")
+    func largeObjects() throws {
+        // 100,000 members, as one WebSocket frame of about 1 MB can carry before any login. Member
+        // lookups were a linear search: about 5 billion comparisons, a minute of an event loop.
+        let count = 100_000
+        let text = "{" + (0..<count).map { "\"k\($0)\":\($0)" }.joined(separator: ",") + #","k7":"again"}"#
+        guard case .object(var object) = try JSONValue(parsing: text) else {
+            Issue.record("not an object")
+            return
+        }
+        #expect(object.count == count)
+        #expect(object["k7"] == "again" && object["k99999"] == .number(99_999) && object["k100000"] == nil)
+        #expect(object.keys.prefix(3) == ["k0", "k1", "k2"], "members keep their order")
+        object["k1"] = nil
+        #expect(object.count == count - 1 && object["k1"] == nil && object["k2"] == .number(2) && object.keys[1] == "k2")
+        object["new"] = true
+        #expect(object.keys.last == "new" && object["new"] == true)
+        // Across the size where lookups change method: every member is found, removed and added back.
+        var small = JSONObject()
+        for index in 0..<(JSONObject.linearLimit + 4) { small["m\(index)"] = .number(Double(index)) }
+        for index in stride(from: 0, to: JSONObject.linearLimit + 4, by: 3) { small["m\(index)"] = nil }
+        for index in 0..<(JSONObject.linearLimit + 4) {
+            #expect(small["m\(index)"] == (index % 3 == 0 ? nil : .number(Double(index))))
+        }
+        #expect(small == JSONObject(small.keys.reversed().map { ($0, small[$0]!) }), "equality ignores order")
+    }
+
     @Test("base64 as Engine.IO writes it")
     func base64() {
         #expect(Base64.encode([1, 2, 3, 4]) == "AQIDBA==")
