@@ -333,7 +333,12 @@ extension Connection {
         for socket in sockets {
             let rooms = socket.namespace.remove(socket)
             socket.markDisconnected()
-            let item = SocketIOState.WorkItem.closed(socket, reason: reason.rawValue, rooms: rooms, recoverable: reason.isRecoverable)
+            // No rooms: the namespace no longer holds this socket under its id, because a client
+            // recovered the session on another connection while this one was still open (a half-open
+            // transport). The session is the new socket's now: saving this one would overwrite the
+            // app's snapshot of it with no rooms.
+            let recoverable = reason.isRecoverable && !rooms.isEmpty
+            let item = SocketIOState.WorkItem.closed(socket, reason: reason.rawValue, rooms: rooms, recoverable: recoverable)
             if socketIO.withLock({ $0.enqueue(item) }) { start = true }
         }
         if start { startWorker() }

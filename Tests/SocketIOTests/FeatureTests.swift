@@ -1,6 +1,7 @@
 import NIOCore
 import NIOWebSocket
 import RedisClient
+import Synchronization
 import TestSupport
 import Testing
 
@@ -66,6 +67,46 @@ struct RecoveryTests {
             let socket = try #require(server.io.sockets.sockets().first { $0.id == sid })
             #expect(socket.recovered)
             #expect(socket.rooms == [sid, "room1"])
+        }
+    }
+
+    @Test("a client that recovers while its old connection is still open takes the session over; the old one's close saves nothing")
+    func recoversOverAConnectionStillOpen() async throws {
+        let store = CountingRecoveryStore()
+        try await withServer(recoveryStore: store, configure: { $0.recovery = .init(maxDisconnectionDuration: .seconds(60)) }) { server in
+            let (a, reply) = try await connectWithAuth(port: server.port, auth: "")
+            let sid = try #require(reply["sid"]?.stringValue)
+            let pid = try #require(reply["pid"]?.stringValue)
+            a.send(#"42["join","room1"]"#)
+            let (b, _) = try await connectWithAuth(port: server.port, auth: "")
+            b.send(#"42["broadcast","first"]"#)
+            let offset = try #require(try event(try await a.nextText(skippingPings: true)).last?.stringValue)
+            _ = try await b.nextText(skippingPings: true)
+            // As chat-node does, the app keeps the live socket recoverable (an instance killed with -9
+            // saves nothing when it dies).
+            let snapshot = SessionSnapshot(sid: sid, pid: pid, namespace: "/", rooms: [sid, "room1"], data: .null)
+            try await store.save(snapshot, ttl: .seconds(60))
+            let old = try #require(server.io.sockets.sockets().first { $0.id == sid })
+            let oldGone = Inbox<String>()
+            old.onDisconnect { reason in oldGone.append(reason) }
+
+            // The client has given up on its connection and comes back; the server still holds the
+            // old one (a half-open transport, or a long-poll error the server has not seen).
+            let (c, _) = try await TestWebSocket.openSession(port: server.port)
+            c.send(#"40{"pid":"\#(pid)","offset":"\#(offset)"}"#)
+            let recovered = try JSONValue(parsing: String(try await c.nextText(skippingPings: true).dropFirst(2)))
+            #expect(recovered["sid"]?.stringValue == sid)
+            let saves = store.saves
+            a.close()
+            _ = try await oldGone.next(timeout: .seconds(10))
+            // Its close used to save it with no rooms, over the app's snapshot of the recovered socket.
+            #expect(store.saves == saves, "the superseded socket's close saved a session")
+            let current = try #require(server.io.sockets.sockets().first { $0.id == sid })
+            #expect(current !== old && current.recovered && current.rooms == [sid, "room1"])
+            b.send(#"42["to-room","room1","after"]"#)
+            var received: [JSONValue] = []
+            while received.first != "room-message" { received = try event(try await c.nextText(skippingPings: true)) }
+            #expect(received.prefix(2) == ["room-message", "after"])
         }
     }
 
@@ -242,5 +283,26 @@ struct ServerAPITests {
             #expect(try await a.nextText(skippingPings: true) == "41")
             await #expect(throws: SocketIOError.reservedEventName("connect")) { try await server.io.sockets.emit("connect") }
         }
+    }
+}
+
+/// The in-memory store, counting the sessions saved.
+final class CountingRecoveryStore: RecoveryStore {
+    private let store = InMemoryRecoveryStore(retention: .seconds(60))
+    private let count = Mutex(0)
+
+    var saves: Int { count.withLock { $0 } }
+
+    func save(_ session: SessionSnapshot, ttl: Duration) async throws {
+        count.withLock { $0 += 1 }
+        try await store.save(session, ttl: ttl)
+    }
+
+    func restore(pid: String, offset: String) async throws -> RestoredSession? {
+        try await store.restore(pid: pid, offset: offset)
+    }
+
+    func record(_ broadcast: BroadcastMessage) async throws -> String? {
+        try await store.record(broadcast)
     }
 }

@@ -551,6 +551,34 @@ def test_a_refresh_on_one_instance_does_not_take_the_user_off_the_others_lists(r
     bob.close()
 
 
+def test_a_client_back_while_the_instance_still_holds_its_old_connection_is_one_user(redis, nodes):
+    # The client gives up on its connection and recovers on the same instance, which still holds the
+    # old one (a half-open WebSocket, a long-poll error it has not seen): two sockets with one id. The
+    # old one's close used to take the new one's place among the instance's users, so that ada stayed
+    # published and online for ever, with no "left" line.
+    one, two = nodes(2, PRESENCE_INTERVAL="1", PRESENCE_TTL="3")
+    bob = ChatClient(two, "bob")
+    ada = ChatClient(one, "ada")
+    assert ada.send("before the overlap", "overlap-1")["ok"]
+    harness.wait_until("ada's own line", lambda: ada.has_ids(["overlap-1"]))
+    published = redis_py.Redis(port=redis.port, decode_responses=True)
+    old = ada.sio
+    ada.sio = None  # the old connection stays open
+    ada.welcome = None
+    ada.connect(one.url)
+    assert ada.recovered, "the session was not recovered"
+    harness.wait_until("instance one to publish ada's two sockets",
+                       lambda: published.hget(f"chat:presence:{one.guid}", "ada") == "2", timeout=5)
+    old.disconnect()
+    harness.wait_until("one socket left", lambda: published.hget(f"chat:presence:{one.guid}", "ada") == "1", timeout=5)
+    assert ada.send("after the overlap", "overlap-2")["ok"]
+    harness.wait_until("bob to get it", lambda: bob.has_ids(["overlap-1", "overlap-2"]))
+    ada.close()
+    harness.wait_until("a left line for ada", lambda: control_lines(bob, "ada", " left the channel") == 1, timeout=15)
+    harness.wait_until("bob alone on the list", lambda: bob.online == ["bob"], timeout=10)
+    bob.close()
+
+
 def wait_for_heartbeats(redis, node, count: int):
     """Waits until `node` has run `count` more presence heartbeats (each moves its expiry in chat:instances)."""
     published = redis_py.Redis(port=redis.port, decode_responses=True)

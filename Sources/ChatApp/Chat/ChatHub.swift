@@ -65,7 +65,9 @@ public final class ChatHub: Sendable {
 
     struct State {
         var presence: PresenceState
-        var members: [String: Member] = [:]
+        /// By socket object, not socket id: a client that recovers while its old connection is still
+        /// open here gets a second socket with the same id, and each must leave on its own.
+        var members: [ObjectIdentifier: Member] = [:]
         /// `join`s waiting for a heartbeat to be written before they announce their user, by key.
         var announcements: [Int: (heartbeat: Int, done: CheckedContinuation<Void, Never>)] = [:]
         var nextAnnouncement = 0
@@ -144,7 +146,7 @@ public final class ChatHub: Sendable {
         let arrived = state.withLock { state in
             let published = state.presence.publishes(user)
             let isNew = state.presence.connected(user)
-            state.members[socket.id] = Member(
+            state.members[ObjectIdentifier(socket)] = Member(
                 user: user, pid: socket.pid, announceJoin: isNew ? state.presence.heartbeatPublishingNewArrivals : nil)
             return !published
         }
@@ -215,7 +217,7 @@ public final class ChatHub: Sendable {
         metrics.connections.decrement()
         let now = Int64(Date().timeIntervalSince1970 * 1_000)
         state.withLock { state in
-            if state.members.removeValue(forKey: socket.id) != nil { state.presence.disconnected(user, now: now) }
+            if state.members.removeValue(forKey: ObjectIdentifier(socket)) != nil { state.presence.disconnected(user, now: now) }
         }
         logger.debug("Socket \(socket.id) of \(user) disconnected: \(reason)")
     }
@@ -258,8 +260,8 @@ public final class ChatHub: Sendable {
     /// online, once this instance's presence in Redis has them (see `untilWritten`).
     func join(_ socket: Socket, user: String) async {
         let heartbeat = state.withLock { state -> Int? in
-            defer { state.members[socket.id]?.announceJoin = nil }
-            return state.members[socket.id]?.announceJoin
+            defer { state.members[ObjectIdentifier(socket)]?.announceJoin = nil }
+            return state.members[ObjectIdentifier(socket)]?.announceJoin
         }
         guard let heartbeat else { return }
         await untilWritten(heartbeat: heartbeat)
