@@ -169,6 +169,17 @@ def test_idempotency_key_makes_a_post_retriable(proxy, backends):
     proxy.wait_for_log(lambda line: '"POST /?close_on' in line and "attempts:2" in line)
 
 
+def test_eof_before_response_does_not_mark_the_endpoint_failed(proxy, backends):
+    # gorouter marks an endpoint failed on dial errors and a reset on read only: an app that closes
+    # a connection without answering stays in rotation (it used to be skipped for 30 s).
+    (backend,) = backends(1)
+    proxy.register(backend)
+    response = proxy.get("/__close_before_response")
+    assert response.status_code == 502
+    assert response.headers["X-Cf-Routererror"] == "endpoint_failure (EOF)"
+    assert "failed_until" not in proxy.routes()["localhost"][0]
+
+
 def test_reset_before_response_marks_the_endpoint_failed(proxy, backends):
     (backend,) = backends(1)
     proxy.register(backend)
@@ -234,6 +245,11 @@ def test_malformed_x_cf_app_instance_answers_400(proxy, backends):
         assert response.status_code == 400, value
         assert response.headers["X-Cf-Routererror"] == "invalid_cf_app_instance_header"
         assert response.text == "400 Bad Request: Invalid X-CF-App-Instance Header\n"
+    # As gorouter's lookup, the header is checked before the route: a host with no route gets the
+    # same 400 (it used to get 404 unknown_route), and an empty header counts as none.
+    response = proxy.get("/", host="nowhere.example", headers={"X-CF-APP-INSTANCE": "nope"})
+    assert (response.status_code, response.headers["X-Cf-Routererror"]) == (400, "invalid_cf_app_instance_header")
+    assert served_by(proxy.get("/", headers={"X-CF-APP-INSTANCE": ""})) == backend.instance_id
 
 
 def test_unknown_instance_in_x_cf_app_instance_answers_400_unknown_route(proxy, backends):
@@ -243,6 +259,12 @@ def test_unknown_instance_in_x_cf_app_instance_answers_400_unknown_route(proxy, 
     assert response.status_code == 400
     assert response.headers["X-Cf-Routererror"] == "unknown_route"
     assert response.text == f"400 Bad Request: Requested instance ('7') with guid ('{APP_ID}') does not exist for route ('localhost')\n"
+    # A host with no route at all, and a well-formed header: gorouter answers the instance's 400
+    # (it used to be the route's 404).
+    response = proxy.get("/", host="nowhere.example", headers={"X-CF-APP-INSTANCE": f"{APP_ID}:0"})
+    assert (response.status_code, response.headers["X-Cf-Routererror"]) == (400, "unknown_route")
+    assert response.text == f"400 Bad Request: Requested instance ('0') with guid ('{APP_ID}') does not exist for route ('nowhere.example')\n"
+    assert response.headers["Cache-Control"] == "no-cache, no-store"
 
 
 def test_missing_host_answers_400_empty_host(proxy, backends):
@@ -251,6 +273,8 @@ def test_missing_host_answers_400_empty_host(proxy, backends):
     reply = raw_request(proxy.port, b"GET / HTTP/1.0\r\n\r\n")
     assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n")
     assert b"X-Cf-Routererror: empty_host" in reply
+    # gorouter lets this one be cached for 2 s (its other lookup errors: no-cache, no-store).
+    assert b"\r\nCache-Control: public,max-age=2\r\n" in reply
     assert reply.endswith(b"400 Bad Request: Request had empty Host header\n")
 
 

@@ -156,8 +156,8 @@ def test_failed_sticky_target_is_still_tried_first(proxy, backends):
     flaky, other = backends(2)
     proxy.register(flaky, uris=["localhost", "flaky.local"])
     proxy.register(other)
-    # Mark `flaky` failed: on its own route, a request that dies before any response.
-    assert proxy.get("/__close_before_response", host="flaky.local").status_code == 502
+    # Mark `flaky` failed: on its own route, a request whose connection is reset before any response.
+    assert proxy.get("/__reset_before_response", host="flaky.local").status_code == 502
     listing = {e["private_instance_id"]: e for e in proxy.routes()["localhost"]}
     assert "failed_until" in listing[flaky.instance_id]
     assert "failed_until" not in listing[other.instance_id]

@@ -52,7 +52,9 @@ public enum FailureVerdict: Sendable, Equatable {
 /// gorouter's retry rules (cloud-foundry-behaviour.md, section 2): at most `maxAttempts` attempts on
 /// distinct endpoints; retriable are connect failures, any error before the request head was fully
 /// written, and EOF on idempotent requests; nothing is retried once a response started. Failed
-/// connects and resets mark the endpoint failed (skipped by round-robin for 30 s).
+/// connects and resets mark the endpoint failed (skipped by round-robin for 30 s); an EOF does not
+/// (gorouter's `FailableClassifiers`: dial errors and a reset on read): an app that closes an idle
+/// keep-alive connection is not taken out of rotation.
 public struct RetryPolicy: Sendable {
     public var maxAttempts: Int
 
@@ -81,7 +83,7 @@ public struct RetryPolicy: Sendable {
             retriable = true
         case .closedBeforeResponse:
             retriable = !progress.headWritten || idempotent
-            markFailed = retriable
+            markFailed = false
         case .connectionReset:
             retriable = !progress.headWritten || idempotent
             markFailed = true

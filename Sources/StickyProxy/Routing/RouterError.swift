@@ -61,10 +61,12 @@ public enum RouterError: Sendable, Equatable, Error {
         }
     }
 
-    /// gorouter marks its 4xx lookup errors as not cacheable.
+    /// gorouter marks its 4xx lookup errors as not cacheable, except `empty_host`, which it lets be
+    /// cached for 2 s (`addInvalidResponseCacheControlHeader`).
     public var cacheControl: String? {
         switch self {
-        case .unknownRoute, .unknownInstance, .invalidAppInstanceHeader, .emptyHost: return "no-cache, no-store"
+        case .unknownRoute, .unknownInstance, .invalidAppInstanceHeader: return "no-cache, no-store"
+        case .emptyHost: return "public,max-age=2"
         default: return nil
         }
     }

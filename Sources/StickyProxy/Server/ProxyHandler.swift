@@ -356,13 +356,22 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private func route(_ exchange: Exchange, context: ChannelHandlerContext) {
         let request = exchange.request
         guard !request.host.isEmpty else { return answer(.emptyHost, context: context) }
+        // As gorouter's lookup: the header is checked before the route (a malformed one is a 400
+        // whatever the host), and an empty one counts as none (Go's Header.Get).
+        var target: AppInstanceTarget?
+        if let header = request.appInstanceHeader, !header.isEmpty {
+            guard let parsed = AppInstanceTarget(header: header) else { return answer(.invalidAppInstanceHeader, context: context) }
+            target = parsed
+        }
         guard let pool = loop.lookup(host: request.host, path: exchange.target), !pool.endpoints.isEmpty else {
+            if let target {
+                return answer(.unknownInstance(host: request.host, appGUID: target.appGUID, index: target.index), context: context)
+            }
             return answer(.unknownRoute(host: request.host), context: context)
         }
         exchange.pool = pool
         exchange.endpoints = pool.endpoints
-        if let header = request.appInstanceHeader {
-            guard let target = AppInstanceTarget(header: header) else { return answer(.invalidAppInstanceHeader, context: context) }
+        if let target {
             guard let endpoint = pool.endpoints.first(where: { $0.appID == target.appGUID && $0.instanceIndex == target.index }) else {
                 return answer(.unknownInstance(host: request.host, appGUID: target.appGUID, index: target.index), context: context)
             }
