@@ -48,6 +48,19 @@ def test_access_log_lines_follow_gorouters_format(proxy, backends):
     assert fields["error"] == "-" and fields["decision"] == "balanced" and fields["pinned"] == "-" and fields["attempts"] == "1"
 
 
+def test_access_log_counts_body_bytes_without_chunk_framing(proxy, backends):
+    # gorouter logs the bytes of the bodies (Go reads and writes them de-chunked); the chunk sizes
+    # and line ends used to be counted too.
+    (backend,) = backends(1)
+    proxy.register(backend)
+    response = proxy.request("POST", "/chunked-both?chunked=1", data=iter([b"abc", b"defgh"]))
+    assert response.status_code == 200
+    line = proxy.wait_for_log(lambda line: "/chunked-both" in line)
+    fields = LINE.match(line).groupdict()
+    assert fields["bytes_in"] == "8", line
+    assert int(fields["bytes_out"]) == len(response.content), line
+
+
 def test_access_log_of_router_errors_has_dashes(proxy):
     proxy.get("/missing", host="ghost.local")
     line = proxy.wait_for_log(lambda line: "/missing" in line)
@@ -55,6 +68,8 @@ def test_access_log_of_router_errors_has_dashes(proxy):
     assert fields["status"] == "404"
     assert fields["backend"] == "-" and fields["app"] == "-" and fields["instance"] == "-"
     assert fields["error"] == "unknown_route"
+    # No app was reached: all of it is the router's time, as gorouter logs it (it used to be "-").
+    assert fields["rt"] != '"-"' and fields["gt"] == fields["rt"], line
 
 
 def test_decision_feed_streams_each_routing_decision(proxy, backends):

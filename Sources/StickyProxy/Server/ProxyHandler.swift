@@ -29,8 +29,9 @@ final class Exchange {
     var routerError: String?
     var lastFailure: String?
     var decision: RoutingDecisionKind?
-    var attemptStartedAt: NIODeadline?
-    var responseHeadAt: NIODeadline?
+    /// When the first attempt started: from then on the time is the app's, as gorouter counts it
+    /// (its `AppRequestStartedAt`, around the whole proxying, body and retries included).
+    var appStartedAt: NIODeadline?
     var response = OutboundResponse()
     var logged = false
 
@@ -266,14 +267,19 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             }
             if var framer = requestFramer {
                 let consumed: Int
+                var payloadBytes = 0
                 do {
-                    consumed = try buffer.withUnsafeReadableBytes { raw throws(BodyFramer.Failure) in try framer.consume(raw) }
+                    consumed = try buffer.withUnsafeReadableBytes { raw throws(BodyFramer.Failure) in
+                        try framer.consume(raw) { payloadBytes += $0.count }
+                    }
                 } catch {
                     return rejectRequest(.badRequest, context: context)
                 }
                 guard let slice = buffer.readSlice(length: consumed) else { return }
                 inbound = buffer
                 requestFramer = framer.isComplete ? nil : framer
+                // The access log counts body bytes, as gorouter does (chunk framing left out).
+                exchange?.bytesReceived += payloadBytes
                 requestBody(slice)
                 if framer.isComplete { requestEnd(context: context) }
                 continue
@@ -392,7 +398,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     private func requestBody(_ slice: ByteBuffer) {
         guard let exchange, slice.readableBytes > 0 else { return }
-        exchange.bytesReceived += slice.readableBytes
         switch machine.requestBody(bytes: slice.readableBytes) {
         case .buffer:
             exchange.retained.append(slice)
@@ -452,7 +457,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         machine.dispatch()
         endpoint.stats.requestStarted()
         exchange.holdsInFlight = true
-        exchange.attemptStartedAt = .now()
+        if exchange.appStartedAt == nil { exchange.appStartedAt = .now() }
         // An upgrade gets a fresh backend connection: servers such as Hummingbird answer an upgrade on
         // a connection that already carried a request with a 307 to the same URL (gorouter also dials anew).
         connect(to: endpoint, allowPooled: !exchange.request.isUpgrade, context: context)
@@ -617,10 +622,14 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             if var framer = responseFramer {
                 let dechunk = exchange.response.clientFraming == .dechunked
                 var payload: [Range<Int>] = []
+                var payloadBytes = 0
                 let consumed: Int
                 do {
                     consumed = try buffer.withUnsafeReadableBytes { raw throws(BodyFramer.Failure) in
-                        try framer.consume(raw) { range in if dechunk { payload.append(range) } }
+                        try framer.consume(raw) { range in
+                            payloadBytes += range.count
+                            if dechunk { payload.append(range) }
+                        }
                     }
                 } catch {
                     return backendMisbehaved("malformed chunked body", context: context)
@@ -628,6 +637,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 guard let slice = buffer.readSlice(length: consumed) else { return }
                 responseInbound = buffer
                 responseFramer = framer
+                // The access log counts body bytes, as gorouter does (chunk framing left out).
+                exchange.bytesSent += payloadBytes
                 if dechunk {
                     for range in payload where !range.isEmpty {
                         if let part = slice.getSlice(at: slice.readerIndex + range.lowerBound, length: range.count) {
@@ -685,7 +696,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     private func forwardToClient(_ slice: ByteBuffer, _ exchange: Exchange) {
-        exchange.bytesSent += slice.readableBytes
         needsClientFlush = true
         if pendingClientHead != nil && slice.readableBytes <= 16 * 1024 {
             var body = slice
@@ -770,7 +780,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     private func forwardResponseHead(_ head: HTTPHead, exchange: Exchange, context: ChannelHandlerContext) {
         releaseInFlight()
-        exchange.responseHeadAt = .now()
         guard let endpoint = exchange.endpoint, let pool = exchange.pool else { return }
         var response = ResponseRewriter.framing(
             of: head,
@@ -998,9 +1007,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             record.vcapRequestID = exchange.requestID
             let total = Double(duration.nanoseconds) / 1e9
             record.responseTime = total
-            if let started = exchange.attemptStartedAt, let head = exchange.responseHeadAt {
-                record.gorouterTime = max(total - Double((head - started).nanoseconds) / 1e9, 0)
-            }
+            // gorouter_time: the response time less the app's (from the first attempt to the end of
+            // the response). A router error that reached no app is all router time.
+            let appTime = exchange.appStartedAt.map { Double((NIODeadline.now() - $0).nanoseconds) / 1e9 } ?? 0
+            record.gorouterTime = max(total - appTime, 0)
             record.appID = endpoint?.appID
             record.appIndex = endpoint?.instanceIndex
             record.instanceID = endpoint?.instanceID
