@@ -235,6 +235,16 @@ def test_targeting_an_instance_with_x_cf_app_instance(proxy, backends):
             assert served_by(response) == backend.instance_id
             assert "x-cf-app-instance" not in response.json()["headers"]
     proxy.wait_for_log(lambda line: 'routing_decision:"targeted"' in line)
+    # Pinned to one instance, targeting another: gorouter re-pins the client to the targeted one.
+    pinned, targeted = started[0], started[1]
+    response = proxy.get("/", cookies={"JSESSIONID": "s", "__VCAP_ID__": pinned.instance_id},
+                         headers={"X-CF-APP-INSTANCE": f"{APP_ID}:{targeted.index}"})
+    assert served_by(response) == targeted.instance_id
+    assert f"__VCAP_ID__={targeted.instance_id};" in response.headers.get("Set-Cookie", "")
+    # Pinned to the one it targets: nothing to set.
+    response = proxy.get("/", cookies={"JSESSIONID": "s", "__VCAP_ID__": targeted.instance_id},
+                         headers={"X-CF-APP-INSTANCE": f"{APP_ID}:{targeted.index}"})
+    assert "Set-Cookie" not in response.headers
 
 
 def test_malformed_x_cf_app_instance_answers_400(proxy, backends):

@@ -388,11 +388,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         if exchange.balancer.allOverloaded(exchange.endpoints) {
             return answer(.connectionLimitReached(host: request.host), context: context)
         }
-        if !exchange.isTargeted {
-            exchange.pin = core.policy.pin(
-                for: AffinityRequest(cookieHeaders: request.cookieHeaders, clientAddress: clientIP, isUpgrade: request.isUpgrade)
-            )
-        }
+        // Read for targeted requests too: as in gorouter, a request pinned to another instance than
+        // the one it targets gets `__VCAP_ID__` of the targeted one (the selection ignores the pin).
+        exchange.pin = core.policy.pin(
+            for: AffinityRequest(cookieHeaders: request.cookieHeaders, clientAddress: clientIP, isUpgrade: request.isUpgrade))
         startAttempt(context: context)
     }
 
