@@ -78,6 +78,20 @@ struct HeaderRewritingTests {
         #expect(!info.isUpgrade && info.forwardedProto == "http")
     }
 
+    @Test func anEmptyForwardedProtoCountsAsNone() throws {
+        // Go's Header.Get: an empty first value is none, and gorouter sets http in place of them all.
+        let (out, info) = try rewrite("GET / HTTP/1.1\nHost: h\nX-Forwarded-Proto:\nX-Forwarded-Proto: https\n\n")
+        #expect(
+            out
+                == "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Vcap-Request-Id: rid\r\nX-Request-Start: 1234\r\n"
+        )
+        #expect(info.forwardedProto == "http")
+        // A first value that is set is kept, with any others.
+        let (kept, keptInfo) = try rewrite("GET / HTTP/1.1\nHost: h\nX-Forwarded-Proto: https\nX-Forwarded-Proto:\n\n")
+        #expect(kept.contains("X-Forwarded-Proto: https\r\nX-Forwarded-Proto:\r\n") && keptInfo.forwardedProto == "https")
+        #expect(!kept.contains("X-Forwarded-Proto: http\r\n"))
+    }
+
     @Test func headersNamedInConnectionAreRemoved() throws {
         let (out, _) = try rewrite("GET / HTTP/1.1\nHost: h\nConnection: keep-alive, X-Hop\nx-hop: 1\nX-End: 2\n\n")
         #expect(!out.lowercased().contains("x-hop") && out.contains("X-End: 2\r\n"))

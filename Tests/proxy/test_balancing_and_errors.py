@@ -185,7 +185,8 @@ def test_reset_before_response_marks_the_endpoint_failed(proxy, backends):
     proxy.register(backend)
     response = proxy.request("POST", "/__reset_before_response", data=b"x")
     assert response.status_code == 502
-    assert "connection reset" in response.headers["X-Cf-Routererror"]
+    # Go's words: "read tcp <address>: read: connection reset by peer" (it used to say "connect:").
+    assert response.headers["X-Cf-Routererror"].endswith(": read: connection reset by peer)"), response.headers["X-Cf-Routererror"]
     assert "failed_until" in proxy.routes()["localhost"][0]
 
 

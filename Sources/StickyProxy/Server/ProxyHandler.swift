@@ -756,12 +756,12 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
         switch machine.phase {
         case .connecting, .awaitingResponse:
-            let failure: BackendFailure = error.map { .connectionReset(Self.describe($0)) } ?? .closedBeforeResponse
+            let failure: BackendFailure = error.map { .connectionReset(Self.describe($0, operation: "read")) } ?? .closedBeforeResponse
             attemptFailed(failure, context: context)
         case .streamingResponse, .drainingRequest:
             // The backend died mid-response: the client cannot be told with a status any more.
             if let exchange {
-                exchange.routerError = RouterError.endpointFailure(error.map(Self.describe) ?? "EOF").routerErrorHeader
+                exchange.routerError = RouterError.endpointFailure(error.map { Self.describe($0, operation: "read") } ?? "EOF").routerErrorHeader
                 if !exchange.logged { finishLogging(exchange) }
             }
             context.close(promise: nil)
@@ -1044,9 +1044,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
     }
 
-    static func describe(_ error: any Error) -> String {
+    /// An error in Go's words: `connect: connection refused`, `read: connection reset by peer`.
+    static func describe(_ error: any Error, operation: String = "connect") -> String {
         if let error = error as? IOError {
-            return "connect: \(String(cString: strerror(error.errnoCode)).lowercased())"
+            return "\(operation): \(String(cString: strerror(error.errnoCode)).lowercased())"
         }
         if let error = error as? ChannelError {
             switch error {
@@ -1056,7 +1057,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             }
         }
         if let error = error as? NIOConnectionError {
-            if let first = error.connectionErrors.first { return describe(first.error) }
+            if let first = error.connectionErrors.first { return describe(first.error, operation: operation) }
             return "connection failed"
         }
         return "\(error)"

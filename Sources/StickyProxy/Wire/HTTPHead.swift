@@ -132,7 +132,9 @@ struct HTTPHead: Sendable {
     // Fields looked at by routing (first occurrence)
     var host: Range<Int>?
     var upgrade: Range<Int>?
+    /// The first `X-Forwarded-Proto` has a value (Go's `Header.Get(...) != ""`: an empty one counts as none).
     var hasForwardedProto = false
+    var sawForwardedProto = false
     var hasRequestStart = false
     var hasIdempotencyKey = false
 
@@ -327,7 +329,10 @@ enum HTTPHeadParser {
         case .upgrade:
             if head.upgrade == nil { head.upgrade = field.value }
         case .xForwardedProto:
-            head.hasForwardedProto = true
+            if !head.sawForwardedProto {
+                head.sawForwardedProto = true
+                head.hasForwardedProto = !field.value.isEmpty
+            }
         case .xRequestStart:
             head.hasRequestStart = true
         case .idempotencyKey:

@@ -56,6 +56,8 @@ enum RequestRewriter {
                     priorForwardedFor.append(head.string(field.value))
                     continue
                 case .xForwardedProto:
+                    // gorouter sets it to http when the first one is empty, replacing them all.
+                    guard head.hasForwardedProto else { continue }
                     if request.forwardedProto == "http" { request.forwardedProto = head.string(field.value) }
                 case .upgrade:
                     guard request.isUpgrade else { continue }
