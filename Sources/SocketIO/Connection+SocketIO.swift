@@ -296,7 +296,8 @@ extension Connection {
                 }
             }
             server.metrics.messagesSent.increment(by: packets.count)
-            aftermath = sendDeferred(packets.flatMap(SocketCodec.encode))
+            // The CONNECT reply and the replay: one burst (see `EngineSession.send`).
+            aftermath = sendDeferred(packets.flatMap(SocketCodec.encode), burst: true)
         }
         handle(aftermath)
         server.metrics.connectionsAccepted.increment()

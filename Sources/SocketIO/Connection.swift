@@ -81,8 +81,8 @@ final class Connection: Sendable, NIOScheduledCallbackHandler {
     }
 
     /// Sends packets to the client (queued for long-polling, written on a WebSocket).
-    func send(_ packets: [EnginePacket]) {
-        transition { $0.send(packets) }
+    func send(_ packets: [EnginePacket], burst: Bool = false) {
+        transition { $0.send(packets, burst: burst) }
     }
 
     /// `send` for a broadcast: when the packets would go straight onto the session's WebSocket,
@@ -122,8 +122,8 @@ final class Connection: Sendable, NIOScheduledCallbackHandler {
     }
 
     /// `send` for callers that hold another lock: pass the result to `handle(_:)` once it is released.
-    func sendDeferred(_ packets: [EnginePacket]) -> Aftermath {
-        engine.withLock { io in apply(io.session.send(packets), to: &io) }
+    func sendDeferred(_ packets: [EnginePacket], burst: Bool = false) -> Aftermath {
+        engine.withLock { io in apply(io.session.send(packets, burst: burst), to: &io) }
     }
 
     func close(_ reason: EngineCloseReason) {

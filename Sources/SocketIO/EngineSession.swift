@@ -127,6 +127,8 @@ struct EngineSession: Sendable {
     private(set) var attachDeadline: NIODeadline?
     private(set) var buffer: [EnginePacket] = []
     private(set) var bufferedBytes = 0
+    /// What a burst added to the slow-client limit, until the client has drained back within it.
+    private(set) var burstAllowance = 0
     private(set) var pollParked = false
     private(set) var postInProgress = false
 
@@ -163,17 +165,25 @@ struct EngineSession: Sendable {
 
     // MARK: Sending
 
-    /// Queues packets for the client, in order.
-    mutating func send(_ packets: [EnginePacket]) -> EngineEffects {
+    /// Queues packets for the client, in order. A `burst` (a recovery replay: finite, sent once) sent
+    /// while the queue is within the slow-client limit raises the limit by its own size until the
+    /// client has drained back within it: the client is judged by what it fails to drain, not by the
+    /// size of what it was owed, and what follows the burst (a welcome, live lines) still has the
+    /// usual room. Without this, a long-polling client that missed more than the limit was closed,
+    /// came back with the same offset, was sent the same replay, and so on for as long as its offset
+    /// stayed in the log.
+    mutating func send(_ packets: [EnginePacket], burst: Bool = false) -> EngineEffects {
         var effects = EngineEffects()
         guard !isClosed, !packets.isEmpty else { return effects }
         if transport == .websocket {
             effects.webSocketWrites = packets
             return effects
         }
+        let before = bufferedBytes
         buffer.append(contentsOf: packets)
         for packet in packets { bufferedBytes += packet.pollingSize + 1 }
-        if bufferedBytes > configuration.maxBufferedBytes {
+        if burst && before <= configuration.maxBufferedBytes { burstAllowance += bufferedBytes - before }
+        if bufferedBytes > configuration.maxBufferedBytes + burstAllowance {
             return close(.slowClient)
         }
         if pollParked {
@@ -188,12 +198,14 @@ struct EngineSession: Sendable {
             defer {
                 buffer.removeAll(keepingCapacity: false)
                 bufferedBytes = 0
+                burstAllowance = 0
             }
             return buffer
         }
         let taken = Array(buffer.prefix(configuration.maxPacketsPerPoll))
         buffer.removeFirst(taken.count)
         for packet in taken { bufferedBytes -= packet.pollingSize + 1 }
+        if bufferedBytes <= configuration.maxBufferedBytes { burstAllowance = 0 }
         return taken
     }
 
@@ -300,6 +312,7 @@ struct EngineSession: Sendable {
             effects.webSocketWrites = buffer
             buffer.removeAll()
             bufferedBytes = 0
+            burstAllowance = 0
             if pollParked {
                 pollParked = false
                 effects.pollResponse = [EnginePacket(.noop)]
@@ -371,6 +384,7 @@ struct EngineSession: Sendable {
         }
         buffer.removeAll()
         bufferedBytes = 0
+        burstAllowance = 0
         return effects
     }
 }

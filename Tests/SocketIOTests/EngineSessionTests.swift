@@ -167,6 +167,31 @@ struct EngineSessionTests {
         #expect(session.send([big]).closed == .slowClient)
     }
 
+    @Test("a burst (a replay) raises the limit by its size until the client drains back within it")
+    func burst() {
+        var session = polling()
+        let line = EnginePacket(.message, String(repeating: "x", count: 300))  // 302 bytes queued
+        // 2,416 bytes owed at once, against a limit of 1,000: the client is not closed for it.
+        #expect(session.send(Array(repeating: line, count: 8), burst: true).closed == nil)
+        #expect(session.burstAllowance == 2_416)
+        // What follows (a welcome, live lines) has the usual room on top...
+        #expect(session.send([line, line, line]).closed == nil)
+        // ...and no more: a client that does not drain is slow.
+        var undrained = session
+        #expect(undrained.send([line]).closed == .slowClient)
+        // Drained back within the limit (3 packets per poll here), the allowance is gone.
+        for _ in 0..<3 { _ = session.poll() }
+        #expect(session.bufferedBytes <= 1_000 && session.burstAllowance == 0)
+        #expect(session.send([line, line]).closed == .slowClient)
+        // A burst on top of an overfull queue is no burst.
+        var overfull = polling()
+        _ = overfull.send(Array(repeating: line, count: 4))
+        #expect(overfull.isClosed)
+        var full = polling()
+        _ = full.send([line, line, line])
+        #expect(full.send(Array(repeating: line, count: 8), burst: true).closed == nil, "within the limit before: a burst")
+    }
+
     @Test("the attach deadline (Socket.IO connect timeout) closes the session unless cleared")
     func attachDeadline() {
         var session = polling()

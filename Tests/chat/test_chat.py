@@ -126,6 +126,30 @@ def test_kill_9_clients_recover_every_missed_message_on_the_other_instance(nodes
         client.close()
 
 
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+def test_a_client_that_missed_more_than_its_queue_holds_recovers(nodes, transport):
+    # 600 lines of about 2 KB while the client is away: 1.3 MB owed, over the 1 MiB a client's queue
+    # may hold. Replayed line by line, the replay closed a long-polling client as slow; it came back
+    # with the same offset, got the same replay, and so on while its offset stayed in the log.
+    one, two = nodes(2)
+    away = ChatClient(one, "away", transport)
+    talker = ChatClient(two, "talker", "websocket")
+    assert talker.send("before", "big-0")["ok"]
+    harness.wait_until("the first line", lambda: away.has_ids(["big-0"]))
+    away.close()
+    ids = [f"big-{index}" for index in range(1, 601)]
+    for message_id in ids:
+        assert talker.send(message_id + " " + "x" * 1990, message_id)["ok"]
+    away.reconnect(one.url)
+    assert away.recovered and away.welcome["recovered"] is True
+    harness.wait_until("every missed line", lambda: away.has_ids(ids), timeout=60)
+    assert_exactly_once_in_order(away, ids)
+    assert not away.disconnected.is_set(), "the client was closed"
+    assert away.send("still here", "big-after")["ok"]
+    away.close()
+    talker.close()
+
+
 def test_sigterm_drains_and_loses_nothing_acknowledged(nodes):
     leaving, staying = nodes(2, DRAIN_TIMEOUT="5")
     ada = ChatClient(leaving, "ada", "polling")

@@ -483,13 +483,16 @@ public final class ChatHub: Sendable {
             }
         }
         let lines = plan.lines
-        for line in lines {
-            socket.emit("chat", .string(line.json), .string(line.id.description))
-        }
+        socket.emit(batch: lines.map(Self.chatEvent))
         metrics.messagesOut.increment(by: Int64(lines.count))
         let offset = lines.last?.id ?? delivery.lastID
         socket.emit("welcome", welcome(user: socket.data["user"]?.stringValue ?? "", recovered: false), .string((offset ?? .zero).description))
         socket.join(Self.liveRoom)
+    }
+
+    /// A stored line as the `chat` event: its JSON text and its offset (the stream id).
+    static func chatEvent(_ line: StoredLine) -> (event: String, arguments: [JSONValue]) {
+        ("chat", [.string(line.json), .string(line.id.description)])
     }
 
     /// Sends a recovered socket the lines after its client's offset that this instance has delivered
@@ -507,9 +510,9 @@ public final class ChatHub: Sendable {
                 logger.warning("Could not read the missed lines for recovered socket \(socket.id): \(error)")
             }
         }
-        for line in plan.lines {
-            socket.emit("chat", .string(line.json), .string(line.id.description))
-        }
+        // One batch: a replay larger than the socket's outbound limit must not close a long-polling
+        // client as slow, or it would come back with the same offset for the same replay, forever.
+        socket.emit(batch: plan.lines.map(Self.chatEvent))
         metrics.messagesOut.increment(by: Int64(plan.lines.count))
         if loop.delivery.canJoinLive(at: offset) {
             socket.join(Self.liveRoom)
