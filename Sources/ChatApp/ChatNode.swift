@@ -203,7 +203,7 @@ public final class ChatNode: Sendable {
         do {
             // Subscribe first: every line stored after `startID` was read is then published to this
             // subscription (read first, a line stored in between would be neither history nor live).
-            try await subscriber.subscribe(keys.channel)
+            try await subscriber.subscribe(keys.channel, keys.logouts)
             startID = try await ChatLog(redis: redis, keys: keys, historyLimit: configuration.historyLimit).newestID()
         } catch {
             await close()
@@ -219,7 +219,8 @@ public final class ChatNode: Sendable {
         let router = Router()
         let http = ChatHTTP(
             configuration: configuration, assets: assets, sessions: sessionStore, cookie: sessionCookie, metrics: metrics, logger: logger,
-            health: { [self] in await healthReport(connections: hub.connectionCount) })
+            health: { [self] in await healthReport(connections: hub.connectionCount) },
+            sessionEnded: { sid in await hub.sessionEnded(sid) })
         http.register(on: router)
         io.mount(on: router)
         let app = Application(

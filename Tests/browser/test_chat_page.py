@@ -88,10 +88,23 @@ def test_log_in_chat_refresh_and_stay_logged_in(node, browser):
     assert message_texts(browser) == before  # the same lines, once each, in the same order
     assert not browser.find_elements(By.CSS_SELECTOR, "#messages img, #messages script")
 
+    # A second tab of the same login.
+    first = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    second = browser.current_window_handle
+    browser.get(node.url + "/")
+    wait(browser, "the second tab's socket", lambda d: d.find_element(By.ID, "status").text.startswith("Connected"))
+    browser.switch_to.window(first)
+
     # Log out: back to the login page, and the socket is refused without a session.
     browser.find_element(By.ID, "logout").click()
     wait(browser, "the login page", lambda d: d.find_elements(By.ID, "user"))
     assert browser.get_cookie("JSESSIONID") is None
+    # The other tab is sent to the login page too (it used to go on chatting as Ada).
+    browser.switch_to.window(second)
+    wait(browser, "the second tab on the login page", lambda d: d.find_elements(By.ID, "user"))
+    browser.close()
+    browser.switch_to.window(first)
     grace.close()
 
 

@@ -84,11 +84,12 @@ class RecordingClient(harness.OrderedClient):
 class ChatClient:
     """A user in the chat. Records every chat line it receives with its offset (stream id)."""
 
-    def __init__(self, node: ChatNode | str, name: str, transport: str = "websocket"):
+    def __init__(self, node: ChatNode | str, name: str, transport: str = "websocket", session: requests.Session | None = None):
+        """`session`: another tab of that login (its cookies) instead of logging in anew."""
         self.name = name
         self.transport = transport
         url = node if isinstance(node, str) else node.url
-        self.session = login(url, name)
+        self.session = session if session is not None else login(url, name)
         self.lock = threading.Lock()
         self.lines: list[tuple[str, dict]] = []  # (offset, line), in arrival order
         self.seen: set[str] = set()

@@ -61,6 +61,28 @@ def test_clients_on_two_instances_see_each_others_messages_in_the_same_order(nod
         client.close()
 
 
+def test_logging_out_closes_the_sessions_chat_connections_on_every_instance(nodes):
+    # Two tabs of one login, on two instances. Logging out in one used to leave the other chatting
+    # under the user's name until it happened to reconnect.
+    one, two = nodes(2)
+    here = ChatClient(one, "ada")
+    there = ChatClient(two, "ada", "polling", session=here.session)
+    bob = ChatClient(two, "bob")
+    assert there.send("from the second tab", "tab-1")["ok"]
+    response = here.session.get(one.url + "/logout", allow_redirects=False, timeout=10)
+    assert response.status_code in (302, 303), response.status_code
+    for tab in (here, there):
+        assert tab.disconnected.wait(10), "a tab of the logged-out session is still connected"
+        with tab.lock:
+            assert any(event == "logged_out" for event, _ in tab.events), f"{tab.transport} tab was not told"
+    # Its pages cannot come back: the session is gone (the CONNECT is refused: "not logged in").
+    with pytest.raises(Exception, match="failed to connect"):
+        ChatClient(two, "ada", session=here.session)
+    assert not bob.disconnected.is_set()
+    assert bob.send("still here", "tab-2")["ok"]
+    bob.close()
+
+
 def test_the_same_message_id_is_stored_once(nodes):
     (node,) = nodes(1)
     ada = ChatClient(node, "ada")

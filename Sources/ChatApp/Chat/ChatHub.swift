@@ -383,6 +383,8 @@ public final class ChatHub: Sendable {
         var loop = LoopState(delivery: DeliveryLog(capacity: 4_096, lastID: startID))
         for await command in commands {
             switch command {
+            case .subscriber(.message(let message)) where message.channel == log.keys.logouts:
+                endSession(String(buffer: message.payload))
             case .subscriber(.message(let message)):
                 guard let published = ChatLog.parsePublished(message.payload) else {
                     logger.warning("Ignored a message on \(message.channel) that is not '<stream id> <previous id> <json>'")
@@ -464,6 +466,28 @@ public final class ChatHub: Sendable {
                 logger.warning("Catching up from the history failed (\(error)); retrying")
                 try? await Task.sleep(for: .milliseconds(min(2_000, 100 * attempt)))
             }
+        }
+    }
+
+    /// A session was destroyed by a logout on this instance: its sockets here go at once, and every
+    /// other instance is told through Redis. Without this, the other tabs of a logged-out session went
+    /// on chatting under its name until they happened to reconnect.
+    func sessionEnded(_ sid: String) async {
+        endSession(sid)
+        do {
+            _ = try await log.redis.publish(RESPArgument(sid), to: log.keys.logouts)
+        } catch {
+            metrics.redisErrors.increment()
+            logger.warning("Could not tell the other instances that a session logged out (\(error)); its sockets there stay until they reconnect")
+        }
+    }
+
+    /// Disconnects this instance's sockets of session `sid`, telling each page it was logged out.
+    func endSession(_ sid: String) {
+        guard !sid.isEmpty else { return }
+        for socket in namespace.sockets() where socket.data["session"]?.stringValue == sid {
+            socket.emit("logged_out")
+            socket.disconnect()
         }
     }
 

@@ -132,6 +132,8 @@ public struct ChatKeys: Sendable, Hashable {
 
     public var history: String { prefix + "history" }
     public var channel: String { prefix + "messages" }
+    /// Session ids that logged out, for every instance to drop their chat connections.
+    public var logouts: String { prefix + "logouts" }
     public func dedupe(_ key: String) -> String { prefix + "dedupe:" + key }
     public var instances: String { prefix + "instances" }
     public var presencePrefix: String { prefix + "presence:" }

@@ -177,7 +177,15 @@
   socket.on("chat_error", (info) => {
     if (info && typeof info.error === "string") setStatus(info.error, "warn");
   });
+  socket.on("logged_out", () => {
+    window.location.href = "/"; // logged out in another tab: back to the login page
+  });
   socket.on("disconnect", (reason) => {
+    if (reason === "io server disconnect") {
+      // The server closed this socket on purpose (a logout); the client does not reconnect by itself.
+      window.location.href = "/";
+      return;
+    }
     setStatus("Disconnected (" + reason + "): reconnecting…", "bad");
     socketInstance.textContent = "–";
   });

@@ -13,6 +13,8 @@ public struct ChatHTTP: Sendable {
     public let cookie: SessionCookie
     public let metrics: ChatMetrics
     public let health: @Sendable () async -> HealthReport
+    /// Called once a session was destroyed by a logout (its chat connections go too).
+    public let sessionEnded: @Sendable (String) async -> Void
     public let logger: Logger
 
     public init(
@@ -22,7 +24,8 @@ public struct ChatHTTP: Sendable {
         cookie: SessionCookie,
         metrics: ChatMetrics,
         logger: Logger,
-        health: @escaping @Sendable () async -> HealthReport
+        health: @escaping @Sendable () async -> HealthReport,
+        sessionEnded: @escaping @Sendable (String) async -> Void = { _ in }
     ) {
         self.configuration = configuration
         self.assets = assets
@@ -31,6 +34,7 @@ public struct ChatHTTP: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.health = health
+        self.sessionEnded = sessionEnded
     }
 
     var limits: ChatLimits { ChatLimits(maxMessageBytes: configuration.maxMessageBytes, maxNameLength: configuration.maxNameLength) }
@@ -113,7 +117,8 @@ public struct ChatHTTP: Sendable {
         return response
     }
 
-    /// GET /logout: destroys the session and its cookie.
+    /// GET /logout: destroys the session and its cookie, and closes the session's chat connections
+    /// on every instance (its other tabs).
     func logout(_ request: Request) async -> Response {
         if let sid = cookie.sessionID(fromHeaders: request.headers[values: .cookie]) {
             do {
@@ -121,6 +126,7 @@ public struct ChatHTTP: Sendable {
             } catch {
                 return redisUnavailable(error)
             }
+            await sessionEnded(sid)
         }
         var response = redirect("/")
         response.headers[values: .setCookie].append("\(cookie.name)=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")
