@@ -494,6 +494,13 @@ struct ConfigFile: Decodable {
         case stateDir = "state_dir"
     }
 
+    /// A health or readiness check's `type`, nil when the file does not set it.
+    static func checkType(_ value: String?, key: String) throws(ConfigError) -> HealthCheckType? {
+        guard let value else { return nil }
+        guard let type = HealthCheckType(rawValue: value) else { throw .invalidValue(key: key, value: value, expected: "port, http or process") }
+        return type
+    }
+
     func merged(into defaults: ClusterConfig) throws(ConfigError) -> ClusterConfig {
         var config = defaults
         if let app {
@@ -506,12 +513,7 @@ struct ConfigFile: Decodable {
             if let value = app.sessionSecret, !value.isEmpty { config.app.sessionSecret = value }
         }
         if let healthCheck {
-            if let value = healthCheck.type {
-                guard let type = HealthCheckType(rawValue: value) else {
-                    throw .invalidValue(key: "health_check.type", value: value, expected: "port, http or process")
-                }
-                config.healthCheck.type = type
-            }
+            if let type = try Self.checkType(healthCheck.type, key: "health_check.type") { config.healthCheck.type = type }
             if let value = healthCheck.endpoint { config.healthCheck.endpoint = value }
             if let value = healthCheck.startupInterval { config.healthCheck.startupInterval = value.duration }
             if let value = healthCheck.startupTimeout { config.healthCheck.startupTimeout = value.duration }
@@ -519,12 +521,7 @@ struct ConfigFile: Decodable {
             if let value = healthCheck.timeout { config.healthCheck.timeout = value.duration }
         }
         if let readinessCheck {
-            if let value = readinessCheck.type {
-                guard let type = HealthCheckType(rawValue: value) else {
-                    throw .invalidValue(key: "readiness_check.type", value: value, expected: "port, http or process")
-                }
-                config.readinessCheck.type = type
-            }
+            if let type = try Self.checkType(readinessCheck.type, key: "readiness_check.type") { config.readinessCheck.type = type }
             if let value = readinessCheck.endpoint { config.readinessCheck.endpoint = value }
             if let value = readinessCheck.interval { config.readinessCheck.interval = value.duration }
             if let value = readinessCheck.timeout { config.readinessCheck.timeout = value.duration }

@@ -29,18 +29,8 @@ struct RecoveryTests {
     @Test("a client that comes back with pid and offset gets its id, rooms and missed broadcasts, in order")
     func recovers() async throws {
         try await withServer(configure: { $0.recovery = .init(maxDisconnectionDuration: .seconds(60)) }) { server in
-            let (a, reply) = try await connectWithAuth(port: server.port, auth: "")
-            let sid = try #require(reply["sid"]?.stringValue)
-            let pid = try #require(reply["pid"]?.stringValue)
-            a.send(#"42["join","room1"]"#)
-            let (b, _) = try await connectWithAuth(port: server.port, auth: "")
-
             // A broadcast carries an offset as its last argument.
-            b.send(#"42["broadcast","first"]"#)
-            let first = try event(try await a.nextText(skippingPings: true))
-            #expect(first.prefix(2) == ["broadcast", "first"])
-            let offset = try #require(first.last?.stringValue)
-            _ = try await b.nextText(skippingPings: true)
+            let (a, b, sid, pid, offset) = try await Self.aInRoom1AndAnOffset(port: server.port)
 
             // A's transport goes away; what is broadcast meanwhile waits for it.
             a.close()
@@ -74,14 +64,7 @@ struct RecoveryTests {
     func recoversOverAConnectionStillOpen() async throws {
         let store = CountingRecoveryStore()
         try await withServer(recoveryStore: store, configure: { $0.recovery = .init(maxDisconnectionDuration: .seconds(60)) }) { server in
-            let (a, reply) = try await connectWithAuth(port: server.port, auth: "")
-            let sid = try #require(reply["sid"]?.stringValue)
-            let pid = try #require(reply["pid"]?.stringValue)
-            a.send(#"42["join","room1"]"#)
-            let (b, _) = try await connectWithAuth(port: server.port, auth: "")
-            b.send(#"42["broadcast","first"]"#)
-            let offset = try #require(try event(try await a.nextText(skippingPings: true)).last?.stringValue)
-            _ = try await b.nextText(skippingPings: true)
+            let (a, b, sid, pid, offset) = try await Self.aInRoom1AndAnOffset(port: server.port)
             // As chat-node does, the app keeps the live socket recoverable (an instance killed with -9
             // saves nothing when it dies).
             let snapshot = SessionSnapshot(sid: sid, pid: pid, namespace: "/", rooms: [sid, "room1"], data: .null)
@@ -108,6 +91,25 @@ struct RecoveryTests {
             while received.first != "room-message" { received = try event(try await c.nextText(skippingPings: true)) }
             #expect(received.prefix(2) == ["room-message", "after"])
         }
+    }
+
+    /// Client A (its sid and pid) in room1, client B, and the offset of a broadcast B sent that A got.
+    static func aInRoom1AndAnOffset(
+        port: Int
+    ) async throws -> (
+        a: TestWebSocket, b: TestWebSocket, sid: String, pid: String, offset: String
+    ) {
+        let (a, reply) = try await connectWithAuth(port: port, auth: "")
+        let sid = try #require(reply["sid"]?.stringValue)
+        let pid = try #require(reply["pid"]?.stringValue)
+        a.send(#"42["join","room1"]"#)
+        let (b, _) = try await connectWithAuth(port: port, auth: "")
+        b.send(#"42["broadcast","first"]"#)
+        let first = try event(try await a.nextText(skippingPings: true))
+        #expect(first.prefix(2) == ["broadcast", "first"])
+        let offset = try #require(first.last?.stringValue)
+        _ = try await b.nextText(skippingPings: true)
+        return (a, b, sid, pid, offset)
     }
 
     @Test("an unknown pid or offset connects a new socket")
