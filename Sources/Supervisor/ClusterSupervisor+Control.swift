@@ -110,7 +110,7 @@ extension ClusterSupervisor {
     /// Every desired instance running and routable, and every removed one gone.
     func waitForSettled() async -> Bool {
         let timeout = config.healthCheck.startupTimeout + config.stopGracePeriod + .seconds(10)
-        return await waitFor(timeout) {
+        return await waitWhileUp(timeout) {
             self.slots.count == self.desiredCount && (0..<self.desiredCount).allSatisfy { self.slots[$0]?.lifecycle.isRoutable == true }
         }
     }
@@ -140,11 +140,14 @@ extension ClusterSupervisor {
             let grace = config.stopGracePeriod
             apply(index) { $0.stop(now: now, gracePeriod: grace, then: .stay) }
             if request.wait == true {
-                _ = await waitFor(grace + .seconds(5)) { self.slots[index].map { !$0.lifecycle.processAlive } ?? true }
+                _ = await waitWhileUp(grace + .seconds(5)) { self.slots[index].map { !$0.lifecycle.processAlive } ?? true }
             }
             return .success("\(who) stopped (SIGTERM, SIGKILL after \(DurationText.format(grace))); `cluster start \(index)` starts it again")
         case .start:
             if slot.lifecycle.afterStop == .remove { return .failure("\(who) is being removed by a scale-down; scale up to keep it") }
+            if slot.lifecycle.state == .starting || slot.lifecycle.state == .running {
+                return .failure("\(who) is already \(slot.lifecycle.state.rawValue); `cluster restart \(index)` restarts it with a new guid")
+            }
             apply(index) { $0.start(now: now) }
             if request.wait == true, !(await waitForRunning([index])) {
                 return .failure("\(who) did not become healthy (see `cluster logs \(index)`)")
@@ -157,7 +160,7 @@ extension ClusterSupervisor {
 
     func waitForRunning(_ indices: [Int], after runs: [Int: Int] = [:]) async -> Bool {
         let timeout = config.healthCheck.startupTimeout + config.stopGracePeriod + .seconds(10)
-        return await waitFor(timeout) {
+        return await waitWhileUp(timeout) {
             indices.allSatisfy { index in
                 guard let lifecycle = self.slots[index]?.lifecycle else { return true }
                 // Routable, not only running: a rolling restart waits for each new instance to be in
@@ -194,6 +197,9 @@ extension ClusterSupervisor {
         switch validate(index: request.index) {
         case .success(let value): index = value
         case .failure(let failure): return .failure(failure.message)
+        }
+        if slots[index]?.lifecycle.afterStop == .remove {
+            return .failure("\(name(index)) is being removed by a scale-down; scale up to keep it")
         }
         let run = slots[index]?.lifecycle.run ?? 0
         apply(index) { $0.stop(now: now, gracePeriod: grace, then: .start) }
@@ -315,7 +321,7 @@ extension ClusterSupervisor {
     }
 
     func redisReadyAnswer(_ message: String) async -> ControlResponse {
-        if await waitFor(.seconds(30), { self.redis.ready }) {
+        if await waitWhileUp(.seconds(30), { self.redis.ready }) {
             return .success("\(message) on \(launch.redisURL ?? "")")
         }
         return .failure("\(message), but it did not answer PING within 30s (see `cluster logs`)")

@@ -269,14 +269,23 @@ public actor ClusterSupervisor {
         event("\(kind.rawValue) resumed (SIGCONT) \(reason)")
     }
 
-    /// Polls `condition` on the actor until it holds or `timeout` passes.
+    /// Polls `condition` on the actor until it holds or `timeout` passes. A cancelled caller gets the
+    /// condition's answer at once (its sleep would fail at once, and the loop would spin a core).
     func waitFor(_ timeout: Duration, _ condition: () -> Bool) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while !condition() {
             if ContinuousClock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(20))
+            guard (try? await Task.sleep(for: .milliseconds(20))) != nil else { return condition() }
         }
         return true
+    }
+
+    /// `waitFor` for a command that waits on the cluster (`--wait`, a rolling restart, a Redis start):
+    /// it gives up (false) as soon as the cluster stops, instead of holding `cluster up` open until
+    /// its own deadline.
+    func waitWhileUp(_ timeout: Duration, _ condition: () -> Bool) async -> Bool {
+        let met = await waitFor(timeout) { self.shuttingDown || condition() }
+        return met && !shuttingDown
     }
 
     // MARK: - Instances

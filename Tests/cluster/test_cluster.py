@@ -152,6 +152,29 @@ def test_stop_is_sigterm_then_sigkill_to_the_whole_group(cluster):
     assert instance["state"] == "stopped" and instance["crashes"] == 0
     cluster.ctl("start", "0", "--wait")
     assert cluster.instances()[0]["state"] == "running"
+    # Starting a running instance does nothing, and says so (it used to answer "starting with a new guid").
+    again = cluster.ctl("start", "0", check=False)
+    assert again.returncode == 1 and "web.0 is already running; `cluster restart 0` restarts it" in again.stderr, again
+    assert cluster.instances()[0]["pid"] != pid and cluster.instances()[0]["crashes"] == 0
+
+
+@pytest.mark.cluster_config(config(instances=1, app={"env": {"TESTAPP_NEVER_LISTEN": "1"}}))
+def test_a_command_waiting_on_the_cluster_does_not_keep_it_from_stopping(cluster):
+    # `scale 2 --wait` waits for web.1, which never listens (its startup check would give up after
+    # 60 s). Stopping the cluster meanwhile used to leave `cluster up` running, spinning a core, until
+    # that wait's own deadline (about 75 s here).
+    cluster.wait_ready()
+    waiting = subprocess.Popen([str(executable("cluster")), "scale", "2", "--wait", "--state-dir", cluster.state_dir],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        cluster.expect("scaling web from 1 to 2")
+        started = time.monotonic()
+        assert cluster.down(timeout=60) == 0
+        assert time.monotonic() - started < 30, "cluster up waited for the command's own deadline"
+        _, errors = waiting.communicate(timeout=30)
+        assert waiting.returncode == 1, errors
+    finally:
+        waiting.kill()
 
 
 def test_graceful_stop_and_restart(cluster):

@@ -12,7 +12,8 @@ GET /stop-listening closes the listening socket but keeps running (a port check 
 
 Environment: TESTAPP_START_DELAY (seconds before listening), TESTAPP_IGNORE_TERM=1 (SIGTERM ignored),
 TESTAPP_CHILD=1 (starts a `sleep` child in the same process group and prints its pid),
-TESTAPP_EXIT_AFTER (seconds, then exit with code 3).
+TESTAPP_EXIT_AFTER (seconds, then exit with code 3), TESTAPP_NEVER_LISTEN=1,2 (the instances with these
+indices never listen).
 """
 
 import json
@@ -92,6 +93,9 @@ def main():
     exit_after = os.environ.get("TESTAPP_EXIT_AFTER")
     if exit_after:
         threading.Timer(float(exit_after), lambda: os._exit(3)).start()
+    if os.environ.get("CF_INSTANCE_INDEX") in os.environ.get("TESTAPP_NEVER_LISTEN", "").split(","):
+        print("never listening", flush=True)
+        threading.Event().wait()
     delay = float(os.environ.get("TESTAPP_START_DELAY", "0"))
     if delay:
         time.sleep(delay)
