@@ -235,7 +235,9 @@ extension ClusterSupervisor {
             await stopHelper(.redis)
             return .success("redis stopped; `cluster redis start` starts it again on the same port")
         case "start":
-            guard redis.pid == nil else { return .failure("redis is already running (pid \(redis.pid ?? 0))") }
+            guard !redis.launched else {
+                return .failure("redis is already running (pid \(redis.pid.map(String.init) ?? "not known yet: it is starting"))")
+            }
             startRedis()
             return await redisReadyAnswer("redis started")
         case "restart":

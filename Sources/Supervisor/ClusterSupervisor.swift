@@ -29,6 +29,8 @@ public actor ClusterSupervisor {
     struct Helper {
         var pid: pid_t?
         var run = 0
+        /// A run was launched and has not ended (its pid may not be known yet).
+        var launched = false
         var ready = false
         /// Stopped on purpose (`cluster redis stop`, shutdown): no restart when it exits.
         var held = false
@@ -58,9 +60,26 @@ public actor ClusterSupervisor {
             case restart(after: Duration)
         }
 
+        /// A new run starts; returns its number.
+        mutating func launch(now: Duration) -> Int {
+            run += 1
+            launched = true
+            ready = false
+            held = false
+            startedAt = now
+            return run
+        }
+
+        /// The back-off after run `crashedRun` crashed is over: start again only if nothing happened
+        /// meanwhile (a user's stop holds it; a user's start or restart launched a newer run).
+        func restartDue(after crashedRun: Int) -> Bool {
+            run == crashedRun && !launched && !held
+        }
+
         /// The process of `run` ended.
         mutating func ended(run: Int, now: Duration, shuttingDown: Bool) -> End {
             guard run == self.run else { return .stale }
+            launched = false
             pid = nil
             ready = false
             frozenUntil = nil
@@ -242,14 +261,16 @@ public actor ClusterSupervisor {
     /// SIGTERM to a helper's group, SIGKILL after the grace period; returns once it has exited.
     func stopHelper(_ kind: HelperKind) async {
         updateHelper(kind) { $0.held = true }
-        guard let pid = helper(kind).pid else { return }
-        // A frozen process would only see SIGTERM once resumed.
-        if helper(kind).frozenUntil != nil { resume(kind, because: "so that it can stop") }
-        ProcessGroup.signal(pid, SIGTERM)
-        if !(await waitFor(config.stopGracePeriod, { self.helper(kind).pid == nil })) {
+        guard helper(kind).launched else { return }
+        if let pid = helper(kind).pid {
+            // A frozen process would only see SIGTERM once resumed.
+            if helper(kind).frozenUntil != nil { resume(kind, because: "so that it can stop") }
+            ProcessGroup.signal(pid, SIGTERM)
+        }  // else its launch is in flight: `helperStarted` sends the SIGTERM.
+        if !(await waitFor(config.stopGracePeriod, { !self.helper(kind).launched })) {
             event("\(kind.rawValue) did not exit within \(DurationText.format(config.stopGracePeriod)) of SIGTERM: SIGKILL")
-            ProcessGroup.signal(pid, SIGKILL)
-            _ = await waitFor(.seconds(5)) { self.helper(kind).pid == nil }
+            if let pid = helper(kind).pid { ProcessGroup.signal(pid, SIGKILL) }
+            _ = await waitFor(.seconds(5)) { !self.helper(kind).launched }
         }
     }
 
@@ -723,13 +744,9 @@ public actor ClusterSupervisor {
     /// name. Once it runs, its readiness is polled; when it ends, its restart policy decides.
     func launchHelper(_ kind: HelperKind, command: String) {
         let time = now
-        updateHelper(kind) { helper in
-            helper.run += 1
-            helper.ready = false
-            helper.held = false
-            helper.startedAt = time
-        }
-        let run = helper(kind).run
+        var launched = 0
+        updateHelper(kind) { launched = $0.launch(now: time) }
+        let run = launched
         let child = ChildProcess.shell(command, environment: launch.helperEnvironment(), source: kind.rawValue)
         let logs = self.logs
         Task {
@@ -742,6 +759,11 @@ public actor ClusterSupervisor {
         recordChild("\(kind.rawValue)#\(run)", pid: pid)
         guard run == helper(kind).run else { return }
         updateHelper(kind) { $0.pid = pid }
+        if helper(kind).held {
+            // Stopped while its launch was in flight.
+            ProcessGroup.signal(pid, SIGTERM)
+            return
+        }
         if kind == .proxy {
             event("proxy started: pid \(pid), http://localhost:\(proxyPort)/ (affinity \(config.proxy.affinity.rawValue))")
         }
@@ -815,9 +837,17 @@ public actor ClusterSupervisor {
             event("\(kind.rawValue) crashed (\(outcome)); restarting it in \(DurationText.format(delay))")
             Task {
                 try? await Task.sleep(for: delay)
-                self.startHelper(kind)
+                self.restartHelper(kind, after: run)
             }
         }
+    }
+
+    /// The back-off after a helper's crash is over. A `cluster redis stop` meanwhile keeps it down, and
+    /// a `redis start` or `restart` meanwhile already started a newer run: starting another would put
+    /// a second redis-server on the port, untracked.
+    func restartHelper(_ kind: HelperKind, after crashedRun: Int) {
+        guard !shuttingDown, helper(kind).restartDue(after: crashedRun) else { return }
+        startHelper(kind)
     }
 
     func checkExternalRedis(_ url: String) async {

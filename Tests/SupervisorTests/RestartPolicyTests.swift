@@ -132,4 +132,25 @@ struct RestartPolicyTests {
         helper.held = true
         #expect(helper.ended(run: 2, now: .seconds(14), shuttingDown: false) == .stopped)
     }
+
+    @Test("After a helper's crash, the restart happens only if nothing happened meanwhile")
+    func helperRestartAfterTheBackoff() {
+        var helper = ClusterSupervisor.Helper()
+        let first = helper.launch(now: .seconds(1))
+        #expect(helper.launched && first == 1)
+        #expect(helper.ended(run: first, now: .seconds(2), shuttingDown: false) == .restart(after: .milliseconds(500)))
+        #expect(!helper.launched && helper.restartDue(after: first))
+        // `cluster redis stop` during the back-off: it stays down (it used to start again).
+        var stopped = helper
+        stopped.held = true
+        #expect(!stopped.restartDue(after: first))
+        // `cluster redis start` during the back-off: that run is the one; the restart would have been
+        // a second redis-server on the port, untracked.
+        var started = helper
+        let second = started.launch(now: .seconds(2))
+        #expect(!started.restartDue(after: first))
+        // Even once the user's run has ended too.
+        _ = started.ended(run: second, now: .seconds(3), shuttingDown: false)
+        #expect(!started.restartDue(after: first) && started.restartDue(after: second))
+    }
 }

@@ -251,6 +251,30 @@ def test_logs_by_instance_and_follow(cluster):
         assert "web.2 crashed" in log.read()
 
 
+def redis_servers(port: int) -> list[int]:
+    """The pids of the redis-server processes on `port` (redis-server titles itself `redis-server host:port`)."""
+    found = subprocess.run(["pgrep", "-f", f"^redis-server [0-9.]*:{port}( |$)"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_a_redis_command_during_the_back_off_after_a_crash_is_what_happens(cluster):
+    # Redis crashes; its restart waits 0.5 s. A `redis start` in that wait used to be followed by the
+    # delayed restart too: a second redis-server on the port, the first one no longer tracked. A
+    # `redis stop` in that wait was undone by the delayed restart.
+    cluster.wait_ready()
+    port = int(cluster.status()["redis"]["url"].split(":")[2].split("/")[0])
+    for action, expected in (("start", "running"), ("stop", "stopped")):
+        (pid,) = redis_servers(port)
+        os.kill(pid, signal.SIGKILL)
+        cluster.wait_for_output("redis crashed", count=1 if action == "start" else 2)
+        cluster.ctl("redis", action)
+        time.sleep(2)  # past the back-off: the delayed restart, had it run, would be there by now
+        status = cluster.status()
+        assert status["redis"]["state"] == expected, (action, status["redis"], cluster.recent_events())
+        assert len(redis_servers(port)) == (1 if expected == "running" else 0), (action, redis_servers(port))
+    cluster.ctl("redis", "start")
+
+
 def test_redis_restart_keeps_the_port_and_the_data(cluster):
     cluster.wait_ready()
     env = get(cluster.instances()[0]["port"], "/env")
