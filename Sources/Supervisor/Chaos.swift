@@ -163,12 +163,18 @@ public struct ChaosPicker: Sendable {
 
     public mutating func choose(among instances: [ClusterStatus.Instance]) -> Choice {
         let running = instances.filter { $0.state == .running }
-        let serving = running.filter { $0.frozenSeconds == nil }.map(\.index).sorted()
+        // Serving: not frozen, and in the route pool (a readiness check may keep a running instance out).
+        let serving = running.filter { $0.frozenSeconds == nil && $0.routable != false }.map(\.index).sorted()
         guard serving.count > keep else {
-            let frozen = running.count - serving.count
+            let frozen = running.filter { $0.frozenSeconds != nil }.count
+            let unroutable = running.filter { $0.frozenSeconds == nil && $0.routable == false }.count
+            var others: [String] = []
+            if frozen > 0 { others.append("\(frozen) frozen") }
+            if unroutable > 0 { others.append("\(unroutable) not routable") }
             let states =
                 instances.isEmpty
-                ? "no instances" : "\(serving.count) of \(instances.count) instances running" + (frozen > 0 ? " (and \(frozen) frozen)" : "")
+                ? "no instances"
+                : "\(serving.count) of \(instances.count) instances serving" + (others.isEmpty ? "" : " (and \(others.joined(separator: ", ")))")
             return .skip("\(states), and --keep \(keep) leaves them alone")
         }
         let index = serving[Int(random.next() % UInt64(serving.count))]

@@ -50,7 +50,7 @@ struct ChaosTests {
         }
         #expect(picked == [0, 2, 4])  // every running one, in time; never a crashed or starting one
         var keeping = ChaosPicker(keep: 3, seed: 7)
-        #expect(keeping.choose(among: instances) == .skip("3 of 5 instances running, and --keep 3 leaves them alone"))
+        #expect(keeping.choose(among: instances) == .skip("3 of 5 instances serving, and --keep 3 leaves them alone"))
         var none = ChaosPicker(keep: 0, seed: 7)
         #expect(none.choose(among: []) == .skip("no instances, and --keep 0 leaves them alone"))
         #expect(none.choose(among: [instance(0, .running)]) == .instance(index: 0, fault: .kill))
@@ -72,7 +72,20 @@ struct ChaosTests {
         }
         #expect(picked == [0, 2])
         var keeping = ChaosPicker(keep: 2, seed: 11)
-        #expect(keeping.choose(among: instances) == .skip("2 of 3 instances running (and 1 frozen), and --keep 2 leaves them alone"))
+        #expect(keeping.choose(among: instances) == .skip("2 of 3 instances serving (and 1 frozen), and --keep 2 leaves them alone"))
+    }
+
+    @Test("An instance out of the route pool (its readiness check fails) is neither picked nor counted as serving")
+    func unroutableInstancesAreLeftAlone() {
+        // --keep 1 with one routable instance: killing it would leave the app with none (404 everywhere).
+        var notReady = instance(0, .running)
+        notReady.routable = false
+        var routable = instance(1, .running)
+        routable.routable = true
+        var picker = ChaosPicker(keep: 1, seed: 3)
+        #expect(picker.choose(among: [notReady, routable]) == .skip("1 of 2 instances serving (and 1 not routable), and --keep 1 leaves them alone"))
+        var keepNone = ChaosPicker(keep: 0, seed: 3)
+        for _ in 0..<20 { #expect(keepNone.choose(among: [notReady, routable]) == .instance(index: 1, fault: .kill)) }
     }
 
     @Test("With several faults each is drawn in time, from the seed; with one, the instances drawn are the same whatever the fault")

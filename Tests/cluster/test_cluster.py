@@ -478,7 +478,7 @@ def test_chaos_gives_up_on_a_cluster_that_does_not_recover(cluster):
     result = cluster.ctl("chaos", "--every", "200ms", "--for", "200ms", "--fault", "restart", "--keep", "2", "--settle", "1s",
                          check=False, timeout=60)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "| skip: 2 of 3 instances running, and --keep 2 leaves them alone" in result.stdout
+    assert "| skip: 2 of 3 instances serving, and --keep 2 leaves them alone" in result.stdout
     assert "| NOT ready 1s after the last fault: 2/3 running" in result.stdout
 
 
