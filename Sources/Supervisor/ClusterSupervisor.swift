@@ -116,6 +116,9 @@ public actor ClusterSupervisor {
     var backgroundTasks: [Task<Void, Never>] = []
     /// Registrations queued for the proxy and not yet answered.
     var pendingProxyOperations = 0
+    /// Unregisters the proxy did not take: sent again with the next heartbeat, unless the same
+    /// registration was sent since (an instance back in the pool).
+    var failedUnregisters: [(registration: RouteRegistration, source: String, index: Int)] = []
     let proxyQueue: AsyncStream<ProxyOperation>.Continuation
     let proxyOperations: AsyncStream<ProxyOperation>
     let shutdownRequests: AsyncStream<String>.Continuation
@@ -655,6 +658,10 @@ public actor ClusterSupervisor {
                     event("the proxy's admin API answers again")
                 }
             } catch {
+                if case .unregister(let registration, let source, let index) = operation {
+                    // Not taken: the proxy would route to it until its stale prune (120 s).
+                    failedUnregisters.append((registration, source, index))
+                }
                 if !proxyFailing {
                     proxyFailing = true
                     let what: String
@@ -663,7 +670,7 @@ public actor ClusterSupervisor {
                     case .unregister(_, let source, _): what = "unregister \(source)"
                     }
                     event(
-                        "could not \(what) with the proxy on 127.0.0.1:\(admin.port): \(error). The cluster keeps running; registrations are retried every 20s"
+                        "could not \(what) with the proxy on 127.0.0.1:\(admin.port): \(error). The cluster keeps running; registrations and unregistrations are retried every 20s"
                     )
                 }
             }
@@ -680,6 +687,13 @@ public actor ClusterSupervisor {
 
     func registerAll() {
         guard proxyAdmin != nil, proxy.ready else { return }
+        let retries = failedUnregisters
+        failedUnregisters = []
+        let current = slots.values.compactMap(\.registration)
+        // One registered again since (an instance back in the pool) is not taken out again.
+        for item in retries where !current.contains(item.registration) {
+            enqueue(.unregister(item.registration, source: item.source, index: item.index))
+        }
         for index in slots.keys.sorted() {
             guard let registration = slots[index]?.registration else { continue }
             enqueue(.register(registration, source: name(index), index: index))
@@ -770,24 +784,31 @@ public actor ClusterSupervisor {
         Task { await self.waitUntilReady(kind, run: run) }
     }
 
-    /// Polls the helper every 25 ms for 30 s while this run is the current one: the proxy's GET /health
-    /// on its admin port, Redis's PING.
+    /// Polls the helper while this run is the current one (every 25 ms, every second after 30 s):
+    /// the proxy's GET /health on its admin port, Redis's PING. A helper slow to answer (a loaded
+    /// machine, a long AOF to load) is said to be slow once, and marked ready whenever it answers.
     nonisolated func waitUntilReady(_ kind: HelperKind, run: Int) async {
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
+        let patience = ContinuousClock.now + .seconds(30)
+        var toldSlow = false
+        while true {
             guard await helperRunMatches(kind, run) else { return }
             if await answers(kind) {
                 await helperReady(kind, run: run)
+                if toldSlow { await event("\(kind.rawValue) answers now") }
                 return
             }
-            guard (try? await Task.sleep(for: .milliseconds(25))) != nil else { return }
-        }
-        switch kind {
-        case .proxy:
-            await event(
-                "the proxy did not answer GET /health on 127.0.0.1:\(proxyAdmin?.port ?? 0) within 30s; instances are not routable through it")
-        case .redis:
-            await event("redis did not answer PING on 127.0.0.1:\(redisPort ?? 0) within 30s; see its lines above (`cluster logs`)")
+            if !toldSlow && ContinuousClock.now >= patience {
+                toldSlow = true
+                switch kind {
+                case .proxy:
+                    await event(
+                        "the proxy has not answered GET /health on 127.0.0.1:\(proxyAdmin?.port ?? 0) for 30s; instances are routed through it once it does"
+                    )
+                case .redis:
+                    await event("redis has not answered PING on 127.0.0.1:\(redisPort ?? 0) for 30s; see its lines above (`cluster logs`)")
+                }
+            }
+            guard (try? await Task.sleep(for: toldSlow ? .seconds(1) : .milliseconds(25))) != nil else { return }
         }
     }
 

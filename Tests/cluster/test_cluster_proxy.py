@@ -134,6 +134,23 @@ def test_a_failing_readiness_check_takes_an_instance_out_of_the_route_pool_witho
         assert (after["routable"], after["crashes"], after["pid"], after["guid"]) == (True, 0, before["pid"], before["guid"]), after
 
 
+def test_an_unregister_the_proxy_did_not_take_is_sent_again(cluster):
+    # The proxy hangs (SIGSTOP) while web.1 stops: its unregister times out. It used to be dropped, and
+    # the proxy went on routing to the stopped instance until its stale prune (120 s).
+    cluster.wait_ready()
+    url = proxy_url(cluster)
+    proxy_pid = cluster.status()["proxy"]["pid"]
+    os.kill(proxy_pid, signal.SIGSTOP)
+    try:
+        cluster.ctl("stop", "1", "--wait")
+        cluster.expect("could not unregister web.1 with the proxy", timeout=20)
+    finally:
+        os.kill(proxy_pid, signal.SIGCONT)
+    # Sent again with the next registration heartbeat (every 20 s).
+    cluster.expect("web.1 unregistered from the proxy", timeout=45)
+    assert 1 not in served_by(url, 12)
+
+
 def test_status_reads_connections_and_request_rates_from_the_proxy(cluster):
     cluster.wait_ready()
     url = proxy_url(cluster)
