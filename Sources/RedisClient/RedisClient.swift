@@ -74,6 +74,10 @@ public final class RedisClient: Sendable {
     /// The same as `pipeline`, for code that lives on NIO's event loops: no Swift Concurrency task and
     /// no thread hop; the future completes on the connection's event loop.
     public func pipelineFuture(_ commands: [[RESPArgument]]) -> EventLoopFuture<[RESPValue]> {
+        // No command, no reply: a request waiting for none would take the next caller's replies.
+        guard !commands.isEmpty else {
+            return (keeper.connection?.channel.eventLoop ?? MultiThreadedEventLoopGroup.singleton.any()).makeSucceededFuture([])
+        }
         guard let connection = keeper.connection else {
             return MultiThreadedEventLoopGroup.singleton.any().makeFailedFuture(
                 RedisError.notConnected(endpoint: configuration.endpoint, lastError: keeper.lastError)

@@ -41,6 +41,9 @@ public final class RedisSubscriber: Sendable {
     private let sink: EventSink
     private let subscriptions: Mutex<SubscriptionSet>
     private let keeperBox: Mutex<ConnectionKeeper?>
+    /// What the last reconnect restored: a change made while it ran (when no connection was there to
+    /// carry it) is sent once the new connection is in place.
+    private let restored: Mutex<SubscriptionSet?>
 
     private init(configuration: RedisConfiguration, bufferLimit: Int) {
         self.configuration = configuration
@@ -49,6 +52,7 @@ public final class RedisSubscriber: Sendable {
         self.sink = EventSink(continuation: continuation)
         self.subscriptions = Mutex(SubscriptionSet())
         self.keeperBox = Mutex(nil)
+        self.restored = Mutex(nil)
     }
 
     /// Connects now; throws if Redis cannot be reached. `bufferLimit` bounds the events waiting to be
@@ -70,19 +74,23 @@ public final class RedisSubscriber: Sendable {
                 let connection = try await RedisConnectionFactory.connect(configuration, eventLoopGroup: eventLoopGroup, selectDatabase: false)
                 do {
                     try await Self.switchToPubSub(connection, configuration: configuration, sink: sink)
-                    for (kind, names) in subscriber?.subscriptions.withLock({ $0.restoreCommands }) ?? [] {
+                    let snapshot = subscriber?.subscriptions.withLock { $0 } ?? SubscriptionSet()
+                    for (kind, names) in snapshot.restoreCommands {
                         try await Self.request(kind, names, on: connection.channel, endpoint: configuration.endpoint)
                     }
+                    subscriber?.restored.withLock { $0 = snapshot }
                 } catch {
                     connection.channel.close(promise: nil)
                     throw error
                 }
                 return connection
             },
-            onEvent: { event in
+            onEvent: { [weak subscriber] event in
                 switch event {
                 case .lost(let reason): sink.yield(.connectionLost(reason: reason))
-                case .restored: sink.yield(.mayHaveMissedMessages(reason: .reconnected))
+                case .restored:
+                    sink.yield(.mayHaveMissedMessages(reason: .reconnected))
+                    Task { await subscriber?.applyChangesMadeWhileRestoring() }
                 }
             }
         )
@@ -125,12 +133,34 @@ public final class RedisSubscriber: Sendable {
     }
 
     /// While disconnected the change is recorded and applied on reconnect; the call does not fail.
+    /// A name Redis refuses (an ACL's NOPERM) is forgotten again: kept, it would fail every reconnect.
     private func sendIfConnected(_ kind: SubscriptionKind, _ names: [String]) async throws {
         guard !names.isEmpty, let connection = keeperBox.withLock({ $0 })?.connection else { return }
         do {
             try await Self.request(kind, names, on: connection.channel, endpoint: configuration.endpoint)
         } catch RedisError.connectionLost {
             // The keeper reconnects and restores the whole set, this change included.
+        } catch {
+            subscriptions.withLock { set in
+                switch kind {
+                case .subscribe: _ = set.remove(channels: names)
+                case .psubscribe: _ = set.remove(patterns: names)
+                case .unsubscribe, .punsubscribe: break
+                }
+            }
+            throw error
+        }
+    }
+
+    /// The new connection is in place: sends what changed since the reconnect took its snapshot.
+    private func applyChangesMadeWhileRestoring() async {
+        guard
+            let snapshot = restored.withLock({ state -> SubscriptionSet? in
+                defer { state = nil }; return state
+            })
+        else { return }
+        for (kind, names) in subscriptions.withLock({ $0 }).changes(since: snapshot) {
+            try? await sendIfConnected(kind, names)
         }
     }
 

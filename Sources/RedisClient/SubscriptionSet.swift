@@ -23,6 +23,21 @@ public struct SubscriptionSet: Sendable, Equatable {
         return commands
     }
 
+    /// What to send so that a connection that has `snapshot` ends up with this set: the changes made
+    /// while a reconnect restored `snapshot`, which no connection carried.
+    public func changes(since snapshot: SubscriptionSet) -> [(kind: SubscriptionKind, names: [String])] {
+        var commands: [(SubscriptionKind, [String])] = []
+        let subscribe = channels.subtracting(snapshot.channels).sorted()
+        let unsubscribe = snapshot.channels.subtracting(channels).sorted()
+        let psubscribe = patterns.subtracting(snapshot.patterns).sorted()
+        let punsubscribe = snapshot.patterns.subtracting(patterns).sorted()
+        if !subscribe.isEmpty { commands.append((.subscribe, subscribe)) }
+        if !unsubscribe.isEmpty { commands.append((.unsubscribe, unsubscribe)) }
+        if !psubscribe.isEmpty { commands.append((.psubscribe, psubscribe)) }
+        if !punsubscribe.isEmpty { commands.append((.punsubscribe, punsubscribe)) }
+        return commands
+    }
+
     private static func insert(_ names: [String], into set: inout Set<String>) -> [String] {
         var added: [String] = []
         for name in names where set.insert(name).inserted { added.append(name) }

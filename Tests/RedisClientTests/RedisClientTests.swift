@@ -26,6 +26,18 @@ struct RedisClientTests {
         #expect(results.allSatisfy { $0.value == "v\($0.key)" })
     }
 
+    @Test func anEmptyBatchIsAnsweredAtOnceAndLeavesTheConnectionUsable() async throws {
+        let server = try await RedisServer()
+        let client = try await RedisClient.connect(try server.configuration)
+        defer { Task { await client.close() } }
+        #expect(try await client.pipelineFuture([]).get().isEmpty)
+        #expect(try await client.pipeline([]).isEmpty)
+        // It used to queue a request that waits for no reply and took every later caller's: this
+        // PING got none and timed out.
+        #expect(try await client.send("PING").string == "PONG")
+        #expect(try await client.pipelineFuture([["ECHO", "a"], ["ECHO", "b"]]).get().map(\.string) == ["a", "b"])
+    }
+
     @Test func aTaskOnTheConnectionsEventLoopAwaitsRepliesThere() async throws {
         let server = try await RedisServer()
         let client = try await RedisClient.connect(try server.configuration)

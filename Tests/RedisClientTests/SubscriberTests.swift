@@ -76,6 +76,24 @@ struct SubscriberTests {
         await publisher.close()
     }
 
+    @Test func aChannelRedisRefusesIsForgottenSoThatReconnectsStillWork() async throws {
+        let server = try await RedisServer()
+        var configuration = try server.configuration
+        configuration.reconnectBackoff = Backoff(initial: .milliseconds(20), maximum: .milliseconds(200))
+        let admin = try await RedisClient.connect(configuration)
+        let subscriber = try await RedisSubscriber.connect(configuration)
+        try await subscriber.subscribe("ok.1")
+        // An ACL that allows only ok.* channels: SUBSCRIBE refused gets -NOPERM.
+        _ = try await admin.send("ACL", "SETUSER", "default", "resetchannels", "&ok.*")
+        await #expect(throws: (any Error).self) { try await subscriber.subscribe("refused") }
+        // It used to stay in the set, and every reconnect then failed on it, for ever.
+        #expect(subscriber.currentSubscriptions.channels == ["ok.1"])
+        try await subscriber.subscribe("ok.2")
+        #expect(subscriber.currentSubscriptions.channels == ["ok.1", "ok.2"])
+        await subscriber.close()
+        await admin.close()
+    }
+
     @Test func aSlowConsumerIsToldItMissedMessages() async throws {
         // The buffer holds 2 events; 5 arrive before the consumer reads any.
         let (stream, continuation) = AsyncStream.makeStream(of: RedisSubscriberEvent.self, bufferingPolicy: .bufferingOldest(2))

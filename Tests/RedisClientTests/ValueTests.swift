@@ -102,6 +102,21 @@ struct ValueTests {
         #expect(set.restoreCommands.isEmpty)
     }
 
+    @Test func changesMadeWhileAReconnectRestoredASnapshotAreWhatRemainsToSend() {
+        var snapshot = SubscriptionSet()
+        _ = snapshot.add(channels: ["keep", "gone"])
+        _ = snapshot.add(patterns: ["old.*"])
+        var now = snapshot
+        _ = now.add(channels: ["late"])  // subscribe() while the reconnect sent the snapshot
+        _ = now.remove(channels: ["gone"])
+        _ = now.remove(patterns: ["old.*"])
+        _ = now.add(patterns: ["new.*"])
+        let changes = now.changes(since: snapshot)
+        #expect(changes.map(\.kind) == [.subscribe, .unsubscribe, .psubscribe, .punsubscribe])
+        #expect(changes.map(\.names) == [["late"], ["gone"], ["new.*"], ["old.*"]])
+        #expect(snapshot.changes(since: snapshot).isEmpty)
+    }
+
     @Test func encoderIsBinarySafe() throws {
         var buffer = ByteBuffer()
         try RESPEncoder.encode(["SET", RESPArgument(bytes: [0x00, 0xFF, 0x0D, 0x0A]), ""], into: &buffer)
