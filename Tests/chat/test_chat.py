@@ -83,6 +83,19 @@ def test_logging_out_closes_the_sessions_chat_connections_on_every_instance(node
     bob.close()
 
 
+def test_a_logout_published_while_an_instance_resubscribes_still_ends_its_tabs(redis, nodes):
+    # Every subscriber connection is cut, and the logout is published before instance two has
+    # subscribed again: its pub/sub message is lost. Instance two then looks its sessions up.
+    one, two = nodes(2)
+    here = ChatClient(one, "ada")
+    there = ChatClient(two, "ada", "websocket", session=here.session)
+    admin = redis_py.Redis(port=redis.port)
+    admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    response = here.session.get(one.url + "/logout", allow_redirects=False, timeout=10)
+    assert response.status_code in (302, 303)
+    assert there.disconnected.wait(15), "the other tab of the logged-out session is still connected"
+
+
 def test_the_same_message_id_is_stored_once(nodes):
     (node,) = nodes(1)
     ada = ChatClient(node, "ada")

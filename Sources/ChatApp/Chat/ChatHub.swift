@@ -402,6 +402,8 @@ public final class ChatHub: Sendable {
                 logger.warning("Redis subscription lost (\(reason)); new messages wait until it is back, then the gap is filled")
             case .subscriber(.mayHaveMissedMessages(let reason)):
                 logger.notice("Redis subscription may have missed messages (\(reason.rawValue)); catching up from the history")
+                // A logout published meanwhile is gone with them: look the sessions up instead.
+                Task { await self.endSessionsLoggedOutElsewhere() }
                 await fillGap(&loop)
             case .positionCheck(let newest):
                 guard case .fillGap(let missed) = loop.position.check(newest: newest, delivered: loop.delivery.lastID) else { continue }
@@ -479,6 +481,20 @@ public final class ChatHub: Sendable {
         } catch {
             metrics.redisErrors.increment()
             logger.warning("Could not tell the other instances that a session logged out (\(error)); its sockets there stay until they reconnect")
+        }
+    }
+
+    /// After the subscription may have missed messages: a session whose logout was published then
+    /// still has its sockets here. Each session of this instance's sockets is looked up once; those
+    /// that no longer exist end as a logout would end them.
+    func endSessionsLoggedOutElsewhere() async {
+        let sessionIDs = Set(namespace.sockets().compactMap { $0.data["session"]?.stringValue }.filter { !$0.isEmpty })
+        for sid in sessionIDs {
+            do {
+                if try await sessions.load(sid) == nil { endSession(sid) }
+            } catch {
+                return  // Redis fails: the next catch-up looks again
+            }
         }
     }
 
