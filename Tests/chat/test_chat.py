@@ -185,6 +185,28 @@ def test_a_client_that_missed_more_than_its_queue_holds_recovers(nodes, transpor
     talker.close()
 
 
+def test_a_client_recovering_on_a_new_instance_gets_more_than_a_page_of_missed_lines(nodes):
+    # HISTORY_LIMIT 20, 30 lines missed: the stream keeps them all (its trimming is approximate), and
+    # the instance the client comes back to started after they were sent, so none is in its memory.
+    # It read one page of 20 from Redis and the 10 after it were lost.
+    (first,) = nodes(1, HISTORY_LIMIT="20")
+    away = ChatClient(first, "away")
+    assert away.send("before", "page-0")["ok"]
+    harness.wait_until("the first line", lambda: away.has_ids(["page-0"]))
+    away.close()
+    sender = ChatClient(first, "sender")
+    ids = [f"page-{index}" for index in range(1, 31)]
+    for message_id in ids:
+        assert sender.send(message_id, message_id)["ok"]
+    (late,) = nodes(1, HISTORY_LIMIT="20")
+    away.reconnect(late.url)
+    assert away.recovered
+    harness.wait_until("every missed line", lambda: away.has_ids(ids), timeout=20)
+    assert_exactly_once_in_order(away, ids)
+    away.close()
+    sender.close()
+
+
 def test_sigterm_drains_and_loses_nothing_acknowledged(nodes):
     leaving, staying = nodes(2, DRAIN_TIMEOUT="5")
     ada = ChatClient(leaving, "ada", "polling")

@@ -530,6 +530,9 @@ public final class ChatHub: Sendable {
         socket.join(Self.liveRoom)
     }
 
+    /// Pages of `historyLimit` lines read for one recovered socket at most (the stream holds about one).
+    static let maximumCatchUpPages = 8
+
     /// A stored line as the `chat` event: its JSON text and its offset (the stream id).
     static func chatEvent(_ line: StoredLine) -> (event: String, arguments: [JSONValue]) {
         ("chat", [.string(line.json), .string(line.id.description)])
@@ -541,14 +544,28 @@ public final class ChatHub: Sendable {
     private func attachRecovered(_ socket: Socket, after offset: StreamID, loop: inout LoopState) async {
         guard socket.connected else { return }
         var plan = loop.delivery.recoveredSocketLines(after: offset)
-        if let after = plan.missingAfter {
+        // Memory does not reach back to the client's offset (this instance started after it): read
+        // the stream page by page until it does. The stream may hold more than one page after the
+        // offset (its trimming is approximate), and stopping after one page lost the rest silently.
+        var pages = 0
+        while let after = plan.missingAfter, pages < Self.maximumCatchUpPages {
+            pages += 1
             do {
                 let more = try await log.entries(after: after, limit: configuration.historyLimit)
-                plan = loop.delivery.recoveredSocketLines(after: offset, fetched: plan.lines + more)
+                let next = loop.delivery.recoveredSocketLines(after: offset, fetched: plan.lines + more)
+                let progressed = !more.isEmpty && next.missingAfter != plan.missingAfter
+                plan = next
+                if !progressed { break }
             } catch {
                 metrics.redisErrors.increment()
                 logger.warning("Could not read the missed lines for recovered socket \(socket.id): \(error)")
+                break
             }
+        }
+        if let after = plan.missingAfter {
+            logger.warning(
+                "Recovered socket \(socket.id) gets the lines up to \(after) from the stream; the lines after it up to what this instance delivered could not be read"
+            )
         }
         // One batch: a replay larger than the socket's outbound limit must not close a long-polling
         // client as slow, or it would come back with the same offset for the same replay, forever.
