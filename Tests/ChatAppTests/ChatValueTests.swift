@@ -282,22 +282,26 @@ import Testing
     @Test func aNewUserIsAnnouncedOnlyOnceAHeartbeatThatHasThemWasWritten() {
         var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
         _ = presence.connected("ada")
+        let failed = presence.beginHeartbeat()  // Redis failed: never written
+        #expect(failed.number == 1 && failed.first)
         let first = presence.beginHeartbeat()
-        #expect(first.number == 1 && first.users.map(\.user) == ["ada"])
+        // Still the first to be written: it moves a predecessor's entry aside (the second attempt
+        // used to replace it, and the predecessor's users vanished without a "left" line).
+        #expect(first.number == 2 && first.first && first.users.map(\.user) == ["ada"])
         // grace arrives while heartbeat 1, which read the users without her, is on its way to Redis.
         let arrived = presence.connected("grace")
         #expect(arrived)
         let needed = presence.heartbeatPublishingNewArrivals
-        #expect(needed == 2)
+        #expect(needed == 3)
         presence.heartbeatWritten(first.number)
-        #expect(presence.written(1) && !presence.written(needed))
+        #expect(presence.written(2) && !presence.written(needed))
         let second = presence.beginHeartbeat()
-        #expect(second.number == needed && second.users.map(\.user) == ["ada", "grace"])
+        #expect(second.number == needed && !second.first && second.users.map(\.user) == ["ada", "grace"])
         #expect(!presence.written(needed))  // begun is not written
         presence.heartbeatWritten(second.number)
         #expect(presence.written(needed))
         presence.heartbeatWritten(1)  // never goes back
-        #expect(presence.heartbeatsWritten == 2)
+        #expect(presence.heartbeatsWritten == 3)
     }
 
     @Test func leftAfterTheGraceUnlessOnlineElsewhere() {

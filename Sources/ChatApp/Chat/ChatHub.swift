@@ -589,7 +589,7 @@ public final class ChatHub: Sendable {
         let now = Self.now()
         let beat: PresenceRegistry.Heartbeat
         do {
-            beat = try await registry.heartbeat(users: taken.users, now: now, first: taken.number == 1)
+            beat = try await registry.heartbeat(users: taken.users, now: now, first: taken.first)
         } catch {
             // Redis fails: the `join`s waiting for this heartbeat go on (their line goes, or fails,
             // like any other) instead of holding their connection's events back.

@@ -39,11 +39,13 @@ public struct PresenceState: Sendable, Hashable {
         return !wasOnline
     }
 
-    /// A heartbeat takes this instance's users to write them: its number (for `heartbeatWritten`) and
-    /// the users with their socket counts.
-    public mutating func beginHeartbeat() -> (number: Int, users: [(user: String, count: Int)]) {
+    /// A heartbeat takes this instance's users to write them: its number (for `heartbeatWritten`), the
+    /// users with their socket counts, and whether it is the first to be written by this run (none was
+    /// yet: the first moves a predecessor's entry aside instead of replacing it, even when an earlier
+    /// attempt failed).
+    public mutating func beginHeartbeat() -> (number: Int, users: [(user: String, count: Int)], first: Bool) {
         heartbeatsBegun += 1
-        return (heartbeatsBegun, localCounts)
+        return (heartbeatsBegun, localCounts, heartbeatsWritten == 0)
     }
 
     /// Heartbeat `number` was written to Redis: every user who was here when it began is published.
