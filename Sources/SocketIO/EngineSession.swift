@@ -193,15 +193,18 @@ struct EngineSession: Sendable {
         return effects
     }
 
-    private mutating func drain() -> [EnginePacket] {
-        if buffer.count <= configuration.maxPacketsPerPoll {
-            defer {
-                buffer.removeAll(keepingCapacity: false)
-                bufferedBytes = 0
-                burstAllowance = 0
-            }
-            return buffer
+    /// Empties the queue (and with it the byte count and any burst's allowance); returns what it held.
+    private mutating func takeAll() -> [EnginePacket] {
+        defer {
+            buffer.removeAll(keepingCapacity: false)
+            bufferedBytes = 0
+            burstAllowance = 0
         }
+        return buffer
+    }
+
+    private mutating func drain() -> [EnginePacket] {
+        if buffer.count <= configuration.maxPacketsPerPoll { return takeAll() }
         let taken = Array(buffer.prefix(configuration.maxPacketsPerPoll))
         buffer.removeFirst(taken.count)
         for packet in taken { bufferedBytes -= packet.pollingSize + 1 }
@@ -309,10 +312,7 @@ struct EngineSession: Sendable {
             upgrade = .none
             transport = .websocket
             effects.upgraded = true
-            effects.webSocketWrites = buffer
-            buffer.removeAll()
-            bufferedBytes = 0
-            burstAllowance = 0
+            effects.webSocketWrites = takeAll()
             if pollParked {
                 pollParked = false
                 effects.pollResponse = [EnginePacket(.noop)]
@@ -382,9 +382,7 @@ struct EngineSession: Sendable {
             pollParked = false
             effects.pollResponse = [EnginePacket(clientInitiated ? .noop : .close)]
         }
-        buffer.removeAll()
-        bufferedBytes = 0
-        burstAllowance = 0
+        _ = takeAll()
         return effects
     }
 }

@@ -169,9 +169,12 @@ public final class Socket: Sendable {
 
     public func emit(_ event: String, arguments: [JSONValue]) {
         guard !reservedEventNames.contains(event), connected else { return }
-        var elements: [JSONValue] = [.string(event)]
-        elements.append(contentsOf: arguments)
-        connection.sendPacket(SocketPacket(.event, namespace: namespace.name, data: .array(elements)))
+        connection.sendPacket(eventPacket(event, arguments))
+    }
+
+    /// The EVENT packet `[event, ...arguments]` in this socket's namespace.
+    private func eventPacket(_ event: String, _ arguments: [JSONValue], ackID: Int? = nil) -> SocketPacket {
+        SocketPacket(.event, namespace: namespace.name, id: ackID, data: .array([.string(event)] + arguments))
     }
 
     /// Sends several events at once, in order: one write. Meant for a replay (the lines a
@@ -181,9 +184,7 @@ public final class Socket: Sendable {
     public func emit(batch events: [(event: String, arguments: [JSONValue])]) {
         let events = events.filter { !reservedEventNames.contains($0.event) }
         guard connected, !events.isEmpty else { return }
-        let packets = events.flatMap { event in
-            SocketCodec.encode(SocketPacket(.event, namespace: namespace.name, data: .array([.string(event.event)] + event.arguments)))
-        }
+        let packets = events.flatMap { SocketCodec.encode(eventPacket($0.event, $0.arguments)) }
         connection.server.metrics.messagesSent.increment(by: events.count)
         connection.send(packets, burst: true)
     }
@@ -214,9 +215,7 @@ public final class Socket: Sendable {
             state.withLock { state in
                 if state.acks[id] != nil { state.acks[id]?.timer = timer }
             }
-            var elements: [JSONValue] = [.string(event)]
-            elements.append(contentsOf: arguments)
-            connection.sendPacket(SocketPacket(.event, namespace: namespace.name, id: id, data: .array(elements)))
+            connection.sendPacket(eventPacket(event, arguments, ackID: id))
         }
     }
 

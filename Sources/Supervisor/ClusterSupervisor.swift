@@ -867,7 +867,12 @@ public actor ClusterSupervisor {
     /// a `redis start` or `restart` meanwhile already started a newer run: starting another would put
     /// a second redis-server on the port, untracked.
     func restartHelper(_ kind: HelperKind, after crashedRun: Int) {
-        guard !shuttingDown, helper(kind).restartDue(after: crashedRun) else { return }
+        guard !shuttingDown else { return }
+        guard helper(kind).restartDue(after: crashedRun) else {
+            let meanwhile = helper(kind).held ? "it was stopped on request" : "it was started again on request"
+            event("\(kind.rawValue) is not restarted after its crash: \(meanwhile) during the back-off")
+            return
+        }
         startHelper(kind)
     }
 

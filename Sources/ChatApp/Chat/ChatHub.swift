@@ -384,7 +384,7 @@ public final class ChatHub: Sendable {
         for await command in commands {
             switch command {
             case .subscriber(.message(let message)) where message.channel == log.keys.logouts:
-                endSession(String(buffer: message.payload))
+                endSessions([String(buffer: message.payload)])
             case .subscriber(.message(let message)):
                 guard let published = ChatLog.parsePublished(message.payload) else {
                     logger.warning("Ignored a message on \(message.channel) that is not '<stream id> <previous id> <json>'")
@@ -475,7 +475,7 @@ public final class ChatHub: Sendable {
     /// other instance is told through Redis. Without this, the other tabs of a logged-out session went
     /// on chatting under its name until they happened to reconnect.
     func sessionEnded(_ sid: String) async {
-        endSession(sid)
+        endSessions([sid])
         do {
             _ = try await log.redis.publish(RESPArgument(sid), to: log.keys.logouts)
         } catch {
@@ -485,23 +485,20 @@ public final class ChatHub: Sendable {
     }
 
     /// After the subscription may have missed messages: a session whose logout was published then
-    /// still has its sockets here. Each session of this instance's sockets is looked up once; those
-    /// that no longer exist end as a logout would end them.
+    /// still has its sockets here. The sessions of this instance's sockets are looked up in one round
+    /// trip; those that no longer exist end as a logout would end them. (If Redis fails, the next
+    /// catch-up looks again.)
     func endSessionsLoggedOutElsewhere() async {
         let sessionIDs = Set(namespace.sockets().compactMap { $0.data["session"]?.stringValue }.filter { !$0.isEmpty })
-        for sid in sessionIDs {
-            do {
-                if try await sessions.load(sid) == nil { endSession(sid) }
-            } catch {
-                return  // Redis fails: the next catch-up looks again
-            }
-        }
+        guard !sessionIDs.isEmpty, let gone = try? await sessions.missing(Array(sessionIDs)) else { return }
+        endSessions(Set(gone))
     }
 
-    /// Disconnects this instance's sockets of session `sid`, telling each page it was logged out.
-    func endSession(_ sid: String) {
-        guard !sid.isEmpty else { return }
-        for socket in namespace.sockets() where socket.data["session"]?.stringValue == sid {
+    /// Disconnects this instance's sockets of these sessions, telling each page it was logged out.
+    func endSessions(_ sids: Set<String>) {
+        let sids = sids.subtracting([""])
+        guard !sids.isEmpty else { return }
+        for socket in namespace.sockets() where socket.data["session"]?.stringValue.map(sids.contains) == true {
             socket.emit("logged_out")
             socket.disconnect()
         }
@@ -511,18 +508,8 @@ public final class ChatHub: Sendable {
     /// a `welcome` whose offset is its recovery position, then lets it into `live`.
     private func attach(_ socket: Socket, history: [StoredLine], delivery: inout DeliveryLog) async {
         guard socket.connected else { return }
-        var plan = delivery.newSocketLines(history: history)
-        if let after = plan.missingAfter {
-            // Memory no longer reaches back to the history's end: read the rest from Redis.
-            do {
-                let more = try await log.entries(after: after, limit: configuration.historyLimit)
-                plan = delivery.newSocketLines(history: plan.lines + more)
-            } catch {
-                metrics.redisErrors.increment()
-                logger.warning("Could not read the history for socket \(socket.id): \(error)")
-            }
-        }
-        let lines = plan.lines
+        let delivered = delivery
+        let lines = await completed(delivery.newSocketLines(history: history), for: socket) { delivered.newSocketLines(history: $0) }
         socket.emit(batch: lines.map(Self.chatEvent))
         metrics.messagesOut.increment(by: Int64(lines.count))
         let offset = lines.last?.id ?? delivery.lastID
@@ -530,8 +517,40 @@ public final class ChatHub: Sendable {
         socket.join(Self.liveRoom)
     }
 
-    /// Pages of `historyLimit` lines read for one recovered socket at most (the stream holds about one).
+    /// Pages of `historyLimit` lines read for one socket at most (the stream holds about one).
     static let maximumCatchUpPages = 8
+
+    /// The lines of `plan`, completed from Redis when memory does not reach back far enough (this
+    /// instance started after them): the stream is read page by page after `missingAfter` and
+    /// `replan` asked again with every line read, until memory takes over. The stream may hold more
+    /// than one page (its trimming is approximate); stopping after one page lost the rest silently.
+    private func completed(
+        _ plan: (lines: [StoredLine], missingAfter: StreamID?), for socket: Socket,
+        replan: ([StoredLine]) -> (lines: [StoredLine], missingAfter: StreamID?)
+    ) async -> [StoredLine] {
+        var plan = plan
+        var pages = 0
+        while let after = plan.missingAfter, pages < Self.maximumCatchUpPages {
+            pages += 1
+            do {
+                let more = try await log.entries(after: after, limit: configuration.historyLimit)
+                let next = replan(plan.lines + more)
+                let progressed = !more.isEmpty && next.missingAfter != plan.missingAfter
+                plan = next
+                if !progressed { break }
+            } catch {
+                metrics.redisErrors.increment()
+                logger.warning("Could not read the lines for socket \(socket.id) from the stream: \(error)")
+                return plan.lines
+            }
+        }
+        if let after = plan.missingAfter {
+            logger.warning(
+                "Socket \(socket.id) gets the lines up to \(after) from the stream; those after it, up to what this instance delivered, could not be read"
+            )
+        }
+        return plan.lines
+    }
 
     /// A stored line as the `chat` event: its JSON text and its offset (the stream id).
     static func chatEvent(_ line: StoredLine) -> (event: String, arguments: [JSONValue]) {
@@ -543,34 +562,14 @@ public final class ChatHub: Sendable {
     /// instance, it waits until the delivery catches up with its offset.
     private func attachRecovered(_ socket: Socket, after offset: StreamID, loop: inout LoopState) async {
         guard socket.connected else { return }
-        var plan = loop.delivery.recoveredSocketLines(after: offset)
-        // Memory does not reach back to the client's offset (this instance started after it): read
-        // the stream page by page until it does. The stream may hold more than one page after the
-        // offset (its trimming is approximate), and stopping after one page lost the rest silently.
-        var pages = 0
-        while let after = plan.missingAfter, pages < Self.maximumCatchUpPages {
-            pages += 1
-            do {
-                let more = try await log.entries(after: after, limit: configuration.historyLimit)
-                let next = loop.delivery.recoveredSocketLines(after: offset, fetched: plan.lines + more)
-                let progressed = !more.isEmpty && next.missingAfter != plan.missingAfter
-                plan = next
-                if !progressed { break }
-            } catch {
-                metrics.redisErrors.increment()
-                logger.warning("Could not read the missed lines for recovered socket \(socket.id): \(error)")
-                break
-            }
-        }
-        if let after = plan.missingAfter {
-            logger.warning(
-                "Recovered socket \(socket.id) gets the lines up to \(after) from the stream; the lines after it up to what this instance delivered could not be read"
-            )
+        let delivered = loop.delivery
+        let lines = await completed(loop.delivery.recoveredSocketLines(after: offset), for: socket) {
+            delivered.recoveredSocketLines(after: offset, fetched: $0)
         }
         // One batch: a replay larger than the socket's outbound limit must not close a long-polling
         // client as slow, or it would come back with the same offset for the same replay, forever.
-        socket.emit(batch: plan.lines.map(Self.chatEvent))
-        metrics.messagesOut.increment(by: Int64(plan.lines.count))
+        socket.emit(batch: lines.map(Self.chatEvent))
+        metrics.messagesOut.increment(by: Int64(lines.count))
         if loop.delivery.canJoinLive(at: offset) {
             socket.join(Self.liveRoom)
         } else {

@@ -86,6 +86,17 @@ public struct SessionStore: Sendable {
 
     public func key(_ sid: String) -> String { prefix + sid }
 
+    /// The ids among `sids` that have no session (any more): one round trip to Redis for all of them.
+    public func missing(_ sids: [String]) async throws -> [String] {
+        switch storage {
+        case .redis(let redis):
+            let replies = try await redis.pipeline(sids.map { ["EXISTS", RESPArgument(key($0))] })
+            return zip(sids, replies).compactMap { sid, reply in reply == .integer(0) ? sid : nil }
+        case .memory(let sessions):
+            return sids.filter { sessions.load($0, now: .now) == nil }
+        }
+    }
+
     /// The session, or nil when there is none (expired, destroyed, never existed, not a session).
     public func load(_ sid: String) async throws -> SessionRecord? {
         switch storage {
