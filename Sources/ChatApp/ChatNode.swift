@@ -115,7 +115,8 @@ public final class ChatNode: Sendable {
             throw .redisUnreachable(url: redisConfiguration.redactedURL, source: configuration.redisSource, reason: "\(error)")
         }
         do {
-            subscriber = try await RedisSubscriber.connect(redisConfiguration, logger: Logger(label: "chat-node.subscriber"))
+            subscriber = try await RedisSubscriber.connect(
+                redisConfiguration, logger: Logger(label: "chat-node.subscriber"), bufferLimit: ChatHub.subscriptionBufferLimit)
         } catch {
             await redis.close()
             throw .redisUnreachable(url: redisConfiguration.redactedURL, source: configuration.redisSource, reason: "\(error)")

@@ -185,6 +185,22 @@ def test_a_client_that_missed_more_than_its_queue_holds_recovers(nodes, transpor
     talker.close()
 
 
+def test_an_instance_delivers_more_lines_than_its_subscription_queue_holds(nodes):
+    # The hub takes at most 1,024 subscription events into its queue at a time (ChatHub.backlogLimit)
+    # and counts each one out; one not counted out would stall the live delivery after that many (the
+    # position check, off here, would then deliver the rest late, from the stream).
+    (node,) = nodes(1, HISTORY_LIMIT="2000", POSITION_CHECK_MS="0")
+    listener = ChatClient(node, "listener")
+    talker = ChatClient(node, "talker")
+    ids = [f"many-{index}" for index in range(1_100)]
+    for message_id in ids:  # without waiting for each ack: the lines arrive faster than one by one
+        talker.sio.emit("chat", json.dumps({"action": "message", "msg": message_id, "id": message_id}))
+    harness.wait_until("every line", lambda: listener.has_ids(ids), timeout=60)
+    assert_exactly_once_in_order(listener, ids)
+    listener.close()
+    talker.close()
+
+
 def test_a_client_recovering_on_a_new_instance_gets_more_than_a_page_of_missed_lines(nodes):
     # HISTORY_LIMIT 20, 30 lines missed: the stream keeps them all (its trimming is approximate), and
     # the instance the client comes back to started after they were sent, so none is in its memory.

@@ -38,6 +38,8 @@ public final class ChatHub: Sendable {
     private let heartbeatRequestsContinuation: AsyncStream<Void>.Continuation
     private let state: Mutex<State>
     private let startID: StreamID?
+    /// Subscription events waiting in `commands`, at most `backlogLimit` (see `SubscriberBacklog`).
+    let backlog = SubscriberBacklog(limit: ChatHub.backlogLimit)
 
     enum Command: Sendable {
         case subscriber(RedisSubscriberEvent)
@@ -322,8 +324,8 @@ public final class ChatHub: Sendable {
     /// commands one at a time, until the subscription ends or the task is cancelled.
     func run(subscriber: RedisSubscriber) async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { [continuation] in
-                for await event in subscriber.events { continuation.yield(.subscriber(event)) }
+            group.addTask { [continuation, backlog] in
+                await backlog.forward(subscriber.events) { continuation.yield(.subscriber($0)) }
                 continuation.finish()
             }
             group.addTask { [self] in await readPositions() }
@@ -358,6 +360,15 @@ public final class ChatHub: Sendable {
 
     static let onlineListPause = Duration.milliseconds(500)
 
+    /// Subscription events waiting for the delivery loop, at most; past it the subscription buffers
+    /// up to `subscriptionBufferLimit`, then drops and the loop catches up from the stream.
+    static let backlogLimit = 1_024
+    /// What the subscription may buffer while the loop is behind: ten times the default history, about
+    /// 22 MB of lines at the largest message size. Past it the loop catches up from the stream, which
+    /// holds `HISTORY_LIMIT` lines (a loop further behind than that cannot give its clients every line
+    /// anyway; their own recovery reads the same stream).
+    static let subscriptionBufferLimit = 10_000
+
     /// Stops the loop (after the subscriber was closed, or on cancellation).
     func finish() {
         continuation.finish()
@@ -382,6 +393,7 @@ public final class ChatHub: Sendable {
     private func process() async {
         var loop = LoopState(delivery: DeliveryLog(capacity: 4_096, lastID: startID))
         for await command in commands {
+            if case .subscriber = command { backlog.taken() }
             switch command {
             case .subscriber(.message(let message)) where message.channel == log.keys.logouts:
                 endSessions([String(buffer: message.payload)])
