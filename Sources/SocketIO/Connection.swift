@@ -263,7 +263,7 @@ final class Connection: Sendable, NIOScheduledCallbackHandler {
             probe.write(effects.probeWrites, for: self)
         }
         if !effects.webSocketWrites.isEmpty, let webSocket = io.webSocket {
-            webSocket.write(effects.webSocketWrites, for: self)
+            webSocket.write(effects.webSocketWrites, burst: effects.webSocketBurst, for: self)
         }
         if let response = effects.pollResponse, let continuation = io.poll {
             io.poll = nil
@@ -337,9 +337,9 @@ struct WebSocketLink: Sendable {
     }
 
     /// Writes the packets, one frame each, after everything written to this loop's WebSockets before
-    /// (`connection`: closed if its client does not read).
-    func write(_ packets: [EnginePacket], for connection: Connection?) {
-        outbox.submit(.write(Connection.frames(packets), to: WebSocketOutbox.Target(channel: channel, connection: connection)))
+    /// (`connection`: closed if its client does not read; `burst`: see `SlowClientLimit`).
+    func write(_ packets: [EnginePacket], burst: Bool = false, for connection: Connection?) {
+        outbox.submit(.write(Connection.frames(packets), to: WebSocketOutbox.Target(channel: channel, connection: connection), burst: burst))
     }
 
     /// Sends a close frame with `code` after what was written before, then closes the connection

@@ -68,6 +68,8 @@ struct EngineSessionConfiguration: Sendable, Hashable {
 struct EngineEffects: Sendable {
     /// Packets to write on the active WebSocket, in order.
     var webSocketWrites: [EnginePacket] = []
+    /// `webSocketWrites` are a burst (see `SlowClientLimit`).
+    var webSocketBurst = false
     /// Packets to write on the WebSocket that is probing an upgrade.
     var probeWrites: [EnginePacket] = []
     /// Answer the parked long-polling GET with this payload.
@@ -127,8 +129,10 @@ struct EngineSession: Sendable {
     private(set) var attachDeadline: NIODeadline?
     private(set) var buffer: [EnginePacket] = []
     private(set) var bufferedBytes = 0
+    /// When the long-polling client is too slow (`bufferedBytes` against `maxBufferedBytes`).
+    private(set) var slowClient: SlowClientLimit
     /// What a burst added to the slow-client limit, until the client has drained back within it.
-    private(set) var burstAllowance = 0
+    var burstAllowance: Int { slowClient.allowance }
     private(set) var pollParked = false
     private(set) var postInProgress = false
 
@@ -136,6 +140,7 @@ struct EngineSession: Sendable {
         self.configuration = configuration
         self.transport = transport
         self.heartbeat = .pingDue(now + configuration.pingInterval)
+        self.slowClient = SlowClientLimit(limit: configuration.maxBufferedBytes)
     }
 
     /// The earliest time `timerFired` has something to do.
@@ -165,25 +170,21 @@ struct EngineSession: Sendable {
 
     // MARK: Sending
 
-    /// Queues packets for the client, in order. A `burst` (a recovery replay: finite, sent once) sent
-    /// while the queue is within the slow-client limit raises the limit by its own size until the
-    /// client has drained back within it: the client is judged by what it fails to drain, not by the
-    /// size of what it was owed, and what follows the burst (a welcome, live lines) still has the
-    /// usual room. Without this, a long-polling client that missed more than the limit was closed,
-    /// came back with the same offset, was sent the same replay, and so on for as long as its offset
-    /// stayed in the log.
+    /// Queues packets for the client, in order. A `burst` (a recovery replay: finite, sent once) may
+    /// pass the slow-client limit (`SlowClientLimit`); over a WebSocket the outbox applies the same rule.
     mutating func send(_ packets: [EnginePacket], burst: Bool = false) -> EngineEffects {
         var effects = EngineEffects()
         guard !isClosed, !packets.isEmpty else { return effects }
         if transport == .websocket {
             effects.webSocketWrites = packets
+            effects.webSocketBurst = burst
             return effects
         }
         let before = bufferedBytes
         buffer.append(contentsOf: packets)
         for packet in packets { bufferedBytes += packet.pollingSize + 1 }
-        if burst && before <= configuration.maxBufferedBytes { burstAllowance += bufferedBytes - before }
-        if bufferedBytes > configuration.maxBufferedBytes + burstAllowance {
+        if burst { slowClient.burst(of: bufferedBytes - before, waiting: before) }
+        if slowClient.isSlow(waiting: bufferedBytes) {
             return close(.slowClient)
         }
         if pollParked {
@@ -198,7 +199,7 @@ struct EngineSession: Sendable {
         defer {
             buffer.removeAll(keepingCapacity: false)
             bufferedBytes = 0
-            burstAllowance = 0
+            slowClient.drained(to: 0)
         }
         return buffer
     }
@@ -208,7 +209,7 @@ struct EngineSession: Sendable {
         let taken = Array(buffer.prefix(configuration.maxPacketsPerPoll))
         buffer.removeFirst(taken.count)
         for packet in taken { bufferedBytes -= packet.pollingSize + 1 }
-        if bufferedBytes <= configuration.maxBufferedBytes { burstAllowance = 0 }
+        slowClient.drained(to: bufferedBytes)
         return taken
     }
 

@@ -10,7 +10,9 @@ import Synchronization
 ///
 /// Slow clients are judged here, on the loop: a channel that is still over its write buffer's high
 /// watermark when the next write for it comes (after a flush handed the kernel all it would take)
-/// belongs to a client that does not read; its session is closed and it gets nothing more.
+/// belongs to a client that does not read; its session is closed and it gets nothing more. A burst (a
+/// recovery replay) raises that limit by its own size until the client drains back within it
+/// (`SlowClientLimit`, the rule long-polling follows too).
 final class WebSocketOutbox: Sendable {
     /// A WebSocket to write to, the session to close when its client does not read, and how long its
     /// flushes may wait to carry more frames (the server's `writeCoalescing`; zero without a session).
@@ -30,8 +32,8 @@ final class WebSocketOutbox: Sendable {
     }
 
     enum Item: Sendable {
-        /// Frames for one channel.
-        case write([WebSocketFrame], to: Target)
+        /// Frames for one channel (`burst`: see `SlowClientLimit`).
+        case write([WebSocketFrame], to: Target, burst: Bool = false)
         /// The same frames for many channels of this loop (`encoded`: the frames' bytes on the wire,
         /// when a target takes them that way).
         case broadcast([WebSocketFrame], encoded: ByteBuffer?, to: [Target])
@@ -44,6 +46,9 @@ final class WebSocketOutbox: Sendable {
     private let queue = Mutex(Queue())
     /// Deferred flushes (`FlushPacing`, keeping the channels that wait): touched on the loop only.
     private let pacing: NIOLoopBoundBox<FlushPacing<any Channel>>
+    /// Channels a burst gave room over their high watermark, until they drain back within it: touched
+    /// on the loop only.
+    private let bursts: NIOLoopBoundBox<[ObjectIdentifier: SlowClientLimit]>
 
     private struct Queue: ~Copyable {
         var items: [Item] = []
@@ -53,6 +58,7 @@ final class WebSocketOutbox: Sendable {
     private init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
         self.pacing = NIOLoopBoundBox.makeBoxSendingValue(FlushPacing(), eventLoop: eventLoop)
+        self.bursts = NIOLoopBoundBox.makeBoxSendingValue([:], eventLoop: eventLoop)
     }
 
     private static let outboxes = Mutex<[ObjectIdentifier: WebSocketOutbox]>([:])
@@ -107,22 +113,23 @@ final class WebSocketOutbox: Sendable {
         let now = eventLoop.now
         if items.count == 1, case .broadcast(let frames, let encoded, let targets) = items[0] {
             // The common case under light load: nothing to deduplicate.
-            for target in targets where Self.write(frames, encoded: encoded, to: target) { flush(target, now: now) }
+            for target in targets where write(frames, encoded: encoded, to: target) { flush(target, now: now) }
             return
         }
         var dirty: [ObjectIdentifier: Target] = [:]
         for item in items {
             switch item {
-            case .write(let frames, let target):
-                if Self.write(frames, to: target) { dirty[ObjectIdentifier(target.channel)] = target }
+            case .write(let frames, let target, let burst):
+                if write(frames, to: target, burst: burst) { dirty[ObjectIdentifier(target.channel)] = target }
             case .broadcast(let frames, let encoded, let targets):
-                for target in targets where Self.write(frames, encoded: encoded, to: target) {
+                for target in targets where write(frames, encoded: encoded, to: target) {
                     dirty[ObjectIdentifier(target.channel)] = target
                 }
             case .close(let channel, let code, let immediately):
                 let key = ObjectIdentifier(channel)
                 dirty.removeValue(forKey: key)
                 pacing.value.forget(key)
+                bursts.value[key] = nil
                 Self.close(channel, code: code, immediately: immediately)
             }
         }
@@ -152,9 +159,13 @@ final class WebSocketOutbox: Sendable {
 
     /// Writes (without flushing) unless the client is too slow; false: nothing written. `encoded`:
     /// the frames already encoded, written below the frame encoder when the target allows it.
-    private static func write(_ frames: [WebSocketFrame], encoded: ByteBuffer? = nil, to target: Target) -> Bool {
+    private func write(_ frames: [WebSocketFrame], encoded: ByteBuffer? = nil, to target: Target, burst: Bool = false) -> Bool {
         let channel = target.channel
-        guard channel.isWritable else {
+        let wasWritable = channel.isWritable
+        if wasWritable {
+            // Back under the watermark: a burst's room is no longer needed.
+            if !bursts.value.isEmpty { bursts.value[ObjectIdentifier(channel)] = nil }
+        } else if !withinBurst(channel) {
             // Still over the high watermark after the last flush: the client does not read.
             target.connection?.closeAsSlowClient()
             return false
@@ -166,8 +177,37 @@ final class WebSocketOutbox: Sendable {
         }
         // Crossing the watermark with unflushed writes says nothing about the client yet: hand the
         // kernel what it takes, and judge the client by what remains.
-        if !channel.isWritable { channel.flush() }
+        if !channel.isWritable {
+            channel.flush()
+            if burst && wasWritable && !channel.isWritable { recordBurst(frames, on: channel) }
+        }
         return true
+    }
+
+    /// Whether a channel over its high watermark is within the room a burst gave it (`SlowClientLimit`,
+    /// against the bytes NIO holds for it); forgets the room when it is not.
+    private func withinBurst(_ channel: any Channel) -> Bool {
+        let key = ObjectIdentifier(channel)
+        guard let limit = bursts.value[key], let waiting = try? channel.syncOptions?.getOption(.bufferedWritableBytes),
+            !limit.isSlow(waiting: waiting)
+        else {
+            bursts.value[key] = nil
+            return false
+        }
+        return true
+    }
+
+    /// A burst sent while the channel was under its high watermark left it over: the burst's size is
+    /// added to its limit until it is back under the watermark.
+    private func recordBurst(_ frames: [WebSocketFrame], on channel: any Channel) {
+        guard let high = try? channel.syncOptions?.getOption(.writeBufferWaterMark).high else { return }
+        let key = ObjectIdentifier(channel)
+        var limit = SlowClientLimit(limit: high)
+        // Under the watermark before the burst; a frame's header is at most 10 bytes from the server.
+        limit.burst(of: frames.reduce(0) { $0 + $1.data.readableBytes + 10 }, waiting: 0)
+        bursts.value[key] = limit
+        // Forgotten with the channel, whoever closes it.
+        channel.closeFuture.whenComplete { [bursts] _ in bursts.value[key] = nil }
     }
 
     /// Sends a close frame (after what was written before it) then closes the connection; a peer that

@@ -13,7 +13,9 @@ import SocketIO
 ///   `emit-with-ack` -> emits it back with an ack, then emits `emit-with-ack` with the ack's arguments;
 /// - `echo` -> emits `echo` with the arguments; `echo-ack` -> acks them; `broadcast` -> emits
 ///   `broadcast` to every socket of the namespace; `join` -> joins the room named by the argument;
-///   `to-room` (room, args...) -> emits `room-message` to the room but the sender;
+///   `to-room` (room, args...) -> emits `room-message` to the room but the sender; `burst` (count,
+///   size) -> emits `burst-item` (index, size x's) count times as one batch (`emit(batch:)`, a
+///   replay's path), then `burst-done` (count) on its own;
 /// - the connect hook refuses `{"token":"bad"}` with "not authorized".
 @main
 struct TestServer: AsyncParsableCommand {
@@ -122,6 +124,14 @@ enum TestBehaviour {
             socket.on("join") { arguments, ack in
                 if let room = arguments.first?.stringValue { socket.join(room) }
                 ack?("joined")
+            }
+            socket.on("burst") { arguments, _ in
+                guard arguments.count == 2, let count = arguments[0].intValue, let size = arguments[1].intValue,
+                    (0...100_000).contains(count), (0...1_000_000).contains(size)
+                else { return }
+                let payload = JSONValue.string(String(repeating: "x", count: size))
+                socket.emit(batch: (0..<count).map { ("burst-item", [.number(Double($0)), payload]) })
+                socket.emit("burst-done", .number(Double(count)))
             }
             socket.on("to-room") { arguments, _ in
                 guard let room = arguments.first?.stringValue else { return }

@@ -192,6 +192,20 @@ struct EngineSessionTests {
         #expect(full.send(Array(repeating: line, count: 8), burst: true).closed == nil, "within the limit before: a burst")
     }
 
+    @Test("the slow-client rule of both transports: a burst's room is its size, given within the limit, gone once drained")
+    func slowClientLimit() {
+        var limit = SlowClientLimit(limit: 100)
+        #expect(!limit.isSlow(waiting: 100) && limit.isSlow(waiting: 101))
+        limit.burst(of: 500, waiting: 50)
+        #expect(!limit.isSlow(waiting: 600) && limit.isSlow(waiting: 601))
+        limit.drained(to: 300)
+        #expect(limit.allowance == 500, "not yet back within the limit")
+        limit.drained(to: 100)
+        #expect(limit.allowance == 0)
+        limit.burst(of: 500, waiting: 101)
+        #expect(limit.allowance == 0, "a burst to a client already over the limit is no burst")
+    }
+
     @Test("the attach deadline (Socket.IO connect timeout) closes the session unless cleared")
     func attachDeadline() {
         var session = polling()

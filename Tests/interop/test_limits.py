@@ -80,3 +80,96 @@ def test_a_client_that_stops_reading_is_closed_and_others_get_everything(small_b
     finally:
         fast.disconnect()
         stalled.close()
+
+
+def masked_frame(text: str) -> bytes:
+    """A client text frame of any length."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    if len(payload) < 126:
+        header = bytes([0x81, 0x80 | len(payload)])
+    else:
+        header = bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_frames(raw: socket.socket, until: str):
+    """The server's frames as (opcode, text), up to the one that starts with `until` or a close."""
+    buffered = b""
+
+    def take(count: int) -> bytes:
+        nonlocal buffered
+        while len(buffered) < count:
+            chunk = raw.recv(65536)
+            if not chunk:
+                raise EOFError("the server closed the connection")
+            buffered += chunk
+        taken, buffered = buffered[:count], buffered[count:]
+        return taken
+
+    while True:
+        first, second = take(2)
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(take(2), "big")
+        elif length == 127:
+            length = int.from_bytes(take(8), "big")
+        opcode, text = first & 0x0F, take(length)
+        yield opcode, text
+        if opcode == 8 or text.startswith(until.encode()):
+            return
+
+
+def test_a_replay_larger_than_the_limit_reaches_a_websocket_client_that_reads_slowly(small_buffer_server):
+    # A recovery replay (one batch, emit(batch:)) of 10 MB against a limit of 64 KiB, to a client
+    # that reads only after a second: the client is judged by what it fails to drain, not by what it
+    # was owed. What follows the batch still gets through. Before, the write after the replay found
+    # the socket over its limit and closed the client as slow, which came back for the same replay.
+    # (10 MB: more than the kernel's send buffer takes, at most 4 MiB by default on Linux.)
+    server = small_buffer_server
+    raw = stalled_websocket(server.port)
+    try:
+        count, size = 400, 25_000
+        raw.sendall(masked_frame(f'42["burst",{count},{size}]'))
+        threading.Event().wait(1.0)
+        raw.settimeout(30)
+        items, opcodes = 0, set()
+        try:
+            for opcode, text in read_frames(raw, until='42["burst-done"'):
+                opcodes.add(opcode)
+                if text.startswith(b'42["burst-item"'):
+                    items += 1
+        except EOFError:
+            opcodes.add(8)
+        assert 8 not in opcodes, f"closed as slow after {items} of {count} replayed events"
+        assert items == count
+    finally:
+        raw.close()
+
+
+def test_a_client_that_never_drains_a_replay_is_still_closed_as_slow(small_buffer_server):
+    # The room a replay gives is its own size, no more: a client that reads nothing after it is closed
+    # once what waits for it passes the limit on top of the replay.
+    server = small_buffer_server
+    stalled = stalled_websocket(server.port)
+    fast = harness.OrderedClient(reconnection=False)
+    got = threading.Event()
+
+    @fast.on("broadcast")
+    def on_broadcast(index, _payload):
+        if index == 399:
+            got.set()
+
+    closed_before = server.program.output().count("Closing a slow client")
+    fast.connect(server.url, transports=["websocket"], wait_timeout=10)
+    try:
+        stalled.sendall(masked_frame('42["burst",100,10000]'))
+        payload = "x" * 10_000
+        for index in range(400):  # 4 MB of broadcasts on top of a 1 MB replay
+            fast.emit("broadcast", (index, payload))
+        assert got.wait(60)
+        harness.wait_until("the server to close the client that never drains",
+                           lambda: server.program.output().count("Closing a slow client") > closed_before, timeout=30)
+    finally:
+        fast.disconnect()
+        stalled.close()
