@@ -1,10 +1,15 @@
 // Runs the official socket.io client 4.8.1 (the browser bundle, unchanged) in Node against a server:
-//   node --experimental-websocket interop-client.js <bundle> <url> <polling|websocket|upgrade> [count]
+//   node [--experimental-websocket] interop-client.js <bundle> <url> <polling|websocket|upgrade> [count]
+// WebSocket: Node's own when it has one (22+, or 20.10+ with --experimental-websocket), else the
+// stand-in in websocket-standin.js (Debian 12's Node 18); STICKYLAB_JS_WEBSOCKET=standin|node forces one.
+// The JSON result says which ran ("webSocket": "node" | "standin").
 // Prints one JSON line with what it saw; exits 0 when every check passed.
 "use strict";
 const { XMLHttpRequest, FileReader } = require("./xhr-standin.js");
+const { installWebSocket } = require("./websocket-standin.js");
 globalThis.XMLHttpRequest = XMLHttpRequest;
 globalThis.FileReader = FileReader;
+const webSocket = installWebSocket(); // before the bundle loads: it takes globalThis.WebSocket then
 
 const [bundle, url, mode, countText] = process.argv.slice(2);
 const io = require(bundle);
@@ -24,7 +29,7 @@ function connect(auth) {
 }
 
 async function main() {
-  const result = { mode, checks: {} };
+  const result = { mode, webSocket, node: process.version, checks: {} };
   const socket = connect({ token: "good" });
   await withTimeout(new Promise((resolve, reject) => {
     socket.on("connect", resolve);
@@ -95,6 +100,6 @@ async function main() {
 }
 
 main().catch((error) => {
-  console.log(JSON.stringify({ mode, ok: false, error: String(error && error.stack || error) }));
+  console.log(JSON.stringify({ mode, webSocket, node: process.version, ok: false, error: String(error && error.stack || error) }));
   process.exit(1);
 });

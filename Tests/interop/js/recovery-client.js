@@ -1,10 +1,15 @@
 // Connection state recovery with the official client 4.8.1: a client whose transport drops comes back
 // with the same id and gets the broadcasts it missed; `socket.recovered` is true.
-//   node --experimental-websocket recovery-client.js <bundle> <url> <polling|websocket|upgrade>
+//   node [--experimental-websocket] recovery-client.js <bundle> <url> <polling|websocket|upgrade>
+// WebSocket: Node's own when it has one (22+, or 20.10+ with --experimental-websocket), else the
+// stand-in in websocket-standin.js (Debian 12's Node 18); STICKYLAB_JS_WEBSOCKET=standin|node forces one.
+// The JSON result says which ran ("webSocket": "node" | "standin").
 "use strict";
 const { XMLHttpRequest, FileReader } = require("./xhr-standin.js");
+const { installWebSocket } = require("./websocket-standin.js");
 globalThis.XMLHttpRequest = XMLHttpRequest;
 globalThis.FileReader = FileReader;
+const webSocket = installWebSocket(); // before the bundle loads: it takes globalThis.WebSocket then
 
 const [bundle, url, mode] = process.argv.slice(2);
 const io = require(bundle);
@@ -19,7 +24,7 @@ function waitFor(emitter, event, what) {
 }
 
 async function main() {
-  const result = { mode, checks: {} };
+  const result = { mode, webSocket, node: process.version, checks: {} };
   const a = io(url, { transports, forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200 });
   const b = io(url, { transports: ["websocket"], forceNew: true });
   await Promise.all([waitFor(a, "connect", "a connect"), waitFor(b, "connect", "b connect")]);
@@ -52,6 +57,6 @@ async function main() {
 }
 
 main().catch((error) => {
-  console.log(JSON.stringify({ mode, ok: false, error: String(error && error.stack || error) }));
+  console.log(JSON.stringify({ mode, webSocket, node: process.version, ok: false, error: String(error && error.stack || error) }));
   process.exit(1);
 });
