@@ -61,7 +61,13 @@ public final class ChatNode: Sendable {
 
     /// Runs chat-node until SIGTERM or SIGINT; returns the process exit code.
     public static func main(environment: [String: String]) async -> Int32 {
-        let level = environment["LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
+        let level: Logger.Level
+        do {
+            level = try ChatConfiguration.logLevel(environment)
+        } catch {
+            FileHandle.standardError.write(Data("chat-node: \(error.description)\n".utf8))
+            return 2
+        }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardOutput(label: label)
             handler.logLevel = level

@@ -1,5 +1,6 @@
 import CloudFoundry
 import Foundation
+import Logging
 import Testing
 
 @testable import ChatApp
@@ -58,6 +59,17 @@ import Testing
         #expect(local.chatKeyPrefix == "chat:instance:g1:")
         #expect(throws: ChatConfigurationError.self) {
             try ChatConfiguration(environment: ["FANOUT": "everywhere"], workingDirectory: "/x")
+        }
+    }
+
+    @Test func logLevelIsOneOfSwiftLogsLevelsAndAnotherNameIsAnError() throws {
+        #expect(try ChatConfiguration.logLevel([:]) == .info)
+        #expect(try ChatConfiguration.logLevel(["LOG_LEVEL": ""]) == .info)
+        #expect(try ChatConfiguration.logLevel(["LOG_LEVEL": "Debug"]) == .debug)
+        #expect {
+            try ChatConfiguration.logLevel(["LOG_LEVEL": "loud"])
+        } throws: { error in
+            (error as? ChatConfigurationError)?.description.contains("LOG_LEVEL: 'loud' is not trace or debug or info") == true
         }
     }
 

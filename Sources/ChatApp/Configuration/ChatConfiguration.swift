@@ -1,5 +1,6 @@
 import CloudFoundry
 import Foundation
+import Logging
 import RedisClient
 
 /// How far a chat message goes (FANOUT).
@@ -143,7 +144,7 @@ public struct ChatConfiguration: Sendable, Hashable {
     public static let variables: [Variable] = [
         Variable(name: "PORT", meaning: "port to listen on (default 8080, or VCAP_APP_PORT)"),
         Variable(name: "BIND / HOST", meaning: "address to listen on (default 127.0.0.1)"),
-        Variable(name: "REDIS_URL", meaning: "redis://[:password@]host:port[/db]"),
+        Variable(name: "REDIS_URL", meaning: "redis://[:password@]host:port[/db] (default redis://127.0.0.1:6379)"),
         Variable(name: "VCAP_SERVICES", meaning: "CF bindings: the first Redis one, when no REDIS_URL"),
         Variable(name: "SESSION_SECRET", meaning: "cookie signing secret; a,b,c for rotation (a signs)"),
         Variable(name: "COOKIE_NAME", meaning: "session cookie (default JSESSIONID: CF stickiness)"),
@@ -165,7 +166,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         Variable(name: "WRITE_COALESCING_MS", meaning: "ms a busy client's writes wait to merge (20; 0: off)"),
         Variable(name: "POSITION_CHECK_MS", meaning: "ms between checks for lines pub/sub lost (1000; 0: off)"),
         Variable(name: "ALLOWED_ORIGINS", meaning: "other origins for Socket.IO, comma-separated, or *"),
-        Variable(name: "LOG_LEVEL", meaning: "trace, debug, info (default), notice, warning, error"),
+        Variable(name: "LOG_LEVEL", meaning: "trace, debug, info (default), notice, warning, error, critical"),
     ]
 
     /// Reads the configuration; `workingDirectory` is where a relative SOCKETIO_CLIENT_JS is resolved
@@ -246,6 +247,11 @@ public struct ChatConfiguration: Sendable, Hashable {
         } else {
             socketIOClientPath = Self.findUpwards(".deps/socket.io.min.js", from: workingDirectory)
         }
+    }
+
+    /// LOG_LEVEL (read before the rest, to set up logging): info unless set; a name it is not is an error.
+    public static func logLevel(_ environment: [String: String]) throws(ChatConfigurationError) -> Logger.Level {
+        try choice(environment.filter { !$0.value.isEmpty }, "LOG_LEVEL", default: Logger.Level.info)
     }
 
     /// One of an enumeration's values, by name (any case).
