@@ -141,7 +141,9 @@ public struct ClusterConfig: Sendable, Equatable {
         }
         if stopGracePeriod < .zero { throw bad("stop.grace_period", DurationText.format(stopGracePeriod), "0s or more") }
         if !(timeScale > 0 && timeScale <= 100) {
-            throw bad("time_scale", "\(timeScale)", "a factor above 0 and at most 100 (0.01 makes 30s into 0.3s)")
+            // As typed for a whole number (`--time-scale 0` reads '0', not '0.0').
+            let text = timeScale.rounded() == timeScale && abs(timeScale) < 1e15 ? "\(Int(timeScale))" : "\(timeScale)"
+            throw bad("time_scale", text, "a factor above 0 and at most 100 (0.01 makes 30s into 0.3s)")
         }
     }
 }

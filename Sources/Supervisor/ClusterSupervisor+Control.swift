@@ -36,7 +36,15 @@ extension ClusterSupervisor {
             return
         }
         let stream = request.follow == true ? logs.follow(index: request.index) : nil
-        for line in logs.recent(index: request.index, limit: request.lines ?? 100) {
+        let recent = logs.recent(index: request.index, limit: request.lines ?? 100)
+        // An instance scaled away still has its lines; an index that never had any is a mistake.
+        if let index = request.index, recent.isEmpty, logs.recent(index: index, limit: 1).isEmpty,
+            case .failure(let failure) = await validate(index: index)
+        {
+            await replies.send(.failure(failure.message))
+            return
+        }
+        for line in recent {
             guard await replies.send(ControlResponse(ok: true, line: line)) else { return }
         }
         if let stream {
@@ -137,12 +145,22 @@ extension ClusterSupervisor {
             )
         case .stop:
             if slot.lifecycle.afterStop == .remove { return .failure("\(who) is being removed by a scale-down") }
+            let before = slot.lifecycle.state
+            if before == .stopped { return .failure("\(who) is already stopped; `cluster start \(index)` starts it again") }
             let grace = config.stopGracePeriod
             apply(index) { $0.stop(now: now, gracePeriod: grace, then: .stay) }
             if request.wait == true {
                 _ = await waitWhileUp(grace + .seconds(5)) { self.slots[index].map { !$0.lifecycle.processAlive } ?? true }
             }
-            return .success("\(who) stopped (SIGTERM, SIGKILL after \(DurationText.format(grace))); `cluster start \(index)` starts it again")
+            let again = "`cluster start \(index)` starts it again"
+            switch before {
+            case .crashed, .gaveUp:
+                return .success("\(who) was not running (\(before.rawValue)) and stays stopped: it is not restarted; \(again)")
+            case .stopping:
+                return .success("\(who) was already stopping; it stays stopped; \(again)")
+            default:
+                return .success("\(who) stopped (SIGTERM, SIGKILL after \(DurationText.format(grace))); \(again)")
+            }
         case .start:
             if slot.lifecycle.afterStop == .remove { return .failure("\(who) is being removed by a scale-down; scale up to keep it") }
             if slot.lifecycle.state == .starting || slot.lifecycle.state == .running {
@@ -273,12 +291,12 @@ extension ClusterSupervisor {
         return .success("redis frozen for \(length) (SIGSTOP); it resumes by itself (SIGCONT). Watch the instances' logs and `cluster status`")
     }
 
-    static func freezeDuration(_ text: String) -> Duration? {
+    public static func freezeDuration(_ text: String) -> Duration? {
         guard let duration = DurationText.parse(text), ControlRequest.freezeRange.contains(duration) else { return nil }
         return duration
     }
 
-    static func badFreezeDuration(_ text: String) -> String { "--for '\(text)' is not a duration from 100ms to 10m (e.g. 10s)" }
+    public static func badFreezeDuration(_ text: String) -> String { "--for '\(text)' is not a duration from 100ms to 10m (e.g. 10s)" }
 
     /// `cluster freeze I --for D`: SIGSTOP to the instance's process group now, SIGCONT after D. A hung
     /// instance: its port still accepts connections (the kernel completes them), so a port check

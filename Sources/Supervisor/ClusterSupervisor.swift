@@ -738,11 +738,12 @@ public actor ClusterSupervisor {
         guard let command = proxyCommand, let admin = proxyAdmin, !shuttingDown else { return }
         let arguments =
             [
-                "--port", "\(proxyPort)", "--bind", "127.0.0.1", "--admin-port", "\(admin.port)", "--admin-token", admin.token,
+                "--port", "\(proxyPort)", "--bind", "127.0.0.1", "--admin-port", "\(admin.port)",
                 "--affinity", config.proxy.affinity.rawValue, "--websocket-affinity", config.proxy.websocketAffinity ? "on" : "off",
                 "--balancing", config.proxy.balancing,
             ] + (config.proxy.accessLog ? ["--access-log", "-"] : [])
-        launchHelper(.proxy, command: ([command] + arguments).joined(separator: " "))
+        // The token in the environment, not on the command line, where `ps` shows it to every user.
+        launchHelper(.proxy, command: ([command] + arguments).joined(separator: " "), environment: ["STICKY_PROXY_ADMIN_TOKEN": admin.token])
     }
 
     func startRedis() {
@@ -755,13 +756,15 @@ public actor ClusterSupervisor {
     }
 
     /// Starts a new run of a helper: `command` through the shell, its lines tagged with the helper's
-    /// name. Once it runs, its readiness is polled; when it ends, its restart policy decides.
-    func launchHelper(_ kind: HelperKind, command: String) {
+    /// name (`environment`: added to the helpers' environment). Once it runs, its readiness is polled;
+    /// when it ends, its restart policy decides.
+    func launchHelper(_ kind: HelperKind, command: String, environment: [String: String] = [:]) {
         let time = now
         var launched = 0
         updateHelper(kind) { launched = $0.launch(now: time) }
         let run = launched
-        let child = ChildProcess.shell(command, environment: launch.helperEnvironment(), source: kind.rawValue)
+        let child = ChildProcess.shell(
+            command, environment: launch.helperEnvironment().merging(environment) { _, added in added }, source: kind.rawValue)
         let logs = self.logs
         Task {
             let outcome = await child.run(logs: logs) { pid in await self.helperStarted(kind, run: run, pid: pid) }
@@ -955,9 +958,13 @@ public actor ClusterSupervisor {
         } else if let port = slots[0]?.port {
             event("open http://127.0.0.1:\(port)/ (no proxy: each instance answers on its own port)")
         }
-        event(
-            "try from another terminal: \(Self.invocation) status\(stateFlag) (then: kill 1, scale 5, restart --all --rolling, "
-                + "redis restart, chaos --every 10s --for 1m, logs -f 1, down; Ctrl-C here stops everything)")
+        // An index that exists: the second instance, or the only one (none: scale up first).
+        let victim = desiredCount > 1 ? 1 : 0
+        let then =
+            desiredCount == 0
+            ? "scale 3, restart --all --rolling, redis restart, logs -f, down"
+            : "kill \(victim), scale 5, restart --all --rolling, redis restart, chaos --every 10s --for 1m, logs -f \(victim), down"
+        event("try from another terminal: \(Self.invocation) status\(stateFlag) (then: \(then); Ctrl-C here stops everything)")
     }
 }
 

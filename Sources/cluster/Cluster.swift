@@ -72,6 +72,10 @@ struct Up: AsyncParsableCommand {
                 timeScale: timeScale, stateDirectory: state.stateDir, proxyEnabled: noProxy ? false : nil, healthCheckType: healthCheck,
                 readinessCheckType: readinessCheck)
             try await ClusterUp.run(config: ClusterConfig.resolve(file: path, overrides: overrides))
+        } catch let error as ConfigError {
+            // A flag's value is a usage error, as ArgumentParser's own are (64); a config file's is not.
+            if case .invalidFlag = error { throw ExitCode.validationFailure.printing("cluster: error: \(error)") }
+            throw ExitCode.failure.printing("cluster: error: \(error)")
         } catch {
             throw ExitCode.failure.printing("cluster: error: \(error)")
         }
@@ -137,7 +141,7 @@ struct Status: AsyncParsableCommand {
 struct Scale: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Change the instance count: N, +k or -k (scale-down removes the highest indices first).")
-    @Flag(name: .long, help: "Return once every instance is running (or removed).")
+    @Flag(name: .long, help: "Return once every instance is running and routable (or removed).")
     var wait = false
     @OptionGroup var state: StateOption
     // Collected after the options so that `-1` is read as a count, not as an option.
@@ -190,6 +194,10 @@ struct Freeze: AsyncParsableCommand {
     var duration = "30s"
     @OptionGroup var state: StateOption
 
+    func validate() throws {
+        if ClusterSupervisor.freezeDuration(duration) == nil { throw ValidationError(ClusterSupervisor.badFreezeDuration(duration)) }
+    }
+
     func run() async throws {
         try await control(ControlRequest(command: .freeze, index: instance.index, duration: duration), state: state)
     }
@@ -210,7 +218,7 @@ struct Stop: AsyncParsableCommand {
 struct Start: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Start a stopped or crashed instance (with a new guid and its crash count reset).")
     @OptionGroup var instance: InstanceArgument
-    @Flag(name: .long, help: "Return once it is healthy.")
+    @Flag(name: .long, help: "Return once it is healthy and routable.")
     var wait = false
     @OptionGroup var state: StateOption
 
@@ -225,9 +233,9 @@ struct Restart: AsyncParsableCommand {
     var index: Int?
     @Flag(name: .long, help: "Restart every instance.")
     var all = false
-    @Flag(name: .long, help: "With --all: one at a time, each waiting for the previous one's health.")
+    @Flag(name: .long, help: "With --all: one at a time, each waiting until the previous one is routable.")
     var rolling = false
-    @Flag(name: .long, help: "Return once the restarted instances are healthy.")
+    @Flag(name: .long, help: "Return once the restarted instances are healthy and routable.")
     var wait = false
     @OptionGroup var state: StateOption
 
@@ -259,6 +267,9 @@ struct Redis: AsyncParsableCommand {
 
     func validate() throws {
         if duration != nil && action != .freeze { throw ValidationError("--for goes with freeze only") }
+        if let duration, ClusterSupervisor.freezeDuration(duration) == nil {
+            throw ValidationError(ClusterSupervisor.badFreezeDuration(duration))
+        }
     }
 
     func run() async throws {
@@ -291,7 +302,7 @@ struct Chaos: AsyncParsableCommand {
     var fault = "kill"
     @Option(name: .long, help: "How long a freeze lasts, of an instance or of Redis (100ms to 10m; default 5s).")
     var freezeFor: String?
-    @Option(name: .long, help: "Never take down an instance when this many or fewer are running (frozen ones do not count).")
+    @Option(name: .long, help: "Never take down an instance when this many or fewer are serving (running and routable, not frozen).")
     var keep = 1
     @Option(name: .long, help: "Also restart (or freeze, see --redis-fault) the embedded Redis this often (e.g. 1m).")
     var redisEvery: String?

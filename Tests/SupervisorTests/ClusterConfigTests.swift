@@ -218,7 +218,7 @@ struct ClusterConfigTests {
         #expect(message(nil, ClusterOverrides(redisURL: "http://x")) == "--redis-url 'http://x' is not valid: expected a redis://host:port URL")
         #expect(
             message(nil, ClusterOverrides(timeScale: 0))
-                == "--time-scale '0.0' is not valid: expected a factor above 0 and at most 100 (0.01 makes 30s into 0.3s)")
+                == "--time-scale '0' is not valid: expected a factor above 0 and at most 100 (0.01 makes 30s into 0.3s)")
         #expect(message("app:\n  routes: []\n") == "my.yml:2: app.routes = '[]' is not valid: expected at least one route, for example localhost")
         #expect(
             message("time_scale: 1e3\n")

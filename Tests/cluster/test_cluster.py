@@ -383,6 +383,7 @@ def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
         # Parsed by the running supervisor: this overflowed and crashed it, every instance with it.
         (["freeze", "0", "--for", "1e12"], "--for '1e12' is not a duration from 100ms to 10m"),
         (["kill", "-1"], ""),
+        (["logs", "9"], "no instance 9: valid indices are 0, 1, 2"),
     ]
     for args, message in cases:
         result = cluster.ctl(*args, check=False)
@@ -391,6 +392,9 @@ def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
     cluster.ctl("stop", "1", "--wait")
     result = cluster.ctl("kill", "1", check=False)
     assert result.returncode == 1 and "web.1 is not running (it is stopped)" in result.stderr
+    # Stopping it again does not claim to stop it (it said "web.1 stopped (SIGTERM ...)" and exited 0).
+    result = cluster.ctl("stop", "1", check=False)
+    assert result.returncode == 1 and "web.1 is already stopped; `cluster start 1` starts it again" in result.stderr
     # A second cluster on the same state folder is refused.
     second = ClusterRun(config(), state_dir=cluster.state_dir)
     assert second.program.process.wait(timeout=30) == 1
@@ -508,8 +512,13 @@ def test_errors_before_anything_starts(tmp_path):
         ([cluster, "up", "--config", str(tmp_path / "missing.yml"), *state], 1, "cannot read the config file"),
         ([cluster, "up", "--affinity", "sticky", *state], 64, "sticky"),
         ([cluster, "up", "--no-proxy", "--app", "no-such-program --x", *state], 1, "'no-such-program' is not in"),
-        ([cluster, "up", "--no-proxy", "--instances", "101", "--app", "true", *state], 1, "--instances '101' is not valid: expected 0 to 100"),
-        ([cluster, "up", "--redis-url", "http://x", "--app", "true", *state], 1, "--redis-url 'http://x' is not valid"),
+        # A flag's value is a usage error (64), as ArgumentParser's own are; a config file's is not (1).
+        ([cluster, "up", "--no-proxy", "--instances", "101", "--app", "true", *state], 64, "--instances '101' is not valid: expected 0 to 100"),
+        ([cluster, "up", "--redis-url", "http://x", "--app", "true", *state], 64, "--redis-url 'http://x' is not valid"),
+        ([cluster, "up", "--time-scale", "0", "--app", "true", *state], 64, "--time-scale '0' is not valid"),
+        # Checked before the cluster is asked, so the real problem is named even with no cluster.
+        ([cluster, "freeze", "0", "--for", "5x", *state], 64, "--for '5x' is not a duration from 100ms to 10m"),
+        ([cluster, "redis", "freeze", "--for", "1h", *state], 64, "--for '1h' is not a duration from 100ms to 10m"),
     ]
     bad = tmp_path / "bad.yml"
     bad.write_text("proxy:\n  afinity: cf\n")
@@ -518,7 +527,7 @@ def test_errors_before_anything_starts(tmp_path):
     wrong = tmp_path / "wrong.yml"
     wrong.write_text("app:\n  command: 'true'\n  instances: 500\nproxy:\n  enabled: off\n")
     cases.append(([cluster, "up", "--config", str(wrong), *state], 1, f"{wrong}:3: app.instances = '500' is not valid: expected 0 to 100"))
-    cases.append(([cluster, "up", "--config", str(wrong), "--instances=-1", *state], 1, "--instances '-1' is not valid"))
+    cases.append(([cluster, "up", "--config", str(wrong), "--instances=-1", *state], 64, "--instances '-1' is not valid"))
     for args, code, message in cases:
         result = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert result.returncode == code, (args, result.returncode, result.stderr)

@@ -193,5 +193,10 @@ def test_the_routers_access_log_is_in_the_cluster_output_like_cf_logs(cluster):
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             arguments = f.read().split(b"\0")
         assert b"--admin-port" in arguments and b"--access-log" not in arguments
+        # The admin token is in the proxy's environment, not on its command line, which `ps` shows
+        # to every user of the machine.
+        assert not any(b"token" in argument for argument in arguments), arguments
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            assert any(entry.startswith(b"STICKY_PROXY_ADMIN_TOKEN=") and len(entry) > 30 for entry in f.read().split(b"\0"))
     finally:
         quiet.close()
