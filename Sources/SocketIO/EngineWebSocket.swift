@@ -126,6 +126,15 @@ final class EngineWebSocketHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        // RFC 6455 5.1: a client masks every frame it sends, and a server closes the connection on a
+        // frame that is not masked (NIO's decoder accepts both).
+        guard frame.maskKey != nil else {
+            guard !closeSent else { return }
+            closeSent = true
+            socket.connection?.logger.info("Closing a session: the client sent an unmasked WebSocket frame (RFC 6455 5.1: clients mask every frame)")
+            WebSocketLink(context.channel).close(code: .protocolError)
+            return
+        }
         switch frame.opcode {
         case .text, .binary, .continuation:
             guard !closeSent else { return }

@@ -241,7 +241,10 @@ struct WebSocketTransportTests {
             let socket = EngineWebSocket(server: io, admission: WebSocketAdmission(sid: nil, handshake: handshake), channel: channel)
             try channel.pipeline.syncOperations.addHandler(EngineWebSocketHandler(socket: socket))
         }
-        func text(_ text: String) -> WebSocketFrame { WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)) }
+        // Masked, as a client's frames must be (an all-zero key leaves the bytes as they are).
+        func text(_ text: String) -> WebSocketFrame {
+            WebSocketFrame(fin: true, opcode: .text, maskKey: WebSocketMaskingKey([0, 0, 0, 0]), data: ByteBuffer(string: text))
+        }
         /// What NIO does when it wants more bytes (a read going down the pipeline), on the loop.
         func requestRead() async throws { try await channel.testingEventLoop.executeInContext { channel.read() } }
 

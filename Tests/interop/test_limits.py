@@ -1,4 +1,5 @@
-"""Limits seen from outside: a client that stops reading is closed and never slows the others."""
+"""Limits and protocol rules seen from outside, through raw sockets: a client that stops reading is
+closed and never slows the others; a replay may pass the limit; an unmasked frame is refused."""
 
 from __future__ import annotations
 
@@ -173,3 +174,19 @@ def test_a_client_that_never_drains_a_replay_is_still_closed_as_slow(small_buffe
     finally:
         fast.disconnect()
         stalled.close()
+
+
+def test_an_unmasked_client_frame_closes_the_connection_with_a_protocol_error(small_buffer_server):
+    # RFC 6455 5.1: clients mask every frame; a server must close the connection on one that is not.
+    raw = stalled_websocket(small_buffer_server.port)
+    try:
+        raw.settimeout(10)
+        payload = b'42["echo","unmasked"]'
+        raw.sendall(bytes([0x81, len(payload)]) + payload)
+        frames = list(read_frames(raw, until="never"))
+        opcode, body = frames[-1]
+        assert opcode == 8 and int.from_bytes(body[:2], "big") == 1002, frames
+        assert not any(b"unmasked" in text for _, text in frames), "the unmasked frame was handled"
+        assert raw.recv(1) == b"", "the connection stays open"
+    finally:
+        raw.close()
