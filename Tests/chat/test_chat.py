@@ -83,6 +83,38 @@ def test_logging_out_closes_the_sessions_chat_connections_on_every_instance(node
     bob.close()
 
 
+def test_logging_in_as_someone_else_ends_the_replaced_sessions_tabs(nodes):
+    # A login replaces the browser's session (the old one is destroyed). Its tabs, on any instance,
+    # used to go on chatting under the old name until they happened to reconnect.
+    one, two = nodes(2)
+    ada = ChatClient(one, "ada")
+    other_tab = ChatClient(two, "ada", "polling", session=ada.session)
+    response = ada.session.post(one.url + "/user", data={"user": "bob"}, allow_redirects=False, timeout=10)
+    assert response.status_code in (302, 303), response.status_code
+    for tab in (ada, other_tab):
+        assert tab.disconnected.wait(10), f"a {tab.transport} tab of the replaced session is still connected"
+        with tab.lock:
+            assert any(event == "logged_out" for event, _ in tab.events)
+    bob = ChatClient(one, "bob", session=ada.session)
+    assert bob.welcome["user"] == "bob"
+    bob.close()
+
+
+def test_a_login_while_redis_is_down_gets_the_login_form_again(redis, nodes):
+    # The 503 used to be a text page that reloaded itself; a reload of POST /user is a GET of /user,
+    # which is no page (404), where the user stayed even once Redis was back.
+    (node,) = nodes(1)
+    redis.kill()
+    try:
+        response = requests.post(node.url + "/user", data={"user": "ada"}, allow_redirects=False, timeout=10)
+        assert response.status_code == 503
+        assert response.headers["Content-Type"].startswith("text/html") and "Refresh" not in response.headers
+        assert "The chat&#39;s Redis is unavailable right now" in response.text or "Redis is unavailable right now" in response.text
+        assert '<form' in response.text and "127.0.0.1" not in response.text.split("<form")[0]
+    finally:
+        redis.start()
+
+
 def test_a_logout_published_while_an_instance_resubscribes_still_ends_its_tabs(redis, nodes):
     # Every subscriber connection is cut, and the logout is published before instance two has
     # subscribed again: its pub/sub message is lost. Instance two then looks its sessions up.
@@ -198,6 +230,42 @@ def test_an_instance_delivers_more_lines_than_its_subscription_queue_holds(nodes
     harness.wait_until("every line", lambda: listener.has_ids(ids), timeout=60)
     assert_exactly_once_in_order(listener, ids)
     listener.close()
+    talker.close()
+
+
+def test_a_client_whose_session_expired_still_gets_every_line_after_its_offset(nodes, redis):
+    # Away longer than RECOVERY_WINDOW (its session snapshot gone), but the stream still holds its
+    # offset: it used to get only the last RECENT_HISTORY lines, a silent hole before them. When the
+    # stream no longer holds the offset, the welcome says lines are missing (the page shows it).
+    (node,) = nodes(1, RECENT_HISTORY="20")
+    admin = redis_py.Redis(port=redis.port)
+    away = ChatClient(node, "away")
+    talker = ChatClient(node, "talker")
+    assert talker.send("before", "exp-0")["ok"]
+    harness.wait_until("the first line", lambda: away.has_ids(["exp-0"]))
+    away.close()
+    ids = [f"exp-{index}" for index in range(1, 51)]
+    for message_id in ids:
+        assert talker.send(message_id, message_id)["ok"]
+    for key in admin.scan_iter("chat:sio:*"):
+        admin.delete(key)  # the recovery window passed
+    away.reconnect(node.url)
+    assert not away.recovered and away.welcome["recovered"] is False and "gap" not in away.welcome
+    harness.wait_until("every line after its offset", lambda: away.has_ids(ids), timeout=20)
+    assert_exactly_once_in_order(away, ["exp-0", *ids])
+
+    # Now the stream loses the client's position (trimmed to its last 5 lines).
+    away.close()
+    more = [f"exp-{index}" for index in range(51, 61)]
+    for message_id in more:
+        assert talker.send(message_id, message_id)["ok"]
+    admin.xtrim("chat:history", maxlen=5, approximate=False)
+    for key in admin.scan_iter("chat:sio:*"):
+        admin.delete(key)
+    away.reconnect(node.url)
+    assert away.welcome.get("gap") is True, away.welcome
+    harness.wait_until("the recent lines", lambda: away.has_ids(more[-5:]), timeout=20)
+    away.close()
     talker.close()
 
 

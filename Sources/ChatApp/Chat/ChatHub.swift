@@ -43,7 +43,8 @@ public final class ChatHub: Sendable {
 
     enum Command: Sendable {
         case subscriber(RedisSubscriberEvent)
-        case attach(Socket, history: [StoredLine], done: CheckedContinuation<Void, Never>)
+        /// `gap`: the client came back with an offset the stream no longer holds (see `welcome`).
+        case attach(Socket, history: [StoredLine], gap: Bool, done: CheckedContinuation<Void, Never>)
         case attachRecovered(Socket, after: StreamID, done: CheckedContinuation<Void, Never>)
         /// The stream's newest id, read just now (see `StreamPositionCheck`).
         case positionCheck(newest: StreamID?)
@@ -168,16 +169,20 @@ public final class ChatHub: Sendable {
                 logger.warning("Could not save socket \(socket.id) for recovery: \(error)")
             }
         }
-        if socket.recovered {
+        let offset = socket.auth["offset"]?.stringValue.flatMap { StreamID($0) }
+        let recovered = socket.recovered
+        if recovered {
             metrics.recovered.increment()
-            // The store accepted the offset, so it parses; its missed lines come from the loop.
-            let offset = socket.auth["offset"]?.stringValue.flatMap { StreamID($0) } ?? .zero
+        } else if socket.auth["pid"] != nil {
+            metrics.notRecovered.increment()
+        }
+        switch await catchUpPoint(for: socket, offset: offset) {
+        case .after(let offset):
             await withCheckedContinuation { done in
                 if case .terminated = continuation.yield(.attachRecovered(socket, after: offset, done: done)) { done.resume() }
             }
-            socket.emit("welcome", welcome(user: user, recovered: true))
-        } else {
-            if socket.auth["pid"] != nil { metrics.notRecovered.increment() }
+            socket.emit("welcome", welcome(user: user, recovered: recovered))
+        case .recentHistory(let gap):
             var history: [StoredLine] = []
             do {
                 history = try await log.recent(configuration.recentHistory)
@@ -187,7 +192,7 @@ public final class ChatHub: Sendable {
             }
             await withCheckedContinuation { done in
                 // After shutdown the loop is gone: do not wait for it.
-                if case .terminated = continuation.yield(.attach(socket, history: history, done: done)) { done.resume() }
+                if case .terminated = continuation.yield(.attach(socket, history: history, gap: gap, done: done)) { done.resume() }
             }
         }
         // The others learn about a new user from its "joined" line (`join`), else with the next
@@ -195,10 +200,38 @@ public final class ChatHub: Sendable {
         socket.emit("online", onlineList())
     }
 
-    func welcome(user: String, recovered: Bool) -> JSONValue {
+    enum CatchUpPoint: Equatable {
+        /// Every line after this offset, then live.
+        case after(StreamID)
+        /// The recent history, then live; `gap`: the client had an offset the stream no longer holds.
+        case recentHistory(gap: Bool)
+    }
+
+    /// Where a new socket's lines start. A recovered one: after its client's offset (the store
+    /// accepted it). One that was not recovered (its session here expired: the recovery window
+    /// passed, or Redis lost it) but whose client says where it was: after that offset too while the
+    /// stream still holds that line, instead of only the recent history and a silent hole; when the
+    /// stream no longer holds it, the welcome says lines are missing. A client with no offset: the
+    /// recent history.
+    private func catchUpPoint(for socket: Socket, offset: StreamID?) async -> CatchUpPoint {
+        if socket.recovered { return .after(offset ?? .zero) }
+        guard let offset else { return .recentHistory(gap: false) }
+        do {
+            return try await log.contains(offset) ? .after(offset) : .recentHistory(gap: true)
+        } catch {
+            metrics.redisErrors.increment()
+            logger.warning("Could not look up the offset of socket \(socket.id) in the stream: \(error)")
+            return .recentHistory(gap: true)
+        }
+    }
+
+    /// The `welcome` event: the instance, the user, whether the session was recovered, and `gap`
+    /// when lines between what the client had and the recent history it gets are no longer kept.
+    func welcome(user: String, recovered: Bool, gap: Bool = false) -> JSONValue {
         var object: JSONObject = [
             "instance": .string(configuration.instance.label), "user": .string(user), "recovered": .bool(recovered),
         ]
+        if gap { object["gap"] = .bool(true) }
         if let index = configuration.instance.index { object["index"] = .number(Double(index)) }
         if let guid = configuration.instance.guid { object["guid"] = .string(guid) }
         return .object(object)
@@ -424,8 +457,8 @@ public final class ChatHub: Sendable {
                     "Line \(missed) is in the Redis stream but the subscription has not delivered it within \(configuration.positionCheckInterval) (pub/sub lost it, or delivery is stalled); reading the missed lines from the stream"
                 )
                 await fillGap(&loop)
-            case .attach(let socket, let history, let done):
-                await attach(socket, history: history, delivery: &loop.delivery)
+            case .attach(let socket, let history, let gap, let done):
+                await attach(socket, history: history, gap: gap, delivery: &loop.delivery)
                 done.resume()
             case .attachRecovered(let socket, let offset, let done):
                 await attachRecovered(socket, after: offset, loop: &loop)
@@ -518,14 +551,15 @@ public final class ChatHub: Sendable {
 
     /// Sends a new socket the history (lines this instance has delivered, so none arrives twice), then
     /// a `welcome` whose offset is its recovery position, then lets it into `live`.
-    private func attach(_ socket: Socket, history: [StoredLine], delivery: inout DeliveryLog) async {
+    private func attach(_ socket: Socket, history: [StoredLine], gap: Bool, delivery: inout DeliveryLog) async {
         guard socket.connected else { return }
         let delivered = delivery
         let lines = await completed(delivery.newSocketLines(history: history), for: socket) { delivered.newSocketLines(history: $0) }
         socket.emit(batch: lines.map(Self.chatEvent))
         metrics.messagesOut.increment(by: Int64(lines.count))
         let offset = lines.last?.id ?? delivery.lastID
-        socket.emit("welcome", welcome(user: socket.data["user"]?.stringValue ?? "", recovered: false), .string((offset ?? .zero).description))
+        socket.emit(
+            "welcome", welcome(user: socket.data["user"]?.stringValue ?? "", recovered: false, gap: gap), .string((offset ?? .zero).description))
         socket.join(Self.liveRoom)
     }
 

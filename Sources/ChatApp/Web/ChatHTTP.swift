@@ -104,12 +104,25 @@ public struct ChatHTTP: Sendable {
         }
         let secure = isSecure(request)
         let sid = SessionID.generate()
+        let old = cookie.sessionID(fromHeaders: request.headers[values: .cookie])
         do {
-            if let old = cookie.sessionID(fromHeaders: request.headers[values: .cookie]) { try await sessions.destroy(old) }
+            if let old { try await sessions.destroy(old) }
             try await sessions.save(sid, SessionRecord(user: user, secure: secure))
         } catch {
-            return redisUnavailable(error)
+            // The login form again, not a page that reloads itself: a reload of POST /user would be
+            // a GET of /user, which is no page.
+            _ = redisUnavailable(error)
+            var response = html(
+                .serviceUnavailable,
+                assets.loginPage(
+                    error: "The chat's Redis is unavailable right now; please try again in a moment.", instance: configuration.instance,
+                    limits: limits))
+            response.headers[.retryAfter] = "2"
+            return response
         }
+        // The tabs of the session this login replaced (logged in as someone else) end as after a
+        // logout; they would go on chatting under the old name.
+        if let old { await sessionEnded(old) }
         metrics.logins.increment()
         logger.info("User logged in", metadata: ["user": "\(user)", "instance": "\(configuration.instance.id)"])
         var response = redirect("/")
@@ -163,7 +176,7 @@ public struct ChatHTTP: Sendable {
         logger.warning("Redis unavailable for a page request: \(error)", metadata: ["instance": "\(configuration.instance.id)"])
         var response = text(
             .serviceUnavailable,
-            "The chat's Redis is unavailable right now (\(error)). This page retries by itself; please wait a moment.\n")
+            "The chat's Redis is unavailable right now. This page retries by itself; please wait a moment.\n")
         response.headers[.retryAfter] = "2"
         response.headers[.refresh] = "2"
         return response
