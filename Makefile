@@ -22,8 +22,9 @@ build-release: deps
 	$(SWIFT) build -c release $(SWIFT_BUILD_FLAGS)
 
 ## run: build in release mode and start a local cluster (Redis, instances, proxy); Ctrl-C stops it all.
+## RUN_ARGS: more flags for `cluster up`, e.g. make run RUN_ARGS="--port 8081 --instances 5".
 run: build-release
-	$(RELEASE_BIN)/cluster up --config $(CONFIG)
+	$(RELEASE_BIN)/cluster up --config $(CONFIG) $(RUN_ARGS)
 
 ## test: every test: Swift unit, integration and end-to-end tests, then the interop and browser tests.
 ## Swift tests run one at a time: the protocol suites use short real heartbeat intervals, and 240
@@ -37,11 +38,13 @@ test: deps
 	$(SWIFT) test --skip-build --no-parallel $(SWIFT_BUILD_FLAGS)
 	$(MAKE) --no-print-directory test-python
 
+## A test that hangs fails after this many seconds (with its stack), instead of holding CI for good.
+PYTEST_TIMEOUT ?= 600
 PYTHON_TEST_DIRS := $(wildcard Tests/interop Tests/proxy Tests/chat Tests/browser Tests/cluster Tests/acceptance Tests/bench)
 
 test-python: deps
 	@if [ -n "$(PYTHON_TEST_DIRS)" ]; then \
-		STICKYLAB_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTHON_TEST_DIRS); \
+		STICKYLAB_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q -p no:cacheprovider --timeout $(PYTEST_TIMEOUT) $(PYTHON_TEST_DIRS); \
 	else echo "no Python test folders yet"; fi
 
 ## screenshots: refresh the README's screenshots (docs/images) with the browser test.

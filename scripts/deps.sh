@@ -46,9 +46,14 @@ fi
 
 stamp=.venv/.requirements.sha256
 want=$(sha256sum requirements-test.txt | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "creating the Python venv .venv with the test clients"
-    [ -x .venv/bin/python ] || python3 -m venv .venv
+if ! .venv/bin/python -c 'import pip' >/dev/null 2>&1; then
+    # Missing, or broken (an interrupted first run, or the interpreter it points to is gone): anew.
+    [ -e .venv ] && say "the Python venv .venv is broken; creating it again"
+    rm -f "$stamp"
+    python3 -m venv --clear .venv
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing the test clients into the Python venv .venv"
     .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
     echo "$want" > "$stamp"
 fi
@@ -67,7 +72,7 @@ with zipfile.ZipFile(wheel) as archive, open(target, "wb") as out:
 PY
     got=$(sha256sum "$bundle" | cut -d' ' -f1)
     if [ "$got" != "$SOCKETIO_JS_SHA256" ]; then
-        rm -f "$bundle"
+        rm -rf "$bundle" .deps/wheel
         say "socket.io.min.js has sha256 $got, expected $SOCKETIO_JS_SHA256; refusing to use it" >&2
         exit 1
     fi

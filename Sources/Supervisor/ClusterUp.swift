@@ -46,7 +46,9 @@ public enum ClusterUp {
                 if proxyPort == 0 {
                     proxyPort = try Probe.freePort()
                 } else if !Probe.isFree(port: proxyPort) {
-                    throw Failure("port \(proxyPort) on 127.0.0.1 is already in use; pass --port P (or --port 0 for a free one)")
+                    throw Failure(
+                        "port \(proxyPort) on 127.0.0.1 is already in use; pass --port P (or --port 0 for a free one; with make run: make run RUN_ARGS='--port 0')"
+                    )
                 }
                 proxyCommand = config.proxy.command
                 var generator = SystemRandomNumberGenerator()

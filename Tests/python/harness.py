@@ -67,15 +67,20 @@ def _bindable(port: int) -> bool:
             return False
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
     """A free loopback port chosen at random below the kernel's ephemeral range (as the cluster's
     Probe.freePort does): a port from bind(0) can be taken as the source port of an outgoing
-    connection before the program it is meant for binds it."""
+    connection before the program it is meant for binds it. Never the same port twice in one test
+    run: a port handed out but not yet bound would look free again."""
     low, _ = _ephemeral_range()
     if low > 10_000:
         for _ in range(500):
             port = random.randrange(10_000, low)
-            if _bindable(port):
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
