@@ -37,14 +37,20 @@ struct StickyProxyCommand: AsyncParsableCommand {
     var balancing: LoadBalancingAlgorithm = .roundRobin
     @Option(help: "In-flight requests per backend before it is skipped (0: no limit).") var maxConns = 500
     @Option(help: "Attempts per request, each on another backend.") var maxAttempts = 3
-    @Option(help: "How long a backend that failed is skipped by round-robin.") var retryAfterFailure = ArgumentDuration(.seconds(30))
-    @Option(help: "Time to connect to a backend.") var dialTimeout = ArgumentDuration(.seconds(5))
-    @Option(help: "Time for a whole request (0: none). Upgraded WebSockets have none.") var requestTimeout = ArgumentDuration(.seconds(900))
-    @Option(help: "Keep-alive idle time of client connections.") var idleTimeout = ArgumentDuration(.seconds(900))
-    @Option(help: "Time a client may take to send a request head once it started one.") var headerReadTimeout = ArgumentDuration(.seconds(30))
-    @Option(help: "On SIGTERM, how long in-flight requests and tunnels may go on.") var drainTimeout = ArgumentDuration(.seconds(10))
-    @Option(help: "An endpoint without a register message for this long is pruned.") var staleThreshold = ArgumentDuration(.seconds(120))
-    @Option(help: "How often stale endpoints are pruned.") var pruneInterval = ArgumentDuration(.seconds(30))
+    @Option(help: ArgumentHelp("How long a backend that failed is skipped by round-robin.", valueName: "duration")) var retryAfterFailure =
+        ArgumentDuration(.seconds(30))
+    @Option(help: ArgumentHelp("Time to connect to a backend.", valueName: "duration")) var dialTimeout = ArgumentDuration(.seconds(5))
+    @Option(help: ArgumentHelp("Time for a whole request (0: none). Upgraded WebSockets have none.", valueName: "duration")) var requestTimeout =
+        ArgumentDuration(.seconds(900))
+    @Option(help: ArgumentHelp("Keep-alive idle time of client connections.", valueName: "duration")) var idleTimeout = ArgumentDuration(
+        .seconds(900))
+    @Option(help: ArgumentHelp("Time a client may take to send a request head once it started one.", valueName: "duration")) var headerReadTimeout =
+        ArgumentDuration(.seconds(30))
+    @Option(help: ArgumentHelp("On SIGTERM, how long in-flight requests and tunnels may go on.", valueName: "duration")) var drainTimeout =
+        ArgumentDuration(.seconds(10))
+    @Option(help: ArgumentHelp("An endpoint without a register message for this long is pruned.", valueName: "duration")) var staleThreshold =
+        ArgumentDuration(.seconds(120))
+    @Option(help: ArgumentHelp("How often stale endpoints are pruned.", valueName: "duration")) var pruneInterval = ArgumentDuration(.seconds(30))
     @Option(help: "Largest request header section in bytes (431 above).") var maxHeaderBytes = 1 << 20
     @Option(help: "Static routes (YAML or JSON list of register messages), never pruned.") var routesFile: String?
     @Option(help: "Access log in gorouter's format: a file, or - for standard output.") var accessLog: String?
