@@ -168,8 +168,8 @@ def test_settings_that_cannot_work_stop_the_proxy_with_a_message_naming_the_flag
         (["--threads", "0"], "--threads must be from 1 to 1024"),
         (["--port", "70000"], "--port 70000 is not a TCP port (0-65535)"),
         (["--dial-timeout", "0"], "--dial-timeout must be more than 0"),
-        (["--dial-timeout", "1e12"], "The value '1e12' is invalid for '--dial-timeout <dial-timeout>'"),
-        (["--request-timeout", "1m30"], "The value '1m30' is invalid for '--request-timeout <request-timeout>'"),
+        (["--dial-timeout", "1e12"], "The value '1e12' is invalid for '--dial-timeout <duration>'"),
+        (["--request-timeout", "1m30"], "The value '1m30' is invalid for '--request-timeout <duration>'"),
     ]
     for args, message in cases:
         program = harness.Program("sticky-proxy", ["--port", "0", "--admin-port", "0", *args], log_dir=tmp_path)
