@@ -45,7 +45,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements-test.txt | cut -d' ' -f1)
+want=$(cat requirements-test.txt constraints-test.txt | sha256sum | cut -d' ' -f1)
 if ! .venv/bin/python -c 'import pip' >/dev/null 2>&1; then
     # Missing, or broken (an interrupted first run, or the interpreter it points to is gone): anew.
     [ -e .venv ] && say "the Python venv .venv is broken; creating it again"
@@ -54,7 +54,7 @@ if ! .venv/bin/python -c 'import pip' >/dev/null 2>&1; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing the test clients into the Python venv .venv"
-    .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt -c constraints-test.txt
     echo "$want" > "$stamp"
 fi
 
