@@ -20,9 +20,11 @@ struct ServerIntegrationTests {
 
         init() async throws {
             port = try FreePort.allocate()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            // The python3 on PATH (a machine's may not be /usr/bin's).
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             process.arguments = [
-                ServerIntegrationTests.repository.appendingPathComponent("Tests/proxy/backend.py").path, "--port", "\(port)", "--instance-id",
+                "python3", ServerIntegrationTests.repository.appendingPathComponent("Tests/proxy/backend.py").path, "--port", "\(port)",
+                "--instance-id",
                 instanceID, "--index", "0",
             ]
             process.standardOutput = FileHandle.nullDevice
