@@ -129,7 +129,7 @@ struct Status: AsyncParsableCommand {
             guard let status = response.status else { return }
             if json {
                 let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 print(String(decoding: (try? encoder.encode(status)) ?? Data(), as: UTF8.self))
             } else {
                 print(status.table())

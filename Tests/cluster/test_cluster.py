@@ -76,6 +76,9 @@ def test_instances_get_cloud_foundrys_environment(cluster):
             assert connection.recv(16) == b"+PONG\r\n"
         secrets.add(env["SESSION_SECRET"])
     assert len(secrets) == 1 and len(secrets.pop()) == 64, "one SESSION_SECRET shared by every instance"
+    # `status --json` writes URLs as they are, for jq and eyes alike (not "redis:\/\/...").
+    raw = cluster.ctl("status", "--json").stdout
+    assert "\\/" not in raw and '"redis://127.0.0.1:' in raw
 
 
 def test_kill_is_a_crash_restarted_at_once_with_a_new_guid(cluster):
