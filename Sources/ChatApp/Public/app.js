@@ -11,13 +11,44 @@
   const onlineCount = document.getElementById("online-count");
   const form = document.getElementById("composer");
   const input = document.getElementById("input");
+  const sendButton = form.querySelector("button[type=submit]");
+  const hint = document.getElementById("composer-hint");
+  const announcer = document.getElementById("announcer");
 
-  const rendered = new Set(); // stream ids already on the page
-  const pending = new Map(); // client message id -> { text, li, attempts, timer }
+  // The server's limit (MAX_MESSAGE_BYTES) counts UTF-8 bytes, not characters: "é" takes two.
+  const maxBytes = Number(input.dataset.maxBytes) > 0 ? Number(input.dataset.maxBytes) : 2000;
+  const MAX_LINES = 1000; // lines kept in the list: the oldest go from the top
+  const ACK_TIMEOUT = 5000; // ms to wait for the server's answer before sending again
+  const SENT_GRACE = 10000; // ms an acknowledged message waits for its own line before showing itself
+  const ANNOUNCED_AT_ONCE = 3; // live lines read out per batch; a burst is summed up
+  const OFFSET = /^\d+-\d+$/; // stream ids: "<ms>-<seq>"
+  // The original redispubsub client's rule for actions ("/me waves", "\me waves", "/me<TAB>waves").
+  // [\s\S] rather than "." so that text after a new line is not dropped.
+  const ACTION = /^\s*[\/\\]me\s([\s\S]*)/;
+  const encoder = new TextEncoder();
+  const storageKey = "stickylab:outbox:" + me; // per user: never sent under another login's name
+
+  let sendWarning = false; // the status says why own messages are not going out
 
   function setStatus(text, kind) {
-    statusText.textContent = text;
+    if (statusText.textContent !== text) {
+      // role=status: read out on change. A longer text may wrap and make the list shorter: keep its
+      // last line in view.
+      const stick = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+      statusText.textContent = text;
+      if (stick) list.scrollTop = list.scrollHeight;
+    }
     statusDot.className = "dot " + kind;
+    sendWarning = false;
+  }
+
+  if (typeof io !== "function") {
+    // /socket.io/socket.io.js did not load (chat-node answers 503 without the bundle).
+    setStatus("The socket.io client is missing on this server (run make deps)", "bad");
+    input.disabled = true;
+    sendButton.disabled = true;
+    form.addEventListener("submit", (event) => event.preventDefault());
+    return;
   }
 
   function pad(n) { return String(n).padStart(2, "0"); }
@@ -33,15 +64,27 @@
     return am !== bm ? am - bm : as - bs;
   }
 
+  function actionText(user, msg) {
+    const match = ACTION.exec(msg);
+    return match ? "* " + user + " " + match[1] : null;
+  }
+
+  // What a screen reader says for a line.
+  function spoken(line) {
+    if (line.action === "control") return line.user + line.msg;
+    return actionText(line.user, line.msg) || line.user + ": " + line.msg;
+  }
+
   function lineElement(line) {
     const li = document.createElement("li");
     const isMe = line.user === me;
+    const action = line.action === "control" ? null : actionText(line.user, line.msg);
     if (line.action === "control") {
       li.className = "control";
       li.textContent = line.user + line.msg;
-    } else if (typeof line.msg === "string" && line.msg.startsWith("/me ")) {
+    } else if (action !== null) {
       li.className = "action" + (isMe ? " mine" : "");
-      li.textContent = "* " + line.user + " " + line.msg.slice(4);
+      li.textContent = action;
     } else {
       li.className = isMe ? "mine" : "";
       const meta = document.createElement("span");
@@ -50,119 +93,444 @@
       user.className = "user";
       user.textContent = line.user;
       meta.appendChild(user);
-      meta.appendChild(document.createTextNode(clock(line.time)));
-      if (line.instance) meta.title = "handled by instance " + line.instance;
+      if (typeof line.time === "number") meta.appendChild(document.createTextNode(clock(line.time)));
+      if (typeof line.instance === "string" && line.instance) {
+        // Which instance stored it: readable without hovering, and the full name for narrow screens.
+        const via = document.createElement("span");
+        via.className = "via";
+        via.textContent = "via " + line.instance;
+        via.title = "handled by instance " + line.instance;
+        meta.appendChild(via);
+      }
       li.appendChild(meta);
       li.appendChild(document.createTextNode(line.msg));
     }
     return li;
   }
 
+  // MARK: the list
+
+  const rendered = new Set(); // stream ids of the lines in the list
+  let lowWater = null; // the newest stream id pruned from the top: lines up to it are not shown again
+  let newestOffset = null; // the newest stream id received
+  const incoming = []; // lines waiting for the next frame: { line, offset, live }
+  let scheduled = false;
+  let live = false; // lines after this connection's welcome are new; before it: history or a replay
+
+  // Own messages not yet seen in the stream, in the order typed (which is their order in the list,
+  // always at its end): id -> { id, text, li, note, state, timer }.
+  const bubbles = new Map();
+
+  function firstBubble() {
+    const first = bubbles.values().next();
+    return first.done ? null : first.value.li;
+  }
+
   function atBottom() { return list.scrollHeight - list.scrollTop - list.clientHeight < 40; }
 
-  function render(line, offset) {
-    const hasOffset = typeof offset === "string";
-    if (hasOffset && rendered.has(offset)) return; // seen already (a replay after a reconnect)
+  function enqueue(line, offset, isLive) {
+    if (typeof offset === "string" && OFFSET.test(offset)) {
+      if (newestOffset === null || compareIds(offset, newestOffset) > 0) newestOffset = offset;
+    } else {
+      offset = null;
+    }
+    incoming.push({ line, offset, live: isLive });
+    if (scheduled) return;
+    scheduled = true;
+    // The next frame, or a timer in a tab hidden meanwhile (it gets no frames; timers there run about
+    // once a second): whichever comes first.
+    const run = () => {
+      if (!scheduled) return;
+      scheduled = false;
+      flush();
+    };
+    requestAnimationFrame(run);
+    setTimeout(run, 250);
+  }
+
+  // Puts the waiting lines in the list: one layout read before, one scroll after, whatever their number.
+  function flush() {
+    if (!incoming.length) return;
+    const batch = incoming.splice(0, incoming.length);
     const stick = atBottom();
+    const news = [];
+    for (const { line, offset, live: isLive } of batch) {
+      if (line.id && line.user === me) settle(line.id);
+      if (place(line, offset) && isLive && line.user !== me) news.push(spoken(line));
+    }
+    prune();
+    if (stick) list.scrollTop = list.scrollHeight;
+    announce(news);
+  }
+
+  function place(line, offset) {
+    if (offset !== null) {
+      if (rendered.has(offset)) return false; // seen already (a replay after a reconnect)
+      if (lowWater !== null && compareIds(offset, lowWater) <= 0) return false; // older than the list
+    }
     const li = lineElement(line);
-    if (hasOffset) {
+    if (offset !== null) {
       li.dataset.offset = offset;
       rendered.add(offset);
     }
-    if (line.id && line.user === me) settle(line.id);
-    // Keep stream order: a line is nearly always the newest, so walk back from the end.
-    let before = null;
-    if (hasOffset) {
-      const items = list.querySelectorAll("li[data-offset]");
-      for (let i = items.length - 1; i >= 0; i--) {
-        if (items[i] !== li && compareIds(items[i].dataset.offset, offset) > 0) before = items[i];
-        else break;
+    // Keep stream order, own pending messages last: a line is nearly always the newest, so walk back
+    // from the end. Lines without an offset (a failed message, a notice) stay where they are.
+    let before = firstBubble();
+    if (offset !== null) {
+      for (let node = before ? before.previousElementSibling : list.lastElementChild; node; node = node.previousElementSibling) {
+        const other = node.dataset.offset;
+        if (!other) continue;
+        if (compareIds(other, offset) < 0) break;
+        before = node;
       }
     }
-    list.insertBefore(li, before || list.querySelector("li.pending"));
+    list.insertBefore(li, before);
+    return true;
+  }
+
+  // At most MAX_LINES lines (own pending messages not counted): the oldest go, and so does their
+  // place in `rendered`; `lowWater` keeps them from coming back with a later replay.
+  function prune() {
+    let excess = list.childElementCount - bubbles.size - MAX_LINES;
+    while (excess > 0) {
+      const li = list.firstElementChild;
+      if (!li || li.classList.contains("pending")) break;
+      const offset = li.dataset.offset;
+      if (offset) {
+        rendered.delete(offset);
+        if (lowWater === null || compareIds(offset, lowWater) > 0) lowWater = offset;
+      }
+      li.remove();
+      excess -= 1;
+    }
+  }
+
+  // Screen readers hear new lines of others once, through a hidden live region: the list itself is a
+  // log that does not speak (history, replays and one's own messages are not read out).
+  function announce(texts) {
+    if (!texts.length) return;
+    let text = texts.slice(-ANNOUNCED_AT_ONCE).join(". ");
+    if (texts.length > ANNOUNCED_AT_ONCE) text = texts.length + " new messages, the last: " + text;
+    say(text);
+  }
+
+  function say(text) {
+    const p = document.createElement("p");
+    p.textContent = text;
+    announcer.appendChild(p);
+    while (announcer.childElementCount > 5) announcer.firstElementChild.remove();
+  }
+
+  // After a reconnection the server could not catch up (`welcome` with `gap`): mark where lines are
+  // missing, after the last line shown before it.
+  function markGap(after) {
+    flush();
+    const stick = atBottom();
+    const li = document.createElement("li");
+    li.className = "notice";
+    li.textContent = "Some messages sent while you were away are no longer available";
+    let before = firstBubble();
+    if (after !== null) {
+      for (let node = list.lastElementChild; node; node = node.previousElementSibling) {
+        const other = node.dataset.offset;
+        if (other && compareIds(other, after) <= 0) { before = node.nextElementSibling; break; }
+      }
+    }
+    list.insertBefore(li, before);
+    prune();
     if (stick) list.scrollTop = list.scrollHeight;
   }
 
-  function settle(id) {
-    const entry = pending.get(id);
-    if (!entry) return;
-    clearTimeout(entry.timer);
-    entry.li.remove();
-    pending.delete(id);
-  }
+  // MARK: own messages
+
+  const outbox = []; // { id, text } not yet stored, in the order typed; only outbox[0] is ever on the wire
+  let inFlight = null; // the attempt waiting for its answer
+  let retryTimer = null;
+  let failures = 0; // failed attempts of outbox[0]
+  let lastAttempt = 0; // Date.now() of the last attempt
 
   function newId() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
     return Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 12);
   }
 
-  const socket = io({ reconnectionDelay: 500, reconnectionDelayMax: 4000, randomizationFactor: 0.5 });
+  function byteLength(text) { return encoder.encode(text).length; }
 
-  function send(id) {
-    const entry = pending.get(id);
-    if (!entry) return;
-    entry.attempts += 1;
-    const payload = JSON.stringify({ action: "message", msg: entry.text, id: id });
-    socket.timeout(5000).emit("chat", payload, (err, ack) => {
-      if (!pending.has(id)) return;
-      if (!err && ack && ack.ok) {
-        // Durable: the line itself arrives through the broadcast (maybe it already did).
-        entry.li.querySelector(".note").textContent = "sent";
-        entry.timer = setTimeout(() => settle(id), 10000);
-        return;
+  function save() {
+    try {
+      if (outbox.length) sessionStorage.setItem(storageKey, JSON.stringify(outbox.map(({ id, text }) => ({ id, text }))));
+      else sessionStorage.removeItem(storageKey);
+    } catch (e) {
+      // Storage full or disabled: the queue still works while the page stays open.
+    }
+  }
+
+  function restore() {
+    let saved = [];
+    try { saved = JSON.parse(sessionStorage.getItem(storageKey) || "[]"); } catch (e) { saved = []; }
+    if (!Array.isArray(saved)) return;
+    for (const item of saved) {
+      if (item && typeof item.id === "string" && typeof item.text === "string" && item.text && !bubbles.has(item.id)) {
+        addBubble(item.id, item.text);
+        outbox.push({ id: item.id, text: item.text });
       }
-      if (ack && ack.retryable === false) {
-        entry.li.className = "mine failed";
-        entry.li.querySelector(".note").textContent = "not sent: " + ack.error;
-        return;
-      }
-      entry.li.className = "mine pending failed";
-      entry.li.querySelector(".note").textContent = "not sent, retrying…";
-      const delay = Math.min(8000, 500 * Math.pow(2, Math.min(entry.attempts, 4)));
-      entry.timer = setTimeout(() => send(id), delay);
+    }
+  }
+
+  function addBubble(id, text) {
+    const li = document.createElement("li");
+    const note = document.createElement("span");
+    note.className = "note";
+    const action = actionText(me, text);
+    if (action !== null) {
+      li.appendChild(document.createTextNode(action));
+      li.appendChild(note); // after the text, as in an action line there is no meta line
+    } else {
+      const meta = document.createElement("span");
+      meta.className = "meta";
+      const user = document.createElement("span");
+      user.className = "user";
+      user.textContent = me;
+      meta.appendChild(user);
+      meta.appendChild(note);
+      li.appendChild(meta);
+      li.appendChild(document.createTextNode(text));
+    }
+    const bubble = { id, text, li, note, action: action !== null, state: null, timer: null };
+    bubbles.set(id, bubble);
+    setState(bubble, "sending");
+    list.appendChild(li);
+    return bubble;
+  }
+
+  const NOTES = { sending: "sending…", retrying: "not sent, retrying…", sent: "sent" };
+
+  function setState(bubble, state) {
+    if (bubble.state === state) return;
+    bubble.state = state;
+    // The whole class list: a message sent after retries loses the retry styling.
+    bubble.li.className = (bubble.action ? "action " : "") + "mine pending" + (state === "retrying" ? " retrying" : "");
+    bubble.note.textContent = NOTES[state];
+  }
+
+  // Every waiting message says whether the oldest one is being retried: the later ones wait behind it.
+  function showQueue() {
+    for (const entry of outbox) {
+      const bubble = bubbles.get(entry.id);
+      if (bubble) setState(bubble, failures > 0 ? "retrying" : "sending");
+    }
+  }
+
+  // Its line arrived: stored, and shown in its place.
+  function settle(id) {
+    const bubble = bubbles.get(id);
+    if (bubble) {
+      clearTimeout(bubble.timer);
+      bubble.li.remove();
+      bubbles.delete(id);
+    }
+    const index = outbox.findIndex((entry) => entry.id === id);
+    if (index < 0) return;
+    outbox.splice(index, 1);
+    save();
+    if (index === 0) {
+      // Stored by an attempt whose answer was lost: the next one may go (it cannot overtake this one).
+      inFlight = null;
+      failures = 0;
+      if (sendWarning) setStatus("Connected", "ok");
+      showQueue();
+      retryNow();
+    }
+  }
+
+  // Acknowledged: its line comes through the broadcast (maybe it already did). If it does not within
+  // SENT_GRACE (the broadcast was lost to this page), the line is shown from the acknowledgement.
+  function acknowledged(id, offset) {
+    const bubble = bubbles.get(id);
+    if (!bubble) return;
+    setState(bubble, "sent");
+    bubble.timer = setTimeout(() => {
+      if (!bubbles.has(id)) return;
+      if (offset !== null) enqueue({ action: "message", user: me, msg: bubble.text, id, time: Date.now() }, offset, false);
+      else settle(id);
+    }, SENT_GRACE);
+  }
+
+  // Refused for good: it leaves the queue, says why, and its text can be taken back to the input.
+  function refused(id, reason) {
+    const bubble = bubbles.get(id);
+    if (!bubble) return;
+    bubbles.delete(id);
+    clearTimeout(bubble.timer);
+    const li = bubble.li;
+    li.className = (bubble.action ? "action " : "") + "mine failed";
+    bubble.note.textContent = "not sent: " + reason;
+    const edit = document.createElement("button");
+    edit.type = "button";
+    edit.className = "edit";
+    edit.textContent = "Edit";
+    edit.setAttribute("aria-label", "Edit the message that was not sent");
+    edit.addEventListener("click", () => {
+      li.remove();
+      // As a paste at the caret: a draft in the input is kept.
+      input.focus();
+      input.setRangeText(bubble.text, input.selectionStart, input.selectionEnd, "end");
+      check();
     });
+    bubble.note.after(edit);
+    say("Message not sent: " + reason);
+  }
+
+  function backoff(count) { return Math.min(5000, 500 * Math.pow(2, Math.min(count, 4))); }
+
+  // Sends the oldest waiting message; the next goes only once it is stored (or refused for good), so
+  // the stream gets them in the order typed. Every attempt of a message carries the same id: the
+  // server stores it once.
+  function pump() {
+    if (inFlight || retryTimer || !outbox.length || !socket.connected) return;
+    const entry = outbox[0];
+    const attempt = { entry };
+    inFlight = attempt;
+    lastAttempt = Date.now();
+    const payload = JSON.stringify({ action: "message", msg: entry.text, id: entry.id });
+    socket.timeout(ACK_TIMEOUT).emit("chat", payload, (err, ack) => {
+      if (inFlight !== attempt) return; // given up: sent again on a new connection, or its line came
+      inFlight = null;
+      if (outbox[0] !== entry) { pump(); return; }
+      if (!err && ack && ack.ok) {
+        outbox.shift();
+        save();
+        failures = 0;
+        if (sendWarning) setStatus("Connected", "ok");
+        acknowledged(entry.id, typeof ack.offset === "string" && OFFSET.test(ack.offset) ? ack.offset : null);
+      } else if (ack && ack.retryable === false) {
+        outbox.shift();
+        save();
+        failures = 0;
+        refused(entry.id, typeof ack.error === "string" ? ack.error : "refused by the server");
+      } else {
+        // No answer, or not stored (the chat's Redis is unavailable): this one again, after a pause.
+        failures += 1;
+        if (socket.connected) {
+          const reason = ack && typeof ack.error === "string" ? ack.error : "no answer from the server";
+          setStatus("Your messages are not sent yet (" + reason + ")", "warn");
+          sendWarning = true;
+        }
+        retryTimer = setTimeout(() => { retryTimer = null; pump(); }, backoff(failures));
+      }
+      showQueue();
+      pump();
+    });
+  }
+
+  function retryNow() {
+    if (retryTimer) {
+      clearTimeout(retryTimer);
+      retryTimer = null;
+    }
+    pump();
+  }
+
+  // The composer: the byte limit is checked here, so a message the server would refuse keeps its text.
+  function check() {
+    const size = byteLength(input.value.trim());
+    const text = size <= maxBytes ? "" : "Too long to send: " + size + " bytes, at most " + maxBytes +
+      " (accented letters take 2 bytes, emoji 4). Please shorten it.";
+    if (text) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+    if (hint.textContent !== text) {
+      const stick = atBottom(); // the hint makes the list shorter: keep its last line in view
+      hint.textContent = text;
+      if (stick) list.scrollTop = list.scrollHeight;
+    }
+    return !text;
   }
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value.trim();
-    if (!text) return;
+    input.focus();
+    if (!text || !check()) return;
     input.value = "";
     const id = newId();
-    const li = document.createElement("li");
-    li.className = "mine pending";
-    const meta = document.createElement("span");
-    meta.className = "meta";
-    const user = document.createElement("span");
-    user.className = "user";
-    user.textContent = me;
-    const note = document.createElement("span");
-    note.className = "note";
-    note.textContent = "sending…";
-    meta.appendChild(user);
-    meta.appendChild(note);
-    li.appendChild(meta);
-    li.appendChild(document.createTextNode(text));
-    list.appendChild(li);
-    list.scrollTop = list.scrollHeight;
-    pending.set(id, { text, li, attempts: 0, timer: null });
-    send(id);
+    addBubble(id, text);
+    outbox.push({ id, text });
+    save();
+    list.scrollTop = list.scrollHeight; // one's own message is always shown
+    showQueue();
+    pump();
+  });
+  input.addEventListener("input", () => {
+    if (input.hasAttribute("aria-invalid")) check();
   });
 
+  let leaving = false; // the page is going away on purpose
+  window.addEventListener("beforeunload", (event) => {
+    if (!outbox.length || leaving) return;
+    // Unsent messages are kept (sessionStorage) and sent after a reload; closing the tab loses them.
+    event.preventDefault();
+    event.returnValue = "";
+  });
+
+  // Our own logout: the server closes this socket while the browser loads /logout; going to "/" from
+  // here then would cancel that navigation (and its Set-Cookie).
+  let loggingOut = false;
+  const logoutLink = document.getElementById("logout");
+  if (logoutLink) {
+    logoutLink.addEventListener("click", () => {
+      loggingOut = true;
+      setTimeout(() => { loggingOut = false; }, 10000); // the navigation was cancelled after all
+    });
+  }
+
+  function toLoginPage() {
+    if (loggingOut) return;
+    leaving = true; // nothing can be sent without a session; the queue stays stored for this user
+    window.location.href = "/";
+  }
+
+  // MARK: the socket
+
+  const socket = io({ reconnectionDelay: 500, reconnectionDelayMax: 4000, randomizationFactor: 0.5 });
+  restore();
+  if (outbox.length) list.scrollTop = list.scrollHeight;
+
+  let resumeAfter = null; // the newest line shown before this connection
+  let hadLines = false;
+
   socket.on("connect", () => {
+    live = false;
+    resumeAfter = newestOffset;
+    hadLines = newestOffset !== null || list.childElementCount > bubbles.size;
     setStatus(socket.recovered ? "Reconnected: missed messages recovered" : "Connected", "ok");
     if (!socket.recovered) socket.emit("join", "{}");
+    // An attempt made on the previous connection gets no answer on this one: send it again now.
+    inFlight = null;
+    failures = 0;
+    showQueue();
+    retryNow();
   });
   socket.on("welcome", (info) => {
     // Which instance holds this socket: watch it change on a failover.
     if (info && typeof info.instance === "string") socketInstance.textContent = info.instance;
+    flush(); // the history or the replay, which came before it
+    live = true;
+    if (info && info.gap === true && hadLines) {
+      markGap(resumeAfter);
+      setStatus("Reconnected: some messages sent while you were away are no longer available", "warn");
+    }
   });
   socket.on("chat", (data, offset) => {
     let line = data;
     if (typeof data === "string") {
       try { line = JSON.parse(data); } catch (e) { return; }
     }
-    if (line && typeof line.user === "string" && typeof line.msg === "string") render(line, offset);
+    if (line && typeof line.user === "string" && typeof line.msg === "string") {
+      enqueue(line, offset, live);
+      // The chat stores lines again: a message waiting to be retried need not wait out its pause
+      // (but a busy room does not make it retry more than once a second).
+      if (retryTimer && live && Date.now() - lastAttempt > 1000) retryNow();
+    }
   });
   socket.on("online", (info) => {
     const users = (info && Array.isArray(info.users)) ? info.users : [];
@@ -178,12 +546,13 @@
     if (info && typeof info.error === "string") setStatus(info.error, "warn");
   });
   socket.on("logged_out", () => {
-    window.location.href = "/"; // logged out in another tab: back to the login page
+    toLoginPage(); // logged out in another tab: back to the login page
   });
   socket.on("disconnect", (reason) => {
+    live = false;
     if (reason === "io server disconnect") {
       // The server closed this socket on purpose (a logout); the client does not reconnect by itself.
-      window.location.href = "/";
+      toLoginPage();
       return;
     }
     setStatus("Disconnected (" + reason + "): reconnecting…", "bad");
@@ -192,7 +561,7 @@
   socket.on("connect_error", (err) => {
     const message = (err && err.message) || "unknown error";
     if (message === "not logged in" || message.startsWith("this session belongs to another user")) {
-      window.location.href = "/"; // the login page (or this user's page again)
+      toLoginPage(); // the login page (or this user's page again)
       return;
     }
     setStatus("Cannot connect (" + message + "): retrying…", "bad");
