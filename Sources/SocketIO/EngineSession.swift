@@ -313,6 +313,9 @@ struct EngineSession: Sendable {
             upgrade = .none
             transport = .websocket
             effects.upgraded = true
+            // What is left of a burst (a replay is taken 16 packets per poll) keeps its room on the
+            // WebSocket, or the first write after it would find the client "slow".
+            effects.webSocketBurst = slowClient.allowance > 0
             effects.webSocketWrites = takeAll()
             if pollParked {
                 pollParked = false

@@ -154,8 +154,12 @@ extension ClusterSupervisor {
             }
             let again = "`cluster start \(index)` starts it again"
             switch before {
-            case .crashed, .gaveUp:
-                return .success("\(who) was not running (\(before.rawValue)) and stays stopped: it is not restarted; \(again)")
+            case .crashed:
+                return .success("\(who) was not running (crashed) and stays stopped: its restart is cancelled; \(again)")
+            case .gaveUp:
+                return .success("\(who) was not running (it gave up after its crashes) and is not restarted; \(again)")
+            case .crashing:
+                return .success("\(who) was being killed (its health check failed); it stays stopped instead of restarting; \(again)")
             case .stopping:
                 return .success("\(who) was already stopping; it stays stopped; \(again)")
             default:

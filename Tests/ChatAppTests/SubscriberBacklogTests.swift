@@ -75,8 +75,11 @@ import Testing
         let backlog = SubscriberBacklog(limit: 5)
         let (queue, queueFeed) = AsyncStream.makeStream(of: RedisSubscriberEvent.self)
         let forwarder = Task { await backlog.forward(subscriber.events) { queueFeed.yield($0) } }
-        for n in 0..<200 { try await publisher.publish(RESPArgument("\(n)"), to: "lines") }
+        // The first six before the rest: the forwarder holds them (five queued, one in hand) before
+        // the subscriber's buffer can fill, however late the forwarder task starts.
+        for n in 0..<6 { try await publisher.publish(RESPArgument("\(n)"), to: "lines") }
         try await waitUntil("the queue to fill") { backlog.queued == 5 }
+        for n in 6..<200 { try await publisher.publish(RESPArgument("\(n)"), to: "lines") }
         // Everything published has reached the subscriber (PING answers after the messages).
         #expect(try await publisher.ping() == "PONG")
 

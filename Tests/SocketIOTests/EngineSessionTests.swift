@@ -121,6 +121,22 @@ struct EngineSessionTests {
         #expect(!session.canProbe)
     }
 
+    @Test("what is left of a burst when the client upgrades goes to the WebSocket as a burst, and only then")
+    func upgradeKeepsABurstsRoom() {
+        func upgraded(after packets: [EnginePacket], burst: Bool) -> EngineEffects {
+            var session = polling()
+            _ = session.send(packets, burst: burst)
+            _ = session.probeOpened(now: at(10))
+            _ = session.probeReceived(EnginePacket(.ping, "probe"))
+            return session.probeReceived(EnginePacket(.upgrade))
+        }
+        let replay = Array(repeating: EnginePacket(.message, String(repeating: "x", count: 300)), count: 8)  // over 1,000 bytes
+        let fromBurst = upgraded(after: replay, burst: true)
+        #expect(fromBurst.webSocketWrites.count == 8 && fromBurst.webSocketBurst)
+        let ordinary = upgraded(after: [EnginePacket(.message, "a")], burst: false)
+        #expect(ordinary.webSocketWrites.count == 1 && !ordinary.webSocketBurst)
+    }
+
     @Test("anything else during probing closes the probe; the session stays on polling")
     func probeFailure() {
         var session = polling()

@@ -216,6 +216,8 @@ public final class ChatHub: Sendable {
     private func catchUpPoint(for socket: Socket, offset: StreamID?) async -> CatchUpPoint {
         if socket.recovered { return .after(offset ?? .zero) }
         guard let offset else { return .recentHistory(gap: false) }
+        // 0-0: the client connected while the stream was empty; everything in it is after that.
+        if offset == .zero { return .after(.zero) }
         do {
             return try await log.contains(offset) ? .after(offset) : .recentHistory(gap: true)
         } catch {

@@ -105,10 +105,16 @@ public struct ChatHTTP: Sendable {
         let secure = isSecure(request)
         let sid = SessionID.generate()
         let old = cookie.sessionID(fromHeaders: request.headers[values: .cookie])
+        var replaced: String?
         do {
-            if let old { try await sessions.destroy(old) }
+            if let old {
+                try await sessions.destroy(old)
+                replaced = old
+            }
             try await sessions.save(sid, SessionRecord(user: user, secure: secure))
         } catch {
+            // The tabs of a session destroyed before the failure end all the same.
+            if let replaced { await sessionEnded(replaced) }
             // The login form again, not a page that reloads itself: a reload of POST /user would be
             // a GET of /user, which is no page.
             _ = redisUnavailable(error)
@@ -120,9 +126,9 @@ public struct ChatHTTP: Sendable {
             response.headers[.retryAfter] = "2"
             return response
         }
-        // The tabs of the session this login replaced (logged in as someone else) end as after a
-        // logout; they would go on chatting under the old name.
-        if let old { await sessionEnded(old) }
+        // The tabs of the session this login replaced (logged in as someone else, or again) end as
+        // after a logout; they would go on chatting under the old name.
+        if let replaced { await sessionEnded(replaced) }
         metrics.logins.increment()
         logger.info("User logged in", metadata: ["user": "\(user)", "instance": "\(configuration.instance.id)"])
         var response = redirect("/")
