@@ -144,7 +144,7 @@ public struct ChatConfiguration: Sendable, Hashable {
     public static let variables: [Variable] = [
         Variable(name: "PORT", meaning: "port to listen on (default 8080, or VCAP_APP_PORT)"),
         Variable(name: "BIND / HOST", meaning: "address to listen on (default 127.0.0.1)"),
-        Variable(name: "REDIS_URL", meaning: "redis://[:password@]host:port[/db] (default redis://127.0.0.1:6379)"),
+        Variable(name: "REDIS_URL", meaning: "redis://[:pw@]host:port[/db] (default 127.0.0.1:6379)"),
         Variable(name: "VCAP_SERVICES", meaning: "CF bindings: the first Redis one, when no REDIS_URL"),
         Variable(name: "SESSION_SECRET", meaning: "cookie signing secret; a,b,c for rotation (a signs)"),
         Variable(name: "COOKIE_NAME", meaning: "session cookie (default JSESSIONID: CF stickiness)"),
@@ -166,7 +166,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         Variable(name: "WRITE_COALESCING_MS", meaning: "ms a busy client's writes wait to merge (20; 0: off)"),
         Variable(name: "POSITION_CHECK_MS", meaning: "ms between checks for lines pub/sub lost (1000; 0: off)"),
         Variable(name: "ALLOWED_ORIGINS", meaning: "other origins for Socket.IO, comma-separated, or *"),
-        Variable(name: "LOG_LEVEL", meaning: "trace, debug, info (default), notice, warning, error, critical"),
+        Variable(name: "LOG_LEVEL", meaning: "trace, debug, info (default), notice, warning, error"),
     ]
 
     /// Reads the configuration; `workingDirectory` is where a relative SOCKETIO_CLIENT_JS is resolved
