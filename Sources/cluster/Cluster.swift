@@ -72,12 +72,11 @@ struct Up: AsyncParsableCommand {
                 timeScale: timeScale, stateDirectory: state.stateDir, proxyEnabled: noProxy ? false : nil, healthCheckType: healthCheck,
                 readinessCheckType: readinessCheck)
             try await ClusterUp.run(config: ClusterConfig.resolve(file: path, overrides: overrides))
-        } catch let error as ConfigError {
-            // A flag's value is a usage error, as ArgumentParser's own are (64); a config file's is not.
-            if case .invalidFlag = error { throw ExitCode.validationFailure.printing("cluster: error: \(error)") }
-            throw ExitCode.failure.printing("cluster: error: \(error)")
         } catch {
-            throw ExitCode.failure.printing("cluster: error: \(error)")
+            // A flag's value is a usage error, as ArgumentParser's own are (64); a config file's is not.
+            var code = ExitCode.failure
+            if case ConfigError.invalidFlag = error { code = .validationFailure }
+            throw code.printing("cluster: error: \(error)")
         }
     }
 }
@@ -107,6 +106,11 @@ func control(_ request: ControlRequest, state: StateOption, print handler: ((Con
         throw ExitCode.failure.printing("cluster: \(error)")
     }
     if let failure { throw ExitCode.failure.printing("cluster: \(failure)") }
+}
+
+/// `--for` of `freeze` and `redis freeze`, checked before the cluster is asked (the same rule it applies).
+func validateFreezeDuration(_ text: String) throws {
+    if ClusterSupervisor.freezeDuration(text) == nil { throw ValidationError(ClusterSupervisor.badFreezeDuration(text)) }
 }
 
 extension ExitCode {
@@ -194,9 +198,7 @@ struct Freeze: AsyncParsableCommand {
     var duration = "30s"
     @OptionGroup var state: StateOption
 
-    func validate() throws {
-        if ClusterSupervisor.freezeDuration(duration) == nil { throw ValidationError(ClusterSupervisor.badFreezeDuration(duration)) }
-    }
+    func validate() throws { try validateFreezeDuration(duration) }
 
     func run() async throws {
         try await control(ControlRequest(command: .freeze, index: instance.index, duration: duration), state: state)
@@ -267,9 +269,7 @@ struct Redis: AsyncParsableCommand {
 
     func validate() throws {
         if duration != nil && action != .freeze { throw ValidationError("--for goes with freeze only") }
-        if let duration, ClusterSupervisor.freezeDuration(duration) == nil {
-            throw ValidationError(ClusterSupervisor.badFreezeDuration(duration))
-        }
+        if let duration { try validateFreezeDuration(duration) }
     }
 
     func run() async throws {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from redis import Redis
@@ -16,6 +15,7 @@ from selenium.common.exceptions import NoAlertPresentException, StaleElementRefe
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+import harness
 from chatkit import ChatClient, ChatNode
 
 # The README's screenshots are refreshed with `make screenshots`; an ordinary test run writes its
@@ -235,7 +235,10 @@ def test_own_messages_keep_their_order_across_a_redis_outage(redis, node, browse
     stop_redis(redis)
     send(browser, "first")
     wait(browser, "first to be retried", lambda d: any(b["note"] == "not sent, retrying…" for b in bubbles(d)))
-    time.sleep(7.5)  # the old page retried "first" after 1, 3 and 7 s, then at 15 s
+    # The old page retried "first" after 1, 3 and 7 s, then at 15 s: "second", typed after its fourth
+    # attempt, got its own 1 s retry first. Wait for that fourth attempt, as the server logs it.
+    harness.wait_until("four attempts of first", lambda: node.program.output().count("not stored, Redis failed") >= 4,
+                       timeout=30)
     send(browser, "second")
     wait(browser, "second to wait", lambda d: len(bubbles(d)) == 2)
     # "second" waits behind "first", and says it is not sent yet.
@@ -265,7 +268,7 @@ def test_a_message_over_the_byte_limit_keeps_its_text(redis, node, browser):
     assert box.get_attribute("aria-invalid") == "true"
     assert "composer-hint" in box.get_attribute("aria-describedby")
     assert browser.execute_script("return document.activeElement.id") == "input"
-    time.sleep(0.5)
+    # Refused in the same handler that shows the hint: nothing was put on its way.
     assert not browser.find_elements(By.CSS_SELECTOR, "#messages li.mine")
     assert stored_messages(redis) == []
     # Shortened under the limit, it goes, and the hint goes away.
@@ -316,8 +319,10 @@ def test_a_reload_during_an_outage_resends_the_pending_message(redis, node, brow
     # Reloaded again: nothing is sent a second time.
     browser.refresh()
     wait(browser, "the history", lambda d: has_line(d, "kept across a reload"))
-    time.sleep(0.5)
-    assert stored_messages(redis) == ["kept across a reload"]
+    # The outbox is ordered: anything sent again would be stored before this marker.
+    send(browser, "marker")
+    wait(browser, "the marker", lambda d: not bubbles(d) and has_line(d, "marker"))
+    assert stored_messages(redis) == ["kept across a reload", "marker"]
     assert sum(t.endswith("kept across a reload") for t in message_texts(browser)) == 1
 
 
@@ -462,8 +467,12 @@ def test_accessibility_of_the_page(node, browser):
         # After a reload, the history is not read out.
         browser.refresh()
         wait(browser, "the history", lambda d: has_line(d, "my own line"))
-        time.sleep(0.3)
-        assert browser.execute_script("return document.getElementById('announcer').textContent") == ""
+        # The next live line is announced, and only it: not the history before it.
+        grace.send("later from Grace", "a2")
+        announcer = browser.find_element(By.ID, "announcer")
+        wait(browser, "the live line announced", lambda d: "later from Grace" in announcer.get_attribute("textContent"))
+        spoken = announcer.get_attribute("textContent")
+        assert "news from Grace" not in spoken and "my own line" not in spoken, spoken
         # The instance that handled a line is shown, not only on hover.
         via = browser.find_element(By.CSS_SELECTOR, "#messages li[data-offset] .via")
         assert via.is_displayed() and via.text.startswith("via " + node.guid[:8])

@@ -11,9 +11,9 @@ struct BacklogCount: Equatable {
     let limit: Int
     private(set) var queued = 0
 
+    /// `limit`: at least 1 (a smaller one would hold the subscription for good).
     init(limit: Int) {
-        precondition(limit > 0, "the backlog limit is a positive number (a programming error)")
-        self.limit = limit
+        self.limit = max(1, limit)
     }
 
     /// Takes one more event in if there is room.

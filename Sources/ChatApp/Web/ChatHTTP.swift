@@ -117,7 +117,7 @@ public struct ChatHTTP: Sendable {
             if let replaced { await sessionEnded(replaced) }
             // The login form again, not a page that reloads itself: a reload of POST /user would be
             // a GET of /user, which is no page.
-            _ = redisUnavailable(error)
+            noteRedisFailure(error)
             var response = html(
                 .serviceUnavailable,
                 assets.loginPage(
@@ -177,9 +177,14 @@ public struct ChatHTTP: Sendable {
         return proto.split(separator: ",").first?.trimmingCharacters(in: .whitespaces).lowercased() == "https"
     }
 
-    func redisUnavailable(_ error: any Error) -> Response {
+    /// Counts and logs a Redis failure of a page request (the page itself does not show the error).
+    func noteRedisFailure(_ error: any Error) {
         metrics.redisErrors.increment()
         logger.warning("Redis unavailable for a page request: \(error)", metadata: ["instance": "\(configuration.instance.id)"])
+    }
+
+    func redisUnavailable(_ error: any Error) -> Response {
+        noteRedisFailure(error)
         var response = text(
             .serviceUnavailable,
             "The chat's Redis is unavailable right now. This page retries by itself; please wait a moment.\n")
