@@ -467,7 +467,9 @@ def test_accessibility_of_the_page(node, browser):
         # After a reload, the history is not read out.
         browser.refresh()
         wait(browser, "the history", lambda d: has_line(d, "my own line"))
-        # The next live line is announced, and only it: not the history before it.
+        # Lines are announced in the same pass that draws them: the history, drawn, said nothing.
+        assert browser.execute_script("return document.getElementById('announcer').textContent") == ""
+        # And the next live line is announced, not the history before it.
         grace.send("later from Grace", "a2")
         announcer = browser.find_element(By.ID, "announcer")
         wait(browser, "the live line announced", lambda d: "later from Grace" in announcer.get_attribute("textContent"))
