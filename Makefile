@@ -7,18 +7,24 @@ PYTHON := .venv/bin/python
 RELEASE_BIN := .build/release
 DEBUG_BIN := .build/debug
 
-.PHONY: all deps build build-release run test test-python screenshots bench fuzz lint format clean
+.PHONY: all deps deps-run build build-release run test test-python screenshots bench fuzz lint format clean
 
 all: build
 
-## deps: Debian packages, the Python venv and the socket.io client bundle, only when missing.
+## deps: everything, only when missing: Debian packages (Redis, hiredis, Node, chromium, HAProxy, nginx,
+## wrk, ...), the test clients in the Python venv .venv and the socket.io client bundle in .deps.
+## deps-run: only what building and `make run` need: hiredis, redis-server and the socket.io client
+## bundle (scripts/deps.sh --list run names the Debian packages).
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh all
 
-build: deps
+deps-run:
+	@scripts/deps.sh run
+
+build: deps-run
 	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
 
-build-release: deps
+build-release: deps-run
 	$(SWIFT) build -c release $(SWIFT_BUILD_FLAGS)
 
 ## run: build in release mode and start a local cluster (Redis, instances, proxy); Ctrl-C stops it all.
@@ -53,7 +59,9 @@ screenshots: deps
 	STICKYLAB_SCREENSHOTS=docs/images STICKYLAB_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/browser
 
 ## bench: benchmarks against references measured in the same run; figures go to docs/benchmarks.md.
-bench: build-release
+## It builds in its recipe rather than depending on build-release, so that the full deps come first.
+bench: deps
+	$(SWIFT) build -c release $(SWIFT_BUILD_FLAGS)
 	STICKYLAB_BIN=$(RELEASE_BIN) $(PYTHON) bench/run.py $(BENCH)
 
 ## fuzz: libFuzzer + AddressSanitizer on the parsers of outside input (docs/fuzzing.md).
