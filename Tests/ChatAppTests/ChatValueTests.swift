@@ -224,6 +224,91 @@ import Testing
     }
 }
 
+@Suite struct CatchUpTests {
+    func line(_ id: String) -> StoredLine { StoredLine(id: StreamID(id)!, json: id) }
+    func id(_ text: String) -> StreamID { StreamID(text)! }
+    func page(_ ids: [String]) -> [StoredLine] { ids.map(line) }
+
+    @Test func fromMemoryNothingIsRead() {
+        var delivery = DeliveryLog(capacity: 4)
+        for id in ["1-0", "2-0", "3-0"] { _ = delivery.accept(line(id)) }
+        let recovered = CatchUp(start: .after(id("1-0")), pageLimit: 8)
+        let plan = recovered.plan(delivery)
+        #expect(plan.lines.map(\.json) == ["2-0", "3-0"])
+        #expect(!recovered.shouldRead(missingAfter: plan.missingAfter))
+        let new = CatchUp(start: .history(gap: false), fetched: page(["2-0", "3-0"]), pageLimit: 8)
+        #expect(new.plan(delivery).lines.map(\.json) == ["2-0", "3-0"])
+        #expect(!new.shouldRead(missingAfter: new.plan(delivery).missingAfter))
+    }
+
+    @Test func pagesAreReadOutsideTheLoopUntilThePlanIsComplete() {
+        // The instance started at 5-0: a client at 1-0 needs 2-0...5-0 from the stream, in pages of 2.
+        var delivery = DeliveryLog(capacity: 4, lastID: id("5-0"))
+        var catchUp = CatchUp(start: .after(id("1-0")), pageLimit: 8)
+        var plan = catchUp.plan(delivery)
+        #expect(plan.missingAfter == id("1-0"))
+        #expect(catchUp.shouldRead(missingAfter: plan.missingAfter))
+        catchUp.beginReading(after: id("1-0"))
+        let more1 = catchUp.add(page: page(["2-0", "3-0"]), after: id("1-0"), pageSize: 2)
+        #expect(more1)  // full: read on
+        let more2 = catchUp.add(page: page(["4-0", "5-0"]), after: id("3-0"), pageSize: 2)
+        #expect(more2)
+        // Meanwhile the instance delivered 6-0, which the last (short) page also holds.
+        _ = delivery.accept(line("6-0"))
+        let more3 = catchUp.add(page: page(["6-0"]), after: id("5-0"), pageSize: 2)
+        #expect(!more3)
+        #expect(catchUp.pagesRead == 3)
+        plan = catchUp.plan(delivery)
+        #expect(plan.lines.map(\.json) == ["2-0", "3-0", "4-0", "5-0", "6-0"])
+        #expect(plan.missingAfter == nil)
+        #expect(!catchUp.shouldRead(missingAfter: plan.missingAfter))
+    }
+
+    @Test func aNewSocketsHistoryIsExtendedWithoutDuplicates() {
+        // History read when 3-0 was stored but not delivered; by the loop's turn, memory (capacity 2)
+        // starts after 4-0: it needs the stream after 2-0, which repeats 3-0.
+        var delivery = DeliveryLog(capacity: 2, lastID: id("2-0"))
+        var catchUp = CatchUp(start: .history(gap: false), fetched: page(["1-0", "2-0", "3-0"]), pageLimit: 8)
+        for id in ["3-0", "4-0", "5-0", "6-0"] { _ = delivery.accept(line(id)) }
+        var plan = catchUp.plan(delivery)
+        #expect(plan.missingAfter == id("3-0"))
+        catchUp.beginReading(after: id("3-0"))
+        _ = catchUp.add(page: page(["4-0", "5-0", "6-0"]), after: id("3-0"), pageSize: 10)
+        plan = catchUp.plan(delivery)
+        #expect(plan.lines.map(\.json) == ["1-0", "2-0", "3-0", "4-0", "5-0", "6-0"])
+        #expect(plan.missingAfter == nil)
+        // The merge itself: lines fetched after the read's start are replaced by the page.
+        var merged = CatchUp(start: .history(gap: false), fetched: page(["1-0", "2-0", "3-0"]), pageLimit: 8)
+        _ = merged.add(page: page(["3-0", "4-0"]), after: id("2-0"), pageSize: 10)
+        #expect(merged.fetched.map(\.json) == ["1-0", "2-0", "3-0", "4-0"])
+    }
+
+    @Test func readingStopsWhenItCannotHelp() {
+        // The stream lost the lines after the offset (trimmed): a read brings only lines this
+        // instance has not delivered, the plan still misses the same point, and reading it again
+        // would bring the same: the socket gets what there is.
+        let delivery = DeliveryLog(capacity: 2, lastID: id("5-0"))
+        var trimmed = CatchUp(start: .after(id("1-0")), pageLimit: 8)
+        trimmed.beginReading(after: id("1-0"))
+        _ = trimmed.add(page: page(["7-0"]), after: id("1-0"), pageSize: 10)
+        let plan = trimmed.plan(delivery)
+        #expect(plan.missingAfter == id("1-0"))
+        #expect(!trimmed.shouldRead(missingAfter: plan.missingAfter))
+        // The page limit: full pages until it, then no more reads.
+        var long = CatchUp(start: .after(id("1-0")), pageLimit: 2)
+        long.beginReading(after: id("1-0"))
+        let more4 = long.add(page: page(["2-0"]), after: id("1-0"), pageSize: 1)
+        #expect(more4)
+        let more5 = long.add(page: page(["3-0"]), after: id("2-0"), pageSize: 1)
+        #expect(!more5)
+        #expect(!long.shouldRead(missingAfter: id("3-0")))
+        // A failed read.
+        var failed = CatchUp(start: .after(id("1-0")), pageLimit: 8)
+        failed.readFailed()
+        #expect(!failed.shouldRead(missingAfter: id("1-0")))
+    }
+}
+
 @Suite struct StreamPositionCheckTests {
     func id(_ text: String) -> StreamID { StreamID(text)! }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -197,3 +198,61 @@ def stream_order(offsets: list[str]) -> list[tuple[int, int]]:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
+
+
+class StreamReadHold:
+    """A TCP relay in front of Redis that, once armed, holds the first stream read after an offset
+    (`XRANGE key (<id> ...`, what chat-node sends to catch a socket up) for `seconds` before passing
+    it on; everything else, and every other connection, passes at once. `holding` is set while the
+    read is held. Bytes on the held connection keep their order (later commands wait behind it)."""
+
+    def __init__(self, redis_port: int, seconds: float):
+        self.redis_port = redis_port
+        self.seconds = seconds
+        self.port = harness.free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.armed = threading.Event()
+        self.holding = threading.Event()
+        self.released = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.redis_port))
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, commands: bool):
+        while True:
+            try:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if commands and self.armed.is_set() and b"XRANGE" in data and b"\r\n(" in data:
+                    self.armed.clear()
+                    self.holding.set()
+                    time.sleep(self.seconds)
+                    self.holding.clear()
+                    self.released.set()
+                target.sendall(data)
+            except OSError:
+                break
+        for end in (source, target):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        for s in self._sockets:
+            try:
+                s.close()
+            except OSError:
+                pass

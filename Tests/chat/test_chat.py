@@ -16,7 +16,7 @@ import redis as redis_py
 import requests
 
 import harness
-from chatkit import ChatClient, stream_order
+from chatkit import ChatClient, StreamReadHold, stream_order
 
 
 def assert_exactly_once_in_order(client: ChatClient, ids: list[str]):
@@ -289,6 +289,99 @@ def test_a_client_recovering_on_a_new_instance_gets_more_than_a_page_of_missed_l
     assert_exactly_once_in_order(away, ids)
     away.close()
     sender.close()
+
+
+@pytest.mark.parametrize("hold", [3, 7], ids=["slow-read", "read-times-out"])
+def test_a_slow_catch_up_read_does_not_hold_up_live_delivery(nodes, redis, hold):
+    # A client comes back with an offset older than what the instance holds in memory (it started
+    # after those lines), so its lines are read from the stream. That read ran inside the delivery
+    # loop: while it took, no line reached anyone on the instance; hundreds of clients failing over
+    # to a fresh instance each held it up in turn. Here the read is held in a relay between the
+    # instance and Redis; a line sent meanwhile must reach a listener there during the hold. Held
+    # 7 s, the read times out (5 s): the client then got only the lines read so far and never the
+    # rest; the read is now tried again.
+    (other,) = nodes(1, HISTORY_LIMIT="20")
+    away = ChatClient(other, "away")
+    talker = ChatClient(other, "talker")
+    assert talker.send("before", "hold-0")["ok"]
+    harness.wait_until("the first line", lambda: away.has_ids(["hold-0"]))
+    away.close()
+    missed = [f"hold-{index}" for index in range(1, 31)]
+    for message_id in missed:
+        assert talker.send(message_id, message_id)["ok"]
+    relay = StreamReadHold(redis.port, seconds=hold)
+    try:
+        (fresh,) = nodes(1, HISTORY_LIMIT="20", REDIS_URL=relay.url)
+        listener = ChatClient(fresh, "listener")
+        relay.armed.set()
+        returning = threading.Thread(target=away.reconnect, args=(fresh.url,), daemon=True)
+        returning.start()
+        assert relay.holding.wait(10), "the catch-up read never reached Redis"
+        assert talker.send("live while the read is held", "hold-live")["ok"]
+        harness.wait_until("the live line, or the end of the hold",
+                           lambda: listener.has_ids(["hold-live"]) or relay.released.is_set(), timeout=20)
+        assert listener.has_ids(["hold-live"]) and not relay.released.is_set(), \
+            "the live line waited for another socket's catch-up read"
+        returning.join(20)
+        assert away.recovered and away.welcome["recovered"] is True
+        harness.wait_until("every missed line and the live one", lambda: away.has_ids([*missed, "hold-live"]), timeout=20)
+        assert_exactly_once_in_order(away, [*missed, "hold-live"])
+        # The welcome comes after the replay and before any live line.
+        events = [event for event, _ in away.events]
+        welcome_at = len(events) - 1 - events[::-1].index("welcome")
+        replayed = [json.loads(args[0]).get("id") for event, args in away.events[:welcome_at] if event == "chat"]
+        assert set(missed) <= set(replayed), "the welcome came before the replay"
+        listener.close()
+        away.close()
+    finally:
+        relay.close()
+    talker.close()
+
+
+def test_many_clients_catching_up_at_once_while_the_chat_goes_on_get_every_line_once(nodes):
+    # Twenty clients fail over at once to an instance that started after the lines they missed, while
+    # another user keeps talking: each reads its lines from the stream on its own while the instance
+    # delivers the live lines; every client ends with every line once, in stream order.
+    (first,) = nodes(1)
+    movers = [ChatClient(first, f"mover{index}", "websocket" if index % 2 else "polling") for index in range(20)]
+    talker = ChatClient(first, "talker")
+    assert talker.send("before", "many-0")["ok"]
+    for client in movers:
+        harness.wait_until(f"{client.name}'s first line", lambda c=client: c.has_ids(["many-0"]))
+        client.close()
+    missed = [f"many-{index}" for index in range(1, 61)]
+    for message_id in missed:
+        assert talker.send(message_id, message_id)["ok"]
+    (fresh,) = nodes(1)
+    live: list[str] = []
+    stop = threading.Event()
+
+    def keep_talking():
+        index = 0
+        while not stop.is_set():
+            message_id = f"many-live-{index}"
+            if talker.send(message_id, message_id)["ok"]:
+                live.append(message_id)
+            index += 1
+            time.sleep(0.01)
+
+    speaker = threading.Thread(target=keep_talking, daemon=True)
+    speaker.start()
+    returning = [threading.Thread(target=client.reconnect, args=(fresh.url,), daemon=True) for client in movers]
+    for thread in returning:
+        thread.start()
+    for thread in returning:
+        thread.join(60)
+    harness.wait_until("lines after the clients came back", lambda: len(live) >= 20)
+    stop.set()
+    speaker.join(10)
+    for client in movers:
+        assert client.recovered, f"{client.name} was not recovered"
+        harness.wait_until(f"{client.name} to have every line", lambda c=client: c.has_ids([*missed, *live]), timeout=30)
+        assert_exactly_once_in_order(client, [*missed, *live])
+    for client in movers:
+        client.close()
+    talker.close()
 
 
 def test_sigterm_drains_and_loses_nothing_acknowledged(nodes):

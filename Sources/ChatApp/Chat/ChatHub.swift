@@ -11,7 +11,8 @@ import Synchronization
 /// `live` with its stream id as the recovery offset. A new socket first gets the recent history, then
 /// joins `live`; a recovered socket first gets the lines after its client's offset that this instance
 /// has delivered, then joins `live` (or waits until this instance reaches its offset). These steps and
-/// every broadcast run one at a time in `run()`, so no socket ever gets a line twice or out of order.
+/// every broadcast run one at a time in `run()`, so no socket ever gets a line twice or out of order;
+/// what a socket needs from the stream is read by its own task, outside that loop (`CatchUp`).
 /// After a Redis outage the subscription re-subscribes by itself and the hub fills the gap from the
 /// stream before going on; and every `positionCheckInterval` the hub makes sure that no line stored in
 /// the stream was missed by the subscription (`StreamPositionCheck`).
@@ -43,9 +44,9 @@ public final class ChatHub: Sendable {
 
     enum Command: Sendable {
         case subscriber(RedisSubscriberEvent)
-        /// `gap`: the client came back with an offset the stream no longer holds (see `welcome`).
-        case attach(Socket, history: [StoredLine], gap: Bool, done: CheckedContinuation<Void, Never>)
-        case attachRecovered(Socket, after: StreamID, done: CheckedContinuation<Void, Never>)
+        /// A new or returning socket: the loop sends it its lines (see `CatchUp`) and lets it into
+        /// `live`, and answers nil; or answers where the socket's task must read the stream first.
+        case attach(Socket, CatchUp, done: CheckedContinuation<StreamID?, Never>)
         /// The stream's newest id, read just now (see `StreamPositionCheck`).
         case positionCheck(newest: StreamID?)
     }
@@ -176,12 +177,10 @@ public final class ChatHub: Sendable {
         } else if socket.auth["pid"] != nil {
             metrics.notRecovered.increment()
         }
+        var catchUp: CatchUp
         switch await catchUpPoint(for: socket, offset: offset) {
         case .after(let offset):
-            await withCheckedContinuation { done in
-                if case .terminated = continuation.yield(.attachRecovered(socket, after: offset, done: done)) { done.resume() }
-            }
-            socket.emit("welcome", welcome(user: user, recovered: recovered))
+            catchUp = CatchUp(start: .after(offset), pageLimit: Self.maximumCatchUpPages)
         case .recentHistory(let gap):
             var history: [StoredLine] = []
             do {
@@ -190,11 +189,9 @@ public final class ChatHub: Sendable {
                 metrics.redisErrors.increment()
                 logger.warning("Could not read the history for socket \(socket.id): \(error)")
             }
-            await withCheckedContinuation { done in
-                // After shutdown the loop is gone: do not wait for it.
-                if case .terminated = continuation.yield(.attach(socket, history: history, gap: gap, done: done)) { done.resume() }
-            }
+            catchUp = CatchUp(start: .history(gap: gap), fetched: history, pageLimit: Self.maximumCatchUpPages)
         }
+        await attach(socket, catchUp: &catchUp)
         // The others learn about a new user from its "joined" line (`join`), else with the next
         // heartbeat; lists go out at most every `onlineListPause`, however many users come and go.
         socket.emit("online", onlineList())
@@ -459,12 +456,8 @@ public final class ChatHub: Sendable {
                     "Line \(missed) is in the Redis stream but the subscription has not delivered it within \(configuration.positionCheckInterval) (pub/sub lost it, or delivery is stalled); reading the missed lines from the stream"
                 )
                 await fillGap(&loop)
-            case .attach(let socket, let history, let gap, let done):
-                await attach(socket, history: history, gap: gap, delivery: &loop.delivery)
-                done.resume()
-            case .attachRecovered(let socket, let offset, let done):
-                await attachRecovered(socket, after: offset, loop: &loop)
-                done.resume()
+            case .attach(let socket, let catchUp, let done):
+                done.resume(returning: attachTurn(socket, catchUp: catchUp, loop: &loop))
             }
         }
     }
@@ -551,78 +544,86 @@ public final class ChatHub: Sendable {
         }
     }
 
-    /// Sends a new socket the history (lines this instance has delivered, so none arrives twice), then
-    /// a `welcome` whose offset is its recovery position, then lets it into `live`.
-    private func attach(_ socket: Socket, history: [StoredLine], gap: Bool, delivery: inout DeliveryLog) async {
-        guard socket.connected else { return }
-        let delivered = delivery
-        let lines = await completed(delivery.newSocketLines(history: history), for: socket) { delivered.newSocketLines(history: $0) }
-        socket.emit(batch: lines.map(Self.chatEvent))
-        metrics.messagesOut.increment(by: Int64(lines.count))
-        let offset = lines.last?.id ?? delivery.lastID
-        socket.emit(
-            "welcome", welcome(user: socket.data["user"]?.stringValue ?? "", recovered: false, gap: gap), .string((offset ?? .zero).description))
-        socket.join(Self.liveRoom)
-    }
-
-    /// Pages of `historyLimit` lines read for one socket at most (the stream holds about one).
+    /// Pages of `historyLimit` lines read for one socket at most (the stream holds about one; its
+    /// trimming is approximate, so it may hold more, and stopping after one page lost the rest).
     static let maximumCatchUpPages = 8
 
-    /// The lines of `plan`, completed from Redis when memory does not reach back far enough (this
-    /// instance started after them): the stream is read page by page after `missingAfter` and
-    /// `replan` asked again with every line read, until memory takes over. The stream may hold more
-    /// than one page (its trimming is approximate); stopping after one page lost the rest silently.
-    private func completed(
-        _ plan: (lines: [StoredLine], missingAfter: StreamID?), for socket: Socket,
-        replan: ([StoredLine]) -> (lines: [StoredLine], missingAfter: StreamID?)
-    ) async -> [StoredLine] {
-        var plan = plan
-        var pages = 0
-        while let after = plan.missingAfter, pages < Self.maximumCatchUpPages {
-            pages += 1
-            do {
-                let more = try await log.entries(after: after, limit: configuration.historyLimit)
-                let next = replan(plan.lines + more)
-                let progressed = !more.isEmpty && next.missingAfter != plan.missingAfter
-                plan = next
-                if !progressed { break }
-            } catch {
-                metrics.redisErrors.increment()
-                logger.warning("Could not read the lines for socket \(socket.id) from the stream: \(error)")
-                return plan.lines
+    /// Gets a socket into the chat: the delivery loop sends it its lines and lets it into `live`;
+    /// when memory does not reach back far enough (this instance started after them, or the client
+    /// was away long), this task reads the stream, outside the loop, and asks again.
+    private func attach(_ socket: Socket, catchUp: inout CatchUp) async {
+        while true {
+            let missing = await withCheckedContinuation { done in
+                // After shutdown the loop is gone: do not wait for it.
+                if case .terminated = continuation.yield(.attach(socket, catchUp, done: done)) { done.resume(returning: nil) }
+            }
+            guard let missing else { return }
+            catchUp.beginReading(after: missing)
+            var after = missing
+            var attempt = 0
+            while true {
+                do {
+                    let page = try await log.entries(after: after, limit: configuration.historyLimit)
+                    let more = catchUp.add(page: page, after: after, pageSize: configuration.historyLimit)
+                    guard more, let last = page.last else { break }
+                    after = last.id
+                } catch {
+                    // Redis fails: the socket waits (it is not live yet, and nothing is live while
+                    // Redis is down) and the read is tried again, unless the client went away.
+                    metrics.redisErrors.increment()
+                    attempt += 1
+                    logger.warning("Could not read the lines for socket \(socket.id) from the stream (\(error)); retrying")
+                    guard socket.connected else { return }
+                    do {
+                        try await Task.sleep(for: .milliseconds(min(2_000, 100 * attempt)))
+                    } catch {
+                        catchUp.readFailed()  // shutting down: the socket gets what there is
+                        break
+                    }
+                }
             }
         }
+    }
+
+    /// The loop's turn for a socket being attached (see `CatchUp`): the lines it gets, from memory and
+    /// what its task read; or, when lines are missing and reading may help, where to read (the socket
+    /// waits, delivery goes on). Otherwise the socket gets its lines, then `welcome`, then joins
+    /// `live`, so the first line it gets after the welcome is live; a socket whose client is ahead
+    /// of this instance joins once the delivery reaches its offset.
+    private func attachTurn(_ socket: Socket, catchUp: CatchUp, loop: inout LoopState) -> StreamID? {
+        guard socket.connected else { return nil }
+        let plan = catchUp.plan(loop.delivery)
+        if catchUp.shouldRead(missingAfter: plan.missingAfter) { return plan.missingAfter }
         if let after = plan.missingAfter {
             logger.warning(
                 "Socket \(socket.id) gets the lines up to \(after) from the stream; those after it, up to what this instance delivered, could not be read"
             )
         }
-        return plan.lines
+        // One batch: a replay larger than the socket's outbound limit must not close a client as
+        // slow, or it would come back with the same offset for the same replay, forever.
+        socket.emit(batch: plan.lines.map(Self.chatEvent))
+        metrics.messagesOut.increment(by: Int64(plan.lines.count))
+        let user = socket.data["user"]?.stringValue ?? ""
+        switch catchUp.start {
+        case .history(let gap):
+            // Its offset is its recovery position.
+            let offset = plan.lines.last?.id ?? loop.delivery.lastID ?? .zero
+            socket.emit("welcome", welcome(user: user, recovered: false, gap: gap), .string(offset.description))
+            socket.join(Self.liveRoom)
+        case .after(let offset):
+            socket.emit("welcome", welcome(user: user, recovered: socket.recovered))
+            if loop.delivery.canJoinLive(at: offset) {
+                socket.join(Self.liveRoom)
+            } else {
+                loop.waiting.append((socket, offset))
+            }
+        }
+        return nil
     }
 
     /// A stored line as the `chat` event: its JSON text and its offset (the stream id).
     static func chatEvent(_ line: StoredLine) -> (event: String, arguments: [JSONValue]) {
         ("chat", [.string(line.json), .string(line.id.description)])
-    }
-
-    /// Sends a recovered socket the lines after its client's offset that this instance has delivered
-    /// (from memory, else from Redis), then lets it into `live`; if its client is ahead of this
-    /// instance, it waits until the delivery catches up with its offset.
-    private func attachRecovered(_ socket: Socket, after offset: StreamID, loop: inout LoopState) async {
-        guard socket.connected else { return }
-        let delivered = loop.delivery
-        let lines = await completed(loop.delivery.recoveredSocketLines(after: offset), for: socket) {
-            delivered.recoveredSocketLines(after: offset, fetched: $0)
-        }
-        // One batch: a replay larger than the socket's outbound limit must not close a long-polling
-        // client as slow, or it would come back with the same offset for the same replay, forever.
-        socket.emit(batch: lines.map(Self.chatEvent))
-        metrics.messagesOut.increment(by: Int64(lines.count))
-        if loop.delivery.canJoinLive(at: offset) {
-            socket.join(Self.liveRoom)
-        } else {
-            loop.waiting.append((socket, offset))
-        }
     }
 
     // MARK: Presence

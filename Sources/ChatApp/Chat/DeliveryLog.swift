@@ -97,3 +97,80 @@ public struct DeliveryCursor: Sendable, Hashable {
         return true
     }
 }
+
+/// What one socket gets before it joins the live broadcasts, worked out in turns between two owners,
+/// as a value: the delivery loop, which alone knows what this instance delivered (`plan(_:)` against
+/// its `DeliveryLog`), and the socket's own task, which reads the stream when memory does not reach
+/// back far enough (`add(page:after:)`). The reads happen outside the loop, so a client that comes
+/// back with an old offset, or hundreds of them after a failover to a fresh instance, never hold up
+/// delivery to everyone else.
+///
+/// The turns: the loop plans; when the plan is missing lines after some id and reading may still
+/// help (`shouldRead(missingAfter:)`), the socket's task reads the stream after that id, page by
+/// page, and hands the value back to the loop, which plans again (lines may have been delivered
+/// meanwhile). At most `pageLimit` pages are read; a read that failed, or one that brought nothing
+/// the plan can use, ends the turns: the socket gets what there is.
+public struct CatchUp: Sendable, Equatable {
+    public enum Start: Sendable, Equatable {
+        /// A new socket: the recent history, then live. `gap`: its client had an offset the stream
+        /// no longer holds (see the `welcome` event).
+        case history(gap: Bool)
+        /// A socket whose client has every line up to this offset: every line after it, then live.
+        case after(StreamID)
+    }
+
+    public let start: Start
+    /// Lines read from the stream for this socket, oldest first, without duplicates: the recent
+    /// history, or what was read after the offset.
+    public private(set) var fetched: [StoredLine]
+    /// Pages read after a missing point so far, and at most.
+    public private(set) var pagesRead = 0
+    public let pageLimit: Int
+    /// Where the last read started: a plan still missing lines after the same point gains nothing
+    /// from reading it again.
+    public private(set) var lastReadAfter: StreamID?
+    /// A read failed: no more reads.
+    public private(set) var failed = false
+
+    public init(start: Start, fetched: [StoredLine] = [], pageLimit: Int) {
+        self.start = start
+        self.fetched = fetched
+        self.pageLimit = max(0, pageLimit)
+    }
+
+    /// The lines to send and where lines are missing (nil: none), against what this instance delivered.
+    public func plan(_ delivery: DeliveryLog) -> (lines: [StoredLine], missingAfter: StreamID?) {
+        switch start {
+        case .history: return delivery.newSocketLines(history: fetched)
+        case .after(let offset): return delivery.recoveredSocketLines(after: offset, fetched: fetched)
+        }
+    }
+
+    /// Whether the socket's task should read the stream after `missingAfter` before the loop plans
+    /// again: pages are left, no read failed, and the last read did not start at the same point (the
+    /// stream no longer holds those lines, or this instance has not delivered what it read).
+    public func shouldRead(missingAfter: StreamID?) -> Bool {
+        guard let missingAfter else { return false }
+        return !failed && pagesRead < pageLimit && lastReadAfter != missingAfter
+    }
+
+    /// The socket's task starts reading the stream after the plan's missing point.
+    public mutating func beginReading(after missing: StreamID) {
+        lastReadAfter = missing
+    }
+
+    /// A page read from the stream after `after` (oldest first), `after` being the plan's missing
+    /// point or the previous page's last line. Lines fetched before that are newer than `after` are
+    /// replaced by the page (they are in it, or were read before this instance delivered them).
+    /// Returns whether to read the next page: this one was full (`pageSize`) and pages are left.
+    public mutating func add(page: [StoredLine], after: StreamID, pageSize: Int) -> Bool {
+        fetched = fetched.filter { $0.id <= after } + page
+        pagesRead += 1
+        return page.count >= pageSize && pagesRead < pageLimit
+    }
+
+    /// A read failed: the socket gets what the loop can plan without it.
+    public mutating func readFailed() {
+        failed = true
+    }
+}
