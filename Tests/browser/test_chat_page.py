@@ -101,10 +101,16 @@ def test_log_in_chat_refresh_and_stay_logged_in(node, browser):
     wait(browser, "the second tab's socket", lambda d: d.find_element(By.ID, "status").text.startswith("Connected"))
     browser.switch_to.window(first)
 
-    # Log out: back to the login page, and the socket is refused without a session.
+    # Log out: a form posting /logout (Chromium sends Origin and Sec-Fetch-Site: same-origin, which
+    # the server's cross-site check lets through), back to the login page, and the socket is refused
+    # without a session.
+    assert browser.execute_script("const f = document.getElementById('logout').form; return [f.method, f.action]") == [
+        "post", node.url + "/logout"]
     browser.find_element(By.ID, "logout").click()
     wait(browser, "the login page", lambda d: d.find_elements(By.ID, "user"))
     assert browser.get_cookie("JSESSIONID") is None
+    browser.get(node.url + "/logout")  # logged out: GET /logout has nothing to ask
+    wait(browser, "the login page again", lambda d: d.find_elements(By.ID, "user"))
     # The other tab is sent to the login page too (it used to go on chatting as Ada).
     browser.switch_to.window(second)
     wait(browser, "the second tab on the login page", lambda d: d.find_elements(By.ID, "user"))

@@ -69,7 +69,7 @@ def test_logging_out_closes_the_sessions_chat_connections_on_every_instance(node
     there = ChatClient(two, "ada", "polling", session=here.session)
     bob = ChatClient(two, "bob")
     assert there.send("from the second tab", "tab-1")["ok"]
-    response = here.session.get(one.url + "/logout", allow_redirects=False, timeout=10)
+    response = here.session.post(one.url + "/logout", allow_redirects=False, timeout=10)
     assert response.status_code in (302, 303), response.status_code
     for tab in (here, there):
         assert tab.disconnected.wait(10), "a tab of the logged-out session is still connected"
@@ -123,7 +123,7 @@ def test_a_logout_published_while_an_instance_resubscribes_still_ends_its_tabs(r
     there = ChatClient(two, "ada", "websocket", session=here.session)
     admin = redis_py.Redis(port=redis.port)
     admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
-    response = here.session.get(one.url + "/logout", allow_redirects=False, timeout=10)
+    response = here.session.post(one.url + "/logout", allow_redirects=False, timeout=10)
     assert response.status_code in (302, 303)
     assert there.disconnected.wait(15), "the other tab of the logged-out session is still connected"
 

@@ -1,5 +1,6 @@
-"""Sessions and pages: express-session compatible cookies and Redis layout, login, logout, refusal of
-sockets without a session, bad input on the login form."""
+"""Sessions and pages: express-session compatible cookies and Redis layout, login, logout (a POST; GET
+only asks), login and logout forms posted by another site refused (CSRF), refusal of sockets without a
+session, bad input on the login form."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def test_login_sets_an_express_session_cookie_and_redis_record(redis, nodes):
     (node,) = nodes(1)
     page = requests.get(node.url + "/", timeout=10)
     assert page.status_code == 200 and 'action="/user"' in page.text
+    # No other site may frame the page to trick a click on its buttons (clickjacking).
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert page.headers["X-Frame-Options"] == "DENY"
     response = requests.post(node.url + "/user", data={"user": "ada"}, allow_redirects=False, timeout=10)
     assert response.status_code == 303 and response.headers["Location"] == "/"
     set_cookie = response.headers["Set-Cookie"]
@@ -120,17 +124,103 @@ def test_the_user_comes_from_the_session_never_from_the_client(redis, nodes):
     ada.close()
 
 
+def session_id(session: requests.Session) -> str:
+    return urllib.parse.unquote(session.cookies["JSESSIONID"])[2:].rpartition(".")[0]
+
+
 def test_logout_destroys_the_session(redis, nodes):
     (node,) = nodes(1)
     session = login(node.url, "ada")
-    sid = urllib.parse.unquote(session.cookies["JSESSIONID"])[2:].rpartition(".")[0]
+    sid = session_id(session)
     assert redis_cli(redis, "EXISTS", f"sess:{sid}") == "1"
-    response = session.get(node.url + "/logout", allow_redirects=False, timeout=10)
-    assert response.status_code == 303
+    response = session.post(node.url + "/logout", allow_redirects=False, timeout=10)
+    assert response.status_code == 303 and response.headers["Location"] == "/"
     assert "Max-Age=0" in response.headers["Set-Cookie"]
     assert redis_cli(redis, "EXISTS", f"sess:{sid}") == "0"
     page = requests.get(node.url + "/", headers={"Cookie": cookie_header(session) or f"JSESSIONID={express_cookie(sid)}"}, timeout=10)
     assert 'action="/user"' in page.text
+
+
+def test_get_logout_asks_first_and_keeps_the_session(redis, nodes):
+    # A GET that logged out could be sent by any other site (a link, a redirect: the Lax cookie goes
+    # along on a top-level navigation) or by a link prefetcher. It now only asks.
+    (node,) = nodes(1)
+    session = login(node.url, "ada")
+    sid = session_id(session)
+    cookie = cookie_header(session)
+    question = requests.get(node.url + "/logout", headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
+    assert question.status_code == 200 and question.headers["Content-Type"].startswith("text/html")
+    assert "Log out of the chat?" in question.text and "<strong>ada</strong>" in question.text
+    assert '<form method="post" action="/logout">' in question.text and '<button type="submit"' in question.text
+    assert "Set-Cookie" not in question.headers and question.headers["Cache-Control"] == "no-store"
+    assert redis_cli(redis, "EXISTS", f"sess:{sid}") == "1"
+    page = requests.get(node.url + "/", headers={"Cookie": cookie}, timeout=10)
+    assert 'data-user="ada"' in page.text
+    # The chat page's own "Log out" is such a form too: one click.
+    assert '<form class="logout" method="post" action="/logout"><button id="logout" type="submit">' in page.text
+    # Not logged in (no cookie, or a session that is gone): nothing to ask, back to the start.
+    for headers in [{}, {"Cookie": f"JSESSIONID={express_cookie('noSuchSession0000000000000000000')}"}]:
+        response = requests.get(node.url + "/logout", headers=headers, allow_redirects=False, timeout=10)
+        assert response.status_code == 303 and response.headers["Location"] == "/", headers
+
+
+def sessions_in_redis(redis) -> set[str]:
+    return set(redis_cli(redis, "--scan", "--pattern", "sess:*").split())
+
+
+def test_a_login_form_posted_from_another_site_is_refused(redis, nodes):
+    # Login CSRF: another site's page auto-submits a form to /user; the browser would store the
+    # cookie and the victim would chat under the attacker's chosen name.
+    (node,) = nodes(1)
+    before = sessions_in_redis(redis)
+    for headers in [{"Origin": "http://evil.example"}, {"Origin": "null"},
+                    {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+                    {"Origin": f"http://127.0.0.1:{node.port + 1}", "Sec-Fetch-Site": "same-site"}]:
+        response = requests.post(node.url + "/user", data={"user": "mallory"}, headers=headers, allow_redirects=False, timeout=10)
+        assert response.status_code == 403, headers
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert response.text.startswith("Refused: this form was posted from another site (")
+        assert f"Origin {headers['Origin']}" in response.text and "Log in from the chat's own page." in response.text
+        assert "Set-Cookie" not in response.headers
+    assert sessions_in_redis(redis) == before
+    assert node.metrics()["chat_cross_site_refused_total"] == 4
+    assert "chat_logins_total" not in node.metrics() or node.metrics()["chat_logins_total"] == 0
+    output = node.program.output()
+    assert "Refused a form post from another site" in output and "Origin http://evil.example" in output
+
+
+def test_a_login_form_from_the_nodes_own_origin_is_accepted(redis, nodes):
+    (node,) = nodes(1)
+    for headers in [{"Origin": f"http://127.0.0.1:{node.port}"},
+                    {"Origin": f"http://127.0.0.1:{node.port}", "Sec-Fetch-Site": "same-origin"},
+                    {"Origin": f"http://127.0.0.1:{node.port}", "Sec-Fetch-Site": "same-site"},
+                    # Behind a proxy that passes the client's host as X-Forwarded-Host.
+                    {"Origin": "https://chat.example.com", "X-Forwarded-Host": "chat.example.com", "X-Forwarded-Proto": "https"}]:
+        session = login(node.url, "ada", headers=headers)
+        page = requests.get(node.url + "/", headers={"Cookie": cookie_header(session)}, timeout=10)
+        assert 'data-user="ada"' in page.text, headers
+    assert node.metrics()["chat_cross_site_refused_total"] == 0
+
+
+def test_a_logout_posted_from_another_site_is_refused(redis, nodes):
+    (node,) = nodes(1)
+    session = login(node.url, "ada")
+    sid = session_id(session)
+    for headers in [{"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}]:
+        response = session.post(node.url + "/logout", headers=headers, allow_redirects=False, timeout=10)
+        assert response.status_code == 403, headers
+        assert "Refused: this form was posted from another site" in response.text
+        assert "Log out from the chat's own page." in response.text
+        assert "Set-Cookie" not in response.headers
+    assert redis_cli(redis, "EXISTS", f"sess:{sid}") == "1"
+    page = requests.get(node.url + "/", headers={"Cookie": cookie_header(session)}, timeout=10)
+    assert 'data-user="ada"' in page.text
+    assert node.metrics()["chat_cross_site_refused_total"] == 2
+    # The chat's own page logs out (what Chromium sends with the form).
+    response = session.post(node.url + "/logout", headers={"Origin": node.url, "Sec-Fetch-Site": "same-origin"},
+                            allow_redirects=False, timeout=10)
+    assert response.status_code == 303
+    assert redis_cli(redis, "EXISTS", f"sess:{sid}") == "0"
 
 
 def test_secure_cookie_behind_an_https_proxy(redis, nodes):

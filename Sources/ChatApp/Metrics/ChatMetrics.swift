@@ -15,6 +15,7 @@ public final class ChatMetrics: Sendable {
     let rejected: Counter
     let refused: Counter
     let logins: Counter
+    let crossSiteRefused: Counter
     let gapFills: Counter
     let sequenceGaps: Counter
     let positionCheckGaps: Counter
@@ -32,6 +33,8 @@ public final class ChatMetrics: Sendable {
         rejected = registry.makeCounter(descriptor: Self.d("rejected", "total", "Client messages rejected as invalid"))
         refused = registry.makeCounter(descriptor: Self.d("connect_refused", "total", "Socket.IO connections refused (not logged in)"))
         logins = registry.makeCounter(descriptor: Self.d("logins", "total", "Successful logins"))
+        crossSiteRefused = registry.makeCounter(
+            descriptor: Self.d("cross_site_refused", "total", "Login and logout form posts refused because another site sent them (403)"))
         gapFills = registry.makeCounter(descriptor: Self.d("gap_fills", "total", "Times the subscription caught up from the history after a gap"))
         let missed = Self.d("pubsub_gaps", "total", "Times the subscription was found to have missed lines, which were then read from the history")
         sequenceGaps = registry.makeCounter(descriptor: missed, labels: [("detected_by", "sequence")])

@@ -472,12 +472,13 @@
     event.returnValue = "";
   });
 
-  // Our own logout: the server closes this socket while the browser loads /logout; going to "/" from
-  // here then would cancel that navigation (and its Set-Cookie).
+  // Our own logout (a form posting /logout): the server closes this socket while the browser waits
+  // for the answer; going to "/" from here then would cancel that navigation (and its Set-Cookie).
   let loggingOut = false;
-  const logoutLink = document.getElementById("logout");
-  if (logoutLink) {
-    logoutLink.addEventListener("click", () => {
+  const logoutButton = document.getElementById("logout");
+  const logoutForm = logoutButton && logoutButton.form;
+  if (logoutForm) {
+    logoutForm.addEventListener("submit", () => {
       loggingOut = true;
       setTimeout(() => { loggingOut = false; }, 10000); // the navigation was cancelled after all
     });

@@ -42,7 +42,8 @@ public struct ChatHTTP: Sendable {
     public func register<Context: RequestContext>(on router: Router<Context>) {
         router.get("/") { request, _ in await page(request) }
         router.post("/user") { request, context in await login(request, context: context) }
-        router.get("/logout") { request, _ in await logout(request) }
+        router.get("/logout") { request, _ in await confirmLogout(request) }
+        router.post("/logout") { request, _ in await logout(request) }
         router.get("/health") { _, _ in await healthResponse() }
         router.get("/metrics") { _, _ in
             Response(
@@ -84,7 +85,9 @@ public struct ChatHTTP: Sendable {
 
     /// POST /user with the form field `user`: a new session (a fresh id, so a planted cookie never
     /// becomes a logged-in one), then back to / (post/redirect/get: a refresh does not resubmit).
+    /// Refused with 403 when another site's page posted it (`CrossSiteCheck`): no login CSRF.
     func login(_ request: Request, context: some RequestContext) async -> Response {
+        if let refused = refuseCrossSite(request, advice: "Log in from the chat's own page.") { return refused }
         var request = request
         let name: String
         do {
@@ -136,9 +139,24 @@ public struct ChatHTTP: Sendable {
         return response
     }
 
-    /// GET /logout: destroys the session and its cookie, and closes the session's chat connections
-    /// on every instance (its other tabs).
+    /// GET /logout: asks first, with a button that posts the logout. A GET changes nothing: another
+    /// site's link or redirect (the Lax cookie goes along on a top-level navigation) and link
+    /// prefetchers follow GETs. Old bookmarks and the original app's link still work, with one more
+    /// click. Not logged in: back to /.
+    func confirmLogout(_ request: Request) async -> Response {
+        guard let sid = cookie.sessionID(fromHeaders: request.headers[values: .cookie]) else { return redirect("/") }
+        do {
+            guard let record = try await sessions.load(sid), let user = record.user else { return redirect("/") }
+            return html(.ok, assets.logoutPage(user: user, instance: configuration.instance))
+        } catch {
+            return redisUnavailable(error)
+        }
+    }
+
+    /// POST /logout: destroys the session and its cookie, and closes the session's chat connections
+    /// on every instance (its other tabs). Refused with 403 when another site's page posted it.
     func logout(_ request: Request) async -> Response {
+        if let refused = refuseCrossSite(request, advice: "Log out from the chat's own page.") { return refused }
         if let sid = cookie.sessionID(fromHeaders: request.headers[values: .cookie]) {
             do {
                 try await sessions.destroy(sid)
@@ -164,6 +182,25 @@ public struct ChatHTTP: Sendable {
     }
 
     // MARK: helpers
+
+    /// nil when `CrossSiteCheck` allows the request; else a 403 saying why (counted and logged), and
+    /// the caller changes nothing.
+    func refuseCrossSite(_ request: Request, advice: String) -> Response? {
+        let verdict = CrossSiteCheck.decide(
+            method: request.method.rawValue, fetchSite: request.headers[.secFetchSite], origin: request.headers[.origin],
+            host: request.head.authority, forwardedHost: request.headers[.xForwardedHost])
+        guard case .refuse(let refusal) = verdict else { return nil }
+        metrics.crossSiteRefused.increment()
+        logger.info(
+            "Refused a form post from another site",
+            metadata: [
+                "instance": "\(configuration.instance.id)", "path": "\(request.uri.path)", "reason": "\(refusal)",
+                "host": "\(request.head.authority ?? "-")", "x_forwarded_host": "\(request.headers[.xForwardedHost] ?? "-")",
+            ])
+        var response = text(.forbidden, "Refused: this form was posted from another site (\(refusal)). \(advice)\n")
+        response.headers[.cacheControl] = "no-store"
+        return response
+    }
 
     /// `JSESSIONID=s%3A<sid>.<sig>; Path=/; HttpOnly; SameSite=Lax[; Secure]`, a browser-session cookie
     /// as the original app set it (the session itself lives `SESSION_TTL` in Redis).
@@ -195,7 +232,12 @@ public struct ChatHTTP: Sendable {
 
     func html(_ status: HTTPResponse.Status, _ page: String) -> Response {
         Response(
-            status: status, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+            status: status,
+            headers: [
+                .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
+                // No other site may frame the pages and trick a click on their buttons (clickjacking).
+                .contentSecurityPolicy: "frame-ancestors 'none'", .xFrameOptions: "DENY",
+            ],
             body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
     }
 
@@ -242,5 +284,8 @@ typealias HeaderName = HTTPFields.Element.Name
 
 extension HeaderName {
     static let xForwardedProto = HeaderName("X-Forwarded-Proto")!
+    static let xForwardedHost = HeaderName("X-Forwarded-Host")!
+    static let xFrameOptions = HeaderName("X-Frame-Options")!
+    static let secFetchSite = HeaderName("Sec-Fetch-Site")!
     static let refresh = HeaderName("Refresh")!
 }

@@ -62,6 +62,42 @@ public struct ChatAssets: Sendable {
             ["user": user, "instance": instance.label, "maxMessage": String(limits.maxMessageBytes)]
         )
     }
+
+    /// GET /logout's question, in the login page's card: a button that posts the logout (a GET itself
+    /// changes nothing). Built in, not a file of Public: it has nothing to customise.
+    public func logoutPage(user: String, instance: InstanceIdentity) -> String {
+        HTML.fill(Self.logoutTemplate, ["user": user, "instance": instance.label])
+    }
+
+    static let logoutTemplate = """
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>stickylab chat · log out</title>
+        <link rel="stylesheet" href="/style.css">
+        </head>
+        <body class="login">
+        <main class="card">
+          <header>
+            <h1>Log out of the chat?</h1>
+            <p class="subtitle">You are logged in as <strong>{{user}}</strong>. Logging out closes the chat in every tab of this browser.</p>
+          </header>
+          <form method="post" action="/logout">
+            <div class="row">
+              <button type="submit" autofocus>Log out</button>
+            </div>
+          </form>
+          <p><a href="/">Back to the chat</a></p>
+          <footer class="instance" title="The instance that rendered this page">
+            <span class="dot"></span> Served by instance <strong data-testid="instance">{{instance}}</strong>
+          </footer>
+        </main>
+        </body>
+        </html>
+
+        """
 }
 
 public enum HTML {
