@@ -13,16 +13,29 @@ public enum ClusterUp {
 
     /// Runs the cluster in the foreground; returns when it has been stopped. Throws before starting
     /// anything when the configuration or the machine does not allow it to start.
+    /// A state folder this call created is removed again when it refuses to start, so that a mistake
+    /// leaves nothing behind.
     public static func run(config: ClusterConfig, binDirectory: String = CommandLookup.executableDirectory(), echo: Bool = true) async throws {
         signal(SIGPIPE, SIG_IGN)
         try config.validate()
         let stateDirectory = StateDirectory(path: config.stateDirectory)
+        let createdHere = !FileManager.default.fileExists(atPath: stateDirectory.url.path)
+        do {
+            try await run(config: config, stateDirectory: stateDirectory, binDirectory: binDirectory, echo: echo)
+        } catch {
+            // Thrown only before anything was started (the supervisor's run does not throw).
+            if createdHere { try? FileManager.default.removeItem(at: stateDirectory.url) }
+            throw error
+        }
+    }
+
+    private static func run(config: ClusterConfig, stateDirectory: StateDirectory, binDirectory: String, echo: Bool) async throws {
         try stateDirectory.prepare()
         let logs = LogHub(logFile: stateDirectory.logFile, echo: echo)
         defer { logs.close() }
         logs.reserveWidth(for: "\(config.app.name).\(max(0, config.app.instances - 1))")
 
-        try await cleanUpLeftovers(stateDirectory, logs: logs)
+        try await stopLeftovers(stateDirectory) { logs.emit(source: "cluster", $0) }
 
         let base = ProcessInfo.processInfo.environment
         let searchPath = binDirectory + ":" + (base["PATH"] ?? "/usr/local/bin:/usr/bin:/bin")
@@ -114,20 +127,37 @@ public enum ClusterUp {
         await supervisor.run(control: control)
     }
 
-    /// Stops what a cluster killed with -9 left behind: the processes carrying its run marker or
-    /// recorded in its pid file with the same kernel start time. Refuses if that cluster is alive.
-    static func cleanUpLeftovers(_ stateDirectory: StateDirectory, logs: LogHub) async throws {
-        guard let record = stateDirectory.readPidRecord() else { return }
-        let leftovers = Leftovers(record: record, table: ProcessTable.snapshot(), selfPID: getpid())
+    /// The cluster recorded in this state folder's pid file and what of it is still running (nothing
+    /// when its supervisor is alive: see `supervisorAlive`); nil when there is no pid file.
+    public static func recorded(_ stateDirectory: StateDirectory) -> (record: PidRecord, leftovers: Leftovers)? {
+        guard let record = stateDirectory.readPidRecord() else { return nil }
+        return (record, Leftovers(record: record, table: ProcessTable.snapshot(), selfPID: getpid()))
+    }
+
+    /// What to tell a user whose cluster cannot be asked because it was killed, when it left processes
+    /// running; nil otherwise.
+    public static func leftoversHint(_ stateDirectory: StateDirectory) -> String? {
+        guard let (record, leftovers) = recorded(stateDirectory), !leftovers.supervisorAlive, !leftovers.processes.isEmpty else { return nil }
+        return "the cluster last started there (pid \(record.pid)) was killed and left \(leftovers.processes.count) processes running: "
+            + "\(Leftovers.describe(leftovers.processes)); `cluster down` stops them"
+    }
+
+    /// Stops the processes a cluster killed with -9 left behind: those carrying its run marker or
+    /// recorded in its pid file with the same kernel start time (SIGTERM to their groups, SIGKILL after
+    /// 5 s), and removes its pid file and socket. Says what it does through `report`; returns how many
+    /// it stopped, or nil when the state folder records no killed cluster. Refuses if that cluster is
+    /// alive.
+    @discardableResult
+    public static func stopLeftovers(_ stateDirectory: StateDirectory, report: (String) -> Void) async throws -> Int? {
+        guard let (record, leftovers) = recorded(stateDirectory) else { return nil }
         if leftovers.supervisorAlive {
             throw StateError.alreadyRunning(pid: record.pid, stateDirectory: stateDirectory.url.path)
         }
         stateDirectory.removeRunFiles()
-        guard !leftovers.processes.isEmpty else { return }
-        let names = leftovers.processes.map { "\($0.command) (pid \($0.pid))" }.joined(separator: ", ")
-        logs.emit(
-            source: "cluster",
-            "a previous cluster (pid \(record.pid)) was killed and left \(leftovers.processes.count) processes behind: \(names); stopping them")
+        guard !leftovers.processes.isEmpty else { return 0 }
+        report(
+            "a previous cluster (pid \(record.pid)) was killed and left \(leftovers.processes.count) processes behind: "
+                + "\(Leftovers.describe(leftovers.processes)); stopping them")
         func alive() -> [Leftovers.Process] {
             leftovers.processes.filter { ProcessTable.startTime($0.pid) == $0.startTime && !isZombie($0.pid) }
         }
@@ -149,11 +179,11 @@ public enum ClusterUp {
             }
         }
         let remaining = alive()
-        if remaining.isEmpty {
-            logs.emit(source: "cluster", "cleaned up \(leftovers.processes.count) leftover processes")
-        } else {
+        guard remaining.isEmpty else {
             throw ClusterUp.Failure("could not stop processes left by a killed cluster: \(remaining.map { "pid \($0.pid)" }.joined(separator: ", "))")
         }
+        report("cleaned up \(leftovers.processes.count) leftover processes")
+        return leftovers.processes.count
     }
 
     static func isZombie(_ pid: Int32) -> Bool {

@@ -188,6 +188,11 @@ public struct Leftovers: Sendable, Equatable {
         }
     }
 
+    /// The processes for a message: `redis-server (pid 12), chat-node (pid 14)`.
+    public static func describe(_ processes: [Process]) -> String {
+        processes.map { "\($0.command) (pid \($0.pid))" }.joined(separator: ", ")
+    }
+
     /// The process groups to signal.
     public var processGroups: [Int32] {
         Array(Set(processes.map(\.processGroup).filter { $0 > 1 })).sorted()

@@ -102,6 +102,10 @@ func control(_ request: ControlRequest, state: StateOption, print handler: ((Con
         // `logs -f` ends when the cluster stops: that is not an error.
         FileHandle.standardError.write(Data("cluster: the cluster stopped\n".utf8))
         return
+    } catch ControlClient.Failure.notRunning(let folder) {
+        // A cluster killed with -9 cannot be asked, but what it started may still be running.
+        let hint = ClusterUp.leftoversHint(directory).map { "\ncluster: \($0)" } ?? ""
+        throw ExitCode.failure.printing("cluster: \(ControlClient.Failure.notRunning(stateDirectory: folder))\(hint)")
     } catch {
         throw ExitCode.failure.printing("cluster: \(error)")
     }
@@ -166,17 +170,42 @@ struct Scale: AsyncParsableCommand {
     }
 }
 
-struct InstanceArgument: ParsableArguments {
-    @Argument(help: "The instance index (0-based).")
-    var index: Int
-
-    func validate() throws {
+/// An instance index as typed. Collected as text after the options, so that `kill -1` is told what is
+/// wrong with it, not "Missing expected argument" (ArgumentParser reads `-1` as an option).
+enum InstanceIndexText {
+    /// The index in `words`, nil when none was given; throws on anything else.
+    static func parse(_ words: [String]) throws -> Int? {
+        guard let word = words.first else { return nil }
+        if let option = words.first(where: { $0.hasPrefix("-") && Int($0) == nil }) { throw ValidationError("Unknown option '\(option)'") }
+        guard words.count == 1 else { throw ValidationError("give one instance index, not \(words.joined(separator: " "))") }
+        guard let index = Int(word) else { throw ValidationError("'\(word)' is not an instance index: give 0, 1, 2, ...") }
         guard index >= 0 else { throw ValidationError("an instance index is 0 or more, not \(index)") }
+        return index
+    }
+
+    /// The usage line of a command that takes an index (the generated one would show `[<index> ...]`).
+    static func usage(_ command: String, index: String = "<index>", options: String) -> String {
+        "cluster \(command) \(index) \(options)[--state-dir <state-dir>]"
     }
 }
 
+/// The instance index of kill, freeze, stop and start (required).
+struct InstanceArgument: ParsableArguments {
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("The instance index (0-based).", valueName: "index"))
+    var words: [String] = []
+
+    func validate() throws {
+        if try InstanceIndexText.parse(words) == nil { throw ValidationError("give an instance index (0, 1, 2, ...)") }
+    }
+
+    /// The index; valid once `validate()` has passed.
+    var index: Int { (try? InstanceIndexText.parse(words)) ?? 0 }
+}
+
 struct Kill: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "SIGKILL one instance's process group: a crash, restarted per the restart policy.")
+    static let configuration = CommandConfiguration(
+        abstract: "SIGKILL one instance's process group: a crash, restarted per the restart policy.",
+        usage: InstanceIndexText.usage("kill", options: ""))
     @OptionGroup var instance: InstanceArgument
     @OptionGroup var state: StateOption
 
@@ -188,6 +217,7 @@ struct Kill: AsyncParsableCommand {
 struct Freeze: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Freeze one instance (SIGSTOP to its process group), and resume it (SIGCONT) after --for.",
+        usage: InstanceIndexText.usage("freeze", options: "[--for <duration>] "),
         discussion: """
             A hung instance, not a crashed one: its port still accepts connections, so a port health check \
             passes and the proxy keeps routing its users to it, while nothing answers. An http health check \
@@ -206,7 +236,9 @@ struct Freeze: AsyncParsableCommand {
 }
 
 struct Stop: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop one instance gracefully (SIGTERM, SIGKILL after the grace period).")
+    static let configuration = CommandConfiguration(
+        abstract: "Stop one instance gracefully (SIGTERM, SIGKILL after the grace period).",
+        usage: InstanceIndexText.usage("stop", options: "[--wait] "))
     @OptionGroup var instance: InstanceArgument
     @Flag(name: .long, help: "Return once it has exited.")
     var wait = false
@@ -218,7 +250,9 @@ struct Stop: AsyncParsableCommand {
 }
 
 struct Start: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Start a stopped or crashed instance (with a new guid and its crash count reset).")
+    static let configuration = CommandConfiguration(
+        abstract: "Start a stopped or crashed instance (with a new guid and its crash count reset).",
+        usage: InstanceIndexText.usage("start", options: "[--wait] "))
     @OptionGroup var instance: InstanceArgument
     @Flag(name: .long, help: "Return once it is healthy and routable.")
     var wait = false
@@ -230,9 +264,12 @@ struct Start: AsyncParsableCommand {
 }
 
 struct Restart: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Restart one instance, or all (--all), optionally one at a time (--rolling).")
-    @Argument(help: "The instance index (or --all).")
-    var index: Int?
+    static let configuration = CommandConfiguration(
+        abstract: "Restart one instance, or all (--all), optionally one at a time (--rolling).",
+        usage: InstanceIndexText.usage("restart", index: "(<index> | --all [--rolling])", options: "[--wait] "))
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("The instance index (or --all).", valueName: "index"))
+    var words: [String] = []
+    var index: Int? { try? InstanceIndexText.parse(words) }
     @Flag(name: .long, help: "Restart every instance.")
     var all = false
     @Flag(name: .long, help: "With --all: one at a time, each waiting until the previous one is routable.")
@@ -242,9 +279,9 @@ struct Restart: AsyncParsableCommand {
     @OptionGroup var state: StateOption
 
     func validate() throws {
+        let index = try InstanceIndexText.parse(words)
         if all == (index != nil) { throw ValidationError("give an instance index or --all") }
         if rolling && !all { throw ValidationError("--rolling goes with --all") }
-        if let index, index < 0 { throw ValidationError("an instance index is 0 or more, not \(index)") }
     }
 
     func run() async throws {
@@ -361,9 +398,12 @@ struct Chaos: AsyncParsableCommand {
 }
 
 struct Logs: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print recent log lines (of one instance when given), and with -f keep following.")
-    @Argument(help: "Only this instance's lines (and the cluster's events about it).")
-    var index: Int?
+    static let configuration = CommandConfiguration(
+        abstract: "Print recent log lines (of one instance when given), and with -f keep following.",
+        usage: InstanceIndexText.usage("logs", index: "[<index>]", options: "[--follow] [--lines <lines>] "))
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("Only this instance's lines (and the cluster's events about it).", valueName: "index"))
+    var words: [String] = []
+    var index: Int? { try? InstanceIndexText.parse(words) }
     @Flag(name: .shortAndLong, help: "Keep printing new lines until interrupted.")
     var follow = false
     @Option(name: [.customShort("n"), .long], help: "How many recent lines.")
@@ -371,7 +411,7 @@ struct Logs: AsyncParsableCommand {
     @OptionGroup var state: StateOption
 
     func validate() throws {
-        if let index, index < 0 { throw ValidationError("an instance index is 0 or more, not \(index)") }
+        _ = try InstanceIndexText.parse(words)
         if lines < 0 { throw ValidationError("--lines must be 0 or more") }
     }
 
@@ -384,10 +424,24 @@ struct Logs: AsyncParsableCommand {
 }
 
 struct Down: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop everything gracefully (instances, proxy, Redis) and return once all have exited.")
+    static let configuration = CommandConfiguration(
+        abstract: "Stop everything gracefully (instances, proxy, Redis) and return once all have exited.",
+        discussion: """
+            If the cluster itself was killed (kill -9, a crash), what it started is still running: down \
+            stops those processes instead (SIGTERM, SIGKILL after 5s), as the next `cluster up` would.
+            """)
     @OptionGroup var state: StateOption
 
     func run() async throws {
+        let directory = state.directory
+        if let found = ClusterUp.recorded(directory), !found.leftovers.supervisorAlive, !found.leftovers.processes.isEmpty {
+            do {
+                try await ClusterUp.stopLeftovers(directory) { print("cluster: \($0)") }
+            } catch {
+                throw ExitCode.failure.printing("cluster: \(error)")
+            }
+            return
+        }
         try await control(ControlRequest(command: .down), state: state)
     }
 }

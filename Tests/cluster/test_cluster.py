@@ -385,7 +385,12 @@ def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
         (["redis", "freeze", "--for", "1y"], "--for '1y' is not a duration from 100ms to 10m"),
         # Parsed by the running supervisor: this overflowed and crashed it, every instance with it.
         (["freeze", "0", "--for", "1e12"], "--for '1e12' is not a duration from 100ms to 10m"),
-        (["kill", "-1"], ""),
+        # ArgumentParser read `-1` as an option and said "Missing expected argument '<index>'".
+        (["kill", "-1"], "an instance index is 0 or more, not -1"),
+        (["restart", "-1"], "an instance index is 0 or more, not -1"),
+        (["logs", "-2"], "an instance index is 0 or more, not -2"),
+        (["stop", "one"], "'one' is not an instance index"),
+        (["start", "1", "2"], "give one instance index, not 1 2"),
         (["logs", "9"], "no instance 9: valid indices are 0, 1, 2"),
     ]
     for args, message in cases:
@@ -535,6 +540,8 @@ def test_errors_before_anything_starts(tmp_path):
         result = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert result.returncode == code, (args, result.returncode, result.stderr)
         assert message in result.stderr, (args, result.stderr)
+    # A refused `up` removes the state folder it created (it left logs/ and redis/ there).
+    assert not (tmp_path / "state").exists(), sorted(str(p) for p in (tmp_path / "state").rglob("*"))
 
 
 def test_down_and_ctrl_c_leave_no_process_behind(cluster):
@@ -610,6 +617,29 @@ def test_the_next_up_cleans_up_after_a_cluster_killed_with_sigkill(cluster):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_down_stops_what_a_cluster_killed_with_sigkill_left(cluster):
+    cluster.wait_ready()
+    status = cluster.status()
+    pids = [i["pid"] for i in status["instances"]] + [status["redis"]["pid"]]
+    os.kill(cluster.pid, signal.SIGKILL)
+    cluster.program.process.wait(timeout=10)
+    assert all(process_alive(pid) for pid in pids), "orphans are left behind"
+    # Any command says why the cluster cannot answer, and what to do about what it left.
+    result = cluster.ctl("status", check=False)
+    assert result.returncode == 1, result
+    assert "no cluster is running with the state folder" in result.stderr, result.stderr
+    assert f"was killed and left {len(pids)} processes running" in result.stderr, result.stderr
+    assert "`cluster down` stops them" in result.stderr, result.stderr
+    # down stops them (it said "no cluster is running" and left them running).
+    result = cluster.ctl("down")
+    assert "was killed and left" in result.stdout and "stopping them" in result.stdout, result.stdout
+    assert f"cleaned up {len(pids)} leftover processes" in result.stdout, result.stdout
+    assert not any(process_alive(pid) for pid in pids)
+    # Then there is nothing left to stop.
+    result = cluster.ctl("down", check=False)
+    assert result.returncode == 1 and "no cluster is running" in result.stderr and "stops them" not in result.stderr, result
 
 
 def test_an_external_redis_and_the_process_health_check():
