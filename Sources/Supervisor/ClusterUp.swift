@@ -159,7 +159,7 @@ public enum ClusterUp {
             "a previous cluster (pid \(record.pid)) was killed and left \(leftovers.processes.count) processes behind: "
                 + "\(Leftovers.describe(leftovers.processes)); stopping them")
         func alive() -> [Leftovers.Process] {
-            leftovers.processes.filter { ProcessTable.startTime($0.pid) == $0.startTime && !isZombie($0.pid) }
+            leftovers.processes.filter { ProcessTable.isRunning($0.pid, startTime: $0.startTime) }
         }
         for group in leftovers.processGroups { ProcessGroup.signal(group, SIGTERM) }
         for process in leftovers.processes { kill(process.pid, SIGTERM) }
@@ -186,8 +186,4 @@ public enum ClusterUp {
         return leftovers.processes.count
     }
 
-    static func isZombie(_ pid: Int32) -> Bool {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return false }
-        return text[text.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
-    }
 }

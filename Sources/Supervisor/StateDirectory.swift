@@ -201,32 +201,40 @@ public struct Leftovers: Sendable, Equatable {
 
 /// Reads the process table from /proc (Linux).
 public enum ProcessTable {
-    /// Every process we can see, with its group, start time and STICKYLAB_CLUSTER_RUN marker.
+    /// Every running process we can see, with its group, start time and STICKYLAB_CLUSTER_RUN marker.
+    /// A zombie (exited, not yet reaped by its parent) is not running: a supervisor killed a moment ago
+    /// is one until its parent reaps it.
     public static func snapshot() -> [Leftovers.Process] {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
         return entries.compactMap { Int32($0) }.compactMap { pid in
-            guard let stat = stat(pid) else { return nil }
+            guard let stat = stat(pid), !stat.zombie else { return nil }
             return Leftovers.Process(pid: pid, processGroup: stat.processGroup, startTime: stat.startTime, marker: marker(pid), command: stat.command)
         }
     }
 
-    /// Fields of /proc/PID/stat: the command name, process group and start time.
-    public static func stat(_ pid: Int32) -> (command: String, processGroup: Int32, startTime: UInt64)? {
+    /// Fields of /proc/PID/stat: the command name, process group, start time, and whether it is a zombie.
+    public static func stat(_ pid: Int32) -> (command: String, processGroup: Int32, startTime: UInt64, zombie: Bool)? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return nil }
         return parseStat(text)
     }
 
     /// Parses a /proc/PID/stat line; the command may contain spaces and parentheses.
-    public static func parseStat(_ text: String) -> (command: String, processGroup: Int32, startTime: UInt64)? {
+    public static func parseStat(_ text: String) -> (command: String, processGroup: Int32, startTime: UInt64, zombie: Bool)? {
         guard let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")"), open < close else { return nil }
         let command = String(text[text.index(after: open)..<close])
         let fields = text[text.index(after: close)...].split(separator: " ")
         // After the command: state(0) ppid(1) pgrp(2) ... starttime is field 22 of the line, index 19 here.
         guard fields.count > 19, let group = Int32(fields[2]), let start = UInt64(fields[19]) else { return nil }
-        return (command, group, start)
+        return (command, group, start, fields[0] == "Z")
     }
 
     public static func startTime(_ pid: Int32) -> UInt64? { stat(pid)?.startTime }
+
+    /// Whether the process `pid` that started at `startTime` is still running (not gone, not a zombie).
+    public static func isRunning(_ pid: Int32, startTime: UInt64) -> Bool {
+        guard let stat = stat(pid) else { return false }
+        return stat.startTime == startTime && !stat.zombie
+    }
 
     static func marker(_ pid: Int32) -> String? {
         guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }

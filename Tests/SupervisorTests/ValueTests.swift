@@ -213,6 +213,8 @@ struct LeftoversTests {
         #expect(parsed?.command == "my (odd) app")
         #expect(parsed?.processGroup == 1230)
         #expect(parsed?.startTime == 987654)
+        #expect(parsed?.zombie == false)
+        #expect(ProcessTable.parseStat(line.replacingOccurrences(of: ") S ", with: ") Z "))?.zombie == true)
         #expect(ProcessTable.parseStat("garbage") == nil)
         let own = ProcessTable.stat(getpid())
         #expect(own?.startTime ?? 0 > 0)

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from cluster_run import ClusterRun, process_alive, app_command
-from harness import executable, wait_until
+from harness import executable, process_stat, wait_until
 
 
 def config(instances=3, **overrides):
@@ -624,7 +624,8 @@ def test_down_stops_what_a_cluster_killed_with_sigkill_left(cluster):
     status = cluster.status()
     pids = [i["pid"] for i in status["instances"]] + [status["redis"]["pid"]]
     os.kill(cluster.pid, signal.SIGKILL)
-    cluster.program.process.wait(timeout=10)
+    # Not reaped yet (as when its parent is slow to reap it): a zombie is a dead cluster too.
+    wait_until("the cluster a zombie", lambda: (process_stat(cluster.pid) or ["?"])[0] == "Z")
     assert all(process_alive(pid) for pid in pids), "orphans are left behind"
     # Any command says why the cluster cannot answer, and what to do about what it left.
     result = cluster.ctl("status", check=False)
@@ -637,6 +638,7 @@ def test_down_stops_what_a_cluster_killed_with_sigkill_left(cluster):
     assert "was killed and left" in result.stdout and "stopping them" in result.stdout, result.stdout
     assert f"cleaned up {len(pids)} leftover processes" in result.stdout, result.stdout
     assert not any(process_alive(pid) for pid in pids)
+    cluster.program.process.wait(timeout=10)
     # Then there is nothing left to stop.
     result = cluster.ctl("down", check=False)
     assert result.returncode == 1 and "no cluster is running" in result.stderr and "stops them" not in result.stderr, result
