@@ -39,7 +39,9 @@ run: build-release
 ## crash (a failed test), not a line on standard error that a passing test hides.
 test test-python: export SWIFTNIO_STRICT := 1
 
+## Programs a killed test run left running (marked STICKYLAB_TEST_RUN) are stopped first.
 test: deps
+	@$(PYTHON) Tests/python/leftovers.py
 	$(SWIFT) build --build-tests $(SWIFT_BUILD_FLAGS)
 	$(SWIFT) test --skip-build --no-parallel $(SWIFT_BUILD_FLAGS)
 	$(MAKE) --no-print-directory test-python

@@ -97,10 +97,10 @@ final class ChatNodeProcess: @unchecked Sendable {
         let port = try FreePort.allocate()
         let process = Process()
         process.executableURL = try executable()
-        process.environment = [
+        process.environment = TestRun.environment([
             "PORT": "\(port)", "REDIS_URL": redisURL, "SESSION_SECRET": "e2e-secret", "CF_INSTANCE_INDEX": "\(index)",
             "LOG_LEVEL": "warning",
-        ]
+        ])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -116,7 +116,7 @@ final class ChatNodeProcess: @unchecked Sendable {
     static func run(environment: [String: String]) async throws -> (status: Int32, standardError: String) {
         let process = Process()
         process.executableURL = try executable()
-        process.environment = environment
+        process.environment = TestRun.environment(environment)
         let errors = Pipe()
         process.standardOutput = FileHandle.nullDevice
         process.standardError = errors

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import RedisClient
 import TestSupport
@@ -24,6 +25,18 @@ struct RedisClientTests {
         }
         #expect(results.count == 10_000)
         #expect(results.allSatisfy { $0.value == "v\($0.key)" })
+    }
+
+    /// The next test run finds what a killed one left running by this marker (Tests/python/leftovers.py),
+    /// so redis-server must keep its environment (no process title written over it).
+    @Test func aTestsRedisServerCarriesTheTestRunsMarker() async throws {
+        let server = try await RedisServer()
+        let pid = try #require(server.processIdentifier)
+        let environment = try #require(FileManager.default.contents(atPath: "/proc/\(pid)/environ"))
+        let entries = environment.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        #expect(entries.contains("\(TestRun.markerVariable)=\(TestRun.marker)"))
+        #expect(TestRun.marker.hasPrefix("\(getpid()):") || ProcessInfo.processInfo.environment[TestRun.markerVariable] != nil)
+        try await server.stop()
     }
 
     @Test func anEmptyBatchIsAnsweredAtOnceAndLeavesTheConnectionUsable() async throws {

@@ -27,6 +27,7 @@ struct ServerIntegrationTests {
                 "--instance-id",
                 instanceID, "--index", "0",
             ]
+            process.environment = TestRun.environment()
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()

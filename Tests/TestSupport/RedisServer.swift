@@ -40,9 +40,12 @@ public final class RedisServer: @unchecked Sendable {
             "--default-signal=TERM", try Self.executable().path,
             "--port", "\(port)", "--bind", "127.0.0.1", "--dir", directory.path, "--save", "",
             "--appendonly", appendOnly ? "yes" : "no", "--daemonize", "no", "--logfile", directory.appendingPathComponent("redis.log").path,
+            // Its process title would overwrite its environment, and with it the test run's marker.
+            "--set-proc-title", "no",
         ]
         if let password { arguments += ["--requirepass", password] }
         process.arguments = arguments
+        process.environment = TestRun.environment()
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -54,6 +57,11 @@ public final class RedisServer: @unchecked Sendable {
             }
             return FreePort.isListening(port)
         }
+    }
+
+    /// The running server's pid, nil while it is stopped.
+    public var processIdentifier: Int32? {
+        lock.withLock { process.flatMap { $0.isRunning ? $0.processIdentifier : nil } }
     }
 
     /// SIGKILL: a crash. Waits until the process is gone.

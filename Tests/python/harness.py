@@ -18,6 +18,12 @@ from pathlib import Path
 import engineio
 import socketio
 
+import leftovers
+
+# Every process the tests start carries this run's marker, so that the next run can stop what a killed
+# one left behind (leftovers.py).
+leftovers.mark_this_run()
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STICKYLAB_BIN", REPO / ".build" / "debug"))
 SOCKETIO_JS = REPO / ".deps" / "socket.io.min.js"
@@ -177,7 +183,9 @@ class RedisServer:
 
     def start(self):
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--logfile", str(self.dir / "redis.log")]
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--logfile", str(self.dir / "redis.log"),
+                # Its process title would overwrite its environment, and with it this run's marker (leftovers.py).
+                "--set-proc-title", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,0 +1,54 @@
+"""The test harness stops what a killed test run left running (Tests/python/leftovers.py)."""
+
+import os
+import subprocess
+import sys
+
+import leftovers
+from cluster_run import process_alive
+from harness import REPO, wait_until
+
+SCRIPT = """
+import sys, tempfile, time
+tempfile.tempdir = {tmp!r}
+sys.path.insert(0, {python!r})
+import harness
+redis = harness.RedisServer()
+port = harness.free_port()
+node = harness.Program("chat-node", env={{"PORT": str(port), "REDIS_URL": redis.url, "LOG_LEVEL": "warning"}})
+harness.wait_until("chat-node", lambda: harness.is_listening(port), timeout=60)
+print(redis.process.pid, node.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_programs_of_a_killed_test_run_are_stopped_by_the_next_one(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(tmp=str(tmp_path), python=str(REPO / "Tests" / "python")))
+    # A test run of its own (not marked as part of this one), killed with SIGKILL as a CI timeout would.
+    env = {name: value for name, value in os.environ.items() if name != leftovers.MARKER}
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    # A program of this run, which is alive: not touched.
+    bystander = subprocess.Popen(["sleep", "120"])
+    try:
+        line = run.stdout.readline()
+        redis_pid, node_pid = (int(word) for word in line.split())
+        run.kill()
+        run.wait(timeout=10)
+        assert process_alive(redis_pid) and process_alive(node_pid), "a killed run leaves its programs running"
+        assert leftovers.run_alive(os.environ[leftovers.MARKER])
+
+        result = subprocess.run([sys.executable, str(REPO / "Tests" / "python" / "leftovers.py")], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "stopped 2 processes left running by a test run that was killed: " in result.stdout, result.stdout
+        assert f"redis-server (pid {redis_pid})" in result.stdout and f"chat-node (pid {node_pid})" in result.stdout, result.stdout
+        wait_until("the leftovers gone", lambda: not process_alive(redis_pid) and not process_alive(node_pid))
+        assert process_alive(bystander.pid), "a program of a live test run is left alone"
+        # Nothing left: a second sweep stops nothing.
+        again = subprocess.run([sys.executable, str(REPO / "Tests" / "python" / "leftovers.py")], capture_output=True, text=True, timeout=60)
+        assert again.stdout == "", again.stdout
+    finally:
+        for process in (run, bystander):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
