@@ -303,6 +303,50 @@ def test_a_refused_message_is_marked_failed_can_be_edited_and_does_not_block_the
     assert not browser.find_elements(By.CSS_SELECTOR, "#messages li.failed")
 
 
+def test_a_refused_message_survives_a_reload_and_can_still_be_edited(redis, node, browser):
+    """What the user typed is not lost with a reload: the failed bubble comes back after the history,
+    with its reason and its Edit button, and is not sent again."""
+    log_in(browser, node)
+    text = "bell \u0007 kept"
+    type_value(browser, text)
+    click_send(browser)
+    send(browser, "after the refused one")
+    wait(browser, "the refusal", lambda d: any((b["note"] or "").startswith("not sent: ") for b in bubbles(d)))
+    wait(browser, "the next message", lambda d: has_line(d, "after the refused one"))
+    assert node.metrics()["chat_rejected_total"] == 1
+    # The outbox's own key never holds it (an older page would send it again).
+    assert browser.execute_script("return sessionStorage.getItem('stickylab:outbox:Ada')") is None
+
+    browser.refresh()
+    wait(browser, "the history", lambda d: has_line(d, "after the refused one"))
+    wait(browser, "the failed message", lambda d: d.find_elements(By.CSS_SELECTOR, "#messages li.failed"))
+    assert [b["note"] for b in bubbles(browser)] == ["not sent: The message contains control characters; only text, tabs and "
+                                                     "new lines are allowed."]
+    texts = message_texts(browser)
+    # After the history (where it was before the reload: "after the refused one" came later, but this
+    # page's list is the history, then what is left of the user's own messages).
+    assert texts[-2].endswith("after the refused one") and texts[-1].startswith("Ada"), texts
+    failed = browser.find_element(By.CSS_SELECTOR, "#messages li.failed")
+    assert browser.execute_script("return arguments[0].lastChild.textContent", failed) == text
+    assert failed.find_element(By.CSS_SELECTOR, "button.edit").text == "Edit"
+    # Not sent again: the server refused one attempt in all, and stored nothing else.
+    send(browser, "marker")  # the outbox is ordered: anything sent again would have gone before it
+    wait(browser, "the marker", lambda d: not d.find_elements(By.CSS_SELECTOR, "#messages li.pending") and has_line(d, "marker"))
+    assert node.metrics()["chat_rejected_total"] == 1
+    assert stored_messages(redis) == ["after the refused one", "marker"]
+    assert browser.execute_script(LEAVING_IS_WARNED) is False
+
+    failed.find_element(By.CSS_SELECTOR, "button.edit").click()
+    assert browser.find_element(By.ID, "input").get_attribute("value") == text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#messages li.failed")
+    # Edited: gone from storage too, so another reload does not bring it back.
+    browser.find_element(By.ID, "input").clear()
+    browser.refresh()
+    wait(browser, "the history again", lambda d: has_line(d, "marker"))
+    assert not browser.find_elements(By.CSS_SELECTOR, "#messages li.failed")
+    assert browser.execute_script("return sessionStorage.length") == 0
+
+
 def test_a_reload_during_an_outage_resends_the_pending_message(redis, node, browser):
     log_in(browser, node)
     stop_redis(redis)

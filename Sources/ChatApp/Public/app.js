@@ -27,6 +27,10 @@
   const ACTION = /^\s*[\/\\]me\s([\s\S]*)/;
   const encoder = new TextEncoder();
   const storageKey = "stickylab:outbox:" + me; // per user: never sent under another login's name
+  // Messages refused for good, kept apart from the outbox: a page (an older app.js too) never sends
+  // what is stored under this key, it only shows it again after a reload.
+  const failedKey = "stickylab:failed:" + me;
+  const MAX_FAILED = 20; // refused messages kept across a reload: the newest
 
   let sendWarning = false; // the status says why own messages are not going out
 
@@ -120,6 +124,10 @@
   // Own messages not yet seen in the stream, in the order typed (which is their order in the list,
   // always at its end): id -> { id, text, li, note, state, timer }.
   const bubbles = new Map();
+  // Own messages refused for good, in the order refused: id -> { id, text, reason, li }.
+  const failedMessages = new Map();
+  // Failed messages restored after a reload, until the first welcome: the history goes before them.
+  let restoredFailed = [];
 
   function firstBubble() {
     const first = bubbles.values().next();
@@ -174,8 +182,11 @@
       rendered.add(offset);
     }
     // Keep stream order, own pending messages last: a line is nearly always the newest, so walk back
-    // from the end. Lines without an offset (a failed message, a notice) stay where they are.
+    // from the end. Lines without an offset (a failed message, a notice) stay where they are; the
+    // history of a reloaded page goes before the failed messages it restored.
     let before = firstBubble();
+    const restored = restoredFailed.find((li) => li.isConnected);
+    if (restored) before = restored;
     if (offset !== null) {
       for (let node = before ? before.previousElementSibling : list.lastElementChild; node; node = node.previousElementSibling) {
         const other = node.dataset.offset;
@@ -200,6 +211,7 @@
         rendered.delete(offset);
         if (lowWater === null || compareIds(offset, lowWater) > 0) lowWater = offset;
       }
+      if (li.classList.contains("failed")) forgetFailed(li); // not restored after a reload either
       li.remove();
       excess -= 1;
     }
@@ -256,28 +268,61 @@
 
   function byteLength(text) { return encoder.encode(text).length; }
 
-  function save() {
+  function store(key, items) {
     try {
-      if (outbox.length) sessionStorage.setItem(storageKey, JSON.stringify(outbox.map(({ id, text }) => ({ id, text }))));
-      else sessionStorage.removeItem(storageKey);
+      if (items.length) sessionStorage.setItem(key, JSON.stringify(items));
+      else sessionStorage.removeItem(key);
     } catch (e) {
       // Storage full or disabled: the queue still works while the page stays open.
     }
   }
 
-  function restore() {
-    let saved = [];
-    try { saved = JSON.parse(sessionStorage.getItem(storageKey) || "[]"); } catch (e) { saved = []; }
-    if (!Array.isArray(saved)) return;
-    for (const item of saved) {
-      if (item && typeof item.id === "string" && typeof item.text === "string" && item.text && !bubbles.has(item.id)) {
-        addBubble(item.id, item.text);
-        outbox.push({ id: item.id, text: item.text });
-      }
+  function save() {
+    store(storageKey, outbox.map(({ id, text }) => ({ id, text })));
+    store(failedKey, Array.from(failedMessages.values(), ({ id, text, reason }) => ({ id, text, reason })).slice(-MAX_FAILED));
+  }
+
+  // A stored list; missing or unreadable: empty.
+  function load(key) {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(key) || "[]");
+      return Array.isArray(saved) ? saved : [];
+    } catch (e) {
+      return [];
     }
   }
 
-  function addBubble(id, text) {
+  function storable(item) {
+    return item !== null && typeof item === "object" && typeof item.id === "string" && item.id !== "" &&
+      typeof item.text === "string" && item.text !== "";
+  }
+
+  // After a reload: the messages refused for good, then the outbox (sent again: never one that was
+  // refused). Bad and repeated entries are skipped.
+  function restore() {
+    const failed = [];
+    const seen = new Set();
+    for (const item of load(failedKey)) {
+      if (!storable(item) || seen.has(item.id)) continue;
+      seen.add(item.id);
+      failed.push(item);
+    }
+    for (const item of failed.slice(-MAX_FAILED)) {
+      const reason = typeof item.reason === "string" && item.reason ? item.reason : "refused by the server";
+      const li = addFailed(item.id, item.text, reason);
+      list.appendChild(li);
+      restoredFailed.push(li);
+    }
+    for (const item of load(storageKey)) {
+      if (!storable(item) || bubbles.has(item.id) || seen.has(item.id)) continue;
+      addBubble(item.id, item.text);
+      outbox.push({ id: item.id, text: item.text });
+    }
+    save(); // what was skipped goes from storage too
+  }
+
+  // An own message as its line will look, with a note (its state) after the user's name.
+  function ownElement(text) {
     const li = document.createElement("li");
     const note = document.createElement("span");
     note.className = "note";
@@ -296,7 +341,12 @@
       li.appendChild(meta);
       li.appendChild(document.createTextNode(text));
     }
-    const bubble = { id, text, li, note, action: action !== null, state: null, timer: null };
+    return { li, note, action: action !== null };
+  }
+
+  function addBubble(id, text) {
+    const { li, note, action } = ownElement(text);
+    const bubble = { id, text, li, note, action, state: null, timer: null };
     bubbles.set(id, bubble);
     setState(bubble, "sending");
     list.appendChild(li);
@@ -356,15 +406,12 @@
     }, SENT_GRACE);
   }
 
-  // Refused for good: it leaves the queue, says why, and its text can be taken back to the input.
-  function refused(id, reason) {
-    const bubble = bubbles.get(id);
-    if (!bubble) return;
-    bubbles.delete(id);
-    clearTimeout(bubble.timer);
-    const li = bubble.li;
-    li.className = (bubble.action ? "action " : "") + "mine failed";
-    bubble.note.textContent = "not sent: " + reason;
+  // A message refused for good: says why, and its text can be taken back to the input. Kept (see
+  // save) until then, never sent again. The caller puts it in the list.
+  function addFailed(id, text, reason) {
+    const { li, note, action } = ownElement(text);
+    li.className = (action ? "action " : "") + "mine failed";
+    note.textContent = "not sent: " + reason;
     const edit = document.createElement("button");
     edit.type = "button";
     edit.className = "edit";
@@ -372,12 +419,36 @@
     edit.setAttribute("aria-label", "Edit the message that was not sent");
     edit.addEventListener("click", () => {
       li.remove();
+      failedMessages.delete(id);
+      save();
       // As a paste at the caret: a draft in the input is kept.
       input.focus();
-      input.setRangeText(bubble.text, input.selectionStart, input.selectionEnd, "end");
+      input.setRangeText(text, input.selectionStart, input.selectionEnd, "end");
       check();
     });
-    bubble.note.after(edit);
+    note.after(edit);
+    failedMessages.set(id, { id, text, reason, li });
+    return li;
+  }
+
+  function forgetFailed(li) {
+    for (const [id, entry] of failedMessages) {
+      if (entry.li === li) {
+        failedMessages.delete(id);
+        save();
+        return;
+      }
+    }
+  }
+
+  // Refused for good: it leaves the queue and becomes a failed message in its place.
+  function refused(id, reason) {
+    const bubble = bubbles.get(id);
+    if (!bubble) return;
+    bubbles.delete(id);
+    clearTimeout(bubble.timer);
+    bubble.li.replaceWith(addFailed(id, bubble.text, reason));
+    save();
     say("Message not sent: " + reason);
   }
 
@@ -494,7 +565,7 @@
 
   const socket = io({ reconnectionDelay: 500, reconnectionDelayMax: 4000, randomizationFactor: 0.5 });
   restore();
-  if (outbox.length) list.scrollTop = list.scrollHeight;
+  if (list.childElementCount) list.scrollTop = list.scrollHeight;
 
   let resumeAfter = null; // the newest line shown before this connection
   let hadLines = false;
@@ -515,6 +586,7 @@
     // Which instance holds this socket: watch it change on a failover.
     if (info && typeof info.instance === "string") socketInstance.textContent = info.instance;
     flush(); // the history or the replay, which came before it
+    restoredFailed = []; // later lines go after them
     live = true;
     if (info && info.gap === true && hadLines) {
       markGap(resumeAfter);
