@@ -16,7 +16,7 @@ import redis as redis_py
 import requests
 
 import harness
-from chatkit import ChatClient, StreamReadHold, stream_order
+from chatkit import ChatClient, StreamReadHold, login, stream_order
 
 
 def assert_exactly_once_in_order(client: ChatClient, ids: list[str]):
@@ -113,6 +113,28 @@ def test_a_login_while_redis_is_down_gets_the_login_form_again(redis, nodes):
         assert '<form' in response.text and "127.0.0.1" not in response.text.split("<form")[0]
     finally:
         redis.start()
+
+
+def test_a_logout_while_redis_is_down_asks_again_with_the_reason(redis, nodes):
+    # The 503 was a text page that reloaded itself; a reload of POST /logout is a GET, which only asks:
+    # one more click, and no word of why the first one did nothing.
+    (node,) = nodes(1)
+    session = login(node.url, "ada")
+    redis.kill()
+    try:
+        response = session.post(node.url + "/logout", allow_redirects=False, timeout=10)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+        assert response.headers["Content-Type"].startswith("text/html") and "Refresh" not in response.headers
+        assert "Set-Cookie" not in response.headers, "the session was not ended: the cookie stays"
+        assert "Redis is unavailable right now, so you are still logged in" in response.text
+        assert '<form method="post" action="/logout">' in response.text and "logged in as" not in response.text
+        assert "127.0.0.1" not in response.text.split("<footer")[0]
+    finally:
+        redis.start()
+    # The same button, once Redis is back (the instance reconnects), logs out.
+    response = harness.wait_until("a logout once Redis is back", lambda: (
+        lambda answer: answer if answer.status_code != 503 else None)(session.post(node.url + "/logout", allow_redirects=False, timeout=10)))
+    assert response.status_code == 303 and "Max-Age=0" in response.headers["Set-Cookie"]
 
 
 def test_a_logout_published_while_an_instance_resubscribes_still_ends_its_tabs(redis, nodes):

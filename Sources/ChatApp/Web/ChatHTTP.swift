@@ -161,7 +161,16 @@ public struct ChatHTTP: Sendable {
             do {
                 try await sessions.destroy(sid)
             } catch {
-                return redisUnavailable(error)
+                // The question again, with the reason, not a page that reloads itself: a reload of
+                // POST /logout would be a GET, which only asks (one more click, and no word of why).
+                noteRedisFailure(error)
+                var response = html(
+                    .serviceUnavailable,
+                    assets.logoutPage(
+                        user: nil, error: "The chat's Redis is unavailable right now, so you are still logged in; please try again in a moment.",
+                        instance: configuration.instance))
+                response.headers[.retryAfter] = "2"
+                return response
             }
             await sessionEnded(sid)
         }

@@ -64,10 +64,15 @@ public struct ChatAssets: Sendable {
     }
 
     /// GET /logout's question, in the login page's card: a button that posts the logout (a GET itself
-    /// changes nothing). Built in, not a file of Public: it has nothing to customise.
-    public func logoutPage(user: String, instance: InstanceIdentity) -> String {
-        HTML.fill(Self.logoutTemplate, ["user": user, "instance": instance.label])
+    /// changes nothing). Built in, not a file of Public: it has nothing to customise. With `error`
+    /// (a logout that could not be done), the same button tries again; `user` nil leaves out who is
+    /// logged in (not known when Redis is down).
+    public func logoutPage(user: String?, error: String? = nil, instance: InstanceIdentity) -> String {
+        let template = user == nil ? Self.logoutTemplate.replacingOccurrences(of: Self.loggedInAs, with: "") : Self.logoutTemplate
+        return HTML.fill(template, ["user": user ?? "", "error": error ?? "", "instance": instance.label])
     }
+
+    static let loggedInAs = "You are logged in as <strong>{{user}}</strong>. "
 
     static let logoutTemplate = """
         <!doctype html>
@@ -88,6 +93,7 @@ public struct ChatAssets: Sendable {
             <div class="row">
               <button type="submit" autofocus>Log out</button>
             </div>
+            <p class="error" role="alert">{{error}}</p>
           </form>
           <p><a href="/">Back to the chat</a></p>
           <footer class="instance" title="The instance that rendered this page">
