@@ -96,28 +96,39 @@ def find(owner: str | None = None) -> list[Process]:
             and (process.marker == owner if owner is not None else not run_alive(process.marker))]
 
 
-def stop(processes: list[Process]) -> list[Process]:
-    """SIGKILL to each process, and to its process group when it leads one (a program started in a
-    session of its own, with what it started); never to the group of this process. Returns those that
-    were still running."""
+def stop(processes: list[Process], grace: float = 5.0) -> list[Process]:
+    """SIGTERM to each process, and to its process group when it leads one (a program started in a
+    session of its own, with what it started), then SIGKILL to what still runs after `grace` seconds;
+    never to the group of this process. SIGTERM first, so that a `cluster up` stops what it started
+    (its Redis, whose process title hides the marker, among them). Returns those that were running."""
     own_group = os.getpgid(0)
-    stopped = []
-    for process in processes:
-        if start_time(process.pid) is None:
-            continue
-        stopped.append(process)
-        if process.group == process.pid and process.group != own_group:
+    stopped = [process for process in processes if _running(process.pid) and start_time(process.pid) is not None]
+
+    def signal_all(sig: int, targets: list[Process]):
+        for process in targets:
+            if process.group == process.pid and process.group != own_group:
+                try:
+                    os.killpg(process.group, sig)
+                except OSError:
+                    pass
             try:
-                os.killpg(process.group, signal.SIGKILL)
+                os.kill(process.pid, sig)
             except OSError:
                 pass
-        try:
-            os.kill(process.pid, signal.SIGKILL)
-        except OSError:
-            pass
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_running(process.pid) for process in stopped):
-        time.sleep(0.02)
+
+    def wait(seconds: float) -> list[Process]:
+        deadline = time.monotonic() + seconds
+        while True:
+            running = [process for process in stopped if _running(process.pid)]
+            if not running or time.monotonic() >= deadline:
+                return running
+            time.sleep(0.02)
+
+    signal_all(signal.SIGTERM, stopped)
+    stubborn = wait(grace)
+    if stubborn:
+        signal_all(signal.SIGKILL, stubborn)
+        wait(5.0)
     return stopped
 
 
