@@ -149,8 +149,12 @@ extension ClusterSupervisor {
             if before == .stopped { return .failure("\(who) is already stopped; `cluster start \(index)` starts it again") }
             let grace = config.stopGracePeriod
             apply(index) { $0.stop(now: now, gracePeriod: grace, then: .stay) }
+            // An old process a rolling restart kept serving goes too.
+            stopRetiring(index, replaced: false)
             if request.wait == true {
-                _ = await waitWhileUp(grace + .seconds(5)) { self.slots[index].map { !$0.lifecycle.processAlive } ?? true }
+                _ = await waitWhileUp(grace + .seconds(5)) {
+                    (self.slots[index].map { !$0.lifecycle.processAlive } ?? true) && self.retirements[index] == nil
+                }
             }
             let again = "`cluster start \(index)` starts it again"
             switch before {
@@ -205,7 +209,9 @@ extension ClusterSupervisor {
                         ? .success("rolling restart done: \(indices.count) instances, one at a time")
                         : .failure("rolling restart stopped: an instance did not become healthy")
                 }
-                return .success("rolling restart of \(indices.count) instances started: one at a time, each waiting for the previous one's health")
+                return .success(
+                    "rolling restart of \(indices.count) instance\(indices.count == 1 ? "" : "s") started: one at a time, "
+                        + "each replacement routable before its old process stops")
             }
             let runs = Dictionary(uniqueKeysWithValues: indices.map { ($0, slots[$0]?.lifecycle.run ?? 0) })
             for index in indices { apply(index) { $0.stop(now: now, gracePeriod: grace, then: .start) } }
@@ -231,15 +237,26 @@ extension ClusterSupervisor {
         return .success("\(name(index)) restarting with a new guid")
     }
 
-    /// One instance at a time: restart it, wait until it is healthy, then the next.
+    /// One instance at a time, as Cloud Foundry's rolling strategy: a replacement starts while the old
+    /// process keeps serving; once the replacement is routable the old one is stopped, and the next
+    /// index starts its replacement. An instance that is not running is restarted (stop, then start).
     func rollingRestart(_ indices: [Int]) async -> Bool {
-        event("rolling restart: \(indices.map(name).joined(separator: ", ")), one at a time")
+        event("rolling restart: \(indices.map(name).joined(separator: ", ")), one at a time, each replacement before its old process stops")
         let grace = config.stopGracePeriod
         for index in indices {
             guard !shuttingDown, let run = slots[index]?.lifecycle.run else { continue }
-            apply(index) { $0.stop(now: now, gracePeriod: grace, then: .start) }
+            // The old process of an earlier rolling restart of this index is still stopping.
+            _ = await waitWhileUp(grace + .seconds(5)) { self.retirements[index] == nil }
+            if !replace(index) {
+                apply(index) { $0.stop(now: now, gracePeriod: grace, then: .start) }
+            }
             if !(await waitForRunning([index], after: [index: run])) {
-                event("rolling restart stopped: \(name(index)) did not become healthy", index: index)
+                event(
+                    shuttingDown
+                        ? "rolling restart stopped: the cluster is stopping"
+                        : "rolling restart stopped: \(name(index)) did not become healthy"
+                            + (retirements[index] != nil ? "; its old process keeps serving until it does" : ""),
+                    index: index)
                 return false
             }
         }
@@ -372,7 +389,10 @@ extension ClusterSupervisor {
                 connections: lifecycle.state == .running ? stat?.connections : nil,
                 requestsPerSecond: lifecycle.state == .running ? guid.flatMap { rates[$0] } : nil,
                 lastCrash: lifecycle.lastCrash?.description,
-                frozenSeconds: alive ? slot.frozenUntil.map { max(0, ($0 - time).seconds) } : nil)
+                frozenSeconds: alive ? slot.frozenUntil.map { max(0, ($0 - time).seconds) } : nil,
+                replacing: retirements[index].map {
+                    ClusterStatus.Instance.Replacing(pid: $0.pid, guid: $0.machine.guid?.value, state: $0.machine.state.rawValue)
+                })
         }
         let proxyState = proxyCommand == nil ? "absent" : proxy.state
         let redisState =

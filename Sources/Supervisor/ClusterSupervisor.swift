@@ -101,6 +101,15 @@ public actor ClusterSupervisor {
     let redisCommand: String?
 
     var slots: [Int: Slot] = [:]
+    /// The old process of an index a rolling restart is replacing, until it has exited (`Retirement`).
+    struct Retiring {
+        var machine: Retirement
+        var pid: pid_t?
+        /// Its route registration, taken out once it has exited.
+        var registration: RouteRegistration?
+        var timerTask: Task<Void, Never>?
+    }
+    var retirements: [Int: Retiring] = [:]
     var desiredCount: Int
     var proxy = Helper()
     var redis = Helper()
@@ -219,6 +228,7 @@ public actor ClusterSupervisor {
     func forceKill(_ reason: String) {
         event("\(reason): killing every process now (SIGKILL)")
         for slot in slots.values { if let pid = slot.pid { ProcessGroup.signal(pid, SIGKILL) } }
+        for retiring in retirements.values { if let pid = retiring.pid { ProcessGroup.signal(pid, SIGKILL) } }
         if let pid = proxy.pid { ProcessGroup.signal(pid, SIGKILL) }
         if let pid = redis.pid { ProcessGroup.signal(pid, SIGKILL) }
     }
@@ -229,9 +239,11 @@ public actor ClusterSupervisor {
         for index in slots.keys.sorted() {
             apply(index) { $0.stop(now: now, gracePeriod: grace, then: .stay) }
         }
-        if !(await waitFor(grace + .seconds(5), { self.slots.values.allSatisfy { !$0.lifecycle.processAlive } })) {
+        for index in retirements.keys.sorted() { stopRetiring(index, replaced: false) }
+        let allExited = { self.slots.values.allSatisfy { !$0.lifecycle.processAlive } && self.retirements.isEmpty }
+        if !(await waitFor(grace + .seconds(5), allExited)) {
             forceKill("instances still running \(DurationText.format(grace + .seconds(5))) after SIGTERM")
-            _ = await waitFor(.seconds(5)) { self.slots.values.allSatisfy { !$0.lifecycle.processAlive } }
+            _ = await waitFor(.seconds(5), allExited)
         }
         // The last unregisters reach the proxy before it stops.
         _ = await waitFor(.seconds(5)) { self.pendingProxyOperations == 0 }
@@ -428,6 +440,10 @@ public actor ClusterSupervisor {
 
     func processEnded(index: Int, run: Int, outcome: ChildProcess.Outcome) {
         forgetChild("\(name(index))#\(run)")
+        if retirements[index]?.machine.run == run {
+            retiredProcessEnded(index: index, outcome: outcome)
+            return
+        }
         guard let slot = slots[index], slot.lifecycle.run == run else { return }
         slots[index]?.healthTask?.cancel()
         slots[index]?.healthTask = nil
@@ -597,6 +613,7 @@ public actor ClusterSupervisor {
         let grace = config.stopGracePeriod
         for index in plan.remove {
             apply(index) { $0.stop(now: now, gracePeriod: grace, then: .remove) }
+            stopRetiring(index, replaced: false)
         }
         return plan
     }
@@ -607,7 +624,11 @@ public actor ClusterSupervisor {
         guard let slot = slots[index], let guid = slot.lifecycle.guid, let port = slot.port else { return }
         let registration = launch.registration(index: index, guid: guid, port: port)
         slots[index]?.registration = registration
-        guard proxyAdmin != nil else { return }
+        guard proxyAdmin != nil else {
+            // No proxy: healthy is routable, so an old process this one replaces can go now.
+            stopRetiring(index, replaced: true)
+            return
+        }
         guard proxy.ready else {
             event("\(name(index)) is healthy; it will be registered once the proxy is healthy", index: index)
             return
@@ -635,6 +656,8 @@ public actor ClusterSupervisor {
         event(
             "\(name(index)) registered with the proxy: \(registration.host):\(registration.port) for \(registration.uris.joined(separator: ", "))",
             index: index)
+        // Routable: the old process it replaces (a rolling restart) can go now.
+        stopRetiring(index, replaced: true)
         checkReady()
     }
 
@@ -689,7 +712,7 @@ public actor ClusterSupervisor {
         guard proxyAdmin != nil, proxy.ready else { return }
         let retries = failedUnregisters
         failedUnregisters = []
-        let current = slots.values.compactMap(\.registration)
+        let current = slots.values.compactMap(\.registration) + retirements.values.compactMap(\.registration)
         // One registered again since (an instance back in the pool) is not taken out again.
         for item in retries where !current.contains(item.registration) {
             enqueue(.unregister(item.registration, source: item.source, index: item.index))
@@ -697,6 +720,12 @@ public actor ClusterSupervisor {
         for index in slots.keys.sorted() {
             guard let registration = slots[index]?.registration else { continue }
             enqueue(.register(registration, source: name(index), index: index))
+        }
+        // An old process still serving while its replacement starts (one that never becomes healthy
+        // keeps it serving): kept in the route pool, or the proxy would prune it after 120 s.
+        for index in retirements.keys.sorted() {
+            guard let registration = retirements[index]?.registration else { continue }
+            enqueue(.register(registration, source: oldName(index), index: index))
         }
     }
 

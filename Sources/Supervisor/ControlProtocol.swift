@@ -13,7 +13,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var scale: String?
     /// `restart`: every instance.
     public var all: Bool?
-    /// `restart --all`: one at a time, each waiting for the previous one's health.
+    /// `restart --all`: one at a time, each replacement routable before its old process stops (Cloud Foundry's rolling strategy).
     public var rolling: Bool?
     /// `redis`: stop, start, restart or freeze.
     public var action: String?
@@ -87,12 +87,26 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var lastCrash: String?
         /// Frozen by `cluster freeze`: the seconds until it resumes.
         public var frozenSeconds: Double?
+        /// The old process a rolling restart is replacing with this one, until it has exited.
+        public var replacing: Replacing?
+
+        public struct Replacing: Codable, Sendable, Equatable {
+            public var pid: Int32?
+            public var guid: String?
+            /// `serving` (until this one is routable) or `stopping`.
+            public var state: String
+            public init(pid: Int32?, guid: String?, state: String) {
+                self.pid = pid
+                self.guid = guid
+                self.state = state
+            }
+        }
 
         public init(
             index: Int, guid: String? = nil, pid: Int32? = nil, port: Int? = nil, state: InstanceLifecycle.State, routable: Bool? = nil,
             uptimeSeconds: Double? = nil,
             crashes: Int = 0, nextRestartSeconds: Double? = nil, connections: Int? = nil, requestsPerSecond: Double? = nil, lastCrash: String? = nil,
-            frozenSeconds: Double? = nil
+            frozenSeconds: Double? = nil, replacing: Replacing? = nil
         ) {
             self.index = index
             self.guid = guid
@@ -107,10 +121,11 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             self.requestsPerSecond = requestsPerSecond
             self.lastCrash = lastCrash
             self.frozenSeconds = frozenSeconds
+            self.replacing = replacing
         }
 
         enum CodingKeys: String, CodingKey {
-            case index, guid, pid, port, state, routable, crashes, connections
+            case index, guid, pid, port, state, routable, crashes, connections, replacing
             case uptimeSeconds = "uptime_seconds"
             case nextRestartSeconds = "next_restart_seconds"
             case requestsPerSecond = "requests_per_second"
@@ -173,9 +188,11 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         let proxyText = proxy.url.map { "\($0) (affinity \(affinity), \(proxy.state))" } ?? "\(proxy.state)"
         let running = instances.filter { $0.state == .running }
         let unroutable = running.filter { $0.routable == false }.count
+        let replaced = instances.filter { $0.replacing?.state == "serving" }.count
         lines.append(
             "app \(app): \(running.count)/\(desiredInstances) running"
-                + (unroutable == 0 ? "" : ", \(unroutable) not routable (readiness check failing)") + (ready ? "" : " (not ready)"))
+                + (unroutable == 0 ? "" : ", \(unroutable) not routable (readiness check failing)")
+                + (replaced == 0 ? "" : ", \(replaced) being replaced (the old process serves meanwhile)") + (ready ? "" : " (not ready)"))
         lines.append("proxy  \(proxyText)")
         lines.append("redis  \(redis.url ?? "-") (\(redis.state))")
         lines.append("restart policy \(restartPolicy)\(timeScale == 1 ? "" : ", time scale \(timeScale)")")
@@ -203,6 +220,12 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         }
         for instance in instances where instance.lastCrash != nil && instance.state != .running {
             lines.append("\(app).\(instance.index) last crash: \(instance.lastCrash ?? "")")
+        }
+        for instance in instances {
+            guard let old = instance.replacing else { continue }
+            let until = old.state == "serving" ? "serving until this one is routable" : old.state
+            lines.append(
+                "\(app).\(instance.index) replacing its old process (pid \(old.pid.map(String.init) ?? "-"), guid \(old.guid ?? "-")): \(until)")
         }
         return lines.joined(separator: "\n")
     }

@@ -207,6 +207,19 @@ public struct InstanceLifecycle: Sendable, Equatable {
         }
     }
 
+    /// A rolling restart of a running instance, as Cloud Foundry's: a new run (new GUID, crash count
+    /// reset) starts while the current process keeps serving. Returns that process as a `Retirement`
+    /// (it keeps its route registration; the new run registers its own once healthy), and the actions
+    /// that start the new run. nil when the instance is not running: it is restarted as before (stop,
+    /// then start).
+    public mutating func replace(now: Duration, guid: InstanceGUID = InstanceGUID()) -> (retirement: Retirement, actions: [Action])? {
+        guard state == .running, processAlive else { return nil }
+        let retirement = Retirement(index: index, run: run, guid: self.guid, registered: registered)
+        registered = false
+        crashes = RestartPolicy.CrashHistory()
+        return (retirement, [.cancelTimers] + spawn(now: now, guid: guid, crashRestart: false))
+    }
+
     /// SIGKILL now (`cluster kill I`): the exit counts as a crash, as a real crash would. Returns no
     /// action when no process is running.
     public mutating func kill() -> [Action] {

@@ -198,14 +198,26 @@ def test_rolling_restart_one_at_a_time(cluster):
     result = cluster.ctl("restart", "--all", "--rolling", "--wait")
     assert "rolling restart done" in result.stdout
     cluster.expect("cluster | rolling restart done")
+    for index in range(3):
+        cluster.expect(f"web.{index} (old, pid {before[index]['pid']}) stopped (exited with code 0)")
     after = cluster.instances()
     assert all(after[i]["guid"] != before[i]["guid"] and after[i]["state"] == "running" for i in range(3))
-    # Each instance is healthy again before the next one stops.
-    lines = [line for line in cluster.output().splitlines() if "rolling restart:" in line or " stopping:" in line or " healthy after" in line]
+    # As Cloud Foundry's rolling strategy: each replacement starts while the old process serves, the old
+    # one stops once the replacement is routable (healthy, without a proxy), then the next index.
+    lines = cluster.output().splitlines()
     start = next(i for i, line in enumerate(lines) if "rolling restart:" in line)
-    order = [line.split("| ")[1].split()[0:2] for line in lines[start + 1:]]
-    assert [who for who, what in order] == ["web.0", "web.0", "web.1", "web.1", "web.2", "web.2"]
-    assert [what for who, what in order] == ["stopping:", "healthy", "stopping:", "healthy", "stopping:", "healthy"]
+    steps = []
+    for line in lines[start + 1:]:
+        said = line.split("| ", 1)[1] if "| " in line else line
+        for index in range(3):
+            old = f"web.{index} (old, pid {before[index]['pid']}) "
+            if said.startswith(f"web.{index} rolling restart: a replacement starts"):
+                steps.append((index, "replacement"))
+            elif said.startswith(f"web.{index} healthy after"):
+                steps.append((index, "healthy"))
+            elif said.startswith(old + "stopping (its replacement is routable)"):
+                steps.append((index, "old stopping"))
+    assert steps == [(index, step) for index in range(3) for step in ("replacement", "healthy", "old stopping")], steps
 
 
 @pytest.mark.cluster_config(config(instances=2, health_check={"type": "http", "endpoint": "/health"}))

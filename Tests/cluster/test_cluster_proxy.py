@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import threading
 import urllib.error
 import urllib.request
 
@@ -99,6 +100,65 @@ def test_a_crash_unregisters_at_once_a_stop_after_the_exit(cluster):
     assert served_by(url) == {0, 2}
     cluster.ctl("scale", "1", "--wait")
     wait_until("only web.0 is routed", lambda: served_by(url, 10) == {0})
+
+
+def test_a_rolling_restart_starts_the_replacement_first_so_an_app_of_one_instance_keeps_serving():
+    # Cloud Foundry's rolling strategy: the new instance starts while the old one serves, and the old
+    # one stops once the new one is routable. The cluster used to stop first: an app of one instance
+    # had no endpoint while it restarted (the proxy answered 404 unknown_route).
+    with ClusterRun(config(instances=1, app={"env": {"TESTAPP_START_DELAY": "2"}})) as cluster:
+        cluster.wait_ready()
+        url = proxy_url(cluster)
+        before = cluster.instances()[0]
+        answers, failures = [], []
+        done = threading.Event()
+
+        def load():
+            while not done.is_set():
+                try:
+                    status, _, body = fetch(url)
+                except OSError as error:
+                    failures.append(f"error {error}")
+                    continue
+                if status == 200:
+                    answers.append(json.loads(body)["guid"])
+                else:
+                    failures.append(f"status {status}: {body[:200]!r}")
+        thread = threading.Thread(target=load, daemon=True)
+        thread.start()
+        try:
+            result = cluster.ctl("restart", "--all", "--rolling")
+            assert "rolling restart of 1 instance started: one at a time, each replacement routable before its old process stops" \
+                in result.stdout, result.stdout
+            # While the replacement starts (2 s), the old process serves, and status says so.
+            status = cluster.wait_status("the replacement starting", lambda s: s["instances"][0].get("replacing") is not None)
+            replacing = status["instances"][0]["replacing"]
+            assert replacing["pid"] == before["pid"] and replacing["guid"] == before["guid"], replacing
+            assert replacing["state"] == "serving", replacing
+            assert status["instances"][0]["guid"] != before["guid"] and status["instances"][0]["state"] == "starting"
+            table = cluster.ctl("status").stdout
+            assert f"web.0 replacing its old process (pid {before['pid']}, guid {before['guid']}): serving until this one is routable" in table, table
+            assert "app web: 0/1 running, 1 being replaced (the old process serves meanwhile)" in table, table
+            cluster.expect("rolling restart done", f"web.0 (old, pid {before['pid']}) stopped (exited with code 0)", timeout=30)
+            wait_until("the old process gone", lambda: not process_alive(before["pid"]))
+            wait_until("answers from the replacement", lambda: answers and answers[-1] != before["guid"], timeout=15)
+        finally:
+            done.set()
+            thread.join(timeout=30)
+        after = cluster.instances()[0]
+        assert after["guid"] != before["guid"] and after["pid"] != before["pid"] and after.get("replacing") is None
+        assert failures == [], f"{len(failures)} of {len(failures) + len(answers)} requests failed: {failures[:5]}\n{cluster.recent_events()}"
+        assert before["guid"] in answers and after["guid"] in answers
+        # The old process stopped only once the new one was routable, and left the routes after its exit.
+        lines = cluster.output().splitlines()
+        old = f"web.0 (old, pid {before['pid']})"
+        registered = [i for i, line in enumerate(lines) if "web.0 registered with the proxy" in line]
+        stopping = next(i for i, line in enumerate(lines) if f"{old} stopping (its replacement is routable)" in line)
+        stopped = next(i for i, line in enumerate(lines) if f"{old} stopped" in line)
+        assert len(registered) == 2 and registered[1] < stopping < stopped, "\n".join(lines[-40:])
+        wait_until("the old registration taken out", lambda: f"{old} unregistered from the proxy" in cluster.output())
+        lines = cluster.output().splitlines()
+        assert stopped < next(i for i, line in enumerate(lines) if f"{old} unregistered from the proxy" in line)
 
 
 def test_a_failing_readiness_check_takes_an_instance_out_of_the_route_pool_without_restarting_it():
