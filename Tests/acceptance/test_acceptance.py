@@ -8,6 +8,7 @@ chat. Then, one after the other:
   twice; the killed instance comes back with a new guid;
 - `cluster scale 5`, then `cluster scale 1` (the clients of the removed instances move to the last one);
 - `cluster redis restart`;
+- `cluster restart --all --rolling`: every client moves to a replacement, recovered;
 - `cluster chaos` on 3 instances while a client keeps sending: nothing lost, nothing twice; then the
   same with freezes (instances and Redis) instead of kills.
 Finally the teaching case: long-polling without affinity (`--affinity none`) gets Engine.IO's
@@ -191,6 +192,28 @@ def test_redis_restart(cluster, clients):
     assert "redis restarted" in result.stdout
     ids = send_meanwhile(clients[0] if not clients[0].disconnected.is_set() else clients[1], "after-redis")
     heal_all(clients, url, cluster, running_indices(cluster))
+    assert_everyone_has(clients, ids, cluster)
+
+
+def test_a_rolling_restart_loses_nothing(cluster, clients):
+    """`restart --all --rolling`, as Cloud Foundry's rolling strategy: each replacement is routable before
+    its old process gets SIGTERM; the old one tells its clients to reconnect, and they land on a live
+    instance, still logged in, and recover what was sent while they were away."""
+    url = cluster.proxy_url()
+    before = {i["index"]: i["guid"] for i in cluster.status()["instances"]}
+    result = cluster.ctl("restart", "--all", "--rolling", "--wait", timeout=180)
+    assert "rolling restart done" in result.stdout, result.stdout
+    status = cluster.wait_status("every old process gone",
+                                 lambda s: all(i.get("replacing") is None and i["state"] == "running" for i in s["instances"]))
+    assert all(i["guid"] != before[i["index"]] for i in status["instances"]), "every instance has a new guid"
+    for client in clients:
+        assert client.disconnected.wait(30), f"{client.name} was not told to reconnect by its old instance"
+    sender = clients[0]
+    sender.heal(url)
+    ids = send_meanwhile(sender, "after-rolling")
+    heal_all(clients, url, cluster, running_indices(cluster))
+    for client in clients[1:]:
+        assert client.recovered, f"{client.name} was not recovered: {client.welcome}"
     assert_everyone_has(clients, ids, cluster)
 
 
