@@ -3,12 +3,20 @@ import NIOCore
 
 /// Parses RESP2 replies with hiredis's reader. One parser per connection; after a protocol error the
 /// reader is broken for good, so the connection must be dropped.
-final class RESPParser {
-    private let reader: UnsafeMutablePointer<redisReader>
+public final class RESPParser {
+    /// Redis's own limit on a string (proto-max-bulk-len, 512 MB by default), and 64 KiB for the rest
+    /// of a reply around it.
+    public static let defaultMaxPendingBytes = 512 * 1024 * 1024 + 64 * 1024
 
-    init() throws(RESPCodecError) {
+    private let reader: UnsafeMutablePointer<redisReader>
+    private let maxPendingBytes: Int
+
+    /// `maxPendingBytes`: the most bytes hiredis may hold for a reply that is not complete yet (it
+    /// keeps a bulk string's bytes until the last one has come).
+    init(maxPendingBytes: Int = RESPParser.defaultMaxPendingBytes) throws(RESPCodecError) {
         guard let reader = redisReaderCreate() else { throw .outOfMemory }
         self.reader = reader
+        self.maxPendingBytes = maxPendingBytes
     }
 
     deinit { redisReaderFree(reader) }
@@ -19,6 +27,14 @@ final class RESPParser {
             return redisReaderFeed(reader, base.assumingMemoryBound(to: CChar.self), bytes.count)
         }
         if status != REDIS_OK { throw .protocolError(errorString) }
+        // What hiredis holds and has not handed out: a reply still coming. Complete replies are taken
+        // by `next()` after every feed, so only one reply that keeps growing gets here.
+        let pending = reader.pointee.len - reader.pointee.pos
+        if pending > maxPendingBytes {
+            throw .protocolError(
+                "a reply of more than \(maxPendingBytes) bytes (\(pending) so far and not complete): more than Redis itself sends, "
+                    + "so this is not a Redis server, or a broken one")
+        }
     }
 
     /// The next complete reply, or nil when more bytes are needed.

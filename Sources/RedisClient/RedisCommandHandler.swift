@@ -30,8 +30,8 @@ final class RedisCommandHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var failure: RedisError?
     private var timeoutCheck: Scheduled<Void>?
 
-    init(endpoint: String, commandTimeout: Duration?) throws {
-        self.parser = try RESPParser()
+    init(endpoint: String, commandTimeout: Duration?, maxReplyBytes: Int = RESPParser.defaultMaxPendingBytes) throws {
+        self.parser = try RESPParser(maxPendingBytes: maxReplyBytes)
         self.endpoint = endpoint
         self.commandTimeout = commandTimeout
     }

@@ -14,6 +14,11 @@ public struct RedisConfiguration: Sendable, Hashable {
     public var reconnectBackoff: Backoff
     /// How often an idle subscriber connection pings the server to notice a dead peer.
     public var subscriberPingInterval: Duration
+    /// The most bytes one reply may hold before it is complete. A bigger one (a peer that is not
+    /// Redis, or a broken one, sending an endless bulk string) drops the connection with a protocol
+    /// error instead of growing memory without bound. Redis's own limit on a string
+    /// (proto-max-bulk-len) is 512 MB by default.
+    public var maxReplyBytes = RESPParser.defaultMaxPendingBytes
 
     public init(
         host: String = "127.0.0.1",

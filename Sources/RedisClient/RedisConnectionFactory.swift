@@ -21,7 +21,8 @@ enum RedisConnectionFactory {
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handler = try RedisCommandHandler(endpoint: endpoint, commandTimeout: configuration.commandTimeout)
+                    let handler = try RedisCommandHandler(
+                        endpoint: endpoint, commandTimeout: configuration.commandTimeout, maxReplyBytes: configuration.maxReplyBytes)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }

@@ -30,8 +30,11 @@ final class RedisPubSubHandler: ChannelDuplexHandler {
     private var heardSinceLastPing = true
     private var awaitingPong = false
 
-    init(endpoint: String, pingInterval: Duration, deliver: @escaping @Sendable (RedisSubscriberEvent) -> Void) throws {
-        self.parser = try RESPParser()
+    init(
+        endpoint: String, pingInterval: Duration, maxReplyBytes: Int = RESPParser.defaultMaxPendingBytes,
+        deliver: @escaping @Sendable (RedisSubscriberEvent) -> Void
+    ) throws {
+        self.parser = try RESPParser(maxPendingBytes: maxReplyBytes)
         self.endpoint = endpoint
         self.pingInterval = TimeAmount(pingInterval)
         self.deliver = deliver

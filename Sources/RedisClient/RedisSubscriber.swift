@@ -185,6 +185,7 @@ public final class RedisSubscriber: Sendable {
                 let handler = try RedisPubSubHandler(
                     endpoint: configuration.endpoint,
                     pingInterval: configuration.subscriberPingInterval,
+                    maxReplyBytes: configuration.maxReplyBytes,
                     deliver: { sink.yield($0) }
                 )
                 let commandHandler = connection.handler.value

@@ -224,6 +224,25 @@ struct RedisClientTests {
         await fake.stop()
     }
 
+    /// A peer that is not Redis (or a broken one) announcing an endless bulk string: the client used to
+    /// keep every byte until the string was complete, growing without bound.
+    @Test func anEndlessBulkStringDropsTheConnectionOnceItPassesTheLimit() async throws {
+        let fake = try await FakeServer.start(reply: Array("$1000000000\r\n".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 2 << 20))
+        var configuration = RedisConfiguration(port: fake.port)
+        configuration.maxReplyBytes = 1 << 20
+        configuration.reconnectBackoff = Backoff(initial: .seconds(30), maximum: .seconds(30))
+        let client = try await RedisClient.connect(configuration)
+        await #expect {
+            try await client.ping()
+        } throws: { error in
+            guard case RedisError.protocolError(_, let reason) = error else { return false }
+            return reason.contains("a reply of more than 1048576 bytes") && reason.contains("not a Redis server")
+        }
+        try await waitUntil("the broken connection to be dropped") { !client.isConnected }
+        await client.close()
+        await fake.stop()
+    }
+
     @Test func aSilentServerTimesOut() async throws {
         let fake = try await FakeServer.start(reply: nil)
         var configuration = RedisConfiguration(port: fake.port)
