@@ -260,6 +260,8 @@ extension ClusterSupervisor {
                 return false
             }
         }
+        // Done once the last old process has gone too, as a Cloud Foundry deployment is.
+        _ = await waitWhileUp(grace + .seconds(5)) { indices.allSatisfy { self.retirements[$0] == nil } }
         event("rolling restart done")
         return true
     }

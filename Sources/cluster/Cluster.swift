@@ -274,7 +274,7 @@ struct Restart: AsyncParsableCommand {
     var all = false
     @Flag(name: .long, help: "With --all: one at a time, each waiting until the previous one is routable.")
     var rolling = false
-    @Flag(name: .long, help: "Return once the restarted instances are healthy and routable.")
+    @Flag(name: .long, help: "Return once the restarted instances are healthy and routable (rolling: and their old processes gone).")
     var wait = false
     @OptionGroup var state: StateOption
 

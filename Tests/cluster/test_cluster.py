@@ -197,9 +197,14 @@ def test_rolling_restart_one_at_a_time(cluster):
     before = cluster.instances()
     result = cluster.ctl("restart", "--all", "--rolling", "--wait")
     assert "rolling restart done" in result.stdout
+    # Done means the old processes are gone too, as a Cloud Foundry deployment.
+    assert not any(process_alive(before[index]["pid"]) for index in range(3))
     cluster.expect("cluster | rolling restart done")
+    done = next(i for i, line in enumerate(cluster.output().splitlines()) if "cluster | rolling restart done" in line)
     for index in range(3):
-        cluster.expect(f"web.{index} (old, pid {before[index]['pid']}) stopped (exited with code 0)")
+        stopped = next(i for i, line in enumerate(cluster.output().splitlines())
+                       if f"web.{index} (old, pid {before[index]['pid']}) stopped (exited with code 0)" in line)
+        assert stopped < done
     after = cluster.instances()
     assert all(after[i]["guid"] != before[i]["guid"] and after[i]["state"] == "running" for i in range(3))
     # As Cloud Foundry's rolling strategy: each replacement starts while the old process serves, the old
