@@ -208,39 +208,38 @@ struct RedisClientTests {
         #expect(try await client.getString("after") == "2")
     }
 
-    @Test func garbageFromTheServerDropsTheConnectionWithAClearError() async throws {
-        let fake = try await FakeServer.start(reply: Array("HTTP/1.1 400 Bad Request\r\n\r\n".utf8))
+    /// A fake server answering every PING with `reply`: the PING fails with a protocol error whose
+    /// text passes `check`, and the broken connection is dropped.
+    func expectProtocolError(reply: [UInt8], maxReplyBytes: Int? = nil, _ check: @escaping (String, any Error) -> Bool) async throws {
+        let fake = try await FakeServer.start(reply: reply)
         var configuration = RedisConfiguration(port: fake.port)
+        if let maxReplyBytes { configuration.maxReplyBytes = maxReplyBytes }
         configuration.reconnectBackoff = Backoff(initial: .seconds(30), maximum: .seconds(30))
         let client = try await RedisClient.connect(configuration)
         await #expect {
             try await client.ping()
         } throws: { error in
             guard case RedisError.protocolError(_, let reason) = error else { return false }
-            return !reason.isEmpty && "\(error)".contains("not RESP")
+            return check(reason, error)
         }
         try await waitUntil("the broken connection to be dropped") { !client.isConnected }
         await client.close()
         await fake.stop()
     }
 
+    @Test func garbageFromTheServerDropsTheConnectionWithAClearError() async throws {
+        try await expectProtocolError(reply: Array("HTTP/1.1 400 Bad Request\r\n\r\n".utf8)) { reason, error in
+            !reason.isEmpty && "\(error)".contains("not RESP")
+        }
+    }
+
     /// A peer that is not Redis (or a broken one) announcing an endless bulk string: the client used to
     /// keep every byte until the string was complete, growing without bound.
     @Test func anEndlessBulkStringDropsTheConnectionOnceItPassesTheLimit() async throws {
-        let fake = try await FakeServer.start(reply: Array("$1000000000\r\n".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 2 << 20))
-        var configuration = RedisConfiguration(port: fake.port)
-        configuration.maxReplyBytes = 1 << 20
-        configuration.reconnectBackoff = Backoff(initial: .seconds(30), maximum: .seconds(30))
-        let client = try await RedisClient.connect(configuration)
-        await #expect {
-            try await client.ping()
-        } throws: { error in
-            guard case RedisError.protocolError(_, let reason) = error else { return false }
-            return reason.contains("a reply of more than 1048576 bytes") && reason.contains("not a Redis server")
+        let reply = Array("$1000000000\r\n".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 2 << 20)
+        try await expectProtocolError(reply: reply, maxReplyBytes: 1 << 20) { reason, _ in
+            reason.contains("a reply of more than 1048576 bytes") && reason.contains("not a Redis server")
         }
-        try await waitUntil("the broken connection to be dropped") { !client.isConnected }
-        await client.close()
-        await fake.stop()
     }
 
     @Test func aSilentServerTimesOut() async throws {

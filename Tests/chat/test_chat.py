@@ -255,20 +255,27 @@ def test_an_instance_delivers_more_lines_than_its_subscription_queue_holds(nodes
     talker.close()
 
 
+def leave_and_miss(node, prefix: str, count: int) -> tuple[ChatClient, ChatClient, list[str]]:
+    """"away" sees one line and leaves; "talker" then sends `count` lines: away, talker, and the ids
+    away missed."""
+    away = ChatClient(node, "away")
+    talker = ChatClient(node, "talker")
+    assert talker.send("before", f"{prefix}-0")["ok"]
+    harness.wait_until("the first line", lambda: away.has_ids([f"{prefix}-0"]))
+    away.close()
+    missed = [f"{prefix}-{index}" for index in range(1, count + 1)]
+    for message_id in missed:
+        assert talker.send(message_id, message_id)["ok"]
+    return away, talker, missed
+
+
 def test_a_client_whose_session_expired_still_gets_every_line_after_its_offset(nodes, redis):
     # Away longer than RECOVERY_WINDOW (its session snapshot gone), but the stream still holds its
     # offset: it used to get only the last RECENT_HISTORY lines, a silent hole before them. When the
     # stream no longer holds the offset, the welcome says lines are missing (the page shows it).
     (node,) = nodes(1, RECENT_HISTORY="20")
     admin = redis_py.Redis(port=redis.port)
-    away = ChatClient(node, "away")
-    talker = ChatClient(node, "talker")
-    assert talker.send("before", "exp-0")["ok"]
-    harness.wait_until("the first line", lambda: away.has_ids(["exp-0"]))
-    away.close()
-    ids = [f"exp-{index}" for index in range(1, 51)]
-    for message_id in ids:
-        assert talker.send(message_id, message_id)["ok"]
+    away, talker, ids = leave_and_miss(node, "exp", 50)
     for key in admin.scan_iter("chat:sio:*"):
         admin.delete(key)  # the recovery window passed
     away.reconnect(node.url)
@@ -323,14 +330,7 @@ def test_a_slow_catch_up_read_does_not_hold_up_live_delivery(nodes, redis, hold)
     # 7 s, the read times out (5 s): the client then got only the lines read so far and never the
     # rest; the read is now tried again.
     (other,) = nodes(1, HISTORY_LIMIT="20")
-    away = ChatClient(other, "away")
-    talker = ChatClient(other, "talker")
-    assert talker.send("before", "hold-0")["ok"]
-    harness.wait_until("the first line", lambda: away.has_ids(["hold-0"]))
-    away.close()
-    missed = [f"hold-{index}" for index in range(1, 31)]
-    for message_id in missed:
-        assert talker.send(message_id, message_id)["ok"]
+    away, talker, missed = leave_and_miss(other, "hold", 30)
     relay = StreamReadHold(redis.port, seconds=hold)
     try:
         (fresh,) = nodes(1, HISTORY_LIMIT="20", REDIS_URL=relay.url)
