@@ -43,7 +43,7 @@ class ProxiedChatClient(chatkit.ChatClient):
         auth = {"pid": self.pid, "offset": self.offset} if recover and self.pid and self.offset else None
         self.disconnected.clear()
         self.welcome = None
-        sio.connect(url, auth=auth, transports=chatkit.TRANSPORTS[self.transport], wait_timeout=15)
+        chatkit.connect_or_close(sio, url, auth=auth, transports=chatkit.TRANSPORTS[self.transport], wait_timeout=15)
         self.pid = getattr(sio, "last_connect", {}).get("pid")
         self.sio = sio
         wait_until(f"{self.name}'s welcome", lambda: self.welcome is not None, timeout=15)

@@ -82,6 +82,20 @@ class RecordingClient(harness.OrderedClient):
         super()._handle_connect(namespace, data)
 
 
+def connect_or_close(sio, url: str, **options):
+    """`sio.connect`, closing the client when it fails half way (its Engine.IO session open, the
+    namespace refused or timed out): left open, its threads ran on in the background and logged
+    errors after the test session had ended."""
+    try:
+        sio.connect(url, **options)
+    except Exception:
+        try:
+            sio.disconnect()
+        except Exception:  # noqa: BLE001 - nothing was open
+            pass
+        raise
+
+
 class ChatClient:
     """A user in the chat. Records every chat line it receives with its offset (stream id)."""
 
@@ -114,8 +128,8 @@ class ChatClient:
         auth = {"pid": self.pid, "offset": self.offset} if recover and self.pid and self.offset else None
         previous_pid = self.pid
         self.disconnected.clear()
-        sio.connect(url, headers={"Cookie": cookie_header(self.session)}, auth=auth,
-                    transports=TRANSPORTS[self.transport], wait_timeout=15)
+        connect_or_close(sio, url, headers={"Cookie": cookie_header(self.session)}, auth=auth,
+                         transports=TRANSPORTS[self.transport], wait_timeout=15)
         reply = getattr(sio, "last_connect", {})
         self.pid = reply.get("pid")
         self.recovered = auth is not None and self.pid == previous_pid
