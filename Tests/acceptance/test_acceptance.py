@@ -56,11 +56,8 @@ class ProxiedChatClient(chatkit.ChatClient):
     def heal(self, url: str):
         """Reconnects through the proxy (retrying while the cluster settles), recovering the session."""
         def attempt():
-            try:
-                if self.sio is not None:
-                    self.sio.disconnect()
-            except Exception:  # noqa: BLE001 - the transport is already gone
-                pass
+            if self.sio is not None:
+                chatkit.release(self.sio)
             try:
                 self.connect(url)
                 return True
