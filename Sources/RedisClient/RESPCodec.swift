@@ -3,17 +3,13 @@ import NIOCore
 
 /// Parses RESP2 replies with hiredis's reader. One parser per connection; after a protocol error the
 /// reader is broken for good, so the connection must be dropped.
-public final class RESPParser {
-    /// Redis's own limit on a string (proto-max-bulk-len, 512 MB by default), and 64 KiB for the rest
-    /// of a reply around it.
-    public static let defaultMaxPendingBytes = 512 * 1024 * 1024 + 64 * 1024
-
+final class RESPParser {
     private let reader: UnsafeMutablePointer<redisReader>
     private let maxPendingBytes: Int
 
     /// `maxPendingBytes`: the most bytes hiredis may hold for a reply that is not complete yet (it
     /// keeps a bulk string's bytes until the last one has come).
-    init(maxPendingBytes: Int = RESPParser.defaultMaxPendingBytes) throws(RESPCodecError) {
+    init(maxPendingBytes: Int = RedisConfiguration.defaultMaxReplyBytes) throws(RESPCodecError) {
         guard let reader = redisReaderCreate() else { throw .outOfMemory }
         self.reader = reader
         self.maxPendingBytes = maxPendingBytes

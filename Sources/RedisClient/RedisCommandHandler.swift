@@ -30,7 +30,7 @@ final class RedisCommandHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var failure: RedisError?
     private var timeoutCheck: Scheduled<Void>?
 
-    init(endpoint: String, commandTimeout: Duration?, maxReplyBytes: Int = RESPParser.defaultMaxPendingBytes) throws {
+    init(endpoint: String, commandTimeout: Duration?, maxReplyBytes: Int) throws {
         self.parser = try RESPParser(maxPendingBytes: maxReplyBytes)
         self.endpoint = endpoint
         self.commandTimeout = commandTimeout

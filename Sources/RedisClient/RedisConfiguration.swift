@@ -18,7 +18,10 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// Redis, or a broken one, sending an endless bulk string) drops the connection with a protocol
     /// error instead of growing memory without bound. Redis's own limit on a string
     /// (proto-max-bulk-len) is 512 MB by default.
-    public var maxReplyBytes = RESPParser.defaultMaxPendingBytes
+    public var maxReplyBytes = Self.defaultMaxReplyBytes
+    /// Redis's own limit on a string (proto-max-bulk-len, 512 MB by default), and 64 KiB for the rest
+    /// of a reply around it.
+    public static let defaultMaxReplyBytes = 512 * 1024 * 1024 + 64 * 1024
 
     public init(
         host: String = "127.0.0.1",

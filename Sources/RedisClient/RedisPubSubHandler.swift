@@ -31,7 +31,7 @@ final class RedisPubSubHandler: ChannelDuplexHandler {
     private var awaitingPong = false
 
     init(
-        endpoint: String, pingInterval: Duration, maxReplyBytes: Int = RESPParser.defaultMaxPendingBytes,
+        endpoint: String, pingInterval: Duration, maxReplyBytes: Int,
         deliver: @escaping @Sendable (RedisSubscriberEvent) -> Void
     ) throws {
         self.parser = try RESPParser(maxPendingBytes: maxReplyBytes)

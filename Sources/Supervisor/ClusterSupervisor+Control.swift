@@ -245,8 +245,8 @@ extension ClusterSupervisor {
         let grace = config.stopGracePeriod
         for index in indices {
             guard !shuttingDown, let run = slots[index]?.lifecycle.run else { continue }
-            // The old process of an earlier rolling restart of this index is still stopping.
-            _ = await waitWhileUp(grace + .seconds(5)) { self.retirements[index] == nil }
+            // Not running, or an old process of an earlier rolling restart still serves (its
+            // replacement never became routable): this run is restarted, the old one serves on.
             if !replace(index) {
                 apply(index) { $0.stop(now: now, gracePeriod: grace, then: .start) }
             }
@@ -393,7 +393,7 @@ extension ClusterSupervisor {
                 lastCrash: lifecycle.lastCrash?.description,
                 frozenSeconds: alive ? slot.frozenUntil.map { max(0, ($0 - time).seconds) } : nil,
                 replacing: retirements[index].map {
-                    ClusterStatus.Instance.Replacing(pid: $0.pid, guid: $0.machine.guid?.value, state: $0.machine.state.rawValue)
+                    ClusterStatus.Instance.Replacing(pid: $0.pid, guid: $0.machine.guid?.value, state: $0.machine.state)
                 })
         }
         let proxyState = proxyCommand == nil ? "absent" : proxy.state

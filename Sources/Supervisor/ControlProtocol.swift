@@ -94,8 +94,8 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             public var pid: Int32?
             public var guid: String?
             /// `serving` (until this one is routable) or `stopping`.
-            public var state: String
-            public init(pid: Int32?, guid: String?, state: String) {
+            public var state: Retirement.State
+            public init(pid: Int32?, guid: String?, state: Retirement.State) {
                 self.pid = pid
                 self.guid = guid
                 self.state = state
@@ -188,7 +188,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         let proxyText = proxy.url.map { "\($0) (affinity \(affinity), \(proxy.state))" } ?? "\(proxy.state)"
         let running = instances.filter { $0.state == .running }
         let unroutable = running.filter { $0.routable == false }.count
-        let replaced = instances.filter { $0.replacing?.state == "serving" }.count
+        let replaced = instances.filter { $0.replacing?.state == .serving }.count
         lines.append(
             "app \(app): \(running.count)/\(desiredInstances) running"
                 + (unroutable == 0 ? "" : ", \(unroutable) not routable (readiness check failing)")
@@ -223,7 +223,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         }
         for instance in instances {
             guard let old = instance.replacing else { continue }
-            let until = old.state == "serving" ? "serving until this one is routable" : old.state
+            let until = old.state == .serving ? "serving until this one is routable" : old.state.rawValue
             lines.append(
                 "\(app).\(instance.index) replacing its old process (pid \(old.pid.map(String.init) ?? "-"), guid \(old.guid ?? "-")): \(until)")
         }

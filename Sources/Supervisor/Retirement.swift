@@ -7,7 +7,7 @@ import CloudFoundry
 /// once it has exited. A value with pure methods, like `InstanceLifecycle`: each event returns the
 /// actions the supervisor carries out.
 public struct Retirement: Sendable, Equatable {
-    public enum State: String, Sendable, Equatable {
+    public enum State: String, Sendable, Equatable, Codable {
         /// Still serving: its replacement is not routable yet.
         case serving
         /// SIGTERM sent; waiting for the exit.

@@ -433,14 +433,13 @@ struct Down: AsyncParsableCommand {
     @OptionGroup var state: StateOption
 
     func run() async throws {
-        let directory = state.directory
-        if let found = ClusterUp.recorded(directory), !found.leftovers.supervisorAlive, !found.leftovers.processes.isEmpty {
-            do {
-                try await ClusterUp.stopLeftovers(directory) { print("cluster: \($0)") }
-            } catch {
-                throw ExitCode.failure.printing("cluster: \(error)")
-            }
-            return
+        // A killed cluster cannot be asked: what it left is stopped here, as the next `up` would.
+        do {
+            if let stopped = try await ClusterUp.stopLeftovers(state.directory, report: { print("cluster: \($0)") }), stopped > 0 { return }
+        } catch StateError.alreadyRunning {
+            // Alive: it stops itself.
+        } catch {
+            throw ExitCode.failure.printing("cluster: \(error)")
         }
         try await control(ControlRequest(command: .down), state: state)
     }

@@ -11,7 +11,7 @@ from cluster_run import process_alive
 from harness import REPO, wait_until
 
 SCRIPT = """
-import sys, tempfile, time
+import signal, sys, tempfile
 tempfile.tempdir = {tmp!r}
 sys.path.insert(0, {python!r})
 import harness
@@ -25,7 +25,7 @@ cluster = ClusterRun({{"app": {{"name": "web", "command": app_command(), "instan
 cluster.wait_ready()
 status = cluster.status()
 print(redis.process.pid, node.process.pid, cluster.pid, status["redis"]["pid"], status["instances"][0]["pid"], flush=True)
-time.sleep(600)
+signal.pause()  # until the test kills this run
 """
 
 

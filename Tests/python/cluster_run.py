@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import REPO, SOCKETIO_JS, Program, executable, process_stat, scratch_dir, wait_until
+from harness import REPO, SOCKETIO_JS, Program, executable, process_alive, scratch_dir, wait_until  # noqa: F401 - process_alive for the tests
 
 TESTAPP = REPO / "Tests" / "cluster" / "testapp.py"
 # A line of sticky-proxy's access log (gorouter's format): `... "GET /path HTTP/1.1" 200 ...`.
@@ -29,12 +29,6 @@ def chat_cluster(affinity: str = "cf", log_level: str = "info", instances: int =
     return {"app": {"name": "chat", "command": "chat-node", "instances": instances, "env": env},
             "health_check": {"startup_interval": "100ms"},
             "proxy": {"port": 0, "affinity": affinity}}
-
-
-def process_alive(pid: int) -> bool:
-    """True when the process exists and is not a zombie."""
-    fields = process_stat(pid)
-    return bool(fields) and fields[0] != "Z"
 
 
 class ClusterRun:

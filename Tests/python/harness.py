@@ -19,6 +19,7 @@ import engineio
 import socketio
 
 import leftovers
+from leftovers import process_alive, process_stat  # noqa: F401 - one reader of /proc/<pid>/stat, used from here
 
 # Every process the tests start carries this run's marker, so that the next run can stop what a killed
 # one left behind (leftovers.py).
@@ -115,15 +116,6 @@ def wait_until(what: str, condition, timeout: float = 15.0, interval: float = 0.
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (index 0 is the state, 1 the parent pid,
-    11 utime, 12 stime), or None when the process is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except (OSError, ProcessLookupError):
-        return None
 
 
 def cpu_seconds(pids: list[int], kernel_only: bool = False) -> float:

@@ -11,6 +11,7 @@ Run as a script, it stops them and says what it stopped."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 import time
@@ -20,13 +21,32 @@ from pathlib import Path
 MARKER = "STICKYLAB_TEST_RUN"
 
 
+def _stat(pid: int) -> tuple[str, list[str]] | None:
+    """/proc/<pid>/stat: the command name and the fields after it; None when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.find("(") + 1:text.rfind(")")], text.rpartition(")")[2].split()
+
+
+def process_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (index 0 is the state, 1 the parent pid,
+    2 the process group, 11 utime, 12 stime, 19 the start time), or None when the process is gone."""
+    stat = _stat(pid)
+    return stat[1] if stat else None
+
+
+def process_alive(pid: int) -> bool:
+    """True when the process exists and is not a zombie."""
+    fields = process_stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
 def start_time(pid: int) -> int | None:
     """The kernel's start time of a process (clock ticks since boot), None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        return int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
+    fields = process_stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
 
 
 def token(pid: int) -> str:
@@ -59,6 +79,7 @@ class Process:
 
 
 def _marked() -> list[Process]:
+    """The running (not zombie) processes that carry a marker."""
     prefix = (MARKER + "=").encode()
     found = []
     for entry in os.listdir("/proc"):
@@ -67,17 +88,13 @@ def _marked() -> list[Process]:
         pid = int(entry)
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
-            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue  # gone, or another user's
         marker = next((item[len(prefix):].decode(errors="replace") for item in environ.split(b"\0") if item.startswith(prefix)), None)
-        if marker is None:
+        stat = _stat(pid)
+        if marker is None or stat is None or stat[1][0] == "Z":
             continue
-        command = stat[stat.find("(") + 1:stat.rfind(")")]
-        fields = stat.rpartition(")")[2].split()
-        if fields and fields[0] == "Z":
-            continue
-        found.append(Process(pid, int(fields[2]), command, marker))
+        found.append(Process(pid, int(stat[1][2]), stat[0], marker))
     return found
 
 
@@ -86,57 +103,63 @@ def find(owner: str | None = None) -> list[Process]:
     this process or its ancestors."""
     protected = set()
     pid = os.getpid()
-    while pid > 1:
+    while pid > 1 and pid not in protected:
         protected.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
+        fields = process_stat(pid)
+        pid = int(fields[1]) if fields else 0
     return [process for process in _marked() if process.pid not in protected
             and (process.marker == owner if owner is not None else not run_alive(process.marker))]
 
 
-def stop(processes: list[Process], grace: float = 5.0) -> list[Process]:
-    """SIGTERM to each process, and to its process group when it leads one (a program started in a
-    session of its own, with what it started), then SIGKILL to what still runs after `grace` seconds;
-    never to the group of this process. SIGTERM first, so that a `cluster up` stops what it started
-    (its Redis, whose process title hides the marker, among them). Returns those that were running."""
+def _signal(processes: list[Process], sig: int):
+    """`sig` to each process, and to its process group when it leads one (a program started in a
+    session of its own, with what it started); never to the group of this process."""
     own_group = os.getpgid(0)
-    stopped = [process for process in processes if _running(process.pid) and start_time(process.pid) is not None]
-
-    def signal_all(sig: int, targets: list[Process]):
-        for process in targets:
-            if process.group == process.pid and process.group != own_group:
-                try:
-                    os.killpg(process.group, sig)
-                except OSError:
-                    pass
+    for process in processes:
+        if process.group == process.pid and process.group != own_group:
             try:
-                os.kill(process.pid, sig)
+                os.killpg(process.group, sig)
             except OSError:
                 pass
-
-    def wait(seconds: float) -> list[Process]:
-        deadline = time.monotonic() + seconds
-        while True:
-            running = [process for process in stopped if _running(process.pid)]
-            if not running or time.monotonic() >= deadline:
-                return running
-            time.sleep(0.02)
-
-    signal_all(signal.SIGTERM, stopped)
-    stubborn = wait(grace)
-    if stubborn:
-        signal_all(signal.SIGKILL, stubborn)
-        wait(5.0)
-    return stopped
+        try:
+            os.kill(process.pid, sig)
+        except OSError:
+            pass
 
 
-def _running(pid: int) -> bool:
+def _wait_gone(fds: dict[int, Process], seconds: float) -> list[Process]:
+    """Waits until each process has exited (its pidfd becomes readable: an event from the kernel, not
+    a poll of /proc) or `seconds` pass; closes the pidfds of those gone and returns the others."""
+    deadline = time.monotonic() + seconds
+    while fds and (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select(list(fds), [], [], remaining)
+        for fd in ready:
+            os.close(fd)
+            del fds[fd]
+    return list(fds.values())
+
+
+def stop(processes: list[Process], grace: float = 5.0) -> list[Process]:
+    """SIGTERM to each process (and the group it leads), then SIGKILL to what still runs after
+    `grace` seconds. SIGTERM first, so that a `cluster up` stops what it started (its Redis, whose
+    process title hides the marker, among them). Returns those that were running."""
+    fds: dict[int, Process] = {}
+    for process in processes:
+        try:
+            fds[os.pidfd_open(process.pid)] = process
+        except ProcessLookupError:
+            continue  # gone already
+    stopped = list(fds.values())
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+        _signal(stopped, signal.SIGTERM)
+        stubborn = _wait_gone(fds, grace)
+        if stubborn:
+            _signal(stubborn, signal.SIGKILL)
+            _wait_gone(fds, 5.0)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return stopped
 
 
 def sweep() -> list[Process]:

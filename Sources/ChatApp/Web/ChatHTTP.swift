@@ -118,16 +118,12 @@ public struct ChatHTTP: Sendable {
         } catch {
             // The tabs of a session destroyed before the failure end all the same.
             if let replaced { await sessionEnded(replaced) }
-            // The login form again, not a page that reloads itself: a reload of POST /user would be
-            // a GET of /user, which is no page.
-            noteRedisFailure(error)
-            var response = html(
-                .serviceUnavailable,
+            // A reload of POST /user would be a GET of /user, which is no page.
+            return formAgain(
+                after: error,
                 assets.loginPage(
                     error: "The chat's Redis is unavailable right now; please try again in a moment.", instance: configuration.instance,
                     limits: limits))
-            response.headers[.retryAfter] = "2"
-            return response
         }
         // The tabs of the session this login replaced (logged in as someone else, or again) end as
         // after a logout; they would go on chatting under the old name.
@@ -161,16 +157,12 @@ public struct ChatHTTP: Sendable {
             do {
                 try await sessions.destroy(sid)
             } catch {
-                // The question again, with the reason, not a page that reloads itself: a reload of
-                // POST /logout would be a GET, which only asks (one more click, and no word of why).
-                noteRedisFailure(error)
-                var response = html(
-                    .serviceUnavailable,
+                // A reload of POST /logout would be a GET, which only asks (one more click, no word of why).
+                return formAgain(
+                    after: error,
                     assets.logoutPage(
                         user: nil, error: "The chat's Redis is unavailable right now, so you are still logged in; please try again in a moment.",
                         instance: configuration.instance))
-                response.headers[.retryAfter] = "2"
-                return response
             }
             await sessionEnded(sid)
         }
@@ -227,6 +219,15 @@ public struct ChatHTTP: Sendable {
     func noteRedisFailure(_ error: any Error) {
         metrics.redisErrors.increment()
         logger.warning("Redis unavailable for a page request: \(error)", metadata: ["instance": "\(configuration.instance.id)"])
+    }
+
+    /// A form post that Redis failed: 503 with the form again and the reason in it, not a page that
+    /// reloads itself (a reload of a POST is a GET, which shows another page).
+    func formAgain(after error: any Error, _ page: String) -> Response {
+        noteRedisFailure(error)
+        var response = html(.serviceUnavailable, page)
+        response.headers[.retryAfter] = "2"
+        return response
     }
 
     func redisUnavailable(_ error: any Error) -> Response {
