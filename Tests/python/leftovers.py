@@ -111,32 +111,32 @@ def find(owner: str | None = None) -> list[Process]:
             and (process.marker == owner if owner is not None else not run_alive(process.marker))]
 
 
-def _signal(processes: list[Process], sig: int):
-    """`sig` to each process, and to its process group when it leads one (a program started in a
-    session of its own, with what it started); never to the group of this process."""
+def _signal(fds: dict[int, Process], sig: int):
+    """`sig` to each process through its pidfd (never to a process that took a dead one's pid), and to
+    its process group when it leads one (a program started in a session of its own, with what it
+    started); never to the group of this process."""
     own_group = os.getpgid(0)
-    for process in processes:
+    for fd, process in fds.items():
         if process.group == process.pid and process.group != own_group:
             try:
                 os.killpg(process.group, sig)
             except OSError:
                 pass
         try:
-            os.kill(process.pid, sig)
+            signal.pidfd_send_signal(fd, sig)
         except OSError:
             pass
 
 
-def _wait_gone(fds: dict[int, Process], seconds: float) -> list[Process]:
+def _wait_gone(fds: dict[int, Process], seconds: float):
     """Waits until each process has exited (its pidfd becomes readable: an event from the kernel, not
-    a poll of /proc) or `seconds` pass; closes the pidfds of those gone and returns the others."""
+    a poll of /proc) or `seconds` pass; the pidfds of those gone are closed and leave `fds`."""
     deadline = time.monotonic() + seconds
     while fds and (remaining := deadline - time.monotonic()) > 0:
         ready, _, _ = select.select(list(fds), [], [], remaining)
         for fd in ready:
             os.close(fd)
             del fds[fd]
-    return list(fds.values())
 
 
 def stop(processes: list[Process], grace: float = 5.0) -> list[Process]:
@@ -151,10 +151,10 @@ def stop(processes: list[Process], grace: float = 5.0) -> list[Process]:
             continue  # gone already
     stopped = list(fds.values())
     try:
-        _signal(stopped, signal.SIGTERM)
-        stubborn = _wait_gone(fds, grace)
-        if stubborn:
-            _signal(stubborn, signal.SIGKILL)
+        _signal(fds, signal.SIGTERM)
+        _wait_gone(fds, grace)
+        if fds:
+            _signal(fds, signal.SIGKILL)
             _wait_gone(fds, 5.0)
     finally:
         for fd in fds:
