@@ -35,6 +35,30 @@ struct RoutingTableTests {
         #expect(endpoint.updatedAt == t0 + .seconds(20))
     }
 
+    /// A retry chooses from the route as it is now: the tried endpoints are found again in a later
+    /// snapshot by identity, an instance registered meanwhile is a candidate, one unregistered is not.
+    @Test func triedEndpointsCarryOverToTheRouteAsItIsAtARetry() {
+        var table = RoutingTable()
+        table.register(registration(port: 9001), now: t0, wallClock: 0)
+        table.register(registration(port: 9002), now: t0, wallClock: 0)
+        let before = table.lookup(host: "localhost", path: "/")!.endpoints
+        var tried = TriedEndpoints()
+        tried.insert(before.firstIndex { $0.port == 9002 }!)
+        // Meanwhile: 9003 registered, 9001 unregistered, 9002 refreshed (a new Endpoint, the same counters).
+        table.register(registration(port: 9003), now: t0 + .seconds(1), wallClock: 1)
+        table.unregister(registration(port: 9001))
+        table.register(registration(port: 9002), now: t0 + .seconds(2), wallClock: 2)
+        let now = table.lookup(host: "localhost", path: "/")!.endpoints
+        #expect(now.map(\.port).sorted() == [9002, 9003])
+        let carried = TriedEndpoints(tried, of: before, in: now)
+        #expect(carried.count == 1)
+        #expect(now.indices.filter(carried.contains).map { now[$0].port } == [9002])
+        // Nothing tried, or the tried endpoint gone: nothing carried.
+        #expect(TriedEndpoints(TriedEndpoints(), of: before, in: now).count == 0)
+        table.unregister(registration(port: 9002))
+        #expect(TriedEndpoints(tried, of: before, in: table.lookup(host: "localhost", path: "/")!.endpoints).count == 0)
+    }
+
     @Test func aNewInstanceOnTheSameAddressStartsWithFreshCounters() {
         var table = RoutingTable()
         table.register(registration(port: 9001, id: "old"), now: t0, wallClock: 0)

@@ -7,7 +7,7 @@ WebSocket frames and raw upgraded bytes.
 
 Query parameters of any request:
   set_cookie=<Set-Cookie value>   (repeatable)   header=<Name: value> (repeatable)
-  delay=<seconds>                 status=<code>   close=1 (Connection: close)
+  delay=<seconds> (first: before close_on / reset_on)   status=<code>   close=1 (Connection: close)
   close_on=<instance id> / reset_on=<instance id>: that instance closes / resets before answering
   chunked=1 (chunked body)        nolength=1 (no Content-Length, close after the body)
 Special paths:
@@ -82,6 +82,8 @@ class Backend:
             await writer.drain()
         body = await read_body(reader, headers)
 
+        if "delay" in query:  # before anything else: `delay` with `reset_on` resets after the wait
+            await asyncio.sleep(float(query["delay"][0]))
         if query.get("close_on", [None])[0] == self.instance_id:
             path = "/__close_before_response"
         if query.get("reset_on", [None])[0] == self.instance_id:
@@ -105,9 +107,6 @@ class Backend:
             await writer.drain()
             writer.close()
             return False
-
-        if "delay" in query:
-            await asyncio.sleep(float(query["delay"][0]))
 
         status = int(query.get("status", ["200"])[0])
         extra = [("X-Backend-Instance", self.instance_id), ("X-Backend-Index", self.index)]

@@ -146,6 +146,26 @@ def test_eof_before_response_is_retried_for_idempotent_requests(proxy, backends)
     proxy.wait_for_log(lambda line: 'routing_decision:"retry_after_error"' in line and "attempts:2" in line)
 
 
+def test_a_retry_goes_to_an_instance_registered_while_the_request_was_in_flight(proxy, backends):
+    # gorouter's retries read the route's pool as it is at each attempt. A request that started while
+    # its route had one instance, which then reset, used to get a 502 although a replacement had been
+    # registered meanwhile (seen in a rolling restart of an app of one instance).
+    old, replacement = backends(2)
+    proxy.register(old)
+    answer = {}
+    request = threading.Thread(target=lambda: answer.update(response=proxy.get(f"/?delay=1&reset_on={old.instance_id}")))
+    request.start()
+    harness.wait_until("the request to go to the old instance", lambda: proxy.routes()["localhost"][0]["requests_total"] == 1, timeout=10,
+                       interval=0.02)
+    proxy.register(replacement)
+    request.join(timeout=30)
+    response = answer["response"]
+    assert response.status_code == 200, (response.status_code, response.text)
+    assert served_by(response) == replacement.instance_id
+    line = proxy.wait_for_log(lambda line: "delay=1&reset_on" in line)
+    assert "attempts:2" in line and 'routing_decision:"retry_after_error"' in line, line
+
+
 def test_eof_on_a_non_idempotent_request_is_not_retried(proxy, backends):
     flaky, good = backends(2)
     proxy.register(flaky)

@@ -145,7 +145,8 @@ struct ExchangeStateMachine {
         case ignore
     }
 
-    /// The current attempt failed. `attemptsAllowed`: min(max attempts, endpoints in the pool).
+    /// The current attempt failed. `attemptsAllowed`: min(max attempts, the attempts made plus the
+    /// route's endpoints not tried yet).
     mutating func backendFailed(_ failure: BackendFailure, attemptsAllowed: Int) -> FailureAction {
         switch phase {
         case .connecting, .awaitingResponse:

@@ -21,6 +21,21 @@ public struct TriedEndpoints: Sendable, Equatable {
 
     public init() {}
 
+    /// The endpoints of `previous` in `tried`, as indices into `current`: the route's endpoints at the
+    /// time of a retry. gorouter's retries read the route's pool as it is at each attempt (its
+    /// iterator holds the live pool), so an instance registered while the request was in flight is a
+    /// candidate and one unregistered meanwhile is not; the ones tried are found again by identity
+    /// (their counters, kept across re-registrations), so that every attempt still goes to a distinct
+    /// endpoint.
+    public init(_ tried: TriedEndpoints, of previous: [Endpoint], in current: [Endpoint]) {
+        self.init()
+        guard tried.count > 0 else { return }
+        let triedStats = Set(previous.indices.filter(tried.contains).map { ObjectIdentifier(previous[$0].stats) })
+        for (index, endpoint) in current.enumerated() where triedStats.contains(ObjectIdentifier(endpoint.stats)) {
+            insert(index)
+        }
+    }
+
     public func contains(_ index: Int) -> Bool {
         index < 64 ? low & (1 << UInt64(index)) != 0 : high.contains(index)
     }

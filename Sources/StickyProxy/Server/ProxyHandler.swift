@@ -536,7 +536,15 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         core.metrics.backendFailed()
         let reason = failure.description(address: endpoint.address)
         exchange.lastFailure = reason
-        let attemptsAllowed = exchange.isTargeted ? 1 : max(min(configuration.maxAttempts, exchange.endpoints.count), 1)
+        let attemptsAllowed: Int
+        if exchange.isTargeted {
+            attemptsAllowed = 1
+        } else {
+            refreshEndpoints(exchange)
+            // Distinct endpoints: the attempts made, and one more per endpoint of the route not tried yet.
+            let untried = exchange.endpoints.count - exchange.tried.count
+            attemptsAllowed = max(min(configuration.maxAttempts, machine.attempt + untried), 1)
+        }
         switch machine.backendFailed(failure, attemptsAllowed: attemptsAllowed) {
         case .reconnect:
             endpoint.stats.inFlightCount.add(1, ordering: .relaxed)
@@ -569,6 +577,17 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         case .ignore:
             break
         }
+    }
+
+    /// Before a retry: the route's endpoints as they are now, the tried ones carried over
+    /// (`TriedEndpoints.init(_:of:in:)`). A request that started while its route had one instance,
+    /// which then stopped, used to get a 502 although a replacement had been registered meanwhile.
+    private func refreshEndpoints(_ exchange: Exchange) {
+        let current = loop.lookup(host: exchange.request.host, path: exchange.target)
+        let endpoints = current?.endpoints ?? []
+        exchange.tried = TriedEndpoints(exchange.tried, of: exchange.endpoints, in: endpoints)
+        exchange.endpoints = endpoints
+        if let current { exchange.pool = current }
     }
 
     private func markEndpointFailed(_ endpoint: Endpoint) {
