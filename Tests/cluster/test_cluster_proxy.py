@@ -2,6 +2,7 @@
 unregistered at once on a crash and after the exit on a stop, the printed URL working, unknown hosts
 getting Cloud Foundry's 404, the proxy itself supervised, status counters read from the proxy."""
 
+import http.client
 import json
 import os
 import re
@@ -57,7 +58,7 @@ def served_by(url, count=30):
     for _ in range(count):
         try:
             status, _, body = fetch(url)
-        except OSError as error:
+        except (OSError, http.client.HTTPException) as error:  # refused, reset, or a response cut short
             answers.add(f"error {error}")
             continue
         answers.add(int(json.loads(body)["index"]) if status == 200 else f"status {status}")
@@ -117,7 +118,7 @@ def test_a_rolling_restart_starts_the_replacement_first_so_an_app_of_one_instanc
             while not done.is_set():
                 try:
                     status, _, body = fetch(url)
-                except OSError as error:
+                except (OSError, http.client.HTTPException) as error:  # refused, reset, or a response cut short
                     failures.append(f"error {error}")
                     continue
                 if status == 200:

@@ -9,6 +9,7 @@ GET /ready       200, or 503 after /not-ready (a readiness endpoint)
 GET /not-ready   makes /ready answer 503; GET /make-ready makes it answer 200 again
 GET /crash?code=N   exits at once with code N (default 1)
 GET /stop-listening closes the listening socket but keeps running (a port check then fails)
+SIGTERM             stops listening, finishes the requests in progress, exits 0
 
 Environment: TESTAPP_START_DELAY (seconds before listening), TESTAPP_IGNORE_TERM=1 (SIGTERM ignored),
 TESTAPP_CHILD=1 (starts a `sleep` child in the same process group and prints its pid),
@@ -78,6 +79,16 @@ def stop_listening():
     print("stopped listening", flush=True)
 
 
+def exit_gracefully():
+    """As a well-behaved Cloud Foundry app: stop listening, finish the requests in progress, exit 0.
+    (Exiting at once cut responses in the middle: the proxy can only close such a client connection.)"""
+    threading.Timer(5, os._exit, (0,)).start()  # whatever happens below
+    if server is not None:
+        server.shutdown()
+        server.server_close()  # joins the threads of the requests in progress (daemon_threads off)
+    os._exit(0)
+
+
 def main():
     global server
     if os.environ.get("TESTAPP_IGNORE_TERM") == "1":
@@ -85,7 +96,7 @@ def main():
     else:
         def on_term(*_):
             print("got SIGTERM, exiting", flush=True)
-            os._exit(0)
+            threading.Thread(target=exit_gracefully, daemon=True).start()
         signal.signal(signal.SIGTERM, on_term)
     if os.environ.get("TESTAPP_CHILD") == "1":
         child = subprocess.Popen(["sleep", "1000"])
@@ -101,6 +112,7 @@ def main():
         time.sleep(delay)
     port = int(os.environ["PORT"])
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = False
     print(f"testapp {os.environ.get('CF_INSTANCE_INDEX')} listening on {port} (guid {os.environ.get('CF_INSTANCE_GUID')})", flush=True)
     server.serve_forever()
     # Stopped listening (stop_listening): the process keeps running until it is signalled.
