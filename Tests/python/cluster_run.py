@@ -40,6 +40,13 @@ class ClusterRun:
         if isinstance(config, Path):
             self.config_path = config
         else:
+            config = dict(config or {})
+            redis = dict(config.get("redis") or {})
+            if "command" not in redis and "url" not in redis:
+                # Redis keeps its environment, with this test run's marker, instead of writing its
+                # process title over it: a sweep finds it even when its cluster was SIGKILLed too.
+                redis["command"] = "redis-server --set-proc-title no"
+            config["redis"] = redis
             self.config_path = Path(self.state_dir) / f"cluster-{time.monotonic_ns()}.yml"
             # JSON is YAML.
             self.config_path.write_text(json.dumps(config or {}))

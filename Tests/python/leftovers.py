@@ -141,8 +141,9 @@ def _wait_gone(fds: dict[int, Process], seconds: float):
 
 def stop(processes: list[Process], grace: float = 5.0) -> list[Process]:
     """SIGTERM to each process (and the group it leads), then SIGKILL to what still runs after
-    `grace` seconds. SIGTERM first, so that a `cluster up` stops what it started (its Redis, whose
-    process title hides the marker, among them). Returns those that were running."""
+    `grace` seconds. SIGTERM first, so that a `cluster up` stops what it started (a Redis whose
+    process title hides the marker, when its config does not turn the title off as the tests'
+    clusters do, among them). Returns those that were running."""
     fds: dict[int, Process] = {}
     for process in processes:
         try:
