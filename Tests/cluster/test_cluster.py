@@ -272,9 +272,9 @@ def test_logs_by_instance_and_follow(cluster):
 
 
 def redis_servers(port: int) -> list[int]:
-    """The pids of the redis-server processes on `port`: by their command line (the tests' clusters run
-    Redis with --set-proc-title no), or by the title redis-server gives itself (`redis-server host:port`)."""
-    found = subprocess.run(["pgrep", "-f", f"^redis-server (.* --port {port}( |$)|[0-9.]*:{port}( |$))"], capture_output=True, text=True)
+    """The pids of the redis-server processes on `port`, by their command line (the tests' clusters run
+    Redis with --set-proc-title no: cluster_run.ClusterRun)."""
+    found = subprocess.run(["pgrep", "-f", f"^redis-server .* --port {port}( |$)"], capture_output=True, text=True)
     return [int(pid) for pid in found.stdout.split()]
 
 

@@ -43,6 +43,10 @@ def proxy_url(cluster) -> str:
     return match.group(1)
 
 
+# What a request through the proxy can fail with: refused, reset, or a response cut short.
+FETCH_FAILURES = (OSError, http.client.HTTPException)
+
+
 def fetch(url, host=None):
     request = urllib.request.Request(url, headers={"Host": host} if host else {})
     try:
@@ -58,7 +62,7 @@ def served_by(url, count=30):
     for _ in range(count):
         try:
             status, _, body = fetch(url)
-        except (OSError, http.client.HTTPException) as error:  # refused, reset, or a response cut short
+        except FETCH_FAILURES as error:
             answers.add(f"error {error}")
             continue
         answers.add(int(json.loads(body)["index"]) if status == 200 else f"status {status}")
@@ -118,7 +122,7 @@ def test_a_rolling_restart_starts_the_replacement_first_so_an_app_of_one_instanc
             while not done.is_set():
                 try:
                     status, _, body = fetch(url)
-                except (OSError, http.client.HTTPException) as error:  # refused, reset, or a response cut short
+                except FETCH_FAILURES as error:
                     failures.append(f"error {error}")
                     continue
                 if status == 200:

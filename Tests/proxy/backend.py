@@ -7,7 +7,8 @@ WebSocket frames and raw upgraded bytes.
 
 Query parameters of any request:
   set_cookie=<Set-Cookie value>   (repeatable)   header=<Name: value> (repeatable)
-  delay=<seconds> (first: before close_on / reset_on)   status=<code>   close=1 (Connection: close)
+  delay=<seconds>                 status=<code>   close=1 (Connection: close)
+  hold_on=<instance id>: that instance waits for GET /__release first (before close_on / reset_on)
   close_on=<instance id> / reset_on=<instance id>: that instance closes / resets before answering
   chunked=1 (chunked body)        nolength=1 (no Content-Length, close after the body)
 Special paths:
@@ -16,6 +17,7 @@ Special paths:
   /__reset_before_response   read the request, reset the connection (RST)
   /__bare_lf_response   a response head with bare LF line ends, the connection kept open
   /__stats              counts: requests, connections, open connections
+  /__release            lets the held requests go on (those held now and those to come)
   /__big?size=N         N bytes of a fixed pattern
   /__decline (upgrade)  answers 403 instead of switching protocols
   /__raw (Upgrade: echo)  101, then "hello-from-backend\\n" in the same write, then echoes bytes
@@ -45,6 +47,7 @@ class Backend:
         self.requests = 0
         self.connections = 0
         self.open_connections = 0
+        self.released = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.connections += 1
@@ -82,8 +85,10 @@ class Backend:
             await writer.drain()
         body = await read_body(reader, headers)
 
-        if "delay" in query:  # before anything else: `delay` with `reset_on` resets after the wait
-            await asyncio.sleep(float(query["delay"][0]))
+        if path == "/__release":
+            self.released.set()
+        elif query.get("hold_on", [None])[0] == self.instance_id:  # first: with reset_on, the reset comes once released
+            await self.released.wait()
         if query.get("close_on", [None])[0] == self.instance_id:
             path = "/__close_before_response"
         if query.get("reset_on", [None])[0] == self.instance_id:
@@ -107,6 +112,9 @@ class Backend:
             await writer.drain()
             writer.close()
             return False
+
+        if "delay" in query:
+            await asyncio.sleep(float(query["delay"][0]))
 
         status = int(query.get("status", ["200"])[0])
         extra = [("X-Backend-Instance", self.instance_id), ("X-Backend-Index", self.index)]

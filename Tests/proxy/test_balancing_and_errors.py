@@ -5,6 +5,8 @@ import collections
 import threading
 import time
 
+import requests
+
 import harness
 from proxy_support import APP_ID, served_by
 
@@ -153,16 +155,18 @@ def test_a_retry_goes_to_an_instance_registered_while_the_request_was_in_flight(
     old, replacement = backends(2)
     proxy.register(old)
     answer = {}
-    request = threading.Thread(target=lambda: answer.update(response=proxy.get(f"/?delay=1&reset_on={old.instance_id}")))
+    request = threading.Thread(target=lambda: answer.update(response=proxy.get(f"/?hold_on={old.instance_id}&reset_on={old.instance_id}")))
     request.start()
     harness.wait_until("the request to go to the old instance", lambda: proxy.routes()["localhost"][0]["requests_total"] == 1, timeout=10,
                        interval=0.02)
     proxy.register(replacement)
+    # Only now does the old instance reset the request.
+    requests.get(f"http://127.0.0.1:{old.port}/__release", timeout=5).raise_for_status()
     request.join(timeout=30)
     response = answer["response"]
     assert response.status_code == 200, (response.status_code, response.text)
     assert served_by(response) == replacement.instance_id
-    line = proxy.wait_for_log(lambda line: "delay=1&reset_on" in line)
+    line = proxy.wait_for_log(lambda line: "/?hold_on=" in line)
     assert "attempts:2" in line and 'routing_decision:"retry_after_error"' in line, line
 
 

@@ -49,7 +49,7 @@ class ClusterRun:
             config["redis"] = redis
             self.config_path = Path(self.state_dir) / f"cluster-{time.monotonic_ns()}.yml"
             # JSON is YAML.
-            self.config_path.write_text(json.dumps(config or {}))
+            self.config_path.write_text(json.dumps(config))
         self.started_at = time.monotonic()
         self.program = Program("cluster", ["up", "--config", str(self.config_path), "--state-dir", self.state_dir, *(args or [])],
                                env={"NO_COLOR": "1", **(env or {})}, log_dir=Path(self.state_dir))
