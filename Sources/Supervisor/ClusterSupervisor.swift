@@ -162,7 +162,7 @@ public actor ClusterSupervisor {
 
     func instant(_ time: Duration) -> ContinuousClock.Instant { epoch + time }
 
-    func name(_ index: Int) -> String { "\(appSource).\(index)" }
+    nonisolated func name(_ index: Int) -> String { "\(appSource).\(index)" }
 
     func event(_ text: String, index: Int? = nil) {
         logs.emit(source: "cluster", index: index, text)
@@ -465,6 +465,8 @@ public actor ClusterSupervisor {
         if liveness.type != .process {
             var lastAttempt: Duration?
             var lastReason = "no check could run"
+            var lastDiagnosis: Duration?
+            var diagnosed = false
             startup: while true {
                 switch schedule.nextStartup(spawnedAt: spawnedAt, after: lastAttempt) {
                 case .attempt(let time):
@@ -476,6 +478,10 @@ public actor ClusterSupervisor {
                         break startup
                     } catch {
                         lastReason = "\(error)"
+                        if !diagnosed, schedule.portDiagnosisDue(spawnedAt: spawnedAt, attemptAt: time, lastDiagnosis: lastDiagnosis) {
+                            lastDiagnosis = time
+                            diagnosed = await diagnoseListeningPorts(index: index, run: run, port: port)
+                        }
                     }
                 case .timeout(let time):
                     guard (try? await Task.sleep(until: epoch + time, clock: .continuous)) != nil else { return }
@@ -493,6 +499,23 @@ public actor ClusterSupervisor {
                 group.addTask { await self.readinessLoop(index: index, run: run, port: port, schedule: schedule, healthyAt: healthyAt) }
             }
         }
+    }
+
+    /// Says where the instance listens when it is not where the startup check connects (an app that
+    /// ignores `$PORT`). True once something was said: once per run is enough.
+    nonisolated func diagnoseListeningPorts(index: Int, run: Int, port: Int) async -> Bool {
+        guard let pid = await pid(index: index, run: run) else { return false }
+        guard let hint = ListeningPorts.hint(instance: name(index), port: port, listeners: ListeningPorts.ofProcessGroup(pid)) else {
+            return false
+        }
+        await event(hint, index: index)
+        return true
+    }
+
+    /// The process of run `run` of instance `index` (the leader of its process group), if it is running.
+    func pid(index: Int, run: Int) -> pid_t? {
+        guard let slot = slots[index], slot.lifecycle.run == run else { return nil }
+        return slot.pid
     }
 
     /// Once healthy, a liveness check every interval; the first failure is a crash.

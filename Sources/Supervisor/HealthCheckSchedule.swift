@@ -48,6 +48,16 @@ public struct HealthCheckSchedule: Sendable, Equatable {
         return next < deadline ? .attempt(at: next) : .timeout(at: deadline)
     }
 
+    /// Whether a startup attempt at `attemptAt` that failed should look for where the app listens
+    /// instead of its port (`ListeningPorts`): from min(5 s, half the startup timeout) after the spawn,
+    /// as an app may open a port of its own (an admin port, say) before `$PORT`, then at most once a
+    /// second after `lastDiagnosis`.
+    public func portDiagnosisDue(spawnedAt: Duration, attemptAt: Duration, lastDiagnosis: Duration?) -> Bool {
+        guard attemptAt - spawnedAt >= min(.seconds(5), startupTimeout / 2) else { return false }
+        guard let lastDiagnosis else { return true }
+        return attemptAt - lastDiagnosis >= .seconds(1)
+    }
+
     /// When the liveness check after the one at `lastCheck` runs.
     public func nextLiveness(after lastCheck: Duration) -> Duration {
         lastCheck + livenessInterval

@@ -26,6 +26,18 @@ struct HealthCheckScheduleTests {
         #expect(fast.nextStartup(spawnedAt: .zero, after: .milliseconds(900)) == .timeout(at: .seconds(1)))
     }
 
+    @Test("Where the app listens is looked at from 5 s after the spawn (half a short timeout), then once a second")
+    func portDiagnosis() {
+        let spawn = Duration.seconds(100)
+        #expect(!schedule.portDiagnosisDue(spawnedAt: spawn, attemptAt: .seconds(104), lastDiagnosis: nil))
+        #expect(schedule.portDiagnosisDue(spawnedAt: spawn, attemptAt: .seconds(106), lastDiagnosis: nil))
+        #expect(!schedule.portDiagnosisDue(spawnedAt: spawn, attemptAt: .milliseconds(106_500), lastDiagnosis: .seconds(106)))
+        #expect(schedule.portDiagnosisDue(spawnedAt: spawn, attemptAt: .seconds(107), lastDiagnosis: .seconds(106)))
+        let short = HealthCheckSchedule(startupInterval: .milliseconds(50), startupTimeout: .seconds(2))
+        #expect(!short.portDiagnosisDue(spawnedAt: .zero, attemptAt: .milliseconds(950), lastDiagnosis: nil))
+        #expect(short.portDiagnosisDue(spawnedAt: .zero, attemptAt: .seconds(1), lastDiagnosis: nil))
+    }
+
     @Test("Readiness: at once when healthy, then every interval (5 s by default)")
     func readiness() {
         #expect(schedule.nextReadiness(healthyAt: .seconds(3), after: nil) == .seconds(3))
@@ -373,4 +385,99 @@ struct ShellCommandTests {
             #expect(ShellCommand.execPrefixed(command) == command, "\(command)")
         }
     }
+}
+
+@Suite("Where an app listens (/proc/net/tcp)")
+struct ListeningPortsTests {
+    // Lines as the kernel prints them: a listener on 127.0.0.1:3000 (inode 256912), one on
+    // 0.0.0.0:2024, an established connection (state 01), and a listener whose inode is 0 (not ours).
+    let tcp = """
+          sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+           0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 256912 1 00000000150f3b34 100 0 0 10 0
+           1: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1056 1 00000000ecb6ee1d 100 0 0 10 0
+           2: 0100007F:A1B2 0100007F:0BB8 01 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 20 4 30 10 -1
+           3: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 0 1 0000000000000000 100 0 0 10 0
+        """
+    // ::1 port 8080, :: port 9090, and ::ffff:127.0.0.1 port 80.
+    let tcp6 = """
+          sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+           0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+           1: 00000000000000000000000000000000:2382 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 100 0 0 10 0
+           2: 0000000000000000FFFF00000100007F:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0
+        garbage
+        """
+
+    @Test("LISTEN sockets by inode, IPv4 and IPv6; connections and unparsable lines skipped")
+    func parse() {
+        #expect(
+            ListeningPorts.parse(procNetTCP: tcp) == [
+                256_912: .init(address: "127.0.0.1", port: 3000), 1056: .init(address: "0.0.0.0", port: 2024),
+            ])
+        #expect(
+            ListeningPorts.parse(procNetTCP: tcp6) == [
+                4242: .init(address: "::1", port: 8080), 4343: .init(address: "::", port: 9090),
+                4444: .init(address: "127.0.0.1", port: 80),
+            ])
+        #expect(ListeningPorts.parse(procNetTCP: "").isEmpty)
+    }
+
+    @Test("Socket inodes from /proc/PID/fd links")
+    func inodes() {
+        #expect(ListeningPorts.socketInode(linkTarget: "socket:[256912]") == 256_912)
+        #expect(ListeningPorts.socketInode(linkTarget: "pipe:[12]") == nil)
+        #expect(ListeningPorts.socketInode(linkTarget: "/dev/null") == nil)
+        #expect(ListeningPorts.socketInode(linkTarget: "socket:[x]") == nil)
+    }
+
+    @Test("A hint only when the app listens, and not where the check connects")
+    func hint() {
+        let own = ListeningPorts.Listener(address: "127.0.0.1", port: 3000)
+        #expect(ListeningPorts.hint(instance: "web.1", port: 41000, listeners: []) == nil)
+        #expect(ListeningPorts.hint(instance: "web.1", port: 41000, listeners: [.init(address: "127.0.0.1", port: 41000), own]) == nil)
+        #expect(ListeningPorts.hint(instance: "web.1", port: 41000, listeners: [.init(address: "0.0.0.0", port: 41000)]) == nil)
+        #expect(ListeningPorts.hint(instance: "web.1", port: 41000, listeners: [.init(address: "::", port: 41000)]) == nil)
+        let wrongPort = ListeningPorts.hint(instance: "web.1", port: 41000, listeners: [own, .init(address: "::1", port: 9090), own])
+        #expect(wrongPort?.hasPrefix("web.1 listens on 127.0.0.1:3000, [::1]:9090 but not on its port 41000 ($PORT)") == true)
+        #expect(wrongPort?.contains("make the app listen on the port in $PORT") == true)
+        let wrongAddress = ListeningPorts.hint(instance: "web.1", port: 41000, listeners: [.init(address: "127.0.0.2", port: 41000)])
+        #expect(wrongAddress?.hasPrefix("web.1 listens on 127.0.0.2:41000, which the health check cannot reach") == true)
+    }
+
+    @Test("This test process's own listener is found through its process group")
+    func ownProcessGroup() throws {
+        let socket = try ListeningSocket()
+        defer { socket.close() }
+        let found = ListeningPorts.ofProcessGroup(getpgrp())
+        #expect(found.contains(.init(address: "127.0.0.1", port: socket.port)))
+    }
+}
+
+/// A TCP socket listening on a free port of 127.0.0.1, for the test above.
+private struct ListeningSocket {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EMFILE) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 1) == 0 else {
+            _ = Glibc.close(fd)
+            throw POSIXError(.EADDRINUSE)
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        self.fd = fd
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func close() { _ = Glibc.close(fd) }
 }

@@ -4,16 +4,18 @@ cluster + sticky-proxy + chat-node)."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
 
 from cluster_run import ClusterRun, process_alive, app_command
-from harness import executable, process_stat, wait_until
+from harness import executable, free_port, process_stat, wait_until
 
 
 def config(instances=3, **overrides):
@@ -241,6 +243,23 @@ def test_failed_liveness_check_is_a_crash(cluster):
 def test_never_healthy_after_the_startup_timeout(cluster):
     cluster.wait_for_output("Instance never healthy after 1s", timeout=30)
     cluster.expect("web.0 Instance never healthy after 1s: Failed to make TCP connection to port", "connection refused")
+    # It listens nowhere: nothing to say about where it listens.
+    assert " listens on " not in cluster.output()
+
+
+def test_an_app_that_ignores_port_is_told_where_it_listens():
+    """The classic first mistake on Cloud Foundry: the app listens on a port of its own. Diego's check only
+    tries $PORT, so the instance is never healthy; the cluster says where it does listen."""
+    own_port = free_port()
+    app = f"{sys.executable} -m http.server {own_port} --bind 127.0.0.1"
+    with ClusterRun(config(instances=1, app={"command": app}, health_check={"startup_timeout": "4s"})) as run:
+        said = run.wait_for_output(f"web.0 listens on 127.0.0.1:{own_port} but not on its port ", timeout=30)
+        hint = next(line for line in said.splitlines() if " listens on " in line)
+        port = re.search(r"web\.0 started: pid \d+, port (\d+)", said).group(1)
+        assert f"but not on its port {port} ($PORT): the health check only connects to $PORT" in hint
+        assert "make the app listen on the port in $PORT" in hint
+        run.wait_for_output("web.0 Instance never healthy after 4s: Failed to make TCP connection to port", timeout=30)
+        assert run.output().count(" listens on ") == 1  # once per start, not at every check
 
 
 def test_logs_by_instance_and_follow(cluster):
