@@ -47,7 +47,7 @@ let package = Package(
         .target(
             name: "SocketIO",
             dependencies: [
-                "RedisClient",
+                "CloudFoundry", "RedisClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

@@ -1,3 +1,4 @@
+import CloudFoundry
 import HTTPTypes
 import Hummingbird
 import HummingbirdWebSocket

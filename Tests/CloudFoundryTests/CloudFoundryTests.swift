@@ -157,3 +157,21 @@ struct CodingPathTextTests {
         #expect(CodingPathText.text([]) == "")
     }
 }
+
+@Suite("Throttled log lines")
+struct ThrottledLogTests {
+    @Test("The first occurrence is logged, then at most one per interval with the count left out")
+    func throttle() {
+        var log = ThrottledLog(interval: .seconds(5))
+        let start = ContinuousClock.now
+        let decisions = [
+            log.record(now: start),
+            log.record(now: start + .seconds(1)),
+            log.record(now: start + .seconds(4)),
+            log.record(now: start + .seconds(5)),
+            log.record(now: start + .seconds(6)),
+            log.record(now: start + .seconds(60)),
+        ]
+        #expect(decisions == [0, nil, nil, 2, nil, 1])
+    }
+}

@@ -422,3 +422,63 @@ struct ProxyConfigurationTests {
         #expect(configuration.validationErrors() == [message])
     }
 }
+
+@Suite("Engine.IO sessions that no affinity sent home")
+struct MisroutedSessionTests {
+    func exchange(
+        _ target: String = "/socket.io/?EIO=4&transport=polling&sid=abc123", status: Int = 400, decision: RoutingDecisionKind? = .balanced,
+        upgrade: Bool = false
+    ) -> MisroutedSession.Exchange {
+        MisroutedSession.Exchange(target: target, status: status, decision: decision, isUpgrade: upgrade, instanceIndex: "1", instanceID: "guid-1")
+    }
+
+    func hint(_ exchange: MisroutedSession.Exchange, _ affinity: AffinityMode = .cf, webSocketAffinity: Bool = true) -> String? {
+        MisroutedSession.hint(
+            for: exchange, affinity: affinity, webSocketAffinity: webSocketAffinity, stickyCookieNames: ["JSESSIONID"], haproxyCookieName: "SERVERID")
+    }
+
+    @Test("The session id of an Engine.IO request, wherever it sits in the query")
+    func sessionID() {
+        #expect(MisroutedSession.sessionID(inTarget: "/socket.io/?EIO=4&transport=polling&sid=abc123") == "abc123")
+        #expect(MisroutedSession.sessionID(inTarget: "/socket.io/?sid=x-y_z&EIO=3&t=1") == "x-y_z")
+        #expect(MisroutedSession.sessionID(inTarget: "/io/?EIO=4&transport=websocket&sid=S") == "S")
+        #expect(MisroutedSession.sessionID(inTarget: "/socket.io/?EIO=4&transport=polling") == nil)  // the handshake
+        #expect(MisroutedSession.sessionID(inTarget: "/socket.io/?EIO=4&sid=") == nil)
+        #expect(MisroutedSession.sessionID(inTarget: "/search?sid=abc") == nil)  // not Engine.IO
+        #expect(MisroutedSession.sessionID(inTarget: "/socket.io/") == nil)
+    }
+
+    @Test("Only an app's 400 to a session request that no affinity routed")
+    func when() {
+        #expect(hint(exchange()) != nil)
+        #expect(hint(exchange(decision: .newSession)) != nil)
+        #expect(hint(exchange(status: 200)) == nil)
+        #expect(hint(exchange(status: 404)) == nil)
+        #expect(hint(exchange("/api/items?page=2")) == nil)
+        // Pinned and sent home, or the pinned instance is gone (a crash: the client reconnects), or a retry.
+        for decision in [RoutingDecisionKind.stickyHit, .fallbackInstanceGone, .fallbackOverloaded, .retryAfterError, .targeted, .ipHash] {
+            #expect(hint(exchange(decision: decision)) == nil)
+        }
+        #expect(hint(exchange(decision: nil)) == nil)
+        #expect(hint(exchange(), .ipHash) == nil)
+    }
+
+    @Test("What happened, to which instance, and what to do, per affinity mode")
+    func wording() throws {
+        let cf = try #require(hint(exchange()))
+        #expect(cf.hasPrefix("An Engine.IO long-polling request for session abc123 reached instance 1 (guid-1) without affinity"))
+        #expect(cf.contains("(routing_decision balanced), and the app answered 400"))
+        #expect(cf.contains("no JSESSIONID cookie with __VCAP_ID__"))
+        #expect(cf.contains("cookie=\"JSESSIONID\" in python-socketio"))
+        let none = try #require(hint(exchange(), .none))
+        #expect(none.contains("affinity none") && none.contains("--affinity cf"))
+        let haproxy = try #require(hint(exchange(), .haproxy))
+        #expect(haproxy.contains("no SERVERID cookie"))
+        let before2024 = try #require(hint(exchange("/socket.io/?EIO=4&transport=websocket&sid=abc123", upgrade: true), webSocketAffinity: false))
+        #expect(before2024.hasPrefix("An Engine.IO WebSocket upgrade for session abc123"))
+        #expect(before2024.contains("--websocket-affinity off"))
+        // With WebSocket affinity on, an upgrade without cookies is the cookie problem.
+        let upgrade = try #require(hint(exchange("/socket.io/?EIO=4&transport=websocket&sid=abc123", upgrade: true)))
+        #expect(upgrade.contains("no JSESSIONID cookie"))
+    }
+}

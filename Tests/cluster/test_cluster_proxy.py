@@ -7,11 +7,14 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
+import socketio
 
 from cluster_run import ClusterRun, app_command, process_alive
 from harness import wait_until
@@ -265,3 +268,58 @@ def test_the_routers_access_log_is_in_the_cluster_output_like_cf_logs(cluster):
             assert any(entry.startswith(b"STICKY_PROXY_ADMIN_TOKEN=") and len(entry) > 30 for entry in f.read().split(b"\0"))
     finally:
         quiet.close()
+
+
+def socketio_cluster(cookie: str = "") -> ClusterRun:
+    app = f"{sys.executable} {Path(__file__).with_name('socketio_app.py')}"
+    return ClusterRun(config(instances=3, app={"command": app, "env": {"SOCKETIO_COOKIE": cookie}}))
+
+
+def chat_over_polling(url: str, wait: float = 10) -> list:
+    """A python-socketio client on long-polling only: connects, sends three messages, returns the acks.
+    Raises socketio's ConnectionError when the connection is not made within `wait` seconds."""
+    client = socketio.Client(reconnection=False)
+    try:
+        client.connect(url, transports=["polling"], wait_timeout=wait)
+        return [client.call("chat", f"hello {n}", timeout=10) for n in range(3)]
+    finally:
+        # Without waiting for the pending long-poll GET, which python-engineio's client otherwise waits
+        # out (up to 25 s).
+        client.eio.disconnect(abort=True)
+
+
+def test_a_socketio_app_without_a_session_cookie_breaks_on_long_polling_and_the_proxy_says_why():
+    """What happens to most Socket.IO apps on Cloud Foundry: python-socketio sets no JSESSIONID, so the
+    router balances each long-polling request and the session is on one instance in three. The app
+    only logs "Invalid session"; the proxy says which request, which instance, and what to do."""
+    with socketio_cluster() as run:
+        run.wait_ready()
+        url = proxy_url(run)
+        failures = 0
+        for _ in range(4):  # the first polling request after the handshake misses with probability 2/3
+            try:
+                chat_over_polling(url, wait=3)
+            except socketio.exceptions.ConnectionError:
+                failures += 1
+        assert failures > 0, "long-polling through a proxy without affinity should have failed"
+        said = run.wait_for_output("An Engine.IO long-polling request for session ", timeout=15)
+        hint = next(line for line in said.splitlines() if "An Engine.IO long-polling request" in line)
+        assert "without affinity (routing_decision balanced), and the app answered 400" in hint
+        assert re.search(r"reached instance [0-2] \([0-9a-f-]{28}\)", hint), hint
+        assert "no JSESSIONID cookie with __VCAP_ID__" in hint and 'cookie="JSESSIONID" in python-socketio' in hint
+
+
+def test_the_same_app_with_its_session_cookie_named_jsessionid_is_sticky():
+    """The fix the hint gives, applied: python-socketio's `cookie="JSESSIONID"`. The router pins the
+    client after the handshake and every request of the session reaches its instance."""
+    with socketio_cluster(cookie="JSESSIONID") as run:
+        run.wait_ready()
+        url = proxy_url(run)
+        for _ in range(4):
+            assert chat_over_polling(url) == [{"ok": True}] * 3
+        # The access log is written in batches: wait for the four handshakes and their requests.
+        run.wait_for_output('routing_decision:"new_session"', count=4, timeout=15)
+        run.wait_for_output('routing_decision:"sticky_hit"', count=12, timeout=15)
+        decisions = re.findall(r'routing_decision:"([a-z_]+)"', run.output())
+        assert "balanced" not in decisions, decisions
+        assert "An Engine.IO" not in run.output()

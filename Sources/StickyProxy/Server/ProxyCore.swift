@@ -16,6 +16,8 @@ final class ProxyCore: Sendable {
     let accessLog: AccessLogWriter?
     let logger: Logger
     let draining = Atomic<Bool>(false)
+    /// `MisroutedSession` lines, at most one every 5 s.
+    let misroutedSessionLog = Mutex(ThrottledLog(interval: .seconds(5)))
     private let loops: [ObjectIdentifier: LoopContext]
 
     init(
@@ -56,6 +58,19 @@ final class ProxyCore: Sendable {
     var allLoopContexts: [LoopContext] { Array(loops.values) }
 
     var isDraining: Bool { draining.load(ordering: .relaxed) }
+
+    /// Logs, at most once every 5 s, an app's 400 to an Engine.IO request that no affinity sent to the
+    /// instance holding its session (`MisroutedSession`).
+    func noteMisroutedSession(_ exchange: MisroutedSession.Exchange) {
+        guard
+            let hint = MisroutedSession.hint(
+                for: exchange, affinity: configuration.affinity, webSocketAffinity: configuration.webSocketAffinity,
+                stickyCookieNames: configuration.stickyCookieNames, haproxyCookieName: configuration.haproxyCookieName),
+            let suppressed = misroutedSessionLog.withLock({ $0.record(now: .now) })
+        else { return }
+        let more = suppressed > 0 ? " (\(suppressed) more since the last such line)" : ""
+        logger.warning("\(hint)\(more)")
+    }
 }
 
 /// The state of one event loop: its copy of the routing table, its keep-alive connections to

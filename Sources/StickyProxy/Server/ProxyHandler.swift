@@ -825,6 +825,12 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         let kind = exchange.selection?.kind ?? .balanced
         exchange.decision = affinity.startedSession && kind == .balanced ? .newSession : kind
         exchange.status = head.statusCode
+        if head.statusCode == 400 {
+            core.noteMisroutedSession(
+                MisroutedSession.Exchange(
+                    target: exchange.target, status: 400, decision: exchange.decision, isUpgrade: exchange.request.isUpgrade,
+                    instanceIndex: endpoint.instanceIndex, instanceID: endpoint.instanceHeaderValue))
+        }
         pendingClientHead = ResponseRewriter.rewrite(
             head,
             response: response,

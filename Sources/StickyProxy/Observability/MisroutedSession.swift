@@ -1,0 +1,84 @@
+/// The symptom this lab exists to show, seen from the router: an Engine.IO (Socket.IO) request that
+/// names a session (`sid=`) reached, without affinity, an instance that does not have the session,
+/// which answered 400 ("Session ID unknown", python-socketio's "Invalid session"). gorouter says
+/// nothing about it; sticky-proxy says what happened and why, whatever the app, at most once every
+/// few seconds (`ThrottledLog`). Pure.
+public enum MisroutedSession {
+    /// The session id of an Engine.IO request target (`/socket.io/?EIO=4&transport=polling&sid=X`): the
+    /// `sid` query parameter of a request that also has `EIO`; nil for any other request.
+    public static func sessionID(inTarget target: String) -> Substring? {
+        guard let question = target.firstIndex(of: "?") else { return nil }
+        var sid: Substring?
+        var isEngineIO = false
+        for parameter in target[target.index(after: question)...].split(separator: "&") {
+            if parameter.hasPrefix("EIO=") {
+                isEngineIO = true
+            } else if parameter.hasPrefix("sid="), parameter.count > 4 {
+                sid = parameter.dropFirst(4)
+            }
+        }
+        return isEngineIO ? sid : nil
+    }
+
+    /// What was asked and what came of it.
+    public struct Exchange: Sendable {
+        public var target: String
+        public var status: Int
+        public var decision: RoutingDecisionKind?
+        public var isUpgrade: Bool
+        /// The instance that answered: its index and GUID, as the access log names them.
+        public var instanceIndex: String
+        public var instanceID: String
+
+        public init(target: String, status: Int, decision: RoutingDecisionKind?, isUpgrade: Bool, instanceIndex: String, instanceID: String) {
+            self.target = target
+            self.status = status
+            self.decision = decision
+            self.isUpgrade = isUpgrade
+            self.instanceIndex = instanceIndex
+            self.instanceID = instanceID
+        }
+    }
+
+    /// The line to log, or nil when the exchange is not the symptom: a 400 from the app to an Engine.IO
+    /// request with a session id that no affinity sent where it was (a sticky hit, a fallback after the
+    /// pinned instance went away and a retry are not this).
+    public static func hint(
+        for exchange: Exchange, affinity: AffinityMode, webSocketAffinity: Bool, stickyCookieNames: [String], haproxyCookieName: String
+    ) -> String? {
+        guard exchange.status == 400, exchange.decision == .balanced || exchange.decision == .newSession,
+            let sid = sessionID(inTarget: exchange.target)
+        else { return nil }
+        let transport = exchange.isUpgrade ? "WebSocket upgrade" : "long-polling request"
+        let what =
+            "An Engine.IO \(transport) for session \(sid) reached instance \(exchange.instanceIndex) (\(exchange.instanceID)) "
+            + "without affinity (routing_decision \(exchange.decision?.rawValue ?? "-")), and the app answered 400: "
+            + "that instance does not have the session (\"Session ID unknown\"). "
+        let why: String
+        switch affinity {
+        case .none:
+            why = "sticky-proxy runs with affinity none, so every request is balanced: use --affinity cf (the default), haproxy or ip-hash"
+        case .cf where exchange.isUpgrade && !webSocketAffinity:
+            why =
+                "WebSocket upgrades are routed without affinity here (--websocket-affinity off, Cloud Foundry before 2024): "
+                + "the upgrade of a session opened over long-polling lands anywhere; let clients connect over WebSocket only, "
+                + "or turn WebSocket affinity back on"
+        case .cf:
+            let names = stickyCookieNames.joined(separator: " or ")
+            let first = stickyCookieNames.first ?? "JSESSIONID"
+            why =
+                "The request carried no \(names) cookie with __VCAP_ID__: Cloud Foundry's router pins a client only after the app's "
+                + "response sets \(names) (the router then adds __VCAP_ID__), and only if the client sends both back. "
+                + "Make the app set a \(first) cookie (any value will do; Socket.IO servers can name their session cookie: "
+                + "cookie=\"\(first)\" in python-socketio, cookie: { name: \"\(first)\" } in Node) and the client keep cookies, "
+                + "or let clients connect over WebSocket only"
+        case .haproxy:
+            why =
+                "The request carried no \(haproxyCookieName) cookie, which sticky-proxy inserts on every response: "
+                + "the client does not send cookies back"
+        case .ipHash:
+            return nil
+        }
+        return what + why + "."
+    }
+}
