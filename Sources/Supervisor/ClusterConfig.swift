@@ -199,6 +199,9 @@ public enum ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
 public struct ClusterOverrides: Sendable, Equatable {
     public var instances: Int?
     public var appCommand: String?
+    /// `--name`. Without it, `--app` with another program than chat-node names the app `app` when the
+    /// config kept chat-node's name, so that a Python app's instances do not log as `chat.0`.
+    public var appName: String?
     public var port: Int?
     public var affinity: Affinity?
     public var redisURL: String?
@@ -210,12 +213,14 @@ public struct ClusterOverrides: Sendable, Equatable {
     public var readinessCheckType: HealthCheckType?
 
     public init(
-        instances: Int? = nil, appCommand: String? = nil, port: Int? = nil, affinity: Affinity? = nil, redisURL: String? = nil,
+        instances: Int? = nil, appCommand: String? = nil, appName: String? = nil, port: Int? = nil, affinity: Affinity? = nil,
+        redisURL: String? = nil,
         restartPolicy: RestartPolicy.Name? = nil, timeScale: Double? = nil, stateDirectory: String? = nil, proxyEnabled: Bool? = nil,
         healthCheckType: HealthCheckType? = nil, readinessCheckType: HealthCheckType? = nil
     ) {
         self.instances = instances
         self.appCommand = appCommand
+        self.appName = appName
         self.port = port
         self.affinity = affinity
         self.redisURL = redisURL
@@ -232,6 +237,7 @@ public struct ClusterOverrides: Sendable, Equatable {
         switch key {
         case "app.instances" where instances != nil: "--instances"
         case "app.command" where appCommand != nil: "--app"
+        case "app.name" where appName != nil: "--name"
         case "proxy.port" where port != nil: "--port"
         case "redis.url" where redisURL != nil: "--redis-url"
         case "time_scale" where timeScale != nil: "--time-scale"
@@ -242,7 +248,12 @@ public struct ClusterOverrides: Sendable, Equatable {
     public func applied(to config: ClusterConfig) -> ClusterConfig {
         var config = config
         if let instances { config.app.instances = instances }
-        if let appCommand { config.app.command = appCommand }
+        if let appCommand {
+            config.app.command = appCommand
+            let program = appCommand.split(whereSeparator: \.isWhitespace).first?.split(separator: "/").last
+            if config.app.name == ClusterConfig.App().name, program != "chat-node" { config.app.name = "app" }
+        }
+        if let appName { config.app.name = appName }
         if let port { config.proxy.port = port }
         if let affinity { config.proxy.affinity = affinity }
         if let redisURL { config.redis.url = redisURL.isEmpty ? nil : redisURL }

@@ -44,6 +44,10 @@ struct Up: AsyncParsableCommand {
     var instances: Int?
     @Option(name: .long, help: "The app command (any command; instances get PORT and Cloud Foundry's environment).")
     var app: String?
+    @Option(
+        name: .long,
+        help: "The app's name: instances log as NAME.0, NAME.1 (default: the config's; 'app' for an --app other than chat-node).")
+    var name: String?
     @Option(name: .long, help: "The proxy's port (0: a free one).")
     var port: Int?
     @Option(name: .long, help: "The proxy's affinity mode.")
@@ -68,9 +72,9 @@ struct Up: AsyncParsableCommand {
         let path = config ?? (FileManager.default.fileExists(atPath: "Configs/cluster.yml") ? "Configs/cluster.yml" : nil)
         do {
             let overrides = ClusterOverrides(
-                instances: instances, appCommand: app, port: port, affinity: affinity, redisURL: redisURL, restartPolicy: restartPolicy,
-                timeScale: timeScale, stateDirectory: state.stateDir, proxyEnabled: noProxy ? false : nil, healthCheckType: healthCheck,
-                readinessCheckType: readinessCheck)
+                instances: instances, appCommand: app, appName: name, port: port, affinity: affinity, redisURL: redisURL,
+                restartPolicy: restartPolicy, timeScale: timeScale, stateDirectory: state.stateDir, proxyEnabled: noProxy ? false : nil,
+                healthCheckType: healthCheck, readinessCheckType: readinessCheck)
             try await ClusterUp.run(config: ClusterConfig.resolve(file: path, overrides: overrides))
         } catch {
             // A flag's value is a usage error, as ArgumentParser's own are (64); a config file's is not.

@@ -299,4 +299,23 @@ struct ClusterConfigTests {
         #expect(config.healthCheck.type == .http)
         #expect(ClusterOverrides().applied(to: file) == file)
     }
+
+    @Test("Another app than chat-node is not called chat: 'app', or --name, or the file's own name")
+    func appName() {
+        let chat = ClusterConfig()
+        #expect(ClusterOverrides(appCommand: "python3 -m http.server $PORT").applied(to: chat).app.name == "app")
+        #expect(ClusterOverrides(appCommand: "/opt/x/chat-node --verbose").applied(to: chat).app.name == "chat")
+        #expect(ClusterOverrides(appCommand: "node server.js", appName: "web").applied(to: chat).app.name == "web")
+        #expect(ClusterOverrides(appName: "lobby").applied(to: chat).app.name == "lobby")
+        var named = ClusterConfig()
+        named.app.name = "api"
+        #expect(ClusterOverrides(appCommand: "node server.js").applied(to: named).app.name == "api")
+        var message: String?
+        do {
+            _ = try ClusterConfig.resolve(yaml: nil, path: "", overrides: ClusterOverrides(appName: "my app"))
+        } catch {
+            message = "\(error)"
+        }
+        #expect(message == "--name 'my app' is not valid: expected a name without spaces")
+    }
 }
