@@ -36,10 +36,14 @@ public struct ChaosOptions: Sendable, Equatable {
     public var redisFault: RedisFault
     public var settle: Duration
     public var seed: UInt64
+    /// `--max-5xx`: the run fails when the proxy answered more 5xx responses than this from the start
+    /// of the run to the end of the settling (nil: no limit, the count is only printed).
+    public var maxServerErrors: Int?
 
     public init(
         every: Duration, duration: Duration, faults: [Fault] = [.kill], freezeFor: Duration = .seconds(5), keep: Int = 1,
-        redisEvery: Duration? = nil, redisFault: RedisFault = .restart, settle: Duration = .seconds(30), seed: UInt64
+        redisEvery: Duration? = nil, redisFault: RedisFault = .restart, settle: Duration = .seconds(30), seed: UInt64,
+        maxServerErrors: Int? = nil
     ) {
         self.every = every
         self.duration = duration
@@ -50,6 +54,7 @@ public struct ChaosOptions: Sendable, Equatable {
         self.redisFault = redisFault
         self.settle = settle
         self.seed = seed
+        self.maxServerErrors = maxServerErrors
     }
 
     /// Parses `kill`, `kill,freeze`, ...: each fault once, in the order given. Nil when a name is unknown.
@@ -80,7 +85,19 @@ public struct ChaosOptions: Sendable, Equatable {
                 + " with --redis-fault freeze: Redis would still be frozen at the next freeze"
         }
         if settle < .zero { return "--settle must be 0s or more" }
+        if let maxServerErrors, maxServerErrors < 0 { return "--max-5xx must be 0 or more (not \(maxServerErrors))" }
         return nil
+    }
+
+    /// Why the run fails on what clients got through the proxy meanwhile (`traffic`), nil when it
+    /// does not: more 5xx responses than `--max-5xx`.
+    public func failure(traffic: ProxyTraffic) -> String? {
+        guard let maxServerErrors, traffic.serverErrors > maxServerErrors else { return nil }
+        let errors = traffic.routerErrors.filter { $0.value > 0 && $0.key != "client_closed_request" && $0.key != "unknown_route" }
+        let byRouter = errors.values.reduce(0, +)
+        let listed = errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        let detail = byRouter == 0 ? "all from the app" : "\(byRouter) from the router: \(listed)"
+        return "FAILED: \(traffic.serverErrors) responses were 5xx (\(detail)), more than --max-5xx \(maxServerErrors)"
     }
 
     func describe(_ fault: Fault) -> String {
@@ -217,6 +234,8 @@ public enum ChaosRun {
         case ready
         /// Not ready `settle` after the last fault.
         case notReady
+        /// Ready again, but clients got more 5xx responses through the proxy than `--max-5xx`.
+        case tooManyServerErrors
         /// Stopped early (Ctrl-C, SIGTERM, or the task cancelled), after printing what it had done.
         case interrupted
     }
@@ -295,7 +314,10 @@ public enum ChaosRun {
                 }
             }
         }
-        let first = try await status(send)
+        let first = try await status(send, fresh: true)
+        if options.maxServerErrors != nil, first.proxyTraffic == nil {
+            throw Failure("--max-5xx counts the proxy's responses, and this cluster has no proxy answering (\(first.proxy.state)): drop --max-5xx")
+        }
         if options.redisEvery != nil, first.redis.state == "external" {
             throw Failure(
                 "this cluster uses an external Redis (\(first.redis.url ?? "?")), which it cannot \(options.redisFault.rawValue): drop --redis-every")
@@ -309,19 +331,22 @@ public enum ChaosRun {
         }
         say("done: \(tally.line(options: options, elapsed: clock.now - start))")
         let settleStart = clock.now
+        let settled: Outcome
         do {
             while true {
                 let current = try await status(send)
                 let running = current.instances.filter { $0.state == .running }.count
                 if current.ready, !current.instances.contains(where: { $0.pid.map(downed.contains) ?? false }) {
                     say("ready again after \(DurationText.format(clock.now - settleStart)): \(running)/\(current.desiredInstances) running")
-                    return .ready
+                    settled = .ready
+                    break
                 }
                 if clock.now - settleStart >= options.settle {
                     say(
                         "NOT ready \(DurationText.format(options.settle)) after the last fault: \(running)/\(current.desiredInstances) running"
                             + " (see `cluster status` and `cluster logs`)")
-                    return .notReady
+                    settled = .notReady
+                    break
                 }
                 try await clock.sleep(for: .milliseconds(200))
             }
@@ -329,10 +354,19 @@ public enum ChaosRun {
             say("interrupted while waiting for the cluster to be ready again")
             return .interrupted
         }
+        // What the app's users got meanwhile, as the proxy counted it.
+        guard let before = first.proxyTraffic, let after = try await status(send, fresh: true).proxyTraffic else { return settled }
+        let traffic = after.since(before)
+        say("through the proxy meanwhile: \(traffic.summary)")
+        if settled == .ready, let failure = options.failure(traffic: traffic) {
+            say(failure)
+            return .tooManyServerErrors
+        }
+        return settled
     }
 
-    private static func status(_ send: Send) async throws -> ClusterStatus {
-        let response = try await send(ControlRequest(command: .status))
+    private static func status(_ send: Send, fresh: Bool = false) async throws -> ClusterStatus {
+        let response = try await send(ControlRequest(command: .status, fresh: fresh ? true : nil))
         guard response.ok, let status = response.status else {
             throw Failure("the cluster did not give its status: \(response.error ?? "no reason given")")
         }

@@ -61,6 +61,7 @@ extension ClusterSupervisor {
         }
         switch request.command {
         case .status:
+            if request.fresh == true { await sampleProxy() }
             return ControlResponse(ok: true, status: status(), done: true)
         case .scale:
             return await scaleCommand(request)
@@ -405,6 +406,6 @@ extension ClusterSupervisor {
             affinity: config.proxy.affinity.rawValue, restartPolicy: config.restartPolicy.rawValue, timeScale: config.timeScale,
             proxy: ClusterStatus.Component(state: proxyState, pid: proxy.pid, url: proxyCommand == nil ? nil : "http://localhost:\(proxyPort)/"),
             redis: ClusterStatus.Component(state: redisState, pid: redis.pid, url: launch.redisURL.map(Self.redacted)),
-            instances: instances)
+            instances: instances, proxyTraffic: proxyCommand == nil ? nil : traffic)
     }
 }

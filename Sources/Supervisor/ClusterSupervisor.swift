@@ -120,6 +120,7 @@ public actor ClusterSupervisor {
     var announcedReady = false
     var proxyFailing = false
     var stats: [String: EndpointStats] = [:]
+    var traffic: ProxyTraffic?
     var rates: [String: Double] = [:]
     var statsTakenAt: Duration?
     var backgroundTasks: [Task<Void, Never>] = []
@@ -752,14 +753,19 @@ public actor ClusterSupervisor {
         }
     }
 
-    /// Samples the proxy's per-instance counters for `cluster status` (connections, requests/s).
+    /// Samples the proxy's counters for `cluster status` (connections, requests/s, traffic) every 2 s.
     func statsLoop() async {
         while !Task.isCancelled {
-            if let admin = proxyAdmin, proxy.ready, let sample = try? await admin.endpointStats() {
-                recordStats(sample)
-            }
+            await sampleProxy()
             guard (try? await Task.sleep(for: .seconds(2))) != nil else { return }
         }
+    }
+
+    /// Reads the proxy's per-instance counters and its traffic counters, when it is up.
+    func sampleProxy() async {
+        guard let admin = proxyAdmin, proxy.ready else { return }
+        if let sample = try? await admin.endpointStats() { recordStats(sample) }
+        if let sample = try? await admin.traffic() { traffic = sample }
     }
 
     func recordStats(_ sample: [String: EndpointStats]) {

@@ -25,13 +25,15 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var lines: Int?
     /// Answer only once the change is done (instances healthy, Redis ready).
     public var wait: Bool?
+    /// `status`: read the proxy's counters now instead of giving the last sample (taken every 2 s).
+    public var fresh: Bool?
 
     /// The shortest and longest freeze (`cluster freeze`, `cluster redis freeze`, `chaos --freeze-for`).
     public static let freezeRange = Duration.milliseconds(100)...Duration.seconds(600)
 
     public init(
         command: Command, index: Int? = nil, scale: String? = nil, all: Bool? = nil, rolling: Bool? = nil, action: String? = nil,
-        duration: String? = nil, follow: Bool? = nil, lines: Int? = nil, wait: Bool? = nil
+        duration: String? = nil, follow: Bool? = nil, lines: Int? = nil, wait: Bool? = nil, fresh: Bool? = nil
     ) {
         self.command = command
         self.index = index
@@ -43,6 +45,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.follow = follow
         self.lines = lines
         self.wait = wait
+        self.fresh = fresh
     }
 }
 
@@ -158,10 +161,12 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     public var proxy: Component
     public var redis: Component
     public var instances: [Instance]
+    /// What clients got through the proxy since it started (nil without a proxy, or before its first sample).
+    public var proxyTraffic: ProxyTraffic?
 
     public init(
         app: String, command: String, ready: Bool, desiredInstances: Int, affinity: String, restartPolicy: String, timeScale: Double,
-        proxy: Component, redis: Component, instances: [Instance]
+        proxy: Component, redis: Component, instances: [Instance], proxyTraffic: ProxyTraffic? = nil
     ) {
         self.app = app
         self.command = command
@@ -173,10 +178,12 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         self.proxy = proxy
         self.redis = redis
         self.instances = instances
+        self.proxyTraffic = proxyTraffic
     }
 
     enum CodingKeys: String, CodingKey {
         case app, command, ready, affinity, proxy, redis, instances
+        case proxyTraffic = "proxy_traffic"
         case desiredInstances = "desired_instances"
         case restartPolicy = "restart_policy"
         case timeScale = "time_scale"
@@ -194,6 +201,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
                 + (unroutable == 0 ? "" : ", \(unroutable) not routable (readiness check failing)")
                 + (replaced == 0 ? "" : ", \(replaced) being replaced (the old process serves meanwhile)") + (ready ? "" : " (not ready)"))
         lines.append("proxy  \(proxyText)")
+        if let proxyTraffic { lines.append("       \(proxyTraffic.summary)") }
         lines.append("redis  \(redis.url ?? "-") (\(redis.state))")
         lines.append("restart policy \(restartPolicy)\(timeScale == 1 ? "" : ", time scale \(timeScale)")")
         lines.append("")

@@ -37,6 +37,15 @@ public struct ProxyAdmin: Sendable {
         return EndpointStats.parse(routesJSON: response.body)
     }
 
+    /// GET /metrics: what clients got through the proxy so far.
+    public func traffic() async throws -> ProxyTraffic {
+        let response = try await Probe.http(port: port, path: "/metrics", headers: [("Authorization", "Bearer \(token)")], timeout: timeout)
+        guard response.status == 200 else {
+            throw Probe.Failure("sticky-proxy's admin API answered \(response.status) to GET /metrics: \(response.text.prefix(200))")
+        }
+        return ProxyTraffic.parse(prometheus: response.text)
+    }
+
     private func post(_ path: String, _ registration: RouteRegistration) async throws {
         let response = try await Probe.http(
             method: .POST, port: port, path: path,
@@ -95,5 +104,106 @@ public struct EndpointStats: Sendable, Equatable {
             }
         }
         return result
+    }
+}
+
+/// What clients got through the proxy, from its Prometheus counters (`GET /metrics`): responses by
+/// status class, the router's own errors, routing decisions, retries. `since(_:)` gives what happened
+/// between two readings: what the users of an app saw during a chaos run, say.
+public struct ProxyTraffic: Codable, Sendable, Equatable {
+    /// `2xx` ... `5xx` -> responses sent to clients.
+    public var responses: [String: Int] = [:]
+    /// `X-Cf-Routererror` values (`endpoint_failure`, `Connection Limit Reached`, `unknown_route`,
+    /// `client_closed_request`, ...) -> responses the router answered itself.
+    public var routerErrors: [String: Int] = [:]
+    /// `sticky_hit`, `fallback_instance_gone`, `new_session`, `balanced`, `retry_after_error`, ...
+    public var decisions: [String: Int] = [:]
+    /// Attempts retried on another instance after a retriable error.
+    public var retries = 0
+    /// Attempts that failed to reach an instance (refused, reset, EOF before a response).
+    public var backendFailures = 0
+
+    public init(
+        responses: [String: Int] = [:], routerErrors: [String: Int] = [:], decisions: [String: Int] = [:], retries: Int = 0,
+        backendFailures: Int = 0
+    ) {
+        self.responses = responses
+        self.routerErrors = routerErrors
+        self.decisions = decisions
+        self.retries = retries
+        self.backendFailures = backendFailures
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case responses, decisions, retries
+        case routerErrors = "router_errors"
+        case backendFailures = "backend_failures"
+    }
+
+    public var responseCount: Int { responses.values.reduce(0, +) }
+    /// Responses with a 5xx status: the app's own, and the router's 502s and 503s.
+    public var serverErrors: Int { responses["5xx", default: 0] }
+
+    /// Reads sticky-proxy's Prometheus text. Lines it does not know are skipped.
+    public static func parse(prometheus text: String) -> ProxyTraffic {
+        var traffic = ProxyTraffic()
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            let count = Int(value)
+            let series = line[..<space]
+            let name = series.prefix { $0 != "{" }
+            let label = series.firstIndex(of: "\"").flatMap { open in
+                series[series.index(after: open)...].firstIndex(of: "\"").map { String(series[series.index(after: open)..<$0]) }
+            }
+            switch (name, label) {
+            case ("sticky_proxy_responses_total", let label?): traffic.responses[label] = count
+            case ("sticky_proxy_router_errors_total", let label?): traffic.routerErrors[label] = count
+            case ("sticky_proxy_routing_decisions_total", let label?): traffic.decisions[label] = count
+            case ("sticky_proxy_retries_total", nil): traffic.retries = count
+            case ("sticky_proxy_backend_failures_total", nil): traffic.backendFailures = count
+            default: continue
+            }
+        }
+        return traffic
+    }
+
+    /// What was counted after `earlier` (a counter that went down, a restarted proxy, counts from zero).
+    public func since(_ earlier: ProxyTraffic) -> ProxyTraffic {
+        func delta(_ now: [String: Int], _ before: [String: Int]) -> [String: Int] {
+            now.reduce(into: [:]) { result, entry in
+                let before = before[entry.key, default: 0]
+                result[entry.key] = entry.value >= before ? entry.value - before : entry.value
+            }
+        }
+        return ProxyTraffic(
+            responses: delta(responses, earlier.responses), routerErrors: delta(routerErrors, earlier.routerErrors),
+            decisions: delta(decisions, earlier.decisions),
+            retries: retries >= earlier.retries ? retries - earlier.retries : retries,
+            backendFailures: backendFailures >= earlier.backendFailures ? backendFailures - earlier.backendFailures : backendFailures)
+    }
+
+    /// One line: `1,234 responses (2xx 1,200, 4xx 30, 5xx 4); router errors: endpoint_failure 3, ...;
+    /// 17 retried on another instance; decisions: fallback_instance_gone 150, sticky_hit 1,000`.
+    public var summary: String {
+        func number(_ value: Int) -> String {
+            let digits = String(value)
+            var grouped = ""
+            for (offset, character) in digits.enumerated() {
+                if offset > 0, (digits.count - offset) % 3 == 0 { grouped.append(",") }
+                grouped.append(character)
+            }
+            return grouped
+        }
+        func listed(_ counts: [String: Int]) -> String {
+            counts.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key) \(number($0.value))" }.joined(separator: ", ")
+        }
+        let total = responseCount
+        var parts = ["\(number(total)) response\(total == 1 ? "" : "s")" + (total > 0 ? " (\(listed(responses)))" : "")]
+        let errors = listed(routerErrors)
+        parts.append(errors.isEmpty ? "no router errors" : "router errors: \(errors)")
+        parts.append("\(number(retries)) retried on another instance")
+        let decided = listed(decisions)
+        if !decided.isEmpty { parts.append("routing: \(decided)") }
+        return parts.joined(separator: "; ")
     }
 }

@@ -324,7 +324,9 @@ struct Chaos: AsyncParsableCommand {
             "Kill, restart or freeze a random running instance at intervals, optionally restart or freeze Redis too, then check that the cluster recovers.",
         discussion: """
             Prints a line per fault, then waits up to --settle for every instance to be running again (and \
-            nothing frozen), and exits 1 when the cluster is not ready by then: \
+            nothing frozen), and exits 1 when the cluster is not ready by then; then it prints what clients \
+            got through the proxy meanwhile (responses by status class, router errors, retries, routing \
+            decisions), and with --max-5xx N exits 1 when more than N responses were 5xx: \
             `cluster chaos --every 5s --for 2m && ./my-checks`. Ctrl-C stops it early with what it has done \
             so far (exit 130). The same --seed picks the same instances (and faults) again when they are in \
             the same states.
@@ -353,6 +355,10 @@ struct Chaos: AsyncParsableCommand {
     var settle = "30s"
     @Option(name: .long, help: "The seed of the random choices (default: a random one, printed).")
     var seed: UInt64?
+    @Option(
+        name: .customLong("max-5xx"),
+        help: "Exit 1 when clients got more 5xx responses than this through the proxy, from the start of the run to the end of --settle.")
+    var maxServerErrors: Int?
     @OptionGroup var state: StateOption
 
     func options() throws -> ChaosOptions {
@@ -372,7 +378,7 @@ struct Chaos: AsyncParsableCommand {
             every: try duration(every, "--every"), duration: try duration(self.duration, "--for"), faults: faults,
             freezeFor: try freezeFor.map { try duration($0, "--freeze-for") } ?? .seconds(5), keep: keep,
             redisEvery: try redisEvery.map { try duration($0, "--redis-every") }, redisFault: redisFault ?? .restart,
-            settle: try duration(settle, "--settle"), seed: seed ?? generator.next() % 1_000_000)
+            settle: try duration(settle, "--settle"), seed: seed ?? generator.next() % 1_000_000, maxServerErrors: maxServerErrors)
         if let problem = options.problem { throw ValidationError(problem) }
         return options
     }
@@ -395,7 +401,7 @@ struct Chaos: AsyncParsableCommand {
         }
         switch outcome {
         case .ready: return
-        case .notReady: throw ExitCode.failure
+        case .notReady, .tooManyServerErrors: throw ExitCode.failure
         case .interrupted: throw ExitCode(130)
         }
     }

@@ -149,6 +149,8 @@ struct ChaosTests {
         #expect(problem { $0.keep = -1 } == "--keep must be 0 or more (not -1)")
         #expect(problem { $0.redisEvery = .milliseconds(500) } == "--redis-every must be at least 1s (not 500ms)")
         #expect(problem { $0.settle = .seconds(-1) } == "--settle must be 0s or more")
+        #expect(problem { $0.maxServerErrors = -1 } == "--max-5xx must be 0 or more (not -1)")
+        #expect(problem { $0.maxServerErrors = 0 } == nil)
         #expect(problem { $0.faults = [] } == "--fault needs one or more of kill, restart, freeze")
         // --freeze-for is checked only when something freezes.
         #expect(problem { $0.freezeFor = .zero } == nil)
@@ -198,11 +200,42 @@ struct ChaosTests {
     }
 
     /// A cluster's status with running instances of these pids.
-    func status(ready: Bool = true, pids: [Int32]) -> ClusterStatus {
+    func status(ready: Bool = true, pids: [Int32], traffic: ProxyTraffic? = nil) -> ClusterStatus {
         ClusterStatus(
             app: "web", command: "app", ready: ready, desiredInstances: pids.count, affinity: "cf", restartPolicy: "diego", timeScale: 1,
             proxy: .init(state: "running"), redis: .init(state: "running"),
-            instances: pids.enumerated().map { ClusterStatus.Instance(index: $0.offset, pid: $0.element, state: .running) })
+            instances: pids.enumerated().map { ClusterStatus.Instance(index: $0.offset, pid: $0.element, state: .running) },
+            proxyTraffic: traffic)
+    }
+
+    @Test("What clients got through the proxy during the run, and --max-5xx")
+    func trafficDuringTheRun() async throws {
+        let before = ProxyTraffic(responses: ["2xx": 100], decisions: ["sticky_hit": 100])
+        let after = ProxyTraffic(
+            responses: ["2xx": 190, "5xx": 4], routerErrors: ["endpoint_failure": 3], decisions: ["sticky_hit": 150, "fallback_instance_gone": 44],
+            retries: 2)
+        func statuses() -> [ClusterStatus] {
+            [status(pids: [10], traffic: before), status(pids: [10], traffic: before), status(pids: [11], traffic: after)]
+        }
+        var options = ChaosOptions(every: .milliseconds(100), duration: .milliseconds(100), keep: 0, settle: .seconds(5), seed: 3)
+        let (calm, requests, printed) = try await run(options, statuses: statuses(), answer: { _ in "web.0 (pid 10) killed with SIGKILL" })
+        #expect(calm == .ready)
+        // The first and the last status are read fresh from the proxy.
+        #expect(requests.first?.fresh == true && requests.last?.fresh == true && requests[1].fresh == nil)
+        #expect(
+            printed.last?.hasSuffix(
+                "chaos | through the proxy meanwhile: 94 responses (2xx 90, 5xx 4); router errors: endpoint_failure 3; "
+                    + "2 retried on another instance; routing: fallback_instance_gone 44, sticky_hit 50") == true)
+        options.maxServerErrors = 4
+        #expect(try await run(options, statuses: statuses(), answer: { _ in "killed" }).0 == .ready)
+        options.maxServerErrors = 3
+        let (failed, _, lines) = try await run(options, statuses: statuses(), answer: { _ in "killed" })
+        #expect(failed == .tooManyServerErrors)
+        #expect(lines.last?.hasSuffix("chaos | FAILED: 4 responses were 5xx (3 from the router: endpoint_failure 3), more than --max-5xx 3") == true)
+        // Without a proxy there is nothing to count: --max-5xx is refused before any fault.
+        await #expect(throws: ChaosRun.Failure.self) {
+            _ = try await run(options, statuses: [status(pids: [10])], answer: { _ in "killed" })
+        }
     }
 
     /// A chaos run against a fake cluster: each status request gets the next of `statuses` (the last

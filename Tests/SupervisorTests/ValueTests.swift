@@ -481,3 +481,51 @@ private struct ListeningSocket {
 
     func close() { _ = Glibc.close(fd) }
 }
+
+@Suite("What clients got through the proxy (its Prometheus counters)")
+struct ProxyTrafficTests {
+    let metrics = """
+        # HELP sticky_proxy_responses_total Responses sent to clients, by status class
+        # TYPE sticky_proxy_responses_total counter
+        sticky_proxy_responses_total{code="1xx"} 0
+        sticky_proxy_responses_total{code="2xx"} 1234567
+        sticky_proxy_responses_total{code="5xx"} 7
+        sticky_proxy_routing_decisions_total{decision="sticky_hit"} 1200000
+        sticky_proxy_routing_decisions_total{decision="fallback_instance_gone"} 31
+        sticky_proxy_router_errors_total{error="endpoint_failure"} 5
+        sticky_proxy_router_errors_total{error="Connection Limit Reached"} 2
+        sticky_proxy_backend_failures_total 9
+        sticky_proxy_retries_total 4
+        sticky_proxy_request_duration_seconds_bucket{le="0.001"} 100
+        sticky_proxy_routes 1
+        """
+
+    @Test("Counters read from sticky-proxy's /metrics; other series ignored")
+    func parse() {
+        let traffic = ProxyTraffic.parse(prometheus: metrics)
+        #expect(traffic.responses == ["1xx": 0, "2xx": 1_234_567, "5xx": 7])
+        #expect(traffic.decisions == ["sticky_hit": 1_200_000, "fallback_instance_gone": 31])
+        #expect(traffic.routerErrors == ["endpoint_failure": 5, "Connection Limit Reached": 2])
+        #expect(traffic.retries == 4 && traffic.backendFailures == 9)
+        #expect(traffic.responseCount == 1_234_574 && traffic.serverErrors == 7)
+        #expect(ProxyTraffic.parse(prometheus: "garbage\n{}\n") == ProxyTraffic())
+    }
+
+    @Test("Between two readings; a proxy restarted meanwhile counts from zero")
+    func since() {
+        let before = ProxyTraffic(responses: ["2xx": 10, "5xx": 1], retries: 3)
+        let after = ProxyTraffic(responses: ["2xx": 25, "5xx": 1, "4xx": 2], retries: 5)
+        #expect(after.since(before) == ProxyTraffic(responses: ["2xx": 15, "5xx": 0, "4xx": 2], retries: 2))
+        let restarted = ProxyTraffic(responses: ["2xx": 4], retries: 1)
+        #expect(restarted.since(before) == ProxyTraffic(responses: ["2xx": 4], retries: 1))
+    }
+
+    @Test("One line, with thousands grouped and zero counts left out")
+    func summary() {
+        #expect(
+            ProxyTraffic.parse(prometheus: metrics).summary
+                == "1,234,574 responses (2xx 1,234,567, 5xx 7); router errors: Connection Limit Reached 2, endpoint_failure 5; "
+                + "4 retried on another instance; routing: fallback_instance_gone 31, sticky_hit 1,200,000")
+        #expect(ProxyTraffic().summary == "0 responses; no router errors; 0 retried on another instance")
+    }
+}

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import urllib.error
@@ -17,7 +18,7 @@ import pytest
 import socketio
 
 from cluster_run import ClusterRun, app_command, process_alive
-from harness import wait_until
+from harness import executable, wait_until
 
 
 def config(instances=3, **overrides):
@@ -323,3 +324,66 @@ def test_the_same_app_with_its_session_cookie_named_jsessionid_is_sticky():
         decisions = re.findall(r'routing_decision:"([a-z_]+)"', run.output())
         assert "balanced" not in decisions, decisions
         assert "An Engine.IO" not in run.output()
+
+
+def test_chaos_says_what_clients_got_through_the_proxy_and_fails_past_max_5xx(cluster):
+    """A team's CI gate: faults while clients use the app, then what the proxy counted meanwhile, and
+    exit 1 when more responses were 5xx than --max-5xx allows."""
+    cluster.wait_ready()
+    url = proxy_url(cluster)
+    assert fetch(url)[0] == 200  # before the run: not counted in it
+    stop = threading.Event()
+    answered = []
+
+    def load(path):
+        while not stop.is_set():
+            try:
+                answered.append(fetch(url + path)[0])
+            except FETCH_FAILURES:
+                answered.append("failed")
+            stop.wait(0.02)
+
+    worker = threading.Thread(target=load, args=("status",), daemon=True)
+    worker.start()
+    try:
+        calm = cluster.ctl("chaos", "--every", "500ms", "--for", "1s", "--seed", "3", "--settle", "20s", "--max-5xx", "0", timeout=60)
+    finally:
+        stop.set()
+        worker.join()
+    line = calm.stdout.splitlines()[-1]
+    assert "chaos | through the proxy meanwhile: " in line, calm.stdout
+    total = int(re.search(r"meanwhile: ([\d,]+) responses? \(2xx ([\d,]+)\)", line).group(1).replace(",", ""))
+    assert 0 < total <= len(answered) + 1, (line, len(answered))
+    assert "; no router errors;" in line and "routing: balanced " in line
+    # `cluster status --json` has the proxy's counters since it started.
+    traffic = cluster.status()["proxy_traffic"]
+    assert traffic["responses"]["2xx"] >= total, traffic
+    assert all(count == 0 for count in traffic["router_errors"].values()), traffic
+
+    # The app answering 500s while the instances are killed: the run fails past --max-5xx 2.
+    stop.clear()
+    worker = threading.Thread(target=load, args=("status?code=500",), daemon=True)
+    worker.start()
+    try:
+        failing = cluster.ctl("chaos", "--every", "500ms", "--for", "1s", "--seed", "3", "--settle", "20s", "--max-5xx", "2",
+                              check=False, timeout=60)
+    finally:
+        stop.set()
+        worker.join()
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    lines = failing.stdout.splitlines()
+    assert "| ready again after" in lines[-3], lines
+    assert re.search(r"\| through the proxy meanwhile: [\d,]+ responses \(5xx [\d,]+\)", lines[-2]), lines
+    assert re.search(r"\| FAILED: \d+ responses were 5xx \(all from the app\), more than --max-5xx 2$", lines[-1]), lines
+    assert answered.count(500) > 2
+
+
+def test_chaos_max_5xx_needs_the_proxy_and_a_count(tmp_path):
+    bad = subprocess.run([str(executable("cluster")), "chaos", "--max-5xx=-1", "--state-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 64 and "--max-5xx must be 0 or more (not -1)" in bad.stderr, bad.stderr
+    with ClusterRun(config(instances=1, proxy={"enabled": False})) as run:
+        run.wait_ready()
+        refused = run.ctl("chaos", "--every", "1s", "--for", "1s", "--max-5xx", "0", check=False, timeout=60)
+        assert refused.returncode == 1
+        assert "--max-5xx counts the proxy's responses, and this cluster has no proxy answering (absent): drop --max-5xx" in refused.stderr

@@ -8,6 +8,7 @@ GET /unhealthy   makes /health answer 503
 GET /ready       200, or 503 after /not-ready (a readiness endpoint)
 GET /not-ready   makes /ready answer 503; GET /make-ready makes it answer 200 again
 GET /crash?code=N   exits at once with code N (default 1)
+GET /status?code=N  answers with status N (default 200)
 GET /stop-listening closes the listening socket but keeps running (a port check then fails)
 SIGTERM             stops listening, finishes the requests in progress, exits 0
 
@@ -63,6 +64,9 @@ class Handler(BaseHTTPRequestHandler):
             code = int(parse_qs(url.query).get("code", ["1"])[0])
             print(f"crashing with code {code}", flush=True)
             os._exit(code)
+        elif url.path == "/status":
+            code = int(parse_qs(url.query).get("code", ["200"])[0])
+            self.reply(code, {"status": code})
         elif url.path == "/stop-listening":
             self.reply(200, {"listening": False})
             threading.Thread(target=stop_listening, daemon=True).start()
