@@ -315,7 +315,10 @@ def test_long_polling_needs_affinity(cluster):
         assert unknown > 0, f"without affinity no request of {total} got 'Session ID unknown'"
         # Round robin over 3 instances: about two requests in three land on the wrong instance.
         assert unknown >= total // 3, (unknown, total)
-        # And the instance that got such a request says why, in the cluster's log.
+        # And the instance that got such a request says why, in the cluster's log, and so does the proxy.
         without.expect("Session ID unknown: a long-polling request for session", "make it sticky")
+        without.expect("An Engine.IO long-polling request for session", "sticky-proxy runs with affinity none, so every request is balanced")
     finally:
         without.close()
+    # chat-node sets JSESSIONID: with cf affinity the proxy had nothing to say.
+    assert "An Engine.IO" not in cluster.output()
