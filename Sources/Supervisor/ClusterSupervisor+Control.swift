@@ -395,7 +395,8 @@ extension ClusterSupervisor {
                 frozenSeconds: alive ? slot.frozenUntil.map { max(0, ($0 - time).seconds) } : nil,
                 replacing: retirements[index].map {
                     ClusterStatus.Instance.Replacing(pid: $0.pid, guid: $0.machine.guid?.value, state: $0.machine.state)
-                })
+                },
+                listeningHint: slot.listeningHint)
         }
         let proxyState = proxyCommand == nil ? "absent" : proxy.state
         let redisState =

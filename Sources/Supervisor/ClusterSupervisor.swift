@@ -23,6 +23,8 @@ public actor ClusterSupervisor {
         var routable = false
         /// Frozen with SIGSTOP (`cluster freeze`) until then; SIGCONT resumes it.
         var frozenUntil: Duration?
+        /// Where the app listens instead of its port (`ListeningPorts.hint`), until it is healthy.
+        var listeningHint: String?
     }
 
     /// A helper process (the proxy or the embedded Redis).
@@ -509,8 +511,14 @@ public actor ClusterSupervisor {
         guard let hint = ListeningPorts.hint(instance: name(index), port: port, listeners: ListeningPorts.ofProcessGroup(pid)) else {
             return false
         }
-        await event(hint, index: index)
+        await listeningHintFound(hint, index: index, run: run)
         return true
+    }
+
+    func listeningHintFound(_ hint: String, index: Int, run: Int) {
+        guard slots[index]?.lifecycle.run == run else { return }
+        slots[index]?.listeningHint = hint
+        event(hint, index: index)
     }
 
     /// The process of run `run` of instance `index` (the leader of its process group), if it is running.
@@ -564,6 +572,7 @@ public actor ClusterSupervisor {
     }
 
     func healthCheckPassed(index: Int, run: Int) {
+        if slots[index]?.lifecycle.run == run { slots[index]?.listeningHint = nil }
         apply(index) { $0.healthCheckPassed(run: run, now: now) }
     }
 

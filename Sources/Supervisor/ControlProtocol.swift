@@ -88,6 +88,8 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var connections: Int?
         public var requestsPerSecond: Double?
         public var lastCrash: String?
+        /// Where the app listens instead of its port, while it is not healthy (see `ListeningPorts`).
+        public var listeningHint: String?
         /// Frozen by `cluster freeze`: the seconds until it resumes.
         public var frozenSeconds: Double?
         /// The old process a rolling restart is replacing with this one, until it has exited.
@@ -109,7 +111,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             index: Int, guid: String? = nil, pid: Int32? = nil, port: Int? = nil, state: InstanceLifecycle.State, routable: Bool? = nil,
             uptimeSeconds: Double? = nil,
             crashes: Int = 0, nextRestartSeconds: Double? = nil, connections: Int? = nil, requestsPerSecond: Double? = nil, lastCrash: String? = nil,
-            frozenSeconds: Double? = nil, replacing: Replacing? = nil
+            frozenSeconds: Double? = nil, replacing: Replacing? = nil, listeningHint: String? = nil
         ) {
             self.index = index
             self.guid = guid
@@ -123,6 +125,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             self.connections = connections
             self.requestsPerSecond = requestsPerSecond
             self.lastCrash = lastCrash
+            self.listeningHint = listeningHint
             self.frozenSeconds = frozenSeconds
             self.replacing = replacing
         }
@@ -133,6 +136,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             case nextRestartSeconds = "next_restart_seconds"
             case requestsPerSecond = "requests_per_second"
             case lastCrash = "last_crash"
+            case listeningHint = "listening_hint"
             case frozenSeconds = "frozen_seconds"
         }
     }
@@ -228,6 +232,9 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         }
         for instance in instances where instance.lastCrash != nil && instance.state != .running {
             lines.append("\(app).\(instance.index) last crash: \(instance.lastCrash ?? "")")
+        }
+        for instance in instances {
+            if let hint = instance.listeningHint { lines.append(hint) }
         }
         for instance in instances {
             guard let old = instance.replacing else { continue }

@@ -258,6 +258,9 @@ def test_an_app_that_ignores_port_is_told_where_it_listens():
         port = re.search(r"web\.0 started: pid \d+, port (\d+)", said).group(1)
         assert f"but not on its port {port} ($PORT): the health check only connects to $PORT" in hint
         assert "make the app listen on the port in $PORT" in hint
+        # `cluster status` says it too, until the instance is healthy.
+        assert run.instances()[0]["listening_hint"] == hint.split(" | ", 1)[1]
+        assert hint.split(" | ", 1)[1] in run.ctl("status").stdout
         run.wait_for_output("web.0 Instance never healthy after 4s: Failed to make TCP connection to port", timeout=30)
         assert run.output().count(" listens on ") == 1  # once per start, not at every check
 
