@@ -461,6 +461,7 @@ struct MisroutedSessionTests {
         }
         #expect(hint(exchange(decision: nil)) == nil)
         #expect(hint(exchange(), .ipHash) == nil)
+        #expect(MisroutedSession.isSymptom(exchange(), affinity: .cf) && !MisroutedSession.isSymptom(exchange(status: 200), affinity: .cf))
     }
 
     @Test("What happened, to which instance, and what to do, per affinity mode")

@@ -40,15 +40,19 @@ public enum MisroutedSession {
         }
     }
 
-    /// The line to log, or nil when the exchange is not the symptom: a 400 from the app to an Engine.IO
-    /// request with a session id that no affinity sent where it was (a sticky hit, a fallback after the
-    /// pinned instance went away and a retry are not this).
+    /// Whether the exchange is the symptom (no text is built): a 400 from the app to an Engine.IO
+    /// request with a session id that no affinity sent where it was. A sticky hit, a fallback after the
+    /// pinned instance went away, a retry, and `ip-hash` (where the address decides) are not this.
+    public static func isSymptom(_ exchange: Exchange, affinity: AffinityMode) -> Bool {
+        exchange.status == 400 && affinity != .ipHash && (exchange.decision == .balanced || exchange.decision == .newSession)
+            && sessionID(inTarget: exchange.target) != nil
+    }
+
+    /// The line to log, or nil when the exchange is not the symptom (`isSymptom`).
     public static func hint(
         for exchange: Exchange, affinity: AffinityMode, webSocketAffinity: Bool, stickyCookieNames: [String], haproxyCookieName: String
     ) -> String? {
-        guard exchange.status == 400, exchange.decision == .balanced || exchange.decision == .newSession,
-            let sid = sessionID(inTarget: exchange.target)
-        else { return nil }
+        guard isSymptom(exchange, affinity: affinity), let sid = sessionID(inTarget: exchange.target) else { return nil }
         let transport = exchange.isUpgrade ? "WebSocket upgrade" : "long-polling request"
         let what =
             "An Engine.IO \(transport) for session \(sid) reached instance \(exchange.instanceIndex) (\(exchange.instanceID)) "

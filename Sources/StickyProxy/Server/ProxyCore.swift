@@ -62,11 +62,12 @@ final class ProxyCore: Sendable {
     /// Logs, at most once every 5 s, an app's 400 to an Engine.IO request that no affinity sent to the
     /// instance holding its session (`MisroutedSession`).
     func noteMisroutedSession(_ exchange: MisroutedSession.Exchange) {
-        guard
+        // The text is built only for the lines that are logged: an app can answer every request so.
+        guard MisroutedSession.isSymptom(exchange, affinity: configuration.affinity),
+            let suppressed = misroutedSessionLog.withLock({ $0.record(now: .now) }),
             let hint = MisroutedSession.hint(
                 for: exchange, affinity: configuration.affinity, webSocketAffinity: configuration.webSocketAffinity,
-                stickyCookieNames: configuration.stickyCookieNames, haproxyCookieName: configuration.haproxyCookieName),
-            let suppressed = misroutedSessionLog.withLock({ $0.record(now: .now) })
+                stickyCookieNames: configuration.stickyCookieNames, haproxyCookieName: configuration.haproxyCookieName)
         else { return }
         let more = suppressed > 0 ? " (\(suppressed) more since the last such line)" : ""
         logger.warning("\(hint)\(more)")
