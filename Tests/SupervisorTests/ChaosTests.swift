@@ -212,8 +212,8 @@ struct ChaosTests {
     func trafficDuringTheRun() async throws {
         let before = ProxyTraffic(responses: ["2xx": 100], decisions: ["sticky_hit": 100])
         let after = ProxyTraffic(
-            responses: ["2xx": 190, "5xx": 4], routerErrors: ["endpoint_failure": 3], decisions: ["sticky_hit": 150, "fallback_instance_gone": 44],
-            retries: 2)
+            responses: ["2xx": 190, "5xx": 4], routerErrors: ["endpoint_failure": 3, "unknown_route": 0],
+            decisions: ["sticky_hit": 150, "fallback_instance_gone": 44], retries: 2)
         func statuses() -> [ClusterStatus] {
             [status(pids: [10], traffic: before), status(pids: [10], traffic: before), status(pids: [11], traffic: after)]
         }
@@ -232,6 +232,11 @@ struct ChaosTests {
         let (failed, _, lines) = try await run(options, statuses: statuses(), answer: { _ in "killed" })
         #expect(failed == .tooManyServerErrors)
         #expect(lines.last?.hasSuffix("chaos | FAILED: 4 responses were 5xx (3 from the router: endpoint_failure 3), more than --max-5xx 3") == true)
+        // The router's 4xx (unknown_route, a 404) are not among its 5xx.
+        let fourOhFours = ProxyTraffic(responses: ["4xx": 9, "5xx": 2], routerErrors: ["unknown_route": 9])
+        #expect(options.failure(traffic: fourOhFours) == nil)
+        options.maxServerErrors = 1
+        #expect(options.failure(traffic: fourOhFours) == "FAILED: 2 responses were 5xx (all from the app), more than --max-5xx 1")
         // Without a proxy there is nothing to count: --max-5xx is refused before any fault.
         await #expect(throws: ChaosRun.Failure.self) {
             _ = try await run(options, statuses: [status(pids: [10])], answer: { _ in "killed" })
