@@ -93,8 +93,7 @@ public struct ChaosOptions: Sendable, Equatable {
     /// does not: more 5xx responses than `--max-5xx`.
     public func failure(traffic: ProxyTraffic) -> String? {
         guard let maxServerErrors, traffic.serverErrors > maxServerErrors else { return nil }
-        // The router's own 5xx: 502 endpoint_failure and 503 Connection Limit Reached (its other errors are 4xx).
-        let errors = traffic.routerErrors.filter { $0.value > 0 && ($0.key == "endpoint_failure" || $0.key == "Connection Limit Reached") }
+        let errors = traffic.routerServerErrors
         let byRouter = errors.values.reduce(0, +)
         let listed = errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         let detail = byRouter == 0 ? "all from the app" : "\(byRouter) from the router: \(listed)"

@@ -143,6 +143,11 @@ public struct ProxyTraffic: Codable, Sendable, Equatable {
     public var responseCount: Int { responses.values.reduce(0, +) }
     /// Responses with a 5xx status: the app's own, and the router's 502s and 503s.
     public var serverErrors: Int { responses["5xx", default: 0] }
+    /// The router's own 5xx among its errors: 502 `endpoint_failure` and 503 `Connection Limit Reached`
+    /// (its other errors are 4xx), those that happened.
+    public var routerServerErrors: [String: Int] {
+        routerErrors.filter { $0.value > 0 && ($0.key == "endpoint_failure" || $0.key == "Connection Limit Reached") }
+    }
 
     /// Reads sticky-proxy's Prometheus text. Lines it does not know are skipped.
     public static func parse(prometheus text: String) -> ProxyTraffic {
@@ -169,17 +174,14 @@ public struct ProxyTraffic: Codable, Sendable, Equatable {
 
     /// What was counted after `earlier` (a counter that went down, a restarted proxy, counts from zero).
     public func since(_ earlier: ProxyTraffic) -> ProxyTraffic {
+        func delta(_ now: Int, _ before: Int) -> Int { now >= before ? now - before : now }
         func delta(_ now: [String: Int], _ before: [String: Int]) -> [String: Int] {
-            now.reduce(into: [:]) { result, entry in
-                let before = before[entry.key, default: 0]
-                result[entry.key] = entry.value >= before ? entry.value - before : entry.value
-            }
+            now.reduce(into: [:]) { result, entry in result[entry.key] = delta(entry.value, before[entry.key, default: 0]) }
         }
         return ProxyTraffic(
             responses: delta(responses, earlier.responses), routerErrors: delta(routerErrors, earlier.routerErrors),
-            decisions: delta(decisions, earlier.decisions),
-            retries: retries >= earlier.retries ? retries - earlier.retries : retries,
-            backendFailures: backendFailures >= earlier.backendFailures ? backendFailures - earlier.backendFailures : backendFailures)
+            decisions: delta(decisions, earlier.decisions), retries: delta(retries, earlier.retries),
+            backendFailures: delta(backendFailures, earlier.backendFailures))
     }
 
     /// One line: `1,234 responses (2xx 1,200, 4xx 30, 5xx 4); router errors: endpoint_failure 3, ...;

@@ -1,5 +1,7 @@
 import CloudFoundry
 import Foundation
+import NIOCore
+import NIOPosix
 import Testing
 
 @testable import Supervisor
@@ -444,42 +446,13 @@ struct ListeningPortsTests {
     }
 
     @Test("This test process's own listener is found through its process group")
-    func ownProcessGroup() throws {
-        let socket = try ListeningSocket()
-        defer { socket.close() }
+    func ownProcessGroup() async throws {
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(listener.localAddress?.port)
         let found = ListeningPorts.ofProcessGroup(getpgrp())
-        #expect(found.contains(.init(address: "127.0.0.1", port: socket.port)))
+        try await listener.close()
+        #expect(found.contains(.init(address: "127.0.0.1", port: port)))
     }
-}
-
-/// A TCP socket listening on a free port of 127.0.0.1, for the test above.
-private struct ListeningSocket {
-    let fd: Int32
-    let port: Int
-
-    init() throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw POSIXError(.EMFILE) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(fd, 1) == 0 else {
-            _ = Glibc.close(fd)
-            throw POSIXError(.EADDRINUSE)
-        }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        self.fd = fd
-        self.port = Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    func close() { _ = Glibc.close(fd) }
 }
 
 @Suite("What clients got through the proxy (its Prometheus counters)")

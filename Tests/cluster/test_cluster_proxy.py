@@ -272,8 +272,11 @@ def test_the_routers_access_log_is_in_the_cluster_output_like_cf_logs(cluster):
 
 
 def socketio_cluster(cookie: str = "") -> ClusterRun:
-    app = f"{sys.executable} {Path(__file__).with_name('socketio_app.py')}"
-    return ClusterRun(config(instances=3, app={"command": app, "env": {"SOCKETIO_COOKIE": cookie}}))
+    """Three instances of the benchmark's python-socketio peer (bench/chat_peer.py: python-socketio on
+    aiohttp with AsyncRedisManager, nothing of stickylab's in it), with `cookie` as its session cookie."""
+    peer = Path(__file__).resolve().parents[2] / "bench" / "chat_peer.py"
+    app = f"{sys.executable} {peer} --port $PORT --redis $REDIS_URL" + (f" --cookie {cookie}" if cookie else "")
+    return ClusterRun(config(instances=3, app={"command": app}))
 
 
 def chat_over_polling(url: str, wait: float = 10) -> list:

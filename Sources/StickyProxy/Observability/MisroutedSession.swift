@@ -44,15 +44,22 @@ public enum MisroutedSession {
     /// request with a session id that no affinity sent where it was. A sticky hit, a fallback after the
     /// pinned instance went away, a retry, and `ip-hash` (where the address decides) are not this.
     public static func isSymptom(_ exchange: Exchange, affinity: AffinityMode) -> Bool {
-        exchange.status == 400 && affinity != .ipHash && (exchange.decision == .balanced || exchange.decision == .newSession)
-            && sessionID(inTarget: exchange.target) != nil
+        misroutedSessionID(exchange, affinity: affinity) != nil
+    }
+
+    /// The session id of the exchange when it is the symptom, else nil.
+    private static func misroutedSessionID(_ exchange: Exchange, affinity: AffinityMode) -> Substring? {
+        guard exchange.status == 400, affinity != .ipHash, exchange.decision == .balanced || exchange.decision == .newSession else {
+            return nil
+        }
+        return sessionID(inTarget: exchange.target)
     }
 
     /// The line to log, or nil when the exchange is not the symptom (`isSymptom`).
     public static func hint(
         for exchange: Exchange, affinity: AffinityMode, webSocketAffinity: Bool, stickyCookieNames: [String], haproxyCookieName: String
     ) -> String? {
-        guard isSymptom(exchange, affinity: affinity), let sid = sessionID(inTarget: exchange.target) else { return nil }
+        guard let sid = misroutedSessionID(exchange, affinity: affinity) else { return nil }
         let transport = exchange.isUpgrade ? "WebSocket upgrade" : "long-polling request"
         let what =
             "An Engine.IO \(transport) for session \(sid) reached instance \(exchange.instanceIndex) (\(exchange.instanceID)) "
