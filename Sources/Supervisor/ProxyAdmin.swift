@@ -146,7 +146,7 @@ public struct ProxyTraffic: Codable, Sendable, Equatable {
     /// The router's own 5xx among its errors: 502 `endpoint_failure` and 503 `Connection Limit Reached`
     /// (its other errors are 4xx), those that happened.
     public var routerServerErrors: [String: Int] {
-        routerErrors.filter { $0.value > 0 && ($0.key == "endpoint_failure" || $0.key == "Connection Limit Reached") }
+        routerErrors.filter { $0.value > 0 && RouterErrorKind(rawValue: $0.key)?.isServerError == true }
     }
 
     /// Reads sticky-proxy's Prometheus text. Lines it does not know are skipped.

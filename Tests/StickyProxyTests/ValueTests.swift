@@ -319,6 +319,20 @@ struct ConnectionTimeoutsTests {
 
 @Suite("Router errors")
 struct RouterErrorTests {
+    /// The cluster counts a chaos run's 5xx by `RouterErrorKind.isServerError`: it must agree with the
+    /// status the proxy sends, for every error, and every kind must be one the proxy can send.
+    @Test func kindsAgreeWithTheStatusesSent() {
+        let errors: [RouterError] = [
+            .unknownRoute(host: "h"), .unknownInstance(host: "h", appGUID: "g", index: "1"), .invalidAppInstanceHeader, .emptyHost,
+            .connectionLimitReached(host: "h"), .endpointFailure("EOF"), .clientClosedRequest,
+        ]
+        for error in errors {
+            #expect(error.kind.isServerError == (error.status.code >= 500), "\(error)")
+            #expect(error.routerErrorHeader.hasPrefix(error.kind.rawValue))
+        }
+        #expect(Set(errors.map(\.kind)) == Set(RouterErrorKind.allCases))
+    }
+
     @Test func bodiesAndHeadersAreGorouters() {
         #expect(RouterError.unknownRoute(host: "a.b:80").body == "404 Not Found: Requested route ('a.b:80') does not exist.\n")
         #expect(RouterError.unknownRoute(host: "x").routerErrorHeader == "unknown_route")

@@ -1,3 +1,4 @@
+import CloudFoundry
 import NIOCore
 import Prometheus
 import Synchronization
@@ -9,7 +10,7 @@ public final class ProxyMetrics: Sendable {
     private let responsesByClass: [Counter]
     /// Indexed by `RoutingDecisionKind.allCases` order.
     private let decisions: [Counter]
-    private let routerErrors: [String: Counter]
+    private let routerErrors: [RouterErrorKind: Counter]
     private let backendFailures: Counter
     private let retries: Counter
     private let requestDuration: DurationHistogram
@@ -35,11 +36,8 @@ public final class ProxyMetrics: Sendable {
             namespace: "sticky_proxy", metricName: "router_errors", unitName: "total",
             helpText: "Responses the router answered itself, by X-Cf-Routererror")
         routerErrors = Dictionary(
-            uniqueKeysWithValues: [
-                "unknown_route", "invalid_cf_app_instance_header", "empty_host", "Connection Limit Reached", "endpoint_failure",
-                "client_closed_request",
-            ].map {
-                ($0, registry.makeCounter(descriptor: errors, labels: [("error", $0)]))
+            uniqueKeysWithValues: RouterErrorKind.allCases.map {
+                ($0, registry.makeCounter(descriptor: errors, labels: [("error", $0.rawValue)]))
             })
         backendFailures = registry.makeCounter(
             descriptor: MetricNameDescriptor(
@@ -75,9 +73,7 @@ public final class ProxyMetrics: Sendable {
     func decided(_ kind: RoutingDecisionKind) { decisions[kind.ordinal].increment() }
 
     func routerError(_ error: RouterError) {
-        let key: String
-        if case .endpointFailure = error { key = "endpoint_failure" } else { key = error.routerErrorHeader }
-        routerErrors[key]?.increment()
+        routerErrors[error.kind]?.increment()
     }
 
     func backendFailed() { backendFailures.increment() }

@@ -1,3 +1,4 @@
+import CloudFoundry
 import NIOCore
 import NIOHTTP1
 
@@ -29,16 +30,22 @@ public enum RouterError: Sendable, Equatable, Error {
         }
     }
 
-    /// The `X-Cf-Routererror` header value.
-    public var routerErrorHeader: String {
+    /// Which kind of router error this is (the metrics' label).
+    public var kind: RouterErrorKind {
         switch self {
-        case .unknownRoute, .unknownInstance: return "unknown_route"
-        case .invalidAppInstanceHeader: return "invalid_cf_app_instance_header"
-        case .emptyHost: return "empty_host"
-        case .connectionLimitReached: return "Connection Limit Reached"
-        case .endpointFailure(let reason): return "endpoint_failure (\(reason))"
-        case .clientClosedRequest: return "client_closed_request"
+        case .unknownRoute, .unknownInstance: return .unknownRoute
+        case .invalidAppInstanceHeader: return .invalidAppInstanceHeader
+        case .emptyHost: return .emptyHost
+        case .connectionLimitReached: return .connectionLimitReached
+        case .endpointFailure: return .endpointFailure
+        case .clientClosedRequest: return .clientClosedRequest
         }
+    }
+
+    /// The `X-Cf-Routererror` header value: the kind, and for `endpoint_failure` the error in brackets.
+    public var routerErrorHeader: String {
+        if case .endpointFailure(let reason) = self { return "\(kind.rawValue) (\(reason))" }
+        return kind.rawValue
     }
 
     /// The plain-text body, newline-terminated like Go's http.Error.
