@@ -261,7 +261,7 @@ public enum ChaosRun {
     }
 
     /// `send`: one control request, its (last) response. `print`: one line of output (`HH:MM:SS chaos | ...`).
-    public static func run(options: ChaosOptions, send: Send, print: @Sendable (String) -> Void) async throws -> Outcome {
+    public static func run(options: ChaosOptions, send: @escaping Send, print: @Sendable (String) -> Void) async throws -> Outcome {
         let clock = ContinuousClock()
         let start = clock.now
         var schedule = ChaosSchedule(options)
@@ -322,11 +322,33 @@ public enum ChaosRun {
             throw Failure(
                 "this cluster uses an external Redis (\(first.redis.url ?? "?")), which it cannot \(options.redisFault.rawValue): drop --redis-every")
         }
+        /// What clients got through the proxy since the run began, said and returned; nil without a
+        /// proxy. Once interrupted, this task is cancelled: the proxy's counts are then read by a task
+        /// of its own, for at most 2 s, and nothing is said if they cannot be read.
+        func trafficMeanwhile(interrupted: Bool) async throws -> ProxyTraffic? {
+            guard let before = first.proxyTraffic else { return nil }
+            let now: ClusterStatus?
+            if interrupted {
+                let reading = Task { try await status(send, fresh: true) }
+                let deadline = Task {
+                    try await Task.sleep(for: .seconds(2))
+                    reading.cancel()
+                }
+                now = try? await reading.value
+                deadline.cancel()
+            } else {
+                now = try await status(send, fresh: true)
+            }
+            guard let traffic = now?.proxyTraffic?.since(before) else { return nil }
+            say("through the proxy \(interrupted ? "until interrupted" : "meanwhile"): \(traffic.summary)")
+            return traffic
+        }
         say(options.summary)
         do {
             try await faults()
         } catch  where Task.isCancelled {
             say("interrupted: \(tally.line(options: options, elapsed: clock.now - start))")
+            _ = try? await trafficMeanwhile(interrupted: true)
             return .interrupted
         }
         say("done: \(tally.line(options: options, elapsed: clock.now - start))")
@@ -352,12 +374,11 @@ public enum ChaosRun {
             }
         } catch  where Task.isCancelled {
             say("interrupted while waiting for the cluster to be ready again")
+            _ = try? await trafficMeanwhile(interrupted: true)
             return .interrupted
         }
         // What the app's users got meanwhile, as the proxy counted it.
-        guard let before = first.proxyTraffic, let after = try await status(send, fresh: true).proxyTraffic else { return settled }
-        let traffic = after.since(before)
-        say("through the proxy meanwhile: \(traffic.summary)")
+        guard let traffic = try await trafficMeanwhile(interrupted: false) else { return settled }
         if settled == .ready, let failure = options.failure(traffic: traffic) {
             say(failure)
             return .tooManyServerErrors

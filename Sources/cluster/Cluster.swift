@@ -328,7 +328,7 @@ struct Chaos: AsyncParsableCommand {
             got through the proxy meanwhile (responses by status class, router errors, retries, routing \
             decisions), and with --max-5xx N exits 1 when more than N responses were 5xx: \
             `cluster chaos --every 5s --for 2m && ./my-checks`. Ctrl-C stops it early with what it has done \
-            so far (exit 130). The same --seed picks the same instances (and faults) again when they are in \
+            so far and what clients got through the proxy until then (exit 130). The same --seed picks the same instances (and faults) again when they are in \
             the same states.
             """)
     @Option(name: .long, help: "How often an instance gets a fault (e.g. 10s, 500ms; at least 100ms).")

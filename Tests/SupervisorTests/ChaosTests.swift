@@ -243,6 +243,40 @@ struct ChaosTests {
         }
     }
 
+    @Test("Interrupted, it still says what clients got through the proxy until then")
+    func trafficWhenInterrupted() async throws {
+        let before = ProxyTraffic(responses: ["2xx": 100])
+        let after = ProxyTraffic(responses: ["2xx": 130, "5xx": 1], routerErrors: ["endpoint_failure": 1])
+        let options = ChaosOptions(every: .milliseconds(100), duration: .seconds(60), keep: 0, settle: .seconds(5), seed: 3)
+        let lines = Mutex<[String]>([])
+        let statuses = Mutex([status(pids: [10], traffic: before)])
+        let chaos = Task {
+            try await ChaosRun.run(
+                options: options,
+                send: { request in
+                    // As the real control client, whose channel ends when its task is cancelled.
+                    try Task.checkCancellation()
+                    if request.command == .status {
+                        // The traffic before the run until the first kill, then the later traffic.
+                        return ControlResponse(ok: true, status: statuses.withLock { $0.count > 1 ? $0.removeFirst() : $0[0] })
+                    }
+                    statuses.withLock { $0 = [self.status(pids: [10], traffic: after)] }
+                    return .success("web.0 (pid 10) killed with SIGKILL")
+                },
+                print: { line in lines.withLock { $0.append(line) } })
+        }
+        while !lines.withLock({ $0.contains { $0.hasSuffix("killed with SIGKILL") } }) { try await Task.sleep(for: .milliseconds(10)) }
+        chaos.cancel()
+        #expect(try await chaos.value == .interrupted)
+        let printed = lines.withLock { $0 }
+        #expect(printed.contains { $0.contains("chaos | interrupted: ") }, "\(printed)")
+        #expect(
+            printed.last?.hasSuffix(
+                "chaos | through the proxy until interrupted: 31 responses (2xx 30, 5xx 1); router errors: endpoint_failure 1; "
+                    + "0 retried on another instance") == true,
+            "\(printed)")
+    }
+
     /// A chaos run against a fake cluster: each status request gets the next of `statuses` (the last
     /// one again at the end), any other request `answer`. Returns the outcome, the requests sent and
     /// the lines printed.
