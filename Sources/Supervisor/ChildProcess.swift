@@ -53,8 +53,13 @@ public struct ChildProcess: Sendable {
     }
 
     /// Runs the process to its end. `started` is called with the pid (= its process group id) as soon
-    /// as it runs. Returns once the process has exited and its output is drained.
-    public func run(logs: LogHub, started: @escaping @Sendable (pid_t) async -> Void) async -> Outcome {
+    /// as it runs. Returns once the process has exited and its output is drained, with the last `tail`
+    /// lines of its standard error and the last `tail` of its standard output (in that order).
+    public func run(
+        logs: LogHub, tail: Int = 0, started: @escaping @Sendable (pid_t) async -> Void
+    ) async -> (
+        outcome: Outcome, tail: [String]
+    ) {
         var options = PlatformOptions()
         options.processGroupID = 0
         var environment: [Environment.Key: String] = [:]
@@ -75,32 +80,40 @@ public struct ChildProcess: Sendable {
                 error: .sequence
             ) { execution in
                 await started(execution.processIdentifier.value)
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask { await Self.drain(execution.standardOutput, source: source, index: index, logs: logs) }
-                    group.addTask { await Self.drain(execution.standardError, source: source, index: index, logs: logs) }
-                }
+                async let output = Self.drain(execution.standardOutput, source: source, index: index, logs: logs, tail: tail)
+                async let error = Self.drain(execution.standardError, source: source, index: index, logs: logs, tail: tail)
+                return await error + output
             }
             switch result.terminationStatus {
-            case .exited(let code): return .exited(.exited(code))
-            case .signaled(let signal): return .exited(.signaled(signal))
+            case .exited(let code): return (.exited(.exited(code)), result.closureResult)
+            case .signaled(let signal): return (.exited(.signaled(signal)), result.closureResult)
             }
         } catch {
-            return .failedToStart("\(error)")
+            return (.failedToStart("\(error)"), [])
         }
     }
 
     /// Reads a stream to its end, one log line per text line (very long lines are cut at 16 KiB).
-    static func drain(_ stream: SubprocessOutputSequence, source: String, index: Int?, logs: LogHub) async {
+    /// Returns its last `tail` lines.
+    static func drain(_ stream: SubprocessOutputSequence, source: String, index: Int?, logs: LogHub, tail: Int) async -> [String] {
         var splitter = LineSplitter()
+        var last: [String] = []
+        func emit(_ line: String) {
+            logs.emit(source: source, index: index, line)
+            guard tail > 0 else { return }
+            if last.count == tail { last.removeFirst() }
+            last.append(line)
+        }
         do {
             for try await buffer in stream {
                 let lines = buffer.withUnsafeBytes { splitter.feed($0) }
-                for line in lines { logs.emit(source: source, index: index, line) }
+                for line in lines { emit(line) }
             }
         } catch {
             // The process exited and its pipe was closed under us: what was read is logged below.
         }
-        if let rest = splitter.finish() { logs.emit(source: source, index: index, rest) }
+        if let rest = splitter.finish() { emit(rest) }
+        return last
     }
 }
 

@@ -23,8 +23,11 @@ public actor ClusterSupervisor {
         var routable = false
         /// Frozen with SIGSTOP (`cluster freeze`) until then; SIGCONT resumes it.
         var frozenUntil: Duration?
-        /// Where the app listens instead of its port (`ListeningPorts.hint`), until it is healthy.
+        /// Where the app listens instead of its port (`ListeningPorts.hint`), or why it could not
+        /// listen (`ListeningPorts.addressInUseHint`), until it is healthy.
         var listeningHint: String?
+        /// The address-in-use hint was given (once per instance: a crash loop repeats it otherwise).
+        var addressInUseExplained = false
     }
 
     /// A helper process (the proxy or the embedded Redis).
@@ -414,8 +417,10 @@ public actor ClusterSupervisor {
             config.app.command, environment: launch.environment(index: index, guid: guid, port: port), source: name(index), index: index)
         let logs = self.logs
         Task {
-            let outcome = await child.run(logs: logs) { pid in await self.processStarted(index: index, run: run, pid: pid) }
-            self.processEnded(index: index, run: run, outcome: outcome)
+            let (outcome, tail) = await child.run(logs: logs, tail: 10) { pid in
+                await self.processStarted(index: index, run: run, pid: pid)
+            }
+            self.processEnded(index: index, run: run, outcome: outcome, lastLines: tail)
         }
     }
 
@@ -441,7 +446,7 @@ public actor ClusterSupervisor {
         slots[index]?.healthTask = Task { await self.healthLoop(index: index, run: run, port: port, spawnedAt: spawnedAt) }
     }
 
-    func processEnded(index: Int, run: Int, outcome: ChildProcess.Outcome) {
+    func processEnded(index: Int, run: Int, outcome: ChildProcess.Outcome, lastLines: [String]) {
         forgetChild("\(name(index))#\(run)")
         if retirements[index]?.machine.run == run {
             retiredProcessEnded(index: index, outcome: outcome)
@@ -454,6 +459,10 @@ public actor ClusterSupervisor {
         slots[index]?.frozenUntil = nil
         switch outcome {
         case .exited(let status):
+            if slot.lifecycle.state == .starting || slot.lifecycle.state == .running {
+                // A crash: said before the crash line and the restart.
+                explainAddressInUse(index: index, port: slot.port ?? 0, lastLines: lastLines)
+            }
             apply(index) { $0.exited(run: run, status: status, now: now) }
         case .failedToStart(let reason):
             apply(index) { $0.spawnFailed(run: run, reason: reason, now: now) }
@@ -517,6 +526,20 @@ public actor ClusterSupervisor {
 
     func listeningHintFound(_ hint: String, index: Int, run: Int) {
         guard slots[index]?.lifecycle.run == run else { return }
+        slots[index]?.listeningHint = hint
+        event(hint, index: index)
+    }
+
+    /// An instance that crashed saying an address is in use: the other instances took a fixed port it
+    /// wants too. Says so once per instance, naming where the others listen beyond their own ports.
+    func explainAddressInUse(index: Int, port: Int, lastLines: [String]) {
+        guard let slot = slots[index], !slot.addressInUseExplained, let line = ListeningPorts.addressInUseLine(in: lastLines) else { return }
+        let others = slots.filter { $0.key != index }.compactMap { other -> (name: String, listeners: [ListeningPorts.Listener])? in
+            guard let pid = other.value.pid else { return nil }
+            return (name(other.key), ListeningPorts.ofProcessGroup(pid).filter { $0.port != other.value.port })
+        }
+        let hint = ListeningPorts.addressInUseHint(instance: name(index), port: port, line: line, others: others)
+        slots[index]?.addressInUseExplained = true
         slots[index]?.listeningHint = hint
         event(hint, index: index)
     }
@@ -834,7 +857,7 @@ public actor ClusterSupervisor {
             command, environment: launch.helperEnvironment().merging(environment) { _, added in added }, source: kind.rawValue)
         let logs = self.logs
         Task {
-            let outcome = await child.run(logs: logs) { pid in await self.helperStarted(kind, run: run, pid: pid) }
+            let (outcome, _) = await child.run(logs: logs) { pid in await self.helperStarted(kind, run: run, pid: pid) }
             self.helperExited(kind, run: run, outcome: outcome)
         }
     }

@@ -82,6 +82,42 @@ public enum ListeningPorts {
             + "so this instance will never be healthy; make the app listen on the port in $PORT (Cloud Foundry sets it, and so does cluster)"
     }
 
+    /// The last of an app's last lines that says it could not listen because the address is in use
+    /// (Node's `EADDRINUSE`, Python's `[Errno 98] Address already in use`, Go's `bind: address already
+    /// in use`, Java's `BindException: Address already in use`), else nil.
+    public static func addressInUseLine(in lines: [String]) -> String? {
+        lines.last { line in
+            let lower = line.lowercased()
+            return lower.contains("address already in use") || lower.contains("eaddrinuse") || lower.contains("address in use")
+        }
+    }
+
+    /// What to tell the user when `instance`, given `port`, exited after saying `line` (an address in
+    /// use). On Cloud Foundry every instance has a container of its own; here they share one machine,
+    /// so an app that listens on a fixed port (its own, or a second one: a debugger's, a metrics
+    /// port) collides with its other instances. `others`: where the other instances listen beyond
+    /// their own ports, which names the port they took.
+    public static func addressInUseHint(
+        instance: String, port: Int, line: String, others: [(name: String, listeners: [Listener])]
+    )
+        -> String
+    {
+        let quoted = line.count > 200 ? String(line.prefix(200)) + "..." : line
+        var text =
+            "\(instance) is exiting after saying that an address is already in use (\"\(quoted)\"): all instances run on this one "
+            + "machine, each with a port of its own in $PORT (\(port) for this run of \(instance)), so an app that listens on a fixed "
+            + "port (its own, or a second one such as a debugger's or a metrics port) collides with its other instances"
+        let taken = others.filter { !$0.listeners.isEmpty }.sorted { $0.name < $1.name }
+        if !taken.isEmpty {
+            let list = taken.map { other in
+                let ports = Array(Set(other.listeners)).sorted { ($0.port, $0.address) < ($1.port, $1.address) }
+                return "\(other.name) on \(ports.map(\.description).joined(separator: ", "))"
+            }
+            text += " (listening on ports other than their $PORT: \(list.joined(separator: "; ")))"
+        }
+        return text + ". Make the app listen only on the port in $PORT, or give each instance its own port for anything else"
+    }
+
     /// The listening TCP sockets of every process in process group `group`: the sockets each process
     /// holds (/proc/PID/fd) found in /proc/net/tcp and tcp6. Empty when nothing could be read.
     public static func ofProcessGroup(_ group: Int32) -> [Listener] {

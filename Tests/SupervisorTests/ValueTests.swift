@@ -445,6 +445,31 @@ struct ListeningPortsTests {
         #expect(wrongAddress?.hasPrefix("web.1 listens on 127.0.0.2:41000, which the health check cannot reach") == true)
     }
 
+    @Test("An address in use, in the words of Node, Python, Go and Java, and what is said about it")
+    func addressInUse() {
+        for line in [
+            "Error: listen EADDRINUSE: address already in use :::3000", "OSError: [Errno 98] Address already in use",
+            "listen tcp :3000: bind: address already in use", "java.net.BindException: Address already in use",
+            "Starting inspector on 127.0.0.1:9229 failed: address already in use",
+        ] {
+            #expect(ListeningPorts.addressInUseLine(in: ["Traceback", line, "exiting"]) == line)
+        }
+        #expect(ListeningPorts.addressInUseLine(in: ["Error: Cannot find module 'express'", "exiting"]) == nil)
+        let others: [(name: String, listeners: [ListeningPorts.Listener])] = [
+            ("web.2", []), ("web.0", [.init(address: "127.0.0.1", port: 9229), .init(address: "0.0.0.0", port: 3000)]),
+        ]
+        let hint = ListeningPorts.addressInUseHint(instance: "web.1", port: 41000, line: "Error: listen EADDRINUSE", others: others)
+        #expect(
+            hint
+                == "web.1 is exiting after saying that an address is already in use (\"Error: listen EADDRINUSE\"): all instances run on "
+                + "this one machine, each with a port of its own in $PORT (41000 for this run of web.1), so an app that listens on a "
+                + "fixed port (its own, or a second one such as a debugger's or a metrics port) collides with its other instances "
+                + "(listening on ports other than their $PORT: web.0 on 0.0.0.0:3000, 127.0.0.1:9229). Make the app listen only on "
+                + "the port in $PORT, or give each instance its own port for anything else")
+        let alone = ListeningPorts.addressInUseHint(instance: "web.1", port: 41000, line: String(repeating: "x", count: 300), others: [])
+        #expect(alone.contains("(\"\(String(repeating: "x", count: 200))...\")") && !alone.contains("listening on ports other"))
+    }
+
     @Test("This test process's own listener is found through its process group")
     func ownProcessGroup() async throws {
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()

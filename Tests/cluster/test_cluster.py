@@ -265,6 +265,32 @@ def test_an_app_that_ignores_port_is_told_where_it_listens():
         assert run.output().count(" listens on ") == 1  # once per start, not at every check
 
 
+def test_instances_that_collide_on_a_fixed_port_are_told_why():
+    """The same mistake with two instances: the second cannot bind the port the first took, and
+    crashes with "Address already in use" at every restart. On Cloud Foundry each instance has a
+    container of its own; here they share one machine, and the cluster says so, once, naming who holds
+    the port."""
+    own_port = free_port()
+    app = f"{sys.executable} -m http.server {own_port} --bind 127.0.0.1"
+    with ClusterRun(config(instances=2, app={"command": app}, health_check={"startup_timeout": "20s"})) as run:
+        said = run.wait_for_output("is exiting after saying that an address is already in use", timeout=30)
+        hint = next(line for line in said.splitlines() if "is exiting after saying" in line).split(" | ", 1)[1]
+        loser = re.match(r"(web\.\d) is exiting", hint).group(1)
+        winner = "web.1" if loser == "web.0" else "web.0"
+        # The port of the run that crashed: the last start before the hint (the next one may follow it).
+        before = said[:said.index("is exiting after saying")]
+        port = re.findall(rf"{re.escape(loser)} started: pid \d+, port (\d+)", before)[-1]
+        assert "Address already in use" in hint
+        assert f"each with a port of its own in $PORT ({port} for this run of {loser})" in hint
+        assert f"(listening on ports other than their $PORT: {winner} on 127.0.0.1:{own_port})" in hint
+        assert hint.endswith("Make the app listen only on the port in $PORT, or give each instance its own port for anything else")
+        index = int(loser[-1])
+        assert run.instances()[index]["listening_hint"] == hint
+        # Its crash loop goes on; the explanation is not repeated at every crash.
+        run.wait_for_output(f"{loser} crashed: ", count=3, timeout=30)
+        assert run.output().count("is exiting after saying that an address is already in use") == 1
+
+
 def test_logs_by_instance_and_follow(cluster):
     cluster.wait_ready()
     lines = cluster.ctl("logs", "1").stdout.splitlines()
