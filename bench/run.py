@@ -16,6 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     only = set(sys.argv[1:])
     scripts = sorted((ROOT / "bench").glob("bench_*.py"))
+    names = [s.stem.removeprefix("bench_") for s in scripts]
+    unknown = sorted(only - set(names))
+    if unknown:
+        # `--help`, or a name mistyped: say what there is instead of running nothing.
+        print(f"usage: bench/run.py [NAME ...] (make bench BENCH=NAME); names: {', '.join(names)}", file=sys.stderr)
+        if unknown != ["--help"] and unknown != ["-h"]:
+            print(f"bench: no benchmark called {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        return 0
     if only:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in only]
     cores = os.cpu_count() or 1
