@@ -88,7 +88,8 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var connections: Int?
         public var requestsPerSecond: Double?
         public var lastCrash: String?
-        /// Where the app listens instead of its port, while it is not healthy (see `ListeningPorts`).
+        /// Where the app listens instead of its port, or why it could not listen (an address in use),
+        /// while it is not healthy (see `ListeningPorts`).
         public var listeningHint: String?
         /// Frozen by `cluster freeze`: the seconds until it resumes.
         public var frozenSeconds: Double?
