@@ -531,12 +531,18 @@ public actor ClusterSupervisor {
     }
 
     /// An instance that crashed saying an address is in use: the other instances took a fixed port it
-    /// wants too. Says so once per instance, naming where the others listen beyond their own ports.
+    /// wants too (or, in a rolling restart, the old process it replaces did). Says so once per
+    /// instance, naming where the others listen beyond their own ports.
     func explainAddressInUse(index: Int, port: Int, lastLines: [String]) {
         guard let slot = slots[index], !slot.addressInUseExplained, let line = ListeningPorts.addressInUseLine(in: lastLines) else { return }
-        let others = slots.filter { $0.key != index }.compactMap { other -> (name: String, listeners: [ListeningPorts.Listener])? in
-            guard let pid = other.value.pid else { return nil }
-            return (name(other.key), ListeningPorts.ofProcessGroup(pid).filter { $0.port != other.value.port })
+        var others: [(name: String, listeners: [ListeningPorts.Listener])] = []
+        for (other, otherSlot) in slots where other != index {
+            guard let pid = otherSlot.pid else { continue }
+            others.append((name(other), ListeningPorts.ofProcessGroup(pid).filter { $0.port != otherSlot.port }))
+        }
+        for (other, old) in retirements {
+            guard let pid = old.pid else { continue }
+            others.append(("\(name(other)) (old)", ListeningPorts.ofProcessGroup(pid).filter { $0.port != old.registration?.port }))
         }
         let hint = ListeningPorts.addressInUseHint(instance: name(index), port: port, line: line, others: others)
         slots[index]?.addressInUseExplained = true

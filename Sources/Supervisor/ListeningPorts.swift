@@ -106,7 +106,8 @@ public enum ListeningPorts {
         var text =
             "\(instance) is exiting after saying that an address is already in use (\"\(quoted)\"): all instances run on this one "
             + "machine, each with a port of its own in $PORT (\(port) for this run of \(instance)), so an app that listens on a fixed "
-            + "port (its own, or a second one such as a debugger's or a metrics port) collides with its other instances"
+            + "port (its own, or a second one such as a debugger's or a metrics port) collides with its other instances, "
+            + "and in a rolling restart with the old process it replaces"
         let taken = others.filter { !$0.listeners.isEmpty }.sorted { $0.name < $1.name }
         if !taken.isEmpty {
             let list = taken.map { other in

@@ -463,8 +463,8 @@ struct ListeningPortsTests {
             hint
                 == "web.1 is exiting after saying that an address is already in use (\"Error: listen EADDRINUSE\"): all instances run on "
                 + "this one machine, each with a port of its own in $PORT (41000 for this run of web.1), so an app that listens on a "
-                + "fixed port (its own, or a second one such as a debugger's or a metrics port) collides with its other instances "
-                + "(listening on ports other than their $PORT: web.0 on 0.0.0.0:3000, 127.0.0.1:9229). Make the app listen only on "
+                + "fixed port (its own, or a second one such as a debugger's or a metrics port) collides with its other instances, "
+                + "and in a rolling restart with the old process it replaces (listening on ports other than their $PORT: web.0 on 0.0.0.0:3000, 127.0.0.1:9229). Make the app listen only on "
                 + "the port in $PORT, or give each instance its own port for anything else")
         let alone = ListeningPorts.addressInUseHint(instance: "web.1", port: 41000, line: String(repeating: "x", count: 300), others: [])
         #expect(alone.contains("(\"\(String(repeating: "x", count: 200))...\")") && !alone.contains("listening on ports other"))

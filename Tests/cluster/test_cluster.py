@@ -291,6 +291,30 @@ def test_instances_that_collide_on_a_fixed_port_are_told_why():
         assert run.output().count("is exiting after saying that an address is already in use") == 1
 
 
+def test_a_second_fixed_port_is_named_when_a_rolling_restart_collides_with_the_old_process(tmp_path):
+    """An app on $PORT that also listens on a fixed port of its own (a metrics port, a debugger's): one
+    instance runs fine, but in a rolling restart its replacement starts while the old process still
+    holds that port, and crashes. The cluster names the old process and the port."""
+    fixed = free_port()
+    app = tmp_path / "app.py"
+    app.write_text(
+        "import http.server, os, socket\n"
+        "metrics = socket.socket()\n"
+        f"metrics.bind(('127.0.0.1', {fixed}))\n"
+        "metrics.listen()\n"
+        "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), http.server.SimpleHTTPRequestHandler).serve_forever()\n")
+    with ClusterRun(config(instances=1, app={"command": f"{sys.executable} {app}"},
+                           health_check={"startup_timeout": "20s"})) as run:
+        run.wait_for_output("web.0 healthy after", timeout=30)
+        run.ctl("restart", "--all", "--rolling")
+        said = run.wait_for_output("is exiting after saying that an address is already in use", timeout=30)
+        hint = next(line for line in said.splitlines() if "is exiting after saying" in line).split(" | ", 1)[1]
+        assert hint.startswith("web.0 is exiting after saying"), hint
+        assert f"(listening on ports other than their $PORT: web.0 (old) on 127.0.0.1:{fixed})" in hint
+        # The old process keeps serving meanwhile.
+        assert run.instances()[0]["replacing"]["state"] == "serving"
+
+
 def test_logs_by_instance_and_follow(cluster):
     cluster.wait_ready()
     lines = cluster.ctl("logs", "1").stdout.splitlines()
