@@ -459,8 +459,8 @@ public actor ClusterSupervisor {
         slots[index]?.frozenUntil = nil
         switch outcome {
         case .exited(let status):
-            if slot.lifecycle.state == .starting || slot.lifecycle.state == .running {
-                // A crash: said before the crash line and the restart.
+            if slot.lifecycle.exitIsCrash {
+                // Said before the crash line and the restart.
                 explainAddressInUse(index: index, port: slot.port ?? 0, lastLines: lastLines)
             }
             apply(index) { $0.exited(run: run, status: status, now: now) }
@@ -535,14 +535,17 @@ public actor ClusterSupervisor {
     /// instance, naming where the others listen beyond their own ports.
     func explainAddressInUse(index: Int, port: Int, lastLines: [String]) {
         guard let slot = slots[index], !slot.addressInUseExplained, let line = ListeningPorts.addressInUseLine(in: lastLines) else { return }
-        var others: [(name: String, listeners: [ListeningPorts.Listener])] = []
+        // The other processes of the app: name, process group, own port.
+        var processes: [(name: String, pid: pid_t, port: Int?)] = []
         for (other, otherSlot) in slots where other != index {
-            guard let pid = otherSlot.pid else { continue }
-            others.append((name(other), ListeningPorts.ofProcessGroup(pid).filter { $0.port != otherSlot.port }))
+            if let pid = otherSlot.pid { processes.append((name(other), pid, otherSlot.port)) }
         }
         for (other, old) in retirements {
-            guard let pid = old.pid else { continue }
-            others.append(("\(name(other)) (old)", ListeningPorts.ofProcessGroup(pid).filter { $0.port != old.registration?.port }))
+            if let pid = old.pid { processes.append(("\(name(other)) (old)", pid, old.registration?.port)) }
+        }
+        let listening = ListeningPorts.ofProcessGroups(Set(processes.map(\.pid)))
+        let others = processes.map { process in
+            (name: process.name, listeners: (listening[process.pid] ?? []).filter { $0.port != process.port })
         }
         let hint = ListeningPorts.addressInUseHint(instance: name(index), port: port, line: line, others: others)
         slots[index]?.addressInUseExplained = true

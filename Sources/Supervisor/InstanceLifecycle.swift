@@ -286,10 +286,17 @@ public struct InstanceLifecycle: Sendable, Equatable {
         return actions + [.event(.killingUnhealthy(crash)), .signal(9)]
     }
 
+    /// Whether the process ending now would be a crash: it runs and is not being stopped (a kill after a
+    /// failed health check counts as one).
+    public var exitIsCrash: Bool {
+        processAlive && (state == .starting || state == .running || state == .crashing)
+    }
+
     /// The process of `run` exited (its output is drained). Unexpected exits are crashes, restarted as
     /// the policy says; expected ones finish a stop.
     public mutating func exited(run: Int, status: ExitStatus, now: Duration, guid: InstanceGUID = InstanceGUID()) -> [Action] {
         guard run == self.run, processAlive else { return [] }
+        let crashed = exitIsCrash
         processAlive = false
         lastExit = status
         var actions: [Action] = [.cancelTimers]
@@ -297,8 +304,7 @@ public struct InstanceLifecycle: Sendable, Equatable {
             registered = false
             actions.append(.unregister)
         }
-        switch state {
-        case .starting, .running, .crashing:
+        if crashed {
             let reason = pendingCrash ?? .exited(status)
             pendingCrash = nil
             lastCrash = reason
@@ -319,6 +325,8 @@ public struct InstanceLifecycle: Sendable, Equatable {
                 nextRestartAt = nil
                 return actions + [.event(.gaveUp(crashCount: crashes.count))]
             }
+        }
+        switch state {
         case .stopping:
             pendingCrash = nil
             actions.append(.event(.stopped(status)))
@@ -332,7 +340,7 @@ public struct InstanceLifecycle: Sendable, Equatable {
                 crashes = RestartPolicy.CrashHistory()
                 return actions + spawn(now: now, guid: guid, crashRestart: false)
             }
-        case .crashed, .stopped, .gaveUp:
+        case .starting, .running, .crashing, .crashed, .stopped, .gaveUp:
             return actions
         }
     }

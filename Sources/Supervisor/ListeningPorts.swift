@@ -70,7 +70,7 @@ public enum ListeningPorts {
     /// where the check connects).
     public static func hint(instance: String, port: Int, listeners: [Listener]) -> String? {
         guard !listeners.isEmpty else { return nil }
-        let sorted = Array(Set(listeners)).sorted { ($0.port, $0.address) < ($1.port, $1.address) }
+        let sorted = ordered(listeners)
         let onPort = sorted.filter { $0.port == port }
         if onPort.contains(where: \.acceptsLoopbackIPv4) { return nil }
         if let first = onPort.first {
@@ -110,36 +110,46 @@ public enum ListeningPorts {
             + "and in a rolling restart with the old process it replaces"
         let taken = others.filter { !$0.listeners.isEmpty }.sorted { $0.name < $1.name }
         if !taken.isEmpty {
-            let list = taken.map { other in
-                let ports = Array(Set(other.listeners)).sorted { ($0.port, $0.address) < ($1.port, $1.address) }
-                return "\(other.name) on \(ports.map(\.description).joined(separator: ", "))"
-            }
+            let list = taken.map { "\($0.name) on \(ordered($0.listeners).map(\.description).joined(separator: ", "))" }
             text += " (listening on ports other than their $PORT: \(list.joined(separator: "; ")))"
         }
         return text + ". Make the app listen only on the port in $PORT, or give each instance its own port for anything else"
     }
 
+    /// Each listener once, by port then address.
+    static func ordered(_ listeners: [Listener]) -> [Listener] {
+        Array(Set(listeners)).sorted { ($0.port, $0.address) < ($1.port, $1.address) }
+    }
+
     /// The listening TCP sockets of every process in process group `group`: the sockets each process
     /// holds (/proc/PID/fd) found in /proc/net/tcp and tcp6. Empty when nothing could be read.
     public static func ofProcessGroup(_ group: Int32) -> [Listener] {
+        ofProcessGroups([group])[group] ?? []
+    }
+
+    /// `ofProcessGroup` for several groups, reading /proc once: group -> its listeners (a group that
+    /// listens nowhere is left out).
+    public static func ofProcessGroups(_ groups: Set<Int32>) -> [Int32: [Listener]] {
         var table: [UInt64: Listener] = [:]
         for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
             table.merge(parse(procNetTCP: text)) { first, _ in first }
         }
-        guard !table.isEmpty, let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
-        var found: Set<Listener> = []
+        guard !table.isEmpty, !groups.isEmpty, let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else {
+            return [:]
+        }
+        var found: [Int32: Set<Listener>] = [:]
         for pid in entries.compactMap({ Int32($0) }) {
-            guard let stat = ProcessTable.stat(pid), stat.processGroup == group, !stat.zombie else { continue }
+            guard let stat = ProcessTable.stat(pid), groups.contains(stat.processGroup), !stat.zombie else { continue }
             let folder = "/proc/\(pid)/fd"
             guard let fds = try? FileManager.default.contentsOfDirectory(atPath: folder) else { continue }
             for fd in fds {
                 guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(folder)/\(fd)"),
                     let inode = socketInode(linkTarget: target), let listener = table[inode]
                 else { continue }
-                found.insert(listener)
+                found[stat.processGroup, default: []].insert(listener)
             }
         }
-        return Array(found)
+        return found.mapValues(Array.init)
     }
 }

@@ -250,6 +250,7 @@ struct ChaosTests {
         let options = ChaosOptions(every: .milliseconds(100), duration: .seconds(60), keep: 0, settle: .seconds(5), seed: 3)
         let lines = Mutex<[String]>([])
         let statuses = Mutex([status(pids: [10], traffic: before)])
+        let (killed, kill) = AsyncStream<Void>.makeStream()
         let chaos = Task {
             try await ChaosRun.run(
                 options: options,
@@ -261,11 +262,13 @@ struct ChaosTests {
                         return ControlResponse(ok: true, status: statuses.withLock { $0.count > 1 ? $0.removeFirst() : $0[0] })
                     }
                     statuses.withLock { $0 = [self.status(pids: [10], traffic: after)] }
+                    kill.yield()
                     return .success("web.0 (pid 10) killed with SIGKILL")
                 },
                 print: { line in lines.withLock { $0.append(line) } })
         }
-        while !lines.withLock({ $0.contains { $0.hasSuffix("killed with SIGKILL") } }) { try await Task.sleep(for: .milliseconds(10)) }
+        // Interrupted once the first kill was sent.
+        for await _ in killed { break }
         chaos.cancel()
         #expect(try await chaos.value == .interrupted)
         let printed = lines.withLock { $0 }
