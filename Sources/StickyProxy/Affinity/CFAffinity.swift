@@ -1,3 +1,5 @@
+import CloudFoundry
+
 /// Cloud Foundry's gorouter sticky sessions (shared/docs/cloud-foundry-behaviour.md, section 1).
 ///
 /// A request is pinned only when it carries BOTH a trigger cookie (JSESSIONID by default) and

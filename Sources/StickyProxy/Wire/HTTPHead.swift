@@ -1,3 +1,4 @@
+import CloudFoundry
 import NIOCore
 
 #if canImport(Glibc)

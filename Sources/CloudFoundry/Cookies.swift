@@ -1,0 +1,150 @@
+/// Cookie names as RFC 6265 allows them (an HTTP token).
+public enum CookieName {
+    @inlinable public static func isValid(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.allSatisfy(isTokenByte)
+    }
+
+    @inlinable package static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
+    }
+}
+
+/// One `Set-Cookie` response header, parsed the way browsers (and Go's net/http) read it.
+public struct SetCookie: Sendable, Equatable {
+    public var name: String
+    public var value: String
+    public var path: String?
+    /// The `Expires` text as the app wrote it.
+    public var expires: String?
+    /// `Max-Age` in seconds as written (0 or negative deletes the cookie).
+    public var maxAge: Int?
+    public var secure = false
+    public var httpOnly = false
+    /// `Lax`, `Strict` or `None` as written.
+    public var sameSite: String?
+    public var partitioned = false
+
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+
+    /// nil when the header has no `name=value` first part.
+    public init?(header: String) {
+        var parts = header.split(separator: ";", omittingEmptySubsequences: false).makeIterator()
+        guard let first = parts.next(), let equals = first.firstIndex(of: "=") else { return nil }
+        let name = first[first.startIndex..<equals].trimmingCharacters()
+        guard !name.isEmpty else { return nil }
+        self.name = String(name)
+        self.value = String(first[first.index(after: equals)...].trimmingCharacters())
+        while let part = parts.next() {
+            let attribute = part.trimmingCharacters()
+            let key: Substring
+            let attributeValue: Substring?
+            if let equals = attribute.firstIndex(of: "=") {
+                key = attribute[attribute.startIndex..<equals].trimmingCharacters()
+                attributeValue = attribute[attribute.index(after: equals)...].trimmingCharacters()
+            } else {
+                key = attribute
+                attributeValue = nil
+            }
+            switch key.lowercased() {
+            case "path": path = attributeValue.map(String.init)
+            case "expires": expires = attributeValue.map(String.init)
+            case "max-age": maxAge = attributeValue.flatMap { Int($0) }
+            case "secure": secure = true
+            case "httponly": httpOnly = true
+            case "samesite": sameSite = attributeValue.map(String.init)
+            case "partitioned": partitioned = true
+            default: break
+            }
+        }
+    }
+
+    /// True when the cookie deletes itself: `Max-Age` of 0 or less, or an `Expires` in the past.
+    public func isDeletion(nowSecondsSince1970 now: Int64) -> Bool {
+        if let maxAge, maxAge <= 0 { return true }
+        if let expires, let time = HTTPDate.parse(expires), time <= now { return true }
+        return false
+    }
+
+    /// The header text, attributes in Go's order (what gorouter writes).
+    public var headerValue: String {
+        var text = "\(name)=\(value)"
+        if let path { text += "; Path=\(path)" }
+        if let expires { text += "; Expires=\(expires)" }
+        if let maxAge { text += "; Max-Age=\(max(maxAge, 0))" }
+        if httpOnly { text += "; HttpOnly" }
+        if secure { text += "; Secure" }
+        if let sameSite { text += "; SameSite=\(sameSite)" }
+        if partitioned { text += "; Partitioned" }
+        return text
+    }
+}
+
+extension Substring {
+    /// Without the spaces and tabs at both ends.
+    package func trimmingCharacters() -> Substring {
+        var result = self
+        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
+        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
+        return result
+    }
+}
+
+/// HTTP dates (`Expires`): IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), RFC 850 and asctime.
+public enum HTTPDate {
+    /// Seconds since 1970, or nil when the text is not an HTTP date.
+    public static func parse(_ text: String) -> Int64? {
+        let words = text.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "-" }).map(String.init)
+        // IMF-fixdate: [Sun] 06 Nov 1994 08:49:37 GMT; RFC 850: [Sunday] 06 Nov 94 08:49:37 GMT;
+        // asctime: [Sun] Nov 6 08:49:37 1994.
+        guard words.count >= 4 else { return nil }
+        var day: Int?
+        var month: Int?
+        var year: Int?
+        var time: (Int, Int, Int)?
+        for word in words {
+            if let clock = parseClock(word) {
+                time = clock
+            } else if let monthIndex = months.firstIndex(of: word.lowercased().prefix(3).description), month == nil {
+                month = monthIndex + 1
+            } else if let number = Int(word) {
+                // The first number is the day, the second the year, in all three formats.
+                if day == nil {
+                    day = number
+                } else if year == nil {
+                    year = number < 70 ? 2000 + number : number < 100 ? 1900 + number : number
+                }
+            }
+        }
+        // Out of range is not a date (an app can write any digits): no arithmetic on them overflows.
+        guard let day, let month, let year, let time, (1...31).contains(day), (0...9999).contains(year), (0...23).contains(time.0),
+            (0...59).contains(time.1), (0...60).contains(time.2)
+        else { return nil }
+        return epochSeconds(year: year, month: month, day: day) + Int64(time.0 * 3600 + time.1 * 60 + time.2)
+    }
+
+    private static let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+
+    private static func parseClock(_ word: String) -> (Int, Int, Int)? {
+        let parts = word.split(separator: ":")
+        guard parts.count == 3, let h = Int(parts[0]), let m = Int(parts[1]), let s = Int(parts[2]) else { return nil }
+        return (h, m, s)
+    }
+
+    /// Days-from-civil (Howard Hinnant), times 86400.
+    static func epochSeconds(year: Int, month: Int, day: Int) -> Int64 {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return Int64(era * 146097 + dayOfEra - 719468) * 86400
+    }
+}
