@@ -39,11 +39,13 @@ public struct ChaosOptions: Sendable, Equatable {
     /// `--max-5xx`: the run fails when the proxy answered more 5xx responses than this from the start
     /// of the run to the end of the settling (nil: no limit, the count is only printed).
     public var maxServerErrors: Int?
+    /// Simulated users browsing through the proxy meanwhile (`--users`; none by default).
+    public var users: VirtualUsersOptions
 
     public init(
         every: Duration, duration: Duration, faults: [Fault] = [.kill], freezeFor: Duration = .seconds(5), keep: Int = 1,
         redisEvery: Duration? = nil, redisFault: RedisFault = .restart, settle: Duration = .seconds(30), seed: UInt64,
-        maxServerErrors: Int? = nil
+        maxServerErrors: Int? = nil, users: VirtualUsersOptions = VirtualUsersOptions()
     ) {
         self.every = every
         self.duration = duration
@@ -55,6 +57,7 @@ public struct ChaosOptions: Sendable, Equatable {
         self.settle = settle
         self.seed = seed
         self.maxServerErrors = maxServerErrors
+        self.users = users
     }
 
     /// Parses `kill`, `kill,freeze`, ...: each fault once, in the order given. Nil when a name is unknown.
@@ -86,7 +89,7 @@ public struct ChaosOptions: Sendable, Equatable {
         }
         if settle < .zero { return "--settle must be 0s or more" }
         if let maxServerErrors, maxServerErrors < 0 { return "--max-5xx must be 0 or more (not \(maxServerErrors))" }
-        return nil
+        return users.problem
     }
 
     /// Why the run fails on what clients got through the proxy meanwhile (`traffic`), nil when it
@@ -236,6 +239,8 @@ public enum ChaosRun {
         case notReady
         /// Ready again, but clients got more 5xx responses through the proxy than `--max-5xx`.
         case tooManyServerErrors
+        /// Ready again, but the simulated users lost more sessions than `--max-lost-sessions`.
+        case sessionsLost
         /// Stopped early (Ctrl-C, SIGTERM, or the task cancelled), after printing what it had done.
         case interrupted
     }
@@ -343,12 +348,34 @@ public enum ChaosRun {
             say("through the proxy \(interrupted ? "until interrupted" : "meanwhile"): \(traffic.summary)")
             return traffic
         }
+        // The simulated users browse from now until the cluster is ready again (or the run ends).
+        var usersTask: Task<Void, any Error>?
+        let counts = VirtualUsers.Counts()
+        if options.users.count > 0 {
+            guard first.proxy.state == "running", let url = first.proxy.url else {
+                throw Failure(
+                    "--users sends its requests through the proxy, and this cluster has no proxy running (\(first.proxy.state)): drop --users")
+            }
+            usersTask = Task { try await VirtualUsers.run(options.users, proxyURL: url, tally: counts) }
+            say(options.users.summary(proxyURL: url))
+        }
+        defer { usersTask?.cancel() }
+        /// What the simulated users got, said and returned; nil without users.
+        func usersMeanwhile(interrupted: Bool) async -> VirtualUsersTally? {
+            guard let usersTask else { return nil }
+            usersTask.cancel()
+            if case .failure(let error) = await usersTask.result { say("the simulated users could not run: \(error)") }
+            let tally = counts.current
+            say("simulated users \(interrupted ? "until interrupted" : "meanwhile"): \(tally.summary(options: options.users))")
+            return tally
+        }
         say(options.summary)
         do {
             try await faults()
         } catch  where Task.isCancelled {
             say("interrupted: \(tally.line(options: options, elapsed: clock.now - start))")
             _ = try? await trafficMeanwhile(interrupted: true)
+            _ = await usersMeanwhile(interrupted: true)
             return .interrupted
         }
         say("done: \(tally.line(options: options, elapsed: clock.now - start))")
@@ -375,15 +402,23 @@ public enum ChaosRun {
         } catch  where Task.isCancelled {
             say("interrupted while waiting for the cluster to be ready again")
             _ = try? await trafficMeanwhile(interrupted: true)
+            _ = await usersMeanwhile(interrupted: true)
             return .interrupted
         }
-        // What the app's users got meanwhile, as the proxy counted it.
-        guard let traffic = try await trafficMeanwhile(interrupted: false) else { return settled }
-        if settled == .ready, let failure = options.failure(traffic: traffic) {
+        // What the app's users got meanwhile, as the proxy counted it, and what the simulated ones saw.
+        let traffic = try await trafficMeanwhile(interrupted: false)
+        let users = await usersMeanwhile(interrupted: false)
+        guard settled == .ready else { return settled }
+        var outcome = Outcome.ready
+        if let traffic, let failure = options.failure(traffic: traffic) {
             say(failure)
-            return .tooManyServerErrors
+            outcome = .tooManyServerErrors
         }
-        return settled
+        if let users, let failure = users.failure(options: options.users) {
+            say(failure)
+            if outcome == .ready { outcome = .sessionsLost }
+        }
+        return outcome
     }
 
     private static func status(_ send: Send, fresh: Bool = false) async throws -> ClusterStatus {

@@ -46,8 +46,11 @@ public enum Probe {
         }
     }
 
+    /// `authority`: the `Host` header, when it is not `host:port` (a request for a route's name sent
+    /// to the proxy's address).
     static func exchange(
-        method: HTTPMethod, host: String, port: Int, path: String, headers: [(String, String)], body: [UInt8]?, timeout: Duration
+        method: HTTPMethod, host: String, port: Int, path: String, headers: [(String, String)], body: [UInt8]?, timeout: Duration,
+        authority: String? = nil
     ) async throws -> HTTPResponse {
         try await withDeadline(timeout, what: "\(method) \(path) on port \(port)") {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -60,7 +63,7 @@ public enum Probe {
                 }
             return try await channel.executeThenClose { inbound, outbound in
                 var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
-                head.headers.add(name: "Host", value: "\(host):\(port)")
+                head.headers.add(name: "Host", value: authority ?? "\(host):\(port)")
                 head.headers.add(name: "Connection", value: "close")
                 for (name, value) in headers { head.headers.add(name: name, value: value) }
                 if let body {

@@ -327,7 +327,12 @@ struct Chaos: AsyncParsableCommand {
             nothing frozen), and exits 1 when the cluster is not ready by then; then it prints what clients \
             got through the proxy meanwhile (responses by status class, router errors, retries, routing \
             decisions), and with --max-5xx N exits 1 when more than N responses were 5xx: \
-            `cluster chaos --every 5s --for 2m && ./my-checks`. Ctrl-C stops it early with what it has done \
+            `cluster chaos --every 5s --for 2m && ./my-checks`. With --users N, N simulated users browse \
+            through the proxy meanwhile, each with its own cookies as in a browser, and it prints what \
+            happened to their sessions: moved to another instance, kept, or lost (the app started a new \
+            one, or with --users-check showed a page of a logged-out user); --max-lost-sessions N exits 1 \
+            on more losses: `cluster chaos --users 20 --users-login /user --users-check 'data-user=' \
+            --max-lost-sessions 0` for chat-node. Ctrl-C stops it early with what it has done \
             so far and what clients got through the proxy until then (exit 130). The same --seed picks the same instances (and faults) again when they are in \
             the same states.
             """)
@@ -359,6 +364,24 @@ struct Chaos: AsyncParsableCommand {
         name: .customLong("max-5xx"),
         help: "Exit 1 when clients got more 5xx responses than this through the proxy, from the start of the run to the end of --settle.")
     var maxServerErrors: Int?
+    @Option(name: .long, help: "Simulated users who browse the app through the proxy meanwhile, each with its own cookies (at most 1000).")
+    var users = 0
+    @Option(name: .long, help: "What each simulated user requests, over and over.")
+    var usersPath = "/"
+    @Option(name: .long, help: "The pause between two requests of one simulated user (10ms to 1m).")
+    var usersEvery = "500ms"
+    @Option(
+        name: .long,
+        help:
+            "Each simulated user logs in first with a form POST of user=<its name> to this path (chat-node: /user), and again after losing its session."
+    )
+    var usersLogin: String?
+    @Option(name: .long, help: "Text every page of a logged-in user contains (chat-node: data-user=): a 2xx page without it is a lost session.")
+    var usersCheck: String?
+    @Option(name: .long, help: "The app's session cookie: a new value for it set on a page means the app did not know the session sent.")
+    var usersCookie = "JSESSIONID"
+    @Option(name: .long, help: "Exit 1 when the simulated users lost more sessions than this.")
+    var maxLostSessions: Int?
     @OptionGroup var state: StateOption
 
     func options() throws -> ChaosOptions {
@@ -378,7 +401,10 @@ struct Chaos: AsyncParsableCommand {
             every: try duration(every, "--every"), duration: try duration(self.duration, "--for"), faults: faults,
             freezeFor: try freezeFor.map { try duration($0, "--freeze-for") } ?? .seconds(5), keep: keep,
             redisEvery: try redisEvery.map { try duration($0, "--redis-every") }, redisFault: redisFault ?? .restart,
-            settle: try duration(settle, "--settle"), seed: seed ?? generator.next() % 1_000_000, maxServerErrors: maxServerErrors)
+            settle: try duration(settle, "--settle"), seed: seed ?? generator.next() % 1_000_000, maxServerErrors: maxServerErrors,
+            users: VirtualUsersOptions(
+                count: users, path: usersPath, every: try duration(usersEvery, "--users-every"), login: usersLogin, check: usersCheck,
+                sessionCookie: usersCookie, maxLostSessions: maxLostSessions))
         if let problem = options.problem { throw ValidationError(problem) }
         return options
     }
@@ -401,7 +427,7 @@ struct Chaos: AsyncParsableCommand {
         }
         switch outcome {
         case .ready: return
-        case .notReady, .tooManyServerErrors: throw ExitCode.failure
+        case .notReady, .tooManyServerErrors, .sessionsLost: throw ExitCode.failure
         case .interrupted: throw ExitCode(130)
         }
     }

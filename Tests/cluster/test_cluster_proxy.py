@@ -390,3 +390,26 @@ def test_chaos_max_5xx_needs_the_proxy_and_a_count(tmp_path):
         refused = run.ctl("chaos", "--every", "1s", "--for", "1s", "--max-5xx", "0", check=False, timeout=60)
         assert refused.returncode == 1
         assert "--max-5xx counts the proxy's responses, and this cluster has no proxy answering (absent): drop --max-5xx" in refused.stderr
+
+
+def test_chaos_users_see_an_app_replace_the_sessions_it_kept_in_a_killed_instance(cluster):
+    """Any app, not only chat-node: simulated users browse /session, a session kept in each instance's
+    memory. A user the router moves off a killed instance gets a new JSESSIONID from the instance it
+    lands on: a lost session, and the run fails past --max-lost-sessions. Every loss follows a move."""
+    cluster.wait_ready()
+    result = cluster.ctl("chaos", "--every", "500ms", "--for", "1s", "--seed", "3", "--settle", "20s", "--users", "6",
+                         "--users-path", "/session", "--users-every", "50ms", "--max-lost-sessions", "0", check=False, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert re.search(r"\| 6 simulated users, each with its own cookies: GET /session through http://localhost:\d+/ every 50ms$",
+                     lines[0]), lines
+    users = next(line for line in lines if "| simulated users meanwhile: " in line)
+    match = re.search(r"meanwhile: 6 users, ([\d,]+) requests \(2xx [\d,]+.*\); 6 sessions started; (\d) users? moved to another "
+                      r"instance \((\d+) times?\); (\d+) sessions? LOST by (\d) users? \(the app set a new JSESSIONID \d+ times?\)", users)
+    assert match, users
+    moved_users, moves, lost, lost_users = (int(match.group(n)) for n in (2, 3, 4, 5))
+    assert 1 <= lost <= moves and 1 <= lost_users <= moved_users <= 6, users
+    assert lines[-1].endswith(f"| FAILED: the simulated users lost {lost} session{'s' if lost != 1 else ''}, more than --max-lost-sessions 0"), lines
+    # The options that need --users say so.
+    bad = cluster.ctl("chaos", "--users-check", "x", check=False)
+    assert bad.returncode == 64 and "--users-check needs --users N (the simulated users it is about)" in bad.stderr, bad.stderr

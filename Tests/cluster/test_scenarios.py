@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 
-from cluster_run import ClusterRun
+from cluster_run import ClusterRun, chat_cluster
 from harness import REPO, SOCKETIO_JS, wait_until
 
 SCENARIOS = REPO / "Configs" / "scenarios"
@@ -101,3 +101,42 @@ def test_the_same_endpoint_as_a_readiness_check_takes_the_app_off_the_router_and
         after = cluster.instances()
         assert all(after[i]["guid"] == before[i]["guid"] and after[i]["crashes"] == 0 for i in before), cluster.recent_events()
         assert "became unhealthy" not in cluster.output()
+
+
+# `cluster chaos --users`: simulated users who log in to chat-node and browse it while instances are killed.
+USERS = ["--every", "1s", "--for", "2s", "--seed", "5", "--settle", "60s", "--users", "6", "--users-every", "50ms",
+         "--users-login", "/user", "--users-check", "data-user=", "--max-lost-sessions", "0"]
+
+
+def users_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if "chaos | simulated users meanwhile: " in line]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_simulated_users_lose_sessions_kept_in_memory_and_keep_those_in_redis():
+    """The lesson of the sessions-in-memory scenario, as a CI gate: the same chaos run with the same
+    simulated users fails on chat-node with SESSION_STORE=memory (a user the router moves off a killed
+    instance lands on one that never heard of its session and gets the login page) and passes with the
+    sessions in Redis (moved, and still logged in)."""
+    with scenario("sessions-in-memory.yml") as run:
+        run.wait_ready(timeout=120)
+        lost = run.ctl("chaos", *USERS, check=False, timeout=120)
+    assert lost.returncode == 1, lost.stdout + lost.stderr
+    assert "6 simulated users, each with its own cookies: GET / through http://localhost:" in lost.stdout, lost.stdout
+    line = users_line(lost.stdout)
+    assert "; 6 sessions started;" in line, line
+    assert "moved to another instance" in line, line
+    assert "LOST by" in line and 'without "data-user=" (logged out)' in line, line
+    assert "keep them in a store all instances share, such as Redis" in line, line
+    assert lost.stdout.splitlines()[-1].endswith("more than --max-lost-sessions 0"), lost.stdout
+    assert "FAILED: the simulated users lost " in lost.stdout.splitlines()[-1], lost.stdout
+
+    with ClusterRun(chat_cluster()) as run:
+        run.wait_ready(timeout=120)
+        kept = run.ctl("chaos", *USERS, check=False, timeout=120)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    line = users_line(kept.stdout)
+    assert "; 6 sessions started;" in line and "moved to another instance" in line, line
+    assert line.endswith("; no session lost"), line
+    assert "killed with SIGKILL" in kept.stdout, kept.stdout

@@ -9,6 +9,8 @@ GET /ready       200, or 503 after /not-ready (a readiness endpoint)
 GET /not-ready   makes /ready answer 503; GET /make-ready makes it answer 200 again
 GET /crash?code=N   exits at once with code N (default 1)
 GET /status?code=N  answers with status N (default 200)
+GET /session     a session kept in this process's memory (cookie JSESSIONID), as an app without a
+                 shared session store: a session it does not know gets a new one
 GET /stop-listening closes the listening socket but keeps running (a port check then fails)
 SIGTERM             stops listening, finishes the requests in progress, exits 0
 
@@ -20,24 +22,30 @@ indices never listen).
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 state = {"healthy": True, "ready": True}
+sessions: dict[str, int] = {}
+sessions_lock = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
 
-    def reply(self, status, body):
+    def reply(self, status, body, headers=()):
         data = json.dumps(body).encode()
         self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -67,6 +75,18 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/status":
             code = int(parse_qs(url.query).get("code", ["200"])[0])
             self.reply(code, {"status": code})
+        elif url.path == "/session":
+            cookie = SimpleCookie(self.headers.get("Cookie", ""))
+            sid = cookie["JSESSIONID"].value if "JSESSIONID" in cookie else None
+            headers = []
+            with sessions_lock:
+                if sid not in sessions:
+                    sid = secrets.token_hex(8)
+                    sessions[sid] = 0
+                    headers.append(("Set-Cookie", f"JSESSIONID={sid}; Path=/; HttpOnly"))
+                sessions[sid] += 1
+                visits = sessions[sid]
+            self.reply(200, {"index": os.environ.get("CF_INSTANCE_INDEX"), "visits": visits}, headers)
         elif url.path == "/stop-listening":
             self.reply(200, {"listening": False})
             threading.Thread(target=stop_listening, daemon=True).start()

@@ -1,0 +1,307 @@
+import CloudFoundry
+import Foundation
+import NIOHTTP1
+import Synchronization
+
+/// `cluster chaos --users N`: simulated users who browse the app through the proxy while the faults
+/// happen, each with a cookie jar of its own as a browser has, so that what a fault does to a user's
+/// session shows: did it move to another instance, did it keep its session there, or did it lose it
+/// (the app, which kept the session in the dead instance's memory, started a new one or showed the
+/// login page again)?
+public struct VirtualUsersOptions: Sendable, Equatable {
+    /// How many users (0: none).
+    public var count: Int
+    /// What each user requests, over and over.
+    public var path: String
+    /// The pause between two requests of one user.
+    public var every: Duration
+    /// Log in first: a form POST of `user=<the user's name>` to this path (chat-node's `/user`, the
+    /// original redispubsub's form), again after a lost session.
+    public var login: String?
+    /// Text that every page of a logged-in user contains: a 2xx answer without it means the user is
+    /// logged out (its session lost) and logs in again.
+    public var check: String?
+    /// The app's session cookie (the router's trigger cookie).
+    public var sessionCookie: String
+    /// `--max-lost-sessions`: the run fails when the users lost more sessions than this.
+    public var maxLostSessions: Int?
+
+    public init(
+        count: Int = 0, path: String = "/", every: Duration = .milliseconds(500), login: String? = nil, check: String? = nil,
+        sessionCookie: String = "JSESSIONID", maxLostSessions: Int? = nil
+    ) {
+        self.count = count
+        self.path = path
+        self.every = every
+        self.login = login
+        self.check = check
+        self.sessionCookie = sessionCookie
+        self.maxLostSessions = maxLostSessions
+    }
+
+    public static let maxCount = 1_000
+
+    /// What is wrong with these options, for the command line (nil: nothing).
+    public var problem: String? {
+        if count < 0 || count > Self.maxCount { return "--users must be from 0 to \(Self.maxCount) (not \(count))" }
+        let usersOnly = "needs --users N (the simulated users it is about)"
+        if count == 0 {
+            if login != nil { return "--users-login \(usersOnly)" }
+            if check != nil { return "--users-check \(usersOnly)" }
+            if maxLostSessions != nil { return "--max-lost-sessions \(usersOnly)" }
+        }
+        if !path.hasPrefix("/") { return "--users-path must start with / (not \(path))" }
+        if let login, !login.hasPrefix("/") { return "--users-login must be a path starting with / (not \(login))" }
+        if let check, check.isEmpty { return "--users-check must not be empty" }
+        if every < .milliseconds(10) || every > .seconds(60) {
+            return "--users-every must be from 10ms to 1m (not \(DurationText.format(every)))"
+        }
+        if !CookieName.isValid(sessionCookie) { return "--users-cookie must be a cookie name (not \(sessionCookie))" }
+        if let maxLostSessions, maxLostSessions < 0 { return "--max-lost-sessions must be 0 or more (not \(maxLostSessions))" }
+        return nil
+    }
+
+    /// One line saying what the users do.
+    public func summary(proxyURL: String) -> String {
+        let users = count == 1 ? "1 simulated user" : "\(count) simulated users"
+        var text = "\(users), each with its own cookies: GET \(path) through \(proxyURL) every \(DurationText.format(every))"
+        if let login { text += ", after logging in with a POST to \(login)" }
+        if let check { text += "; logged in while the page contains \"\(check)\"" }
+        return text
+    }
+}
+
+/// One simulated user: its cookie jar, its session and the instance the proxy pins it to. A value
+/// type without I/O: the runner sends `next` with `cookieHeader`, and reports the answer (or its
+/// absence); the user says what happened to it.
+public struct VirtualUser: Sendable, Equatable {
+    /// What the user sends next.
+    public enum Step: Sendable, Equatable {
+        case logIn
+        case browse
+    }
+
+    public enum Loss: Sendable, Equatable {
+        /// The app set a new value for the session cookie: it did not know the one sent.
+        case replaced
+        /// The app deleted the session cookie.
+        case deleted
+        /// A page without the `check` text: logged out.
+        case loggedOut
+    }
+
+    public enum Event: Sendable, Equatable {
+        /// An HTTP answer with this status.
+        case answered(Int)
+        /// No HTTP answer (refused, reset, timed out), and why.
+        case noAnswer(String)
+        /// The app gave the user its first session cookie.
+        case sessionStarted
+        /// The proxy pinned the user to another instance (a new `__VCAP_ID__`).
+        case moved(from: String, to: String)
+        case sessionLost(Loss)
+    }
+
+    public let name: String
+    public let sessionCookie: String
+    public let logsIn: Bool
+    public let check: String?
+    /// Cookie name to value, as the app and the proxy set them.
+    public private(set) var cookies: [String: String] = [:]
+    public private(set) var loggedIn = false
+
+    public init(name: String, sessionCookie: String = "JSESSIONID", logsIn: Bool = false, check: String? = nil) {
+        self.name = name
+        self.sessionCookie = sessionCookie
+        self.logsIn = logsIn
+        self.check = check
+    }
+
+    public var next: Step { logsIn && !loggedIn ? .logIn : .browse }
+
+    /// The `Cookie` header to send, nil with no cookies (names in order, so a request is repeatable).
+    public var cookieHeader: String? {
+        cookies.isEmpty ? nil : cookies.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "; ")
+    }
+
+    /// The instance the proxy pins the user to (its `__VCAP_ID__`).
+    public var instance: String? { cookies[Self.vcapCookie] }
+
+    static let vcapCookie = "__VCAP_ID__"
+
+    /// The answer to `step`: its status, its `Set-Cookie` headers and its body.
+    public mutating func answered(_ step: Step, status: Int, setCookies: [String], body: String) -> [Event] {
+        var events: [Event] = [.answered(status)]
+        let sessionBefore = cookies[sessionCookie]
+        let instanceBefore = instance
+        var loss: Loss?
+        for header in setCookies {
+            guard let cookie = SetCookie(header: header) else { continue }
+            if cookie.isDeletion(nowSecondsSince1970: Int64(Date().timeIntervalSince1970)) {
+                if cookies.removeValue(forKey: cookie.name) != nil, cookie.name == sessionCookie, step == .browse { loss = .deleted }
+            } else {
+                cookies[cookie.name] = cookie.value
+            }
+        }
+        let session = cookies[sessionCookie]
+        if sessionBefore == nil, session != nil { events.append(.sessionStarted) }
+        // A login may start a new session (express-session regenerates it): only a page replaces it.
+        if step == .browse, let sessionBefore, let session, session != sessionBefore { loss = .replaced }
+        if let instanceBefore, let now = instance, now != instanceBefore { events.append(.moved(from: instanceBefore, to: now)) }
+        switch step {
+        case .logIn:
+            // A login answered with a redirect or a page (not followed) counts; an error is tried again.
+            if status < 400 { loggedIn = true }
+        case .browse:
+            if loss == nil, loggedIn, let check, (200..<300).contains(status), !body.contains(check) { loss = .loggedOut }
+        }
+        if let loss {
+            events.append(.sessionLost(loss))
+            loggedIn = false
+        }
+        return events
+    }
+
+    /// No answer to the request: the cookies stay, as in a browser.
+    public func failed(_ reason: String) -> [Event] { [.noAnswer(reason)] }
+}
+
+/// What the simulated users got, all together.
+public struct VirtualUsersTally: Sendable, Equatable {
+    public var requests = 0
+    /// Answers by status class (2 for 2xx).
+    public var statusClasses: [Int: Int] = [:]
+    /// Requests without an answer, by reason.
+    public var noAnswer: [String: Int] = [:]
+    public var sessionsStarted = 0
+    public var moves = 0
+    public var usersMoved: Set<String> = []
+    public var losses: [VirtualUser.Loss: Int] = [:]
+    public var usersWithLosses: Set<String> = []
+
+    public init() {}
+
+    public var sessionsLost: Int { losses.values.reduce(0, +) }
+
+    public mutating func record(_ events: [VirtualUser.Event], of user: String) {
+        for event in events {
+            switch event {
+            case .answered(let status):
+                requests += 1
+                statusClasses[status / 100, default: 0] += 1
+            case .noAnswer(let reason):
+                requests += 1
+                noAnswer[reason, default: 0] += 1
+            case .sessionStarted:
+                sessionsStarted += 1
+            case .moved:
+                moves += 1
+                usersMoved.insert(user)
+            case .sessionLost(let loss):
+                losses[loss, default: 0] += 1
+                usersWithLosses.insert(user)
+            }
+        }
+    }
+
+    /// One line: requests and answers, sessions, moves and losses.
+    public func summary(options: VirtualUsersOptions) -> String {
+        func count(_ number: Int, _ noun: String, _ plural: String? = nil) -> String {
+            "\(number.formatted(.number.grouping(.automatic))) \(number == 1 ? noun : plural ?? noun + "s")"
+        }
+        var answers = statusClasses.sorted { $0.key < $1.key }.map { "\($0.key)xx \($0.value)" }
+        let unanswered = noAnswer.values.reduce(0, +)
+        if unanswered > 0 {
+            let reasons = noAnswer.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+            answers.append("no answer \(unanswered) (\(reasons.joined(separator: ", ")))")
+        }
+        var text = "\(count(options.count, "user")), \(count(requests, "request"))"
+        text += answers.isEmpty ? "" : " (\(answers.joined(separator: ", ")))"
+        text += "; \(count(sessionsStarted, "session")) started"
+        if sessionsStarted == 0, requests > noAnswer.values.reduce(0, +) {
+            text += " (the app set no \(options.sessionCookie) cookie, so the router pinned nobody"
+            text += options.login == nil ? ": does it need a login first, --users-login? another cookie, --users-cookie?)" : ")"
+        }
+        text +=
+            moves == 0
+            ? "; none moved to another instance" : "; \(count(usersMoved.count, "user")) moved to another instance (\(count(moves, "time")))"
+        guard sessionsLost > 0 else { return text + "; no session lost" }
+        var how: [String] = []
+        if let replaced = losses[.replaced] { how.append("the app set a new \(options.sessionCookie) \(count(replaced, "time"))") }
+        if let deleted = losses[.deleted] { how.append("the app deleted \(options.sessionCookie) \(count(deleted, "time"))") }
+        if let loggedOut = losses[.loggedOut] {
+            how.append("\(count(loggedOut, "page")) without \"\(options.check ?? "")\" (logged out)")
+        }
+        text += "; \(count(sessionsLost, "session")) LOST by \(count(usersWithLosses.count, "user")) (\(how.joined(separator: "; ")))"
+        return text
+            + ": the instance a user moved to did not know its session. Sessions kept in an instance's memory die with it;"
+            + " keep them in a store all instances share, such as Redis"
+    }
+
+    /// Why the run fails on the users' sessions (nil when it does not): more lost than `--max-lost-sessions`.
+    public func failure(options: VirtualUsersOptions) -> String? {
+        guard let limit = options.maxLostSessions, sessionsLost > limit else { return nil }
+        let sessions = sessionsLost == 1 ? "1 session" : "\(sessionsLost) sessions"
+        return "FAILED: the simulated users lost \(sessions), more than --max-lost-sessions \(limit)"
+    }
+}
+
+/// Runs the simulated users against the proxy until cancelled.
+public enum VirtualUsers {
+    /// The tally the users' tasks add to, read at the end of the run.
+    public final class Counts: Sendable {
+        private let tally = Mutex(VirtualUsersTally())
+        public init() {}
+        public func record(_ events: [VirtualUser.Event], of user: String) { tally.withLock { $0.record(events, of: user) } }
+        public var current: VirtualUsersTally { tally.withLock { $0 } }
+    }
+
+    /// `proxyURL`: the proxy's URL as the cluster prints it (`http://localhost:8080/`); the requests
+    /// go to 127.0.0.1 on its port, with its host name in `Host` (the route). Each user waits a share
+    /// of `every` before its first request, so that the users' requests are spread over the interval.
+    public static func run(_ options: VirtualUsersOptions, proxyURL: String, tally: Counts) async throws {
+        guard let url = URLComponents(string: proxyURL), let host = url.host, let port = url.port else {
+            throw ChaosRun.Failure("the proxy's URL \(proxyURL) has no host and port to send the simulated users' requests to")
+        }
+        let authority = "\(host):\(port)"
+        let connectHost = host == "localhost" ? "127.0.0.1" : host
+        await withTaskGroup(of: Void.self) { group in
+            for number in 1...max(options.count, 1) where options.count > 0 {
+                group.addTask {
+                    var user = VirtualUser(
+                        name: "user-\(number)", sessionCookie: options.sessionCookie, logsIn: options.login != nil, check: options.check)
+                    let offset = options.every * Double(number - 1) / Double(options.count)
+                    guard (try? await Task.sleep(for: offset)) != nil else { return }
+                    while !Task.isCancelled {
+                        let step = user.next
+                        var headers: [(String, String)] = [("User-Agent", "stickylab-chaos-user")]
+                        if let cookies = user.cookieHeader { headers.append(("Cookie", cookies)) }
+                        var body: [UInt8]?
+                        var method = HTTPMethod.GET
+                        var path = options.path
+                        if step == .logIn, let login = options.login {
+                            method = .POST
+                            path = login
+                            headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+                            body = Array("user=\(user.name)".utf8)
+                        }
+                        let events: [VirtualUser.Event]
+                        do {
+                            let response = try await Probe.exchange(
+                                method: method, host: connectHost, port: port, path: path, headers: headers, body: body, timeout: .seconds(5),
+                                authority: authority)
+                            let setCookies = response.headers.filter { $0.0.lowercased() == "set-cookie" }.map(\.1)
+                            events = user.answered(step, status: response.status, setCookies: setCookies, body: response.text)
+                        } catch {
+                            // A request cut short by the end of the run is not the app's failure.
+                            if Task.isCancelled { return }
+                            events = user.failed(Probe.reason(error))
+                        }
+                        tally.record(events, of: user.name)
+                        guard (try? await Task.sleep(for: options.every)) != nil else { return }
+                    }
+                }
+            }
+        }
+    }
+}

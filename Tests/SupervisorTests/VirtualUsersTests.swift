@@ -1,0 +1,150 @@
+import Testing
+
+@testable import Supervisor
+
+@Suite("cluster chaos --users: simulated users and their sessions")
+struct VirtualUsersTests {
+    let vcap = "__VCAP_ID__"
+
+    @Test("A user keeps its cookies, sends them back, and sees its session start, move with the router's fallback, and survive")
+    func sessionKept() {
+        var user = VirtualUser(name: "user-1")
+        #expect(user.next == .browse)
+        #expect(user.cookieHeader == nil)
+        // The app starts a session; the proxy pins it to instance a.
+        var events = user.answered(.browse, status: 200, setCookies: ["JSESSIONID=s1; Path=/; HttpOnly", "\(vcap)=a; Path=/; HttpOnly"], body: "")
+        #expect(events == [.answered(200), .sessionStarted])
+        #expect(user.cookieHeader == "JSESSIONID=s1; \(vcap)=a")
+        #expect(user.instance == "a")
+        // A sticky hit: nothing set.
+        #expect(user.answered(.browse, status: 200, setCookies: [], body: "") == [.answered(200)])
+        // Instance a is gone: the router falls back to b and says so with a new __VCAP_ID__; the app
+        // (sessions in Redis) knows the session, so it sets nothing.
+        events = user.answered(.browse, status: 200, setCookies: ["\(vcap)=b; Path=/; HttpOnly"], body: "")
+        #expect(events == [.answered(200), .moved(from: "a", to: "b")])
+        #expect(user.cookieHeader == "JSESSIONID=s1; \(vcap)=b")
+    }
+
+    @Test("A session the app replaces (kept in the dead instance's memory) or deletes is lost; a failed request changes nothing")
+    func sessionLost() {
+        var user = VirtualUser(name: "user-1")
+        _ = user.answered(.browse, status: 200, setCookies: ["JSESSIONID=s1", "\(vcap)=a"], body: "")
+        #expect(user.failed("connection refused") == [.noAnswer("connection refused")])
+        #expect(user.cookieHeader == "JSESSIONID=s1; \(vcap)=a")
+        let events = user.answered(.browse, status: 200, setCookies: ["JSESSIONID=s2; Path=/", "\(vcap)=b"], body: "")
+        #expect(events == [.answered(200), .moved(from: "a", to: "b"), .sessionLost(.replaced)])
+        #expect(user.cookies["JSESSIONID"] == "s2")
+        // The same value set again is not a new session.
+        #expect(user.answered(.browse, status: 200, setCookies: ["JSESSIONID=s2"], body: "") == [.answered(200)])
+        // Deleted: Max-Age=0, or an Expires in the past.
+        #expect(user.answered(.browse, status: 200, setCookies: ["JSESSIONID=; Max-Age=0"], body: "") == [.answered(200), .sessionLost(.deleted)])
+        #expect(user.cookies["JSESSIONID"] == nil)
+        _ = user.answered(.browse, status: 200, setCookies: ["JSESSIONID=s3"], body: "")
+        let expired = user.answered(.browse, status: 200, setCookies: ["JSESSIONID=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT"], body: "")
+        #expect(expired == [.answered(200), .sessionLost(.deleted)])
+        // A cookie that is not the session's changes nothing of the session.
+        #expect(user.answered(.browse, status: 200, setCookies: ["theme=dark", "bad header"], body: "") == [.answered(200)])
+        #expect(user.cookieHeader == "\(vcap)=b; theme=dark")
+    }
+
+    @Test("With a login: log in first, stay logged in while the page has the check text, log in again after a loss")
+    func login() {
+        var user = VirtualUser(name: "user-1", logsIn: true, check: "data-user=")
+        #expect(user.next == .logIn)
+        // A refused login is tried again.
+        #expect(user.answered(.logIn, status: 503, setCookies: [], body: "") == [.answered(503)])
+        #expect(user.next == .logIn)
+        // The login regenerates nothing yet: the session starts here, answered with a redirect.
+        var events = user.answered(.logIn, status: 303, setCookies: ["JSESSIONID=s1", "\(vcap)=a"], body: "")
+        #expect(events == [.answered(303), .sessionStarted])
+        #expect(user.next == .browse)
+        #expect(user.answered(.browse, status: 200, setCookies: [], body: "<body data-user=\"user-1\">") == [.answered(200)])
+        // An error page does not say the user is logged out.
+        #expect(user.answered(.browse, status: 502, setCookies: [], body: "502 Bad Gateway") == [.answered(502)])
+        // Moved to b, which shows the login page: lost, and the next step logs in again.
+        events = user.answered(.browse, status: 200, setCookies: ["\(vcap)=b"], body: "<form>Your name</form>")
+        #expect(events == [.answered(200), .moved(from: "a", to: "b"), .sessionLost(.loggedOut)])
+        #expect(user.next == .logIn)
+        // Logging in again sets a new session cookie: not a second loss.
+        #expect(user.answered(.logIn, status: 303, setCookies: ["JSESSIONID=s2"], body: "") == [.answered(303)])
+        // A replaced cookie and a page without the text on one answer are one loss.
+        events = user.answered(.browse, status: 200, setCookies: ["JSESSIONID=s3"], body: "login")
+        #expect(events == [.answered(200), .sessionLost(.replaced)])
+    }
+
+    @Test("The tally's line: answers, sessions, moves, losses and what to do about them")
+    func tallyLine() {
+        let options = VirtualUsersOptions(count: 2, maxLostSessions: 0)
+        var tally = VirtualUsersTally()
+        tally.record([.answered(200), .sessionStarted], of: "user-1")
+        tally.record([.answered(200), .sessionStarted], of: "user-2")
+        tally.record([.noAnswer("connection refused")], of: "user-1")
+        tally.record([.answered(502)], of: "user-2")
+        tally.record([.answered(200), .moved(from: "a", to: "b")], of: "user-1")
+        #expect(tally.failure(options: options) == nil)
+        #expect(
+            tally.summary(options: options)
+                == "2 users, 5 requests (2xx 3, 5xx 1, no answer 1 (connection refused 1)); 2 sessions started;"
+                + " 1 user moved to another instance (1 time); no session lost")
+        tally.record([.answered(200), .moved(from: "b", to: "c"), .sessionLost(.replaced)], of: "user-1")
+        tally.record([.answered(200), .sessionLost(.deleted)], of: "user-1")
+        #expect(
+            tally.summary(options: options)
+                == "2 users, 7 requests (2xx 5, 5xx 1, no answer 1 (connection refused 1)); 2 sessions started;"
+                + " 1 user moved to another instance (2 times); 2 sessions LOST by 1 user (the app set a new JSESSIONID 1 time;"
+                + " the app deleted JSESSIONID 1 time): the instance a user moved to did not know its session. Sessions kept in an"
+                + " instance's memory die with it; keep them in a store all instances share, such as Redis")
+        #expect(tally.failure(options: options) == "FAILED: the simulated users lost 2 sessions, more than --max-lost-sessions 0")
+        #expect(tally.failure(options: VirtualUsersOptions(count: 2, maxLostSessions: 2)) == nil)
+        #expect(tally.failure(options: VirtualUsersOptions(count: 2)) == nil)
+    }
+
+    @Test("No session cookie at all: the line says the router pinned nobody, and what to try")
+    func noSessionStarted() {
+        var tally = VirtualUsersTally()
+        tally.record([.answered(404)], of: "user-1")
+        #expect(
+            tally.summary(options: VirtualUsersOptions(count: 1))
+                == "1 user, 1 request (4xx 1); 0 sessions started (the app set no JSESSIONID cookie, so the router pinned nobody:"
+                + " does it need a login first, --users-login? another cookie, --users-cookie?); none moved to another instance;"
+                + " no session lost")
+        var loggedOut = VirtualUsersTally()
+        loggedOut.record([.answered(200), .sessionLost(.loggedOut)], of: "user-1")
+        let options = VirtualUsersOptions(count: 1, login: "/user", check: "data-user=")
+        #expect(loggedOut.summary(options: options).contains("(the app set no JSESSIONID cookie, so the router pinned nobody)"))
+        #expect(loggedOut.summary(options: options).contains("1 session LOST by 1 user (1 page without \"data-user=\" (logged out))"))
+    }
+
+    @Test("Options: bad values and options without --users are refused with the option's name")
+    func options() {
+        #expect(VirtualUsersOptions().problem == nil)
+        #expect(VirtualUsersOptions(count: 20, login: "/user", check: "x", maxLostSessions: 0).problem == nil)
+        #expect(VirtualUsersOptions(count: 1001).problem == "--users must be from 0 to 1000 (not 1001)")
+        #expect(VirtualUsersOptions(count: -1).problem == "--users must be from 0 to 1000 (not -1)")
+        #expect(VirtualUsersOptions(login: "/user").problem == "--users-login needs --users N (the simulated users it is about)")
+        #expect(VirtualUsersOptions(check: "x").problem == "--users-check needs --users N (the simulated users it is about)")
+        #expect(VirtualUsersOptions(maxLostSessions: 0).problem == "--max-lost-sessions needs --users N (the simulated users it is about)")
+        #expect(VirtualUsersOptions(count: 1, path: "chat").problem == "--users-path must start with / (not chat)")
+        #expect(VirtualUsersOptions(count: 1, login: "user").problem == "--users-login must be a path starting with / (not user)")
+        #expect(VirtualUsersOptions(count: 1, check: "").problem == "--users-check must not be empty")
+        #expect(VirtualUsersOptions(count: 1, every: .milliseconds(5)).problem == "--users-every must be from 10ms to 1m (not 5ms)")
+        #expect(VirtualUsersOptions(count: 1, sessionCookie: "a b").problem == "--users-cookie must be a cookie name (not a b)")
+        #expect(VirtualUsersOptions(count: 1, maxLostSessions: -1).problem == "--max-lost-sessions must be 0 or more (not -1)")
+        // The chaos options carry them.
+        let chaos = ChaosOptions(every: .seconds(1), duration: .seconds(1), seed: 1, users: VirtualUsersOptions(count: 1, path: "x"))
+        #expect(chaos.problem == "--users-path must start with / (not x)")
+    }
+
+    @Test("Without a proxy running, --users is refused before any fault")
+    func usersNeedTheProxy() async throws {
+        let status = ClusterStatus(
+            app: "web", command: "app", ready: true, desiredInstances: 1, affinity: "cf", restartPolicy: "diego", timeScale: 1,
+            proxy: .init(state: "absent"), redis: .init(state: "running"), instances: [ClusterStatus.Instance(index: 0, pid: 10, state: .running)])
+        let options = ChaosOptions(every: .seconds(1), duration: .seconds(1), seed: 1, users: VirtualUsersOptions(count: 2))
+        let error = await #expect(throws: ChaosRun.Failure.self) {
+            _ = try await ChaosRun.run(
+                options: options, send: { _ in ControlResponse(ok: true, status: status) }, print: { _ in })
+        }
+        #expect(error?.description == "--users sends its requests through the proxy, and this cluster has no proxy running (absent): drop --users")
+    }
+}
