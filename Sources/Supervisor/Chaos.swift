@@ -89,7 +89,7 @@ public struct ChaosOptions: Sendable, Equatable {
         }
         if settle < .zero { return "--settle must be 0s or more" }
         if let maxServerErrors, maxServerErrors < 0 { return "--max-5xx must be 0 or more (not \(maxServerErrors))" }
-        return users.problem
+        return users.problem()
     }
 
     /// Why the run fails on what clients got through the proxy meanwhile (`traffic`), nil when it
@@ -350,13 +350,15 @@ public enum ChaosRun {
         }
         // The simulated users browse from now until the cluster is ready again (or the run ends).
         var usersTask: Task<Void, any Error>?
-        let counts = VirtualUsers.Counts()
+        let counts = Shared(VirtualUsersTally())
         if options.users.count > 0 {
             guard first.proxy.state == "running", let url = first.proxy.url else {
                 throw Failure(
                     "--users sends its requests through the proxy, and this cluster has no proxy running (\(first.proxy.state)): drop --users")
             }
-            usersTask = Task { try await VirtualUsers.run(options.users, proxyURL: url, tally: counts) }
+            usersTask = Task {
+                try await VirtualUsers.run(options.users, proxyURL: url) { user, events in counts.value.withLock { $0.record(events, of: user) } }
+            }
             say(options.users.summary(proxyURL: url))
         }
         defer { usersTask?.cancel() }
@@ -365,7 +367,7 @@ public enum ChaosRun {
             guard let usersTask else { return nil }
             usersTask.cancel()
             if case .failure(let error) = await usersTask.result { say("the simulated users could not run: \(error)") }
-            let tally = counts.current
+            let tally = counts.value.withLock { $0 }
             say("simulated users \(interrupted ? "until interrupted" : "meanwhile"): \(tally.summary(options: options.users))")
             return tally
         }

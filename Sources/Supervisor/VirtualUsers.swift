@@ -2,6 +2,7 @@ import CloudFoundry
 import Foundation
 import NIOHTTP1
 import Synchronization
+import UnixSignals
 
 /// `cluster chaos --users N`: simulated users who browse the app through the proxy while the faults
 /// happen, each with a cookie jar of its own as a browser has, so that what a fault does to a user's
@@ -41,8 +42,9 @@ public struct VirtualUsersOptions: Sendable, Equatable {
 
     public static let maxCount = 1_000
 
-    /// What is wrong with these options, for the command line (nil: nothing).
-    public var problem: String? {
+    /// What is wrong with these options, for the command line (nil: nothing). `prefix` begins the
+    /// options' names: `--users-` for `cluster chaos` (`--users-path`), `--` for `cluster users`.
+    public func problem(prefix: String = "--users-") -> String? {
         if count < 0 || count > Self.maxCount { return "--users must be from 0 to \(Self.maxCount) (not \(count))" }
         let usersOnly = "needs --users N (the simulated users it is about)"
         if count == 0 {
@@ -50,13 +52,13 @@ public struct VirtualUsersOptions: Sendable, Equatable {
             if check != nil { return "--users-check \(usersOnly)" }
             if maxLostSessions != nil { return "--max-lost-sessions \(usersOnly)" }
         }
-        if !path.hasPrefix("/") { return "--users-path must start with / (not \(path))" }
-        if let login, !login.hasPrefix("/") { return "--users-login must be a path starting with / (not \(login))" }
-        if let check, check.isEmpty { return "--users-check must not be empty" }
+        if !path.hasPrefix("/") { return "\(prefix)path must start with / (not \(path))" }
+        if let login, !login.hasPrefix("/") { return "\(prefix)login must be a path starting with / (not \(login))" }
+        if let check, check.isEmpty { return "\(prefix)check must not be empty" }
         if every < .milliseconds(10) || every > .seconds(60) {
-            return "--users-every must be from 10ms to 1m (not \(DurationText.format(every)))"
+            return "\(prefix)every must be from 10ms to 1m (not \(DurationText.format(every)))"
         }
-        if !CookieName.isValid(sessionCookie) { return "--users-cookie must be a cookie name (not \(sessionCookie))" }
+        if !CookieName.isValid(sessionCookie) { return "\(prefix)cookie must be a cookie name (not \(sessionCookie))" }
         if let maxLostSessions, maxLostSessions < 0 { return "--max-lost-sessions must be 0 or more (not \(maxLostSessions))" }
         return nil
     }
@@ -248,18 +250,14 @@ public struct VirtualUsersTally: Sendable, Equatable {
 
 /// Runs the simulated users against the proxy until cancelled.
 public enum VirtualUsers {
-    /// The tally the users' tasks add to, read at the end of the run.
-    public final class Counts: Sendable {
-        private let tally = Mutex(VirtualUsersTally())
-        public init() {}
-        public func record(_ events: [VirtualUser.Event], of user: String) { tally.withLock { $0.record(events, of: user) } }
-        public var current: VirtualUsersTally { tally.withLock { $0 } }
-    }
 
     /// `proxyURL`: the proxy's URL as the cluster prints it (`http://localhost:8080/`); the requests
     /// go to 127.0.0.1 on its port, with its host name in `Host` (the route). Each user waits a share
     /// of `every` before its first request, so that the users' requests are spread over the interval.
-    public static func run(_ options: VirtualUsersOptions, proxyURL: String, tally: Counts) async throws {
+    /// `record`: what happened to a user on one request (called from the users' tasks).
+    public static func run(
+        _ options: VirtualUsersOptions, proxyURL: String, record: @escaping @Sendable (_ user: String, _ events: [VirtualUser.Event]) -> Void
+    ) async throws {
         guard let url = URLComponents(string: proxyURL), let host = url.host, let port = url.port else {
             throw ChaosRun.Failure("the proxy's URL \(proxyURL) has no host and port to send the simulated users' requests to")
         }
@@ -297,11 +295,145 @@ public enum VirtualUsers {
                             if Task.isCancelled { return }
                             events = user.failed(Probe.reason(error))
                         }
-                        tally.record(events, of: user.name)
+                        record(user.name, events)
                         guard (try? await Task.sleep(for: options.every)) != nil else { return }
                     }
                 }
             }
         }
     }
+}
+
+/// The line `cluster users` prints as it happens when a user moves to another instance or loses its
+/// session; nil for the answers that tell nothing new.
+public struct VirtualUsersNarrative: Sendable, Equatable {
+    /// Instance names (`chat.1`) by instance guid, from the cluster's status.
+    public var names: [String: String]
+
+    public init(names: [String: String] = [:]) { self.names = names }
+
+    /// The names of the instances of `status`, and of the old processes of rolling restarts.
+    public init(status: ClusterStatus) {
+        var names: [String: String] = [:]
+        for instance in status.instances {
+            if let guid = instance.guid { names[guid] = "\(status.app).\(instance.index)" }
+            if let old = instance.replacing?.guid { names[old] = "\(status.app).\(instance.index) (old)" }
+        }
+        self.names = names
+    }
+
+    func name(_ guid: String) -> String { names[guid] ?? "instance \(guid.prefix(8))" }
+
+    public func line(user: String, events: [VirtualUser.Event], options: VirtualUsersOptions) -> String? {
+        var move: (from: String, to: String)?
+        var loss: VirtualUser.Loss?
+        for event in events {
+            switch event {
+            case .moved(let from, let to): move = (from, to)
+            case .sessionLost(let lost): loss = lost
+            case .answered, .noAnswer, .sessionStarted: break
+            }
+        }
+        let lost: String? = loss.map { loss in
+            switch loss {
+            case .replaced: "the app set a new \(options.sessionCookie)"
+            case .deleted: "the app deleted \(options.sessionCookie)"
+            case .loggedOut: "a page without \"\(options.check ?? "")\": logged out"
+            }
+        }
+        switch (move, lost) {
+        case (nil, nil):
+            return nil
+        case (let move?, nil):
+            let kept = options.check == nil ? "kept its \(options.sessionCookie)" : "still logged in"
+            return "\(user) moved from \(name(move.from)) to \(name(move.to)): \(kept)"
+        case (let move?, let lost?):
+            return "\(user) moved from \(name(move.from)) to \(name(move.to)) and LOST its session (\(lost))"
+        case (nil, let lost?):
+            return "\(user) LOST its session (\(lost))"
+        }
+    }
+}
+
+/// `cluster users`: the simulated users alone, for as long as asked or until Ctrl-C, telling each
+/// move and each lost session as it happens while someone kills, scales and restarts by hand.
+public enum VirtualUsersRun {
+    public enum Outcome: Sendable, Equatable {
+        case done
+        /// More sessions lost than `--max-lost-sessions`.
+        case sessionsLost
+    }
+
+    /// `run`, ended early by SIGINT or SIGTERM: the users stop, the summary is printed all the same.
+    public static func runUntilInterrupted(
+        options: VirtualUsersOptions, duration: Duration?, send: @escaping ChaosRun.Send, print: @escaping @Sendable (String) -> Void
+    ) async throws -> Outcome {
+        let work = Task { try await run(options: options, duration: duration, send: send, print: print) }
+        let signals = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+                work.cancel()
+                return
+            }
+        }
+        defer { signals.cancel() }
+        return try await work.value
+    }
+
+    /// The users for `duration` (nil: until cancelled); a line per move or loss, then the summary.
+    /// Cancelled, it ends the same way: Ctrl-C is how a run without `duration` ends.
+    public static func run(
+        options: VirtualUsersOptions, duration: Duration?, send: @escaping ChaosRun.Send, print: @escaping @Sendable (String) -> Void
+    ) async throws -> Outcome {
+        let say: @Sendable (String) -> Void = { text in print(LogLine(time: LogHub.now(), source: "users", text: text).formatted()) }
+        let response = try await send(ControlRequest(command: .status, fresh: true))
+        guard response.ok, let status = response.status else {
+            throw ChaosRun.Failure("the cluster did not give its status: \(response.error ?? "no reason given")")
+        }
+        guard status.proxy.state == "running", let url = status.proxy.url else {
+            throw ChaosRun.Failure(
+                "the simulated users send their requests through the proxy, and this cluster has no proxy running (\(status.proxy.state))")
+        }
+        let narrative = Shared(VirtualUsersNarrative(status: status))
+        let counts = Shared(VirtualUsersTally())
+        let users = Task {
+            try await VirtualUsers.run(options, proxyURL: url) { user, events in
+                counts.value.withLock { $0.record(events, of: user) }
+                if let line = narrative.value.withLock({ $0.line(user: user, events: events, options: options) }) { say(line) }
+            }
+        }
+        // Instances come and go with new guids: their names are read again every second.
+        let names = Task {
+            while (try? await Task.sleep(for: .seconds(1))) != nil {
+                guard let status = try? await send(ControlRequest(command: .status)).status else { continue }
+                let current = VirtualUsersNarrative(status: status)
+                narrative.value.withLock { $0.names.merge(current.names) { _, new in new } }
+            }
+        }
+        defer {
+            users.cancel()
+            names.cancel()
+        }
+        let length = duration.map { " for \(DurationText.format($0))" } ?? " until Ctrl-C"
+        say(options.summary(proxyURL: url) + length)
+        if let duration {
+            try? await Task.sleep(for: duration)
+        } else {
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(60)) }
+        }
+        users.cancel()
+        if case .failure(let error) = await users.result { say("the simulated users could not run: \(error)") }
+        let tally = counts.value.withLock { $0 }
+        say("simulated users: \(tally.summary(options: options))")
+        if let failure = tally.failure(options: options) {
+            say(failure)
+            return .sessionsLost
+        }
+        return .done
+    }
+}
+
+/// A value behind a lock that tasks share (the users' tally, the instances' names).
+final class Shared<Value: Sendable>: Sendable {
+    let value: Mutex<Value>
+    init(_ value: Value) { self.value = Mutex(value) }
 }

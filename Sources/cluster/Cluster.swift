@@ -12,10 +12,11 @@ struct Cluster: AsyncParsableCommand {
         abstract: "Run an app as N instances behind sticky-proxy with Redis, supervised like Cloud Foundry's Diego.",
         discussion: """
             Start with `cluster up` (Ctrl-C stops everything), then control it from another terminal in the \
-            same folder: status, scale, kill, stop, start, restart, redis, chaos, logs, down.
+            same folder: status, scale, kill, stop, start, restart, redis, chaos, users, logs, down.
             """,
         subcommands: [
-            Up.self, Status.self, Scale.self, Kill.self, Stop.self, Start.self, Restart.self, Freeze.self, Redis.self, Chaos.self, Logs.self,
+            Up.self, Status.self, Scale.self, Kill.self, Stop.self, Start.self, Restart.self, Freeze.self, Redis.self, Chaos.self, Users.self,
+            Logs.self,
             Down.self,
         ]
     )
@@ -430,6 +431,77 @@ struct Chaos: AsyncParsableCommand {
         case .notReady, .tooManyServerErrors, .sessionsLost: throw ExitCode.failure
         case .interrupted: throw ExitCode(130)
         }
+    }
+}
+
+struct Users: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract:
+            "Simulated users who browse the app through the proxy and say, as it happens, when one moves to another instance or loses its session.",
+        discussion: """
+            Each user has its own cookies, as in a browser, so the router pins it to an instance. Run it in \
+            one terminal and kill, scale or restart in another: a line tells each user moved off a gone \
+            instance, and whether it kept its session there (the app did not set a new session cookie; \
+            with --check, the page still shows the user logged in). It runs for --for, or until Ctrl-C, \
+            then prints what the users got, and exits 1 when they lost more sessions than \
+            --max-lost-sessions. For chat-node: `cluster users 10 --login /user --check data-user=`. \
+            `cluster chaos --users N` runs the same users during a chaos run.
+            """)
+    @Argument(help: "How many simulated users (1 to 1000).")
+    var count = 10
+    @Option(name: .long, help: "What each user requests, over and over.")
+    var path = "/"
+    @Option(name: .long, help: "The pause between two requests of one user (10ms to 1m).")
+    var every = "500ms"
+    @Option(
+        name: .long,
+        help: "Each user logs in first with a form POST of user=<its name> to this path (chat-node: /user), and again after losing its session.")
+    var login: String?
+    @Option(name: .long, help: "Text every page of a logged-in user contains (chat-node: data-user=): a 2xx page without it is a lost session.")
+    var check: String?
+    @Option(name: .long, help: "The app's session cookie: a new value for it set on a page means the app did not know the session sent.")
+    var cookie = "JSESSIONID"
+    @Option(name: .customLong("for"), help: "How long the users browse (e.g. 2m; at most 24h; default: until Ctrl-C).")
+    var duration: String?
+    @Option(name: .long, help: "Exit 1 when the users lost more sessions than this.")
+    var maxLostSessions: Int?
+    @OptionGroup var state: StateOption
+
+    func options() throws -> (VirtualUsersOptions, Duration?) {
+        guard (1...VirtualUsersOptions.maxCount).contains(count) else {
+            throw ValidationError("the number of users must be from 1 to \(VirtualUsersOptions.maxCount) (not \(count))")
+        }
+        guard let pause = DurationText.parse(every) else { throw ValidationError("--every '\(every)' is not a duration (e.g. 100ms, 1s)") }
+        var length: Duration?
+        if let duration {
+            guard let value = DurationText.parse(duration), value > .zero, value <= .seconds(86_400) else {
+                throw ValidationError("--for '\(duration)' is not a duration from 1ms to 24h (e.g. 30s, 2m)")
+            }
+            length = value
+        }
+        let options = VirtualUsersOptions(
+            count: count, path: path, every: pause, login: login, check: check, sessionCookie: cookie, maxLostSessions: maxLostSessions)
+        if let problem = options.problem(prefix: "--") { throw ValidationError(problem) }
+        return (options, length)
+    }
+
+    func validate() throws { _ = try options() }
+
+    func run() async throws {
+        let (options, duration) = try options()
+        let directory = state.directory
+        let socket = directory.controlSocket.path
+        let folder = directory.url.path
+        let outcome: VirtualUsersRun.Outcome
+        do {
+            outcome = try await VirtualUsersRun.runUntilInterrupted(
+                options: options, duration: duration,
+                send: { request in try await ControlClient.request(request, socket: socket, stateDirectory: folder) },
+                print: { line in FileHandle.standardOutput.write(Data((line + "\n").utf8)) })
+        } catch {
+            throw ExitCode.failure.printing("cluster: \(error)")
+        }
+        if outcome == .sessionsLost { throw ExitCode.failure }
     }
 }
 

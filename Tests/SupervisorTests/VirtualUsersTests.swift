@@ -117,22 +117,67 @@ struct VirtualUsersTests {
 
     @Test("Options: bad values and options without --users are refused with the option's name")
     func options() {
-        #expect(VirtualUsersOptions().problem == nil)
-        #expect(VirtualUsersOptions(count: 20, login: "/user", check: "x", maxLostSessions: 0).problem == nil)
-        #expect(VirtualUsersOptions(count: 1001).problem == "--users must be from 0 to 1000 (not 1001)")
-        #expect(VirtualUsersOptions(count: -1).problem == "--users must be from 0 to 1000 (not -1)")
-        #expect(VirtualUsersOptions(login: "/user").problem == "--users-login needs --users N (the simulated users it is about)")
-        #expect(VirtualUsersOptions(check: "x").problem == "--users-check needs --users N (the simulated users it is about)")
-        #expect(VirtualUsersOptions(maxLostSessions: 0).problem == "--max-lost-sessions needs --users N (the simulated users it is about)")
-        #expect(VirtualUsersOptions(count: 1, path: "chat").problem == "--users-path must start with / (not chat)")
-        #expect(VirtualUsersOptions(count: 1, login: "user").problem == "--users-login must be a path starting with / (not user)")
-        #expect(VirtualUsersOptions(count: 1, check: "").problem == "--users-check must not be empty")
-        #expect(VirtualUsersOptions(count: 1, every: .milliseconds(5)).problem == "--users-every must be from 10ms to 1m (not 5ms)")
-        #expect(VirtualUsersOptions(count: 1, sessionCookie: "a b").problem == "--users-cookie must be a cookie name (not a b)")
-        #expect(VirtualUsersOptions(count: 1, maxLostSessions: -1).problem == "--max-lost-sessions must be 0 or more (not -1)")
+        #expect(VirtualUsersOptions().problem() == nil)
+        #expect(VirtualUsersOptions(count: 20, login: "/user", check: "x", maxLostSessions: 0).problem() == nil)
+        #expect(VirtualUsersOptions(count: 1001).problem() == "--users must be from 0 to 1000 (not 1001)")
+        #expect(VirtualUsersOptions(count: -1).problem() == "--users must be from 0 to 1000 (not -1)")
+        #expect(VirtualUsersOptions(login: "/user").problem() == "--users-login needs --users N (the simulated users it is about)")
+        #expect(VirtualUsersOptions(check: "x").problem() == "--users-check needs --users N (the simulated users it is about)")
+        #expect(VirtualUsersOptions(maxLostSessions: 0).problem() == "--max-lost-sessions needs --users N (the simulated users it is about)")
+        #expect(VirtualUsersOptions(count: 1, path: "chat").problem() == "--users-path must start with / (not chat)")
+        #expect(VirtualUsersOptions(count: 1, login: "user").problem() == "--users-login must be a path starting with / (not user)")
+        #expect(VirtualUsersOptions(count: 1, check: "").problem() == "--users-check must not be empty")
+        #expect(VirtualUsersOptions(count: 1, every: .milliseconds(5)).problem() == "--users-every must be from 10ms to 1m (not 5ms)")
+        #expect(VirtualUsersOptions(count: 1, sessionCookie: "a b").problem() == "--users-cookie must be a cookie name (not a b)")
+        #expect(VirtualUsersOptions(count: 1, maxLostSessions: -1).problem() == "--max-lost-sessions must be 0 or more (not -1)")
         // The chaos options carry them.
         let chaos = ChaosOptions(every: .seconds(1), duration: .seconds(1), seed: 1, users: VirtualUsersOptions(count: 1, path: "x"))
         #expect(chaos.problem == "--users-path must start with / (not x)")
+    }
+
+    @Test("cluster users tells a move with the instances' names, whether the session survived it, and a loss without a move")
+    func narrative() {
+        let status = ClusterStatus(
+            app: "chat", command: "chat-node", ready: true, desiredInstances: 2, affinity: "cf", restartPolicy: "diego", timeScale: 1,
+            proxy: .init(state: "running", url: "http://localhost:8080/"), redis: .init(state: "running"),
+            instances: [
+                ClusterStatus.Instance(index: 0, guid: "g0", pid: 10, state: .running),
+                ClusterStatus.Instance(index: 1, guid: "g1", pid: 11, state: .running, replacing: .init(pid: 9, guid: "g1-old", state: .serving)),
+            ])
+        let story = VirtualUsersNarrative(status: status)
+        #expect(story.names == ["g0": "chat.0", "g1": "chat.1", "g1-old": "chat.1 (old)"])
+        let plain = VirtualUsersOptions(count: 1)
+        let loggedIn = VirtualUsersOptions(count: 1, login: "/user", check: "data-user=")
+        #expect(story.line(user: "user-1", events: [.answered(200), .sessionStarted], options: plain) == nil)
+        #expect(
+            story.line(user: "user-1", events: [.answered(200), .moved(from: "g1-old", to: "g0")], options: plain)
+                == "user-1 moved from chat.1 (old) to chat.0: kept its JSESSIONID")
+        #expect(
+            story.line(user: "user-2", events: [.answered(200), .moved(from: "g0", to: "gone-guid-123")], options: loggedIn)
+                == "user-2 moved from chat.0 to instance gone-gui: still logged in")
+        #expect(
+            story.line(user: "user-3", events: [.answered(200), .moved(from: "g0", to: "g1"), .sessionLost(.replaced)], options: plain)
+                == "user-3 moved from chat.0 to chat.1 and LOST its session (the app set a new JSESSIONID)")
+        #expect(
+            story.line(user: "user-4", events: [.answered(200), .sessionLost(.loggedOut)], options: loggedIn)
+                == "user-4 LOST its session (a page without \"data-user=\": logged out)")
+        #expect(
+            story.line(user: "user-5", events: [.answered(200), .sessionLost(.deleted)], options: plain)
+                == "user-5 LOST its session (the app deleted JSESSIONID)")
+    }
+
+    @Test("cluster users without a proxy running is refused at once")
+    func standaloneUsersNeedTheProxy() async throws {
+        let status = ClusterStatus(
+            app: "web", command: "app", ready: true, desiredInstances: 1, affinity: "cf", restartPolicy: "diego", timeScale: 1,
+            proxy: .init(state: "absent"), redis: .init(state: "running"), instances: [])
+        let error = await #expect(throws: ChaosRun.Failure.self) {
+            _ = try await VirtualUsersRun.run(
+                options: VirtualUsersOptions(count: 1), duration: .seconds(1), send: { _ in ControlResponse(ok: true, status: status) },
+                print: { _ in })
+        }
+        #expect(error?.description == "the simulated users send their requests through the proxy, and this cluster has no proxy running (absent)")
+        #expect(VirtualUsersOptions(count: 1, path: "x").problem(prefix: "--") == "--path must start with / (not x)")
     }
 
     @Test("Without a proxy running, --users is refused before any fault")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -413,3 +414,50 @@ def test_chaos_users_see_an_app_replace_the_sessions_it_kept_in_a_killed_instanc
     # The options that need --users say so.
     bad = cluster.ctl("chaos", "--users-check", "x", check=False)
     assert bad.returncode == 64 and "--users-check needs --users N (the simulated users it is about)" in bad.stderr, bad.stderr
+
+
+def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctrl_c(cluster):
+    """`cluster users` alone, as a teacher runs it next to a terminal that kills instances: a line per
+    user moved off the killed instance, with the instances' names, saying it lost its session (the
+    app keeps sessions in memory); the summary and exit 1 past --max-lost-sessions at the end of --for.
+    Without --for it runs until Ctrl-C, which ends it with the summary (exit 0)."""
+    cluster.wait_ready()
+    users = subprocess.Popen([str(executable("cluster")), "users", "6", "--path", "/session", "--every", "50ms", "--for", "4s",
+                              "--max-lost-sessions", "0", "--state-dir", cluster.state_dir],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = users.stdout.readline()
+        assert re.search(r"users \| 6 simulated users, each with its own cookies: GET /session through http://localhost:\d+/ "
+                         r"every 50ms for 4s$", first), first
+        time.sleep(1)  # every user has its session and its instance
+        cluster.ctl("kill", "1")
+        out, err = users.communicate(timeout=60)
+    finally:
+        if users.poll() is None:
+            users.kill()
+    assert users.returncode == 1, out + err
+    lines = out.splitlines()
+    moves = [line for line in lines if re.search(r"\| user-\d moved from web\.1 to web\.[02] and LOST its session "
+                                                 r"\(the app set a new JSESSIONID\)$", line)]
+    assert moves, out
+    summary = next(line for line in lines if "| simulated users: 6 users, " in line)
+    assert "; 6 sessions started; " in summary and " LOST by " in summary, summary
+    assert lines[-1].endswith(" more than --max-lost-sessions 0"), lines
+
+    endless = subprocess.Popen([str(executable("cluster")), "users", "2", "--path", "/session", "--every", "50ms",
+                                "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert endless.stdout.readline().rstrip().endswith(" every 50ms until Ctrl-C")
+        time.sleep(0.5)
+        endless.send_signal(signal.SIGINT)
+        out, err = endless.communicate(timeout=30)
+    finally:
+        if endless.poll() is None:
+            endless.kill()
+    assert endless.returncode == 0, out + err
+    summary = out.splitlines()[-1]
+    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+\); 2 sessions started; none moved to another "
+                     r"instance; no session lost$", summary), out
+    bad = subprocess.run([str(executable("cluster")), "users", "0", "--state-dir", cluster.state_dir], capture_output=True, text=True,
+                         timeout=30)
+    assert bad.returncode == 64 and "the number of users must be from 1 to 1000 (not 0)" in bad.stderr, bad.stderr
