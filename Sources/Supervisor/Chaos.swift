@@ -89,7 +89,7 @@ public struct ChaosOptions: Sendable, Equatable {
         }
         if settle < .zero { return "--settle must be 0s or more" }
         if let maxServerErrors, maxServerErrors < 0 { return "--max-5xx must be 0 or more (not \(maxServerErrors))" }
-        return users.problem()
+        return users.problem
     }
 
     /// Why the run fails on what clients got through the proxy meanwhile (`traffic`), nil when it

@@ -42,9 +42,8 @@ public struct VirtualUsersOptions: Sendable, Equatable {
 
     public static let maxCount = 1_000
 
-    /// What is wrong with these options, for the command line (nil: nothing). `prefix` begins the
-    /// options' names: `--users-` for `cluster chaos` (`--users-path`), `--` for `cluster users`.
-    public func problem(prefix: String = "--users-") -> String? {
+    /// What is wrong with these options, for the command line (nil: nothing).
+    public var problem: String? {
         if count < 0 || count > Self.maxCount { return "--users must be from 0 to \(Self.maxCount) (not \(count))" }
         let usersOnly = "needs --users N (the simulated users it is about)"
         if count == 0 {
@@ -52,13 +51,13 @@ public struct VirtualUsersOptions: Sendable, Equatable {
             if check != nil { return "--users-check \(usersOnly)" }
             if maxLostSessions != nil { return "--max-lost-sessions \(usersOnly)" }
         }
-        if !path.hasPrefix("/") { return "\(prefix)path must start with / (not \(path))" }
-        if let login, !login.hasPrefix("/") { return "\(prefix)login must be a path starting with / (not \(login))" }
-        if let check, check.isEmpty { return "\(prefix)check must not be empty" }
+        if !path.hasPrefix("/") { return "--users-path must start with / (not \(path))" }
+        if let login, !login.hasPrefix("/") { return "--users-login must be a path starting with / (not \(login))" }
+        if let check, check.isEmpty { return "--users-check must not be empty" }
         if every < .milliseconds(10) || every > .seconds(60) {
-            return "\(prefix)every must be from 10ms to 1m (not \(DurationText.format(every)))"
+            return "--users-every must be from 10ms to 1m (not \(DurationText.format(every)))"
         }
-        if !CookieName.isValid(sessionCookie) { return "\(prefix)cookie must be a cookie name (not \(sessionCookie))" }
+        if !CookieName.isValid(sessionCookie) { return "--users-cookie must be a cookie name (not \(sessionCookie))" }
         if let maxLostSessions, maxLostSessions < 0 { return "--max-lost-sessions must be 0 or more (not \(maxLostSessions))" }
         return nil
     }

@@ -30,6 +30,38 @@ struct StateOption: ParsableArguments {
     var directory: StateDirectory { StateDirectory(path: stateDir) }
 }
 
+/// What the simulated users of `cluster chaos --users N` and `cluster users N` do.
+struct UsersOptions: ParsableArguments {
+    @Option(name: .long, help: "What each simulated user requests, over and over.")
+    var usersPath = "/"
+    @Option(name: .long, help: "The pause between two requests of one simulated user (10ms to 1m).")
+    var usersEvery = "500ms"
+    @Option(
+        name: .long,
+        help:
+            "Each simulated user logs in first with a form POST of user=<its name> to this path (chat-node: /user), and again after losing its session."
+    )
+    var usersLogin: String?
+    @Option(name: .long, help: "Text every page of a logged-in user contains (chat-node: data-user=): a 2xx page without it is a lost session.")
+    var usersCheck: String?
+    @Option(name: .long, help: "The app's session cookie: a new value for it set on a page means the app did not know the session sent.")
+    var usersCookie = "JSESSIONID"
+    @Option(name: .long, help: "Exit 1 when the simulated users lost more sessions than this.")
+    var maxLostSessions: Int?
+
+    /// The options for `count` users; a ValidationError naming the option when one is wrong.
+    func options(count: Int) throws -> VirtualUsersOptions {
+        guard let every = DurationText.parse(usersEvery) else {
+            throw ValidationError("--users-every '\(usersEvery)' is not a duration (e.g. 100ms, 1s)")
+        }
+        let options = VirtualUsersOptions(
+            count: count, path: usersPath, every: every, login: usersLogin, check: usersCheck, sessionCookie: usersCookie,
+            maxLostSessions: maxLostSessions)
+        if let problem = options.problem { throw ValidationError(problem) }
+        return options
+    }
+}
+
 extension Affinity: ExpressibleByArgument {}
 extension RestartPolicy.Name: ExpressibleByArgument {}
 extension HealthCheckType: ExpressibleByArgument {}
@@ -367,22 +399,7 @@ struct Chaos: AsyncParsableCommand {
     var maxServerErrors: Int?
     @Option(name: .long, help: "Simulated users who browse the app through the proxy meanwhile, each with its own cookies (at most 1000).")
     var users = 0
-    @Option(name: .long, help: "What each simulated user requests, over and over.")
-    var usersPath = "/"
-    @Option(name: .long, help: "The pause between two requests of one simulated user (10ms to 1m).")
-    var usersEvery = "500ms"
-    @Option(
-        name: .long,
-        help:
-            "Each simulated user logs in first with a form POST of user=<its name> to this path (chat-node: /user), and again after losing its session."
-    )
-    var usersLogin: String?
-    @Option(name: .long, help: "Text every page of a logged-in user contains (chat-node: data-user=): a 2xx page without it is a lost session.")
-    var usersCheck: String?
-    @Option(name: .long, help: "The app's session cookie: a new value for it set on a page means the app did not know the session sent.")
-    var usersCookie = "JSESSIONID"
-    @Option(name: .long, help: "Exit 1 when the simulated users lost more sessions than this.")
-    var maxLostSessions: Int?
+    @OptionGroup var simulated: UsersOptions
     @OptionGroup var state: StateOption
 
     func options() throws -> ChaosOptions {
@@ -403,9 +420,7 @@ struct Chaos: AsyncParsableCommand {
             freezeFor: try freezeFor.map { try duration($0, "--freeze-for") } ?? .seconds(5), keep: keep,
             redisEvery: try redisEvery.map { try duration($0, "--redis-every") }, redisFault: redisFault ?? .restart,
             settle: try duration(settle, "--settle"), seed: seed ?? generator.next() % 1_000_000, maxServerErrors: maxServerErrors,
-            users: VirtualUsersOptions(
-                count: users, path: usersPath, every: try duration(usersEvery, "--users-every"), login: usersLogin, check: usersCheck,
-                sessionCookie: usersCookie, maxLostSessions: maxLostSessions))
+            users: try simulated.options(count: users))
         if let problem = options.problem { throw ValidationError(problem) }
         return options
     }
@@ -442,36 +457,22 @@ struct Users: AsyncParsableCommand {
             Each user has its own cookies, as in a browser, so the router pins it to an instance. Run it in \
             one terminal and kill, scale or restart in another: a line tells each user moved off a gone \
             instance, and whether it kept its session there (the app did not set a new session cookie; \
-            with --check, the page still shows the user logged in). It runs for --for, or until Ctrl-C, \
+            with --users-check, the page still shows the user logged in). It runs for --for, or until Ctrl-C, \
             then prints what the users got, and exits 1 when they lost more sessions than \
-            --max-lost-sessions. For chat-node: `cluster users 10 --login /user --check data-user=`. \
+            --max-lost-sessions. For chat-node: `cluster users 10 --users-login /user --users-check data-user=`. \
             `cluster chaos --users N` runs the same users during a chaos run.
             """)
     @Argument(help: "How many simulated users (1 to 1000).")
     var count = 10
-    @Option(name: .long, help: "What each user requests, over and over.")
-    var path = "/"
-    @Option(name: .long, help: "The pause between two requests of one user (10ms to 1m).")
-    var every = "500ms"
-    @Option(
-        name: .long,
-        help: "Each user logs in first with a form POST of user=<its name> to this path (chat-node: /user), and again after losing its session.")
-    var login: String?
-    @Option(name: .long, help: "Text every page of a logged-in user contains (chat-node: data-user=): a 2xx page without it is a lost session.")
-    var check: String?
-    @Option(name: .long, help: "The app's session cookie: a new value for it set on a page means the app did not know the session sent.")
-    var cookie = "JSESSIONID"
     @Option(name: .customLong("for"), help: "How long the users browse (e.g. 2m; at most 24h; default: until Ctrl-C).")
     var duration: String?
-    @Option(name: .long, help: "Exit 1 when the users lost more sessions than this.")
-    var maxLostSessions: Int?
+    @OptionGroup var simulated: UsersOptions
     @OptionGroup var state: StateOption
 
     func options() throws -> (VirtualUsersOptions, Duration?) {
         guard (1...VirtualUsersOptions.maxCount).contains(count) else {
             throw ValidationError("the number of users must be from 1 to \(VirtualUsersOptions.maxCount) (not \(count))")
         }
-        guard let pause = DurationText.parse(every) else { throw ValidationError("--every '\(every)' is not a duration (e.g. 100ms, 1s)") }
         var length: Duration?
         if let duration {
             guard let value = DurationText.parse(duration), value > .zero, value <= .seconds(86_400) else {
@@ -479,9 +480,7 @@ struct Users: AsyncParsableCommand {
             }
             length = value
         }
-        let options = VirtualUsersOptions(
-            count: count, path: path, every: pause, login: login, check: check, sessionCookie: cookie, maxLostSessions: maxLostSessions)
-        if let problem = options.problem(prefix: "--") { throw ValidationError(problem) }
+        let options = try simulated.options(count: count)
         return (options, length)
     }
 

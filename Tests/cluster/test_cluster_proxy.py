@@ -422,7 +422,7 @@ def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctr
     app keeps sessions in memory); the summary and exit 1 past --max-lost-sessions at the end of --for.
     Without --for it runs until Ctrl-C, which ends it with the summary (exit 0)."""
     cluster.wait_ready()
-    users = subprocess.Popen([str(executable("cluster")), "users", "6", "--path", "/session", "--every", "50ms", "--for", "4s",
+    users = subprocess.Popen([str(executable("cluster")), "users", "6", "--users-path", "/session", "--users-every", "50ms", "--for", "4s",
                               "--max-lost-sessions", "0", "--state-dir", cluster.state_dir],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -444,7 +444,7 @@ def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctr
     assert "; 6 sessions started; " in summary and " LOST by " in summary, summary
     assert lines[-1].endswith(" more than --max-lost-sessions 0"), lines
 
-    endless = subprocess.Popen([str(executable("cluster")), "users", "2", "--path", "/session", "--every", "50ms",
+    endless = subprocess.Popen([str(executable("cluster")), "users", "2", "--users-path", "/session", "--users-every", "50ms",
                                 "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert endless.stdout.readline().rstrip().endswith(" every 50ms until Ctrl-C")
