@@ -51,14 +51,24 @@ public struct VirtualUsersOptions: Sendable, Equatable {
             if check != nil { return "--users-check \(usersOnly)" }
             if maxLostSessions != nil { return "--max-lost-sessions \(usersOnly)" }
         }
-        if !path.hasPrefix("/") { return "--users-path must start with / (not \(path))" }
-        if let login, !login.hasPrefix("/") { return "--users-login must be a path starting with / (not \(login))" }
+        if let problem = Self.pathProblem(path, "--users-path") { return problem }
+        if let login, let problem = Self.pathProblem(login, "--users-login") { return problem }
         if let check, check.isEmpty { return "--users-check must not be empty" }
         if every < .milliseconds(10) || every > .seconds(60) {
             return "--users-every must be from 10ms to 1m (not \(DurationText.format(every)))"
         }
         if !CookieName.isValid(sessionCookie) { return "--users-cookie must be a cookie name (not \(sessionCookie))" }
         if let maxLostSessions, maxLostSessions < 0 { return "--max-lost-sessions must be 0 or more (not \(maxLostSessions))" }
+        return nil
+    }
+
+    /// A request target: a path from the root, without spaces or control characters (which a
+    /// request line cannot carry unencoded).
+    static func pathProblem(_ path: String, _ option: String) -> String? {
+        if !path.hasPrefix("/") { return "\(option) must be a path starting with / (not \(path))" }
+        if path.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7F }) {
+            return "\(option) must not contain spaces or control characters (percent-encode them: %20)"
+        }
         return nil
     }
 
@@ -251,7 +261,7 @@ public struct VirtualUsersTally: Sendable, Equatable {
 public enum VirtualUsers {
 
     /// `proxyURL`: the proxy's URL as the cluster prints it (`http://localhost:8080/`); the requests
-    /// go to 127.0.0.1 on its port, with its host name in `Host` (the route). Each user waits a share
+    /// go to 127.0.0.1 on its port, where the proxy listens, with its host name in `Host` (the route). Each user waits a share
     /// of `every` before its first request, so that the users' requests are spread over the interval.
     /// `record`: what happened to a user on one request (called from the users' tasks).
     public static func run(
@@ -261,7 +271,6 @@ public enum VirtualUsers {
             throw ChaosRun.Failure("the proxy's URL \(proxyURL) has no host and port to send the simulated users' requests to")
         }
         let authority = "\(host):\(port)"
-        let connectHost = host == "localhost" ? "127.0.0.1" : host
         await withTaskGroup(of: Void.self) { group in
             for number in 1...max(options.count, 1) where options.count > 0 {
                 group.addTask {
@@ -285,7 +294,7 @@ public enum VirtualUsers {
                         let events: [VirtualUser.Event]
                         do {
                             let response = try await Probe.exchange(
-                                method: method, host: connectHost, port: port, path: path, headers: headers, body: body, timeout: .seconds(5),
+                                method: method, host: "127.0.0.1", port: port, path: path, headers: headers, body: body, timeout: .seconds(5),
                                 authority: authority)
                             let setCookies = response.headers.filter { $0.0.lowercased() == "set-cookie" }.map(\.1)
                             events = user.answered(step, status: response.status, setCookies: setCookies, body: response.text)

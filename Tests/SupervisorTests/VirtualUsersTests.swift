@@ -124,15 +124,20 @@ struct VirtualUsersTests {
         #expect(VirtualUsersOptions(login: "/user").problem == "--users-login needs --users N (the simulated users it is about)")
         #expect(VirtualUsersOptions(check: "x").problem == "--users-check needs --users N (the simulated users it is about)")
         #expect(VirtualUsersOptions(maxLostSessions: 0).problem == "--max-lost-sessions needs --users N (the simulated users it is about)")
-        #expect(VirtualUsersOptions(count: 1, path: "chat").problem == "--users-path must start with / (not chat)")
+        #expect(VirtualUsersOptions(count: 1, path: "chat").problem == "--users-path must be a path starting with / (not chat)")
         #expect(VirtualUsersOptions(count: 1, login: "user").problem == "--users-login must be a path starting with / (not user)")
+        #expect(
+            VirtualUsersOptions(count: 1, path: "/a b").problem
+                == "--users-path must not contain spaces or control characters (percent-encode them: %20)")
+        #expect(VirtualUsersOptions(count: 1, login: "/user\r\nX: y").problem?.hasPrefix("--users-login must not contain spaces") == true)
+        #expect(VirtualUsersOptions(count: 1, path: "/search?q=a%20b").problem == nil)
         #expect(VirtualUsersOptions(count: 1, check: "").problem == "--users-check must not be empty")
         #expect(VirtualUsersOptions(count: 1, every: .milliseconds(5)).problem == "--users-every must be from 10ms to 1m (not 5ms)")
         #expect(VirtualUsersOptions(count: 1, sessionCookie: "a b").problem == "--users-cookie must be a cookie name (not a b)")
         #expect(VirtualUsersOptions(count: 1, maxLostSessions: -1).problem == "--max-lost-sessions must be 0 or more (not -1)")
         // The chaos options carry them.
         let chaos = ChaosOptions(every: .seconds(1), duration: .seconds(1), seed: 1, users: VirtualUsersOptions(count: 1, path: "x"))
-        #expect(chaos.problem == "--users-path must start with / (not x)")
+        #expect(chaos.problem == "--users-path must be a path starting with / (not x)")
     }
 
     @Test("cluster users tells a move with the instances' names, whether the session survived it, and a loss without a move")
