@@ -213,7 +213,7 @@ public struct ChaosTally: Sendable, Equatable {
     public init() {}
 
     public func line(options: ChaosOptions, elapsed: Duration) -> String {
-        func count(_ number: Int, _ noun: String) -> String { "\(number) \(noun)\(number == 1 ? "" : "s")" }
+        let count = { (number: Int, noun: String) in CountText.count(number, noun) }
         var parts = options.faults.map { count(faults[$0, default: 0], $0.rawValue) }
         if redisFaults > 0 { parts.append(count(redisFaults, "Redis \(options.redisFault.rawValue)")) }
         if skipped > 0 { parts.append("\(skipped) skipped") }

@@ -187,20 +187,12 @@ public struct ProxyTraffic: Codable, Sendable, Equatable {
     /// One line: `1,234 responses (2xx 1,200, 4xx 30, 5xx 4); router errors: endpoint_failure 3, ...;
     /// 17 retried on another instance; decisions: fallback_instance_gone 150, sticky_hit 1,000`.
     public var summary: String {
-        func number(_ value: Int) -> String {
-            let digits = String(value)
-            var grouped = ""
-            for (offset, character) in digits.enumerated() {
-                if offset > 0, (digits.count - offset) % 3 == 0 { grouped.append(",") }
-                grouped.append(character)
-            }
-            return grouped
-        }
+        let number = CountText.grouped
         func listed(_ counts: [String: Int]) -> String {
             counts.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key) \(number($0.value))" }.joined(separator: ", ")
         }
         let total = responseCount
-        var parts = ["\(number(total)) response\(total == 1 ? "" : "s")" + (total > 0 ? " (\(listed(responses)))" : "")]
+        var parts = [CountText.count(total, "response") + (total > 0 ? " (\(listed(responses)))" : "")]
         let errors = listed(routerErrors)
         parts.append(errors.isEmpty ? "no router errors" : "router errors: \(errors)")
         parts.append("\(number(retries)) retried on another instance")

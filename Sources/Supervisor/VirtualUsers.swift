@@ -217,14 +217,14 @@ public struct VirtualUsersTally: Sendable, Equatable {
 
     /// One line: requests and answers, sessions, moves and losses.
     public func summary(options: VirtualUsersOptions) -> String {
-        func count(_ number: Int, _ noun: String, _ plural: String? = nil) -> String {
-            "\(number.formatted(.number.grouping(.automatic))) \(number == 1 ? noun : plural ?? noun + "s")"
-        }
-        var answers = statusClasses.sorted { $0.key < $1.key }.map { "\($0.key)xx \($0.value)" }
+        let count = { (number: Int, noun: String) in CountText.count(number, noun) }
+        var answers = statusClasses.sorted { $0.key < $1.key }.map { "\($0.key)xx \(CountText.grouped($0.value))" }
         let unanswered = noAnswer.values.reduce(0, +)
         if unanswered > 0 {
-            let reasons = noAnswer.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map { "\($0.key) \($0.value)" }
-            answers.append("no answer \(unanswered) (\(reasons.joined(separator: ", ")))")
+            let reasons = noAnswer.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map {
+                "\($0.key) \(CountText.grouped($0.value))"
+            }
+            answers.append("no answer \(CountText.grouped(unanswered)) (\(reasons.joined(separator: ", ")))")
         }
         var text = "\(count(options.count, "user")), \(count(requests, "request"))"
         text += answers.isEmpty ? "" : " (\(answers.joined(separator: ", ")))"

@@ -99,6 +99,16 @@ struct VirtualUsersTests {
         #expect(tally.failure(options: VirtualUsersOptions(count: 2)) == nil)
     }
 
+    @Test("Counts are grouped by thousands whatever the locale, with their noun")
+    func counts() {
+        #expect([0, 7, 999, 1_000, 12_345, 1_234_567, -4_321].map(CountText.grouped) == ["0", "7", "999", "1,000", "12,345", "1,234,567", "-4,321"])
+        #expect(CountText.count(1, "user") == "1 user")
+        #expect(CountText.count(1_500, "request") == "1,500 requests")
+        var tally = VirtualUsersTally()
+        for _ in 0..<1_200 { tally.record([.answered(200)], of: "user-1") }
+        #expect(tally.summary(options: VirtualUsersOptions(count: 1)).hasPrefix("1 user, 1,200 requests (2xx 1,200); 0 sessions started"))
+    }
+
     @Test("No session cookie at all: the line says the router pinned nobody, and what to try")
     func noSessionStarted() {
         var tally = VirtualUsersTally()
