@@ -99,6 +99,9 @@ public struct VirtualUser: Sendable, Equatable {
         case deleted
         /// A page without the `check` text: logged out.
         case loggedOut
+        /// A redirect to the login path instead of the page (an app that sends logged-out users to
+        /// its login form).
+        case redirectedToLogin
     }
 
     public enum Event: Sendable, Equatable {
@@ -115,20 +118,21 @@ public struct VirtualUser: Sendable, Equatable {
 
     public let name: String
     public let sessionCookie: String
-    public let logsIn: Bool
+    /// The login path (`--users-login`), nil for a user who does not log in.
+    public let login: String?
     public let check: String?
     /// Cookie name to value, as the app and the proxy set them.
     public private(set) var cookies: [String: String] = [:]
     public private(set) var loggedIn = false
 
-    public init(name: String, sessionCookie: String = "JSESSIONID", logsIn: Bool = false, check: String? = nil) {
+    public init(name: String, sessionCookie: String = "JSESSIONID", login: String? = nil, check: String? = nil) {
         self.name = name
         self.sessionCookie = sessionCookie
-        self.logsIn = logsIn
+        self.login = login
         self.check = check
     }
 
-    public var next: Step { logsIn && !loggedIn ? .logIn : .browse }
+    public var next: Step { login != nil && !loggedIn ? .logIn : .browse }
 
     /// The `Cookie` header to send, nil with no cookies (names in order, so a request is repeatable).
     public var cookieHeader: String? {
@@ -140,8 +144,8 @@ public struct VirtualUser: Sendable, Equatable {
 
     static let vcapCookie = "__VCAP_ID__"
 
-    /// The answer to `step`: its status, its `Set-Cookie` headers and its body.
-    public mutating func answered(_ step: Step, status: Int, setCookies: [String], body: String) -> [Event] {
+    /// The answer to `step`: its status, its `Set-Cookie` headers, its body and its `Location`.
+    public mutating func answered(_ step: Step, status: Int, setCookies: [String], body: String, location: String? = nil) -> [Event] {
         var events: [Event] = [.answered(status)]
         let sessionBefore = cookies[sessionCookie]
         let instanceBefore = instance
@@ -165,12 +169,26 @@ public struct VirtualUser: Sendable, Equatable {
             if status < 400 { loggedIn = true }
         case .browse:
             if loss == nil, loggedIn, let check, (200..<300).contains(status), !body.contains(check) { loss = .loggedOut }
+            if loss == nil, loggedIn, let login, (300..<400).contains(status), let location, Self.path(of: location) == login {
+                loss = .redirectedToLogin
+            }
         }
         if let loss {
             events.append(.sessionLost(loss))
             loggedIn = false
         }
         return events
+    }
+
+    /// The path of a `Location` (`/login?next=%2F`, `http://localhost:8080/login`): what comes before
+    /// its query or fragment, after its scheme and authority.
+    static func path(of location: String) -> Substring {
+        var rest = Substring(location)
+        if let scheme = rest.range(of: "://") {
+            rest = rest[scheme.upperBound...]
+            rest = rest.firstIndex(of: "/").map { rest[$0...] } ?? "/"
+        }
+        return rest.prefix { $0 != "?" && $0 != "#" }
     }
 
     /// No answer to the request: the cookies stay, as in a browser.
@@ -243,6 +261,9 @@ public struct VirtualUsersTally: Sendable, Equatable {
         if let loggedOut = losses[.loggedOut] {
             how.append("\(count(loggedOut, "page")) without \"\(options.check ?? "")\" (logged out)")
         }
+        if let redirected = losses[.redirectedToLogin] {
+            how.append("\(count(redirected, "redirect")) to \(options.login ?? "the login") (logged out)")
+        }
         text += "; \(count(sessionsLost, "session")) LOST by \(count(usersWithLosses.count, "user")) (\(how.joined(separator: "; ")))"
         return text
             + ": the instance a user moved to did not know its session. Sessions kept in an instance's memory die with it;"
@@ -275,7 +296,7 @@ public enum VirtualUsers {
             for number in 1...max(options.count, 1) where options.count > 0 {
                 group.addTask {
                     var user = VirtualUser(
-                        name: "user-\(number)", sessionCookie: options.sessionCookie, logsIn: options.login != nil, check: options.check)
+                        name: "user-\(number)", sessionCookie: options.sessionCookie, login: options.login, check: options.check)
                     let offset = options.every * Double(number - 1) / Double(options.count)
                     guard (try? await Task.sleep(for: offset)) != nil else { return }
                     while !Task.isCancelled {
@@ -297,7 +318,9 @@ public enum VirtualUsers {
                                 method: method, host: "127.0.0.1", port: port, path: path, headers: headers, body: body, timeout: .seconds(5),
                                 authority: authority)
                             let setCookies = response.headers.filter { $0.0.lowercased() == "set-cookie" }.map(\.1)
-                            events = user.answered(step, status: response.status, setCookies: setCookies, body: response.text)
+                            let location = response.headers.first { $0.0.lowercased() == "location" }?.1
+                            events = user.answered(
+                                step, status: response.status, setCookies: setCookies, body: response.text, location: location)
                         } catch {
                             // A request cut short by the end of the run is not the app's failure.
                             if Task.isCancelled { return }
@@ -347,6 +370,7 @@ public struct VirtualUsersNarrative: Sendable, Equatable {
             case .replaced: "the app set a new \(options.sessionCookie)"
             case .deleted: "the app deleted \(options.sessionCookie)"
             case .loggedOut: "a page without \"\(options.check ?? "")\": logged out"
+            case .redirectedToLogin: "redirected to \(options.login ?? "the login"): logged out"
             }
         }
         switch (move, lost) {

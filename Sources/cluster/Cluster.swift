@@ -39,7 +39,7 @@ struct UsersOptions: ParsableArguments {
     @Option(
         name: .long,
         help:
-            "Each simulated user logs in first with a form POST of user=<its name> to this path (chat-node: /user), and again after losing its session."
+            "Each simulated user logs in first with a form POST of user=<its name> to this path (chat-node: /user), and again after losing its session; a redirect to it is a lost session."
     )
     var usersLogin: String?
     @Option(name: .long, help: "Text every page of a logged-in user contains (chat-node: data-user=): a 2xx page without it is a lost session.")
@@ -363,7 +363,8 @@ struct Chaos: AsyncParsableCommand {
             `cluster chaos --every 5s --for 2m && ./my-checks`. With --users N, N simulated users browse \
             through the proxy meanwhile, each with its own cookies as in a browser, and it prints what \
             happened to their sessions: moved to another instance, kept, or lost (the app started a new \
-            one, or with --users-check showed a page of a logged-out user); --max-lost-sessions N exits 1 \
+            one, redirected to the --users-login path, or with --users-check showed a page of a \
+            logged-out user); --max-lost-sessions N exits 1 \
             on more losses: `cluster chaos --users 20 --users-login /user --users-check 'data-user=' \
             --max-lost-sessions 0` for chat-node. Ctrl-C stops it early with what it has done \
             so far and what clients got through the proxy until then (exit 130). The same --seed picks the same instances (and faults) again when they are in \

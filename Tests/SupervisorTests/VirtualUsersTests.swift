@@ -49,7 +49,7 @@ struct VirtualUsersTests {
 
     @Test("With a login: log in first, stay logged in while the page has the check text, log in again after a loss")
     func login() {
-        var user = VirtualUser(name: "user-1", logsIn: true, check: "data-user=")
+        var user = VirtualUser(name: "user-1", login: "/user", check: "data-user=")
         #expect(user.next == .logIn)
         // A refused login is tried again.
         #expect(user.answered(.logIn, status: 503, setCookies: [], body: "") == [.answered(503)])
@@ -70,6 +70,33 @@ struct VirtualUsersTests {
         // A replaced cookie and a page without the text on one answer are one loss.
         events = user.answered(.browse, status: 200, setCookies: ["JSESSIONID=s3"], body: "login")
         #expect(events == [.answered(200), .sessionLost(.replaced)])
+    }
+
+    @Test("An app that redirects a logged-out user to its login form: a redirect to the login path is a lost session, another is not")
+    func redirectToLogin() {
+        var user = VirtualUser(name: "user-1", login: "/login")
+        #expect(user.next == .logIn)
+        _ = user.answered(.logIn, status: 302, setCookies: ["JSESSIONID=s1", "\(vcap)=a"], body: "", location: "/")
+        #expect(user.next == .browse)
+        #expect(user.answered(.browse, status: 302, setCookies: [], body: "", location: "/cart") == [.answered(302)])
+        let events = user.answered(.browse, status: 302, setCookies: ["\(vcap)=b"], body: "", location: "/login?next=%2F")
+        #expect(events == [.answered(302), .moved(from: "a", to: "b"), .sessionLost(.redirectedToLogin)])
+        #expect(user.next == .logIn)
+        _ = user.answered(.logIn, status: 302, setCookies: ["JSESSIONID=s2"], body: "", location: "/")
+        #expect(
+            user.answered(.browse, status: 303, setCookies: [], body: "", location: "http://localhost:8080/login#form")
+                == [.answered(303), .sessionLost(.redirectedToLogin)])
+        #expect(VirtualUser.path(of: "http://localhost:8080") == "/")
+        #expect(VirtualUser.path(of: "/login?x=1") == "/login")
+        var tally = VirtualUsersTally()
+        tally.record([.answered(302), .sessionLost(.redirectedToLogin)], of: "user-1")
+        #expect(
+            tally.summary(options: VirtualUsersOptions(count: 1, login: "/login")).contains(
+                "1 session LOST by 1 user (1 redirect to /login (logged out))"))
+        let story = VirtualUsersNarrative()
+        #expect(
+            story.line(user: "user-1", events: [.sessionLost(.redirectedToLogin)], options: VirtualUsersOptions(count: 1, login: "/login"))
+                == "user-1 LOST its session (redirected to /login: logged out)")
     }
 
     @Test("The tally's line: answers, sessions, moves, losses and what to do about them")

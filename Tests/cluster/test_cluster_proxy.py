@@ -411,6 +411,16 @@ def test_chaos_users_see_an_app_replace_the_sessions_it_kept_in_a_killed_instanc
     moved_users, moves, lost, lost_users = (int(match.group(n)) for n in (2, 3, 4, 5))
     assert 1 <= lost <= moves and 1 <= lost_users <= moved_users <= 6, users
     assert lines[-1].endswith(f"| FAILED: the simulated users lost {lost} session{'s' if lost != 1 else ''}, more than --max-lost-sessions 0"), lines
+    # An app that sends a logged-out user to its login form: each user logs in, and a redirect to
+    # /login after a move is a lost session (the user logs in again).
+    redirected = cluster.ctl("chaos", "--every", "500ms", "--for", "1s", "--seed", "3", "--settle", "20s", "--users", "6",
+                             "--users-path", "/private", "--users-login", "/login", "--users-every", "50ms", "--max-lost-sessions", "0",
+                             check=False, timeout=60)
+    assert redirected.returncode == 1, redirected.stdout + redirected.stderr
+    users = next(line for line in redirected.stdout.splitlines() if "| simulated users meanwhile: " in line)
+    match = re.search(r"; 6 sessions started; \d users? moved to another instance \((\d+) times?\); (\d+) sessions? LOST by \d users? "
+                      r"\((\d+) redirects? to /login \(logged out\)\)", users)
+    assert match and 1 <= int(match.group(2)) == int(match.group(3)) <= int(match.group(1)), users
     # The options that need --users say so.
     bad = cluster.ctl("chaos", "--users-check", "x", check=False)
     assert bad.returncode == 64 and "--users-check needs --users N (the simulated users it is about)" in bad.stderr, bad.stderr

@@ -11,6 +11,9 @@ GET /crash?code=N   exits at once with code N (default 1)
 GET /status?code=N  answers with status N (default 200)
 GET /session     a session kept in this process's memory (cookie JSESSIONID), as an app without a
                  shared session store: a session it does not know gets a new one
+POST /login      (form field user) logs the session in (a new session when its cookie is unknown), 303 to /
+GET /private     200 for a logged-in session, else 302 to /login?next=/private (the usual login redirect;
+                 no new session for an unknown cookie, as express-session's saveUninitialized: false)
 GET /stop-listening closes the listening socket but keeps running (a port check then fails)
 SIGTERM             stops listening, finishes the requests in progress, exits 0
 
@@ -33,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 state = {"healthy": True, "ready": True}
-sessions: dict[str, int] = {}
+sessions: dict[str, dict] = {}
 sessions_lock = threading.Lock()
 
 
@@ -50,6 +53,32 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def session(self, create: bool = True) -> tuple[dict | None, list]:
+        """This request's session, kept in this process's memory; a new one (and its Set-Cookie) when
+        its JSESSIONID is unknown here (None without `create`)."""
+        cookie = SimpleCookie(self.headers.get("Cookie", ""))
+        sid = cookie["JSESSIONID"].value if "JSESSIONID" in cookie else None
+        with sessions_lock:
+            if sid in sessions:
+                return sessions[sid], []
+            if not create:
+                return None, []
+            sid = secrets.token_hex(8)
+            sessions[sid] = {"visits": 0}
+            return sessions[sid], [("Set-Cookie", f"JSESSIONID={sid}; Path=/; HttpOnly")]
+
+    def do_POST(self):
+        url = urlparse(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        form = parse_qs(self.rfile.read(length).decode())
+        if url.path == "/login" and form.get("user"):
+            session, headers = self.session()
+            with sessions_lock:
+                session["user"] = form["user"][0]
+            self.reply(303, {"user": session["user"]}, [*headers, ("Location", "/")])
+        else:
+            self.reply(404, {"error": "not found"})
 
     def do_GET(self):
         url = urlparse(self.path)
@@ -76,17 +105,17 @@ class Handler(BaseHTTPRequestHandler):
             code = int(parse_qs(url.query).get("code", ["200"])[0])
             self.reply(code, {"status": code})
         elif url.path == "/session":
-            cookie = SimpleCookie(self.headers.get("Cookie", ""))
-            sid = cookie["JSESSIONID"].value if "JSESSIONID" in cookie else None
-            headers = []
+            session, headers = self.session()
             with sessions_lock:
-                if sid not in sessions:
-                    sid = secrets.token_hex(8)
-                    sessions[sid] = 0
-                    headers.append(("Set-Cookie", f"JSESSIONID={sid}; Path=/; HttpOnly"))
-                sessions[sid] += 1
-                visits = sessions[sid]
+                session["visits"] += 1
+                visits = session["visits"]
             self.reply(200, {"index": os.environ.get("CF_INSTANCE_INDEX"), "visits": visits}, headers)
+        elif url.path == "/private":
+            session = self.session(create=False)[0]
+            if session and session.get("user"):
+                self.reply(200, {"user": session["user"], "index": os.environ.get("CF_INSTANCE_INDEX")})
+            else:
+                self.reply(302, {"login": True}, [("Location", "/login?next=/private")])
         elif url.path == "/stop-listening":
             self.reply(200, {"listening": False})
             threading.Thread(target=stop_listening, daemon=True).start()
