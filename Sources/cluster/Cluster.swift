@@ -28,7 +28,18 @@ struct StateOption: ParsableArguments {
     var stateDir: String?
 
     var directory: StateDirectory { StateDirectory(path: stateDir) }
+
+    /// One control request to this cluster, its (last) response: how `chaos` and `users` talk to it.
+    var send: ChaosRun.Send {
+        let directory = directory
+        let socket = directory.controlSocket.path
+        let folder = directory.url.path
+        return { request in try await ControlClient.request(request, socket: socket, stateDirectory: folder) }
+    }
 }
+
+/// One line on standard output, at once.
+@Sendable func printLine(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
 /// What the simulated users of `cluster chaos --users N` and `cluster users N` do.
 struct UsersOptions: ParsableArguments {
@@ -430,15 +441,9 @@ struct Chaos: AsyncParsableCommand {
 
     func run() async throws {
         let options = try options()
-        let directory = state.directory
-        let socket = directory.controlSocket.path
-        let folder = directory.url.path
         let outcome: ChaosRun.Outcome
         do {
-            outcome = try await ChaosRun.runUntilInterrupted(
-                options: options,
-                send: { request in try await ControlClient.request(request, socket: socket, stateDirectory: folder) },
-                print: { line in FileHandle.standardOutput.write(Data((line + "\n").utf8)) })
+            outcome = try await ChaosRun.runUntilInterrupted(options: options, send: state.send, print: printLine)
         } catch {
             throw ExitCode.failure.printing("cluster: \(error)")
         }
@@ -489,15 +494,9 @@ struct Users: AsyncParsableCommand {
 
     func run() async throws {
         let (options, duration) = try options()
-        let directory = state.directory
-        let socket = directory.controlSocket.path
-        let folder = directory.url.path
         let outcome: VirtualUsersRun.Outcome
         do {
-            outcome = try await VirtualUsersRun.runUntilInterrupted(
-                options: options, duration: duration,
-                send: { request in try await ControlClient.request(request, socket: socket, stateDirectory: folder) },
-                print: { line in FileHandle.standardOutput.write(Data((line + "\n").utf8)) })
+            outcome = try await VirtualUsersRun.runUntilInterrupted(options: options, duration: duration, send: state.send, print: printLine)
         } catch {
             throw ExitCode.failure.printing("cluster: \(error)")
         }
