@@ -19,6 +19,9 @@ public struct VirtualUsersOptions: Sendable, Equatable {
     /// Log in first: a form POST of `user=<the user's name>` to this path (chat-node's `/user`, the
     /// original redispubsub's form), again after a lost session.
     public var login: String?
+    /// The form the login sends, `{user}` standing for the user's name (`user={user}`, chat-node's and
+    /// the original sample's; `--users-login-form 'email={user}%40example.com&password=secret'`).
+    public var loginForm: String
     /// Text that every page of a logged-in user contains: a 2xx answer without it means the user is
     /// logged out (its session lost) and logs in again.
     public var check: String?
@@ -28,19 +31,22 @@ public struct VirtualUsersOptions: Sendable, Equatable {
     public var maxLostSessions: Int?
 
     public init(
-        count: Int = 0, path: String = "/", every: Duration = .milliseconds(500), login: String? = nil, check: String? = nil,
-        sessionCookie: String = "JSESSIONID", maxLostSessions: Int? = nil
+        count: Int = 0, path: String = "/", every: Duration = .milliseconds(500), login: String? = nil,
+        loginForm: String = VirtualUsersOptions.defaultLoginForm, check: String? = nil, sessionCookie: String = "JSESSIONID",
+        maxLostSessions: Int? = nil
     ) {
         self.count = count
         self.path = path
         self.every = every
         self.login = login
+        self.loginForm = loginForm
         self.check = check
         self.sessionCookie = sessionCookie
         self.maxLostSessions = maxLostSessions
     }
 
     public static let maxCount = 1_000
+    public static let defaultLoginForm = "user={user}"
 
     /// What is wrong with these options, for the command line (nil: nothing).
     public var problem: String? {
@@ -48,11 +54,18 @@ public struct VirtualUsersOptions: Sendable, Equatable {
         let usersOnly = "needs --users N (the simulated users it is about)"
         if count == 0 {
             if login != nil { return "--users-login \(usersOnly)" }
+            if loginForm != Self.defaultLoginForm { return "--users-login-form \(usersOnly)" }
             if check != nil { return "--users-check \(usersOnly)" }
             if maxLostSessions != nil { return "--max-lost-sessions \(usersOnly)" }
         }
         if let problem = Self.pathProblem(path, "--users-path") { return problem }
         if let login, let problem = Self.pathProblem(login, "--users-login") { return problem }
+        if loginForm != Self.defaultLoginForm {
+            if login == nil { return "--users-login-form goes with --users-login PATH (where the form is sent)" }
+            if loginForm.isEmpty || loginForm.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7F }) {
+                return "--users-login-form must be a URL-encoded form without spaces (name=value&other=value; %20 for a space)"
+            }
+        }
         if let check, check.isEmpty { return "--users-check must not be empty" }
         if every < .milliseconds(10) || every > .seconds(60) {
             return "--users-every must be from 10ms to 1m (not \(DurationText.format(every)))"
@@ -71,6 +84,9 @@ public struct VirtualUsersOptions: Sendable, Equatable {
         }
         return nil
     }
+
+    /// The login form of one user: `{user}` replaced by its name.
+    public func loginBody(user: String) -> String { loginForm.replacingOccurrences(of: "{user}", with: user) }
 
     /// One line saying what the users do.
     public func summary(proxyURL: String) -> String {
@@ -310,7 +326,7 @@ public enum VirtualUsers {
                             method = .POST
                             path = login
                             headers.append(("Content-Type", "application/x-www-form-urlencoded"))
-                            body = Array("user=\(user.name)".utf8)
+                            body = Array(options.loginBody(user: user.name).utf8)
                         }
                         let events: [VirtualUser.Event]
                         do {

@@ -53,6 +53,10 @@ struct UsersOptions: ParsableArguments {
             "Each simulated user logs in first with a form POST of user=<its name> to this path (chat-node: /user), and again after losing its session; a redirect to it is a lost session."
     )
     var usersLogin: String?
+    @Option(
+        name: .long,
+        help: "The form the login sends, URL-encoded, {user} standing for the user's name (e.g. 'email={user}%40example.com&password=secret').")
+    var usersLoginForm = VirtualUsersOptions.defaultLoginForm
     @Option(name: .long, help: "Text every page of a logged-in user contains (chat-node: data-user=): a 2xx page without it is a lost session.")
     var usersCheck: String?
     @Option(name: .long, help: "The app's session cookie: a new value for it set on a page means the app did not know the session sent.")
@@ -66,7 +70,8 @@ struct UsersOptions: ParsableArguments {
             throw ValidationError("--users-every '\(usersEvery)' is not a duration (e.g. 100ms, 1s)")
         }
         let options = VirtualUsersOptions(
-            count: count, path: usersPath, every: every, login: usersLogin, check: usersCheck, sessionCookie: usersCookie,
+            count: count, path: usersPath, every: every, login: usersLogin, loginForm: usersLoginForm, check: usersCheck,
+            sessionCookie: usersCookie,
             maxLostSessions: maxLostSessions)
         if let problem = options.problem { throw ValidationError(problem) }
         return options

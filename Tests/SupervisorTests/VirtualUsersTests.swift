@@ -168,6 +168,18 @@ struct VirtualUsersTests {
                 == "--users-path must not contain spaces or control characters (percent-encode them: %20)")
         #expect(VirtualUsersOptions(count: 1, login: "/user\r\nX: y").problem?.hasPrefix("--users-login must not contain spaces") == true)
         #expect(VirtualUsersOptions(count: 1, path: "/search?q=a%20b").problem == nil)
+        // The login form: {user} stands for the user's name; it needs a login path, and no spaces.
+        let form = VirtualUsersOptions(count: 1, login: "/login", loginForm: "email={user}%40example.com&password=s3cret")
+        #expect(form.problem == nil)
+        #expect(form.loginBody(user: "user-7") == "email=user-7%40example.com&password=s3cret")
+        #expect(VirtualUsersOptions(count: 1).loginBody(user: "user-1") == "user=user-1")
+        #expect(
+            VirtualUsersOptions(count: 1, loginForm: "name={user}").problem
+                == "--users-login-form goes with --users-login PATH (where the form is sent)")
+        #expect(VirtualUsersOptions(loginForm: "name={user}").problem == "--users-login-form needs --users N (the simulated users it is about)")
+        #expect(
+            VirtualUsersOptions(count: 1, login: "/login", loginForm: "name=a b").problem
+                == "--users-login-form must be a URL-encoded form without spaces (name=value&other=value; %20 for a space)")
         #expect(VirtualUsersOptions(count: 1, check: "").problem == "--users-check must not be empty")
         #expect(VirtualUsersOptions(count: 1, every: .milliseconds(5)).problem == "--users-every must be from 10ms to 1m (not 5ms)")
         #expect(VirtualUsersOptions(count: 1, sessionCookie: "a b").problem == "--users-cookie must be a cookie name (not a b)")

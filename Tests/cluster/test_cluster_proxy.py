@@ -468,6 +468,15 @@ def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctr
     summary = out.splitlines()[-1]
     assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+\); 2 sessions started; none moved to another "
                      r"instance; no session lost$", summary), out
+    # A login form of the app's own: sent as given, {user} replaced by each user's name.
+    def login(form: str) -> str:
+        run = cluster.ctl("users", "2", "--users-path", "/private", "--users-login", "/login", "--users-login-form", form,
+                          "--users-every", "50ms", "--for", "1s")
+        return run.stdout.splitlines()[-1]
+    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+, 3xx 2\); 2 sessions started; ", login(
+        "user={user}&password=secret"))
+    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(4xx [\d,]+\); 0 sessions started ", login(
+        "user={user}&password=wrong"))
     bad = subprocess.run([str(executable("cluster")), "users", "0", "--state-dir", cluster.state_dir], capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode == 64 and "the number of users must be from 1 to 1000 (not 0)" in bad.stderr, bad.stderr

@@ -11,7 +11,8 @@ GET /crash?code=N   exits at once with code N (default 1)
 GET /status?code=N  answers with status N (default 200)
 GET /session     a session kept in this process's memory (cookie JSESSIONID), as an app without a
                  shared session store: a session it does not know gets a new one
-POST /login      (form field user) logs the session in (a new session when its cookie is unknown), 303 to /
+POST /login      (form field user; password, when given, must be "secret", else 401) logs the session in
+                 (a new session when its cookie is unknown), 303 to /
 GET /private     200 for a logged-in session, else 302 to /login?next=/private (the usual login redirect;
                  no new session for an unknown cookie, as express-session's saveUninitialized: false)
 GET /stop-listening closes the listening socket but keeps running (a port check then fails)
@@ -72,7 +73,9 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         form = parse_qs(self.rfile.read(length).decode())
-        if url.path == "/login" and form.get("user"):
+        if url.path == "/login" and form.get("password", ["secret"])[0] != "secret":
+            self.reply(401, {"error": "wrong password"})
+        elif url.path == "/login" and form.get("user"):
             session, headers = self.session()
             with sessions_lock:
                 session["user"] = form["user"][0]
