@@ -1,6 +1,6 @@
 /// The kinds of error the router answers itself, by the value gorouter puts in `X-Cf-Routererror`
 /// (without the detail that `endpoint_failure (<error>)` carries). sticky-proxy counts its errors by
-/// these (`sticky_proxy_router_errors_total{error="..."}`) and the cluster reads them back from that
+/// these (`ProxyCounter.routerErrors`, `sticky_proxy_router_errors_total{error="..."}`) and the cluster reads them back from that
 /// counter: one list for both.
 public enum RouterErrorKind: String, CaseIterable, Sendable {
     /// 404: no route for the host and path; 400 for an `X-CF-APP-INSTANCE` naming no instance.

@@ -160,12 +160,13 @@ public struct ProxyTraffic: Codable, Sendable, Equatable {
             let label = series.firstIndex(of: "\"").flatMap { open in
                 series[series.index(after: open)...].firstIndex(of: "\"").map { String(series[series.index(after: open)..<$0]) }
             }
-            switch (name, label) {
-            case ("sticky_proxy_responses_total", let label?): traffic.responses[label] = count
-            case ("sticky_proxy_router_errors_total", let label?): traffic.routerErrors[label] = count
-            case ("sticky_proxy_routing_decisions_total", let label?): traffic.decisions[label] = count
-            case ("sticky_proxy_retries_total", nil): traffic.retries = count
-            case ("sticky_proxy_backend_failures_total", nil): traffic.backendFailures = count
+            guard let counter = ProxyCounter(exposedName: name) else { continue }
+            switch (counter, label) {
+            case (.responses, let label?): traffic.responses[label] = count
+            case (.routerErrors, let label?): traffic.routerErrors[label] = count
+            case (.routingDecisions, let label?): traffic.decisions[label] = count
+            case (.retries, nil): traffic.retries = count
+            case (.backendFailures, nil): traffic.backendFailures = count
             default: continue
             }
         }

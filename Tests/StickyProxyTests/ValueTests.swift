@@ -333,6 +333,27 @@ struct RouterErrorTests {
         #expect(Set(errors.map(\.kind)) == Set(RouterErrorKind.allCases))
     }
 
+    /// The cluster reads these counters back by `ProxyCounter`'s names and labels: the proxy must
+    /// expose every one of them under that name, with that label.
+    @Test func countersAreExposedUnderTheNamesTheClusterReads() {
+        let metrics = ProxyMetrics()
+        metrics.responseSent(status: 502)
+        metrics.routerError(.endpointFailure("EOF"))
+        metrics.retried()
+        metrics.backendFailed()
+        var bytes: [UInt8] = []
+        metrics.registry.emit(into: &bytes)
+        let text = String(decoding: bytes, as: UTF8.self)
+        for counter in ProxyCounter.allCases {
+            let series = counter.label.map { "\(counter.exposedName){\($0)=\"" } ?? "\(counter.exposedName) "
+            #expect(text.contains("\n" + series), "\(counter) as \(series) in:\n\(text)")
+        }
+        #expect(text.contains("sticky_proxy_responses_total{code=\"5xx\"} 1"))
+        #expect(text.contains("sticky_proxy_router_errors_total{error=\"endpoint_failure\"} 1"))
+        #expect(ProxyCounter(exposedName: "sticky_proxy_retries_total") == .retries)
+        #expect(ProxyCounter(exposedName: "sticky_proxy_routes") == nil)
+    }
+
     @Test func bodiesAndHeadersAreGorouters() {
         #expect(RouterError.unknownRoute(host: "a.b:80").body == "404 Not Found: Requested route ('a.b:80') does not exist.\n")
         #expect(RouterError.unknownRoute(host: "x").routerErrorHeader == "unknown_route")

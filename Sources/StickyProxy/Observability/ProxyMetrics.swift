@@ -24,38 +24,33 @@ public final class ProxyMetrics: Sendable {
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
-        let responses = MetricNameDescriptor(
-            namespace: "sticky_proxy", metricName: "responses", unitName: "total",
-            helpText: "Responses sent to clients, by status class")
-        responsesByClass = (1...5).map { registry.makeCounter(descriptor: responses, labels: [("code", "\($0)xx")]) }
-        let decision = MetricNameDescriptor(
-            namespace: "sticky_proxy", metricName: "routing_decisions", unitName: "total",
-            helpText: "Routing decisions (sticky_hit, fallback_instance_gone, new_session, ...)")
-        decisions = RoutingDecisionKind.allCases.map { registry.makeCounter(descriptor: decision, labels: [("decision", $0.rawValue)]) }
-        let errors = MetricNameDescriptor(
-            namespace: "sticky_proxy", metricName: "router_errors", unitName: "total",
-            helpText: "Responses the router answered itself, by X-Cf-Routererror")
+        // The counters the cluster reads back (ProxyCounter): their names and labels from that list.
+        func counter(_ counter: ProxyCounter, _ help: String, label value: String? = nil) -> Counter {
+            let descriptor = MetricNameDescriptor(
+                namespace: ProxyCounter.namespace, metricName: counter.rawValue, unitName: ProxyCounter.unit, helpText: help)
+            guard let label = counter.label, let value else { return registry.makeCounter(descriptor: descriptor) }
+            return registry.makeCounter(descriptor: descriptor, labels: [(label, value)])
+        }
+        responsesByClass = (1...5).map { counter(.responses, "Responses sent to clients, by status class", label: "\($0)xx") }
+        decisions = RoutingDecisionKind.allCases.map {
+            counter(.routingDecisions, "Routing decisions (sticky_hit, fallback_instance_gone, new_session, ...)", label: $0.rawValue)
+        }
         routerErrors = Dictionary(
             uniqueKeysWithValues: RouterErrorKind.allCases.map {
-                ($0, registry.makeCounter(descriptor: errors, labels: [("error", $0.rawValue)]))
+                ($0, counter(.routerErrors, "Responses the router answered itself, by X-Cf-Routererror", label: $0.rawValue))
             })
-        backendFailures = registry.makeCounter(
-            descriptor: MetricNameDescriptor(
-                namespace: "sticky_proxy", metricName: "backend_failures", unitName: "total",
-                helpText: "Attempts that failed to reach a backend (connect errors, resets, EOF before a response)"))
-        retries = registry.makeCounter(
-            descriptor: MetricNameDescriptor(
-                namespace: "sticky_proxy", metricName: "retries", unitName: "total", helpText: "Attempts retried on another endpoint"))
+        backendFailures = counter(.backendFailures, "Attempts that failed to reach a backend (connect errors, resets, EOF before a response)")
+        retries = counter(.retries, "Attempts retried on another endpoint")
         requestDuration = registry.makeDurationHistogram(
             descriptor: MetricNameDescriptor(
-                namespace: "sticky_proxy", metricName: "request_duration", unitName: "seconds",
+                namespace: ProxyCounter.namespace, metricName: "request_duration", unitName: "seconds",
                 helpText: "Time from the request head to the end of the response"),
             buckets: [
                 .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                 .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
             ])
         func gauge(_ name: String, _ help: String) -> Gauge {
-            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "sticky_proxy", metricName: name, unitName: "", helpText: help))
+            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: ProxyCounter.namespace, metricName: name, unitName: "", helpText: help))
         }
         routes = gauge("routes", "Routes in the routing table")
         endpoints = gauge("endpoints", "Endpoints registered across all routes")
