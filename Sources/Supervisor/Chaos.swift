@@ -70,13 +70,19 @@ public struct ChaosOptions: Sendable, Equatable {
         return faults
     }
 
+    /// What is wrong with a run's `--for` (of `cluster chaos` or `cluster users`): more than 0s, at most 24h.
+    public static func runLengthProblem(_ duration: Duration) -> String? {
+        if duration <= .zero { return "--for must be more than 0s" }
+        if duration > .seconds(86_400) { return "--for must be at most 24h (not \(DurationText.format(duration)))" }
+        return nil
+    }
+
     var freezes: Bool { faults.contains(.freeze) || (redisEvery != nil && redisFault == .freeze) }
 
     /// What is wrong with these options, for the command line (nil: nothing).
     public var problem: String? {
         if every < .milliseconds(100) { return "--every must be at least 100ms (not \(DurationText.format(every)))" }
-        if duration <= .zero { return "--for must be more than 0s" }
-        if duration > .seconds(86_400) { return "--for must be at most 24h (not \(DurationText.format(duration)))" }
+        if let problem = Self.runLengthProblem(duration) { return problem }
         if faults.isEmpty { return "--fault needs one or more of kill, restart, freeze" }
         if keep < 0 { return "--keep must be 0 or more (not \(keep))" }
         if let redisEvery, redisEvery < .seconds(1) { return "--redis-every must be at least 1s (not \(DurationText.format(redisEvery)))" }
@@ -349,25 +355,20 @@ public enum ChaosRun {
             return traffic
         }
         // The simulated users browse from now until the cluster is ready again (or the run ends).
-        var usersTask: Task<Void, any Error>?
-        let counts = Shared(VirtualUsersTally())
+        var users: VirtualUsers.Running?
         if options.users.count > 0 {
             guard first.proxy.state == "running", let url = first.proxy.url else {
                 throw Failure(
                     "--users sends its requests through the proxy, and this cluster has no proxy running (\(first.proxy.state)): drop --users")
             }
-            usersTask = Task {
-                try await VirtualUsers.run(options.users, proxyURL: url) { user, events in counts.value.withLock { $0.record(events, of: user) } }
-            }
+            users = VirtualUsers.Running(options.users, proxyURL: url)
             say(options.users.summary(proxyURL: url))
         }
-        defer { usersTask?.cancel() }
+        defer { users?.cancel() }
         /// What the simulated users got, said and returned; nil without users.
         func usersMeanwhile(interrupted: Bool) async -> VirtualUsersTally? {
-            guard let usersTask else { return nil }
-            usersTask.cancel()
-            if case .failure(let error) = await usersTask.result { say("the simulated users could not run: \(error)") }
-            let tally = counts.value.withLock { $0 }
+            guard let users else { return nil }
+            let tally = await users.stop(say: say)
             say("simulated users \(interrupted ? "until interrupted" : "meanwhile"): \(tally.summary(options: options.users))")
             return tally
         }
@@ -409,14 +410,14 @@ public enum ChaosRun {
         }
         // What the app's users got meanwhile, as the proxy counted it, and what the simulated ones saw.
         let traffic = try await trafficMeanwhile(interrupted: false)
-        let users = await usersMeanwhile(interrupted: false)
+        let usersGot = await usersMeanwhile(interrupted: false)
         guard settled == .ready else { return settled }
         var outcome = Outcome.ready
         if let traffic, let failure = options.failure(traffic: traffic) {
             say(failure)
             outcome = .tooManyServerErrors
         }
-        if let users, let failure = users.failure(options: options.users) {
+        if let usersGot, let failure = usersGot.failure(options: options.users) {
             say(failure)
             if outcome == .ready { outcome = .sessionsLost }
         }

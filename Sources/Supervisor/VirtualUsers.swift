@@ -196,6 +196,15 @@ public struct VirtualUser: Sendable, Equatable {
         return events
     }
 
+    /// The request for `next`: a GET of the options' path, or the login form's POST.
+    public func request(_ options: VirtualUsersOptions) -> (method: HTTPMethod, path: String, headers: [(String, String)], body: [UInt8]?) {
+        var headers: [(String, String)] = [("User-Agent", "stickylab-chaos-user")]
+        if let cookies = cookieHeader { headers.append(("Cookie", cookies)) }
+        guard next == .logIn, let login else { return (.GET, options.path, headers, nil) }
+        headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+        return (.POST, login, headers, Array(options.loginBody(user: name).utf8))
+    }
+
     /// The path of a `Location` (`/login?next=%2F`, `http://localhost:8080/login`): what comes before
     /// its query or fragment, after its scheme and authority.
     static func path(of location: String) -> Substring {
@@ -308,8 +317,9 @@ public enum VirtualUsers {
             throw ChaosRun.Failure("the proxy's URL \(proxyURL) has no host and port to send the simulated users' requests to")
         }
         let authority = "\(host):\(port)"
+        guard options.count > 0 else { return }
         await withTaskGroup(of: Void.self) { group in
-            for number in 1...max(options.count, 1) where options.count > 0 {
+            for number in 1...options.count {
                 group.addTask {
                     var user = VirtualUser(
                         name: "user-\(number)", sessionCookie: options.sessionCookie, login: options.login, check: options.check)
@@ -317,22 +327,12 @@ public enum VirtualUsers {
                     guard (try? await Task.sleep(for: offset)) != nil else { return }
                     while !Task.isCancelled {
                         let step = user.next
-                        var headers: [(String, String)] = [("User-Agent", "stickylab-chaos-user")]
-                        if let cookies = user.cookieHeader { headers.append(("Cookie", cookies)) }
-                        var body: [UInt8]?
-                        var method = HTTPMethod.GET
-                        var path = options.path
-                        if step == .logIn, let login = options.login {
-                            method = .POST
-                            path = login
-                            headers.append(("Content-Type", "application/x-www-form-urlencoded"))
-                            body = Array(options.loginBody(user: user.name).utf8)
-                        }
+                        let request = user.request(options)
                         let events: [VirtualUser.Event]
                         do {
                             let response = try await Probe.exchange(
-                                method: method, host: "127.0.0.1", port: port, path: path, headers: headers, body: body, timeout: .seconds(5),
-                                authority: authority)
+                                method: request.method, host: "127.0.0.1", port: port, path: request.path, headers: request.headers,
+                                body: request.body, timeout: .seconds(5), authority: authority)
                             let setCookies = response.headers.filter { $0.0.lowercased() == "set-cookie" }.map(\.1)
                             let location = response.headers.first { $0.0.lowercased() == "location" }?.1
                             events = user.answered(
@@ -403,6 +403,40 @@ public struct VirtualUsersNarrative: Sendable, Equatable {
     }
 }
 
+extension VirtualUsers {
+    /// Users started against the proxy and counted, until `stop` says what they got: what `cluster
+    /// chaos --users` and `cluster users` share.
+    public final class Running: Sendable {
+        private let task: Task<Void, any Error>
+        private let tally = Shared(VirtualUsersTally())
+
+        /// `onEvents`: also told what happened to a user on each request (`cluster users` prints it).
+        public init(
+            _ options: VirtualUsersOptions, proxyURL: String,
+            onEvents: @escaping @Sendable (_ user: String, _ events: [VirtualUser.Event]) -> Void = { _, _ in }
+        ) {
+            let tally = tally
+            task = Task {
+                try await VirtualUsers.run(options, proxyURL: proxyURL) { user, events in
+                    tally.value.withLock { $0.record(events, of: user) }
+                    onEvents(user, events)
+                }
+            }
+        }
+
+        /// Ends the users (a request in flight is not counted) and returns what they got; `say` hears
+        /// why when they could not run at all.
+        public func stop(say: (String) -> Void) async -> VirtualUsersTally {
+            task.cancel()
+            if case .failure(let error) = await task.result { say("the simulated users could not run: \(error)") }
+            return tally.value.withLock { $0 }
+        }
+
+        /// Ends the users without waiting (the run is leaving by an error).
+        public func cancel() { task.cancel() }
+    }
+}
+
 /// `cluster users`: the simulated users alone, for as long as asked or until Ctrl-C, telling each
 /// move and each lost session as it happens while someone kills, scales and restarts by hand.
 public enum VirtualUsersRun {
@@ -442,12 +476,8 @@ public enum VirtualUsersRun {
                 "the simulated users send their requests through the proxy, and this cluster has no proxy running (\(status.proxy.state))")
         }
         let narrative = Shared(VirtualUsersNarrative(status: status))
-        let counts = Shared(VirtualUsersTally())
-        let users = Task {
-            try await VirtualUsers.run(options, proxyURL: url) { user, events in
-                counts.value.withLock { $0.record(events, of: user) }
-                if let line = narrative.value.withLock({ $0.line(user: user, events: events, options: options) }) { say(line) }
-            }
+        let users = VirtualUsers.Running(options, proxyURL: url) { user, events in
+            if let line = narrative.value.withLock({ $0.line(user: user, events: events, options: options) }) { say(line) }
         }
         // Instances come and go with new guids: their names are read again every second.
         let names = Task {
@@ -468,9 +498,7 @@ public enum VirtualUsersRun {
         } else {
             while !Task.isCancelled { try? await Task.sleep(for: .seconds(60)) }
         }
-        users.cancel()
-        if case .failure(let error) = await users.result { say("the simulated users could not run: \(error)") }
-        let tally = counts.value.withLock { $0 }
+        let tally = await users.stop(say: say)
         say("simulated users: \(tally.summary(options: options))")
         if let failure = tally.failure(options: options) {
             say(failure)

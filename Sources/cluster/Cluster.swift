@@ -66,16 +66,20 @@ struct UsersOptions: ParsableArguments {
 
     /// The options for `count` users; a ValidationError naming the option when one is wrong.
     func options(count: Int) throws -> VirtualUsersOptions {
-        guard let every = DurationText.parse(usersEvery) else {
-            throw ValidationError("--users-every '\(usersEvery)' is not a duration (e.g. 100ms, 1s)")
-        }
         let options = VirtualUsersOptions(
-            count: count, path: usersPath, every: every, login: usersLogin, loginForm: usersLoginForm, check: usersCheck,
+            count: count, path: usersPath, every: try parseDuration(usersEvery, "--users-every"), login: usersLogin, loginForm: usersLoginForm,
+            check: usersCheck,
             sessionCookie: usersCookie,
             maxLostSessions: maxLostSessions)
         if let problem = options.problem { throw ValidationError(problem) }
         return options
     }
+}
+
+/// A duration option's value (`500ms`, `10s`, `2m`); its range is for the options it goes into to check.
+func parseDuration(_ text: String, _ option: String) throws -> Duration {
+    guard let value = DurationText.parse(text) else { throw ValidationError("\(option) '\(text)' is not a duration (e.g. 500ms, 10s, 2m)") }
+    return value
 }
 
 extension Affinity: ExpressibleByArgument {}
@@ -420,10 +424,7 @@ struct Chaos: AsyncParsableCommand {
     @OptionGroup var state: StateOption
 
     func options() throws -> ChaosOptions {
-        func duration(_ text: String, _ option: String) throws -> Duration {
-            guard let value = DurationText.parse(text) else { throw ValidationError("\(option) '\(text)' is not a duration (e.g. 500ms, 10s, 2m)") }
-            return value
-        }
+        let duration = parseDuration
         guard let faults = ChaosOptions.faults(fault) else {
             throw ValidationError("--fault '\(fault)' is not kill, restart or freeze (or several of them, comma-separated)")
         }
@@ -484,13 +485,8 @@ struct Users: AsyncParsableCommand {
         guard (1...VirtualUsersOptions.maxCount).contains(count) else {
             throw ValidationError("the number of users must be from 1 to \(VirtualUsersOptions.maxCount) (not \(count))")
         }
-        var length: Duration?
-        if let duration {
-            guard let value = DurationText.parse(duration), value > .zero, value <= .seconds(86_400) else {
-                throw ValidationError("--for '\(duration)' is not a duration from 1ms to 24h (e.g. 30s, 2m)")
-            }
-            length = value
-        }
+        let length = try duration.map { try parseDuration($0, "--for") }
+        if let length, let problem = ChaosOptions.runLengthProblem(length) { throw ValidationError(problem) }
         let options = try simulated.options(count: count)
         return (options, length)
     }

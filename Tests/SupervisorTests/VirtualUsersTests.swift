@@ -51,6 +51,11 @@ struct VirtualUsersTests {
     func login() {
         var user = VirtualUser(name: "user-1", login: "/user", check: "data-user=")
         #expect(user.next == .logIn)
+        let options = VirtualUsersOptions(count: 1, path: "/chat", login: "/user", loginForm: "name={user}&x=1")
+        let login = user.request(options)
+        #expect(login.method == .POST && login.path == "/user" && login.body == Array("name=user-1&x=1".utf8))
+        #expect(login.headers.contains { $0 == ("Content-Type", "application/x-www-form-urlencoded") })
+        #expect(!login.headers.contains { $0.0 == "Cookie" })
         // A refused login is tried again.
         #expect(user.answered(.logIn, status: 503, setCookies: [], body: "") == [.answered(503)])
         #expect(user.next == .logIn)
@@ -58,6 +63,9 @@ struct VirtualUsersTests {
         var events = user.answered(.logIn, status: 303, setCookies: ["JSESSIONID=s1", "\(vcap)=a"], body: "")
         #expect(events == [.answered(303), .sessionStarted])
         #expect(user.next == .browse)
+        let page = user.request(options)
+        #expect(page.method == .GET && page.path == "/chat" && page.body == nil)
+        #expect(page.headers.contains { $0 == ("Cookie", "JSESSIONID=s1; \(vcap)=a") })
         #expect(user.answered(.browse, status: 200, setCookies: [], body: "<body data-user=\"user-1\">") == [.answered(200)])
         // An error page does not say the user is logged out.
         #expect(user.answered(.browse, status: 502, setCookies: [], body: "502 Bad Gateway") == [.answered(502)])

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -426,6 +425,19 @@ def test_chaos_users_see_an_app_replace_the_sessions_it_kept_in_a_killed_instanc
     assert bad.returncode == 64 and "--users-check needs --users N (the simulated users it is about)" in bad.stderr, bad.stderr
 
 
+def sessions_visited_twice(cluster) -> int:
+    """How many sessions the running instances keep that had two visits or more: a simulated user's
+    second request comes only after it has recorded the answer to its first (its session, its instance)."""
+    count = 0
+    for instance in cluster.status()["instances"]:
+        if instance["state"] == "running" and instance.get("port"):
+            try:
+                count += sum(1 for visits in json.loads(fetch(f"http://127.0.0.1:{instance['port']}/sessions")[2])["visits"] if visits >= 2)
+            except FETCH_FAILURES:
+                pass
+    return count
+
+
 def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctrl_c(cluster):
     """`cluster users` alone, as a teacher runs it next to a terminal that kills instances: a line per
     user moved off the killed instance, with the instances' names, saying it lost its session (the
@@ -439,7 +451,7 @@ def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctr
         first = users.stdout.readline()
         assert re.search(r"users \| 6 simulated users, each with its own cookies: GET /session through http://localhost:\d+/ "
                          r"every 50ms for 4s$", first), first
-        time.sleep(1)  # every user has its session and its instance
+        wait_until("every user with its session and its instance", lambda: sessions_visited_twice(cluster) >= 6, timeout=30)
         cluster.ctl("kill", "1")
         out, err = users.communicate(timeout=60)
     finally:
@@ -454,11 +466,12 @@ def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctr
     assert "; 6 sessions started; " in summary and " LOST by " in summary, summary
     assert lines[-1].endswith(" more than --max-lost-sessions 0"), lines
 
+    before = sessions_visited_twice(cluster)
     endless = subprocess.Popen([str(executable("cluster")), "users", "2", "--users-path", "/session", "--users-every", "50ms",
                                 "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert endless.stdout.readline().rstrip().endswith(" every 50ms until Ctrl-C")
-        time.sleep(0.5)
+        wait_until("both users with their sessions", lambda: sessions_visited_twice(cluster) >= before + 2, timeout=30)
         endless.send_signal(signal.SIGINT)
         out, err = endless.communicate(timeout=30)
     finally:

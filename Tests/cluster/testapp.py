@@ -13,6 +13,7 @@ GET /session     a session kept in this process's memory (cookie JSESSIONID), as
                  shared session store: a session it does not know gets a new one
 POST /login      (form field user; password, when given, must be "secret", else 401) logs the session in
                  (a new session when its cookie is unknown), 303 to /
+GET /sessions    JSON: the visits of each session this process keeps (what a test waits on)
 GET /private     200 for a logged-in session, else 302 to /login?next=/private (the usual login redirect;
                  no new session for an unknown cookie, as express-session's saveUninitialized: false)
 GET /stop-listening closes the listening socket but keeps running (a port check then fails)
@@ -113,6 +114,10 @@ class Handler(BaseHTTPRequestHandler):
                 session["visits"] += 1
                 visits = session["visits"]
             self.reply(200, {"index": os.environ.get("CF_INSTANCE_INDEX"), "visits": visits}, headers)
+        elif url.path == "/sessions":
+            with sessions_lock:
+                visits = [session["visits"] for session in sessions.values()]
+            self.reply(200, {"visits": visits})
         elif url.path == "/private":
             session = self.session(create=False)[0]
             if session and session.get("user"):
