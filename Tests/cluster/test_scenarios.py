@@ -94,13 +94,27 @@ def test_the_same_endpoint_as_a_readiness_check_takes_the_app_off_the_router_and
                            "(it keeps running; nothing is restarted)")
         # No instance left in the pool: the route is gone, as on Cloud Foundry.
         wait_until("the proxy answering 404 unknown_route", lambda: answer() == (404, "unknown_route"))
-        during = cluster.status()
-        assert all(i["state"] == "running" and i["routable"] is False and i["crashes"] == 0 for i in during["instances"]), during
+        during = cluster.instances()
+        # Still running, out of the pool, and not restarted (the same guid, the crash count it had).
+        assert all(during[i]["state"] == "running" and during[i]["routable"] is False and during[i]["guid"] == before[i]["guid"]
+                   and during[i]["crashes"] == before[i]["crashes"] for i in before), (
+            f"{instance_lines(before, during)}\n{cluster.recent_events()}")
         cluster.ctl("redis", "start")
         wait_until("the app routed again", lambda: answer() == (200, None), timeout=30)
         after = cluster.instances()
-        assert all(after[i]["guid"] == before[i]["guid"] and after[i]["crashes"] == 0 for i in before), cluster.recent_events()
+        assert all(after[i]["guid"] == before[i]["guid"] and after[i]["crashes"] == before[i]["crashes"] for i in before), (
+            f"{instance_lines(before, after)}\n{cluster.recent_events()}")
         assert "became unhealthy" not in cluster.output()
+
+
+def instance_lines(before: dict[int, dict], now: dict[int, dict]) -> str:
+    """A line per instance, before and now: what a failed assertion on the status shows."""
+    def line(i: dict | None) -> str:
+        if i is None:
+            return "gone"
+        return f"{i['state']}, routable {i.get('routable')}, guid {i.get('guid')}, crashes {i['crashes']}"
+    return "\n".join(f"chat.{index}: before {line(before.get(index))}; now {line(now.get(index))}"
+                     for index in sorted(set(before) | set(now)))
 
 
 # `cluster chaos --users`: simulated users who log in to chat-node and browse it while instances are killed.
