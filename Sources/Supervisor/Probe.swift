@@ -46,11 +46,15 @@ public enum Probe {
         }
     }
 
+    /// The most of a body an exchange keeps unless told otherwise; the rest is read and dropped.
+    public static let defaultBodyLimit = 4 * 1024 * 1024
+
     /// `authority`: the `Host` header, when it is not `host:port` (a request for a route's name sent
-    /// to the proxy's address).
+    /// to the proxy's address). `bodyLimit`: how much of the response body to keep (at least that much
+    /// when the body is longer; the rest is read and dropped, so that the exchange still completes).
     static func exchange(
         method: HTTPMethod, host: String, port: Int, path: String, headers: [(String, String)], body: [UInt8]?, timeout: Duration,
-        authority: String? = nil
+        authority: String? = nil, bodyLimit: Int = defaultBodyLimit
     ) async throws -> HTTPResponse {
         try await withDeadline(timeout, what: "\(method) \(path) on port \(port)") {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -87,8 +91,9 @@ public enum Probe {
                         response.status = Int(head.status.code)
                         response.headers = head.headers.map { ($0.name, $0.value) }
                     case .body(var buffer):
-                        if response.body.count < 4 * 1024 * 1024 {
-                            response.body += buffer.readBytes(length: buffer.readableBytes) ?? []
+                        let room = bodyLimit - response.body.count
+                        if room > 0 {
+                            response.body += buffer.readBytes(length: min(room, buffer.readableBytes)) ?? []
                         }
                     case .end:
                         return response
@@ -104,8 +109,10 @@ public enum Probe {
     public static func httpCheck(port: Int, path: String, timeout: Duration) async throws {
         let response: HTTPResponse
         do {
+            // Only the status counts: the body is read and dropped.
             response = try await exchange(
-                method: .GET, host: "127.0.0.1", port: port, path: path, headers: [("User-Agent", "diego-healthcheck")], body: nil, timeout: timeout)
+                method: .GET, host: "127.0.0.1", port: port, path: path, headers: [("User-Agent", "diego-healthcheck")], body: nil, timeout: timeout,
+                bodyLimit: 0)
         } catch {
             throw Failure("Failed to make HTTP request to '\(path)' on port \(port): \(reason(error))")
         }

@@ -22,8 +22,8 @@ public struct VirtualUsersOptions: Sendable, Equatable {
     /// The form the login sends, `{user}` standing for the user's name (`user={user}`, chat-node's and
     /// the original sample's; `--users-login-form 'email={user}%40example.com&password=secret'`).
     public var loginForm: String
-    /// Text that every page of a logged-in user contains: a 2xx answer without it means the user is
-    /// logged out (its session lost) and logs in again.
+    /// Text that every page of a logged-in user contains (in its first `checkedPageBytes`): a 2xx
+    /// answer without it means the user is logged out (its session lost) and logs in again.
     public var check: String?
     /// The app's session cookie (the router's trigger cookie).
     public var sessionCookie: String
@@ -46,6 +46,12 @@ public struct VirtualUsersOptions: Sendable, Equatable {
     }
 
     public static let maxCount = 1_000
+    /// How much of each page a user keeps to look for `check` in (the rest is read and dropped): a
+    /// thousand users fetching large pages at once keep at most this much each.
+    public static let checkedPageBytes = 1_048_576
+
+    /// How much of each answer's body a user keeps: nothing unless there is a `check` to look for.
+    public var bodyLimit: Int { check == nil ? 0 : Self.checkedPageBytes }
     public static let defaultLoginForm = "user={user}"
 
     /// What is wrong with these options, for the command line (nil: nothing).
@@ -332,7 +338,7 @@ public enum VirtualUsers {
                         do {
                             let response = try await Probe.exchange(
                                 method: request.method, host: "127.0.0.1", port: port, path: request.path, headers: request.headers,
-                                body: request.body, timeout: .seconds(5), authority: authority)
+                                body: request.body, timeout: .seconds(5), authority: authority, bodyLimit: options.bodyLimit)
                             let setCookies = response.headers.filter { $0.0.lowercased() == "set-cookie" }.map(\.1)
                             let location = response.headers.first { $0.0.lowercased() == "location" }?.1
                             events = user.answered(

@@ -57,7 +57,9 @@ struct UsersOptions: ParsableArguments {
         name: .long,
         help: "The form the login sends, URL-encoded, {user} standing for the user's name (e.g. 'email={user}%40example.com&password=secret').")
     var usersLoginForm = VirtualUsersOptions.defaultLoginForm
-    @Option(name: .long, help: "Text every page of a logged-in user contains (chat-node: data-user=): a 2xx page without it is a lost session.")
+    @Option(
+        name: .long,
+        help: "Text every page of a logged-in user contains in its first MiB (chat-node: data-user=): a 2xx page without it is a lost session.")
     var usersCheck: String?
     @Option(name: .long, help: "The app's session cookie: a new value for it set on a page means the app did not know the session sent.")
     var usersCookie = "JSESSIONID"

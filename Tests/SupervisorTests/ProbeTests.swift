@@ -66,6 +66,23 @@ struct ProbeTests {
         }
     }
 
+    @Test("A long body is read to its end and only the first bodyLimit bytes are kept")
+    func bodyLimit() async throws {
+        let page = String(repeating: "0123456789abcdef", count: 200_000)  // 3.2 MB, in many reads
+        let raw = "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: \(page.utf8.count)\r\n\r\n\(page)"
+        try await withServer(.afterRequest(raw: raw)) { port in
+            for limit in [0, 1, 100_000, 5_000_000] {
+                let response = try await Probe.exchange(
+                    method: .GET, host: "127.0.0.1", port: port, path: "/", headers: [], body: nil, timeout: .seconds(10), bodyLimit: limit)
+                #expect(response.status == 200)
+                #expect(response.body.count == min(limit, page.utf8.count), "limit \(limit)")
+                #expect(response.text == String(page.prefix(limit)), "limit \(limit)")
+            }
+            // The health check keeps none of it, and still sees the status.
+            try await Probe.httpCheck(port: port, path: "/health", timeout: .seconds(10))
+        }
+    }
+
     @Test("Nothing listening: connection refused, for both checks")
     func refused() async throws {
         let port = try Probe.freePort()

@@ -160,6 +160,12 @@ struct VirtualUsersTests {
         #expect(loggedOut.summary(options: options).contains("1 session LOST by 1 user (1 page without \"data-user=\" (logged out))"))
     }
 
+    @Test("A user keeps no page without a check text, and at most a MiB of each page with one")
+    func bodyLimit() {
+        #expect(VirtualUsersOptions(count: 1_000).bodyLimit == 0)
+        #expect(VirtualUsersOptions(count: 1_000, check: "data-user=").bodyLimit == 1_048_576)
+    }
+
     @Test("Options: bad values and options without --users are refused with the option's name")
     func options() {
         #expect(VirtualUsersOptions().problem == nil)
