@@ -20,7 +20,9 @@ public struct VirtualUsersOptions: Sendable, Equatable {
     /// original redispubsub's form), again after a lost session.
     public var login: String?
     /// The form the login sends, `{user}` standing for the user's name (`user={user}`, chat-node's and
-    /// the original sample's; `--users-login-form 'email={user}%40example.com&password=secret'`).
+    /// the original sample's; `--users-login-form 'email={user}%40example.com&password=secret'`), and
+    /// `{field:NAME}` for a field of the login page's form (its CSRF token: `{field:_csrf}`). See
+    /// `LoginFormTemplate`.
     public var loginForm: String
     /// Text that every page of a logged-in user contains (in its first `checkedPageBytes`): a 2xx
     /// answer without it means the user is logged out (its session lost) and logs in again.
@@ -46,12 +48,9 @@ public struct VirtualUsersOptions: Sendable, Equatable {
     }
 
     public static let maxCount = 1_000
-    /// How much of each page a user keeps to look for `check` in (the rest is read and dropped): a
-    /// thousand users fetching large pages at once keep at most this much each.
+    /// How much of a page a user keeps to look for `check` or the login form's fields in (the rest is
+    /// read and dropped): a thousand users fetching large pages at once keep at most this much each.
     public static let checkedPageBytes = 1_048_576
-
-    /// How much of each answer's body a user keeps: nothing unless there is a `check` to look for.
-    public var bodyLimit: Int { check == nil ? 0 : Self.checkedPageBytes }
     public static let defaultLoginForm = "user={user}"
 
     /// What is wrong with these options, for the command line (nil: nothing).
@@ -71,6 +70,7 @@ public struct VirtualUsersOptions: Sendable, Equatable {
             if loginForm.isEmpty || loginForm.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7F }) {
                 return "--users-login-form must be a URL-encoded form without spaces (name=value&other=value; %20 for a space)"
             }
+            if let problem = LoginFormTemplate.problem(loginForm) { return problem }
         }
         if let check, check.isEmpty { return "--users-check must not be empty" }
         if every < .milliseconds(10) || every > .seconds(60) {
@@ -91,14 +91,22 @@ public struct VirtualUsersOptions: Sendable, Equatable {
         return nil
     }
 
-    /// The login form of one user: `{user}` replaced by its name.
-    public func loginBody(user: String) -> String { loginForm.replacingOccurrences(of: "{user}", with: user) }
+    /// The login form, parsed (the default when `loginForm` is not a valid one: `problem` says so).
+    public var loginTemplate: LoginFormTemplate { LoginFormTemplate(loginForm) ?? LoginFormTemplate(Self.defaultLoginForm)! }
+
+    /// The login form of one user: `{user}` replaced by its name, `{field:NAME}` by the login page's
+    /// value of NAME.
+    public func loginBody(user: String, fields: [String: String] = [:]) -> String { loginTemplate.body(user: user, fields: fields) }
 
     /// One line saying what the users do.
     public func summary(proxyURL: String) -> String {
         let users = count == 1 ? "1 simulated user" : "\(count) simulated users"
         var text = "\(users), each with its own cookies: GET \(path) through \(proxyURL) every \(DurationText.format(every))"
-        if let login { text += ", after logging in with a POST to \(login)" }
+        if let login {
+            let fields = loginTemplate.pageFields
+            let page = fields.isEmpty ? "" : " with the login page's \(fields.joined(separator: ", ")) (a GET of \(login) first)"
+            text += ", after logging in with a POST to \(login)\(page)"
+        }
         if let check { text += "; logged in while the page contains \"\(check)\"" }
         return text
     }
@@ -110,8 +118,19 @@ public struct VirtualUsersOptions: Sendable, Equatable {
 public struct VirtualUser: Sendable, Equatable {
     /// What the user sends next.
     public enum Step: Sendable, Equatable {
+        /// A GET of the login path, for the fields of its form the login sends (a CSRF token).
+        case loginPage
         case logIn
         case browse
+    }
+
+    /// A request to send: `bodyLimit` is how much of the answer's body the user looks at.
+    public struct Request: Sendable {
+        public var method: HTTPMethod
+        public var path: String
+        public var headers: [(String, String)]
+        public var body: [UInt8]?
+        public var bodyLimit: Int
     }
 
     public enum Loss: Sendable, Equatable {
@@ -136,6 +155,8 @@ public struct VirtualUser: Sendable, Equatable {
         /// The proxy pinned the user to another instance (a new `__VCAP_ID__`).
         case moved(from: String, to: String)
         case sessionLost(Loss)
+        /// The login page had no field of these names, which the login form needs (`{field:NAME}`).
+        case loginFieldsMissing([String])
     }
 
     public let name: String
@@ -143,18 +164,30 @@ public struct VirtualUser: Sendable, Equatable {
     /// The login path (`--users-login`), nil for a user who does not log in.
     public let login: String?
     public let check: String?
+    /// The fields of the login page the login form needs (`{field:NAME}`): with any, each login starts
+    /// with a GET of the login page.
+    public let loginFields: [String]
     /// Cookie name to value, as the app and the proxy set them.
     public private(set) var cookies: [String: String] = [:]
     public private(set) var loggedIn = false
+    /// The values of `loginFields` on the login page last fetched, for the next login (then dropped:
+    /// a token is good for one session).
+    public private(set) var pageFields: [String: String]?
 
-    public init(name: String, sessionCookie: String = "JSESSIONID", login: String? = nil, check: String? = nil) {
+    public init(
+        name: String, sessionCookie: String = "JSESSIONID", login: String? = nil, check: String? = nil, loginFields: [String] = []
+    ) {
         self.name = name
         self.sessionCookie = sessionCookie
         self.login = login
         self.check = check
+        self.loginFields = loginFields
     }
 
-    public var next: Step { login != nil && !loggedIn ? .logIn : .browse }
+    public var next: Step {
+        guard login != nil, !loggedIn else { return .browse }
+        return !loginFields.isEmpty && pageFields == nil ? .loginPage : .logIn
+    }
 
     /// The `Cookie` header to send, nil with no cookies (names in order, so a request is repeatable).
     public var cookieHeader: String? {
@@ -186,8 +219,20 @@ public struct VirtualUser: Sendable, Equatable {
         if step == .browse, let sessionBefore, let session, session != sessionBefore { loss = .replaced }
         if let instanceBefore, let now = instance, now != instanceBefore { events.append(.moved(from: instanceBefore, to: now)) }
         switch step {
+        case .loginPage:
+            // A page that is not there or not a form is fetched again next time.
+            guard (200..<300).contains(status) else { break }
+            let values = HTMLFormFields.values(in: body)
+            let missing = loginFields.filter { values[$0] == nil }
+            if missing.isEmpty {
+                pageFields = values.filter { loginFields.contains($0.key) }
+            } else {
+                events.append(.loginFieldsMissing(missing))
+            }
         case .logIn:
-            // A login answered with a redirect or a page (not followed) counts; an error is tried again.
+            // A login answered with a redirect or a page (not followed) counts; an error is tried again
+            // (with a fresh page).
+            pageFields = nil
             if status < 400 { loggedIn = true }
         case .browse:
             if loss == nil, loggedIn, let check, (200..<300).contains(status), !body.contains(check) { loss = .loggedOut }
@@ -202,13 +247,22 @@ public struct VirtualUser: Sendable, Equatable {
         return events
     }
 
-    /// The request for `next`: a GET of the options' path, or the login form's POST.
-    public func request(_ options: VirtualUsersOptions) -> (method: HTTPMethod, path: String, headers: [(String, String)], body: [UInt8]?) {
+    /// The request for `next`: a GET of the options' path (its body kept only when there is a check
+    /// text to look for), a GET of the login page, or the login form's POST.
+    public func request(_ options: VirtualUsersOptions) -> Request {
         var headers: [(String, String)] = [("User-Agent", "stickylab-chaos-user")]
         if let cookies = cookieHeader { headers.append(("Cookie", cookies)) }
-        guard next == .logIn, let login else { return (.GET, options.path, headers, nil) }
-        headers.append(("Content-Type", "application/x-www-form-urlencoded"))
-        return (.POST, login, headers, Array(options.loginBody(user: name).utf8))
+        let page = VirtualUsersOptions.checkedPageBytes
+        switch (next, login) {
+        case (.loginPage, let login?):
+            return Request(method: .GET, path: login, headers: headers, body: nil, bodyLimit: page)
+        case (.logIn, let login?):
+            headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+            let body = options.loginBody(user: name, fields: pageFields ?? [:])
+            return Request(method: .POST, path: login, headers: headers, body: Array(body.utf8), bodyLimit: 0)
+        default:
+            return Request(method: .GET, path: options.path, headers: headers, body: nil, bodyLimit: check == nil ? 0 : page)
+        }
     }
 
     /// The path of a `Location` (`/login?next=%2F`, `http://localhost:8080/login`): what comes before
@@ -238,6 +292,9 @@ public struct VirtualUsersTally: Sendable, Equatable {
     public var usersMoved: Set<String> = []
     public var losses: [VirtualUser.Loss: Int] = [:]
     public var usersWithLosses: Set<String> = []
+    /// Login pages without a field the login form needs, and the names of those fields.
+    public var loginPagesWithoutFields = 0
+    public var missingLoginFields: Set<String> = []
 
     public init() {}
 
@@ -260,6 +317,9 @@ public struct VirtualUsersTally: Sendable, Equatable {
             case .sessionLost(let loss):
                 losses[loss, default: 0] += 1
                 usersWithLosses.insert(user)
+            case .loginFieldsMissing(let names):
+                loginPagesWithoutFields += 1
+                missingLoginFields.formUnion(names)
             }
         }
     }
@@ -281,6 +341,11 @@ public struct VirtualUsersTally: Sendable, Equatable {
         if sessionsStarted == 0, requests > noAnswer.values.reduce(0, +) {
             text += " (the app set no \(options.sessionCookie) cookie, so the router pinned nobody"
             text += options.login == nil ? ": does it need a login first, --users-login? another cookie, --users-cookie?)" : ")"
+        }
+        if loginPagesWithoutFields > 0, let login = options.login {
+            let names = missingLoginFields.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
+            text += "; the login page \(login) had no field \(names) (\(count(loginPagesWithoutFields, "time"))): name a field of its form in"
+            text += " --users-login-form's {field:NAME} (view the page's source for <input name=...>)"
         }
         text +=
             moves == 0
@@ -328,7 +393,8 @@ public enum VirtualUsers {
             for number in 1...options.count {
                 group.addTask {
                     var user = VirtualUser(
-                        name: "user-\(number)", sessionCookie: options.sessionCookie, login: options.login, check: options.check)
+                        name: "user-\(number)", sessionCookie: options.sessionCookie, login: options.login, check: options.check,
+                        loginFields: options.loginTemplate.pageFields)
                     let offset = options.every * Double(number - 1) / Double(options.count)
                     guard (try? await Task.sleep(for: offset)) != nil else { return }
                     while !Task.isCancelled {
@@ -338,7 +404,7 @@ public enum VirtualUsers {
                         do {
                             let response = try await Probe.exchange(
                                 method: request.method, host: "127.0.0.1", port: port, path: request.path, headers: request.headers,
-                                body: request.body, timeout: .seconds(5), authority: authority, bodyLimit: options.bodyLimit)
+                                body: request.body, timeout: .seconds(5), authority: authority, bodyLimit: request.bodyLimit)
                             let setCookies = response.headers.filter { $0.0.lowercased() == "set-cookie" }.map(\.1)
                             let location = response.headers.first { $0.0.lowercased() == "location" }?.1
                             events = user.answered(
@@ -384,7 +450,7 @@ public struct VirtualUsersNarrative: Sendable, Equatable {
             switch event {
             case .moved(let from, let to): move = (from, to)
             case .sessionLost(let lost): loss = lost
-            case .answered, .noAnswer, .sessionStarted: break
+            case .answered, .noAnswer, .sessionStarted, .loginFieldsMissing: break
             }
         }
         let lost: String? = loss.map { loss in

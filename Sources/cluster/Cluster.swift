@@ -55,7 +55,13 @@ struct UsersOptions: ParsableArguments {
     var usersLogin: String?
     @Option(
         name: .long,
-        help: "The form the login sends, URL-encoded, {user} standing for the user's name (e.g. 'email={user}%40example.com&password=secret').")
+        help: ArgumentHelp(
+            "The form the login sends, URL-encoded: {user} stands for the user's name, {field:NAME} for the login page's field NAME.",
+            discussion: """
+                e.g. 'email={user}%40example.com&password=secret'. With a CSRF token, fetched from the login page (a GET of the \
+                --users-login path) before each login: 'username={user}&password=secret&_csrf={field:_csrf}' (Spring Security), \
+                {field:csrfmiddlewaretoken} (Django), {field:authenticity_token} (Rails).
+                """))
     var usersLoginForm = VirtualUsersOptions.defaultLoginForm
     @Option(
         name: .long,

@@ -162,8 +162,12 @@ struct VirtualUsersTests {
 
     @Test("A user keeps no page without a check text, and at most a MiB of each page with one")
     func bodyLimit() {
-        #expect(VirtualUsersOptions(count: 1_000).bodyLimit == 0)
-        #expect(VirtualUsersOptions(count: 1_000, check: "data-user=").bodyLimit == 1_048_576)
+        let options = VirtualUsersOptions(count: 1_000, login: "/user")
+        #expect(VirtualUser(name: "user-1").request(options).bodyLimit == 0)
+        var user = VirtualUser(name: "user-1", login: "/user", check: "data-user=")
+        #expect(user.request(options).bodyLimit == 0)  // the login's answer
+        _ = user.answered(.logIn, status: 303, setCookies: ["JSESSIONID=s1"], body: "")
+        #expect(user.request(options).bodyLimit == 1_048_576)
     }
 
     @Test("Options: bad values and options without --users are refused with the option's name")

@@ -482,14 +482,29 @@ def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctr
     assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+\); 2 sessions started; none moved to another "
                      r"instance; no session lost$", summary), out
     # A login form of the app's own: sent as given, {user} replaced by each user's name.
-    def login(form: str) -> str:
-        run = cluster.ctl("users", "2", "--users-path", "/private", "--users-login", "/login", "--users-login-form", form,
+    def login(form: str, path: str = "/login") -> str:
+        run = cluster.ctl("users", "2", "--users-path", "/private", "--users-login", path, "--users-login-form", form,
                           "--users-every", "50ms", "--for", "1s")
         return run.stdout.splitlines()[-1]
     assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+, 3xx 2\); 2 sessions started; ", login(
         "user={user}&password=secret"))
     assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(4xx [\d,]+\); 0 sessions started ", login(
         "user={user}&password=wrong"))
+    # A login form with a CSRF token from the login page: the page first, then the POST with its token
+    # (form-encoded: testapp's tokens hold "+/="); every page after it is the user's (no 3xx but the
+    # two logins' own redirects).
+    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+, 3xx 2\); 2 sessions started; none moved "
+                     r"to another instance; no session lost$", login("user={user}&_csrf={field:_csrf}", "/csrf-login"))
+    # Without the token the app refuses every login.
+    without = login("user={user}", "/csrf-login")
+    assert re.search(r"requests \(4xx [\d,]+\); 0 sessions started", without), without
+    # A field the page does not have: said, with what to do.
+    wrong = login("user={user}&_csrf={field:token}", "/csrf-login")
+    assert re.search(r"; the login page /csrf-login had no field \"token\" \([\d,]+ times\): name a field of its form in "
+                     r"--users-login-form's \{field:NAME\}", wrong), wrong
+    bad = subprocess.run([str(executable("cluster")), "users", "2", "--users-login", "/login", "--users-login-form", "user={name}",
+                          "--state-dir", cluster.state_dir], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 64 and "--users-login-form has an unknown placeholder {name}: use {user}" in bad.stderr, bad.stderr
     bad = subprocess.run([str(executable("cluster")), "users", "0", "--state-dir", cluster.state_dir], capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode == 64 and "the number of users must be from 1 to 1000 (not 0)" in bad.stderr, bad.stderr

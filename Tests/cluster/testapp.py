@@ -13,6 +13,9 @@ GET /session     a session kept in this process's memory (cookie JSESSIONID), as
                  shared session store: a session it does not know gets a new one
 POST /login      (form field user; password, when given, must be "secret", else 401) logs the session in
                  (a new session when its cookie is unknown), 303 to /
+GET /csrf-login  an HTML login form with a hidden _csrf token kept in the session (Spring Security's way)
+POST /csrf-login (form fields user and _csrf) logs the session in when _csrf is the session's token, else
+                 403 "Invalid CSRF token"; the token is used once; 302 to /private
 GET /sessions    JSON: the visits of each session this process keeps (what a test waits on)
 GET /private     200 for a logged-in session, else 302 to /login?next=/private (the usual login redirect;
                  no new session for an unknown cookie, as express-session's saveUninitialized: false)
@@ -25,6 +28,8 @@ TESTAPP_EXIT_AFTER (seconds, then exit with code 3), TESTAPP_NEVER_LISTEN=1,2 (t
 indices never listen).
 """
 
+import base64
+import html
 import json
 import os
 import secrets
@@ -76,6 +81,15 @@ class Handler(BaseHTTPRequestHandler):
         form = parse_qs(self.rfile.read(length).decode())
         if url.path == "/login" and form.get("password", ["secret"])[0] != "secret":
             self.reply(401, {"error": "wrong password"})
+        elif url.path == "/csrf-login":
+            session = self.session(create=False)[0]
+            with sessions_lock:
+                token = session.pop("csrf", None) if session else None
+                if token is None or form.get("_csrf", [""])[0] != token or not form.get("user"):
+                    self.reply(403, {"error": "Invalid CSRF token"})
+                    return
+                session["user"] = form["user"][0]
+            self.reply(302, {"user": form["user"][0]}, [("Location", "/private")])
         elif url.path == "/login" and form.get("user"):
             session, headers = self.session()
             with sessions_lock:
@@ -114,6 +128,21 @@ class Handler(BaseHTTPRequestHandler):
                 session["visits"] += 1
                 visits = session["visits"]
             self.reply(200, {"index": os.environ.get("CF_INSTANCE_INDEX"), "visits": visits}, headers)
+        elif url.path == "/csrf-login":
+            session, headers = self.session()
+            # A token with "+", "/" and "=" in it, as Spring's are: the login must send it form-encoded.
+            token = base64.b64encode(secrets.token_bytes(15)).decode() + "+/="
+            with sessions_lock:
+                session["csrf"] = token
+            page = ('<form method="post" action="/csrf-login"><input type="text" name="user">'
+                    f'<input type="hidden" name="_csrf" value="{html.escape(token)}"><button>Sign in</button></form>').encode()
+            self.send_response(200)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
         elif url.path == "/sessions":
             with sessions_lock:
                 visits = [session["visits"] for session in sessions.values()]
