@@ -52,11 +52,13 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def reply(self, status, body, headers=()):
-        data = json.dumps(body).encode()
+        self.send(status, json.dumps(body).encode(), "application/json", headers)
+
+    def send(self, status: int, data: bytes, content_type: str, headers=()):
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -136,13 +138,7 @@ class Handler(BaseHTTPRequestHandler):
                 session["csrf"] = token
             page = ('<form method="post" action="/csrf-login"><input type="text" name="user">'
                     f'<input type="hidden" name="_csrf" value="{html.escape(token)}"><button>Sign in</button></form>').encode()
-            self.send_response(200)
-            for name, value in headers:
-                self.send_header(name, value)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
+            self.send(200, page, "text/html", headers)
         elif url.path == "/sessions":
             with sessions_lock:
                 visits = [session["visits"] for session in sessions.values()]
