@@ -1,6 +1,5 @@
 import CloudFoundry
 import Foundation
-import UnixSignals
 
 /// `cluster chaos`: faults on a schedule against a running cluster, the way a team chaos-tests
 /// instance restarts before production: every `every`, one running instance, picked at random, is
@@ -257,18 +256,7 @@ public enum ChaosRun {
     )
         async throws -> Outcome
     {
-        try await withThrowingTaskGroup(of: Outcome?.self) { group in
-            group.addTask { try await run(options: options, send: send, print: print) }
-            group.addTask {
-                for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) { return nil }
-                return nil
-            }
-            while let result = try await group.next() {
-                group.cancelAll()
-                if let result { return result }
-            }
-            return .interrupted
-        }
+        try await cancellingOnInterrupt { try await run(options: options, send: send, print: print) }
     }
 
     /// `send`: one control request, its (last) response. `print`: one line of output (`HH:MM:SS chaos | ...`).

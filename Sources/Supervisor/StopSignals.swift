@@ -1,3 +1,5 @@
+import UnixSignals
+
 /// What a stop signal (SIGINT, SIGTERM, SIGHUP) asks of `cluster up`: the first, a graceful stop; a
 /// later one, a second Ctrl-C, to kill every process at once. A repeat that comes within `echo` of
 /// the first is the same request delivered twice, not a second one: `timeout(1)` signals both its
@@ -29,5 +31,24 @@ public struct StopSignals: Sendable, Equatable {
             return .stop
         }
         return now - firstAt < echo ? .ignoreEcho : .killEverything
+    }
+}
+
+/// Runs `body` until it returns; SIGINT or SIGTERM (Ctrl-C) cancels it, and what it returns then (a
+/// summary of what it did before) is returned all the same. What `cluster chaos`, `cluster users` and
+/// `cluster status --watch` end with.
+public func cancellingOnInterrupt<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    let work = Task { try await body() }
+    let signals = Task {
+        for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+            work.cancel()
+            return
+        }
+    }
+    defer { signals.cancel() }
+    return try await withTaskCancellationHandler {
+        try await work.value
+    } onCancel: {
+        work.cancel()
     }
 }

@@ -2,7 +2,6 @@ import CloudFoundry
 import Foundation
 import NIOHTTP1
 import Synchronization
-import UnixSignals
 
 /// `cluster chaos --users N`: simulated users who browse the app through the proxy while the faults
 /// happen, each with a cookie jar of its own as a browser has, so that what a fault does to a user's
@@ -522,15 +521,7 @@ public enum VirtualUsersRun {
     public static func runUntilInterrupted(
         options: VirtualUsersOptions, duration: Duration?, send: @escaping ChaosRun.Send, print: @escaping @Sendable (String) -> Void
     ) async throws -> Outcome {
-        let work = Task { try await run(options: options, duration: duration, send: send, print: print) }
-        let signals = Task {
-            for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
-                work.cancel()
-                return
-            }
-        }
-        defer { signals.cancel() }
-        return try await work.value
+        try await cancellingOnInterrupt { try await run(options: options, duration: duration, send: send, print: print) }
     }
 
     /// The users for `duration` (nil: until cancelled); a line per move or loss, then the summary.

@@ -192,12 +192,40 @@ extension ExitCode {
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the instances: index, guid, pid, port, state, routable, uptime, crashes, next restart, connections, requests/s.")
+        abstract: "Show the instances: index, guid, pid, port, state, routable, uptime, crashes, next restart, connections, requests/s.",
+        discussion: """
+            With --watch, the status again every --interval until Ctrl-C, as `watch` would show it, with the \
+            latest changes under the table (a crash, a new guid, an instance out of the route pool, Redis \
+            stopped). It goes on while the cluster is down and shows it again once one answers. With --json, \
+            one line of JSON per interval instead.
+            """)
     @Flag(name: .long, help: "Print the status as JSON.")
     var json = false
+    @Flag(name: .shortAndLong, help: "Show the status again every --interval, with what changed, until Ctrl-C.")
+    var watch = false
+    @Option(name: .long, help: "With --watch: how often (200ms to 1m; default: 1s).")
+    var interval: String?
     @OptionGroup var state: StateOption
 
+    func validate() throws {
+        _ = try every()
+        if !watch, interval != nil { throw ValidationError("--interval goes with --watch") }
+    }
+
+    func every() throws -> Duration {
+        let every = try parseDuration(interval ?? "1s", "--interval")
+        if let problem = StatusWatch.intervalProblem(every) { throw ValidationError(problem) }
+        return every
+    }
+
     func run() async throws {
+        if watch {
+            await StatusWatch.run(
+                interval: try every(), json: json, redraw: isatty(STDOUT_FILENO) == 1, send: state.send,
+                write: { FileHandle.standardOutput.write(Data($0.utf8)) },
+                complain: { FileHandle.standardError.write(Data(($0 + "\n").utf8)) })
+            return
+        }
         try await control(ControlRequest(command: .status), state: state) { response in
             guard let status = response.status else { return }
             if json {
