@@ -2,6 +2,7 @@
 real processes, a real redis-server, the real control socket. No proxy here (Tests/acceptance covers
 cluster + sticky-proxy + chat-node)."""
 
+import contextlib
 import json
 import os
 import re
@@ -586,67 +587,58 @@ def test_chaos_gives_up_on_a_cluster_that_does_not_recover(cluster):
     assert "| NOT ready 1s after the last fault: 2/3 running" in result.stdout
 
 
+@contextlib.contextmanager
+def status_watch(*args: str):
+    """`cluster status --watch ARGS` running; Ctrl-C (SIGINT) at the end, which must end it with 0."""
+    watch = subprocess.Popen([str(executable("cluster")), "status", "--watch", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        yield watch
+        watch.send_signal(signal.SIGINT)
+        _, errors = watch.communicate(timeout=30)
+        assert watch.returncode == 0, (watch.returncode, errors)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+
+
 def test_status_watch_shows_each_change_as_it_happens_and_ends_on_ctrl_c(cluster, tmp_path):
     cluster.wait_ready()
-    watch = subprocess.Popen([str(executable("cluster")), "status", "--watch", "--interval", "200ms", "--state-dir", cluster.state_dir],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
+    with status_watch("--interval", "200ms", "--state-dir", cluster.state_dir) as watch:
+        lines: list[str] = []
 
-    def read_until(pattern: str) -> str:
-        deadline = time.monotonic() + 30
-        while True:
-            assert time.monotonic() < deadline, f"no line matching {pattern} in 30 s: {''.join(lines[-40:])}"
-            line = watch.stdout.readline()
-            assert line, f"the watch ended: {''.join(lines)}{watch.stderr.read()}"
-            lines.append(line)
-            if re.search(pattern, line):
-                return line.rstrip("\n")
-    try:
+        def read_until(pattern: str) -> str:
+            deadline = time.monotonic() + 30
+            while True:
+                assert time.monotonic() < deadline, f"no line matching {pattern} in 30 s: {''.join(lines[-40:])}"
+                line = watch.stdout.readline()
+                assert line, f"the watch ended: {''.join(lines)}{watch.stderr.read()}"
+                lines.append(line)
+                if re.search(pattern, line):
+                    return line.rstrip("\n")
         read_until(r"^cluster status every 200ms, \d\d:\d\d:\d\d \(Ctrl-C to stop\)$")
         read_until(r"^app web: 3/3 running$")
         before = cluster.instances()[1]
         cluster.ctl("kill", "1")
-        # Under the table, kept on the following screens: what happened to web.1.
-        # (Restarted at once, it may be running again by the next screen: then no state change shows.)
+        # Under the table, kept on the following screens: what happened to web.1. (Restarted at once,
+        # it may be running again by the next screen: then no state change shows.)
         line = read_until(r"web\.1 .*crash count 1")
         assert re.fullmatch(r"\d\d:\d\d:\d\d web\.1 (running -> starting, )?crash count 1, new guid [0-9a-f]{8}: "
                             r"killed by signal 9 \(SIGKILL\)", line), line
         assert before["guid"][:8] not in line
         cluster.ctl("redis", "stop")
         read_until(r"^\d\d:\d\d:\d\d redis running -> stopped$")
-        watch.send_signal(signal.SIGINT)
-        _, errors = watch.communicate(timeout=30)
-    finally:
-        if watch.poll() is None:
-            watch.kill()
-    assert watch.returncode == 0, (watch.returncode, errors)
 
     # One line of JSON per interval, for a script.
-    as_json = subprocess.Popen([str(executable("cluster")), "status", "--watch", "--json", "--interval", "200ms", "--state-dir",
-                                cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with status_watch("--json", "--interval", "200ms", "--state-dir", cluster.state_dir) as as_json:
         statuses = [json.loads(as_json.stdout.readline()) for _ in range(2)]
         assert all(len(status["instances"]) == 3 and status["redis"]["state"] == "stopped" for status in statuses), statuses
-        as_json.send_signal(signal.SIGINT)
-        as_json.communicate(timeout=30)
-    finally:
-        if as_json.poll() is None:
-            as_json.kill()
-    assert as_json.returncode == 0
 
     # No cluster there: said on the screen, and the watch waits for one.
-    nothing = subprocess.Popen([str(executable("cluster")), "status", "--watch", "--interval", "200ms", "--state-dir", str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with status_watch("--interval", "200ms", "--state-dir", str(tmp_path)) as nothing:
         seen = [nothing.stdout.readline() for _ in range(8)]
         assert any(f"cluster: no cluster is running with the state folder {tmp_path}" in line for line in seen), seen
         assert "waiting for it: the screen comes back when a cluster answers\n" in seen, seen
-        nothing.send_signal(signal.SIGINT)
-        nothing.communicate(timeout=30)
-    finally:
-        if nothing.poll() is None:
-            nothing.kill()
-    assert nothing.returncode == 0
 
     for args, message in ((["--interval", "1s"], "--interval goes with --watch"),
                           (["--watch", "--interval", "50ms"], "--interval must be from 200ms to 1m (not 50ms)"),
