@@ -156,6 +156,8 @@ public struct VirtualUser: Sendable, Equatable {
         case sessionLost(Loss)
         /// The login page had no field of these names, which the login form needs (`{field:NAME}`).
         case loginFieldsMissing([String])
+        /// How long the answer took, from the connection to its end (the runner measures it).
+        case took(Duration)
     }
 
     public let name: String
@@ -291,6 +293,8 @@ public struct VirtualUsersTally: Sendable, Equatable {
     public var usersMoved: Set<String> = []
     public var losses: [VirtualUser.Loss: Int] = [:]
     public var usersWithLosses: Set<String> = []
+    /// How long the answers took.
+    public var responseTimes = ResponseTimes()
     /// Login pages without a field the login form needs, and the names of those fields.
     public var loginPagesWithoutFields = 0
     public var missingLoginFields: Set<String> = []
@@ -319,6 +323,8 @@ public struct VirtualUsersTally: Sendable, Equatable {
             case .loginFieldsMissing(let names):
                 loginPagesWithoutFields += 1
                 missingLoginFields.formUnion(names)
+            case .took(let duration):
+                responseTimes.record(duration)
             }
         }
     }
@@ -336,6 +342,7 @@ public struct VirtualUsersTally: Sendable, Equatable {
         }
         var text = "\(count(options.count, "user")), \(count(requests, "request"))"
         text += answers.isEmpty ? "" : " (\(answers.joined(separator: ", ")))"
+        if let times = responseTimes.summary { text += ", answered in \(times)" }
         text += "; \(count(sessionsStarted, "session")) started"
         if sessionsStarted == 0, requests > noAnswer.values.reduce(0, +) {
             text += " (the app set no \(options.sessionCookie) cookie, so the router pinned nobody"
@@ -399,7 +406,8 @@ public enum VirtualUsers {
                     while !Task.isCancelled {
                         let step = user.next
                         let request = user.request(options)
-                        let events: [VirtualUser.Event]
+                        var events: [VirtualUser.Event]
+                        let start = ContinuousClock.now
                         do {
                             let response = try await Probe.exchange(
                                 method: request.method, host: "127.0.0.1", port: port, path: request.path, headers: request.headers,
@@ -408,6 +416,7 @@ public enum VirtualUsers {
                             let location = response.headers.first { $0.0.lowercased() == "location" }?.1
                             events = user.answered(
                                 step, status: response.status, setCookies: setCookies, body: response.text, location: location)
+                            events.append(.took(ContinuousClock.now - start))
                         } catch {
                             // A request cut short by the end of the run is not the app's failure.
                             if Task.isCancelled { return }
@@ -449,7 +458,7 @@ public struct VirtualUsersNarrative: Sendable, Equatable {
             switch event {
             case .moved(let from, let to): move = (from, to)
             case .sessionLost(let lost): loss = lost
-            case .answered, .noAnswer, .sessionStarted, .loginFieldsMissing: break
+            case .answered, .noAnswer, .sessionStarted, .loginFieldsMissing, .took: break
             }
         }
         let lost: String? = loss.map { loss in

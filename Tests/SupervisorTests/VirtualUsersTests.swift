@@ -134,6 +134,37 @@ struct VirtualUsersTests {
         #expect(tally.failure(options: VirtualUsersOptions(count: 2)) == nil)
     }
 
+    @Test("Response times: percentiles to two significant digits, the longest exactly, the slow ones counted")
+    func responseTimes() {
+        #expect(ResponseTimes.bucket(7) == 7)
+        #expect(ResponseTimes.bucket(99) == 99)
+        #expect(ResponseTimes.bucket(3_456) == 3_400)
+        #expect(ResponseTimes.bucket(999_999) == 990_000)
+        #expect(ResponseTimes.bucket(4_987_654) == 4_900_000)
+        var times = ResponseTimes()
+        #expect(times.summary == nil && times.percentile(0.5) == nil)
+        // 97 quick answers, then a user stuck behind a frozen instance: 1.5 s, 2 s and a 4.987 s one.
+        for _ in 0..<97 { times.record(.microseconds(3_456)) }
+        for wait in [Duration.milliseconds(1_500), .seconds(2), .microseconds(4_987_654)] { times.record(wait) }
+        #expect(times.count == 100)
+        #expect(times.percentile(0.5) == .microseconds(3_400))
+        #expect(times.percentile(0.97) == .microseconds(3_400))
+        #expect(times.percentile(0.98) == .milliseconds(1_500))
+        #expect(times.percentile(0.99) == .seconds(2))
+        #expect(times.percentile(1) == .milliseconds(4_900))
+        #expect(times.longest == .microseconds(4_987_654))
+        #expect(times.count(atLeast: .seconds(1)) == 3)
+        #expect(times.buckets.count == 4)
+        #expect(times.summary == "p50 3.4ms, p99 2s, longest 4.988s (3 took 1s or more)")
+        // In the tally's line, after the answers.
+        var tally = VirtualUsersTally()
+        tally.record([.answered(200), .sessionStarted, .took(.milliseconds(12))], of: "user-1")
+        tally.record([.noAnswer("connection refused")], of: "user-1")
+        #expect(
+            tally.summary(options: VirtualUsersOptions(count: 1)).hasPrefix(
+                "1 user, 2 requests (2xx 1, no answer 1 (connection refused 1)), answered in p50 12ms, p99 12ms, longest 12ms; 1 session started"))
+    }
+
     @Test("Counts are grouped by thousands whatever the locale, with their noun")
     func counts() {
         #expect([0, 7, 999, 1_000, 12_345, 1_234_567, -4_321].map(CountText.grouped) == ["0", "7", "999", "1,000", "12,345", "1,234,567", "-4,321"])

@@ -404,7 +404,7 @@ def test_chaos_users_see_an_app_replace_the_sessions_it_kept_in_a_killed_instanc
     assert re.search(r"\| 6 simulated users, each with its own cookies: GET /session through http://localhost:\d+/ every 50ms$",
                      lines[0]), lines
     users = next(line for line in lines if "| simulated users meanwhile: " in line)
-    match = re.search(r"meanwhile: 6 users, ([\d,]+) requests \(2xx [\d,]+.*\); 6 sessions started; (\d) users? moved to another "
+    match = re.search(r"meanwhile: 6 users, ([\d,]+) requests \(2xx [\d,]+.*\), answered in p50 [^;]+; 6 sessions started; (\d) users? moved to another "
                       r"instance \((\d+) times?\); (\d+) sessions? LOST by (\d) users? \(the app set a new JSESSIONID \d+ times?\)", users)
     assert match, users
     moved_users, moves, lost, lost_users = (int(match.group(n)) for n in (2, 3, 4, 5))
@@ -436,6 +436,27 @@ def sessions_visited_twice(cluster) -> int:
             except FETCH_FAILURES:
                 pass
     return count
+
+
+def test_users_stuck_on_frozen_instances_show_in_the_response_times(cluster):
+    """A hang is not a crash: nothing restarts and no session is lost, and the users' summary is where
+    it shows, as answers that took a second or more."""
+    cluster.wait_ready()
+    users = subprocess.Popen([str(executable("cluster")), "users", "2", "--users-path", "/session", "--users-every", "50ms", "--for",
+                              "8s", "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "2 simulated users" in users.stdout.readline()
+        wait_until("both users with their sessions", lambda: sessions_visited_twice(cluster) >= 2, timeout=30)
+        for index in range(3):
+            cluster.ctl("freeze", str(index), "--for", "1500ms")
+        out, err = users.communicate(timeout=60)
+    finally:
+        if users.poll() is None:
+            users.kill()
+    assert users.returncode == 0, out + err
+    summary = out.splitlines()[-1]
+    assert re.search(r"\), answered in p50 [\d.]+m?s, p99 [\d.]+m?s, longest [1-4](\.\d+)?s \([\d,]+ took 1s or "
+                     r"more\); 2 sessions started; none moved to another instance; no session lost$", summary), summary
 
 
 def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctrl_c(cluster):
@@ -479,25 +500,25 @@ def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctr
             endless.kill()
     assert endless.returncode == 0, out + err
     summary = out.splitlines()[-1]
-    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+\); 2 sessions started; none moved to another "
+    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+\), answered in p50 [^;]+; 2 sessions started; none moved to another "
                      r"instance; no session lost$", summary), out
     # A login form of the app's own: sent as given, {user} replaced by each user's name.
     def login(form: str, path: str = "/login") -> str:
         run = cluster.ctl("users", "2", "--users-path", "/private", "--users-login", path, "--users-login-form", form,
                           "--users-every", "50ms", "--for", "1s")
         return run.stdout.splitlines()[-1]
-    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+, 3xx 2\); 2 sessions started; ", login(
+    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+, 3xx 2\), answered in p50 [^;]+; 2 sessions started; ", login(
         "user={user}&password=secret"))
-    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(4xx [\d,]+\); 0 sessions started ", login(
+    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(4xx [\d,]+\), answered in p50 [^;]+; 0 sessions started ", login(
         "user={user}&password=wrong"))
     # A login form with a CSRF token from the login page: the page first, then the POST with its token
     # (form-encoded: testapp's tokens hold "+/="); every page after it is the user's (no 3xx but the
     # two logins' own redirects).
-    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+, 3xx 2\); 2 sessions started; none moved "
+    assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+, 3xx 2\), answered in p50 [^;]+; 2 sessions started; none moved "
                      r"to another instance; no session lost$", login("user={user}&_csrf={field:_csrf}", "/csrf-login"))
     # Without the token the app refuses every login.
     without = login("user={user}", "/csrf-login")
-    assert re.search(r"requests \(4xx [\d,]+\); 0 sessions started", without), without
+    assert re.search(r"requests \(4xx [\d,]+\), answered in p50 [^;]+; 0 sessions started", without), without
     # A field the page does not have: said, with what to do.
     wrong = login("user={user}&_csrf={field:token}", "/csrf-login")
     assert re.search(r"; the login page /csrf-login had no field \"token\" \([\d,]+ times\): name a field of its form in "
