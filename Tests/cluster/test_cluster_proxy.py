@@ -2,6 +2,7 @@
 unregistered at once on a crash and after the exit on a stop, the printed URL working, unknown hosts
 getting Cloud Foundry's 404, the proxy itself supervised, status counters read from the proxy."""
 
+import contextlib
 import http.client
 import json
 import os
@@ -425,6 +426,18 @@ def test_chaos_users_see_an_app_replace_the_sessions_it_kept_in_a_killed_instanc
     assert bad.returncode == 64 and "--users-check needs --users N (the simulated users it is about)" in bad.stderr, bad.stderr
 
 
+@contextlib.contextmanager
+def session_users(cluster, *args: str):
+    """`cluster users 2 ARGS`, browsing the test app's /session every 50 ms; killed if the test fails first."""
+    users = subprocess.Popen([str(executable("cluster")), "users", "2", "--users-path", "/session", "--users-every", "50ms", *args,
+                              "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield users
+    finally:
+        if users.poll() is None:
+            users.kill()
+
+
 def sessions_visited_twice(cluster) -> int:
     """How many sessions the running instances keep that had two visits or more: a simulated user's
     second request comes only after it has recorded the answer to its first (its session, its instance)."""
@@ -442,17 +455,12 @@ def test_users_stuck_on_frozen_instances_show_in_the_response_times(cluster):
     """A hang is not a crash: nothing restarts and no session is lost, and the users' summary is where
     it shows, as answers that took a second or more."""
     cluster.wait_ready()
-    users = subprocess.Popen([str(executable("cluster")), "users", "2", "--users-path", "/session", "--users-every", "50ms", "--for",
-                              "8s", "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with session_users(cluster, "--for", "8s") as users:
         assert "2 simulated users" in users.stdout.readline()
         wait_until("both users with their sessions", lambda: sessions_visited_twice(cluster) >= 2, timeout=30)
         for index in range(3):
             cluster.ctl("freeze", str(index), "--for", "1500ms")
         out, err = users.communicate(timeout=60)
-    finally:
-        if users.poll() is None:
-            users.kill()
     assert users.returncode == 0, out + err
     summary = out.splitlines()[-1]
     assert re.search(r"\), answered in p50 [\d.]+m?s, p99 [\d.]+m?s, longest [1-4](\.\d+)?s \([\d,]+ took 1s or "
@@ -488,16 +496,11 @@ def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctr
     assert lines[-1].endswith(" more than --max-lost-sessions 0"), lines
 
     before = sessions_visited_twice(cluster)
-    endless = subprocess.Popen([str(executable("cluster")), "users", "2", "--users-path", "/session", "--users-every", "50ms",
-                                "--state-dir", cluster.state_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with session_users(cluster) as endless:
         assert endless.stdout.readline().rstrip().endswith(" every 50ms until Ctrl-C")
         wait_until("both users with their sessions", lambda: sessions_visited_twice(cluster) >= before + 2, timeout=30)
         endless.send_signal(signal.SIGINT)
         out, err = endless.communicate(timeout=30)
-    finally:
-        if endless.poll() is None:
-            endless.kill()
     assert endless.returncode == 0, out + err
     summary = out.splitlines()[-1]
     assert re.search(r"\| simulated users: 2 users, [\d,]+ requests \(2xx [\d,]+\), answered in p50 [^;]+; 2 sessions started; none moved to another "
