@@ -34,6 +34,7 @@ package enum FuzzTargets {
         FuzzTarget(name: "environment", source: "the environment, to chat-node", run: ChatAppFuzzing.environment),
         FuzzTarget(name: "cluster-config", source: "a cluster config file, to cluster", run: SupervisorFuzzing.clusterConfig),
         FuzzTarget(name: "control-request", source: "the control socket, to a running cluster", run: SupervisorFuzzing.controlRequest),
+        FuzzTarget(name: "login-page", source: "an app's login page, to cluster users", run: SupervisorFuzzing.loginPage),
     ]
 
     package static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }

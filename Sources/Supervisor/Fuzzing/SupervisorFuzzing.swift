@@ -84,4 +84,37 @@ package enum SupervisorFuzzing {
         }
         precondition(again == request, "a control request reads back as another")
     }
+
+    /// A page of the app that a simulated user reads its login form's fields from (`{field:NAME}`),
+    /// and the same text as a `--users-login-form`: parsed as `cluster users` parses them. Every
+    /// field's value, form-encoded as the login sends it, reads back as itself and holds only what a
+    /// form body may; a template keeps its text; a user given the page asks for a login next, or the
+    /// page again when a field is missing.
+    package static func loginPage(_ data: UnsafeRawBufferPointer) {
+        let text = String(decoding: data, as: UTF8.self)
+        let fields = HTMLFormFields.values(in: text)
+        for (_, value) in fields.prefix(16) {
+            let encoded = LoginFormTemplate.formEncoded(value)
+            precondition(
+                encoded.utf8.allSatisfy { $0 < 0x80 && ($0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") || !"&=#; ".utf8.contains($0)) },
+                "a form-encoded value holds a character a form body must not: \(encoded)")
+            let decoded = encoded.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+            precondition(decoded == value, "a field's value does not read back once form-encoded: \(value)")
+        }
+        if let template = LoginFormTemplate(text) {
+            let body = template.body(user: "user-1", fields: fields)
+            if template.pageFields.isEmpty, !text.contains("{") { precondition(body == text, "a form without placeholders was changed") }
+        } else {
+            precondition(LoginFormTemplate.problem(text) != nil, "a refused login form does not say why")
+        }
+        let needed = Array(fields.keys.sorted().prefix(2)) + ["_csrf"]
+        var user = VirtualUser(name: "user-1", login: "/login", check: "x", loginFields: needed)
+        precondition(user.next == .loginPage, "a user whose login form needs the page's fields does not fetch the page first")
+        let events = user.answered(.loginPage, status: 200, setCookies: [], body: text)
+        let missing = fields["_csrf"] == nil
+        precondition(user.next == (missing ? .loginPage : .logIn), "a login page with the fields (or without) leads to the wrong step")
+        precondition(events.contains(.loginFieldsMissing(["_csrf"])) == missing, "a missing field is not said, or one present is")
+        let options = VirtualUsersOptions(count: 1, login: "/login", loginForm: "u={user}&t={field:_csrf}")
+        _ = user.request(options)
+    }
 }
