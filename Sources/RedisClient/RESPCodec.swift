@@ -6,9 +6,15 @@ import NIOCore
 final class RESPParser {
     private let reader: UnsafeMutablePointer<redisReader>
     private let maxPendingBytes: Int
+    /// The bytes of the reply in progress: fed since the last complete reply was taken, with what was
+    /// left of the read that one came in. hiredis parses an array's elements as they come and keeps
+    /// them as reply objects, so the bytes it still holds do not grow with an array that never ends;
+    /// these do.
+    private var replyBytes = 0
 
-    /// `maxPendingBytes`: the most bytes hiredis may hold for a reply that is not complete yet (it
-    /// keeps a bulk string's bytes until the last one has come).
+    /// `maxPendingBytes`: the most bytes a reply that is not complete yet may have taken (a bulk
+    /// string's bytes, which hiredis keeps until the last one has come, or the elements of an array
+    /// so far, which it keeps as objects).
     init(maxPendingBytes: Int = RedisConfiguration.defaultMaxReplyBytes) throws(RESPCodecError) {
         guard let reader = redisReaderCreate() else { throw .outOfMemory }
         self.reader = reader
@@ -23,21 +29,24 @@ final class RESPParser {
             return redisReaderFeed(reader, base.assumingMemoryBound(to: CChar.self), bytes.count)
         }
         if status != REDIS_OK { throw .protocolError(errorString) }
-        // What hiredis holds and has not handed out: a reply still coming. Complete replies are taken
-        // by `next()` after every feed, so only one reply that keeps growing gets here.
-        let pending = reader.pointee.len - reader.pointee.pos
-        if pending > maxPendingBytes {
-            throw .protocolError(
-                "a reply of more than \(maxPendingBytes) bytes (\(pending) so far and not complete): more than Redis itself sends, "
-                    + "so this is not a Redis server, or a broken one")
-        }
+        replyBytes += buffer.readableBytes
     }
 
     /// The next complete reply, or nil when more bytes are needed.
     func next() throws(RESPCodecError) -> RESPValue? {
         var reply: UnsafeMutableRawPointer?
         if redisReaderGetReply(reader, &reply) != REDIS_OK { throw .protocolError(errorString) }
-        guard let reply else { return nil }
+        guard let reply else {
+            // A reply still coming. Complete replies are taken after every feed, so only one that
+            // keeps growing gets past the limit.
+            if replyBytes > maxPendingBytes {
+                throw .protocolError(
+                    "a reply of more than \(maxPendingBytes) bytes (\(replyBytes) so far and not complete): more than Redis itself "
+                        + "sends, so this is not a Redis server, or a broken one")
+            }
+            return nil
+        }
+        replyBytes = reader.pointee.len - reader.pointee.pos
         defer { freeReplyObject(reply) }
         return Self.convert(reply.assumingMemoryBound(to: redisReply.self))
     }

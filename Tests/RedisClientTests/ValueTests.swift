@@ -135,6 +135,44 @@ struct ValueTests {
         #expect(try parser.next() == .bulkString(ByteBuffer(string: "hello")))
     }
 
+    @Test("An array that never ends is refused once it has taken more than the limit, though hiredis holds few bytes of it")
+    func parserRefusesAnEndlessArray() throws {
+        let parser = try RESPParser(maxPendingBytes: 1_024)
+        try parser.feed(ByteBuffer(string: "*1000000\r\n"))
+        #expect(try parser.next() == nil)
+        let chunk = String(repeating: ":1\r\n", count: 25)  // 100 bytes: 25 elements
+        var refused: RESPCodecError?
+        for _ in 0..<20 {
+            try parser.feed(ByteBuffer(string: chunk))
+            do {
+                #expect(try parser.next() == nil)
+            } catch {
+                refused = error
+                break
+            }
+        }
+        guard case .protocolError(let text) = refused else {
+            Issue.record("an endless array was never refused")
+            return
+        }
+        #expect(text.hasPrefix("a reply of more than 1024 bytes (1110 so far and not complete): more than Redis itself sends"))
+    }
+
+    @Test("A long stream of small replies, cut anywhere, is not one big reply")
+    func parserCountsEachReplyOnItsOwn() throws {
+        let parser = try RESPParser(maxPendingBytes: 16)
+        let wire = Array(String(repeating: "$5\r\nhello\r\n:42\r\n", count: 2_000).utf8)
+        var replies = 0
+        for start in stride(from: 0, to: wire.count, by: 7) {
+            try parser.feed(ByteBuffer(bytes: wire[start..<min(start + 7, wire.count)]))
+            while try parser.next() != nil { replies += 1 }
+        }
+        #expect(replies == 4_000)
+        // A bulk string longer than the limit is refused too.
+        try parser.feed(ByteBuffer(string: "$100\r\n" + String(repeating: "x", count: 20)))
+        #expect(throws: RESPCodecError.self) { try parser.next() }
+    }
+
     @Test func parserRejectsGarbage() throws {
         let parser = try RESPParser()
         try parser.feed(ByteBuffer(string: "HTTP/1.1 400 Bad Request\r\n"))
