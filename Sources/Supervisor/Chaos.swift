@@ -1,5 +1,6 @@
 import CloudFoundry
 import Foundation
+import RedisClient
 
 /// `cluster chaos`: faults on a schedule against a running cluster, the way a team chaos-tests
 /// instance restarts before production: every `every`, one running instance, picked at random, is
@@ -252,17 +253,28 @@ public enum ChaosRun {
 
     /// `run`, stopped early by SIGINT or SIGTERM (then `.interrupted`).
     public static func runUntilInterrupted(
-        options: ChaosOptions, send: @escaping Send, print: @escaping @Sendable (String) -> Void
+        options: ChaosOptions, send: @escaping Send, print: @escaping @Sendable (String) -> Void,
+        report: (@Sendable (ChaosReport) -> Void)? = nil
     )
         async throws -> Outcome
     {
-        try await cancellingOnInterrupt { try await run(options: options, send: send, print: print) }
+        try await cancellingOnInterrupt { try await run(options: options, send: send, print: print, report: report) }
     }
 
     /// `send`: one control request, its (last) response. `print`: one line of output (`HH:MM:SS chaos | ...`).
-    public static func run(options: ChaosOptions, send: @escaping Send, print: @Sendable (String) -> Void) async throws -> Outcome {
+    /// `report`: told what the run did and what clients got, once, when a run that started ends
+    /// (ready, failed or interrupted).
+    public static func run(
+        options: ChaosOptions, send: @escaping Send, print: @Sendable (String) -> Void, report sink: (@Sendable (ChaosReport) -> Void)? = nil
+    ) async throws -> Outcome {
         let clock = ContinuousClock()
         let start = clock.now
+        var report = ChaosReport(seed: options.seed)
+        func finish(_ outcome: Outcome) -> Outcome {
+            report.outcome = outcome.name
+            sink?(report)
+            return outcome
+        }
         var schedule = ChaosSchedule(options)
         var picker = ChaosPicker(keep: options.keep, faults: options.faults, seed: options.seed)
         var tally = ChaosTally()
@@ -340,6 +352,7 @@ public enum ChaosRun {
             }
             guard let traffic = now?.proxyTraffic?.since(before) else { return nil }
             say("through the proxy \(interrupted ? "until interrupted" : "meanwhile"): \(traffic.summary)")
+            report.proxyTraffic = traffic
             return traffic
         }
         // The simulated users browse from now until the cluster is ready again (or the run ends).
@@ -358,17 +371,20 @@ public enum ChaosRun {
             guard let users else { return nil }
             let tally = await users.stop(say: say)
             say("simulated users \(interrupted ? "until interrupted" : "meanwhile"): \(tally.summary(options: options.users))")
+            report.users = ChaosReport.Users(options: options.users, tally: tally)
             return tally
         }
         say(options.summary)
         do {
             try await faults()
         } catch  where Task.isCancelled {
+            report.record(tally, faultTime: clock.now - start)
             say("interrupted: \(tally.line(options: options, elapsed: clock.now - start))")
             _ = try? await trafficMeanwhile(interrupted: true)
             _ = await usersMeanwhile(interrupted: true)
-            return .interrupted
+            return finish(.interrupted)
         }
+        report.record(tally, faultTime: clock.now - start)
         say("done: \(tally.line(options: options, elapsed: clock.now - start))")
         let settleStart = clock.now
         let settled: Outcome
@@ -377,6 +393,7 @@ public enum ChaosRun {
                 let current = try await status(send)
                 let running = current.instances.filter { $0.state == .running }.count
                 if current.ready, !current.instances.contains(where: { $0.pid.map(downed.contains) ?? false }) {
+                    report.readyAgainSeconds = (clock.now - settleStart).seconds
                     say("ready again after \(DurationText.format(clock.now - settleStart)): \(running)/\(current.desiredInstances) running")
                     settled = .ready
                     break
@@ -394,22 +411,24 @@ public enum ChaosRun {
             say("interrupted while waiting for the cluster to be ready again")
             _ = try? await trafficMeanwhile(interrupted: true)
             _ = await usersMeanwhile(interrupted: true)
-            return .interrupted
+            return finish(.interrupted)
         }
         // What the app's users got meanwhile, as the proxy counted it, and what the simulated ones saw.
         let traffic = try await trafficMeanwhile(interrupted: false)
         let usersGot = await usersMeanwhile(interrupted: false)
-        guard settled == .ready else { return settled }
+        guard settled == .ready else { return finish(settled) }
         var outcome = Outcome.ready
         if let traffic, let failure = options.failure(traffic: traffic) {
             say(failure)
+            report.failures.append(failure)
             outcome = .tooManyServerErrors
         }
         if let usersGot, let failure = usersGot.failure(options: options.users) {
             say(failure)
+            report.failures.append(failure)
             if outcome == .ready { outcome = .sessionsLost }
         }
-        return outcome
+        return finish(outcome)
     }
 
     private static func status(_ send: Send, fresh: Bool = false) async throws -> ClusterStatus {

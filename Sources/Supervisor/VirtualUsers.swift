@@ -580,8 +580,8 @@ public enum VirtualUsersRun {
     }
 }
 
-/// A value behind a lock that tasks share (the users' tally, the instances' names).
-final class Shared<Value: Sendable>: Sendable {
-    let value: Mutex<Value>
-    init(_ value: Value) { self.value = Mutex(value) }
+/// A value behind a lock that tasks share (the users' tally, the instances' names, a chaos report).
+public final class Shared<Value: Sendable>: Sendable {
+    public let value: Mutex<Value>
+    public init(_ value: Value) { self.value = Mutex(value) }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CloudFoundry
 import Foundation
 import Supervisor
+import Synchronization
 
 /// `cluster`: runs Redis, N instances of an app and sticky-proxy the way Cloud Foundry's Diego does,
 /// and controls them from another terminal. All logic lives in the Supervisor library.
@@ -424,7 +425,7 @@ struct Chaos: AsyncParsableCommand {
             on more losses: `cluster chaos --users 20 --users-login /user --users-check 'data-user=' \
             --max-lost-sessions 0` for chat-node. Ctrl-C stops it early with what it has done \
             so far and what clients got through the proxy until then (exit 130). The same --seed picks the same instances (and faults) again when they are in \
-            the same states.
+            the same states. --report FILE writes all of it as JSON at the end, for a CI job to keep or compare.
             """)
     @Option(name: .long, help: "How often an instance gets a fault (e.g. 10s, 500ms; at least 100ms).")
     var every = "10s"
@@ -454,6 +455,12 @@ struct Chaos: AsyncParsableCommand {
         name: .customLong("max-5xx"),
         help: "Exit 1 when clients got more 5xx responses than this through the proxy, from the start of the run to the end of --settle.")
     var maxServerErrors: Int?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Write what the run did and what clients got to this file as JSON, at the end (also when it fails or is interrupted).",
+            valueName: "file"))
+    var report: String?
     @Option(name: .long, help: "Simulated users who browse the app through the proxy meanwhile, each with its own cookies (at most 1000).")
     var users = 0
     @OptionGroup var simulated: UsersOptions
@@ -483,11 +490,26 @@ struct Chaos: AsyncParsableCommand {
 
     func run() async throws {
         let options = try options()
+        // The report's file is made now, so that a path that cannot be written fails before any fault.
+        if let report, !FileManager.default.createFile(atPath: report, contents: Data()) {
+            throw ExitCode.failure.printing("cluster: cannot write the report to \(report) (does its folder exist, and may you write there?)")
+        }
+        let written = Shared<ChaosReport?>(nil)
         let outcome: ChaosRun.Outcome
         do {
-            outcome = try await ChaosRun.runUntilInterrupted(options: options, send: state.send, print: printLine)
+            outcome = try await ChaosRun.runUntilInterrupted(
+                options: options, send: state.send, print: printLine, report: { value in written.value.withLock { $0 = value } })
         } catch {
             throw ExitCode.failure.printing("cluster: \(error)")
+        }
+        if let report, let value = written.value.withLock({ $0 }) {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            do {
+                try encoder.encode(value).write(to: URL(fileURLWithPath: report))
+            } catch {
+                throw ExitCode.failure.printing("cluster: cannot write the report to \(report): \(error)")
+            }
         }
         switch outcome {
         case .ready: return

@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import Testing
 
@@ -241,6 +242,51 @@ struct ChaosTests {
         await #expect(throws: ChaosRun.Failure.self) {
             _ = try await run(options, statuses: [status(pids: [10])], answer: { _ in "killed" })
         }
+    }
+
+    @Test("--report: the faults, the time to be ready again, the proxy's traffic and the failures, as JSON with snake_case keys")
+    func report() async throws {
+        let before = ProxyTraffic(responses: ["2xx": 100])
+        let after = ProxyTraffic(responses: ["2xx": 190, "5xx": 4], routerErrors: ["endpoint_failure": 3], retries: 2)
+        let statuses = Mutex([status(pids: [10], traffic: before), status(pids: [10], traffic: before), status(pids: [11], traffic: after)])
+        let reports = Mutex<[ChaosReport]>([])
+        let options = ChaosOptions(
+            every: .milliseconds(100), duration: .milliseconds(100), keep: 0, settle: .seconds(5), seed: 3, maxServerErrors: 3)
+        let outcome = try await ChaosRun.run(
+            options: options,
+            send: { request in
+                if request.command == .status {
+                    return ControlResponse(ok: true, status: statuses.withLock { $0.count > 1 ? $0.removeFirst() : $0[0] })
+                }
+                return .success("web.0 (pid 10) killed with SIGKILL")
+            },
+            print: { _ in }, report: { report in reports.withLock { $0.append(report) } })
+        #expect(outcome == .tooManyServerErrors)
+        let sent = reports.withLock { $0 }
+        #expect(sent.count == 1)
+        let report = try #require(sent.first)
+        #expect(report.outcome == "too-many-5xx" && report.seed == 3)
+        #expect(report.faults == ["kill": 1] && report.redisFaults == 0 && report.skipped == 0 && report.refused == 0)
+        #expect(report.faultSeconds >= 0.1 && report.faultSeconds < 5)
+        #expect(report.readyAgainSeconds.map { $0 >= 0 && $0 < 5 } == true)
+        #expect(report.proxyTraffic == after.since(before))
+        #expect(report.users == nil)
+        #expect(report.failures == ["FAILED: 4 responses were 5xx (3 from the router: endpoint_failure 3), more than --max-5xx 3"])
+        let json = String(decoding: try JSONEncoder().encode(report), as: UTF8.self)
+        for key in ["\"ready_again_seconds\"", "\"fault_seconds\"", "\"proxy_traffic\"", "\"router_errors\"", "\"redis_faults\""] {
+            #expect(json.contains(key), "\(key) in \(json)")
+        }
+        #expect(try JSONDecoder().decode(ChaosReport.self, from: Data(json.utf8)) == report)
+        // The users' part: counts by name, response times in milliseconds.
+        var tally = VirtualUsersTally()
+        tally.record([.answered(200), .sessionStarted, .took(.milliseconds(12))], of: "user-1")
+        tally.record([.answered(200), .moved(from: "a", to: "b"), .sessionLost(.loggedOut), .took(.milliseconds(1_500))], of: "user-1")
+        tally.record([.noAnswer("connection refused")], of: "user-2")
+        let users = ChaosReport.Users(options: VirtualUsersOptions(count: 2), tally: tally)
+        #expect(users.count == 2 && users.requests == 3 && users.answers == ["2xx": 2] && users.noAnswer == ["connection refused": 1])
+        #expect(users.sessionsStarted == 1 && users.usersMoved == 1 && users.moves == 1 && users.sessionsLost == 1)
+        #expect(users.losses == ["logged_out": 1] && users.usersWithLosses == 1)
+        #expect(users.responseTimes == ChaosReport.Times(count: 2, p50Ms: 12, p99Ms: 1_500, longestMs: 1_500, oneSecondOrMore: 1))
     }
 
     @Test("Interrupted, it still says what clients got through the proxy until then")

@@ -393,13 +393,15 @@ def test_chaos_max_5xx_needs_the_proxy_and_a_count(tmp_path):
         assert "--max-5xx counts the proxy's responses, and this cluster has no proxy answering (absent): drop --max-5xx" in refused.stderr
 
 
-def test_chaos_users_see_an_app_replace_the_sessions_it_kept_in_a_killed_instance(cluster):
+def test_chaos_users_see_an_app_replace_the_sessions_it_kept_in_a_killed_instance(cluster, tmp_path):
     """Any app, not only chat-node: simulated users browse /session, a session kept in each instance's
     memory. A user the router moves off a killed instance gets a new JSESSIONID from the instance it
     lands on: a lost session, and the run fails past --max-lost-sessions. Every loss follows a move."""
     cluster.wait_ready()
+    report_file = tmp_path / "chaos.json"
     result = cluster.ctl("chaos", "--every", "500ms", "--for", "1s", "--seed", "3", "--settle", "20s", "--users", "6",
-                         "--users-path", "/session", "--users-every", "50ms", "--max-lost-sessions", "0", check=False, timeout=60)
+                         "--users-path", "/session", "--users-every", "50ms", "--max-lost-sessions", "0", "--report", str(report_file),
+                         check=False, timeout=60)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert re.search(r"\| 6 simulated users, each with its own cookies: GET /session through http://localhost:\d+/ every 50ms$",
@@ -411,6 +413,22 @@ def test_chaos_users_see_an_app_replace_the_sessions_it_kept_in_a_killed_instanc
     moved_users, moves, lost, lost_users = (int(match.group(n)) for n in (2, 3, 4, 5))
     assert 1 <= lost <= moves and 1 <= lost_users <= moved_users <= 6, users
     assert lines[-1].endswith(f"| FAILED: the simulated users lost {lost} session{'s' if lost != 1 else ''}, more than --max-lost-sessions 0"), lines
+    # --report: the same run as JSON.
+    report = json.loads(report_file.read_text())
+    assert report["outcome"] == "sessions-lost" and report["seed"] == 3, report
+    assert report["faults"]["kill"] >= 1 and report["ready_again_seconds"] is not None, report
+    assert report["proxy_traffic"]["responses"]["2xx"] > 0, report
+    got = report["users"]
+    assert (got["count"], got["users_moved"], got["moves"], got["sessions_lost"], got["users_with_losses"]) == (
+        6, moved_users, moves, lost, lost_users), report
+    assert got["requests"] == int(match.group(1).replace(",", "")) and got["losses"] == {"replaced": lost}, report
+    assert got["response_times"]["count"] > 0 and 0 < got["response_times"]["p50_ms"] <= got["response_times"]["p99_ms"], report
+    assert report["failures"] == [lines[-1].split("chaos | ", 1)[1]], report
+    # A report that cannot be written fails before any fault.
+    unwritable = cluster.ctl("chaos", "--every", "500ms", "--for", "1s", "--report", str(tmp_path / "nowhere" / "chaos.json"), check=False)
+    assert unwritable.returncode == 1 and "killed" not in unwritable.stdout, unwritable.stdout + unwritable.stderr
+    assert (f"cluster: cannot write the report to {tmp_path / 'nowhere' / 'chaos.json'} (does its folder exist, and may you write "
+            "there?)") in unwritable.stderr, unwritable.stderr
     # An app that sends a logged-out user to its login form: each user logs in, and a redirect to
     # /login after a move is a lost session (the user logs in again).
     redirected = cluster.ctl("chaos", "--every", "500ms", "--for", "1s", "--seed", "3", "--settle", "20s", "--users", "6",
