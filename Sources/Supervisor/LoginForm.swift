@@ -57,8 +57,8 @@ public struct LoginFormTemplate: Sendable, Equatable {
             let name = rest[rest.index(after: open)..<close]
             if name == "user" {
                 parts.append(.user)
-            } else if name.hasPrefix("field:"), !name.dropFirst("field:".count).isEmpty {
-                parts.append(.field(String(name.dropFirst("field:".count))))
+            } else if name.hasPrefix("field:"), case let field = name.dropFirst("field:".count), !field.isEmpty {
+                parts.append(.field(String(field)))
             } else {
                 return .failure(
                     Problem(
@@ -73,6 +73,8 @@ public struct LoginFormTemplate: Sendable, Equatable {
 
     /// application/x-www-form-urlencoded, as a browser encodes a field's value: letters, digits and
     /// `*-._` as they are, a space as `+`, every other byte of the UTF-8 as `%XX`.
+    private static let hexDigits = Array("0123456789ABCDEF".unicodeScalars)
+
     static func formEncoded(_ value: String) -> String {
         var out = ""
         for byte in value.utf8 {
@@ -83,10 +85,9 @@ public struct LoginFormTemplate: Sendable, Equatable {
             case UInt8(ascii: " "):
                 out += "+"
             default:
-                let hex = Array("0123456789ABCDEF".unicodeScalars)
                 out += "%"
-                out.unicodeScalars.append(hex[Int(byte >> 4)])
-                out.unicodeScalars.append(hex[Int(byte & 0x0F)])
+                out.unicodeScalars.append(hexDigits[Int(byte >> 4)])
+                out.unicodeScalars.append(hexDigits[Int(byte & 0x0F)])
             }
         }
         return out
@@ -170,6 +171,8 @@ public enum HTMLFormFields {
         ("A"..."Z").contains(scalar) ? Unicode.Scalar(scalar.value + 32) ?? scalar : scalar
     }
 
+    private static let namedReferences: [String: Unicode.Scalar] = ["amp": "&", "lt": "<", "gt": ">", "quot": "\"", "apos": "'"]
+
     /// Character references: the five named ones a token or a name can hold, and numeric ones.
     static func decoded(_ value: String) -> String {
         guard value.contains("&") else { return value }
@@ -184,10 +187,9 @@ public enum HTMLFormFields {
                 continue
             }
             let reference = rest[rest.index(after: rest.startIndex)..<semicolon]
-            let named = ["amp": "&", "lt": "<", "gt": ">", "quot": "\"", "apos": "'"]
             var scalar: Unicode.Scalar?
-            if let text = named[String(reference)] {
-                scalar = text.unicodeScalars.first
+            if let named = namedReferences[String(reference)] {
+                scalar = named
             } else if reference.hasPrefix("#x") || reference.hasPrefix("#X") {
                 scalar = UInt32(reference.dropFirst(2), radix: 16).flatMap(Unicode.Scalar.init)
             } else if reference.hasPrefix("#") {
