@@ -2,7 +2,8 @@ import NIOCore
 import NIOPosix
 
 /// Opens a TCP connection to Redis with a command handler on it, then authenticates and selects the
-/// database. Used for command connections and, before they switch to pub/sub mode, subscriber ones.
+/// database, or without either sends PING: a connection is made only once Redis answers. Used for
+/// command connections and, before they switch to pub/sub mode, subscriber ones.
 enum RedisConnectionFactory {
     struct Connection: Sendable {
         let channel: any Channel
@@ -47,15 +48,17 @@ enum RedisConnectionFactory {
             if selectDatabase, configuration.database != 0 {
                 handshake.append(["SELECT", RESPArgument(configuration.database)])
             }
-            if !handshake.isEmpty {
-                let replies = try await send(handshake, on: channel, endpoint: configuration.endpoint)
-                for (command, reply) in zip(handshake, replies) {
-                    guard case .error(let message) = reply else { continue }
-                    if command.first == "AUTH" {
-                        throw RedisError.authenticationFailed(endpoint: endpoint, message: message)
-                    }
-                    throw RedisError.server(message: "SELECT \(configuration.database): \(message)")
+            // A connection counts as made once Redis has answered: a TCP proxy in front of it (HAProxy,
+            // Envoy, Toxiproxy, cluster's relays) accepts even while Redis is down, and resets after.
+            if handshake.isEmpty { handshake.append(["PING"]) }
+            let replies = try await send(handshake, on: channel, endpoint: configuration.endpoint)
+            for (command, reply) in zip(handshake, replies) {
+                guard case .error(let message) = reply else { continue }
+                if command.first == "AUTH" || message.hasPrefix("NOAUTH") {
+                    throw RedisError.authenticationFailed(endpoint: endpoint, message: message)
                 }
+                let name = command.first == "SELECT" ? "SELECT \(configuration.database)" : "PING"
+                throw RedisError.server(message: "\(name): \(message)")
             }
             return Connection(channel: channel, handler: handler)
         } catch {

@@ -35,6 +35,8 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
             "Redis at \(endpoint) did not answer within \(after); the connection was closed and will be reopened."
         case .connectFailed(let endpoint, let reason):
             "Cannot connect to Redis at \(endpoint): \(reason). Is redis-server running there?"
+        case .authenticationFailed(let endpoint, let message) where message.hasPrefix("NOAUTH"):
+            "Redis at \(endpoint) wants a password, and none was given (\(message)). Put it in the Redis URL: redis://:PASSWORD@host:port."
         case .authenticationFailed(let endpoint, let message):
             "Redis at \(endpoint) refused the password: \(message). Check the password in the Redis URL."
         case .protocolError(let endpoint, let reason):

@@ -1,8 +1,8 @@
 import NIOCore
 import NIOPosix
 
-/// A TCP server on loopback that answers whatever it receives with fixed bytes, or never answers:
-/// for testing what the client does with garbage and silence.
+/// A TCP server on loopback that answers a connection's PING, then whatever it receives with fixed
+/// bytes, or never: for testing what the client does with garbage and silence.
 final class FakeServer: Sendable {
     let channel: any Channel
     var port: Int { channel.localAddress?.port ?? 0 }
@@ -34,7 +34,16 @@ final class FakeServer: Sendable {
 
         init(reply: [UInt8]?) { self.reply = reply }
 
+        /// The client's first command is its connection's PING: answered as Redis would, so that
+        /// the connection is made and the test's own command meets `reply`.
+        private var greeted = false
+
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if !greeted {
+                greeted = true
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "+PONG\r\n")), promise: nil)
+                return
+            }
             guard let reply else { return }
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: reply)), promise: nil)
         }
