@@ -51,7 +51,16 @@ enum RedisConnectionFactory {
             // A connection counts as made once Redis has answered: a TCP proxy in front of it (HAProxy,
             // Envoy, Toxiproxy, cluster's relays) accepts even while Redis is down, and resets after.
             if handshake.isEmpty { handshake.append(["PING"]) }
-            let replies = try await send(handshake, on: channel, endpoint: configuration.endpoint)
+            let replies: [RESPValue]
+            do {
+                replies = try await send(handshake, on: channel, endpoint: configuration.endpoint)
+            } catch RedisError.connectionLost(_, let reason) {
+                throw RedisError.connectFailed(
+                    endpoint: endpoint,
+                    reason:
+                        "the connection was accepted, then closed before Redis answered (\(reason)), as a proxy in front of Redis does when it cannot reach it"
+                )
+            }
             for (command, reply) in zip(handshake, replies) {
                 guard case .error(let message) = reply else { continue }
                 if command.first == "AUTH" || message.hasPrefix("NOAUTH") {
@@ -61,9 +70,13 @@ enum RedisConnectionFactory {
                 throw RedisError.server(message: "\(name): \(message)")
             }
             return Connection(channel: channel, handler: handler)
-        } catch {
+        } catch let error as RedisError {
             channel.close(promise: nil)
             throw error
+        } catch {
+            // The channel closed before its handler could be reached (a reset right after the accept).
+            channel.close(promise: nil)
+            throw RedisError.connectFailed(endpoint: endpoint, reason: "the connection closed as soon as it was made (\(Self.describe(error)))")
         }
     }
 
