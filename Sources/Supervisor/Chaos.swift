@@ -15,6 +15,12 @@ public struct ChaosOptions: Sendable, Equatable {
         case restart
         /// SIGSTOP for `freezeFor`, then SIGCONT (`cluster freeze`): a hang, not a crash.
         case freeze
+        /// Its link to Redis cut for `freezeFor` (`cluster redis cut -i I`): the instance runs on,
+        /// partitioned from Redis, while the others keep it.
+        case redisCut = "redis-cut"
+
+        /// The noun of the tally (`3 kills`, `2 link cuts`).
+        var noun: String { self == .redisCut ? "link cut" : rawValue }
     }
 
     /// What happens to the embedded Redis every `redisEvery`.
@@ -29,7 +35,7 @@ public struct ChaosOptions: Sendable, Equatable {
     public var duration: Duration
     /// The instance faults; with several, each event picks one of them at random.
     public var faults: [Fault]
-    /// How long a freeze lasts (instances and Redis).
+    /// How long a freeze lasts (instances and Redis), and a cut of an instance's link to Redis.
     public var freezeFor: Duration
     public var keep: Int
     public var redisEvery: Duration?
@@ -77,13 +83,16 @@ public struct ChaosOptions: Sendable, Equatable {
         return nil
     }
 
-    var freezes: Bool { faults.contains(.freeze) || (redisEvery != nil && redisFault == .freeze) }
+    var freezes: Bool { faults.contains(.freeze) || faults.contains(.redisCut) || (redisEvery != nil && redisFault == .freeze) }
+
+    /// Faults that come back by themselves after `freezeFor`.
+    public static let timed: Set<Fault> = [.freeze, .redisCut]
 
     /// What is wrong with these options, for the command line (nil: nothing).
     public var problem: String? {
         if every < .milliseconds(100) { return "--every must be at least 100ms (not \(DurationText.format(every)))" }
         if let problem = Self.runLengthProblem(duration) { return problem }
-        if faults.isEmpty { return "--fault needs one or more of kill, restart, freeze" }
+        if faults.isEmpty { return "--fault needs one or more of kill, restart, freeze, redis-cut" }
         if keep < 0 { return "--keep must be 0 or more (not \(keep))" }
         if let redisEvery, redisEvery < .seconds(1) { return "--redis-every must be at least 1s (not \(DurationText.format(redisEvery)))" }
         if freezes, !ControlRequest.freezeRange.contains(freezeFor) {
@@ -114,6 +123,7 @@ public struct ChaosOptions: Sendable, Equatable {
         case .kill: "kill (SIGKILL)"
         case .restart: "restart (SIGTERM, then a new process)"
         case .freeze: "freeze (SIGSTOP for \(DurationText.format(freezeFor)), then SIGCONT)"
+        case .redisCut: "cut from Redis (its link reset for \(DurationText.format(freezeFor)), Redis up for the others)"
         }
     }
 
@@ -220,7 +230,7 @@ public struct ChaosTally: Sendable, Equatable {
 
     public func line(options: ChaosOptions, elapsed: Duration) -> String {
         let count = { (number: Int, noun: String) in CountText.count(number, noun) }
-        var parts = options.faults.map { count(faults[$0, default: 0], $0.rawValue) }
+        var parts = options.faults.map { count(faults[$0, default: 0], $0.noun) }
         if redisFaults > 0 { parts.append(count(redisFaults, "Redis \(options.redisFault.rawValue)")) }
         if skipped > 0 { parts.append("\(skipped) skipped") }
         if refused > 0 { parts.append("\(refused) refused by the cluster") }
@@ -299,12 +309,16 @@ public enum ChaosRun {
                         case .kill: request = ControlRequest(command: .kill, index: index)
                         case .restart: request = ControlRequest(command: .restart, index: index)
                         case .freeze: request = ControlRequest(command: .freeze, index: index, duration: DurationText.format(options.freezeFor))
+                        case .redisCut:
+                            request = ControlRequest(command: .redis, index: index, action: "cut", duration: DurationText.format(options.freezeFor))
                         }
                         let response = try await send(request)
                         if response.ok {
                             tally.faults[fault, default: 0] += 1
-                            // A frozen process comes back by itself: it is not waited out of the status.
-                            if fault != .freeze, let pid = current.instances.first(where: { $0.index == index })?.pid { downed.insert(pid) }
+                            // A frozen process, or a cut link, comes back by itself: it is not waited out of the status.
+                            if !ChaosOptions.timed.contains(fault), let pid = current.instances.first(where: { $0.index == index })?.pid {
+                                downed.insert(pid)
+                            }
                             say(response.message ?? "\(fault.rawValue) \(current.app).\(index)")
                         } else {
                             tally.refused += 1
@@ -328,6 +342,11 @@ public enum ChaosRun {
         let first = try await status(send, fresh: true)
         if options.maxServerErrors != nil, first.proxyTraffic == nil {
             throw Failure("--max-5xx counts the proxy's responses, and this cluster has no proxy answering (\(first.proxy.state)): drop --max-5xx")
+        }
+        if options.faults.contains(.redisCut), first.redis.state == "external" {
+            throw Failure(
+                "this cluster uses an external Redis (\(first.redis.url ?? "?")), whose traffic does not go through it, so it cannot cut an instance's link: drop redis-cut from --fault"
+            )
         }
         if options.redisEvery != nil, first.redis.state == "external" {
             throw Failure(

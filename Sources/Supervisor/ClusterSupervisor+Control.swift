@@ -268,6 +268,7 @@ extension ClusterSupervisor {
     }
 
     func redisCommand(_ request: ControlRequest) async -> ControlResponse {
+        if let action = request.action, Self.linkActions.contains(action) { return redisLinkCommand(request, action: action) }
         guard redisPort != nil else {
             return .failure("Redis is external (\(Self.redacted(launch.redisURL ?? ""))): cluster does not manage it")
         }
@@ -290,7 +291,7 @@ extension ClusterSupervisor {
         case "freeze":
             return freezeRedis(for: request.duration ?? "10s")
         default:
-            return .failure("unknown redis action '\(request.action ?? "")': use stop, start, restart or freeze")
+            return .failure("unknown redis action '\(request.action ?? "")': use stop, start, restart, freeze, slow, cut or heal")
         }
     }
 
@@ -396,7 +397,7 @@ extension ClusterSupervisor {
                 replacing: retirements[index].map {
                     ClusterStatus.Instance.Replacing(pid: $0.pid, guid: $0.machine.guid?.value, state: $0.machine.state)
                 },
-                listeningHint: slot.listeningHint)
+                listeningHint: slot.listeningHint, redisLink: linkStatus(index))
         }
         let proxyState = proxyCommand == nil ? "absent" : proxy.state
         let redisState =

@@ -106,6 +106,10 @@ public actor ClusterSupervisor {
     let redisCommand: String?
 
     var slots: [Int: Slot] = [:]
+    /// Each instance index's relay to the embedded Redis, opened at the index's first start and kept
+    /// for its later processes (`cluster redis slow|cut|heal`), with the state of its link.
+    var links: [Int: RedisLinkRelay] = [:]
+    var linkStates: [Int: RedisLinkState] = [:]
     /// The old process of an index a rolling restart is replacing, until it has exited (`Retirement`).
     struct Retiring {
         var machine: Retirement
@@ -254,6 +258,7 @@ public actor ClusterSupervisor {
         // The last unregisters reach the proxy before it stops.
         _ = await waitFor(.seconds(5)) { self.pendingProxyOperations == 0 }
         await stopHelper(.proxy)
+        for relay in links.values { await relay.close() }
         await stopHelper(.redis)
         for task in backgroundTasks { task.cancel() }
         proxyQueue.finish()
@@ -413,10 +418,12 @@ public actor ClusterSupervisor {
             return
         }
         slots[index]?.port = port
-        let child = ChildProcess.shell(
-            config.app.command, environment: launch.environment(index: index, guid: guid, port: port), source: name(index), index: index)
         let logs = self.logs
         Task {
+            let relayPort = await self.redisLinkPort(for: index)
+            let child = ChildProcess.shell(
+                self.config.app.command, environment: self.launch.environment(index: index, guid: guid, port: port, redisRelayPort: relayPort),
+                source: self.name(index), index: index)
             let (outcome, tail) = await child.run(logs: logs, tail: 10) { pid in
                 await self.processStarted(index: index, run: run, pid: pid)
             }

@@ -15,7 +15,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var all: Bool?
     /// `restart --all`: one at a time, each replacement routable before its old process stops (Cloud Foundry's rolling strategy).
     public var rolling: Bool?
-    /// `redis`: stop, start, restart or freeze.
+    /// `redis`: stop, start, restart or freeze (Redis itself); slow, cut or heal (the links of `index`,
+    /// or of every instance without one).
     public var action: String?
     /// `freeze` and `redis freeze`: for how long (`10s`, `500ms`), within `freezeRange`.
     public var duration: String?
@@ -27,13 +28,17 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var wait: Bool?
     /// `status`: read the proxy's counters now instead of giving the last sample (taken every 2 s).
     public var fresh: Bool?
+    /// `redis slow`: the delay added to what Redis sends (`200ms`), and its random spread (`50ms`).
+    public var latency: String?
+    public var jitter: String?
 
     /// The shortest and longest freeze (`cluster freeze`, `cluster redis freeze`, `chaos --freeze-for`).
     public static let freezeRange = Duration.milliseconds(100)...Duration.seconds(600)
 
     public init(
         command: Command, index: Int? = nil, scale: String? = nil, all: Bool? = nil, rolling: Bool? = nil, action: String? = nil,
-        duration: String? = nil, follow: Bool? = nil, lines: Int? = nil, wait: Bool? = nil, fresh: Bool? = nil
+        duration: String? = nil, follow: Bool? = nil, lines: Int? = nil, wait: Bool? = nil, fresh: Bool? = nil, latency: String? = nil,
+        jitter: String? = nil
     ) {
         self.command = command
         self.index = index
@@ -46,6 +51,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.lines = lines
         self.wait = wait
         self.fresh = fresh
+        self.latency = latency
+        self.jitter = jitter
     }
 }
 
@@ -95,6 +102,49 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var frozenSeconds: Double?
         /// The old process a rolling restart is replacing with this one, until it has exited.
         public var replacing: Replacing?
+        /// A fault on its link to Redis (`cluster redis slow|cut`), while it lasts.
+        public var redisLink: RedisLink?
+
+        public struct RedisLink: Codable, Sendable, Equatable {
+            /// `slow` or `cut`.
+            public var fault: String
+            public var latencyMilliseconds: Double?
+            public var jitterMilliseconds: Double?
+            public var remainingSeconds: Double?
+
+            public init(fault: RedisLinkFault, remainingSeconds: Double?) {
+                switch fault {
+                case .slow(let latency, let jitter):
+                    self.fault = "slow"
+                    latencyMilliseconds = Double(latency.nanosecondsClamped) / 1e6
+                    jitterMilliseconds = Double(jitter.nanosecondsClamped) / 1e6
+                case .cut:
+                    self.fault = "cut"
+                }
+                self.remainingSeconds = remainingSeconds
+            }
+
+            /// `slow (+200ms ±50ms), heals in 25s`.
+            public var summary: String {
+                var text = fault
+                if let latencyMilliseconds {
+                    text += " (+\(DurationText.format(.milliseconds(Int64(latencyMilliseconds.rounded())))))"
+                    if let jitterMilliseconds, jitterMilliseconds > 0 {
+                        text.removeLast()
+                        text += " ±\(DurationText.format(.milliseconds(Int64(jitterMilliseconds.rounded())))))"
+                    }
+                }
+                if let remainingSeconds { text += ", heals in \(DurationText.short(.milliseconds(Int64(remainingSeconds * 1000))))" }
+                return text
+            }
+
+            enum CodingKeys: String, CodingKey {
+                case fault
+                case latencyMilliseconds = "latency_ms"
+                case jitterMilliseconds = "jitter_ms"
+                case remainingSeconds = "remaining_seconds"
+            }
+        }
 
         public struct Replacing: Codable, Sendable, Equatable {
             public var pid: Int32?
@@ -112,7 +162,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             index: Int, guid: String? = nil, pid: Int32? = nil, port: Int? = nil, state: InstanceLifecycle.State, routable: Bool? = nil,
             uptimeSeconds: Double? = nil,
             crashes: Int = 0, nextRestartSeconds: Double? = nil, connections: Int? = nil, requestsPerSecond: Double? = nil, lastCrash: String? = nil,
-            frozenSeconds: Double? = nil, replacing: Replacing? = nil, listeningHint: String? = nil
+            frozenSeconds: Double? = nil, replacing: Replacing? = nil, listeningHint: String? = nil, redisLink: RedisLink? = nil
         ) {
             self.index = index
             self.guid = guid
@@ -129,10 +179,12 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             self.listeningHint = listeningHint
             self.frozenSeconds = frozenSeconds
             self.replacing = replacing
+            self.redisLink = redisLink
         }
 
         enum CodingKeys: String, CodingKey {
             case index, guid, pid, port, state, routable, crashes, connections, replacing
+            case redisLink = "redis_link"
             case uptimeSeconds = "uptime_seconds"
             case nextRestartSeconds = "next_restart_seconds"
             case requestsPerSecond = "requests_per_second"
@@ -236,6 +288,9 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         }
         for instance in instances {
             if let hint = instance.listeningHint { lines.append(hint) }
+        }
+        for instance in instances {
+            if let link = instance.redisLink { lines.append("\(app).\(instance.index) link to Redis: \(link.summary)") }
         }
         for instance in instances {
             guard let old = instance.replacing else { continue }

@@ -51,12 +51,19 @@ public struct InstanceLaunch: Sendable, Equatable {
     }
 
     /// Cloud Foundry's instance environment (CloudFoundry.InstanceEnvironment), plus SESSION_SECRET and
-    /// REDIS_URL for apps that do not read VCAP_SERVICES.
-    public func environment(index: Int, guid: InstanceGUID, port: Int) -> [String: String] {
+    /// REDIS_URL for apps that do not read VCAP_SERVICES. With `redisRelayPort`, the embedded Redis is
+    /// reached through the instance's relay on that loopback port (`RedisLinkRelay`), in both.
+    public func environment(index: Int, guid: InstanceGUID, port: Int, redisRelayPort: Int? = nil) -> [String: String] {
         var environment = helperEnvironment()
         let application = VCAPApplication(
             applicationID: appGUID, applicationName: appName, uris: routes, version: version,
             limits: VCAPApplication.Limits(mem: memoryMB))
+        var redisURL = redisURL
+        var redisBinding = redisBinding
+        if let redisRelayPort {
+            redisURL = "redis://127.0.0.1:\(redisRelayPort)"
+            redisBinding = .redis(host: "127.0.0.1", port: redisRelayPort, password: nil)
+        }
         let services = redisBinding.map { VCAPServices(binding: $0) } ?? VCAPServices()
         let instance = InstanceEnvironment(
             port: port, index: index, guid: guid, memoryLimitMB: memoryMB, application: application, services: services)

@@ -457,6 +457,83 @@ def test_redis_freeze_answers_nothing_then_resumes_by_itself(cluster):
     assert ping(timeout=5) == b"+PONG\r\n"
 
 
+def redis_ping(port: int, timeout: float = 5.0) -> tuple[bytes | None, float]:
+    """PING on a new connection to `port`: the answer (None when the connection was reset or closed
+    instead) and how long it took."""
+    started = time.monotonic()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+            connection.sendall(b"PING\r\n")
+            answer = connection.recv(64)
+    except ConnectionResetError:
+        answer = b""
+    return (answer or None), time.monotonic() - started
+
+
+def test_each_instance_reaches_redis_through_a_link_that_can_be_slowed_cut_and_healed(cluster):
+    cluster.wait_ready()
+    redis_port = int(cluster.status()["redis"]["url"].split(":")[2].split("/")[0])
+    links = {}
+    for index, instance in cluster.instances().items():
+        env = get(instance["port"], "/env")
+        binding = json.loads(env["VCAP_SERVICES"])["redis"][0]["credentials"]
+        assert env["REDIS_URL"] == f"redis://127.0.0.1:{binding['port']}" == binding["uri"]
+        links[index] = binding["port"]
+    # A relay of its own per instance, in front of the one Redis.
+    assert len(set(links.values())) == 3 and redis_port not in links.values(), (links, redis_port)
+    for port in links.values():
+        assert redis_ping(port)[0] == b"+PONG\r\n"
+
+    # A cut of one link: that instance's connections reset, new ones too; the others keep Redis.
+    result = cluster.ctl("redis", "cut", "--instance", "1", "--for", "2s")
+    assert "the link to Redis of web.1 is cut for 2s; it heals by itself" in result.stdout
+    assert redis_ping(links[1])[0] is None
+    assert redis_ping(links[0])[0] == b"+PONG\r\n" and redis_ping(redis_port)[0] == b"+PONG\r\n"
+    instances = cluster.instances()
+    assert instances[1]["redis_link"]["fault"] == "cut" and 0 < instances[1]["redis_link"]["remaining_seconds"] <= 2
+    assert "redis_link" not in instances[0]
+    assert "web.1 link to Redis: cut, heals in" in cluster.ctl("status").stdout
+    cluster.expect("web.1's link to Redis cut for 2s on request", "web.1's link to Redis healed (it was cut)")
+    assert redis_ping(links[1])[0] == b"+PONG\r\n" and "redis_link" not in cluster.instances()[1]
+
+    # Every link slowed: each reply comes at least the latency late, through every relay.
+    result = cluster.ctl("redis", "slow", "--latency", "300ms", "--jitter", "50ms", "--for", "1m")
+    assert "the link to Redis of web.0, web.1 and web.2 is slow (+300ms ±50ms) for 1m" in result.stdout
+    for port in links.values():
+        answer, took = redis_ping(port)
+        assert answer == b"+PONG\r\n" and took >= 0.25, (port, took)
+    link = cluster.instances()[2]["redis_link"]
+    assert link["fault"] == "slow" and link["latency_ms"] == 300 and link["jitter_ms"] == 50
+    # Healed by hand, before its time.
+    assert "healed the link to Redis of web.0, web.1 and web.2" in cluster.ctl("redis", "heal").stdout
+    assert all("redis_link" not in instance for instance in cluster.instances().values())
+    assert "nothing to heal" in cluster.ctl("redis", "heal", "-i", "0").stdout
+
+    # A restarted instance keeps its link (same port), and the link keeps its fault.
+    cluster.ctl("redis", "slow", "-i", "0", "--latency", "200ms")
+    before = cluster.instances()[0]
+    cluster.ctl("kill", "0")
+    cluster.wait_status("web.0 restarted", lambda s: s["instances"][0]["guid"] != before["guid"] and s["instances"][0]["state"] == "running")
+    after = cluster.instances()[0]
+    env = get(after["port"], "/env")
+    assert json.loads(env["VCAP_SERVICES"])["redis"][0]["credentials"]["port"] == links[0]
+    assert after["redis_link"]["fault"] == "slow"
+
+    # Wrong input: a usage error (64) before anything is sent, or the cluster's refusal (1).
+    for args, code, message in (
+            (("redis", "slow"), 64, "slow needs --latency"),
+            (("redis", "slow", "--latency", "5ms", "--jitter", "10ms"), 64, "--jitter 10ms is more than --latency 5ms"),
+            (("redis", "slow", "--latency", "20s"), 64, "--latency 20s is not from 1ms to 10s"),
+            (("redis", "slow", "--latency", "fast"), 64, "--latency 'fast' is not a duration"),
+            (("redis", "cut", "--for", "1h"), 64, "--for '1h' is not a duration from 100ms to 10m"),
+            (("redis", "stop", "--instance", "1"), 64, "--instance goes with slow, cut and heal only"),
+            (("redis", "cut", "--latency", "1s"), 64, "--latency and --jitter go with slow only"),
+            (("redis", "cut", "--instance", "7"), 1, "no instance 7: valid indices are 0, 1, 2"),
+    ):
+        refused = cluster.ctl(*args, check=False)
+        assert refused.returncode == code and message in refused.stderr, (args, refused.returncode, refused.stderr)
+
+
 def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
     cluster.wait_ready()
     cases = [
@@ -470,7 +547,7 @@ def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
         (["restart"], "give an instance index or --all"),
         (["restart", "1", "--rolling"], "--rolling goes with --all"),
         (["redis", "flush"], "flush"),
-        (["redis", "stop", "--for", "2s"], "--for goes with freeze only"),
+        (["redis", "stop", "--for", "2s"], "--for goes with freeze, slow and cut only"),
         (["freeze", "5"], "no instance 5: valid indices are 0, 1, 2"),
         (["freeze", "0", "--for", "0s"], "--for '0s' is not a duration from 100ms to 10m"),
         (["redis", "freeze", "--for", "1y"], "--for '1y' is not a duration from 100ms to 10m"),
@@ -548,6 +625,25 @@ def test_chaos_freezes_instances_and_redis_and_waits_until_they_resume(cluster):
     cluster.expect("redis resumed (SIGCONT) after 800ms")
 
 
+def test_chaos_cuts_instances_off_redis_while_they_run(cluster):
+    cluster.wait_ready()
+    before = {i["index"]: i["guid"] for i in cluster.instances().values()}
+    result = cluster.ctl("chaos", "--every", "300ms", "--for", "1s", "--fault", "redis-cut", "--freeze-for", "500ms", "--keep", "0",
+                         "--seed", "3", "--settle", "20s", timeout=60)
+    lines = result.stdout.splitlines()
+    assert "chaos | every 300ms for 1s: cut from Redis (its link reset for 500ms, Redis up for the others) one running instance " \
+           "at random; seed 3" in lines[0], lines[0]
+    cuts = [line for line in lines if "is cut for 500ms; it heals by itself" in line]
+    assert len(cuts) == 3, lines
+    assert "| done: 3 link cuts in " in result.stdout, lines
+    assert "| ready again after" in lines[-1] and "3/3 running" in lines[-1], lines
+    # Every cut heals by itself; a cut is not a crash: every instance ran through it.
+    status = cluster.wait_status("every link healed", lambda s: all("redis_link" not in i for i in s["instances"]))
+    assert {i["index"]: i["guid"] for i in status["instances"]} == before
+    assert all(i["crashes"] == 0 for i in status["instances"])
+    cluster.expect("link to Redis healed (it was cut)")
+
+
 def test_chaos_with_a_bad_option_or_without_a_cluster_says_so(cluster, tmp_path):
     cases = [
         (["chaos", "--every", "10ms"], "--every must be at least 100ms"),
@@ -557,11 +653,11 @@ def test_chaos_with_a_bad_option_or_without_a_cluster_says_so(cluster, tmp_path)
         (["chaos", "--for", "25h"], "--for must be at most 24h"),
         (["chaos", "--keep=-1"], "--keep must be 0 or more"),
         (["chaos", "--redis-every", "100ms"], "--redis-every must be at least 1s"),
-        (["chaos", "--fault", "nuke"], "--fault 'nuke' is not kill, restart or freeze"),
-        (["chaos", "--fault", "kill,nuke"], "--fault 'kill,nuke' is not kill, restart or freeze"),
+        (["chaos", "--fault", "nuke"], "--fault 'nuke' is not kill, restart, freeze or redis-cut"),
+        (["chaos", "--fault", "kill,nuke"], "--fault 'kill,nuke' is not kill, restart, freeze or redis-cut"),
         (["chaos", "--redis-fault", "freeze"], "--redis-fault goes with --redis-every"),
         (["chaos", "--redis-every", "1m", "--redis-fault", "crash"], "crash"),
-        (["chaos", "--freeze-for", "2s"], "--freeze-for goes with --fault freeze or --redis-fault freeze"),
+        (["chaos", "--freeze-for", "2s"], "--freeze-for goes with --fault freeze or redis-cut, or --redis-fault freeze"),
         (["chaos", "--fault", "freeze", "--freeze-for", "20m"], "--freeze-for must be from 100ms to 10m (not 20m0s)"),
         (["chaos", "--redis-every", "2s", "--redis-fault", "freeze", "--freeze-for", "5s"],
          "--freeze-for (5s) must be shorter than --redis-every (2s) with --redis-fault freeze"),
@@ -813,5 +909,7 @@ def test_an_external_redis_and_the_process_health_check():
             assert run.status()["redis"]["state"] == "external"
             refused = run.ctl("redis", "restart", check=False)
             assert refused.returncode == 1 and "Redis is external" in refused.stderr
+            refused = run.ctl("redis", "cut", check=False)
+            assert refused.returncode == 1 and "its traffic does not go through cluster, so it cannot be slowed or cut" in refused.stderr
         finally:
             run.close()

@@ -1,0 +1,274 @@
+import CloudFoundry
+import NIOCore
+import NIOPosix
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A TCP relay on 127.0.0.1 between one instance and Redis: what `cluster redis slow` and `cut` act
+/// on. Each accepted connection gets its own connection to Redis on the same event loop. What the
+/// instance sends goes across as it comes; what Redis sends (replies, pub/sub messages) is held per
+/// `RedisLinkFault`, in order, as Toxiproxy's latency toxic does downstream: every command's answer
+/// comes `latency` later. The fault is read for every chunk, so a change takes effect on the next one.
+public final class RedisLinkRelay: Sendable {
+    /// The port the instance is given instead of Redis's own.
+    public let port: Int
+    private let server: Channel
+    private let shared: Shared
+
+    /// Opens the relay on a free loopback port, forwarding to `target`.
+    public static func start(
+        to target: SocketAddress, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws
+        -> RedisLinkRelay
+    {
+        let shared = Shared(target: target)
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.autoRead, value: false)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(RelayHandler(shared: shared, side: .app))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        guard let port = server.localAddress?.port else {
+            try? await server.close()
+            throw RelayError(message: "the relay's socket has no port")
+        }
+        return RedisLinkRelay(port: port, server: server, shared: shared)
+    }
+
+    private init(port: Int, server: Channel, shared: Shared) {
+        self.port = port
+        self.server = server
+        self.shared = shared
+    }
+
+    /// The fault now in force (nil: none).
+    public var fault: RedisLinkFault? { shared.state.withLock { $0.fault } }
+
+    /// How many connections go through it now.
+    public var connectionCount: Int { shared.state.withLock { $0.pairs.count } }
+
+    /// Sets the fault for the chunks to come.
+    public func apply(_ fault: RedisLinkFault?) {
+        shared.state.withLock { $0.fault = fault }
+    }
+
+    /// Resets every open connection: the instance's side gets an RST, Redis sees its client leave.
+    public func resetConnections() {
+        let pairs = shared.state.withLock { state -> [Pair] in
+            defer { state.pairs.removeAll() }
+            return Array(state.pairs.values)
+        }
+        for pair in pairs {
+            Self.reset(pair.app)
+            pair.redis?.close(promise: nil)
+        }
+    }
+
+    /// Stops listening and closes every connection.
+    public func close() async {
+        try? await server.close()
+        let pairs = shared.state.withLock { state -> [Pair] in
+            defer { state.pairs.removeAll() }
+            return Array(state.pairs.values)
+        }
+        for pair in pairs {
+            pair.app.close(promise: nil)
+            pair.redis?.close(promise: nil)
+        }
+    }
+
+    /// Closes with SO_LINGER 0: the peer gets an RST (ECONNRESET), as from a peer that went away.
+    static func reset(_ channel: Channel) {
+        guard let provider = channel as? SocketOptionProvider else {
+            channel.close(promise: nil)
+            return
+        }
+        provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    struct RelayError: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
+    }
+
+    struct Pair: Sendable {
+        var app: Channel
+        var redis: Channel?
+    }
+
+    final class Shared: Sendable {
+        struct State {
+            var fault: RedisLinkFault?
+            var pairs: [ObjectIdentifier: Pair] = [:]
+        }
+        let target: SocketAddress
+        let state = Mutex(State())
+        init(target: SocketAddress) { self.target = target }
+
+        var fault: RedisLinkFault? { state.withLock { $0.fault } }
+    }
+}
+
+/// One side of a relayed connection: reads from its channel and writes to the peer's, at once or after
+/// the fault's delay, never out of order; reading pauses while the peer cannot take more. Both
+/// channels of a pair are on one event loop, so the two handlers never race.
+private final class RelayHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Side { case app, redis }
+
+    /// Held bytes past which reading pauses, and under which it resumes.
+    static let highWater = 1 << 20
+    static let lowWater = 1 << 18
+
+    private let shared: RedisLinkRelay.Shared
+    private let side: Side
+    private var peer: Channel?
+    private weak var ownChannel: Channel?
+    /// The peer's handler, to tell it when this side can read again.
+    private var peerHandler: RelayHandler?
+    private var heldBytes = 0
+    /// When the last held chunk is due: a later chunk never goes before it.
+    private var lastDue = NIODeadline.uptimeNanoseconds(0)
+    private var pausedForHeld = false
+    private var pausedForPeer = false
+    private var generator = SystemRandomNumberGenerator()
+
+    init(shared: RedisLinkRelay.Shared, side: Side) {
+        self.shared = shared
+        self.side = side
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        ownChannel = context.channel
+        guard side == .app else {
+            context.fireChannelActive()
+            return
+        }
+        let channel = context.channel
+        if shared.fault == .cut {
+            RedisLinkRelay.reset(channel)
+            return
+        }
+        let key = ObjectIdentifier(channel)
+        shared.state.withLock { $0.pairs[key] = RedisLinkRelay.Pair(app: channel, redis: nil) }
+        let shared = self.shared
+        let upstream = RelayHandler(shared: shared, side: .redis)
+        upstream.peer = channel
+        upstream.peerHandler = self
+        let loopBound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        let upstreamBound = NIOLoopBound(upstream, eventLoop: channel.eventLoop)
+        ClientBootstrap(group: channel.eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { redis in
+                redis.eventLoop.makeCompletedFuture { try redis.pipeline.syncOperations.addHandler(upstreamBound.value) }
+            }
+            .connect(to: shared.target)
+            .whenComplete { result in
+                let handler = loopBound.value
+                switch result {
+                case .success(let redis):
+                    let known = shared.state.withLock { state -> Bool in
+                        guard state.pairs[key] != nil else { return false }
+                        state.pairs[key]?.redis = redis
+                        return true
+                    }
+                    guard known, channel.isActive else {
+                        redis.close(promise: nil)
+                        return
+                    }
+                    handler.peer = redis
+                    handler.peerHandler = upstreamBound.value
+                    channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
+                case .failure:
+                    // Redis is down: the instance sees what it would see without the relay, a
+                    // connection that ends at once.
+                    shared.state.withLock { _ = $0.pairs.removeValue(forKey: key) }
+                    RedisLinkRelay.reset(channel)
+                }
+            }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        guard let peer else { return }
+        let fault = shared.fault
+        if fault == .cut { return }
+        let now = NIODeadline.now()
+        // Only what Redis sends is held (see RedisLinkRelay).
+        let wanted = side == .redis ? fault.map { now + .nanoseconds($0.delay(random: generator.next()).nanosecondsClamped) } ?? now : now
+        if heldBytes == 0 && wanted <= now {
+            peer.writeAndFlush(buffer, promise: nil)
+            if !peer.isWritable { pause(context.channel, forPeer: true) }
+            return
+        }
+        // Held (or behind a held one): due no earlier than the chunk before it.
+        let due = max(wanted, lastDue + .nanoseconds(1))
+        lastDue = due
+        let size = buffer.readableBytes
+        heldBytes += size
+        if heldBytes > Self.highWater { pause(context.channel, forPeer: false) }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(deadline: due) {
+            let handler = loopBound.value
+            peer.writeAndFlush(buffer, promise: nil)
+            handler.heldBytes -= size
+            if handler.pausedForHeld && handler.heldBytes < Self.lowWater {
+                handler.pausedForHeld = false
+                handler.resumeIfFree()
+            }
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // This side's channel drained: the peer may read again.
+        if context.channel.isWritable, let peerHandler, peerHandler.pausedForPeer {
+            peerHandler.pausedForPeer = false
+            peerHandler.resumeIfFree()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if side == .app {
+            let key = ObjectIdentifier(context.channel)
+            shared.state.withLock { _ = $0.pairs.removeValue(forKey: key) }
+        }
+        // The peer closes once what is held for it has gone out.
+        if let peer {
+            if heldBytes > 0 {
+                context.eventLoop.scheduleTask(deadline: lastDue + .nanoseconds(1)) { peer.close(promise: nil) }
+            } else {
+                peer.close(promise: nil)
+            }
+        }
+        // The two handlers refer to each other: let go.
+        peer = nil
+        peerHandler = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    private func pause(_ channel: Channel, forPeer: Bool) {
+        if forPeer { pausedForPeer = true } else { pausedForHeld = true }
+        channel.setOption(.autoRead, value: false).whenComplete { _ in }
+    }
+
+    private func resumeIfFree() {
+        guard !pausedForHeld, !pausedForPeer, let channel = ownChannel, channel.isActive else { return }
+        channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
+    }
+}

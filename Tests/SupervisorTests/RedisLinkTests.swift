@@ -1,0 +1,232 @@
+import CloudFoundry
+import Foundation
+import NIOCore
+import RedisClient
+import TestSupport
+import Testing
+
+@testable import Supervisor
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite("RedisLinkFault and RedisLinkState")
+struct RedisLinkStateTests {
+    @Test func aDelayIsTheLatencyPlusOrMinusTheJitter() {
+        let plain = RedisLinkFault.slow(latency: .milliseconds(200), jitter: .zero)
+        #expect(plain.delay(random: 0) == .milliseconds(200))
+        #expect(plain.delay(random: .max) == .milliseconds(200))
+        let spread = RedisLinkFault.slow(latency: .milliseconds(200), jitter: .milliseconds(50))
+        let jitter = UInt64(Duration.milliseconds(50).nanosecondsClamped)
+        #expect(spread.delay(random: 0) == .milliseconds(150))
+        #expect(spread.delay(random: 2 * jitter) == .milliseconds(250))
+        #expect(spread.delay(random: jitter) == .milliseconds(200))
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<1000 {
+            let delay = spread.delay(random: generator.next())
+            #expect(delay >= .milliseconds(150) && delay <= .milliseconds(250))
+        }
+        #expect(RedisLinkFault.cut.delay(random: 7) == .zero)
+    }
+
+    @Test func theFiguresOfSlowAreChecked() {
+        #expect(RedisLinkFault.problem(latency: .milliseconds(200), jitter: .milliseconds(50)) == nil)
+        #expect(RedisLinkFault.problem(latency: .milliseconds(200), jitter: .milliseconds(200)) == nil)
+        #expect(RedisLinkFault.problem(latency: .zero, jitter: .zero)?.contains("not from 1ms to 10s") == true)
+        #expect(RedisLinkFault.problem(latency: .seconds(11), jitter: .zero)?.contains("not from 1ms to 10s") == true)
+        #expect(RedisLinkFault.problem(latency: .milliseconds(100), jitter: .milliseconds(101))?.contains("more than --latency") == true)
+    }
+
+    @Test func aFaultEndsWithItsOwnTimerOnly() {
+        var link = RedisLinkState()
+        #expect(link.heal().isEmpty)
+        let slow = RedisLinkFault.slow(latency: .milliseconds(100), jitter: .zero)
+        #expect(link.impose(slow, for: .seconds(10), now: .seconds(5)) == [.apply(slow), .scheduleEnd(generation: 1, at: .seconds(15))])
+        #expect(link.fault == slow)
+        #expect(link.remaining(now: .seconds(7)) == .seconds(8))
+        // A cut replaces it, and resets the connections at once.
+        #expect(
+            link.impose(.cut, for: .seconds(2), now: .seconds(6)) == [.apply(.cut), .resetConnections, .scheduleEnd(generation: 2, at: .seconds(8))])
+        // The first timer fires: that fault is gone already, so nothing ends.
+        #expect(link.expire(generation: 1).isEmpty)
+        #expect(link.fault == .cut)
+        #expect(link.expire(generation: 2) == [.apply(nil)])
+        #expect(link.fault == nil)
+        #expect(link.remaining(now: .seconds(9)) == nil)
+        // Healed by hand: its timer ends nothing later.
+        _ = link.impose(slow, for: .seconds(10), now: .seconds(10))
+        #expect(link.heal() == [.apply(nil)])
+        #expect(link.expire(generation: 3).isEmpty)
+    }
+
+    @Test func statusShowsTheFaultAndTheTimeLeft() throws {
+        let slow = ClusterStatus.Instance.RedisLink(fault: .slow(latency: .milliseconds(200), jitter: .milliseconds(50)), remainingSeconds: 25)
+        #expect(slow.summary == "slow (+200ms ±50ms), heals in 25s")
+        let plain = ClusterStatus.Instance.RedisLink(fault: .slow(latency: .seconds(1), jitter: .zero), remainingSeconds: nil)
+        #expect(plain.summary == "slow (+1s)")
+        let cut = ClusterStatus.Instance.RedisLink(fault: .cut, remainingSeconds: 3)
+        #expect(cut.summary == "cut, heals in 3s")
+        let json = String(decoding: try JSONEncoder().encode(slow), as: UTF8.self)
+        #expect(json.contains("\"latency_ms\":200") && json.contains("\"jitter_ms\":50") && json.contains("\"remaining_seconds\":25"))
+        var status = ClusterStatus(
+            app: "web", command: "app", ready: true, desiredInstances: 1, affinity: "cf", restartPolicy: "diego", timeScale: 1,
+            proxy: .init(state: "absent"), redis: .init(state: "running"),
+            instances: [ClusterStatus.Instance(index: 0, state: .running, redisLink: cut)])
+        #expect(status.table().contains("web.0 link to Redis: cut, heals in 3s"))
+        status.instances[0].redisLink = nil
+        #expect(!status.table().contains("link to Redis"))
+    }
+}
+
+@Suite("RedisLinkRelay against a real redis-server")
+struct RedisLinkRelayTests {
+    private func relay(to server: RedisServer) async throws -> RedisLinkRelay {
+        try await RedisLinkRelay.start(to: try SocketAddress(ipAddress: "127.0.0.1", port: server.port))
+    }
+
+    private func configuration(_ relay: RedisLinkRelay) throws -> RedisConfiguration {
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(relay.port)")
+        configuration.reconnectBackoff = Backoff(initial: .milliseconds(20), maximum: .milliseconds(100))
+        return configuration
+    }
+
+    @Test func forwardsCommandsInOrderAndHoldsRepliesWhenSlow() async throws {
+        let server = try await RedisServer()
+        let relay = try await relay(to: server)
+        let client = try await RedisClient.connect(try configuration(relay))
+        #expect(try await client.send("SET", "k", "v") == .simpleString("OK"))
+        #expect(try await client.send("GET", "k") == .bulkString(ByteBuffer(string: "v")))
+        #expect(relay.connectionCount == 1)
+
+        relay.apply(.slow(latency: .milliseconds(150), jitter: .zero))
+        let clock = ContinuousClock()
+        let start = clock.now
+        #expect(try await client.send("PING") == .simpleString("PONG"))
+        // A lower bound only: the reply cannot come before it was released.
+        #expect(clock.now - start >= .milliseconds(150))
+
+        // Many replies, each held a random time: they still come in order.
+        relay.apply(.slow(latency: .milliseconds(20), jitter: .milliseconds(20)))
+        let replies = try await client.pipeline((0..<200).map { _ in ["INCR", "counter"] })
+        #expect(replies == (1...200).map { RESPValue.integer($0) })
+
+        relay.apply(nil)
+        #expect(try await client.send("GET", "counter") == .bulkString(ByteBuffer(string: "200")))
+        await client.close()
+        await relay.close()
+        try await server.stop()
+    }
+
+    @Test func pubSubMessagesArriveLateButInOrder() async throws {
+        let server = try await RedisServer()
+        let relay = try await relay(to: server)
+        let subscriber = try await RedisSubscriber.connect(try configuration(relay))
+        let publisher = try await RedisClient.connect(try server.configuration)
+        try await subscriber.subscribe("chat")
+        relay.apply(.slow(latency: .milliseconds(30), jitter: .milliseconds(30)))
+        for number in 0..<100 { _ = try await publisher.publish(RESPArgument("\(number)"), to: "chat") }
+        let events = subscriber.events
+        let received = try await withDeadline(.seconds(20), waitingFor: "100 messages through the slow link") {
+            var received: [String] = []
+            for await event in events {
+                if case .message(let message) = event { received.append(String(buffer: message.payload)) }
+                if received.count == 100 { break }
+            }
+            return received
+        }
+        #expect(received == (0..<100).map(String.init))
+        await subscriber.close()
+        await publisher.close()
+        await relay.close()
+        try await server.stop()
+    }
+
+    @Test func aCutResetsConnectionsAndRefusesNewOnesUntilHealed() async throws {
+        let server = try await RedisServer()
+        let relay = try await relay(to: server)
+        #expect(try RawConnection(port: relay.port).ping() == "+PONG")
+        let open = try RawConnection(port: relay.port)
+        #expect(try open.ping() == "+PONG")
+        try await waitUntil("the relay to count the open connection") { relay.connectionCount == 1 }
+
+        relay.apply(.cut)
+        relay.resetConnections()
+        // The open one: reset, as from a peer that went away.
+        #expect(try open.ping() == nil)
+        #expect(relay.connectionCount == 0)
+        // A new one: accepted, then reset before anything reaches Redis.
+        #expect(try RawConnection(port: relay.port).ping() == nil)
+        // A client is not fooled by the accept: it waits for Redis to answer, and says why it could not.
+        await #expect {
+            _ = try await RedisClient.connect(try configuration(relay))
+        } throws: { error in
+            guard case RedisError.connectFailed = error else { return false }
+            return true
+        }
+        // Redis itself kept running.
+        let direct = try await RedisClient.connect(try server.configuration)
+        #expect(try await direct.send("PING") == .simpleString("PONG"))
+
+        relay.apply(nil)
+        #expect(try RawConnection(port: relay.port).ping() == "+PONG")
+        await direct.close()
+        await relay.close()
+        try await server.stop()
+    }
+
+    @Test func aClientThroughTheRelaySeesRedisGoAndComeBack() async throws {
+        let server = try await RedisServer()
+        let relay = try await relay(to: server)
+        let client = try await RedisClient.connect(try configuration(relay))
+        #expect(try await client.send("PING") == .simpleString("PONG"))
+        try await server.kill()
+        // Redis is down: the relay cannot connect for the client either, and says so by a reset.
+        #expect(try RawConnection(port: relay.port).ping() == nil)
+        try await server.start()
+        try await waitUntil("the client to reconnect through the relay") { (try? await client.send("PING")) == .simpleString("PONG") }
+        await client.close()
+        await relay.close()
+        try await server.stop()
+    }
+}
+
+/// A blocking TCP connection for the relay's edge cases: what a reset looks like to a plain client.
+private final class RawConnection {
+    let socket: Int32
+
+    init(port: Int) throws {
+        socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if result != 0 {
+            close(socket)
+            throw TestSupportError("cannot connect to 127.0.0.1:\(port) (errno \(errno))")
+        }
+    }
+
+    deinit { close(socket) }
+
+    /// Sends PING and returns the first line of the answer, or nil when the connection was reset or
+    /// closed instead.
+    func ping() throws -> String? {
+        let request = Array("PING\r\n".utf8)
+        _ = request.withUnsafeBytes { send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while !answer.contains(UInt8(ascii: "\n")) {
+            let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+            if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw TestSupportError("no answer within 5 s") }
+            if count <= 0 { return nil }
+            answer += buffer[0..<count]
+        }
+        return String(decoding: answer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
