@@ -126,6 +126,12 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
 
             /// `slow (+200ms ±50ms), heals in 25s`.
             public var summary: String {
+                guard let remainingSeconds else { return faultSummary }
+                return faultSummary + ", heals in \(DurationText.short(.milliseconds(Int64(remainingSeconds * 1000))))"
+            }
+
+            /// `slow (+200ms ±50ms)`, `cut`.
+            public var faultSummary: String {
                 var text = fault
                 if let latencyMilliseconds {
                     text += " (+\(DurationText.format(.milliseconds(Int64(latencyMilliseconds.rounded())))))"
@@ -134,7 +140,6 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
                         text += " ±\(DurationText.format(.milliseconds(Int64(jitterMilliseconds.rounded())))))"
                     }
                 }
-                if let remainingSeconds { text += ", heals in \(DurationText.short(.milliseconds(Int64(remainingSeconds * 1000))))" }
                 return text
             }
 

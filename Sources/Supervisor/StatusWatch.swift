@@ -47,6 +47,9 @@ public enum StatusChanges {
         if was.frozenSeconds != nil, now.frozenSeconds == nil { parts.append("resumed") }
         if was.replacing == nil, let old = now.replacing { parts.append("replacing its old process (\(old.state.rawValue))") }
         if was.replacing != nil, now.replacing == nil { parts.append("old process gone") }
+        if was.redisLink?.faultSummary != now.redisLink?.faultSummary {
+            parts.append(now.redisLink.map { "link to Redis \($0.faultSummary)" } ?? "link to Redis healed")
+        }
         guard !parts.isEmpty else { return nil }
         var line = parts.joined(separator: ", ")
         if now.crashes > was.crashes, let crash = now.lastCrash { line += ": \(crash)" }

@@ -53,6 +53,23 @@ struct StatusWatchTests {
             ])
     }
 
+    @Test("A link to Redis cut, then slowed, then healed: a line each; the time left moving is no change")
+    func redisLink() {
+        var cut = running(1, guid: "bbbbbbbb-1")
+        cut.redisLink = ClusterStatus.Instance.RedisLink(fault: .cut, remainingSeconds: 9)
+        var later = cut
+        later.redisLink?.remainingSeconds = 4
+        var slow = cut
+        slow.redisLink = ClusterStatus.Instance.RedisLink(fault: .slow(latency: .milliseconds(200), jitter: .zero), remainingSeconds: 60)
+        let healthy = status([running(0, guid: "aaaaaaaa-1"), running(1, guid: "bbbbbbbb-1")])
+        #expect(StatusChanges.between(healthy, status([running(0, guid: "aaaaaaaa-1"), cut])) == ["chat.1 link to Redis cut"])
+        #expect(StatusChanges.between(status([running(0, guid: "aaaaaaaa-1"), cut]), status([running(0, guid: "aaaaaaaa-1"), later])).isEmpty)
+        #expect(
+            StatusChanges.between(status([running(0, guid: "aaaaaaaa-1"), later]), status([running(0, guid: "aaaaaaaa-1"), slow]))
+                == ["chat.1 link to Redis slow (+200ms)"])
+        #expect(StatusChanges.between(status([running(0, guid: "aaaaaaaa-1"), slow]), healthy) == ["chat.1 link to Redis healed"])
+    }
+
     @Test("A rolling restart: the old process serving, then gone")
     func rolling() {
         var replacing = running(0, guid: "eeeeeeee-2", uptime: 1)

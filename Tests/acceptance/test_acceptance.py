@@ -10,7 +10,8 @@ chat. Then, one after the other:
 - `cluster redis restart`;
 - `cluster restart --all --rolling`: every client moves to a replacement, recovered;
 - `cluster chaos` on 3 instances while a client keeps sending: nothing lost, nothing twice; then the
-  same with freezes (instances and Redis) instead of kills.
+  same with freezes (instances and Redis) instead of kills;
+- `cluster redis cut -i I`: one instance partitioned from Redis keeps its clients, loses nothing.
 Finally the teaching case: long-polling without affinity (`--affinity none`) gets Engine.IO's
 "Session ID unknown"; with `cf` it does not.
 """
@@ -280,6 +281,32 @@ def test_a_chaos_run_of_freezes_loses_nothing(cluster, clients):
     heal_all(clients, url, cluster, running_indices(cluster))
     assert_everyone_has(clients, ids, cluster)
     assert {i["index"]: i["guid"] for i in cluster.instances().values()} == guids, "a freeze is a hang, not a crash"
+
+
+def test_an_instance_cut_off_redis_keeps_its_clients_and_loses_nothing(cluster, clients):
+    """`cluster redis cut -i I`: one instance partitioned from Redis while the others keep it. Its
+    clients stay connected to it; what they send is refused ("not stored") and resent with the same id
+    until the link heals; what the others send meanwhile reaches them once it has healed (the gap
+    filled from the history). Nothing lost, nothing twice, in order, and no instance restarted."""
+    url = cluster.proxy_url()
+    cluster.ctl("scale", "3", "--wait")
+    cluster.wait_ready(timeout=120)
+    heal_all(clients, url, cluster, running_indices(cluster))
+    guids = {i["index"]: i["guid"] for i in cluster.instances().values()}
+    victim = clients[0].instance
+    cut_off = [c for c in clients if c.instance == victim]
+    other = next(c for c in clients if c.instance != victim)
+    result = cluster.ctl("redis", "cut", "--instance", str(victim), "--for", "5s")
+    assert f"the link to Redis of chat.{victim} is cut for 5s" in result.stdout
+    beside = send_meanwhile(other, "beside-the-cut", 3)
+    # Refused while the link is cut, stored once it heals.
+    refused = clients[0].send("in the cut", f"in-the-cut-probe-{uuid.uuid4().hex[:8]}", timeout=10)
+    assert refused.get("ok") is False, refused
+    inside = send_meanwhile(clients[0], "in-the-cut", 2)
+    cluster.expect(f"chat.{victim}'s link to Redis healed (it was cut)")
+    assert not any(c.disconnected.is_set() for c in cut_off), "a partition from Redis keeps the clients' sockets"
+    assert_everyone_has(clients, beside + inside, cluster)
+    assert {i["index"]: i["guid"] for i in cluster.instances().values()} == guids, "a cut link is not a crash"
 
 
 def engineio_polling_errors(base_url: str, sessions: int = 10, requests_per_session: int = 6) -> tuple[int, int]:
