@@ -53,6 +53,24 @@ def test_deep_health_check_turns_a_redis_blip_into_an_outage():
             assert health(instance["port"])[0] == 200
 
 
+def test_deep_health_check_turns_a_partition_of_one_instance_into_a_crash_loop_of_it():
+    with scenario("deep-health-check.yml") as cluster:
+        cluster.wait_ready()
+        before = cluster.instances()
+        cluster.ctl("redis", "cut", "--instance", "1", "--for", "5s")
+        cluster.expect(f"chat.1 Instance became unhealthy: Failed to make HTTP request to '/health' on port {before[1]['port']}: "
+                       "received status code 503; killing it (SIGKILL)")
+        # Its restarts cannot reach Redis through the cut link either: into Diego's back-off.
+        cluster.wait_status("chat.1 in Diego's back-off", lambda s: s["instances"][1]["crashes"] >= 3, timeout=30)
+        cluster.expect("chat.1's link to Redis healed (it was cut)")
+        back = cluster.wait_status("chat.1 running again", lambda s: s["instances"][1]["state"] == "running", timeout=60)
+        # The others kept Redis and their processes all along.
+        after = {i["index"]: i for i in back["instances"]}
+        assert all(after[i]["guid"] == before[i]["guid"] and after[i]["crashes"] == 0 for i in (0, 2)), (
+            f"{instance_lines(before, after)}\n{cluster.recent_events()}")
+        assert after[1]["guid"] != before[1]["guid"] and health(after[1]["port"])[0] == 200
+
+
 def test_the_same_blip_with_a_port_check_loses_no_instance():
     with scenario("deep-health-check.yml", "--health-check", "port") as cluster:
         cluster.wait_ready()
@@ -105,6 +123,18 @@ def test_the_same_endpoint_as_a_readiness_check_takes_the_app_off_the_router_and
         assert all(after[i]["guid"] == before[i]["guid"] and after[i]["crashes"] == before[i]["crashes"] for i in before), (
             f"{instance_lines(before, after)}\n{cluster.recent_events()}")
         assert "became unhealthy" not in cluster.output()
+        # One instance partitioned from Redis: it alone leaves the pool, the app keeps answering.
+        cluster.ctl("redis", "cut", "--instance", "1", "--for", "3s")
+        # The second time it says so: the first was for the Redis stop above.
+        cluster.wait_for_output(f"chat.1 failed its readiness check: Failed to make HTTP request to '/health' on port {before[1]['port']}",
+                                count=2, timeout=15)
+        during = cluster.instances()
+        assert during[1]["routable"] is False and during[0]["routable"] is True and during[2]["routable"] is True, (
+            f"{instance_lines(before, during)}\n{cluster.recent_events()}")
+        assert answer() == (200, None)
+        cluster.expect("chat.1's link to Redis healed (it was cut)")
+        cluster.wait_status("chat.1 routed again", lambda s: s["instances"][1]["routable"] is True, timeout=30)
+        assert cluster.instances()[1]["guid"] == before[1]["guid"]
 
 
 def instance_lines(before: dict[int, dict], now: dict[int, dict]) -> str:
