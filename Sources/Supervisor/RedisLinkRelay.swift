@@ -154,12 +154,17 @@ private final class RelayHandler: ChannelInboundHandler {
             return
         }
         let channel = context.channel
-        if shared.fault == .cut {
+        let key = ObjectIdentifier(channel)
+        // Checked and registered at once: a cut either sees this connection or refuses it.
+        let admitted = shared.state.withLock { state -> Bool in
+            guard state.fault != .cut else { return false }
+            state.pairs[key] = RedisLinkRelay.Pair(app: channel, redis: nil)
+            return true
+        }
+        guard admitted else {
             RedisLinkRelay.reset(channel)
             return
         }
-        let key = ObjectIdentifier(channel)
-        shared.state.withLock { $0.pairs[key] = RedisLinkRelay.Pair(app: channel, redis: nil) }
         let shared = self.shared
         let upstream = RelayHandler(shared: shared, side: .redis)
         upstream.peer = channel
