@@ -18,9 +18,17 @@ public struct ChaosOptions: Sendable, Equatable {
         /// Its link to Redis cut for `freezeFor` (`cluster redis cut -i I`): the instance runs on,
         /// partitioned from Redis, while the others keep it.
         case redisCut = "redis-cut"
+        /// Its link to Redis hung for `freezeFor` (`cluster redis hang -i I`): its commands wait.
+        case redisHang = "redis-hang"
 
         /// The noun of the tally (`3 kills`, `2 link cuts`).
-        var noun: String { self == .redisCut ? "link cut" : rawValue }
+        var noun: String {
+            switch self {
+            case .redisCut: "link cut"
+            case .redisHang: "link hang"
+            default: rawValue
+            }
+        }
     }
 
     /// What happens to the embedded Redis every `redisEvery`.
@@ -83,16 +91,16 @@ public struct ChaosOptions: Sendable, Equatable {
         return nil
     }
 
-    var freezes: Bool { faults.contains(.freeze) || faults.contains(.redisCut) || (redisEvery != nil && redisFault == .freeze) }
+    var freezes: Bool { !Self.timed.isDisjoint(with: faults) || (redisEvery != nil && redisFault == .freeze) }
 
     /// Faults that come back by themselves after `freezeFor`.
-    public static let timed: Set<Fault> = [.freeze, .redisCut]
+    public static let timed: Set<Fault> = [.freeze, .redisCut, .redisHang]
 
     /// What is wrong with these options, for the command line (nil: nothing).
     public var problem: String? {
         if every < .milliseconds(100) { return "--every must be at least 100ms (not \(DurationText.format(every)))" }
         if let problem = Self.runLengthProblem(duration) { return problem }
-        if faults.isEmpty { return "--fault needs one or more of kill, restart, freeze, redis-cut" }
+        if faults.isEmpty { return "--fault needs one or more of kill, restart, freeze, redis-cut, redis-hang" }
         if keep < 0 { return "--keep must be 0 or more (not \(keep))" }
         if let redisEvery, redisEvery < .seconds(1) { return "--redis-every must be at least 1s (not \(DurationText.format(redisEvery)))" }
         if freezes, !ControlRequest.freezeRange.contains(freezeFor) {
@@ -124,6 +132,7 @@ public struct ChaosOptions: Sendable, Equatable {
         case .restart: "restart (SIGTERM, then a new process)"
         case .freeze: "freeze (SIGSTOP for \(DurationText.format(freezeFor)), then SIGCONT)"
         case .redisCut: "cut from Redis (its link reset for \(DurationText.format(freezeFor)), Redis up for the others)"
+        case .redisHang: "hang its link to Redis (nothing through for \(DurationText.format(freezeFor)), Redis up for the others)"
         }
     }
 
@@ -311,6 +320,8 @@ public enum ChaosRun {
                         case .freeze: request = ControlRequest(command: .freeze, index: index, duration: DurationText.format(options.freezeFor))
                         case .redisCut:
                             request = ControlRequest(command: .redis, index: index, action: "cut", duration: DurationText.format(options.freezeFor))
+                        case .redisHang:
+                            request = ControlRequest(command: .redis, index: index, action: "hang", duration: DurationText.format(options.freezeFor))
                         }
                         let response = try await send(request)
                         if response.ok {
@@ -343,9 +354,9 @@ public enum ChaosRun {
         if options.maxServerErrors != nil, first.proxyTraffic == nil {
             throw Failure("--max-5xx counts the proxy's responses, and this cluster has no proxy answering (\(first.proxy.state)): drop --max-5xx")
         }
-        if options.faults.contains(.redisCut), first.redis.state == "external" {
+        if options.faults.contains(.redisCut) || options.faults.contains(.redisHang), first.redis.state == "external" {
             throw Failure(
-                "this cluster uses an external Redis (\(first.redis.url ?? "?")), whose traffic does not go through it, so it cannot cut an instance's link: drop redis-cut from --fault"
+                "this cluster uses an external Redis (\(first.redis.url ?? "?")), whose traffic does not go through it, so it cannot cut or hang an instance's link: drop redis-cut and redis-hang from --fault"
             )
         }
         if options.redisEvery != nil, first.redis.state == "external" {

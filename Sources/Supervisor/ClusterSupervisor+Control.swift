@@ -291,7 +291,7 @@ extension ClusterSupervisor {
         case "freeze":
             return freezeRedis(for: request.duration ?? "10s")
         default:
-            return .failure("unknown redis action '\(request.action ?? "")': use stop, start, restart, freeze, slow, cut or heal")
+            return .failure("unknown redis action '\(request.action ?? "")': use stop, start, restart, freeze, slow, hang, cut or heal")
         }
     }
 

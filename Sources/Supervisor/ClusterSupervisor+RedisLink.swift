@@ -1,11 +1,11 @@
 import CloudFoundry
 import NIOCore
 
-/// `cluster redis slow|cut|heal`: faults on the network between instances and the embedded Redis,
+/// `cluster redis slow|hang|cut|heal`: faults on the network between instances and the embedded Redis,
 /// carried out on each index's `RedisLinkRelay` as its `RedisLinkState` decides.
 extension ClusterSupervisor {
     /// The actions `cluster redis` takes on the links, not on Redis itself.
-    static let linkActions: Set<String> = ["slow", "cut", "heal"]
+    static let linkActions: Set<String> = ["slow", "hang", "cut", "heal"]
 
     /// The relay port for an instance index's next process (opening the relay at its first start), or
     /// nil to give it Redis's own port: Redis is external, or the relay could not open.
@@ -23,7 +23,7 @@ extension ClusterSupervisor {
             return relay.port
         } catch {
             event(
-                "\(name(index)) gets Redis's own port: its relay could not open (\(error)), so `cluster redis slow|cut` cannot reach it",
+                "\(name(index)) gets Redis's own port: its relay could not open (\(error)), so `cluster redis slow|hang|cut` cannot reach it",
                 index: index)
             return nil
         }
@@ -69,6 +69,8 @@ extension ClusterSupervisor {
             return impose(.slow(latency: latency, jitter: jitter), on: indices, for: request.duration ?? "1m")
         case "cut":
             return impose(.cut, on: indices, for: request.duration ?? "10s")
+        case "hang":
+            return impose(.hang, on: indices, for: request.duration ?? "10s")
         default:
             return .failure("unknown redis action '\(action)'")
         }
@@ -83,6 +85,9 @@ extension ClusterSupervisor {
                 "every reply and pub/sub message from Redis reaches it \(DurationText.format(latency)) late"
                     + (fault.summary.contains("±") ? " (more or less, at random)" : "")
             case .cut: "its connections to Redis are reset and new ones are refused; Redis keeps running for the others"
+            case .hang:
+                "nothing gets through between it and Redis, either way: its connections stay open and its commands wait for an answer "
+                    + "(or their timeout); what was sent goes on when the link heals"
             }
         for index in indices {
             carryOut(linkStates[index, default: RedisLinkState()].impose(fault, for: duration, now: now), index: index)

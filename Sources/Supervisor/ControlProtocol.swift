@@ -15,8 +15,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var all: Bool?
     /// `restart --all`: one at a time, each replacement routable before its old process stops (Cloud Foundry's rolling strategy).
     public var rolling: Bool?
-    /// `redis`: stop, start, restart or freeze (Redis itself); slow, cut or heal (the links of `index`,
-    /// or of every instance without one).
+    /// `redis`: stop, start, restart or freeze (Redis itself); slow, hang, cut or heal (the links of
+    /// `index`, or of every instance without one).
     public var action: String?
     /// `freeze` and `redis freeze`: for how long (`10s`, `500ms`), within `freezeRange`.
     public var duration: String?
@@ -106,7 +106,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var redisLink: RedisLink?
 
         public struct RedisLink: Codable, Sendable, Equatable {
-            /// `slow` or `cut`.
+            /// `slow`, `hang` or `cut`.
             public var fault: String
             public var latencyMilliseconds: Double?
             public var jitterMilliseconds: Double?
@@ -120,6 +120,8 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
                     jitterMilliseconds = Double(jitter.nanosecondsClamped) / 1e6
                 case .cut:
                     self.fault = "cut"
+                case .hang:
+                    self.fault = "hang"
                 }
                 self.remainingSeconds = remainingSeconds
             }
@@ -130,9 +132,9 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
                 return faultSummary + ", heals in \(DurationText.short(.milliseconds(Int64(remainingSeconds * 1000))))"
             }
 
-            /// `slow (+200ms ±50ms)`, `cut`.
+            /// `slow (+200ms ±50ms)`, `hung`, `cut`.
             public var faultSummary: String {
-                var text = fault
+                var text = fault == "hang" ? "hung" : fault
                 if let latencyMilliseconds {
                     text += " (+\(DurationText.format(.milliseconds(Int64(latencyMilliseconds.rounded())))))"
                     if let jitterMilliseconds, jitterMilliseconds > 0 {

@@ -1,7 +1,7 @@
 import CloudFoundry
 
-/// What can go wrong on the network between one instance and Redis (`cluster redis slow|cut|heal`),
-/// as Toxiproxy's latency and reset_peer toxics do: Redis itself keeps running, and the other
+/// What can go wrong on the network between one instance and Redis (`cluster redis slow|hang|cut`),
+/// as Toxiproxy's latency, timeout and reset_peer toxics do: Redis itself keeps running, and the other
 /// instances keep their own link.
 public enum RedisLinkFault: Sendable, Equatable {
     /// Every chunk of bytes, either way, is held for `latency` ± `jitter` (uniform), in order.
@@ -9,6 +9,11 @@ public enum RedisLinkFault: Sendable, Equatable {
     /// Open connections are reset (RST) and new ones are accepted and reset at once, as a peer that
     /// restarted or a firewall that rejects does.
     case cut
+    /// Nothing gets through, either way, and nothing is refused: a partition that drops packets.
+    /// Connections stay open with what was sent held, new ones are accepted and wait; when it ends,
+    /// everything held goes on, in order, as TCP delivers it after a partition shorter than its
+    /// own timeouts (even what a client sent before it gave up waiting).
+    case hang
 
     /// The latencies `cluster redis slow --latency` takes.
     public static let latencyRange = Duration.milliseconds(1)...Duration.seconds(10)
@@ -23,12 +28,13 @@ public enum RedisLinkFault: Sendable, Equatable {
         return max(.zero, latency + .nanoseconds(offset))
     }
 
-    /// `slow (+200ms ±50ms)`, `cut`.
+    /// `slow (+200ms ±50ms)`, `hung`, `cut`.
     public var summary: String {
         switch self {
         case .slow(let latency, let jitter):
             "slow (+\(DurationText.format(latency))\(jitter > .zero ? " ±\(DurationText.format(jitter))" : ""))"
         case .cut: "cut"
+        case .hang: "hung"
         }
     }
 

@@ -7,11 +7,12 @@ import Synchronization
     import Glibc
 #endif
 
-/// A TCP relay on 127.0.0.1 between one instance and Redis: what `cluster redis slow` and `cut` act
-/// on. Each accepted connection gets its own connection to Redis on the same event loop. What the
-/// instance sends goes across as it comes; what Redis sends (replies, pub/sub messages) is held per
-/// `RedisLinkFault`, in order, as Toxiproxy's latency toxic does downstream: every command's answer
-/// comes `latency` later. The fault is read for every chunk, so a change takes effect on the next one.
+/// A TCP relay on 127.0.0.1 between one instance and Redis: what `cluster redis slow`, `hang` and
+/// `cut` act on. Each accepted connection gets its own connection to Redis on the same event loop.
+/// What the instance sends goes across as it comes; what Redis sends (replies, pub/sub messages) is
+/// held per `RedisLinkFault.slow`, in order, as Toxiproxy's latency toxic does downstream: every
+/// command's answer comes `latency` later. A hang holds everything, both ways, until it ends. The
+/// fault is read for every chunk, so a change takes effect on the next one.
 public final class RedisLinkRelay: Sendable {
     /// The port the instance is given instead of Redis's own.
     public let port: Int
@@ -31,7 +32,7 @@ public final class RedisLinkRelay: Sendable {
             .childChannelOption(.autoRead, value: false)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RelayHandler(shared: shared, side: .app))
+                    try channel.pipeline.syncOperations.addHandler(RelayHandler(shared: shared, side: .app, eventLoop: channel.eventLoop))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -54,9 +55,16 @@ public final class RedisLinkRelay: Sendable {
     /// How many connections go through it now.
     public var connectionCount: Int { shared.state.withLock { $0.pairs.count } }
 
-    /// Sets the fault for the chunks to come.
+    /// Sets the fault for the chunks to come. A hang that ends lets what it held go on, in order.
     public func apply(_ fault: RedisLinkFault?) {
-        shared.state.withLock { $0.fault = fault }
+        let released = shared.state.withLock { state -> [Pair] in
+            let wasHung = state.fault == .hang
+            state.fault = fault
+            return wasHung && fault != .hang && fault != .cut ? Array(state.pairs.values) : []
+        }
+        for pair in released {
+            for handler in pair.handlers { handler.eventLoop.execute { handler.value.release() } }
+        }
     }
 
     /// Resets every open connection: the instance's side gets an RST, Redis sees its client leave.
@@ -98,9 +106,11 @@ public final class RedisLinkRelay: Sendable {
         var description: String { message }
     }
 
+    /// One relayed connection: the instance's side, Redis's once connected, and their handlers.
     struct Pair: Sendable {
         var app: Channel
         var redis: Channel?
+        var handlers: [NIOLoopBound<RelayHandler>]
     }
 
     final class Shared: Sendable {
@@ -116,10 +126,11 @@ public final class RedisLinkRelay: Sendable {
     }
 }
 
-/// One side of a relayed connection: reads from its channel and writes to the peer's, at once or after
-/// the fault's delay, never out of order; reading pauses while the peer cannot take more. Both
-/// channels of a pair are on one event loop, so the two handlers never race.
-private final class RelayHandler: ChannelInboundHandler {
+/// One side of a relayed connection: reads from its channel and writes to the peer's, at once, after
+/// the fault's delay, or once a hang ends, never out of order; reading pauses while the peer cannot
+/// take more or too much is held. Both channels of a pair are on one event loop, so the two handlers
+/// never race.
+final class RelayHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -131,20 +142,30 @@ private final class RelayHandler: ChannelInboundHandler {
 
     private let shared: RedisLinkRelay.Shared
     private let side: Side
+    private let eventLoop: EventLoop
     private var peer: Channel?
     private weak var ownChannel: Channel?
     /// The peer's handler, to tell it when this side can read again.
     private var peerHandler: RelayHandler?
+    /// Bytes scheduled for the peer after a delay (slow).
     private var heldBytes = 0
     /// When the last held chunk is due: a later chunk never goes before it.
     private var lastDue = NIODeadline.uptimeNanoseconds(0)
+    /// Chunks kept while the link hangs, in order, and their size.
+    private var parked: [ByteBuffer] = []
+    private var parkedBytes = 0
+    /// The instance connected while the link hung: Redis is connected once it ends.
+    private var connectWhenReleased = false
+    /// This side closed while chunks were parked for its peer: the peer closes after they went on.
+    private var closeWhenReleased = false
     private var pausedForHeld = false
     private var pausedForPeer = false
     private var generator = SystemRandomNumberGenerator()
 
-    init(shared: RedisLinkRelay.Shared, side: Side) {
+    init(shared: RedisLinkRelay.Shared, side: Side, eventLoop: EventLoop) {
         self.shared = shared
         self.side = side
+        self.eventLoop = eventLoop
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -155,23 +176,35 @@ private final class RelayHandler: ChannelInboundHandler {
         }
         let channel = context.channel
         let key = ObjectIdentifier(channel)
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
         // Checked and registered at once: a cut either sees this connection or refuses it.
-        let admitted = shared.state.withLock { state -> Bool in
-            guard state.fault != .cut else { return false }
-            state.pairs[key] = RedisLinkRelay.Pair(app: channel, redis: nil)
-            return true
+        let admitted = shared.state.withLock { state -> RedisLinkFault?? in
+            guard state.fault != .cut else { return .none }
+            state.pairs[key] = RedisLinkRelay.Pair(app: channel, redis: nil, handlers: [bound])
+            return .some(state.fault)
         }
-        guard admitted else {
+        switch admitted {
+        case .none:
             RedisLinkRelay.reset(channel)
             return
+        case .some(.hang):
+            // A partition: the connection is made (the kernel did), and nothing answers until it ends.
+            connectWhenReleased = true
+        case .some:
+            connectToRedis(channel)
         }
+        context.fireChannelActive()
+    }
+
+    private func connectToRedis(_ channel: Channel) {
+        let key = ObjectIdentifier(channel)
         let shared = self.shared
-        let upstream = RelayHandler(shared: shared, side: .redis)
+        let upstream = RelayHandler(shared: shared, side: .redis, eventLoop: eventLoop)
         upstream.peer = channel
         upstream.peerHandler = self
-        let loopBound = NIOLoopBound(self, eventLoop: channel.eventLoop)
-        let upstreamBound = NIOLoopBound(upstream, eventLoop: channel.eventLoop)
-        ClientBootstrap(group: channel.eventLoop)
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        let upstreamBound = NIOLoopBound(upstream, eventLoop: eventLoop)
+        ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(5))
             .channelInitializer { redis in
@@ -185,6 +218,7 @@ private final class RelayHandler: ChannelInboundHandler {
                     let known = shared.state.withLock { state -> Bool in
                         guard state.pairs[key] != nil else { return false }
                         state.pairs[key]?.redis = redis
+                        state.pairs[key]?.handlers.append(upstreamBound)
                         return true
                     }
                     guard known, channel.isActive else {
@@ -195,26 +229,33 @@ private final class RelayHandler: ChannelInboundHandler {
                     handler.peerHandler = upstreamBound.value
                     channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
                 case .failure:
-                    // Redis is down: the instance sees what it would see without the relay, a
-                    // connection that ends at once.
+                    // Redis is down: the instance sees a connection that ends at once (a client that
+                    // waits for Redis to answer, as RedisClient does, sees that it could not connect).
                     shared.state.withLock { _ = $0.pairs.removeValue(forKey: key) }
                     RedisLinkRelay.reset(channel)
                 }
             }
-        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
-        guard let peer else { return }
+        forward(unwrapInboundIn(data))
+    }
+
+    /// Sends a chunk on to the peer as the fault says: dropped while cut (the connection is being
+    /// reset), parked while the link hangs or anything is parked before it, held while slow (only
+    /// what Redis sends), at once otherwise.
+    private func forward(_ buffer: ByteBuffer) {
         let fault = shared.fault
         if fault == .cut { return }
+        guard fault != .hang, parked.isEmpty, let peer else {
+            park(buffer)
+            return
+        }
         let now = NIODeadline.now()
-        // Only what Redis sends is held (see RedisLinkRelay).
         let wanted = side == .redis ? fault.map { now + .nanoseconds($0.delay(random: generator.next()).nanosecondsClamped) } ?? now : now
         if heldBytes == 0 && wanted <= now {
             peer.writeAndFlush(buffer, promise: nil)
-            if !peer.isWritable { pause(context.channel, forPeer: true) }
+            if !peer.isWritable { pause(forPeer: true) }
             return
         }
         // Held (or behind a held one): due no earlier than the chunk before it.
@@ -222,17 +263,43 @@ private final class RelayHandler: ChannelInboundHandler {
         lastDue = due
         let size = buffer.readableBytes
         heldBytes += size
-        if heldBytes > Self.highWater { pause(context.channel, forPeer: false) }
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        context.eventLoop.scheduleTask(deadline: due) {
+        if heldBytes + parkedBytes > Self.highWater { pause(forPeer: false) }
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        eventLoop.scheduleTask(deadline: due) {
             let handler = loopBound.value
             peer.writeAndFlush(buffer, promise: nil)
             handler.heldBytes -= size
-            if handler.pausedForHeld && handler.heldBytes < Self.lowWater {
-                handler.pausedForHeld = false
-                handler.resumeIfFree()
+            handler.resumeIfDrained()
+        }
+    }
+
+    private func park(_ buffer: ByteBuffer) {
+        parked.append(buffer)
+        parkedBytes += buffer.readableBytes
+        if heldBytes + parkedBytes > Self.highWater { pause(forPeer: false) }
+    }
+
+    /// The hang ended: Redis is connected for a connection that waited, and what was parked goes on,
+    /// in order, as if it had just been read (under the fault now in force).
+    func release() {
+        if connectWhenReleased {
+            connectWhenReleased = false
+            if let channel = ownChannel, channel.isActive { connectToRedis(channel) }
+            return
+        }
+        let chunks = parked
+        parked = []
+        parkedBytes = 0
+        for chunk in chunks { forward(chunk) }
+        if closeWhenReleased, parked.isEmpty {
+            closeWhenReleased = false
+            closePeer()
+            if side == .app, let channel = ownChannel {
+                let key = ObjectIdentifier(channel)
+                shared.state.withLock { _ = $0.pairs.removeValue(forKey: key) }
             }
         }
+        resumeIfDrained()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -245,14 +312,26 @@ private final class RelayHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if !parked.isEmpty, peer != nil {
+            // What this side sent during a hang still goes on when it ends (as TCP delivers it after a
+            // partition), then the peer closes: the connection stays listed until then.
+            closeWhenReleased = true
+            context.fireChannelInactive()
+            return
+        }
         if side == .app {
             let key = ObjectIdentifier(context.channel)
             shared.state.withLock { _ = $0.pairs.removeValue(forKey: key) }
         }
-        // The peer closes once what is held for it has gone out.
+        closePeer()
+        context.fireChannelInactive()
+    }
+
+    /// Closes the peer once what is held for it has gone out, and lets go of it.
+    private func closePeer() {
         if let peer {
             if heldBytes > 0 {
-                context.eventLoop.scheduleTask(deadline: lastDue + .nanoseconds(1)) { peer.close(promise: nil) }
+                eventLoop.scheduleTask(deadline: lastDue + .nanoseconds(1)) { peer.close(promise: nil) }
             } else {
                 peer.close(promise: nil)
             }
@@ -260,16 +339,22 @@ private final class RelayHandler: ChannelInboundHandler {
         // The two handlers refer to each other: let go.
         peer = nil
         peerHandler = nil
-        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         context.close(promise: nil)
     }
 
-    private func pause(_ channel: Channel, forPeer: Bool) {
+    private func pause(forPeer: Bool) {
         if forPeer { pausedForPeer = true } else { pausedForHeld = true }
-        channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        ownChannel?.setOption(.autoRead, value: false).whenComplete { _ in }
+    }
+
+    private func resumeIfDrained() {
+        if pausedForHeld && heldBytes + parkedBytes < Self.lowWater {
+            pausedForHeld = false
+            resumeIfFree()
+        }
     }
 
     private func resumeIfFree() {

@@ -384,27 +384,29 @@ struct Restart: AsyncParsableCommand {
 }
 
 struct Redis: AsyncParsableCommand {
-    enum Action: String, ExpressibleByArgument, CaseIterable { case stop, start, restart, freeze, slow, cut, heal }
+    enum Action: String, ExpressibleByArgument, CaseIterable { case stop, start, restart, freeze, slow, hang, cut, heal }
     static let configuration = CommandConfiguration(
-        abstract: "Stop, start, restart or freeze the embedded Redis (same port; data kept), or slow, cut or heal the instances' links to it.",
+        abstract: "Stop, start, restart or freeze the embedded Redis (same port; data kept), or slow, hang, cut or heal the instances' links to it.",
         discussion: """
             freeze: SIGSTOP, then SIGCONT after --for. Redis keeps its port and connections but answers \
             nothing, as during a long fork, a stalled disk or a network partition; a crash (stop) is seen \
             at once, a freeze only when commands time out.
 
-            slow, cut and heal act on the network between instances and Redis (each instance reaches the \
-            embedded Redis through a relay of its own), for one instance (--instance I) or all of them, \
+            slow, hang, cut and heal act on the network between instances and Redis (each instance reaches \
+            the embedded Redis through a relay of its own), for one instance (--instance I) or all of them, \
             while Redis keeps serving the others: slow --latency 200ms [--jitter 50ms] delays every reply \
-            and pub/sub message Redis sends to it (for --for, default 1m); cut resets its connections and \
-            refuses new ones (for --for, default 10s); heal ends either now.
+            and pub/sub message Redis sends to it (for --for, default 1m); hang lets nothing through, either \
+            way, with connections left open (a partition that drops packets: commands wait for their \
+            timeouts; what was sent goes on when it heals; --for, default 10s); cut resets its connections \
+            and refuses new ones (--for, default 10s); heal ends any of them now.
             """)
-    @Argument(help: "stop, start, restart, freeze (Redis itself); slow, cut, heal (the links to it).")
+    @Argument(help: "stop, start, restart, freeze (Redis itself); slow, hang, cut, heal (the links to it).")
     var action: Action
     @Option(
         name: .customLong("for"),
-        help: "freeze, slow, cut: how long (e.g. 10s, 500ms; 100ms to 10m). Default: 10s for freeze and cut, 1m for slow.")
+        help: "freeze, slow, hang, cut: how long (e.g. 10s, 500ms; 100ms to 10m). Default: 1m for slow, 10s for the others.")
     var duration: String?
-    @Option(name: [.customShort("i"), .long], help: "slow, cut, heal: the instance whose link it is (default: every instance).")
+    @Option(name: [.customShort("i"), .long], help: "slow, hang, cut, heal: the instance whose link it is (default: every instance).")
     var instance: Int?
     @Option(name: .long, help: "slow: how late each reply and message from Redis arrives (1ms to 10s, e.g. 200ms).")
     var latency: String?
@@ -413,12 +415,12 @@ struct Redis: AsyncParsableCommand {
     @OptionGroup var state: StateOption
 
     func validate() throws {
-        let timed: Set<Action> = [.freeze, .slow, .cut]
-        let linked: Set<Action> = [.slow, .cut, .heal]
-        if duration != nil && !timed.contains(action) { throw ValidationError("--for goes with freeze, slow and cut only") }
+        let timed: Set<Action> = [.freeze, .slow, .hang, .cut]
+        let linked: Set<Action> = [.slow, .hang, .cut, .heal]
+        if duration != nil && !timed.contains(action) { throw ValidationError("--for goes with freeze, slow, hang and cut only") }
         if let duration { try validateFreezeDuration(duration) }
         if instance != nil && !linked.contains(action) {
-            throw ValidationError("--instance goes with slow, cut and heal only; `cluster \(action.rawValue)` acts on Redis itself")
+            throw ValidationError("--instance goes with slow, hang, cut and heal only; `cluster redis \(action.rawValue)` acts on Redis itself")
         }
         if let instance, instance < 0 { throw ValidationError("an instance index is 0 or more, not \(instance)") }
         if (latency != nil || jitter != nil) && action != .slow { throw ValidationError("--latency and --jitter go with slow only") }
@@ -468,12 +470,13 @@ struct Chaos: AsyncParsableCommand {
         name: .long,
         help: """
             kill: SIGKILL, a crash restarted per the restart policy; restart: SIGTERM, then a new process; \
-            freeze: SIGSTOP for --freeze-for, then SIGCONT (a hang); redis-cut: its link to Redis cut for \
-            --freeze-for (a partition of that instance alone). Several, comma-separated (kill,freeze): one \
-            at random each time.
+            freeze: SIGSTOP for --freeze-for, then SIGCONT (a hang); redis-cut: its link to Redis reset and \
+            refused for --freeze-for; redis-hang: nothing through its link to Redis for --freeze-for (a \
+            partition of that instance alone, either way). Several, comma-separated (kill,freeze): one at \
+            random each time.
             """)
     var fault = "kill"
-    @Option(name: .long, help: "How long a freeze lasts, of an instance or of Redis, and a redis-cut (100ms to 10m; default 5s).")
+    @Option(name: .long, help: "How long a freeze lasts, of an instance or of Redis, and a redis-cut or redis-hang (100ms to 10m; default 5s).")
     var freezeFor: String?
     @Option(name: .long, help: "Never take down an instance when this many or fewer are serving (running and routable, not frozen).")
     var keep = 1
@@ -503,11 +506,11 @@ struct Chaos: AsyncParsableCommand {
     func options() throws -> ChaosOptions {
         let duration = parseDuration
         guard let faults = ChaosOptions.faults(fault) else {
-            throw ValidationError("--fault '\(fault)' is not kill, restart, freeze or redis-cut (or several of them, comma-separated)")
+            throw ValidationError("--fault '\(fault)' is not kill, restart, freeze, redis-cut or redis-hang (or several of them, comma-separated)")
         }
         if redisFault != nil && redisEvery == nil { throw ValidationError("--redis-fault goes with --redis-every") }
         if freezeFor != nil && ChaosOptions.timed.isDisjoint(with: faults) && redisFault != .freeze {
-            throw ValidationError("--freeze-for goes with --fault freeze or redis-cut, or --redis-fault freeze")
+            throw ValidationError("--freeze-for goes with --fault freeze, redis-cut or redis-hang, or --redis-fault freeze")
         }
         var generator = SystemRandomNumberGenerator()
         let options = ChaosOptions(

@@ -152,7 +152,7 @@ struct ChaosTests {
         #expect(problem { $0.settle = .seconds(-1) } == "--settle must be 0s or more")
         #expect(problem { $0.maxServerErrors = -1 } == "--max-5xx must be 0 or more (not -1)")
         #expect(problem { $0.maxServerErrors = 0 } == nil)
-        #expect(problem { $0.faults = [] } == "--fault needs one or more of kill, restart, freeze, redis-cut")
+        #expect(problem { $0.faults = [] } == "--fault needs one or more of kill, restart, freeze, redis-cut, redis-hang")
         // --freeze-for is checked only when something freezes.
         #expect(problem { $0.freezeFor = .zero } == nil)
         #expect(

@@ -11,7 +11,9 @@ chat. Then, one after the other:
 - `cluster restart --all --rolling`: every client moves to a replacement, recovered;
 - `cluster chaos` on 3 instances while a client keeps sending: nothing lost, nothing twice; then the
   same with freezes (instances and Redis) instead of kills;
-- `cluster redis cut -i I`: one instance partitioned from Redis keeps its clients, loses nothing.
+- `cluster redis cut -i I`: one instance partitioned from Redis keeps its clients, loses nothing;
+- `cluster redis hang -i I` past chat-node's Redis timeout: a message resent with the same id while
+  its first attempt was held is stored once.
 Finally the teaching case: long-polling without affinity (`--affinity none`) gets Engine.IO's
 "Session ID unknown"; with `cf` it does not.
 """
@@ -307,6 +309,25 @@ def test_an_instance_cut_off_redis_keeps_its_clients_and_loses_nothing(cluster, 
     assert not any(c.disconnected.is_set() for c in cut_off), "a partition from Redis keeps the clients' sockets"
     assert_everyone_has(clients, beside + inside, cluster)
     assert {i["index"]: i["guid"] for i in cluster.instances().values()} == guids, "a cut link is not a crash"
+
+
+def test_a_message_sent_into_a_hung_link_is_stored_once(cluster, clients):
+    """`cluster redis hang -i I` for longer than chat-node's Redis timeout (5 s): a message sent into
+    it gets no answer from Redis; chat-node gives up on the command (an error ack, "not stored") and
+    the page resends it with the same id. When the link heals, the first attempt, held meanwhile,
+    reaches Redis after all: the id is stored once, so every client has the message once."""
+    url = cluster.proxy_url()
+    cluster.wait_ready(timeout=120)
+    heal_all(clients, url, cluster, running_indices(cluster))
+    sender = clients[0]
+    result = cluster.ctl("redis", "hang", "--instance", str(sender.instance), "--for", "7s")
+    assert f"the link to Redis of chat.{sender.instance} is hung for 7s" in result.stdout
+    message_id = f"into-the-hang-{uuid.uuid4().hex[:8]}"
+    first = sender.send("into the hang", message_id, timeout=15)
+    assert first.get("ok") is False, first
+    sender.send_until_stored("into the hang", message_id)
+    cluster.expect(f"chat.{sender.instance}'s link to Redis healed (it was hung)")
+    assert_everyone_has(clients, [message_id], cluster)
 
 
 def engineio_polling_errors(base_url: str, sessions: int = 10, requests_per_session: int = 6) -> tuple[int, int]:

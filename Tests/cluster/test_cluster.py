@@ -496,6 +496,16 @@ def test_each_instance_reaches_redis_through_a_link_that_can_be_slowed_cut_and_h
     cluster.expect("web.1's link to Redis cut for 2s on request", "web.1's link to Redis healed (it was cut)")
     assert redis_ping(links[1])[0] == b"+PONG\r\n" and "redis_link" not in cluster.instances()[1]
 
+    # A hang of one link: connections are accepted and nothing answers, until it heals.
+    result = cluster.ctl("redis", "hang", "-i", "2", "--for", "1500ms")
+    assert "the link to Redis of web.2 is hung for 1.5s; it heals by itself" in result.stdout
+    with pytest.raises(socket.timeout):
+        redis_ping(links[2], timeout=0.5)
+    assert redis_ping(links[0])[0] == b"+PONG\r\n"
+    assert cluster.instances()[2]["redis_link"]["fault"] == "hang"
+    cluster.expect("web.2's link to Redis hung for 1.5s on request", "web.2's link to Redis healed (it was hung)")
+    assert redis_ping(links[2])[0] == b"+PONG\r\n"
+
     # Every link slowed: each reply comes at least the latency late, through every relay.
     result = cluster.ctl("redis", "slow", "--latency", "300ms", "--jitter", "50ms", "--for", "1m")
     assert "the link to Redis of web.0, web.1 and web.2 is slow (+300ms ±50ms) for 1m" in result.stdout
@@ -526,7 +536,7 @@ def test_each_instance_reaches_redis_through_a_link_that_can_be_slowed_cut_and_h
             (("redis", "slow", "--latency", "20s"), 64, "--latency 20s is not from 1ms to 10s"),
             (("redis", "slow", "--latency", "fast"), 64, "--latency 'fast' is not a duration"),
             (("redis", "cut", "--for", "1h"), 64, "--for '1h' is not a duration from 100ms to 10m"),
-            (("redis", "stop", "--instance", "1"), 64, "--instance goes with slow, cut and heal only"),
+            (("redis", "stop", "--instance", "1"), 64, "--instance goes with slow, hang, cut and heal only"),
             (("redis", "cut", "--latency", "1s"), 64, "--latency and --jitter go with slow only"),
             (("redis", "cut", "--instance", "7"), 1, "no instance 7: valid indices are 0, 1, 2"),
     ):
@@ -547,7 +557,7 @@ def test_wrong_input_gets_a_clear_message_and_a_non_zero_exit(cluster):
         (["restart"], "give an instance index or --all"),
         (["restart", "1", "--rolling"], "--rolling goes with --all"),
         (["redis", "flush"], "flush"),
-        (["redis", "stop", "--for", "2s"], "--for goes with freeze, slow and cut only"),
+        (["redis", "stop", "--for", "2s"], "--for goes with freeze, slow, hang and cut only"),
         (["freeze", "5"], "no instance 5: valid indices are 0, 1, 2"),
         (["freeze", "0", "--for", "0s"], "--for '0s' is not a duration from 100ms to 10m"),
         (["redis", "freeze", "--for", "1y"], "--for '1y' is not a duration from 100ms to 10m"),
@@ -628,20 +638,22 @@ def test_chaos_freezes_instances_and_redis_and_waits_until_they_resume(cluster):
 def test_chaos_cuts_instances_off_redis_while_they_run(cluster):
     cluster.wait_ready()
     before = {i["index"]: i["guid"] for i in cluster.instances().values()}
-    result = cluster.ctl("chaos", "--every", "300ms", "--for", "1s", "--fault", "redis-cut", "--freeze-for", "500ms", "--keep", "0",
-                         "--seed", "3", "--settle", "20s", timeout=60)
+    result = cluster.ctl("chaos", "--every", "300ms", "--for", "1s", "--fault", "redis-cut,redis-hang", "--freeze-for", "500ms",
+                         "--keep", "0", "--seed", "3", "--settle", "20s", timeout=60)
     lines = result.stdout.splitlines()
-    assert "chaos | every 300ms for 1s: cut from Redis (its link reset for 500ms, Redis up for the others) one running instance " \
-           "at random; seed 3" in lines[0], lines[0]
+    assert "chaos | every 300ms for 1s: cut from Redis (its link reset for 500ms, Redis up for the others) or hang its link to " \
+           "Redis (nothing through for 500ms, Redis up for the others) one running instance at random, the fault at random too; " \
+           "seed 3" in lines[0], lines[0]
     cuts = [line for line in lines if "is cut for 500ms; it heals by itself" in line]
-    assert len(cuts) == 3, lines
-    assert "| done: 3 link cuts in " in result.stdout, lines
+    hangs = [line for line in lines if "is hung for 500ms; it heals by itself" in line]
+    assert len(cuts) + len(hangs) == 3, lines
+    assert f"| done: {len(cuts)} link cut" in result.stdout and f", {len(hangs)} link hang" in result.stdout, lines
     assert "| ready again after" in lines[-1] and "3/3 running" in lines[-1], lines
     # Every cut heals by itself; a cut is not a crash: every instance ran through it.
     status = cluster.wait_status("every link healed", lambda s: all("redis_link" not in i for i in s["instances"]))
     assert {i["index"]: i["guid"] for i in status["instances"]} == before
     assert all(i["crashes"] == 0 for i in status["instances"])
-    cluster.expect("link to Redis healed (it was cut)")
+    cluster.expect(*(f"link to Redis healed (it was {what})" for what, seen in (("cut", cuts), ("hung", hangs)) if seen))
 
 
 def test_chaos_with_a_bad_option_or_without_a_cluster_says_so(cluster, tmp_path):
@@ -653,11 +665,11 @@ def test_chaos_with_a_bad_option_or_without_a_cluster_says_so(cluster, tmp_path)
         (["chaos", "--for", "25h"], "--for must be at most 24h"),
         (["chaos", "--keep=-1"], "--keep must be 0 or more"),
         (["chaos", "--redis-every", "100ms"], "--redis-every must be at least 1s"),
-        (["chaos", "--fault", "nuke"], "--fault 'nuke' is not kill, restart, freeze or redis-cut"),
-        (["chaos", "--fault", "kill,nuke"], "--fault 'kill,nuke' is not kill, restart, freeze or redis-cut"),
+        (["chaos", "--fault", "nuke"], "--fault 'nuke' is not kill, restart, freeze, redis-cut or redis-hang"),
+        (["chaos", "--fault", "kill,nuke"], "--fault 'kill,nuke' is not kill, restart, freeze, redis-cut or redis-hang"),
         (["chaos", "--redis-fault", "freeze"], "--redis-fault goes with --redis-every"),
         (["chaos", "--redis-every", "1m", "--redis-fault", "crash"], "crash"),
-        (["chaos", "--freeze-for", "2s"], "--freeze-for goes with --fault freeze or redis-cut, or --redis-fault freeze"),
+        (["chaos", "--freeze-for", "2s"], "--freeze-for goes with --fault freeze, redis-cut or redis-hang, or --redis-fault freeze"),
         (["chaos", "--fault", "freeze", "--freeze-for", "20m"], "--freeze-for must be from 100ms to 10m (not 20m0s)"),
         (["chaos", "--redis-every", "2s", "--redis-fault", "freeze", "--freeze-for", "5s"],
          "--freeze-for (5s) must be shorter than --redis-every (2s) with --redis-fault freeze"),
