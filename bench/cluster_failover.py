@@ -269,6 +269,8 @@ def scenario(cluster: ClusterRun, base: str, count: int, processes: int) -> list
         pids = {f"chat.{i['index']}": i["pid"] for i in status["instances"] if i.get("pid")}
         pids["proxy"] = status["proxy"]["pid"]
         pids["redis"] = status["redis"]["pid"]
+        # The supervisor relays every instance's Redis traffic (`cluster redis slow|hang|cut`): a server too.
+        pids["cluster"] = cluster.program.process.pid
         pids.update({f"load generator {n}": p.pid for n, p in enumerate(workers.processes)})
 
         workers.ask("arm", victim)
