@@ -32,7 +32,7 @@ extension ClusterSupervisor {
     func redisLinkCommand(_ request: ControlRequest, action: String) -> ControlResponse {
         guard redisPort != nil else {
             return .failure(
-                "Redis is external (\(Self.redacted(launch.redisURL ?? ""))): its traffic does not go through cluster, so it cannot be slowed or cut; "
+                "Redis is external (\(Self.redacted(launch.redisURL ?? ""))): its traffic does not go through cluster, so it cannot be slowed, hung or cut; "
                     + "use the embedded Redis (no --redis-url) for this")
         }
         let indices: [Int]
@@ -81,9 +81,9 @@ extension ClusterSupervisor {
         let length = DurationText.format(duration)
         let effect =
             switch fault {
-            case .slow(let latency, _):
+            case .slow(let latency, let jitter):
                 "every reply and pub/sub message from Redis reaches it \(DurationText.format(latency)) late"
-                    + (fault.summary.contains("±") ? " (more or less, at random)" : "")
+                    + (jitter > .zero ? " (more or less, at random)" : "")
             case .cut: "its connections to Redis are reset and new ones are refused; Redis keeps running for the others"
             case .hang:
                 "nothing gets through between it and Redis, either way: its connections stay open and its commands wait for an answer "

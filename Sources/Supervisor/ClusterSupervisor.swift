@@ -107,7 +107,7 @@ public actor ClusterSupervisor {
 
     var slots: [Int: Slot] = [:]
     /// Each instance index's relay to the embedded Redis, opened at the index's first start and kept
-    /// for its later processes (`cluster redis slow|cut|heal`), with the state of its link.
+    /// for its later processes (`cluster redis slow|hang|cut|heal`), with the state of its link.
     var links: [Int: RedisLinkRelay] = [:]
     var linkStates: [Int: RedisLinkState] = [:]
     /// The old process of an index a rolling restart is replacing, until it has exited (`Retirement`).

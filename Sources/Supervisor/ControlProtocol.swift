@@ -102,7 +102,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var frozenSeconds: Double?
         /// The old process a rolling restart is replacing with this one, until it has exited.
         public var replacing: Replacing?
-        /// A fault on its link to Redis (`cluster redis slow|cut`), while it lasts.
+        /// A fault on its link to Redis (`cluster redis slow|hang|cut`), while it lasts.
         public var redisLink: RedisLink?
 
         public struct RedisLink: Codable, Sendable, Equatable {

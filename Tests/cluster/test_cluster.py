@@ -922,6 +922,6 @@ def test_an_external_redis_and_the_process_health_check():
             refused = run.ctl("redis", "restart", check=False)
             assert refused.returncode == 1 and "Redis is external" in refused.stderr
             refused = run.ctl("redis", "cut", check=False)
-            assert refused.returncode == 1 and "its traffic does not go through cluster, so it cannot be slowed or cut" in refused.stderr
+            assert refused.returncode == 1 and "its traffic does not go through cluster, so it cannot be slowed, hung or cut" in refused.stderr
         finally:
             run.close()
