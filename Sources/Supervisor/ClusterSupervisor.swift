@@ -1069,7 +1069,9 @@ public actor ClusterSupervisor {
         let then =
             desiredCount == 0
             ? "scale 3, restart --all --rolling, redis restart, logs -f, down"
-            : "kill \(victim), scale 5, restart --all --rolling, redis restart, chaos --every 10s --for 1m, logs -f \(victim), down"
+            : "kill \(victim), scale 5, restart --all --rolling, redis restart, "
+                + (redisPort == nil ? "" : "redis cut -i \(victim) --for 10s, ")
+                + "chaos --every 10s --for 1m, logs -f \(victim), down"
         event("try from another terminal: \(Self.invocation) status\(stateFlag) (then: \(then); Ctrl-C here stops everything)")
     }
 }
