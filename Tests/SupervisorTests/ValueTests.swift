@@ -273,6 +273,14 @@ struct InstanceLaunchTests {
         #expect(app.services?.redisBinding?.redisURL == "redis://127.0.0.1:6399")
     }
 
+    @Test("Through its relay, an instance's REDIS_URL and binding both name the relay's port")
+    func relayedRedis() throws {
+        let environment = launch.environment(index: 1, guid: InstanceGUID(), port: 4321, redisRelayPort: 7001)
+        #expect(environment["REDIS_URL"] == "redis://127.0.0.1:7001")
+        let app = try AppEnvironment(environment)
+        #expect(app.services?.redisBinding?.redisURL == "redis://127.0.0.1:7001")
+    }
+
     @Test("A helper inherits no instance variables from the shell")
     func helper() {
         let environment = launch.helperEnvironment()
