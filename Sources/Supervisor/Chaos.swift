@@ -21,6 +21,15 @@ public struct ChaosOptions: Sendable, Equatable {
         /// Its link to Redis hung for `freezeFor` (`cluster redis hang -i I`): its commands wait.
         case redisHang = "redis-hang"
 
+        /// The `cluster redis` action of a fault on an instance's link to Redis (nil for the others).
+        var linkAction: String? {
+            switch self {
+            case .redisCut: "cut"
+            case .redisHang: "hang"
+            default: nil
+            }
+        }
+
         /// The noun of the tally (`3 kills`, `2 link cuts`).
         var noun: String {
             switch self {
@@ -318,10 +327,9 @@ public enum ChaosRun {
                         case .kill: request = ControlRequest(command: .kill, index: index)
                         case .restart: request = ControlRequest(command: .restart, index: index)
                         case .freeze: request = ControlRequest(command: .freeze, index: index, duration: DurationText.format(options.freezeFor))
-                        case .redisCut:
-                            request = ControlRequest(command: .redis, index: index, action: "cut", duration: DurationText.format(options.freezeFor))
-                        case .redisHang:
-                            request = ControlRequest(command: .redis, index: index, action: "hang", duration: DurationText.format(options.freezeFor))
+                        case .redisCut, .redisHang:
+                            request = ControlRequest(
+                                command: .redis, index: index, action: fault.linkAction, duration: DurationText.format(options.freezeFor))
                         }
                         let response = try await send(request)
                         if response.ok {
@@ -354,7 +362,7 @@ public enum ChaosRun {
         if options.maxServerErrors != nil, first.proxyTraffic == nil {
             throw Failure("--max-5xx counts the proxy's responses, and this cluster has no proxy answering (\(first.proxy.state)): drop --max-5xx")
         }
-        if options.faults.contains(.redisCut) || options.faults.contains(.redisHang), first.redis.state == "external" {
+        if options.faults.contains(where: { $0.linkAction != nil }), first.redis.state == "external" {
             throw Failure(
                 "this cluster uses an external Redis (\(first.redis.url ?? "?")), whose traffic does not go through it, so it cannot cut or hang an instance's link: drop redis-cut and redis-hang from --fault"
             )

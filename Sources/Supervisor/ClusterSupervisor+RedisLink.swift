@@ -59,14 +59,10 @@ extension ClusterSupervisor {
             }
             return .success("healed the link to Redis of \(Self.names(healed.map(name)))")
         case "slow":
-            guard let latencyText = request.latency else { return .failure("slow needs --latency (e.g. --latency 200ms)") }
-            guard let latency = DurationText.parse(latencyText) else {
-                return .failure("--latency '\(latencyText)' is not a duration (e.g. 200ms)")
+            switch RedisLinkFault.slow(latency: request.latency, jitter: request.jitter) {
+            case .success(let fault): return impose(fault, on: indices, for: request.duration ?? "1m")
+            case .failure(let error): return .failure(error.description)
             }
-            let jitterText = request.jitter ?? "0ms"
-            guard let jitter = DurationText.parse(jitterText) else { return .failure("--jitter '\(jitterText)' is not a duration (e.g. 50ms)") }
-            if let problem = RedisLinkFault.problem(latency: latency, jitter: jitter) { return .failure(problem) }
-            return impose(.slow(latency: latency, jitter: jitter), on: indices, for: request.duration ?? "1m")
         case "cut":
             return impose(.cut, on: indices, for: request.duration ?? "10s")
         case "hang":

@@ -132,18 +132,20 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
                 return faultSummary + ", heals in \(DurationText.short(.milliseconds(Int64(remainingSeconds * 1000))))"
             }
 
-            /// `slow (+200ms ±50ms)`, `hung`, `cut`.
-            public var faultSummary: String {
-                var text = fault == "hang" ? "hung" : fault
-                if let latencyMilliseconds {
-                    text += " (+\(DurationText.format(.milliseconds(Int64(latencyMilliseconds.rounded())))))"
-                    if let jitterMilliseconds, jitterMilliseconds > 0 {
-                        text.removeLast()
-                        text += " ±\(DurationText.format(.milliseconds(Int64(jitterMilliseconds.rounded())))))"
-                    }
+            /// The fault these fields describe (nil for a name this version does not know).
+            public var linkFault: RedisLinkFault? {
+                switch fault {
+                case "slow":
+                    .slow(
+                        latency: .nanoseconds(Int64((latencyMilliseconds ?? 0) * 1e6)), jitter: .nanoseconds(Int64((jitterMilliseconds ?? 0) * 1e6)))
+                case "cut": .cut
+                case "hang": .hang
+                default: nil
                 }
-                return text
             }
+
+            /// `slow (+200ms ±50ms)`, `hung`, `cut`: `RedisLinkFault.summary`.
+            public var faultSummary: String { linkFault?.summary ?? fault }
 
             enum CodingKeys: String, CodingKey {
                 case fault

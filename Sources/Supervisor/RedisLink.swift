@@ -4,7 +4,8 @@ import CloudFoundry
 /// as Toxiproxy's latency, timeout and reset_peer toxics do: Redis itself keeps running, and the other
 /// instances keep their own link.
 public enum RedisLinkFault: Sendable, Equatable {
-    /// Every chunk of bytes, either way, is held for `latency` ± `jitter` (uniform), in order.
+    /// Every chunk Redis sends (replies, pub/sub messages) is held for `latency` ± `jitter`
+    /// (uniform), in order; what the instance sends goes at once.
     case slow(latency: Duration, jitter: Duration)
     /// Open connections are reset (RST) and new ones are accepted and reset at once, as a peer that
     /// restarted or a firewall that rejects does.
@@ -36,6 +37,24 @@ public enum RedisLinkFault: Sendable, Equatable {
         case .cut: "cut"
         case .hang: "hung"
         }
+    }
+
+    /// `cluster redis slow`'s fault from its options as typed (`--latency 200ms --jitter 50ms`), or
+    /// what is wrong with them: for the command line and for the running cluster alike.
+    public static func slow(latency: String?, jitter: String?) -> Result<RedisLinkFault, FigureError> {
+        guard let latency else { return .failure(FigureError("slow needs --latency (e.g. --latency 200ms)")) }
+        guard let delay = DurationText.parse(latency) else { return .failure(FigureError("--latency '\(latency)' is not a duration (e.g. 200ms)")) }
+        let jitterText = jitter ?? "0ms"
+        guard let spread = DurationText.parse(jitterText) else {
+            return .failure(FigureError("--jitter '\(jitterText)' is not a duration (e.g. 50ms)"))
+        }
+        if let problem = problem(latency: delay, jitter: spread) { return .failure(FigureError(problem)) }
+        return .success(.slow(latency: delay, jitter: spread))
+    }
+
+    public struct FigureError: Error, Equatable, CustomStringConvertible {
+        public let description: String
+        init(_ description: String) { self.description = description }
     }
 
     /// Checks the figures of `cluster redis slow`; nil when they are fine, else what is wrong.

@@ -55,6 +55,9 @@ public final class RedisLinkRelay: Sendable {
     /// How many connections go through it now.
     public var connectionCount: Int { shared.state.withLock { $0.pairs.count } }
 
+    /// The bytes a hang holds now, either way, until it ends.
+    public var bytesHeldByHang: Int { shared.bytesHeldByHang.load(ordering: .relaxed) }
+
     /// Sets the fault for the chunks to come. A hang that ends lets what it held go on, in order.
     public func apply(_ fault: RedisLinkFault?) {
         let released = shared.state.withLock { state -> [Pair] in
@@ -120,6 +123,7 @@ public final class RedisLinkRelay: Sendable {
         }
         let target: SocketAddress
         let state = Mutex(State())
+        let bytesHeldByHang = Atomic<Int>(0)
         init(target: SocketAddress) { self.target = target }
 
         var fault: RedisLinkFault? { state.withLock { $0.fault } }
@@ -276,6 +280,7 @@ final class RelayHandler: ChannelInboundHandler {
     private func park(_ buffer: ByteBuffer) {
         parked.append(buffer)
         parkedBytes += buffer.readableBytes
+        shared.bytesHeldByHang.add(buffer.readableBytes, ordering: .relaxed)
         if heldBytes + parkedBytes > Self.highWater { pause(forPeer: false) }
     }
 
@@ -287,10 +292,7 @@ final class RelayHandler: ChannelInboundHandler {
             if let channel = ownChannel, channel.isActive { connectToRedis(channel) }
             return
         }
-        let chunks = parked
-        parked = []
-        parkedBytes = 0
-        for chunk in chunks { forward(chunk) }
+        for chunk in takeParked() { forward(chunk) }
         if closeWhenReleased, parked.isEmpty {
             closeWhenReleased = false
             closePeer()
@@ -311,13 +313,31 @@ final class RelayHandler: ChannelInboundHandler {
         context.fireChannelWritabilityChanged()
     }
 
+    /// What the hang parked, in order, no longer counted as held.
+    private func takeParked() -> [ByteBuffer] {
+        let chunks = parked
+        shared.bytesHeldByHang.subtract(parkedBytes, ordering: .relaxed)
+        parked = []
+        parkedBytes = 0
+        return chunks
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         if !parked.isEmpty, peer != nil {
-            // What this side sent during a hang still goes on when it ends (as TCP delivers it after a
-            // partition), then the peer closes: the connection stays listed until then.
-            closeWhenReleased = true
-            context.fireChannelInactive()
-            return
+            switch shared.fault {
+            case .hang?:
+                // What this side sent during the hang still goes on when it ends (as TCP delivers it
+                // after a partition), then the peer closes: the connection stays listed until then.
+                closeWhenReleased = true
+                context.fireChannelInactive()
+                return
+            case .cut?:
+                // The connection is being reset: what it held goes nowhere.
+                _ = takeParked()
+            default:
+                // The hang has ended and its release is on its way: what was held goes on now.
+                for chunk in takeParked() { forward(chunk) }
+            }
         }
         if side == .app {
             let key = ObjectIdentifier(context.channel)

@@ -425,13 +425,7 @@ struct Redis: AsyncParsableCommand {
         if let instance, instance < 0 { throw ValidationError("an instance index is 0 or more, not \(instance)") }
         if (latency != nil || jitter != nil) && action != .slow { throw ValidationError("--latency and --jitter go with slow only") }
         if action == .slow {
-            guard let latency else { throw ValidationError("slow needs --latency (e.g. cluster redis slow --latency 200ms)") }
-            guard let delay = DurationText.parse(latency) else { throw ValidationError("--latency '\(latency)' is not a duration (e.g. 200ms)") }
-            let spread = try jitter.map { text in
-                guard let value = DurationText.parse(text) else { throw ValidationError("--jitter '\(text)' is not a duration (e.g. 50ms)") }
-                return value
-            }
-            if let problem = RedisLinkFault.problem(latency: delay, jitter: spread ?? .zero) { throw ValidationError(problem) }
+            if case .failure(let error) = RedisLinkFault.slow(latency: latency, jitter: jitter) { throw ValidationError(error.description) }
         }
     }
 

@@ -36,6 +36,13 @@ struct RedisLinkStateTests {
         #expect(RedisLinkFault.problem(latency: .zero, jitter: .zero)?.contains("not from 1ms to 10s") == true)
         #expect(RedisLinkFault.problem(latency: .seconds(11), jitter: .zero)?.contains("not from 1ms to 10s") == true)
         #expect(RedisLinkFault.problem(latency: .milliseconds(100), jitter: .milliseconds(101))?.contains("more than --latency") == true)
+        // As typed, for the command line and the running cluster alike.
+        #expect(RedisLinkFault.slow(latency: "200ms", jitter: "50ms") == .success(.slow(latency: .milliseconds(200), jitter: .milliseconds(50))))
+        #expect(RedisLinkFault.slow(latency: "1s", jitter: nil) == .success(.slow(latency: .seconds(1), jitter: .zero)))
+        #expect(RedisLinkFault.slow(latency: nil, jitter: nil) == .failure(.init("slow needs --latency (e.g. --latency 200ms)")))
+        #expect(RedisLinkFault.slow(latency: "fast", jitter: nil) == .failure(.init("--latency 'fast' is not a duration (e.g. 200ms)")))
+        #expect(RedisLinkFault.slow(latency: "200ms", jitter: "some") == .failure(.init("--jitter 'some' is not a duration (e.g. 50ms)")))
+        #expect(RedisLinkFault.slow(latency: "20s", jitter: nil) == .failure(.init("--latency 20s is not from 1ms to 10s")))
     }
 
     @Test func aFaultEndsWithItsOwnTimerOnly() {
@@ -86,6 +93,11 @@ struct RedisLinkStateTests {
 
 @Suite("RedisLinkRelay against a real redis-server")
 struct RedisLinkRelayTests {
+    /// The bytes of a command as RESP sends it: `*2\r\n$4\r\nINCR\r\n$1\r\nh\r\n`.
+    private static func encoded(_ command: [String]) -> Int {
+        "*\(command.count)\r\n".utf8.count + command.map { "$\($0.utf8.count)\r\n\($0)\r\n".utf8.count }.reduce(0, +)
+    }
+
     /// A real redis-server and a relay to it for `body`; both stopped after it, whatever it did.
     private func withRelay(_ body: (RedisServer, RedisLinkRelay) async throws -> Void) async throws {
         let server = try await RedisServer()
@@ -200,7 +212,9 @@ struct RedisLinkRelayTests {
             // after a real partition (the command runs, though its client never hears so).
             quitter.send("INCR late\r\n")
             quitter.close()
-            try await Task.sleep(for: .milliseconds(300))
+            // Held by the relay: the three commands of the pipeline and the quitter's INCR.
+            let sent = [["INCR", "h"], ["INCR", "h"], ["GET", "h"]].map(Self.encoded).reduce(0, +) + "INCR late\r\n".utf8.count
+            try await waitUntil("the relay to hold what was sent") { relay.bytesHeldByHang == sent }
             #expect(try await direct.send("GET", "h") == .null)
             #expect(try await direct.send("GET", "late") == .null)
             // A connection made during the hang is accepted (the kernel does) and gets no answer.
@@ -218,6 +232,7 @@ struct RedisLinkRelayTests {
             for _ in 0..<30 where answer == nil { answer = try? waiting.readLine() }  // 300 ms each
             #expect(answer == "+PONG")
             try await waitUntil("the quitter's connection to be gone") { relay.connectionCount == 2 }
+            #expect(relay.bytesHeldByHang == 0)
             await client.close()
             await direct.close()
         }
