@@ -49,9 +49,6 @@ public final class RedisLinkRelay: Sendable {
         self.shared = shared
     }
 
-    /// The fault now in force (nil: none).
-    public var fault: RedisLinkFault? { shared.state.withLock { $0.fault } }
-
     /// How many connections go through it now.
     public var connectionCount: Int { shared.state.withLock { $0.pairs.count } }
 
