@@ -64,11 +64,13 @@ public struct ServiceBinding: Sendable, Hashable, Codable {
         credentials = try container.decodeIfPresent(Credentials.self, forKey: .credentials) ?? Credentials()
     }
 
-    /// A Redis binding for the simulator's Redis (label `redis`, tags `redis`, `keyvalue`).
-    public static func redis(name: String = "redis", host: String, port: Int, password: String?) -> ServiceBinding {
-        var uri = "redis://"
-        if let password { uri += ":\(password.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? password)@" }
-        uri += "\(host):\(port)"
+    /// A Redis binding for the simulator's Redis (label `redis`, tags `redis`, `keyvalue`). Its `uri`
+    /// is `uri` when given (a URL with a user name or a database), else built from the rest.
+    public static func redis(name: String = "redis", host: String, port: Int, password: String?, uri: String? = nil) -> ServiceBinding {
+        var built = "redis://"
+        if let password { built += ":\(password.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? password)@" }
+        built += "\(host):\(port)"
+        let uri = uri ?? built
         return ServiceBinding(
             label: "redis",
             name: name,

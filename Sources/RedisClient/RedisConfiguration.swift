@@ -108,6 +108,18 @@ public struct RedisConfiguration: Sendable, Hashable {
         port = value
     }
 
+    /// `url` with its host and port replaced by `host` and `port`, everything else (user, password,
+    /// database, query) as written: how a client is pointed at a relay in front of that Redis.
+    public static func url(_ url: String, reachedAt host: String, port: Int) -> String {
+        guard let schemeEnd = url.range(of: "://") else { return url }
+        let rest = url[schemeEnd.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        let hostStart = authority.lastIndex(of: "@").map { authority.index(after: $0) } ?? authority.startIndex
+        let hostText = host.contains(":") ? "[\(host)]" : host
+        return String(url[..<hostStart]) + "\(hostText):\(port)" + String(url[authorityEnd...])
+    }
+
     /// `host:port` for messages.
     public var endpoint: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 

@@ -362,11 +362,6 @@ public enum ChaosRun {
         if options.maxServerErrors != nil, first.proxyTraffic == nil {
             throw Failure("--max-5xx counts the proxy's responses, and this cluster has no proxy answering (\(first.proxy.state)): drop --max-5xx")
         }
-        if options.faults.contains(where: { $0.linkAction != nil }), first.redis.state == "external" {
-            throw Failure(
-                "this cluster uses an external Redis (\(first.redis.url ?? "?")), whose traffic does not go through it, so it cannot cut or hang an instance's link: drop redis-cut and redis-hang from --fault"
-            )
-        }
         if options.redisEvery != nil, first.redis.state == "external" {
             throw Failure(
                 "this cluster uses an external Redis (\(first.redis.url ?? "?")), which it cannot \(options.redisFault.rawValue): drop --redis-every")

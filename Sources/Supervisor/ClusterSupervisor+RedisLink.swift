@@ -1,19 +1,18 @@
 import CloudFoundry
-import NIOCore
 
-/// `cluster redis slow|hang|cut|heal`: faults on the network between instances and the embedded Redis,
-/// carried out on each index's `RedisLinkRelay` as its `RedisLinkState` decides.
+/// `cluster redis slow|hang|cut|heal`: faults on the network between instances and Redis (embedded or
+/// external), carried out on each index's `RedisLinkRelay` as its `RedisLinkState` decides.
 extension ClusterSupervisor {
     /// The actions `cluster redis` takes on the links, not on Redis itself.
     static let linkActions: Set<String> = ["slow", "hang", "cut", "heal"]
 
     /// The relay port for an instance index's next process (opening the relay at its first start), or
-    /// nil to give it Redis's own port: Redis is external, or the relay could not open.
+    /// nil to give it Redis's own address: the relay could not open.
     func redisLinkPort(for index: Int) async -> Int? {
-        guard let redisPort else { return nil }
+        guard let endpoint = launch.redisEndpoint else { return nil }
         if let relay = links[index] { return relay.port }
         do {
-            let relay = try await RedisLinkRelay.start(to: try SocketAddress(ipAddress: "127.0.0.1", port: redisPort))
+            let relay = try await RedisLinkRelay.start(toHost: endpoint.host, port: endpoint.port)
             // Another start of the same index may have opened one meanwhile.
             if let existing = links[index] {
                 await relay.close()
@@ -23,18 +22,13 @@ extension ClusterSupervisor {
             return relay.port
         } catch {
             event(
-                "\(name(index)) gets Redis's own port: its relay could not open (\(error)), so `cluster redis slow|hang|cut` cannot reach it",
+                "\(name(index)) reaches Redis directly: its relay could not open (\(error)), so `cluster redis slow|hang|cut` cannot reach it",
                 index: index)
             return nil
         }
     }
 
     func redisLinkCommand(_ request: ControlRequest, action: String) -> ControlResponse {
-        guard redisPort != nil else {
-            return .failure(
-                "Redis is external (\(Self.redacted(launch.redisURL ?? ""))): its traffic does not go through cluster, so it cannot be slowed, hung or cut; "
-                    + "use the embedded Redis (no --redis-url) for this")
-        }
         let indices: [Int]
         if let index = request.index {
             switch validate(index: index) {

@@ -106,7 +106,7 @@ public actor ClusterSupervisor {
     let redisCommand: String?
 
     var slots: [Int: Slot] = [:]
-    /// Each instance index's relay to the embedded Redis, opened at the index's first start and kept
+    /// Each instance index's relay to Redis, opened at the index's first start and kept
     /// for its later processes (`cluster redis slow|hang|cut|heal`), with the state of its link.
     var links: [Int: RedisLinkRelay] = [:]
     var linkStates: [Int: RedisLinkState] = [:]
@@ -989,7 +989,9 @@ public actor ClusterSupervisor {
         if let error = await Self.ping(url: url) {
             event("the Redis at \(Self.redacted(url)) does not answer: \(error). Instances start anyway; chat-node reports unhealthy until it does")
         } else {
-            event("using the Redis at \(Self.redacted(url)) (external: `cluster redis` commands do not manage it)")
+            event(
+                "using the Redis at \(Self.redacted(url)) (external: `cluster redis stop|start|restart|freeze` do not manage it; "
+                    + "`cluster redis slow|hang|cut` act on each instance's link to it)")
         }
     }
 
@@ -1066,11 +1068,12 @@ public actor ClusterSupervisor {
         }
         // An index that exists: the second instance, or the only one (none: scale up first).
         let victim = desiredCount > 1 ? 1 : 0
+        // An external Redis is not cluster's to restart; its links to the instances are.
+        let restartRedis = redisPort == nil ? "" : "redis restart, "
         let then =
             desiredCount == 0
-            ? "scale 3, restart --all --rolling, redis restart, logs -f, down"
-            : "kill \(victim), scale 5, restart --all --rolling, redis restart, "
-                + (redisPort == nil ? "" : "redis cut -i \(victim) --for 10s, ")
+            ? "scale 3, restart --all --rolling, \(restartRedis)logs -f, down"
+            : "kill \(victim), scale 5, restart --all --rolling, \(restartRedis)redis cut -i \(victim) --for 10s, "
                 + "chaos --every 10s --for 1m, logs -f \(victim), down"
         event("try from another terminal: \(Self.invocation) status\(stateFlag) (then: \(then); Ctrl-C here stops everything)")
     }

@@ -82,7 +82,7 @@ public enum ClusterUp {
                 throw Failure("--redis-url: \(error)")
             }
             redisURL = url
-            redisBinding = .redis(host: parsed.host, port: parsed.port, password: parsed.password)
+            redisBinding = .redis(host: parsed.host, port: parsed.port, password: parsed.password, uri: url)
         } else {
             guard let program = CommandLookup.program(of: config.redis.command), CommandLookup.resolve(program, path: searchPath) != nil else {
                 throw Failure(

@@ -1,5 +1,6 @@
 import CloudFoundry
 import Foundation
+import RedisClient
 
 /// What every instance of one cluster shares, and how one instance's environment and route
 /// registration are built from it (pure: no process, no clock).
@@ -12,6 +13,11 @@ public struct InstanceLaunch: Sendable, Equatable {
     public var memoryMB: Int
     public var redisURL: String?
     public var redisBinding: ServiceBinding?
+    /// Where the instances' relays connect: Redis's host and port, from `redisURL`.
+    public var redisEndpoint: (host: String, port: Int)? {
+        guard let redisURL, let parsed = try? RedisConfiguration(url: redisURL) else { return nil }
+        return (parsed.host, parsed.port)
+    }
     public var sessionSecret: String
     /// STICKYLAB_CLUSTER_RUN, to recognise our processes after a crash of the supervisor.
     public var runID: String
@@ -51,8 +57,9 @@ public struct InstanceLaunch: Sendable, Equatable {
     }
 
     /// Cloud Foundry's instance environment (CloudFoundry.InstanceEnvironment), plus SESSION_SECRET and
-    /// REDIS_URL for apps that do not read VCAP_SERVICES. With `redisRelayPort`, the embedded Redis is
-    /// reached through the instance's relay on that loopback port (`RedisLinkRelay`), in both.
+    /// REDIS_URL for apps that do not read VCAP_SERVICES. With `redisRelayPort`, Redis is reached
+    /// through the instance's relay on that loopback port (`RedisLinkRelay`), in both: the same URL
+    /// (user, password, database) with the relay's host and port.
     public func environment(index: Int, guid: InstanceGUID, port: Int, redisRelayPort: Int? = nil) -> [String: String] {
         var environment = helperEnvironment()
         let application = VCAPApplication(
@@ -61,8 +68,11 @@ public struct InstanceLaunch: Sendable, Equatable {
         var redisURL = redisURL
         var redisBinding = redisBinding
         if let redisRelayPort {
-            redisURL = "redis://127.0.0.1:\(redisRelayPort)"
-            redisBinding = .redis(host: "127.0.0.1", port: redisRelayPort, password: nil)
+            let relayed = redisURL.map { RedisConfiguration.url($0, reachedAt: "127.0.0.1", port: redisRelayPort) }
+            redisURL = relayed ?? "redis://127.0.0.1:\(redisRelayPort)"
+            redisBinding = .redis(
+                name: redisBinding?.name ?? "redis", host: "127.0.0.1", port: redisRelayPort, password: redisBinding?.credentials.password,
+                uri: relayed)
         }
         let services = redisBinding.map { VCAPServices(binding: $0) } ?? VCAPServices()
         let instance = InstanceEnvironment(

@@ -19,13 +19,14 @@ public final class RedisLinkRelay: Sendable {
     private let server: Channel
     private let shared: Shared
 
-    /// Opens the relay on a free loopback port, forwarding to `target`.
+    /// Opens the relay on a free loopback port, forwarding to Redis at `host` and `port` (a name is
+    /// resolved for each connection, as the instance itself would).
     public static func start(
-        to target: SocketAddress, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        toHost host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws
         -> RedisLinkRelay
     {
-        let shared = Shared(target: target)
+        let shared = Shared(host: host, port: port)
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -118,10 +119,14 @@ public final class RedisLinkRelay: Sendable {
             var fault: RedisLinkFault?
             var pairs: [ObjectIdentifier: Pair] = [:]
         }
-        let target: SocketAddress
+        let host: String
+        let port: Int
         let state = Mutex(State())
         let bytesHeldByHang = Atomic<Int>(0)
-        init(target: SocketAddress) { self.target = target }
+        init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
 
         var fault: RedisLinkFault? { state.withLock { $0.fault } }
     }
@@ -211,7 +216,7 @@ final class RelayHandler: ChannelInboundHandler {
             .channelInitializer { redis in
                 redis.eventLoop.makeCompletedFuture { try redis.pipeline.syncOperations.addHandler(upstreamBound.value) }
             }
-            .connect(to: shared.target)
+            .connect(host: shared.host, port: shared.port)
             .whenComplete { result in
                 let handler = loopBound.value
                 switch result {

@@ -393,7 +393,7 @@ struct Redis: AsyncParsableCommand {
             at once, a freeze only when commands time out.
 
             slow, hang, cut and heal act on the network between instances and Redis (each instance reaches \
-            the embedded Redis through a relay of its own), for one instance (--instance I) or all of them, \
+            Redis, embedded or --redis-url, through a relay of its own), for one instance (--instance I) or all of them, \
             while Redis keeps serving the others: slow --latency 200ms [--jitter 50ms] delays every reply \
             and pub/sub message Redis sends to it (for --for, default 1m); hang lets nothing through, either \
             way, with connections left open (a partition that drops packets: commands wait for their \

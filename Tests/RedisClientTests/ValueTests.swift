@@ -29,6 +29,26 @@ struct ValueTests {
         #expect(ipv6.endpoint == "[::1]:7001")
     }
 
+    @Test("A URL pointed elsewhere keeps everything but its host and port")
+    func urlReachedElsewhere() throws {
+        let cases: [(String, String)] = [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:7001"),
+            ("redis://localhost", "redis://127.0.0.1:7001"),
+            ("redis://:s%40cret@10.0.0.5:6380/3", "redis://:s%40cret@127.0.0.1:7001/3"),
+            ("redis://alice:pw@[::1]:6379/2?protocol=3", "redis://alice:pw@127.0.0.1:7001/2?protocol=3"),
+            ("redis://host#fragment", "redis://127.0.0.1:7001#fragment"),
+        ]
+        for (url, expected) in cases {
+            let relayed = RedisConfiguration.url(url, reachedAt: "127.0.0.1", port: 7001)
+            #expect(relayed == expected)
+            let before = try RedisConfiguration(url: url)
+            let after = try RedisConfiguration(url: relayed)
+            #expect(after.host == "127.0.0.1" && after.port == 7001)
+            #expect(after.username == before.username && after.password == before.password && after.database == before.database)
+        }
+        #expect(RedisConfiguration.url("redis://a:1", reachedAt: "::1", port: 7001) == "redis://[::1]:7001")
+    }
+
     @Test func urlRoundTripsThroughURLProperty() throws {
         let config = try RedisConfiguration(url: "redis://:p%3Aw%2Fd@127.0.0.1:6390/1")
         let again = try RedisConfiguration(url: config.url)

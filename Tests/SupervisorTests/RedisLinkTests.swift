@@ -101,7 +101,7 @@ struct RedisLinkRelayTests {
     /// A real redis-server and a relay to it for `body`; both stopped after it, whatever it did.
     private func withRelay(_ body: (RedisServer, RedisLinkRelay) async throws -> Void) async throws {
         let server = try await RedisServer()
-        let relay = try await RedisLinkRelay.start(to: try SocketAddress(ipAddress: "127.0.0.1", port: server.port))
+        let relay = try await RedisLinkRelay.start(toHost: "127.0.0.1", port: server.port)
         do {
             try await body(server, relay)
         } catch {

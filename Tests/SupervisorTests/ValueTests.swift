@@ -281,6 +281,23 @@ struct InstanceLaunchTests {
         #expect(app.services?.redisBinding?.redisURL == "redis://127.0.0.1:7001")
     }
 
+    @Test("An external Redis's URL keeps its user, password and database through the relay, in REDIS_URL and the binding")
+    func relayedExternalRedis() throws {
+        var external = launch
+        external.redisURL = "redis://app:p%40ss@redis.example:6380/3?protocol=3"
+        external.redisBinding = .redis(name: "cache", host: "redis.example", port: 6380, password: "p@ss", uri: external.redisURL)
+        #expect(external.redisEndpoint?.host == "redis.example")
+        #expect(external.redisEndpoint?.port == 6380)
+        let direct = try AppEnvironment(external.environment(index: 0, guid: InstanceGUID(), port: 4321))
+        #expect(direct.services?.redisBinding?.redisURL == "redis://app:p%40ss@redis.example:6380/3?protocol=3")
+        let environment = external.environment(index: 0, guid: InstanceGUID(), port: 4321, redisRelayPort: 7001)
+        #expect(environment["REDIS_URL"] == "redis://app:p%40ss@127.0.0.1:7001/3?protocol=3")
+        let binding = try #require(try AppEnvironment(environment).services?.redisBinding)
+        #expect(binding.name == "cache")
+        #expect(binding.redisURL == "redis://app:p%40ss@127.0.0.1:7001/3?protocol=3")
+        #expect(binding.credentials.host == "127.0.0.1" && binding.credentials.port == 7001 && binding.credentials.password == "p@ss")
+    }
+
     @Test("A helper inherits no instance variables from the shell")
     func helper() {
         let environment = launch.helperEnvironment()

@@ -905,23 +905,38 @@ def test_down_stops_what_a_cluster_killed_with_sigkill_left(cluster):
 
 def test_an_external_redis_and_the_process_health_check():
     from harness import RedisServer
-    with RedisServer() as redis:
-        run = ClusterRun(config(instances=2, health_check={"type": "process"}, redis={"url": redis.url}))
+    with RedisServer(password="s3cret") as redis:
+        # A host name, a password and a database: all kept, and the instances reach it through relays.
+        url = f"redis://:s3cret@localhost:{redis.port}/3"
+        run = ClusterRun(config(instances=2, health_check={"type": "process"}, redis={"url": url}))
         try:
             run.wait_ready()
             cluster_output = run.output()
-            assert f"using the Redis at redis://127.0.0.1:{redis.port}" in cluster_output
+            assert f"using the Redis at redis://:***@localhost:{redis.port}/3 (external: " in cluster_output
             assert "healthy after" in cluster_output and "(process check)" in cluster_output
-            for instance in run.instances().values():
+            assert "redis restart" not in cluster_output and "redis cut -i 1 --for 10s" in cluster_output
+            links = {}
+            for index, instance in run.instances().items():
                 # `process`: healthy as soon as it runs, before it listens.
                 run.expect(f"listening on {instance['port']}")
                 env = get(instance["port"], "/env")
-                assert env["REDIS_URL"] == redis.url
-                assert json.loads(env["VCAP_SERVICES"])["redis"][0]["credentials"]["port"] == redis.port
-            assert run.status()["redis"]["state"] == "external"
+                credentials = json.loads(env["VCAP_SERVICES"])["redis"][0]["credentials"]
+                links[index] = credentials["port"]
+                assert env["REDIS_URL"] == f"redis://:s3cret@127.0.0.1:{links[index]}/3" == credentials["uri"]
+                assert credentials["password"] == "s3cret" and credentials["host"] == "127.0.0.1"
+            assert len(set(links.values())) == 2 and redis.port not in links.values(), (links, redis.port)
+            for port in links.values():
+                assert redis_ping(port)[0].startswith(b"-NOAUTH")
+            status = run.status()
+            assert status["redis"]["state"] == "external" and status["redis"]["url"] == f"redis://:***@localhost:{redis.port}/3"
             refused = run.ctl("redis", "restart", check=False)
-            assert refused.returncode == 1 and "Redis is external" in refused.stderr
-            refused = run.ctl("redis", "cut", check=False)
-            assert refused.returncode == 1 and "its traffic does not go through cluster, so it cannot be slowed, hung or cut" in refused.stderr
+            assert refused.returncode == 1 and "Redis is external" in refused.stderr and "does not manage it" in refused.stderr
+            # Its links are the cluster's: one cut, the other still through, Redis untouched.
+            result = run.ctl("redis", "cut", "-i", "1", "--for", "2s")
+            assert "the link to Redis of web.1 is cut for 2s" in result.stdout
+            assert redis_ping(links[1])[0] is None
+            assert redis_ping(links[0])[0].startswith(b"-NOAUTH") and redis_ping(redis.port)[0].startswith(b"-NOAUTH")
+            run.expect("web.1's link to Redis healed (it was cut)")
+            assert redis_ping(links[1])[0].startswith(b"-NOAUTH")
         finally:
             run.close()
