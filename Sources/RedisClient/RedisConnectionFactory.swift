@@ -1,6 +1,10 @@
 import NIOCore
 import NIOPosix
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Opens a TCP connection to Redis with a command handler on it, then authenticates and selects the
 /// database, or without either sends PING: a connection is made only once Redis answers. Used for
 /// command connections and, before they switch to pub/sub mode, subscriber ones.
@@ -117,6 +121,26 @@ enum RedisConnectionFactory {
         if let error = error as? RedisError { return error.description }
         if case ChannelError.connectTimeout(let amount)? = error as? ChannelError {
             return "connect timed out after \(Duration(amount))"
+        }
+        if let error = error as? NIOConnectionError {
+            // Each address tried (IPv6 and IPv4 for `localhost`), said once per distinct reason.
+            var reasons: [String] = []
+            for failure in error.connectionErrors where !reasons.contains(describe(failure.error)) {
+                reasons.append(describe(failure.error))
+            }
+            if !reasons.isEmpty { return reasons.joined(separator: "; ") }
+            if let resolution = error.dnsAError ?? error.dnsAAAAError {
+                return "the host name '\(error.host)' could not be resolved (\(resolution))"
+            }
+            return "the host name '\(error.host)' has no address"
+        }
+        if let error = error as? IOError {
+            switch error.errnoCode {
+            case ECONNREFUSED: return "connection refused"
+            case ECONNRESET: return "the connection was reset as it was made (ECONNRESET), as a proxy in front of Redis does when it cannot reach it"
+            case ENETUNREACH, EHOSTUNREACH: return "no route to the host (\(error.errnoCode == ENETUNREACH ? "ENETUNREACH" : "EHOSTUNREACH"))"
+            default: return error.description
+            }
         }
         let text = String(describing: error)
         if text.contains("connection refused") || text.contains("Connection refused") { return "connection refused" }

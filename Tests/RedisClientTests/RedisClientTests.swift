@@ -140,6 +140,18 @@ struct RedisClientTests {
         }
     }
 
+    @Test("A closed port, reached by a name with two addresses, is one plain 'connection refused', not NIO's error dump")
+    func refusedConnectionIsSaidPlainly() async throws {
+        let port = try FreePort.allocate()
+        var configuration = try RedisConfiguration(url: "redis://localhost:\(port)")
+        configuration.connectTimeout = .seconds(2)
+        await #expect {
+            _ = try await RedisClient.connect(configuration)
+        } throws: { error in
+            "\(error)" == "Cannot connect to Redis at localhost:\(port): connection refused. Is redis-server running there?"
+        }
+    }
+
     @Test func selectsTheDatabaseFromTheURL() async throws {
         let server = try await RedisServer()
         let db3 = try await RedisClient.connect(try RedisConfiguration(url: server.url + "/3"))

@@ -3,6 +3,10 @@ import Testing
 
 @testable import RedisClient
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 @Suite("Redis configuration, backoff and state machines (no I/O)")
 struct ValueTests {
     @Test func parsesFullURL() throws {
@@ -47,6 +51,15 @@ struct ValueTests {
             #expect(after.username == before.username && after.password == before.password && after.database == before.database)
         }
         #expect(RedisConfiguration.url("redis://a:1", reachedAt: "::1", port: 7001) == "redis://[::1]:7001")
+    }
+
+    @Test("A socket error at connect is said in words, not as NIO's error value")
+    func connectErrorsInWords() {
+        #expect(RedisConnectionFactory.describe(IOError(errnoCode: ECONNREFUSED, reason: "connect")) == "connection refused")
+        #expect(
+            RedisConnectionFactory.describe(IOError(errnoCode: ECONNRESET, reason: "connect"))
+                == "the connection was reset as it was made (ECONNRESET), as a proxy in front of Redis does when it cannot reach it")
+        #expect(RedisConnectionFactory.describe(IOError(errnoCode: EHOSTUNREACH, reason: "connect")) == "no route to the host (EHOSTUNREACH)")
     }
 
     @Test func urlRoundTripsThroughURLProperty() throws {
