@@ -76,7 +76,7 @@ final class RedisCommandHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(.connectionLost(endpoint: endpoint, reason: "\(error)"), context: context)
+        fail(.connectionLost(endpoint: endpoint, reason: RedisConnectionFactory.describe(error)), context: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

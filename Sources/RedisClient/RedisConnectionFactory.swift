@@ -125,8 +125,12 @@ enum RedisConnectionFactory {
         if let error = error as? NIOConnectionError {
             // Each address tried (IPv6 and IPv4 for `localhost`), said once per distinct reason.
             var reasons: [String] = []
-            for failure in error.connectionErrors where !reasons.contains(describe(failure.error)) {
-                reasons.append(describe(failure.error))
+            for failure in error.connectionErrors {
+                var reason = describe(failure.error)
+                if (failure.error as? IOError)?.errnoCode == ECONNRESET {
+                    reason += " as it was made, as a proxy in front of Redis does when it cannot reach it"
+                }
+                if !reasons.contains(reason) { reasons.append(reason) }
             }
             if !reasons.isEmpty { return reasons.joined(separator: "; ") }
             if let resolution = error.dnsAError ?? error.dnsAAAAError {
@@ -135,11 +139,15 @@ enum RedisConnectionFactory {
             return "the host name '\(error.host)' has no address"
         }
         if let error = error as? IOError {
+            // The system's words, without the name of the NIO call that met them.
             switch error.errnoCode {
             case ECONNREFUSED: return "connection refused"
-            case ECONNRESET: return "the connection was reset as it was made (ECONNRESET), as a proxy in front of Redis does when it cannot reach it"
-            case ENETUNREACH, EHOSTUNREACH: return "no route to the host (\(error.errnoCode == ENETUNREACH ? "ENETUNREACH" : "EHOSTUNREACH"))"
-            default: return error.description
+            case ECONNRESET: return "connection reset by the peer (ECONNRESET)"
+            case EPIPE: return "the peer closed the connection (EPIPE)"
+            case ETIMEDOUT: return "the connection timed out (ETIMEDOUT)"
+            case ENETUNREACH: return "no route to the host (ENETUNREACH)"
+            case EHOSTUNREACH: return "no route to the host (EHOSTUNREACH)"
+            default: return "\(String(cString: strerror(error.errnoCode))) (errno \(error.errnoCode))"
             }
         }
         let text = String(describing: error)

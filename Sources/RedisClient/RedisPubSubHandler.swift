@@ -84,7 +84,7 @@ final class RedisPubSubHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(.connectionLost(endpoint: endpoint, reason: "\(error)"), context: context)
+        fail(.connectionLost(endpoint: endpoint, reason: RedisConnectionFactory.describe(error)), context: context)
     }
 
     private func handle(_ reply: RESPValue) throws {

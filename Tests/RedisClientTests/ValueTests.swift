@@ -57,9 +57,10 @@ struct ValueTests {
     func connectErrorsInWords() {
         #expect(RedisConnectionFactory.describe(IOError(errnoCode: ECONNREFUSED, reason: "connect")) == "connection refused")
         #expect(
-            RedisConnectionFactory.describe(IOError(errnoCode: ECONNRESET, reason: "connect"))
-                == "the connection was reset as it was made (ECONNRESET), as a proxy in front of Redis does when it cannot reach it")
+            RedisConnectionFactory.describe(IOError(errnoCode: ECONNRESET, reason: "read(descriptor:pointer:size:)"))
+                == "connection reset by the peer (ECONNRESET)")
         #expect(RedisConnectionFactory.describe(IOError(errnoCode: EHOSTUNREACH, reason: "connect")) == "no route to the host (EHOSTUNREACH)")
+        #expect(RedisConnectionFactory.describe(IOError(errnoCode: EMFILE, reason: "socket")) == "Too many open files (errno 24)")
     }
 
     @Test func urlRoundTripsThroughURLProperty() throws {
