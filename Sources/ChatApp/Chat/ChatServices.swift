@@ -47,9 +47,11 @@ struct PresenceService: Service {
         do {
             try await registry.handOver(users: users, now: ChatHub.now(), grace: grace)
         } catch {
-            logger.warning(
-                "Could not hand this instance's \(users.count) users over to the others (\(error)); once PRESENCE_TTL has passed they treat it as killed"
-            )
+            let what =
+                users.isEmpty
+                ? "tell the others that this instance is stopping"
+                : "hand this instance's \(users.count) user\(users.count == 1 ? "" : "s") over to the others"
+            logger.warning("Could not \(what) (\(error)); once PRESENCE_TTL has passed they treat it as killed")
         }
     }
 
