@@ -194,8 +194,9 @@ public struct ChaosSchedule: Sendable, Equatable {
     }
 }
 
-/// Which instance a fault hits, and which fault: one of the serving instances (running, routable
-/// and not frozen), at random from the seed, as long as more than `keep` are serving; the fault at
+/// Which instance a fault hits, and which fault: one of the serving instances (running, routable,
+/// not frozen and not cut off from Redis by a cut or hung link; a slow link still serves), at random
+/// from the seed, as long as more than `keep` are serving; the fault at
 /// random among several (with one, no draw, so a seed picks the same instances whatever the fault).
 /// A value: the states come in, the choice goes out.
 public struct ChaosPicker: Sendable {
@@ -217,14 +218,18 @@ public struct ChaosPicker: Sendable {
 
     public mutating func choose(among instances: [ClusterStatus.Instance]) -> Choice {
         let running = instances.filter { $0.state == .running }
-        // Serving: not frozen, and in the route pool (a readiness check may keep a running instance out).
-        let serving = running.filter { $0.frozenSeconds == nil && $0.routable != false }.map(\.index).sorted()
+        // Serving: not frozen, in the route pool (a readiness check may keep a running instance out),
+        // and able to reach Redis (an app cut off from it answers, but cannot do its work).
+        let cutOff = { (instance: ClusterStatus.Instance) in instance.redisLink.map { $0.fault == "cut" || $0.fault == "hang" } ?? false }
+        let serving = running.filter { $0.frozenSeconds == nil && $0.routable != false && !cutOff($0) }.map(\.index).sorted()
         guard serving.count > keep else {
             let frozen = running.filter { $0.frozenSeconds != nil }.count
             let unroutable = running.filter { $0.frozenSeconds == nil && $0.routable == false }.count
+            let isolated = running.filter { $0.frozenSeconds == nil && $0.routable != false && cutOff($0) }.count
             var others: [String] = []
             if frozen > 0 { others.append("\(frozen) frozen") }
             if unroutable > 0 { others.append("\(unroutable) not routable") }
+            if isolated > 0 { others.append("\(isolated) cut off from Redis") }
             let states =
                 instances.isEmpty
                 ? "no instances"

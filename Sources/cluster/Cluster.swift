@@ -472,7 +472,9 @@ struct Chaos: AsyncParsableCommand {
     var fault = "kill"
     @Option(name: .long, help: "How long a freeze lasts, of an instance or of Redis, and a redis-cut or redis-hang (100ms to 10m; default 5s).")
     var freezeFor: String?
-    @Option(name: .long, help: "Never take down an instance when this many or fewer are serving (running and routable, not frozen).")
+    @Option(
+        name: .long,
+        help: "Never take down an instance when this many or fewer are serving (running and routable, not frozen, not cut off from Redis).")
     var keep = 1
     @Option(name: .long, help: "Also restart (or freeze, see --redis-fault) the embedded Redis this often (e.g. 1m).")
     var redisEvery: String?

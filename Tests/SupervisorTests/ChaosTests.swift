@@ -89,6 +89,29 @@ struct ChaosTests {
         for _ in 0..<20 { #expect(keepNone.choose(among: [notReady, routable]) == .instance(index: 1, fault: .kill)) }
     }
 
+    @Test("An instance cut off from Redis (a cut or hung link) is neither picked again nor counted as serving; a slow link still serves")
+    func instancesCutOffFromRedisAreLeftAlone() {
+        var cut = instance(0, .running)
+        cut.redisLink = .init(fault: .cut, remainingSeconds: 4)
+        var hung = instance(1, .running)
+        hung.redisLink = .init(fault: .hang, remainingSeconds: 2)
+        var slow = instance(2, .running)
+        slow.redisLink = .init(fault: .slow(latency: .milliseconds(200), jitter: .zero), remainingSeconds: 50)
+        let instances = [cut, hung, slow, instance(3, .running)]
+        var picker = ChaosPicker(keep: 1, faults: [.kill, .redisCut, .redisHang], seed: 13)
+        var picked: Set<Int> = []
+        for _ in 0..<100 {
+            guard case .instance(let index, _) = picker.choose(among: instances) else {
+                Issue.record("no instance picked")
+                return
+            }
+            picked.insert(index)
+        }
+        #expect(picked == [2, 3])
+        var keeping = ChaosPicker(keep: 2, seed: 13)
+        #expect(keeping.choose(among: instances) == .skip("2 of 4 instances serving (and 2 cut off from Redis), and --keep 2 leaves them alone"))
+    }
+
     @Test("With several faults each is drawn in time, from the seed; with one, the instances drawn are the same whatever the fault")
     func faultsAtRandom() {
         let instances = (0..<4).map { instance($0, .running) }
