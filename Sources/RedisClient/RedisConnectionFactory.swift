@@ -1,10 +1,6 @@
 import NIOCore
 import NIOPosix
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// Opens a TCP connection to Redis with a command handler on it, then authenticates and selects the
 /// database, or without either sends PING: a connection is made only once Redis answers. Used for
 /// command connections and, before they switch to pub/sub mode, subscriber ones.
@@ -119,43 +115,6 @@ enum RedisConnectionFactory {
 
     static func describe(_ error: any Error) -> String {
         if let error = error as? RedisError { return error.description }
-        if case ChannelError.connectTimeout(let amount)? = error as? ChannelError {
-            return "connect timed out after \(Duration(amount))"
-        }
-        if let error = error as? NIOConnectionError {
-            // Each address tried (IPv6 and IPv4 for `localhost`), said once per distinct reason.
-            var reasons: [String] = []
-            for failure in error.connectionErrors {
-                var reason = describe(failure.error)
-                if (failure.error as? IOError)?.errnoCode == ECONNRESET {
-                    reason += " as it was made, as a proxy in front of Redis does when it cannot reach it"
-                }
-                if !reasons.contains(reason) { reasons.append(reason) }
-            }
-            if !reasons.isEmpty { return reasons.joined(separator: "; ") }
-            if let resolution = error.dnsAError ?? error.dnsAAAAError {
-                return "the host name '\(error.host)' could not be resolved (\(resolution))"
-            }
-            return "the host name '\(error.host)' has no address"
-        }
-        if let error = error as? IOError {
-            // The system's words, without the name of the NIO call that met them.
-            switch error.errnoCode {
-            case ECONNREFUSED: return "connection refused"
-            case ECONNRESET: return "connection reset by the peer (ECONNRESET)"
-            case EPIPE: return "the peer closed the connection (EPIPE)"
-            case ETIMEDOUT: return "the connection timed out (ETIMEDOUT)"
-            case ENETUNREACH: return "no route to the host (ENETUNREACH)"
-            case EHOSTUNREACH: return "no route to the host (EHOSTUNREACH)"
-            default: return "\(String(cString: strerror(error.errnoCode))) (errno \(error.errnoCode))"
-            }
-        }
-        let text = String(describing: error)
-        if text.contains("connection refused") || text.contains("Connection refused") { return "connection refused" }
-        return text
+        return SocketErrorText.describe(error) ?? "\(error)"
     }
-}
-
-extension Duration {
-    init(_ amount: TimeAmount) { self = .nanoseconds(amount.nanoseconds) }
 }

@@ -1,4 +1,5 @@
 import CloudFoundry
+import RedisClient
 
 /// `cluster redis slow|hang|cut|heal`: faults on the network between instances and Redis (embedded or
 /// external), carried out on each index's `RedisLinkRelay` as its `RedisLinkState` decides.
@@ -12,7 +13,9 @@ extension ClusterSupervisor {
         guard let endpoint = launch.redisEndpoint else { return nil }
         if let relay = links[index] { return relay.port }
         do {
-            let relay = try await RedisLinkRelay.start(toHost: endpoint.host, port: endpoint.port)
+            let relay = try await RedisLinkRelay.start(toHost: endpoint.host, port: endpoint.port) {
+                Task { await self.linkUpstreamChanged(index) }
+            }
             // Another start of the same index may have opened one meanwhile.
             if let existing = links[index] {
                 await relay.close()
@@ -101,6 +104,24 @@ extension ClusterSupervisor {
                     self.linkFaultEnded(index, generation: generation)
                 }
             }
+        }
+    }
+
+    /// A relay's connections to Redis started failing, or work again: said once per change, since
+    /// the instance's own log shows only the relay's address and a reset where Redis would refuse.
+    func linkUpstreamChanged(_ index: Int) {
+        guard let relay = links[index] else { return }
+        let problem = relay.upstreamProblem
+        guard (problem == nil) != (linkUpstreamProblems[index] == nil) else { return }
+        linkUpstreamProblems[index] = problem
+        let redis = launch.redisEndpoint.map { RedisConfiguration(host: $0.host, port: $0.port).endpoint } ?? "?"
+        if let problem {
+            event(
+                "\(name(index))'s link (127.0.0.1:\(relay.port)) cannot reach Redis at \(redis): \(problem); \(name(index)) sees each connection it opens there "
+                    + "accepted, then reset, until Redis answers",
+                index: index)
+        } else {
+            event("\(name(index))'s link (127.0.0.1:\(relay.port)) reaches Redis at \(redis) again", index: index)
         }
     }
 

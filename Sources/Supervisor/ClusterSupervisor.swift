@@ -110,6 +110,8 @@ public actor ClusterSupervisor {
     /// for its later processes (`cluster redis slow|hang|cut|heal`), with the state of its link.
     var links: [Int: RedisLinkRelay] = [:]
     var linkStates: [Int: RedisLinkState] = [:]
+    /// What each relay last could not reach Redis for, as said in the log (nil: it reaches it).
+    var linkUpstreamProblems: [Int: String] = [:]
     /// The old process of an index a rolling restart is replacing, until it has exited (`Retirement`).
     struct Retiring {
         var machine: Retirement
@@ -439,7 +441,8 @@ public actor ClusterSupervisor {
             return
         }
         slots[index]?.pid = pid
-        event("\(name(index)) started: pid \(pid), port \(slot.port ?? 0), guid \(slot.lifecycle.guid?.value ?? "-")", index: index)
+        let link = links[index].map { ", Redis through its link 127.0.0.1:\($0.port)" } ?? ""
+        event("\(name(index)) started: pid \(pid), port \(slot.port ?? 0), guid \(slot.lifecycle.guid?.value ?? "-")\(link)", index: index)
         if let signal = slot.pendingSignal {
             slots[index]?.pendingSignal = nil
             ProcessGroup.signal(pid, signal)

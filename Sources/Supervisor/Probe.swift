@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import RedisClient
 import Synchronization
 
 /// Small network probes on SwiftNIO: a TCP connect (Diego's `port` check) and a one-shot HTTP/1.1
@@ -156,26 +157,8 @@ public enum Probe {
 
     static func reason(_ error: any Error) -> String {
         if let failure = error as? Failure { return failure.description }
-        if let error = error as? IOError {
-            switch error.errnoCode {
-            case ECONNREFUSED: return "connection refused"
-            case ECONNRESET: return "connection reset"
-            default: return error.description
-            }
-        }
-        if let error = error as? NIOConnectionError {
-            if let first = error.connectionErrors.first { return reason(first.error) }
-            return "cannot connect"
-        }
         if error is HTTPParserError { return "the answer is not HTTP/1.x (\(error))" }
-        if error is ChannelError {
-            switch error as? ChannelError {
-            case .connectTimeout: return "timed out connecting"
-            case .ioOnClosedChannel, .alreadyClosed, .eof, .outputClosed: return "the connection was closed"
-            default: return "\(error)"
-            }
-        }
-        return "\(error)"
+        return SocketErrorText.describe(error) ?? "\(error)"
     }
 }
 

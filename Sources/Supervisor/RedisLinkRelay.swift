@@ -1,6 +1,7 @@
 import CloudFoundry
 import NIOCore
 import NIOPosix
+import RedisClient
 import Synchronization
 
 #if canImport(Glibc)
@@ -20,13 +21,15 @@ public final class RedisLinkRelay: Sendable {
     private let shared: Shared
 
     /// Opens the relay on a free loopback port, forwarding to Redis at `host` and `port` (a name is
-    /// resolved for each connection, as the instance itself would).
+    /// resolved for each connection, as the instance itself would). `onUpstreamChange` is called when
+    /// connecting to Redis starts failing or works again (read `upstreamProblem` for which).
     public static func start(
-        toHost host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        toHost host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        onUpstreamChange: @escaping @Sendable () -> Void = {}
     ) async throws
         -> RedisLinkRelay
     {
-        let shared = Shared(host: host, port: port)
+        let shared = Shared(host: host, port: port, onUpstreamChange: onUpstreamChange)
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -52,6 +55,9 @@ public final class RedisLinkRelay: Sendable {
 
     /// How many connections go through it now.
     public var connectionCount: Int { shared.state.withLock { $0.pairs.count } }
+
+    /// Why the last connection to Redis could not be made, or nil once one was made (or none tried).
+    public var upstreamProblem: String? { shared.state.withLock { $0.upstreamProblem } }
 
     /// The bytes a hang holds now, either way, until it ends.
     public var bytesHeldByHang: Int { shared.bytesHeldByHang.load(ordering: .relaxed) }
@@ -118,14 +124,26 @@ public final class RedisLinkRelay: Sendable {
         struct State {
             var fault: RedisLinkFault?
             var pairs: [ObjectIdentifier: Pair] = [:]
+            var upstreamProblem: String?
         }
         let host: String
         let port: Int
         let state = Mutex(State())
         let bytesHeldByHang = Atomic<Int>(0)
-        init(host: String, port: Int) {
+        let onUpstreamChange: @Sendable () -> Void
+        init(host: String, port: Int, onUpstreamChange: @escaping @Sendable () -> Void) {
             self.host = host
             self.port = port
+            self.onUpstreamChange = onUpstreamChange
+        }
+
+        /// Records whether connecting to Redis worked; tells on a change.
+        func upstream(_ problem: String?) {
+            let changed = state.withLock { state -> Bool in
+                defer { state.upstreamProblem = problem }
+                return (state.upstreamProblem == nil) != (problem == nil)
+            }
+            if changed { onUpstreamChange() }
         }
 
         var fault: RedisLinkFault? { state.withLock { $0.fault } }
@@ -221,6 +239,7 @@ final class RelayHandler: ChannelInboundHandler {
                 let handler = loopBound.value
                 switch result {
                 case .success(let redis):
+                    shared.upstream(nil)
                     let known = shared.state.withLock { state -> Bool in
                         guard state.pairs[key] != nil else { return false }
                         state.pairs[key]?.redis = redis
@@ -234,9 +253,10 @@ final class RelayHandler: ChannelInboundHandler {
                     handler.peer = redis
                     handler.peerHandler = upstreamBound.value
                     channel.setOption(.autoRead, value: true).whenComplete { _ in channel.read() }
-                case .failure:
+                case .failure(let error):
                     // Redis is down: the instance sees a connection that ends at once (a client that
                     // waits for Redis to answer, as RedisClient does, sees that it could not connect).
+                    shared.upstream(SocketErrorText.describe(error) ?? "\(error)")
                     shared.state.withLock { _ = $0.pairs.removeValue(forKey: key) }
                     RedisLinkRelay.reset(channel)
                 }

@@ -53,14 +53,21 @@ struct ValueTests {
         #expect(RedisConfiguration.url("redis://a:1", reachedAt: "::1", port: 7001) == "redis://[::1]:7001")
     }
 
-    @Test("A socket error at connect is said in words, not as NIO's error value")
-    func connectErrorsInWords() {
-        #expect(RedisConnectionFactory.describe(IOError(errnoCode: ECONNREFUSED, reason: "connect")) == "connection refused")
+    @Test("A socket error is said in words, not as NIO's error value; another error is not a socket error")
+    func socketErrorsInWords() {
+        #expect(SocketErrorText.describe(IOError(errnoCode: ECONNREFUSED, reason: "connect")) == "connection refused")
         #expect(
-            RedisConnectionFactory.describe(IOError(errnoCode: ECONNRESET, reason: "read(descriptor:pointer:size:)"))
+            SocketErrorText.describe(IOError(errnoCode: ECONNRESET, reason: "read(descriptor:pointer:size:)"))
                 == "connection reset by the peer (ECONNRESET)")
-        #expect(RedisConnectionFactory.describe(IOError(errnoCode: EHOSTUNREACH, reason: "connect")) == "no route to the host (EHOSTUNREACH)")
-        #expect(RedisConnectionFactory.describe(IOError(errnoCode: EMFILE, reason: "socket")) == "Too many open files (errno 24)")
+        #expect(SocketErrorText.describe(IOError(errnoCode: EHOSTUNREACH, reason: "connect")) == "no route to the host (EHOSTUNREACH)")
+        #expect(SocketErrorText.describe(IOError(errnoCode: EMFILE, reason: "socket")) == "Too many open files (errno 24)")
+        #expect(SocketErrorText.describe(ChannelError.connectTimeout(.seconds(5))) == "connect timed out after 5.0 seconds")
+        #expect(SocketErrorText.describe(ChannelError.eof) == "the connection was closed")
+        // What NIO throws when the handlers of a channel closed a moment ago are already gone.
+        #expect(SocketErrorText.describe(ChannelPipelineError.notFound) == "the connection was closed")
+        #expect(SocketErrorText.describe(RedisError.server(message: "ERR")) == nil)
+        // RedisClient's own errors keep their words; the rest goes through the same text.
+        #expect(RedisConnectionFactory.describe(IOError(errnoCode: ECONNREFUSED, reason: "connect")) == "connection refused")
     }
 
     @Test func urlRoundTripsThroughURLProperty() throws {

@@ -2,6 +2,7 @@ import CloudFoundry
 import Foundation
 import NIOCore
 import RedisClient
+import Synchronization
 import TestSupport
 import Testing
 
@@ -99,9 +100,11 @@ struct RedisLinkRelayTests {
     }
 
     /// A real redis-server and a relay to it for `body`; both stopped after it, whatever it did.
-    private func withRelay(_ body: (RedisServer, RedisLinkRelay) async throws -> Void) async throws {
+    private func withRelay(
+        onUpstreamChange: @escaping @Sendable () -> Void = {}, _ body: (RedisServer, RedisLinkRelay) async throws -> Void
+    ) async throws {
         let server = try await RedisServer()
-        let relay = try await RedisLinkRelay.start(toHost: "127.0.0.1", port: server.port)
+        let relay = try await RedisLinkRelay.start(toHost: "127.0.0.1", port: server.port, onUpstreamChange: onUpstreamChange)
         do {
             try await body(server, relay)
         } catch {
@@ -239,14 +242,21 @@ struct RedisLinkRelayTests {
     }
 
     @Test func aClientThroughTheRelaySeesRedisGoAndComeBack() async throws {
-        try await withRelay { server, relay in
+        let changes = Atomic<Int>(0)
+        try await withRelay(onUpstreamChange: { changes.add(1, ordering: .relaxed) }) { server, relay in
             let client = try await RedisClient.connect(try configuration(relay))
             #expect(try await client.send("PING") == .simpleString("PONG"))
+            #expect(relay.upstreamProblem == nil && changes.load(ordering: .relaxed) == 0)
             try await server.kill()
             // Redis is down: the relay cannot connect for the client either, and says so by a reset.
             #expect(try RawConnection(port: relay.port).ping() == nil)
+            #expect(try RawConnection(port: relay.port).ping() == nil)
+            // Told once, however many connections failed (the client retries meanwhile too).
+            #expect(relay.upstreamProblem == "connection refused")
+            #expect(changes.load(ordering: .relaxed) == 1)
             try await server.start()
             try await waitUntil("the client to reconnect through the relay") { (try? await client.send("PING")) == .simpleString("PONG") }
+            #expect(relay.upstreamProblem == nil && changes.load(ordering: .relaxed) == 2)
             await client.close()
         }
     }

@@ -938,5 +938,17 @@ def test_an_external_redis_and_the_process_health_check():
             assert redis_ping(links[0])[0].startswith(b"-NOAUTH") and redis_ping(redis.port)[0].startswith(b"-NOAUTH")
             run.expect("web.1's link to Redis healed (it was cut)")
             assert redis_ping(links[1])[0].startswith(b"-NOAUTH")
+            for index, port in links.items():
+                run.expect(f"web.{index} started: pid ", f", Redis through its link 127.0.0.1:{port}")
+            # Redis itself gone: the instance sees its connection reset by the link, and the cluster
+            # says why once (the instance's own log names only the link's address), then its return.
+            redis.kill()
+            assert redis_ping(links[0])[0] is None and redis_ping(links[0])[0] is None
+            run.expect(f"web.0's link (127.0.0.1:{links[0]}) cannot reach Redis at localhost:{redis.port}: connection refused; "
+                       "web.0 sees each connection it opens there accepted, then reset, until Redis answers")
+            redis.start()
+            assert redis_ping(links[0])[0].startswith(b"-NOAUTH")
+            run.expect(f"web.0's link (127.0.0.1:{links[0]}) reaches Redis at localhost:{redis.port} again")
+            assert run.output().count("web.0's link (") == 2
         finally:
             run.close()
