@@ -148,7 +148,12 @@ struct RedisClientTests {
         await #expect {
             _ = try await RedisClient.connect(configuration)
         } throws: { error in
-            "\(error)" == "Cannot connect to Redis at localhost:\(port): connection refused. Is redis-server running there?"
+            // One "connection refused" for both addresses (a machine without IPv6 on loopback may add
+            // a reason of its own for ::1), and none of NIO's error values.
+            let text = "\(error)"
+            return text.hasPrefix("Cannot connect to Redis at localhost:\(port): ")
+                && text.components(separatedBy: "connection refused").count == 2
+                && !text.contains("SingleConnectionFailure") && !text.contains("NIOConnectionError") && !text.contains("errno:")
         }
     }
 
