@@ -10,6 +10,19 @@ struct ChaosTests {
         ClusterStatus.Instance(index: index, state: state)
     }
 
+    /// The instances `picker` hits in 100 draws (a skip is recorded as an issue).
+    func picked(by picker: inout ChaosPicker, among instances: [ClusterStatus.Instance]) -> Set<Int> {
+        var picked: Set<Int> = []
+        for _ in 0..<100 {
+            guard case .instance(let index, _) = picker.choose(among: instances) else {
+                Issue.record("no instance picked")
+                return picked
+            }
+            picked.insert(index)
+        }
+        return picked
+    }
+
     @Test("Faults every interval up to the end included, Redis faults between them in time order")
     func schedule() {
         var schedule = ChaosSchedule(ChaosOptions(every: .milliseconds(400), duration: .seconds(2), redisEvery: .seconds(1), seed: 1))
@@ -63,15 +76,7 @@ struct ChaosTests {
         frozen.frozenSeconds = 3
         let instances = [instance(0, .running), frozen, instance(2, .running)]
         var picker = ChaosPicker(keep: 1, seed: 11)
-        var picked: Set<Int> = []
-        for _ in 0..<100 {
-            guard case .instance(let index, _) = picker.choose(among: instances) else {
-                Issue.record("no instance picked")
-                return
-            }
-            picked.insert(index)
-        }
-        #expect(picked == [0, 2])
+        #expect(picked(by: &picker, among: instances) == [0, 2])
         var keeping = ChaosPicker(keep: 2, seed: 11)
         #expect(keeping.choose(among: instances) == .skip("2 of 3 instances serving (and 1 frozen), and --keep 2 leaves them alone"))
     }
@@ -99,15 +104,7 @@ struct ChaosTests {
         slow.redisLink = .init(fault: .slow(latency: .milliseconds(200), jitter: .zero), remainingSeconds: 50)
         let instances = [cut, hung, slow, instance(3, .running)]
         var picker = ChaosPicker(keep: 1, faults: [.kill, .redisCut, .redisHang], seed: 13)
-        var picked: Set<Int> = []
-        for _ in 0..<100 {
-            guard case .instance(let index, _) = picker.choose(among: instances) else {
-                Issue.record("no instance picked")
-                return
-            }
-            picked.insert(index)
-        }
-        #expect(picked == [2, 3])
+        #expect(picked(by: &picker, among: instances) == [2, 3])
         var keeping = ChaosPicker(keep: 2, seed: 13)
         #expect(keeping.choose(among: instances) == .skip("2 of 4 instances serving (and 2 cut off from Redis), and --keep 2 leaves them alone"))
     }
