@@ -138,6 +138,26 @@ public enum HTTPDate {
         return (h, m, s)
     }
 
+    /// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), as Go writes a cookie's `Expires`.
+    public static func format(_ seconds: Int64) -> String {
+        let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
+        let time = seconds - days * 86400
+        // Civil-from-days (Howard Hinnant).
+        let z = days + 719468
+        let era = (z >= 0 ? z : z - 146096) / 146097
+        let dayOfEra = z - era * 146097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthPart = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthPart + 2) / 5 + 1
+        let month = monthPart < 10 ? monthPart + 3 : monthPart - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][Int(((days % 7) + 7) % 7)]
+        func two(_ value: Int64) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let name = months[Int(month) - 1].capitalized
+        return "\(weekday), \(two(day)) \(name) \(year) \(two(time / 3600)):\(two(time % 3600 / 60)):\(two(time % 60)) GMT"
+    }
+
     /// Days-from-civil (Howard Hinnant), times 86400.
     static func epochSeconds(year: Int, month: Int, day: Int) -> Int64 {
         let y = month <= 2 ? year - 1 : year
@@ -147,4 +167,92 @@ public enum HTTPDate {
         let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
         return Int64(era * 146097 + dayOfEra - 719468) * 86400
     }
+}
+
+/// `__VCAP_ID_META__`: newer gorouters store the attributes of the `__VCAP_ID__` they set in this
+/// companion cookie, since a browser never sends attributes back. When the pinned instance is gone
+/// and the app sets no new session cookie, the refreshed `__VCAP_ID__` gets them back from it instead
+/// of default attributes. Its value is gorouter's: `secure&partitioned&expires=E&maxage=M&samesite=S`
+/// (bare flags, then the others as Go's `url.Values.Encode` writes them, sorted by key), with `maxage`
+/// and `expires` as absolute Unix times so that a refresh does not extend the session's lifetime
+/// (`maxage=-1`: the cookie was a deletion).
+public struct VCAPIDMeta: Sendable, Equatable {
+    public static let cookieName = "__VCAP_ID_META__"
+
+    public var secure = false
+    public var partitioned = false
+    /// `lax`, `strict` or `none`; nil when the cookie had none (or another value).
+    public var sameSite: String?
+    /// When a positive `Max-Age` runs out (Unix seconds); -1 for a deletion; nil without `Max-Age`.
+    public var maxAgeEnds: Int64?
+    /// `Expires` (Unix seconds); nil without one (or one that is not a date).
+    public var expires: Int64?
+
+    public init() {}
+
+    /// The attributes of `cookie` as they stand at `now`.
+    public init(of cookie: SetCookie, now: Int64) {
+        secure = cookie.secure
+        partitioned = cookie.partitioned
+        sameSite = cookie.sameSite.map { $0.lowercased() }.flatMap { ["lax", "strict", "none"].contains($0) ? $0 : nil }
+        if let maxAge = cookie.maxAge, maxAge != 0 {
+            let (ends, overflow) = now.addingReportingOverflow(Int64(maxAge))
+            maxAgeEnds = maxAge < 0 ? -1 : overflow ? .max : ends
+        }
+        if cookie.maxAge == 0 { maxAgeEnds = -1 }  // "Max-Age=0" is how a deletion is written
+        expires = cookie.expires.flatMap(HTTPDate.parse)
+    }
+
+    /// Reads a cookie value; unknown parts are ignored, and a malformed number leaves its attribute out
+    /// (gorouter logs it and keeps the rest).
+    public init(value: String) {
+        for part in value.split(separator: "&") {
+            let pair = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(pair[0])
+            let text = pair.count > 1 ? String(pair[1]) : ""
+            switch key {
+            case "secure": secure = true
+            case "partitioned": partitioned = true
+            case "samesite": sameSite = ["lax", "strict", "none"].contains(text) ? text : nil
+            case "maxage": maxAgeEnds = Int64(text)
+            case "expires": expires = Int64(text)
+            default: break
+            }
+        }
+    }
+
+    public var value: String {
+        var parts: [String] = []
+        if secure { parts.append("secure") }
+        if partitioned { parts.append("partitioned") }
+        if let expires { parts.append("expires=\(expires)") }
+        if let maxAgeEnds { parts.append("maxage=\(maxAgeEnds)") }
+        if let sameSite { parts.append("samesite=\(sameSite)") }
+        return parts.joined(separator: "&")
+    }
+
+    /// The companion of `vcapID`: the same attributes, this name and value.
+    public static func cookie(for vcapID: SetCookie, now: Int64) -> SetCookie {
+        var meta = vcapID
+        meta.name = cookieName
+        meta.value = VCAPIDMeta(of: vcapID, now: now).value
+        return meta
+    }
+
+    /// Gives a refreshed `__VCAP_ID__` the attributes kept here, at `now`: `Max-Age` what remains of
+    /// it (0, a deletion, once it has run out), `Expires` as it was; `Secure` only added.
+    public func restore(into cookie: inout SetCookie, now: Int64) {
+        cookie.secure = cookie.secure || secure
+        cookie.partitioned = partitioned
+        cookie.sameSite = sameSite.map { $0.prefix(1).uppercased() + $0.dropFirst() }
+        if let maxAgeEnds {
+            cookie.maxAge = maxAgeEnds < 0 ? 0 : max(0, Int(clamping: maxAgeEnds - now))
+        }
+        // A date Go would not write (before 1601) or IMF-fixdate cannot (after 9999) is left out: the
+        // value comes from the client, and may be anything.
+        cookie.expires = expires.flatMap { Self.writableDates.contains($0) ? HTTPDate.format($0) : nil }
+    }
+
+    /// 1601-01-01 to 9999-12-31, in Unix seconds.
+    static let writableDates: ClosedRange<Int64> = -11_644_473_600...253_402_300_799
 }

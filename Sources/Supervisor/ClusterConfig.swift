@@ -60,6 +60,8 @@ public struct ClusterConfig: Sendable, Equatable {
         public var port = 8080
         public var affinity: Affinity = .cf
         public var websocketAffinity = true
+        /// gorouter's `__VCAP_ID_META__` cookie (current routers); off for older ones.
+        public var vcapIDMeta = true
         public var balancing = "round-robin"
         /// The proxy's access log (gorouter's format, with the routing decision) in the cluster's
         /// output, as `cf logs` shows the router's RTR lines.
@@ -463,11 +465,13 @@ struct ConfigFile: Decodable {
         var port: Int?
         var affinity: String?
         var websocketAffinity: FlexibleBool?
+        var vcapIDMeta: FlexibleBool?
         var balancing: String?
         var accessLog: FlexibleBool?
         enum CodingKeys: String, CodingKey, CaseIterable {
             case enabled, command, port, affinity, balancing
             case websocketAffinity = "websocket_affinity"
+            case vcapIDMeta = "vcap_id_meta"
             case accessLog = "access_log"
         }
     }
@@ -550,6 +554,7 @@ struct ConfigFile: Decodable {
                 config.proxy.affinity = affinity
             }
             if let value = proxy.websocketAffinity { config.proxy.websocketAffinity = value.value }
+            if let value = proxy.vcapIDMeta { config.proxy.vcapIDMeta = value.value }
             if let value = proxy.accessLog { config.proxy.accessLog = value.value }
             if let value = proxy.balancing { config.proxy.balancing = value }
         }

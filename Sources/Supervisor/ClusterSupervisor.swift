@@ -849,6 +849,7 @@ public actor ClusterSupervisor {
             [
                 "--port", "\(proxyPort)", "--bind", "127.0.0.1", "--admin-port", "\(admin.port)",
                 "--affinity", config.proxy.affinity.rawValue, "--websocket-affinity", config.proxy.websocketAffinity ? "on" : "off",
+                "--vcap-id-meta", config.proxy.vcapIDMeta ? "on" : "off",
                 "--balancing", config.proxy.balancing,
             ] + (config.proxy.accessLog ? ["--access-log", "-"] : [])
         // The token in the environment, not on the command line, where `ps` shows it to every user.

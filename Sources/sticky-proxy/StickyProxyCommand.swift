@@ -30,6 +30,11 @@ struct StickyProxyCommand: AsyncParsableCommand {
     var affinity: AffinityMode = .cf
     @Option(help: "Affinity on WebSocket upgrades: on (Cloud Foundry since 2024) or off (before 2024).")
     var websocketAffinity: Switch = .on
+    @Option(
+        help:
+            "The __VCAP_ID_META__ cookie that keeps __VCAP_ID__'s attributes for a fallback: on (current gorouter) or off (older routers)."
+    )
+    var vcapIdMeta: Switch = .on
     @Option(help: "Session cookie names that trigger stickiness, comma separated.") var stickyCookieNames = "JSESSIONID"
     @Flag(help: "Always mark __VCAP_ID__ Secure (gorouter's router.secure_cookies).") var secureCookies = false
     @Option(help: "Cookie inserted by --affinity haproxy.") var haproxyCookieName = "SERVERID"
@@ -82,6 +87,7 @@ struct StickyProxyCommand: AsyncParsableCommand {
         configuration.adminPort = adminPort == 0 ? nil : adminPort
         configuration.affinity = affinity
         configuration.webSocketAffinity = websocketAffinity == .on
+        configuration.vcapIDMeta = vcapIdMeta == .on
         configuration.stickyCookieNames = stickyCookieNames.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
         configuration.secureCookies = secureCookies
         configuration.haproxyCookieName = haproxyCookieName

@@ -98,13 +98,14 @@ struct CFAffinityTests {
     }
 
     func response(
-        pin: AffinityPin = .none, served: String = "guid-a", setCookies: [String] = [], path: String = "/", upgrade: Bool = false
+        pin: AffinityPin = .none, served: String = "guid-a", setCookies: [String] = [], path: String = "/", upgrade: Bool = false,
+        requestCookies: [String] = [], now: Int64 = 1_700_000_000
     )
         -> AffinityResponse
     {
         AffinityResponse(
             pin: pin, servedInstanceID: served, servedAddress: "127.0.0.1:1", setCookieHeaders: setCookies, contextPath: path,
-            isUpgrade: upgrade, nowSecondsSince1970: 1_700_000_000)
+            isUpgrade: upgrade, nowSecondsSince1970: now, requestCookieHeaders: requestCookies)
     }
 
     @Test func pinnedOnlyWithBothCookies() {
@@ -172,22 +173,70 @@ struct CFAffinityTests {
 
     @Test func responseSettingTheSessionCookieGetsVCAPID() {
         let result = policy.response(response(setCookies: ["JSESSIONID=abc; Path=/"]))
-        #expect(result.setCookies == ["__VCAP_ID__=guid-a; Path=/; HttpOnly"])
+        // With its __VCAP_ID_META__, which has no attribute to keep here (gorouter writes it empty).
+        #expect(result.setCookies == ["__VCAP_ID__=guid-a; Path=/; HttpOnly", "__VCAP_ID_META__=; Path=/; HttpOnly"])
         #expect(result.startedSession)
+        let older = CFAffinity(vcapIDMeta: false).response(response(setCookies: ["JSESSIONID=abc; Path=/"]))
+        #expect(older.setCookies == ["__VCAP_ID__=guid-a; Path=/; HttpOnly"])
     }
 
     @Test func attributesAreCopiedFromTheSessionCookie() {
         let session = "JSESSIONID=abc; Path=/; Secure; SameSite=Lax; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60; Partitioned"
         let result = policy.response(response(setCookies: [session], path: "/app"))
+        let attributes = "Path=/app; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60; HttpOnly; Secure; SameSite=Lax; Partitioned"
         #expect(
             result.setCookies == [
-                "__VCAP_ID__=guid-a; Path=/app; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60; HttpOnly; Secure; SameSite=Lax; Partitioned"
+                "__VCAP_ID__=guid-a; \(attributes)",
+                // Max-Age as the time it runs out (1,700,000,000 + 60), Expires as Unix seconds.
+                "__VCAP_ID_META__=secure&partitioned&expires=2139722880&maxage=1700000060&samesite=lax; \(attributes)",
             ])
+    }
+
+    @Test("After a fallback without a new session cookie, __VCAP_ID__ gets back the attributes __VCAP_ID_META__ kept")
+    func fallbackRestoresTheAttributesFromTheMetaCookie() {
+        let session = "JSESSIONID=abc; Path=/; Secure; SameSite=Strict; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=600; Partitioned"
+        let first = policy.response(response(setCookies: [session], now: 1_700_000_000))
+        let meta = String(first.setCookies[1].prefix { $0 != ";" })
+        // 100 s later, the pinned instance is gone and the app sets no session cookie.
+        let fallback = policy.response(
+            response(pin: .instance("gone"), served: "guid-b", requestCookies: ["JSESSIONID=abc; __VCAP_ID__=gone; \(meta)"], now: 1_700_000_100))
+        #expect(
+            fallback.setCookies == [
+                "__VCAP_ID__=guid-b; Path=/; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=500; HttpOnly; Secure; SameSite=Strict; Partitioned"
+            ])
+        // Without the META cookie (or with the older routers' behaviour): default attributes.
+        let bare = policy.response(response(pin: .instance("gone"), served: "guid-b", requestCookies: ["JSESSIONID=abc; __VCAP_ID__=gone"]))
+        #expect(bare.setCookies == ["__VCAP_ID__=guid-b; Path=/; HttpOnly"])
+        let older = CFAffinity(vcapIDMeta: false).response(
+            response(pin: .instance("gone"), served: "guid-b", requestCookies: ["JSESSIONID=abc; __VCAP_ID__=gone; \(meta)"]))
+        #expect(older.setCookies == ["__VCAP_ID__=guid-b; Path=/; HttpOnly"])
+        // Once the Max-Age it kept has run out, the refreshed cookie is a deletion, as gorouter makes it.
+        let late = policy.response(
+            response(pin: .instance("gone"), served: "guid-b", requestCookies: ["__VCAP_ID__=gone; \(meta)"], now: 1_700_000_700))
+        #expect(late.setCookies.first?.contains("Max-Age=0") == true)
+    }
+
+    @Test("A META cookie from the client is read defensively: unknown parts, bad numbers and impossible dates are left out")
+    func metaCookieValuesFromTheClient() {
+        var cookie = SetCookie(name: "__VCAP_ID__", value: "g")
+        VCAPIDMeta(value: "samesite=bogus&maxage=x&expires=99999999999999&partitioned&zzz=1").restore(into: &cookie, now: 1_700_000_000)
+        #expect(cookie.headerValue == "__VCAP_ID__=g; Partitioned")
+        VCAPIDMeta(value: "expires=-9223372036854775808&maxage=9223372036854775807").restore(into: &cookie, now: 1_700_000_000)
+        #expect(cookie.expires == nil && cookie.maxAge == Int(9_223_372_036_854_775_807 - 1_700_000_000))
+        #expect(
+            VCAPIDMeta(value: VCAPIDMeta(value: "secure&expires=5&maxage=-1&samesite=none").value)
+                == VCAPIDMeta(value: "secure&samesite=none&maxage=-1&expires=5"))
+        #expect(HTTPDate.format(2_139_722_880) == "Wed, 21 Oct 2037 07:28:00 GMT")
+        #expect(HTTPDate.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDate.format(-11_644_473_600) == "Mon, 01 Jan 1601 00:00:00 GMT")
+        for seconds: Int64 in [0, 951_782_400, 1_700_000_000, 4_102_444_799, -86_401] {
+            #expect(HTTPDate.parse(HTTPDate.format(seconds)) == seconds)
+        }
     }
 
     @Test func secureCookiesForcesSecure() {
         let result = CFAffinity(secureCookies: true).response(response(setCookies: ["JSESSIONID=abc"]))
-        #expect(result.setCookies == ["__VCAP_ID__=guid-a; Path=/; HttpOnly; Secure"])
+        #expect(result.setCookies == ["__VCAP_ID__=guid-a; Path=/; HttpOnly; Secure", "__VCAP_ID_META__=secure; Path=/; HttpOnly; Secure"])
     }
 
     @Test func stickyToTheSameInstanceWithoutSessionCookieSetsNothing() {
@@ -202,10 +251,27 @@ struct CFAffinityTests {
 
     @Test func deletingTheSessionDeletesVCAPID() {
         let byMaxAge = policy.response(response(pin: .instance("guid-a"), setCookies: ["JSESSIONID=; Max-Age=0"]))
-        #expect(byMaxAge.setCookies == ["__VCAP_ID__=guid-a; Path=/; Max-Age=0; HttpOnly"])
+        // Its META cookie is deleted with it.
+        #expect(
+            byMaxAge.setCookies == ["__VCAP_ID__=guid-a; Path=/; Max-Age=0; HttpOnly", "__VCAP_ID_META__=maxage=-1; Path=/; Max-Age=0; HttpOnly"])
         let byExpires = policy.response(response(pin: .instance("guid-a"), setCookies: ["JSESSIONID=; Expires=Thu, 01 Jan 1970 00:00:00 GMT"]))
-        #expect(byExpires.setCookies == ["__VCAP_ID__=guid-a; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly"])
+        #expect(
+            byExpires.setCookies == [
+                "__VCAP_ID__=guid-a; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly",
+                "__VCAP_ID_META__=expires=0&maxage=-1; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly",
+            ])
         #expect(!byExpires.startedSession)
+    }
+
+    @Test("Each session cookie gets its own pair (a CHIPS migration: a partitioned cookie and the deletion of the old one)")
+    func eachSessionCookieGetsItsPair() {
+        let result = CFAffinity(vcapIDMeta: false).response(
+            response(setCookies: ["JSESSIONID=new; Secure; SameSite=None; Partitioned", "JSESSIONID=; Max-Age=0"]))
+        #expect(
+            result.setCookies == [
+                "__VCAP_ID__=guid-a; Path=/; HttpOnly; Secure; SameSite=None; Partitioned", "__VCAP_ID__=guid-a; Path=/; Max-Age=0; HttpOnly",
+            ])
+        #expect(result.startedSession)
     }
 
     @Test func theAppsOwnVCAPIDWins() {

@@ -93,6 +93,7 @@ struct ClusterConfigTests {
               port: 0
               affinity: ip-hash
               websocket_affinity: off
+              vcap_id_meta: off
               access_log: off
               balancing: least-connection
             redis:
@@ -128,6 +129,7 @@ struct ClusterConfigTests {
         #expect(config.proxy.port == 0)
         #expect(config.proxy.affinity == .ipHash)
         #expect(config.proxy.websocketAffinity == false)
+        #expect(config.proxy.vcapIDMeta == false)
         #expect(config.proxy.accessLog == false)
         #expect(config.proxy.balancing == "least-connection")
         #expect(config.redis.url == "redis://127.0.0.1:6380")

@@ -93,6 +93,28 @@ def test_the_printed_url_reaches_every_instance_and_other_hosts_get_404(cluster)
         assert healthy < registered
 
 
+def session_cookies(url: str) -> list[str]:
+    """The names of the cookies a first GET /session through the proxy sets."""
+    port = int(re.search(r":(\d+)/", url).group(1))
+    connection = http.client.HTTPConnection("localhost", port, timeout=10)
+    try:
+        connection.request("GET", "/session")
+        response = connection.getresponse()
+        response.read()
+        return [value.split("=", 1)[0] for value in response.headers.get_all("Set-Cookie") or []]
+    finally:
+        connection.close()
+
+
+def test_the_proxy_sets_vcap_id_meta_unless_the_config_turns_it_off():
+    # Current gorouter: __VCAP_ID_META__ beside __VCAP_ID__; proxy.vcap_id_meta: off for older routers.
+    for setting, expected in ((None, ["JSESSIONID", "__VCAP_ID__", "__VCAP_ID_META__"]), ("off", ["JSESSIONID", "__VCAP_ID__"])):
+        proxy = {} if setting is None else {"vcap_id_meta": setting}
+        with ClusterRun(config(instances=1, proxy=proxy)) as cluster:
+            cluster.wait_ready()
+            assert session_cookies(proxy_url(cluster)) == expected, setting
+
+
 def test_a_crash_unregisters_at_once_a_stop_after_the_exit(cluster):
     cluster.wait_ready()
     url = proxy_url(cluster)

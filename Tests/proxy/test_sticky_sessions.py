@@ -2,6 +2,7 @@
 sticky-proxy and real backend processes."""
 
 import threading
+import time
 import urllib.parse
 
 import websocket
@@ -121,6 +122,54 @@ def test_pinned_instance_gone_falls_back_silently_and_repins(proxy, backends):
     # Even though the app set no cookie, the client is re-pinned, with default attributes.
     assert cookie_named(response, "__VCAP_ID__") == f"__VCAP_ID__={alive.instance_id}; Path=/; HttpOnly"
     proxy.wait_for_log(lambda line: 'routing_decision:"fallback_instance_gone"' in line and gone.instance_id in line)
+
+
+def test_vcap_id_meta_keeps_the_attributes_and_restores_them_after_a_fallback(proxy, backends):
+    """Current gorouter: __VCAP_ID_META__ beside __VCAP_ID__ keeps its attributes (a browser never sends
+    attributes back); when the pinned instance is gone and the app sets no new session cookie, the
+    refreshed __VCAP_ID__ gets them back, with what is left of its Max-Age."""
+    first, second = backends(2)
+    proxy.register(first)
+    cookie = "JSESSIONID=abc; Path=/; Secure; SameSite=Strict; Max-Age=600"
+    before = time.time()
+    response = proxy.get(session_path(cookie))
+    after = time.time()
+    vcap = cookie_named(response, "__VCAP_ID__")
+    meta = cookie_named(response, "__VCAP_ID_META__")
+    assert vcap == f"__VCAP_ID__={first.instance_id}; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Strict"
+    # The same attributes, so that both go together; Max-Age kept as the time it runs out.
+    value, attributes = meta.split(";", 1)
+    assert attributes == " Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Strict", meta
+    fields = value.removeprefix("__VCAP_ID_META__=").split("&")
+    assert fields[0] == "secure" and fields[2] == "samesite=strict", meta
+    ends = int(fields[1].removeprefix("maxage="))
+    assert int(before) + 600 <= ends <= int(after) + 601, (meta, before, after)
+
+    # The instance goes; the other one serves the next request and sets no cookie.
+    proxy.unregister(first)
+    proxy.register(second)
+    response = proxy.get("/", cookies={"JSESSIONID": "abc", "__VCAP_ID__": first.instance_id, "__VCAP_ID_META__": value.split("=", 1)[1]})
+    assert served_by(response) == second.instance_id
+    refreshed = cookie_named(response, "__VCAP_ID__")
+    prefix = f"__VCAP_ID__={second.instance_id}; Path=/; Max-Age="
+    assert refreshed.startswith(prefix) and refreshed.endswith("; HttpOnly; Secure; SameSite=Strict"), refreshed
+    remaining = int(refreshed.removeprefix(prefix).split(";")[0])
+    assert 0 < remaining <= 600 and remaining >= ends - int(time.time()) - 1, (refreshed, ends)
+    # Not re-issued on a fallback: the client keeps the one it has.
+    assert cookie_named(response, "__VCAP_ID_META__") is None
+
+
+def test_vcap_id_meta_off_reproduces_older_routers(proxy_factory, backends):
+    proxy = proxy_factory("--vcap-id-meta", "off")
+    first, second = backends(2)
+    proxy.register(first)
+    response = proxy.get(session_path("JSESSIONID=abc; Path=/; Secure; SameSite=Strict; Max-Age=600"))
+    assert cookie_named(response, "__VCAP_ID_META__") is None
+    proxy.unregister(first)
+    proxy.register(second)
+    meta = "secure&maxage=" + str(int(time.time()) + 600) + "&samesite=strict"
+    response = proxy.get("/", cookies={"JSESSIONID": "abc", "__VCAP_ID__": first.instance_id, "__VCAP_ID_META__": meta})
+    assert cookie_named(response, "__VCAP_ID__") == f"__VCAP_ID__={second.instance_id}; Path=/; HttpOnly"
 
 
 def test_pinned_instance_at_max_conns_falls_back(proxy_factory, backends):

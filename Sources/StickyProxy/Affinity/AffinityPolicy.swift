@@ -118,6 +118,8 @@ public struct AffinityResponse: Sendable {
     public var contextPath: String
     public var isUpgrade: Bool
     public var nowSecondsSince1970: Int64
+    /// The request's `Cookie` headers (`__VCAP_ID_META__` is read from them on a fallback).
+    public var requestCookieHeaders: [String]
 
     public init(
         pin: AffinityPin,
@@ -126,7 +128,8 @@ public struct AffinityResponse: Sendable {
         setCookieHeaders: [String],
         contextPath: String,
         isUpgrade: Bool,
-        nowSecondsSince1970: Int64
+        nowSecondsSince1970: Int64,
+        requestCookieHeaders: [String] = []
     ) {
         self.pin = pin
         self.servedInstanceID = servedInstanceID
@@ -135,6 +138,7 @@ public struct AffinityResponse: Sendable {
         self.contextPath = contextPath
         self.isUpgrade = isUpgrade
         self.nowSecondsSince1970 = nowSecondsSince1970
+        self.requestCookieHeaders = requestCookieHeaders
     }
 }
 
@@ -235,7 +239,8 @@ public enum ConfiguredAffinity: AffinityPolicy {
                 CFAffinity(
                     stickyCookieNames: configuration.stickyCookieNames,
                     secureCookies: configuration.secureCookies,
-                    webSocketAffinity: configuration.webSocketAffinity
+                    webSocketAffinity: configuration.webSocketAffinity,
+                    vcapIDMeta: configuration.vcapIDMeta
                 ))
         case .none: self = .none(NoAffinity())
         case .haproxy: self = .haproxy(HAProxyAffinity(cookieName: configuration.haproxyCookieName))

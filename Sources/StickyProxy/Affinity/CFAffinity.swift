@@ -14,11 +14,15 @@ public struct CFAffinity: AffinityPolicy {
     /// Affinity on WebSocket upgrades (Cloud Foundry since 2024); false reproduces the older router,
     /// which neither honoured nor set `__VCAP_ID__` on upgrades.
     public var webSocketAffinity: Bool
+    /// `__VCAP_ID_META__` beside each `__VCAP_ID__` set for a session cookie, read back on a fallback
+    /// (current gorouter); false reproduces older routers (default attributes after a fallback).
+    public var vcapIDMeta: Bool
 
-    public init(stickyCookieNames: [String] = ["JSESSIONID"], secureCookies: Bool = false, webSocketAffinity: Bool = true) {
+    public init(stickyCookieNames: [String] = ["JSESSIONID"], secureCookies: Bool = false, webSocketAffinity: Bool = true, vcapIDMeta: Bool = true) {
         self.stickyCookieNames = stickyCookieNames
         self.secureCookies = secureCookies
         self.webSocketAffinity = webSocketAffinity
+        self.vcapIDMeta = vcapIDMeta
     }
 
     public var mode: AffinityMode { .cf }
@@ -38,47 +42,60 @@ public struct CFAffinity: AffinityPolicy {
         pinnedOrBalanced(endpoints: endpoints, pin: pin, context: context, skipFailed: false)
     }
 
+    /// gorouter's `setupStickySession`: a `__VCAP_ID__` (and with `vcapIDMeta` its `__VCAP_ID_META__`)
+    /// for each session cookie the app sets, with that cookie's attributes (several during a CHIPS
+    /// migration: a partitioned one and the deletion of the old one); else, when the pinned instance is
+    /// gone, one for the instance that served, with the attributes `__VCAP_ID_META__` kept (default
+    /// ones without it). Never when the app sets `__VCAP_ID__` itself.
     public func response(_ response: AffinityResponse) -> ResponseAffinity {
         if response.isUpgrade && !webSocketAffinity { return .nothing }
         // gorouter only sets the cookie for endpoints registered with an instance GUID.
         guard !response.servedInstanceID.isEmpty else { return .nothing }
         let pinnedID = response.pin.instanceID ?? ""
         let requestWasSticky = !pinnedID.isEmpty
-        var shouldSet = requestWasSticky && pinnedID != response.servedInstanceID
+        let stale = requestWasSticky && pinnedID != response.servedInstanceID
 
-        var sessionCookie: SetCookie?
-        var appSetVCAPID = false
+        var sessionCookies: [SetCookie] = []
         for header in response.setCookieHeaders {
             let name = Self.cookieName(in: header)
-            if name == Self.vcapCookieName { appSetVCAPID = true }
-            if sessionCookie == nil, stickyCookieNames.contains(where: { $0 == name }), let parsed = SetCookie(header: header) {
-                sessionCookie = parsed
-                shouldSet = true
+            // The app's own __VCAP_ID__ always wins.
+            if name == Self.vcapCookieName { return .nothing }
+            if stickyCookieNames.contains(where: { $0 == name }), let parsed = SetCookie(header: header) {
+                sessionCookies.append(parsed)
             }
         }
-        // The app's own __VCAP_ID__ always wins.
-        guard shouldSet, !appSetVCAPID else { return .nothing }
+        guard stale || !sessionCookies.isEmpty else { return .nothing }
 
-        var cookie = SetCookie(name: Self.vcapCookieName, value: response.servedInstanceID)
-        cookie.path = response.contextPath
-        cookie.httpOnly = true
-        var deletesSession = false
-        if let session = sessionCookie {
-            cookie.secure = session.secure
+        let now = response.nowSecondsSince1970
+        var vcapID = SetCookie(name: Self.vcapCookieName, value: response.servedInstanceID)
+        vcapID.path = response.contextPath
+        vcapID.httpOnly = true
+        vcapID.secure = secureCookies
+        guard !sessionCookies.isEmpty else {
+            // A fallback, and no new session cookie: the attributes kept in __VCAP_ID_META__, if any.
+            if vcapIDMeta, let meta = RequestCookies.value(named: VCAPIDMeta.cookieName, in: response.requestCookieHeaders) {
+                VCAPIDMeta(value: String(meta)).restore(into: &vcapID, now: now)
+            }
+            return ResponseAffinity(setCookies: [vcapID.headerValue], startedSession: false)
+        }
+        var setCookies: [String] = []
+        var startedSession = false
+        for session in sessionCookies {
+            var cookie = vcapID
+            cookie.secure = cookie.secure || session.secure
             cookie.sameSite = session.sameSite
             cookie.expires = session.expires
             cookie.partitioned = session.partitioned
             cookie.maxAge = session.maxAge
-            if session.isDeletion(nowSecondsSince1970: response.nowSecondsSince1970) {
-                deletesSession = true
+            if session.isDeletion(nowSecondsSince1970: now) {
                 cookie.maxAge = 0
+            } else if !requestWasSticky {
+                startedSession = true
             }
+            setCookies.append(cookie.headerValue)
+            if vcapIDMeta { setCookies.append(VCAPIDMeta.cookie(for: cookie, now: now).headerValue) }
         }
-        if secureCookies { cookie.secure = true }
-        return ResponseAffinity(
-            setCookies: [cookie.headerValue],
-            startedSession: sessionCookie != nil && !requestWasSticky && !deletesSession
-        )
+        return ResponseAffinity(setCookies: setCookies, startedSession: startedSession)
     }
 
     /// The cookie name of a `Set-Cookie` value, without parsing the rest.

@@ -46,6 +46,9 @@ public struct ProxyConfiguration: Sendable {
     public var affinity: AffinityMode = .cf
     /// Affinity on WebSocket upgrades (current Cloud Foundry). Off reproduces Cloud Foundry before 2024.
     public var webSocketAffinity = true
+    /// The `__VCAP_ID_META__` companion cookie (current gorouter). Off reproduces older routers: after a
+    /// fallback without a new session cookie, `__VCAP_ID__` has default attributes.
+    public var vcapIDMeta = true
     public var stickyCookieNames: [String] = ["JSESSIONID"]
     public var secureCookies = false
     /// The cookie the `haproxy` mode inserts.

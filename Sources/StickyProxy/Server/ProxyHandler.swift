@@ -819,7 +819,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 setCookieHeaders: setCookies,
                 contextPath: pool.uri.contextPath,
                 isUpgrade: exchange.request.isUpgrade,
-                nowSecondsSince1970: exchange.startedAtWall.seconds
+                nowSecondsSince1970: exchange.startedAtWall.seconds,
+                requestCookieHeaders: exchange.request.cookieHeaders
             )
         )
         let kind = exchange.selection?.kind ?? .balanced
