@@ -254,5 +254,5 @@ public struct VCAPIDMeta: Sendable, Equatable {
     }
 
     /// 1601-01-01 to 9999-12-31, in Unix seconds.
-    static let writableDates: ClosedRange<Int64> = -11_644_473_600...253_402_300_799
+    package static let writableDates: ClosedRange<Int64> = -11_644_473_600...253_402_300_799
 }

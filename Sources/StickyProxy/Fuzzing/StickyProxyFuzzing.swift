@@ -116,7 +116,21 @@ package enum StickyProxyFuzzing {
         if let cookie = SetCookie(header: text) {
             _ = (cookie.isDeletion(nowSecondsSince1970: 0), cookie.headerValue)
         }
-        _ = HTTPDate.parse(text)
+        if let seconds = HTTPDate.parse(text), VCAPIDMeta.writableDates.contains(seconds) {
+            precondition(HTTPDate.parse(HTTPDate.format(seconds)) == seconds, "a date written back reads as another")
+        }
+        // A client's __VCAP_ID_META__ (this text as its value, or its whole Cookie header) restored into
+        // the __VCAP_ID__ of a fallback: one well-formed cookie, whatever the client sent.
+        for cookieHeader in [text, "JSESSIONID=s; __VCAP_ID__=gone; __VCAP_ID_META__=" + text] {
+            let fallback = CFAffinity().response(
+                AffinityResponse(
+                    pin: .instance("gone"), servedInstanceID: "guid-2", servedAddress: "127.0.0.1:8081", setCookieHeaders: [], contextPath: "/",
+                    isUpgrade: false, nowSecondsSince1970: 1_700_000_000, requestCookieHeaders: [cookieHeader]))
+            precondition(fallback.setCookies.count == 1, "a fallback sets one __VCAP_ID__")
+            let written = fallback.setCookies[0]
+            precondition(!written.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }), "a control byte in the Set-Cookie written")
+            precondition(SetCookie(header: written)?.name == "__VCAP_ID__", "the Set-Cookie written does not read back")
+        }
         _ = AppInstanceTarget(header: text)
         _ = CookieName.isValid(text)
     }
