@@ -197,6 +197,10 @@ def main():
     if delay:
         time.sleep(delay)
     port = int(os.environ["PORT"])
+    # A listen backlog of 128, as most servers have (Python's default is 5): while the process is frozen
+    # the kernel queues the connections, and with 5 the seventh (a port check, after a few requests the
+    # proxy forwarded) timed out, so a hang looked like a dead port and the instance was killed.
+    ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = False
     print(f"testapp {os.environ.get('CF_INSTANCE_INDEX')} listening on {port} (guid {os.environ.get('CF_INSTANCE_GUID')})", flush=True)
