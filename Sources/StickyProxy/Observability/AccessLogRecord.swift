@@ -1,3 +1,4 @@
+import CloudFoundry
 import NIOCore
 
 #if canImport(Glibc)
@@ -31,7 +32,7 @@ public struct WallClockTime: Sendable, Equatable {
     public func write(rfc3339Into buffer: inout ByteBuffer) {
         let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
         let secondOfDay = Int(seconds - days * 86400)
-        let (year, month, day) = Self.civil(fromDays: days)
+        let (year, month, day) = HTTPDate.civil(fromDays: days)
         Self.write(year, width: 4, into: &buffer)
         buffer.writeInteger(UInt8(ascii: "-"))
         Self.write(Int64(month), width: 2, into: &buffer)
@@ -64,19 +65,6 @@ public struct WallClockTime: Sendable, Equatable {
             }
             buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[0..<width]))
         }
-    }
-
-    /// Civil-from-days (Howard Hinnant).
-    static func civil(fromDays days: Int64) -> (Int64, Int, Int) {
-        let z = days + 719468
-        let era = (z >= 0 ? z : z - 146096) / 146097
-        let dayOfEra = z - era * 146097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let mp = (5 * dayOfYear + 2) / 153
-        let day = Int(dayOfYear - (153 * mp + 2) / 5 + 1)
-        let month = Int(mp < 10 ? mp + 3 : mp - 9)
-        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
     }
 }
 
