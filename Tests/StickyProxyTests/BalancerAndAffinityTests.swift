@@ -117,6 +117,20 @@ struct CFAffinityTests {
         #expect(CFAffinity(stickyCookieNames: ["SESSION"]).pin(for: request("SESSION=1; __VCAP_ID__=g")) == .instance("g"))
     }
 
+    @Test("A trigger cookie with the __Host- prefix (RFC 6265bis) triggers as the name without it, in requests and responses")
+    func hostPrefixedSessionCookies() {
+        #expect(policy.pin(for: request("__Host-JSESSIONID=s; __VCAP_ID__=guid-a")) == .instance("guid-a"))
+        // The exact prefix only, as the RFC writes it, and only in front of a configured name.
+        #expect(policy.pin(for: request("__host-JSESSIONID=s; __VCAP_ID__=guid-a")) == .none)
+        #expect(policy.pin(for: request("__Secure-JSESSIONID=s; __VCAP_ID__=guid-a")) == .none)
+        #expect(policy.pin(for: request("X__Host-JSESSIONID=s; __VCAP_ID__=guid-a")) == .none)
+        #expect(CFAffinity(stickyCookieNames: ["SESSION"]).pin(for: request("__Host-SESSION=1; __VCAP_ID__=g")) == .instance("g"))
+        let result = CFAffinity(vcapIDMeta: false).response(response(setCookies: ["__Host-JSESSIONID=abc; Path=/; Secure"]))
+        #expect(result.setCookies == ["__VCAP_ID__=guid-a; Path=/; HttpOnly; Secure"])
+        #expect(result.startedSession)
+        #expect(policy.response(response(setCookies: ["__host-JSESSIONID=abc; Path=/; Secure"])) == .nothing)
+    }
+
     @Test func upgradesArePinnedUnlessWebSocketAffinityIsOff() {
         #expect(policy.pin(for: request("JSESSIONID=s; __VCAP_ID__=g", upgrade: true)) == .instance("g"))
         let old = CFAffinity(webSocketAffinity: false)

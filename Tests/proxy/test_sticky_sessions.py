@@ -40,6 +40,20 @@ def test_request_with_both_cookies_sticks_to_its_instance(proxy, backends):
     proxy.wait_for_log(lambda line: 'routing_decision:"sticky_hit"' in line and f'pinned_instance_id:"{target}"' in line)
 
 
+def test_host_prefixed_session_cookie_triggers_like_jsessionid(proxy, backends):
+    """Current gorouter reads `__Host-JSESSIONID` (RFC 6265bis) as JSESSIONID: in the app's response,
+    where it gets __VCAP_ID__, and in the client's request, which then sticks."""
+    started = backends(3)
+    for backend in started:
+        proxy.register(backend)
+    response = proxy.get(session_path("__Host-JSESSIONID=abc; Path=/; Secure"))
+    pinned = served_by(response)
+    assert cookie_named(response, "__VCAP_ID__") == f"__VCAP_ID__={pinned}; Path=/; HttpOnly; Secure"
+    for _ in range(6):
+        again = proxy.get("/", cookies={"__Host-JSESSIONID": "abc", "__VCAP_ID__": pinned})
+        assert served_by(again) == pinned
+
+
 def test_vcap_id_alone_is_ignored(proxy, backends):
     started = backends(3)
     for backend in started:

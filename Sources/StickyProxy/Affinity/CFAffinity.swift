@@ -9,7 +9,11 @@ import CloudFoundry
 public struct CFAffinity: AffinityPolicy {
     public static let vcapCookieName = "__VCAP_ID__"
 
-    public var stickyCookieNames: [String]
+    public let stickyCookieNames: [String]
+    /// The cookie names that trigger stickiness, in requests and in responses: each of
+    /// `stickyCookieNames`, and the same with the `__Host-` prefix of RFC 6265bis, as current
+    /// gorouters read them (`__Host-JSESSIONID`).
+    let triggerNames: [String]
     public var secureCookies: Bool
     /// Affinity on WebSocket upgrades (Cloud Foundry since 2024); false reproduces the older router,
     /// which neither honoured nor set `__VCAP_ID__` on upgrades.
@@ -20,6 +24,7 @@ public struct CFAffinity: AffinityPolicy {
 
     public init(stickyCookieNames: [String] = ["JSESSIONID"], secureCookies: Bool = false, webSocketAffinity: Bool = true, vcapIDMeta: Bool = true) {
         self.stickyCookieNames = stickyCookieNames
+        self.triggerNames = stickyCookieNames + stickyCookieNames.map { "__Host-" + $0 }
         self.secureCookies = secureCookies
         self.webSocketAffinity = webSocketAffinity
         self.vcapIDMeta = vcapIDMeta
@@ -31,7 +36,7 @@ public struct CFAffinity: AffinityPolicy {
     public func pin(for request: AffinityRequest) -> AffinityPin {
         if request.isUpgrade && !webSocketAffinity { return .none }
         guard !request.cookieHeaders.isEmpty,
-            RequestCookies.containsAny(of: stickyCookieNames, in: request.cookieHeaders),
+            RequestCookies.containsAny(of: triggerNames, in: request.cookieHeaders),
             let vcapID = RequestCookies.value(named: Self.vcapCookieName, in: request.cookieHeaders),
             !vcapID.isEmpty
         else { return .none }
@@ -60,7 +65,7 @@ public struct CFAffinity: AffinityPolicy {
             let name = Self.cookieName(in: header)
             // The app's own __VCAP_ID__ always wins.
             if name == Self.vcapCookieName { return .nothing }
-            if stickyCookieNames.contains(where: { $0 == name }), let parsed = SetCookie(header: header) {
+            if triggerNames.contains(where: { $0 == name }), let parsed = SetCookie(header: header) {
                 sessionCookies.append(parsed)
             }
         }
