@@ -192,18 +192,19 @@ public struct VCAPIDMeta: Sendable, Equatable {
     /// `Expires` (Unix seconds); nil without one (or one that is not a date).
     public var expires: Int64?
 
-    public init() {}
+    /// The `SameSite` values gorouter keeps, as it writes them here.
+    static let sameSiteValues: Set<String> = ["lax", "strict", "none"]
 
     /// The attributes of `cookie` as they stand at `now`.
     public init(of cookie: SetCookie, now: Int64) {
         secure = cookie.secure
         partitioned = cookie.partitioned
-        sameSite = cookie.sameSite.map { $0.lowercased() }.flatMap { ["lax", "strict", "none"].contains($0) ? $0 : nil }
-        if let maxAge = cookie.maxAge, maxAge != 0 {
+        sameSite = cookie.sameSite.map { $0.lowercased() }.flatMap { Self.sameSiteValues.contains($0) ? $0 : nil }
+        if let maxAge = cookie.maxAge {
+            // 0 or less is a deletion ("Max-Age=0" is how one is written).
             let (ends, overflow) = now.addingReportingOverflow(Int64(maxAge))
-            maxAgeEnds = maxAge < 0 ? -1 : overflow ? .max : ends
+            maxAgeEnds = maxAge <= 0 ? -1 : overflow ? .max : ends
         }
-        if cookie.maxAge == 0 { maxAgeEnds = -1 }  // "Max-Age=0" is how a deletion is written
         expires = cookie.expires.flatMap(HTTPDate.parse)
     }
 
@@ -217,7 +218,7 @@ public struct VCAPIDMeta: Sendable, Equatable {
             switch key {
             case "secure": secure = true
             case "partitioned": partitioned = true
-            case "samesite": sameSite = ["lax", "strict", "none"].contains(text) ? text : nil
+            case "samesite": sameSite = Self.sameSiteValues.contains(text) ? text : nil
             case "maxage": maxAgeEnds = Int64(text)
             case "expires": expires = Int64(text)
             default: break

@@ -220,7 +220,7 @@ public struct ChaosPicker: Sendable {
         let running = instances.filter { $0.state == .running }
         // Serving: not frozen, in the route pool (a readiness check may keep a running instance out),
         // and able to reach Redis (an app cut off from it answers, but cannot do its work).
-        let cutOff = { (instance: ClusterStatus.Instance) in instance.redisLink.map { $0.fault == "cut" || $0.fault == "hang" } ?? false }
+        let cutOff = { (instance: ClusterStatus.Instance) in instance.redisLink?.cutsOffRedis == true }
         let serving = running.filter { $0.frozenSeconds == nil && $0.routable != false && !cutOff($0) }.map(\.index).sorted()
         guard serving.count > keep else {
             let frozen = running.filter { $0.frozenSeconds != nil }.count

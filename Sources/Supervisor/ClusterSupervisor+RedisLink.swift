@@ -112,9 +112,10 @@ extension ClusterSupervisor {
     func linkUpstreamChanged(_ index: Int) {
         guard let relay = links[index] else { return }
         let problem = relay.upstreamProblem
-        guard (problem == nil) != (linkUpstreamProblems[index] == nil) else { return }
-        linkUpstreamProblems[index] = problem
-        let redis = launch.redisEndpoint.map { RedisConfiguration(host: $0.host, port: $0.port).endpoint } ?? "?"
+        // The relay tells each change, but the tasks that carry them may arrive out of order.
+        guard (problem != nil) != linksCutOffFromRedis.contains(index) else { return }
+        if problem != nil { linksCutOffFromRedis.insert(index) } else { linksCutOffFromRedis.remove(index) }
+        let redis = launch.redisEndpoint?.endpoint ?? "?"
         if let problem {
             event(
                 "\(name(index))'s link (127.0.0.1:\(relay.port)) cannot reach Redis at \(redis): \(problem); \(name(index)) sees each connection it opens there "

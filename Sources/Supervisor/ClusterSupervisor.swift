@@ -110,8 +110,8 @@ public actor ClusterSupervisor {
     /// for its later processes (`cluster redis slow|hang|cut|heal`), with the state of its link.
     var links: [Int: RedisLinkRelay] = [:]
     var linkStates: [Int: RedisLinkState] = [:]
-    /// What each relay last could not reach Redis for, as said in the log (nil: it reaches it).
-    var linkUpstreamProblems: [Int: String] = [:]
+    /// The links the log last said cannot reach Redis.
+    var linksCutOffFromRedis: Set<Int> = []
     /// The old process of an index a rolling restart is replacing, until it has exited (`Retirement`).
     struct Retiring {
         var machine: Retirement

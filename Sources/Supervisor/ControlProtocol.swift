@@ -112,6 +112,9 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             public var jitterMilliseconds: Double?
             public var remainingSeconds: Double?
 
+            /// A cut or hung link: the instance answers, but cannot reach Redis (a slow one can).
+            public var cutsOffRedis: Bool { fault == "cut" || fault == "hang" }
+
             public init(fault: RedisLinkFault, remainingSeconds: Double?) {
                 switch fault {
                 case .slow(let latency, let jitter):

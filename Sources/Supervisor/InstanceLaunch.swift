@@ -13,11 +13,8 @@ public struct InstanceLaunch: Sendable, Equatable {
     public var memoryMB: Int
     public var redisURL: String?
     public var redisBinding: ServiceBinding?
-    /// Where the instances' relays connect: Redis's host and port, from `redisURL`.
-    public var redisEndpoint: (host: String, port: Int)? {
-        guard let redisURL, let parsed = try? RedisConfiguration(url: redisURL) else { return nil }
-        return (parsed.host, parsed.port)
-    }
+    /// Where the instances' relays connect: `redisURL` read (its `host`, `port` and `endpoint` text).
+    public var redisEndpoint: RedisConfiguration? { redisURL.flatMap { try? RedisConfiguration(url: $0) } }
     public var sessionSecret: String
     /// STICKYLAB_CLUSTER_RUN, to recognise our processes after a crash of the supervisor.
     public var runID: String

@@ -125,6 +125,12 @@ public final class RedisLinkRelay: Sendable {
             var fault: RedisLinkFault?
             var pairs: [ObjectIdentifier: Pair] = [:]
             var upstreamProblem: String?
+
+            /// Records whether connecting to Redis worked; true when that changed.
+            mutating func upstream(_ problem: String?) -> Bool {
+                defer { upstreamProblem = problem }
+                return (upstreamProblem == nil) != (problem == nil)
+            }
         }
         let host: String
         let port: Int
@@ -135,15 +141,6 @@ public final class RedisLinkRelay: Sendable {
             self.host = host
             self.port = port
             self.onUpstreamChange = onUpstreamChange
-        }
-
-        /// Records whether connecting to Redis worked; tells on a change.
-        func upstream(_ problem: String?) {
-            let changed = state.withLock { state -> Bool in
-                defer { state.upstreamProblem = problem }
-                return (state.upstreamProblem == nil) != (problem == nil)
-            }
-            if changed { onUpstreamChange() }
         }
 
         var fault: RedisLinkFault? { state.withLock { $0.fault } }
@@ -239,13 +236,14 @@ final class RelayHandler: ChannelInboundHandler {
                 let handler = loopBound.value
                 switch result {
                 case .success(let redis):
-                    shared.upstream(nil)
-                    let known = shared.state.withLock { state -> Bool in
-                        guard state.pairs[key] != nil else { return false }
+                    let (known, changed) = shared.state.withLock { state -> (Bool, Bool) in
+                        let changed = state.upstream(nil)
+                        guard state.pairs[key] != nil else { return (false, changed) }
                         state.pairs[key]?.redis = redis
                         state.pairs[key]?.handlers.append(upstreamBound)
-                        return true
+                        return (true, changed)
                     }
+                    if changed { shared.onUpstreamChange() }
                     guard known, channel.isActive else {
                         redis.close(promise: nil)
                         return
@@ -256,8 +254,12 @@ final class RelayHandler: ChannelInboundHandler {
                 case .failure(let error):
                     // Redis is down: the instance sees a connection that ends at once (a client that
                     // waits for Redis to answer, as RedisClient does, sees that it could not connect).
-                    shared.upstream(SocketErrorText.describe(error) ?? "\(error)")
-                    shared.state.withLock { _ = $0.pairs.removeValue(forKey: key) }
+                    let problem = SocketErrorText.describe(error) ?? "\(error)"
+                    let changed = shared.state.withLock { state -> Bool in
+                        state.pairs.removeValue(forKey: key)
+                        return state.upstream(problem)
+                    }
+                    if changed { shared.onUpstreamChange() }
                     RedisLinkRelay.reset(channel)
                 }
             }
