@@ -62,6 +62,8 @@ public struct ClusterConfig: Sendable, Equatable {
         public var websocketAffinity = true
         /// gorouter's `__VCAP_ID_META__` cookie (current routers); off for older ones.
         public var vcapIDMeta = true
+        /// gorouter's `router.sticky_sessions_for_auth_negotiate` (off by default there too).
+        public var stickySessionsForAuthNegotiate = false
         public var balancing = "round-robin"
         /// The proxy's access log (gorouter's format, with the routing decision) in the cluster's
         /// output, as `cf logs` shows the router's RTR lines.
@@ -466,12 +468,14 @@ struct ConfigFile: Decodable {
         var affinity: String?
         var websocketAffinity: FlexibleBool?
         var vcapIDMeta: FlexibleBool?
+        var stickySessionsForAuthNegotiate: FlexibleBool?
         var balancing: String?
         var accessLog: FlexibleBool?
         enum CodingKeys: String, CodingKey, CaseIterable {
             case enabled, command, port, affinity, balancing
             case websocketAffinity = "websocket_affinity"
             case vcapIDMeta = "vcap_id_meta"
+            case stickySessionsForAuthNegotiate = "sticky_sessions_for_auth_negotiate"
             case accessLog = "access_log"
         }
     }
@@ -555,6 +559,7 @@ struct ConfigFile: Decodable {
             }
             if let value = proxy.websocketAffinity { config.proxy.websocketAffinity = value.value }
             if let value = proxy.vcapIDMeta { config.proxy.vcapIDMeta = value.value }
+            if let value = proxy.stickySessionsForAuthNegotiate { config.proxy.stickySessionsForAuthNegotiate = value.value }
             if let value = proxy.accessLog { config.proxy.accessLog = value.value }
             if let value = proxy.balancing { config.proxy.balancing = value }
         }

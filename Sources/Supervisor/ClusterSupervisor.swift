@@ -852,6 +852,7 @@ public actor ClusterSupervisor {
                 "--vcap-id-meta", config.proxy.vcapIDMeta ? "on" : "off",
                 "--balancing", config.proxy.balancing,
             ] + (config.proxy.accessLog ? ["--access-log", "-"] : [])
+            + (config.proxy.stickySessionsForAuthNegotiate ? ["--sticky-sessions-for-auth-negotiate"] : [])
         // The token in the environment, not on the command line, where `ps` shows it to every user.
         launchHelper(.proxy, command: ([command] + arguments).joined(separator: " "), environment: ["STICKY_PROXY_ADMIN_TOKEN": admin.token])
     }

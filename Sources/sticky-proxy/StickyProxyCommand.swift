@@ -37,6 +37,13 @@ struct StickyProxyCommand: AsyncParsableCommand {
     var vcapIdMeta: Switch = .on
     @Option(help: "Session cookie names that trigger stickiness, comma separated.") var stickyCookieNames = "JSESSIONID"
     @Flag(help: "Always mark __VCAP_ID__ Secure (gorouter's router.secure_cookies).") var secureCookies = false
+    @Flag(
+        help: """
+            Keep Negotiate (Kerberos, NTLM) authentication handshakes on one instance, as gorouter's \
+            router.sticky_sessions_for_auth_negotiate: a response with WWW-Authenticate: Negotiate sets a 60 s __VCAP_ID__, \
+            and a request with Authorization: Negotiate and __VCAP_ID__ goes to that instance or fails with 502 (no fallback).
+            """
+    ) var stickySessionsForAuthNegotiate = false
     @Option(help: "Cookie inserted by --affinity haproxy.") var haproxyCookieName = "SERVERID"
     @Option(help: "Balancing algorithm: round-robin or least-connection (a route's registration may choose its own).")
     var balancing: LoadBalancingAlgorithm = .roundRobin
@@ -90,6 +97,7 @@ struct StickyProxyCommand: AsyncParsableCommand {
         configuration.vcapIDMeta = vcapIdMeta == .on
         configuration.stickyCookieNames = stickyCookieNames.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
         configuration.secureCookies = secureCookies
+        configuration.stickySessionsForAuthNegotiate = stickySessionsForAuthNegotiate
         configuration.haproxyCookieName = haproxyCookieName
         configuration.balancing = balancing
         configuration.maxConnsPerBackend = maxConns

@@ -93,19 +93,19 @@ struct CFAffinityTests {
     let policy = CFAffinity()
     let now = NIODeadline.uptimeNanoseconds(1_000_000_000)
 
-    func request(_ cookie: String?, upgrade: Bool = false) -> AffinityRequest {
-        AffinityRequest(cookieHeaders: cookie.map { [$0] } ?? [], clientAddress: "127.0.0.1", isUpgrade: upgrade)
+    func request(_ cookie: String?, upgrade: Bool = false, negotiate: Bool = false) -> AffinityRequest {
+        AffinityRequest(cookieHeaders: cookie.map { [$0] } ?? [], clientAddress: "127.0.0.1", isUpgrade: upgrade, negotiatesAuthentication: negotiate)
     }
 
     func response(
         pin: AffinityPin = .none, served: String = "guid-a", setCookies: [String] = [], path: String = "/", upgrade: Bool = false,
-        requestCookies: [String] = [], now: Int64 = 1_700_000_000
+        requestCookies: [String] = [], now: Int64 = 1_700_000_000, negotiate: Bool = false
     )
         -> AffinityResponse
     {
         AffinityResponse(
             pin: pin, servedInstanceID: served, servedAddress: "127.0.0.1:1", setCookieHeaders: setCookies, contextPath: path,
-            isUpgrade: upgrade, nowSecondsSince1970: now, requestCookieHeaders: requestCookies)
+            isUpgrade: upgrade, nowSecondsSince1970: now, requestCookieHeaders: requestCookies, negotiatesAuthentication: negotiate)
     }
 
     @Test func pinnedOnlyWithBothCookies() {
@@ -294,6 +294,67 @@ struct CFAffinityTests {
 
     @Test func endpointsWithoutInstanceGUIDGetNoCookie() {
         #expect(policy.response(response(served: "", setCookies: ["JSESSIONID=1"])) == .nothing)
+    }
+
+    @Test("sticky_sessions_for_auth_negotiate: a Negotiate request with __VCAP_ID__ must reach that instance, trigger cookie or not")
+    func negotiateRequestsArePinnedWithoutFallback() {
+        let negotiate = CFAffinity(stickySessionsForAuthNegotiate: true)
+        #expect(negotiate.pin(for: request("__VCAP_ID__=guid-a", negotiate: true)) == .required("guid-a"))
+        #expect(negotiate.pin(for: request("JSESSIONID=s; __VCAP_ID__=guid-a", negotiate: true)) == .required("guid-a"))
+        #expect(negotiate.pin(for: request("__VCAP_ID__=", negotiate: true)) == .required(""))
+        // Without __VCAP_ID__ or without Negotiate: the usual rules; and off by default, as in gorouter.
+        #expect(negotiate.pin(for: request("JSESSIONID=s", negotiate: true)) == .none)
+        #expect(negotiate.pin(for: request("__VCAP_ID__=guid-a")) == .none)
+        #expect(negotiate.pin(for: request("JSESSIONID=s; __VCAP_ID__=guid-a")) == .instance("guid-a"))
+        #expect(policy.pin(for: request("__VCAP_ID__=guid-a", negotiate: true)) == .none)
+        #expect(policy.pin(for: request("JSESSIONID=s; __VCAP_ID__=guid-a", negotiate: true)) == .instance("guid-a"))
+        #expect(AffinityPin.required("guid-a").instanceID == "guid-a")
+
+        let pool = [
+            FakeEndpoint(instanceID: "a"), FakeEndpoint(instanceID: "b", inFlight: 500),
+            FakeEndpoint(instanceID: "c", failedUntil: now + .seconds(30)),
+        ]
+        let context = SelectionContext(
+            balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 500), now: now, cursor: PoolCursor(start: 0), randomSeed: 1)
+        // A failure mark does not matter; a missing or overloaded instance means no endpoint at all.
+        #expect(negotiate.firstSelection(endpoints: pool, pin: .required("c"), context: context) == Selection(index: 2, kind: .stickyHit))
+        #expect(negotiate.firstSelection(endpoints: pool, pin: .required("b"), context: context) == nil)
+        #expect(negotiate.firstSelection(endpoints: pool, pin: .required("gone"), context: context) == nil)
+        #expect(negotiate.firstSelection(endpoints: pool, pin: .required(""), context: context) == nil)
+        #expect(negotiate.firstSelection(endpoints: [FakeEndpoint(instanceID: "")], pin: .required(""), context: context) == nil)
+
+        // Retries go to the same instance, while the pool has at least as many endpoints as attempts.
+        let decider = RoutingDecider(policy: negotiate)
+        var tried = TriedEndpoints()
+        tried.insert(0)
+        let retry = SelectionContext(
+            balancer: Balancer(algorithm: .roundRobin, maxConnsPerBackend: 500), tried: tried, now: now, cursor: PoolCursor(start: 0), randomSeed: 1)
+        #expect(decider.select(endpoints: pool, pin: .required("a"), attempt: 2, context: retry) == Selection(index: 0, kind: .retryAfterError))
+        #expect(decider.select(endpoints: pool, pin: .required("a"), attempt: 3, context: retry) == Selection(index: 0, kind: .retryAfterError))
+        #expect(decider.select(endpoints: Array(pool.prefix(2)), pin: .required("a"), attempt: 3, context: retry) == nil)
+        #expect(decider.select(endpoints: Array(pool.prefix(1)), pin: .required("a"), attempt: 2, context: retry) == nil)
+        // An ordinary pin: the balancer, elsewhere.
+        #expect(decider.select(endpoints: pool, pin: .instance("a"), attempt: 2, context: retry)?.index == 2)
+    }
+
+    @Test("sticky_sessions_for_auth_negotiate: a Negotiate challenge gets a __VCAP_ID__ for 60 s, SameSite=Strict")
+    func negotiateChallengeSetsAShortLivedVCAPID() {
+        let negotiate = CFAffinity(stickySessionsForAuthNegotiate: true)
+        let challenge = negotiate.response(response(negotiate: true))
+        #expect(challenge.setCookies == ["__VCAP_ID__=guid-a; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"])
+        #expect(challenge.startedSession)
+        // It comes before a session cookie's pair: the configured Secure only, no __VCAP_ID_META__.
+        let withSession = CFAffinity(secureCookies: true, stickySessionsForAuthNegotiate: true).response(
+            response(setCookies: ["JSESSIONID=s; Secure; SameSite=Lax"], path: "/app", negotiate: true))
+        #expect(withSession.setCookies == ["__VCAP_ID__=guid-a; Path=/app; Max-Age=60; HttpOnly; Secure; SameSite=Strict"])
+        // Already on that instance: the usual rules. Pinned to one that is gone: the challenge's cookie.
+        #expect(negotiate.response(response(pin: .instance("guid-a"), negotiate: true)) == .nothing)
+        #expect(negotiate.response(response(pin: .required("guid-a"), negotiate: true)) == .nothing)
+        let fellBack = negotiate.response(response(pin: .instance("gone"), negotiate: true))
+        #expect(fellBack.setCookies == ["__VCAP_ID__=guid-a; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"] && !fellBack.startedSession)
+        // The app's own __VCAP_ID__ still wins; and off by default.
+        #expect(negotiate.response(response(setCookies: ["__VCAP_ID__=mine"], negotiate: true)) == .nothing)
+        #expect(policy.response(response(negotiate: true)) == .nothing)
     }
 }
 

@@ -22,6 +22,21 @@ struct HeaderRewritingTests {
         return (String(buffer: base), info)
     }
 
+    @Test("Negotiate authentication is seen as gorouter reads it: the first Authorization of a request, WWW-Authenticate of a response")
+    func negotiateAuthenticationIsRecognised() throws {
+        #expect(try request("GET / HTTP/1.1\nHost: h\nauthorization: NEGOTIATE YIIG\n\n").negotiatesAuthentication)
+        #expect(try request("GET / HTTP/1.1\nHost: h\nAuthorization: Negotiate\n\n").negotiatesAuthentication)
+        #expect(try !request("GET / HTTP/1.1\nHost: h\nAuthorization: Basic eDp5\nAuthorization: Negotiate x\n\n").negotiatesAuthentication)
+        #expect(try !request("GET / HTTP/1.1\nHost: h\nAuthorization: Negotiat\n\n").negotiatesAuthentication)
+        #expect(try !request("GET / HTTP/1.1\nHost: h\nWWW-Authenticate: Negotiate\n\n").negotiatesAuthentication)
+        #expect(try response("HTTP/1.1 401 Unauthorized\nWWW-Authenticate: Negotiate\nContent-Length: 0\n\n").negotiatesAuthentication)
+        #expect(try !response("HTTP/1.1 401 Unauthorized\nWWW-Authenticate: Basic realm=x\nWWW-Authenticate: Negotiate\n\n").negotiatesAuthentication)
+        #expect(try !response("HTTP/1.1 200 OK\nAuthorization: Negotiate x\nContent-Length: 0\n\n").negotiatesAuthentication)
+        // Passed to the app unchanged, and told to affinity.
+        let (out, info) = try rewrite("GET / HTTP/1.1\nHost: h\nAuthorization: Negotiate YIIG\n\n")
+        #expect(info.negotiatesAuthentication && out.contains("Authorization: Negotiate YIIG\r\n"))
+    }
+
     @Test func everyHeaderTheRewriterActsOnIsRecognised() throws {
         let (out, info) = try rewrite(
             """

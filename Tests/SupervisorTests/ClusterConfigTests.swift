@@ -94,6 +94,7 @@ struct ClusterConfigTests {
               affinity: ip-hash
               websocket_affinity: off
               vcap_id_meta: off
+              sticky_sessions_for_auth_negotiate: on
               access_log: off
               balancing: least-connection
             redis:
@@ -130,6 +131,7 @@ struct ClusterConfigTests {
         #expect(config.proxy.affinity == .ipHash)
         #expect(config.proxy.websocketAffinity == false)
         #expect(config.proxy.vcapIDMeta == false)
+        #expect(config.proxy.stickySessionsForAuthNegotiate == true)
         #expect(config.proxy.accessLog == false)
         #expect(config.proxy.balancing == "least-connection")
         #expect(config.redis.url == "redis://127.0.0.1:6380")

@@ -93,12 +93,12 @@ def test_the_printed_url_reaches_every_instance_and_other_hosts_get_404(cluster)
         assert healthy < registered
 
 
-def session_cookies(url: str) -> list[str]:
-    """The names of the cookies a first GET /session through the proxy sets."""
+def session_cookies(url: str, path: str = "/session") -> list[str]:
+    """The names of the cookies a first GET of `path` (/session: a new session) through the proxy sets."""
     port = int(re.search(r":(\d+)/", url).group(1))
     connection = http.client.HTTPConnection("localhost", port, timeout=10)
     try:
-        connection.request("GET", "/session")
+        connection.request("GET", path)
         response = connection.getresponse()
         response.read()
         return [value.split("=", 1)[0] for value in response.headers.get_all("Set-Cookie") or []]
@@ -106,13 +106,18 @@ def session_cookies(url: str) -> list[str]:
         connection.close()
 
 
-def test_the_proxy_sets_vcap_id_meta_unless_the_config_turns_it_off():
+def test_the_proxys_cookie_settings_come_from_the_config():
     # Current gorouter: __VCAP_ID_META__ beside __VCAP_ID__; proxy.vcap_id_meta: off for older routers.
-    for setting, expected in ((None, ["JSESSIONID", "__VCAP_ID__", "__VCAP_ID_META__"]), ("off", ["JSESSIONID", "__VCAP_ID__"])):
-        proxy = {} if setting is None else {"vcap_id_meta": setting}
+    # proxy.sticky_sessions_for_auth_negotiate (off by default, as router.sticky_sessions_for_auth_negotiate):
+    # a Negotiate challenge gets a __VCAP_ID__ of its own.
+    settings = ((None, ["JSESSIONID", "__VCAP_ID__", "__VCAP_ID_META__"], []),
+                ("off", ["JSESSIONID", "__VCAP_ID__"], ["__VCAP_ID__"]))
+    for setting, expected, negotiate in settings:
+        proxy = {} if setting is None else {"vcap_id_meta": setting, "sticky_sessions_for_auth_negotiate": "on"}
         with ClusterRun(config(instances=1, proxy=proxy)) as cluster:
             cluster.wait_ready()
             assert session_cookies(proxy_url(cluster)) == expected, setting
+            assert session_cookies(proxy_url(cluster), "/negotiate") == negotiate, setting
 
 
 def test_a_crash_unregisters_at_once_a_stop_after_the_exit(cluster):

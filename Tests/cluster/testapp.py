@@ -149,6 +149,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(200, {"user": session["user"], "index": os.environ.get("CF_INSTANCE_INDEX")})
             else:
                 self.reply(302, {"login": True}, [("Location", "/login?next=/private")])
+        elif url.path == "/negotiate":
+            # A SPNEGO (Kerberos, NTLM) challenge until the client answers it with Negotiate.
+            if self.headers.get("Authorization", "").lower().startswith("negotiate"):
+                self.reply(200, {"index": os.environ.get("CF_INSTANCE_INDEX")})
+            else:
+                self.reply(401, {"authenticate": True}, [("WWW-Authenticate", "Negotiate")])
         elif url.path == "/stop-listening":
             self.reply(200, {"listening": False})
             threading.Thread(target=stop_listening, daemon=True).start()

@@ -186,6 +186,51 @@ def test_vcap_id_meta_off_reproduces_older_routers(proxy_factory, backends):
     assert cookie_named(response, "__VCAP_ID__") == f"__VCAP_ID__={second.instance_id}; Path=/; HttpOnly"
 
 
+NEGOTIATE_CHALLENGE = "/?status=401&header=" + urllib.parse.quote("WWW-Authenticate: Negotiate")
+NEGOTIATE_TOKEN = {"Authorization": "Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnag"}
+
+
+def test_negotiate_handshakes_stay_on_their_instance_when_turned_on(proxy_factory, backends):
+    """gorouter's router.sticky_sessions_for_auth_negotiate (off by default): a Negotiate challenge (401,
+    WWW-Authenticate: Negotiate) gets __VCAP_ID__ for 60 s, SameSite=Strict; the client's next steps
+    (Authorization: Negotiate with __VCAP_ID__, no session cookie) go to that instance; when it is gone
+    the request fails with 502 instead of going on, half authenticated, elsewhere."""
+    proxy = proxy_factory("--sticky-sessions-for-auth-negotiate")
+    started = backends(3)
+    for backend in started:
+        proxy.register(backend)
+    challenge = proxy.get(NEGOTIATE_CHALLENGE)
+    assert challenge.status_code == 401
+    pinned = served_by(challenge)
+    assert cookie_named(challenge, "__VCAP_ID__") == f"__VCAP_ID__={pinned}; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"
+    assert cookie_named(challenge, "__VCAP_ID_META__") is None
+    for _ in range(6):
+        step = proxy.get("/", cookies={"__VCAP_ID__": pinned}, headers=NEGOTIATE_TOKEN)
+        assert served_by(step) == pinned
+        assert cookie_named(step, "__VCAP_ID__") is None
+    proxy.wait_for_log(lambda line: 'routing_decision:"sticky_hit"' in line and f'pinned_instance_id:"{pinned}"' in line)
+
+    proxy.unregister(next(backend for backend in started if backend.instance_id == pinned))
+    failed = proxy.get("/", cookies={"__VCAP_ID__": pinned}, headers=NEGOTIATE_TOKEN)
+    assert failed.status_code == 502
+    assert failed.headers["X-Cf-Routererror"] == "endpoint_failure (No endpoints available)"
+    assert failed.text == "502 Bad Gateway: Registered endpoint failed to handle the request.\n"
+    proxy.wait_for_log(lambda line: 'routing_decision:"required_instance_unavailable"' in line and f'pinned_instance_id:"{pinned}"' in line)
+    # Without Negotiate the same pin falls back, as always.
+    fallback = proxy.get("/", cookies={"JSESSIONID": "s", "__VCAP_ID__": pinned})
+    assert fallback.status_code == 200 and served_by(fallback) != pinned
+
+
+def test_negotiate_handshakes_are_not_sticky_by_default(proxy, backends):
+    first, second = backends(2)
+    proxy.register(first)
+    proxy.register(second)
+    assert cookie_named(proxy.get(NEGOTIATE_CHALLENGE), "__VCAP_ID__") is None
+    proxy.unregister(first)
+    response = proxy.get("/", cookies={"JSESSIONID": "s", "__VCAP_ID__": first.instance_id}, headers=NEGOTIATE_TOKEN)
+    assert response.status_code == 200 and served_by(response) == second.instance_id
+
+
 def test_pinned_instance_at_max_conns_falls_back(proxy_factory, backends):
     proxy = proxy_factory("--max-conns", "1")
     busy, free = backends(2)

@@ -19,6 +19,9 @@ public enum RoutingDecisionKind: String, Sendable, Codable, CaseIterable {
     case targeted
     /// `ip-hash` mode: the client address chose.
     case ipHash = "ip_hash"
+    /// The request had to reach its pinned instance (`Authorization: Negotiate` with
+    /// `--sticky-sessions-for-auth-negotiate`), and that instance is gone or at max_conns: 502, no fallback.
+    case requiredInstanceUnavailable = "required_instance_unavailable"
 
     /// Position in `allCases` (array-indexed counters).
     var ordinal: Int {
@@ -31,6 +34,7 @@ public enum RoutingDecisionKind: String, Sendable, Codable, CaseIterable {
         case .retryAfterError: return 5
         case .targeted: return 6
         case .ipHash: return 7
+        case .requiredInstanceUnavailable: return 8
         }
     }
 }
@@ -40,12 +44,17 @@ public enum AffinityPin: Sendable, Equatable {
     case none
     /// Pinned to this instance (GUID, or address for endpoints registered without one).
     case instance(String)
+    /// Pinned to this instance with no fallback: every attempt goes there or the request fails
+    /// (gorouter's `mustBeSticky`, for `Authorization: Negotiate` handshakes).
+    case required(String)
     /// A hash of the client address (`ip-hash`).
     case hash(UInt64)
 
     public var instanceID: String? {
-        if case .instance(let id) = self { return id }
-        return nil
+        switch self {
+        case .instance(let id), .required(let id): return id
+        case .none, .hash: return nil
+        }
     }
 }
 
@@ -55,11 +64,14 @@ public struct AffinityRequest: Sendable {
     /// The client's IP address as text.
     public var clientAddress: String
     public var isUpgrade: Bool
+    /// The first `Authorization` header names the `Negotiate` scheme.
+    public var negotiatesAuthentication: Bool
 
-    public init(cookieHeaders: [String], clientAddress: String, isUpgrade: Bool) {
+    public init(cookieHeaders: [String], clientAddress: String, isUpgrade: Bool, negotiatesAuthentication: Bool = false) {
         self.cookieHeaders = cookieHeaders
         self.clientAddress = clientAddress
         self.isUpgrade = isUpgrade
+        self.negotiatesAuthentication = negotiatesAuthentication
     }
 }
 
@@ -120,6 +132,8 @@ public struct AffinityResponse: Sendable {
     public var nowSecondsSince1970: Int64
     /// The request's `Cookie` headers (`__VCAP_ID_META__` is read from them on a fallback).
     public var requestCookieHeaders: [String]
+    /// The first `WWW-Authenticate` header of the response names the `Negotiate` scheme.
+    public var negotiatesAuthentication: Bool
 
     public init(
         pin: AffinityPin,
@@ -129,7 +143,8 @@ public struct AffinityResponse: Sendable {
         contextPath: String,
         isUpgrade: Bool,
         nowSecondsSince1970: Int64,
-        requestCookieHeaders: [String] = []
+        requestCookieHeaders: [String] = [],
+        negotiatesAuthentication: Bool = false
     ) {
         self.pin = pin
         self.servedInstanceID = servedInstanceID
@@ -139,6 +154,7 @@ public struct AffinityResponse: Sendable {
         self.isUpgrade = isUpgrade
         self.nowSecondsSince1970 = nowSecondsSince1970
         self.requestCookieHeaders = requestCookieHeaders
+        self.negotiatesAuthentication = negotiatesAuthentication
     }
 }
 
@@ -171,7 +187,8 @@ public struct HeaderField: Sendable, Equatable {
 }
 
 /// One affinity mode: how a request is pinned, which endpoint its first attempt goes to, and what the
-/// response must set. Later attempts (retries) always use the balancer (`RoutingDecider`).
+/// response must set. Later attempts (retries) use the balancer (`RoutingDecider`), except for a
+/// `.required` pin, whose every attempt goes to its instance.
 public protocol AffinityPolicy: Sendable {
     var mode: AffinityMode { get }
     func pin(for request: AffinityRequest) -> AffinityPin
@@ -193,6 +210,7 @@ extension AffinityPolicy {
     /// the fallback named. `skipFailed`: treat an endpoint marked failed as down (HAProxy); gorouter
     /// still tries a failed sticky target.
     func pinnedOrBalanced<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, context: SelectionContext, skipFailed: Bool) -> Selection? {
+        if case .required = pin { return requiredSelection(endpoints: endpoints, pin: pin, attempt: 1, context: context) }
         guard case .instance(let id) = pin else { return context.balanced(endpoints, kind: .balanced) }
         guard let index = endpoints.firstIndex(where: { $0.instanceID == id }) else {
             return context.balanced(endpoints, kind: .fallbackInstanceGone)
@@ -205,6 +223,17 @@ extension AffinityPolicy {
         }
         return Selection(index: index, kind: .stickyHit)
     }
+}
+
+/// gorouter's `mustBeSticky` (`FindStickyEndpoint`): every attempt goes to the pinned instance,
+/// failure marks or not, and none when it is gone or at max_conns. A later attempt only while the
+/// pool has at least as many endpoints as attempts, where gorouter's retry loop stops.
+func requiredSelection<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, attempt: Int, context: SelectionContext) -> Selection? {
+    guard case .required(let id) = pin, !id.isEmpty, attempt <= max(1, endpoints.count),
+        let index = endpoints.firstIndex(where: { $0.instanceID == id }),
+        !context.balancer.isOverloaded(endpoints[index])
+    else { return nil }
+    return Selection(index: index, kind: attempt <= 1 ? .stickyHit : .retryAfterError)
 }
 
 /// The choice for every attempt of a request: the mode's first choice, then the balancer on endpoints
@@ -220,6 +249,7 @@ public struct RoutingDecider<Policy: AffinityPolicy>: Sendable {
         if attempt <= 1 && context.tried.count == 0 {
             return policy.firstSelection(endpoints: endpoints, pin: pin, context: context)
         }
+        if case .required = pin { return requiredSelection(endpoints: endpoints, pin: pin, attempt: attempt, context: context) }
         return context.balanced(endpoints, kind: .retryAfterError)
     }
 }
@@ -240,7 +270,8 @@ public enum ConfiguredAffinity: AffinityPolicy {
                     stickyCookieNames: configuration.stickyCookieNames,
                     secureCookies: configuration.secureCookies,
                     webSocketAffinity: configuration.webSocketAffinity,
-                    vcapIDMeta: configuration.vcapIDMeta
+                    vcapIDMeta: configuration.vcapIDMeta,
+                    stickySessionsForAuthNegotiate: configuration.stickySessionsForAuthNegotiate
                 ))
         case .none: self = .none(NoAffinity())
         case .haproxy: self = .haproxy(HAProxyAffinity(cookieName: configuration.haproxyCookieName))

@@ -6,8 +6,18 @@ import CloudFoundry
 /// `__VCAP_ID__`; only its first attempt honours the pin; a missing or overloaded instance silently
 /// falls back to the balancer. The response gets `__VCAP_ID__` when it sets a trigger cookie, or when a
 /// pinned request landed elsewhere.
+///
+/// With `stickySessionsForAuthNegotiate` (gorouter's `router.sticky_sessions_for_auth_negotiate`, off
+/// by default), a request whose `Authorization` names `Negotiate` and that carries `__VCAP_ID__` must
+/// reach that instance (no trigger cookie needed, no fallback: a 502 when it is gone), and a response
+/// whose `WWW-Authenticate` names `Negotiate` to a request not pinned there gets a `__VCAP_ID__` of 60
+/// seconds, `SameSite=Strict`: a SPNEGO (Kerberos, NTLM) handshake takes several requests, all on the
+/// instance that began it.
 public struct CFAffinity: AffinityPolicy {
     public static let vcapCookieName = "__VCAP_ID__"
+    /// The `Max-Age` of the `__VCAP_ID__` set for a `Negotiate` handshake (gorouter's
+    /// `AuthNegotiateHeaderCookieMaxAgeInSeconds`).
+    public static let negotiateCookieMaxAge = 60
 
     public let stickyCookieNames: [String]
     /// The cookie names that trigger stickiness, in requests and in responses: each of
@@ -21,13 +31,22 @@ public struct CFAffinity: AffinityPolicy {
     /// `__VCAP_ID_META__` beside each `__VCAP_ID__` set for a session cookie, read back on a fallback
     /// (current gorouter); false reproduces older routers (default attributes after a fallback).
     public var vcapIDMeta: Bool
+    /// Sticky `Negotiate` authentication handshakes (see the type's comment).
+    public var stickySessionsForAuthNegotiate: Bool
 
-    public init(stickyCookieNames: [String] = ["JSESSIONID"], secureCookies: Bool = false, webSocketAffinity: Bool = true, vcapIDMeta: Bool = true) {
+    public init(
+        stickyCookieNames: [String] = ["JSESSIONID"],
+        secureCookies: Bool = false,
+        webSocketAffinity: Bool = true,
+        vcapIDMeta: Bool = true,
+        stickySessionsForAuthNegotiate: Bool = false
+    ) {
         self.stickyCookieNames = stickyCookieNames
         self.triggerNames = stickyCookieNames + stickyCookieNames.map { "__Host-" + $0 }
         self.secureCookies = secureCookies
         self.webSocketAffinity = webSocketAffinity
         self.vcapIDMeta = vcapIDMeta
+        self.stickySessionsForAuthNegotiate = stickySessionsForAuthNegotiate
     }
 
     public var mode: AffinityMode { .cf }
@@ -35,6 +54,13 @@ public struct CFAffinity: AffinityPolicy {
 
     public func pin(for request: AffinityRequest) -> AffinityPin {
         if request.isUpgrade && !webSocketAffinity { return .none }
+        // gorouter's GetStickySession: a Negotiate handshake with __VCAP_ID__ (even an empty one) must
+        // stay on that instance, trigger cookie or not.
+        if stickySessionsForAuthNegotiate && request.negotiatesAuthentication,
+            let vcapID = RequestCookies.value(named: Self.vcapCookieName, in: request.cookieHeaders)
+        {
+            return .required(String(vcapID))
+        }
         guard !request.cookieHeaders.isEmpty,
             RequestCookies.containsAny(of: triggerNames, in: request.cookieHeaders),
             let vcapID = RequestCookies.value(named: Self.vcapCookieName, in: request.cookieHeaders),
@@ -51,7 +77,9 @@ public struct CFAffinity: AffinityPolicy {
     /// for each session cookie the app sets, with that cookie's attributes (several during a CHIPS
     /// migration: a partitioned one and the deletion of the old one); else, when the pinned instance is
     /// gone, one for the instance that served, with the attributes `__VCAP_ID_META__` kept (default
-    /// ones without it). Never when the app sets `__VCAP_ID__` itself.
+    /// ones without it). Never when the app sets `__VCAP_ID__` itself. Before all of these, with
+    /// `stickySessionsForAuthNegotiate`: a `Negotiate` challenge to a request not (or no longer)
+    /// pinned to the instance that served gets a short-lived `__VCAP_ID__` of its own.
     public func response(_ response: AffinityResponse) -> ResponseAffinity {
         if response.isUpgrade && !webSocketAffinity { return .nothing }
         // gorouter only sets the cookie for endpoints registered with an instance GUID.
@@ -69,13 +97,21 @@ public struct CFAffinity: AffinityPolicy {
                 sessionCookies.append(parsed)
             }
         }
-        guard stale || !sessionCookies.isEmpty else { return .nothing }
+        let negotiates = stickySessionsForAuthNegotiate && response.negotiatesAuthentication && (!requestWasSticky || stale)
+        guard stale || negotiates || !sessionCookies.isEmpty else { return .nothing }
 
         let now = response.nowSecondsSince1970
         var vcapID = SetCookie(name: Self.vcapCookieName, value: response.servedInstanceID)
         vcapID.path = response.contextPath
         vcapID.httpOnly = true
         vcapID.secure = secureCookies
+        if negotiates {
+            // gorouter: only the configured Secure, no __VCAP_ID_META__, whatever session cookie the
+            // response also sets.
+            vcapID.maxAge = Self.negotiateCookieMaxAge
+            vcapID.sameSite = "Strict"
+            return ResponseAffinity(setCookies: [vcapID.headerValue], startedSession: !requestWasSticky)
+        }
         guard !sessionCookies.isEmpty else {
             // A fallback, and no new session cookie: the attributes kept in __VCAP_ID_META__, if any.
             if vcapIDMeta, let meta = RequestCookies.value(named: VCAPIDMeta.cookieName, in: response.requestCookieHeaders) {

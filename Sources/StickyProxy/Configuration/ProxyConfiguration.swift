@@ -51,6 +51,9 @@ public struct ProxyConfiguration: Sendable {
     public var vcapIDMeta = true
     public var stickyCookieNames: [String] = ["JSESSIONID"]
     public var secureCookies = false
+    /// gorouter's `router.sticky_sessions_for_auth_negotiate` (off there too): `Negotiate`
+    /// authentication handshakes (Kerberos, NTLM) kept on one instance, without a fallback.
+    public var stickySessionsForAuthNegotiate = false
     /// The cookie the `haproxy` mode inserts.
     public var haproxyCookieName = "SERVERID"
 

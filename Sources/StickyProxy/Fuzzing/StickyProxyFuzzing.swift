@@ -15,12 +15,17 @@ package enum StickyProxyFuzzing {
         _ = (head.method, head.target, head.hostValue, head.hasIdempotentMethod, head.keepAlive, head.isUpgradeRequest)
         for field in head.fields { _ = (head.isNamedInConnection(field), head.values(field.kind), head.firstValue(field.kind)) }
         let endpoint = Endpoint(host: "127.0.0.1", port: 8081, appID: "app", instanceID: "guid-1", instanceIndex: "0")
-        let policies: [any AffinityPolicy] = [CFAffinity(), NoAffinity(), HAProxyAffinity(), IPHashAffinity()]
+        let policies: [any AffinityPolicy] = [
+            CFAffinity(), CFAffinity(stickySessionsForAuthNegotiate: true), NoAffinity(), HAProxyAffinity(), IPHashAffinity(),
+        ]
         for policy in policies {
             var (forwarded, request) = RequestRewriter.rewrite(
                 head, clientIP: "127.0.0.1", vcapRequestID: "id", requestStartMillis: 1, policy: policy)
             RequestRewriter.writeInstanceHeaders(for: endpoint, into: &forwarded)
-            _ = policy.pin(for: AffinityRequest(cookieHeaders: request.cookieHeaders, clientAddress: "127.0.0.1", isUpgrade: request.isUpgrade))
+            _ = policy.pin(
+                for: AffinityRequest(
+                    cookieHeaders: request.cookieHeaders, clientAddress: "127.0.0.1", isUpgrade: request.isUpgrade,
+                    negotiatesAuthentication: request.negotiatesAuthentication))
             let again = reparsed(forwarded, isRequest: true, "the request forwarded to the app")
             precondition(again.method == head.method && again.target == head.target, "the forwarded request line changed")
             precondition(again.contentLength == head.contentLength && again.chunked == head.chunked, "the forwarded request's framing changed")
@@ -43,13 +48,15 @@ package enum StickyProxyFuzzing {
                 _ = (parsed.isDeletion(nowSecondsSince1970: 1_700_000_000), parsed.headerValue)
             }
         }
-        let policies: [any AffinityPolicy] = [CFAffinity(), CFAffinity(secureCookies: true), NoAffinity(), HAProxyAffinity(), IPHashAffinity()]
+        let policies: [any AffinityPolicy] = [
+            CFAffinity(), CFAffinity(secureCookies: true, stickySessionsForAuthNegotiate: true), NoAffinity(), HAProxyAffinity(), IPHashAffinity(),
+        ]
         for policy in policies {
-            for pin in [AffinityPin.none, .instance("guid-1")] {
+            for pin in [AffinityPin.none, .instance("guid-1"), .required("guid-2")] {
                 let affinity = policy.response(
                     AffinityResponse(
                         pin: pin, servedInstanceID: "guid-2", servedAddress: "127.0.0.1:8081", setCookieHeaders: setCookies, contextPath: "/",
-                        isUpgrade: false, nowSecondsSince1970: 1_700_000_000))
+                        isUpgrade: false, nowSecondsSince1970: 1_700_000_000, negotiatesAuthentication: head.negotiatesAuthentication))
                 for (isHead, minor, keepAlive) in [(false, 1, true), (true, 1, true), (false, 0, false), (false, 0, true)] {
                     let framing = ResponseRewriter.framing(
                         of: head, requestMethodIsHead: isHead, clientMinorVersion: minor, clientKeepAlive: keepAlive)

@@ -391,7 +391,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         // Read for targeted requests too: as in gorouter, a request pinned to another instance than
         // the one it targets gets `__VCAP_ID__` of the targeted one (the selection ignores the pin).
         exchange.pin = core.policy.pin(
-            for: AffinityRequest(cookieHeaders: request.cookieHeaders, clientAddress: clientIP, isUpgrade: request.isUpgrade))
+            for: AffinityRequest(
+                cookieHeaders: request.cookieHeaders, clientAddress: clientIP, isUpgrade: request.isUpgrade,
+                negotiatesAuthentication: request.negotiatesAuthentication))
         startAttempt(context: context)
     }
 
@@ -442,7 +444,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
         guard let selection else {
             machine.exhausted()
-            return answer(.endpointFailure(exchange.lastFailure ?? "no endpoints available"), context: context)
+            if case .required = exchange.pin, exchange.tried.count == 0 { exchange.decision = .requiredInstanceUnavailable }
+            // gorouter's NoEndpointsAvailable, when no attempt failed before.
+            return answer(.endpointFailure(exchange.lastFailure ?? "No endpoints available"), context: context)
         }
         if machine.attempt > 0 { core.metrics.retried() }
         if selection.clearedFailures {
@@ -820,7 +824,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 contextPath: pool.uri.contextPath,
                 isUpgrade: exchange.request.isUpgrade,
                 nowSecondsSince1970: exchange.startedAtWall.seconds,
-                requestCookieHeaders: exchange.request.cookieHeaders
+                requestCookieHeaders: exchange.request.cookieHeaders,
+                negotiatesAuthentication: head.negotiatesAuthentication
             )
         )
         let kind = exchange.selection?.kind ?? .balanced

@@ -35,6 +35,8 @@ enum KnownHeader: UInt8, Sendable {
     case proxyAuthenticate
     case proxyAuthorization
     case cacheControl
+    case authorization
+    case wwwAuthenticate
 
     /// Classifies a header name (any case) without allocating.
     static func classify(_ name: UnsafeRawBufferPointer) -> KnownHeader {
@@ -59,7 +61,10 @@ enum KnownHeader: UInt8, Sendable {
             if equals("keep-alive") { return .keepAlive }
             if equals("user-agent") { return .userAgent }
             return .other
-        case 13: return equals("cache-control") ? .cacheControl : .other
+        case 13:
+            if equals("cache-control") { return .cacheControl }
+            if equals("authorization") { return .authorization }
+            return .other
         case 14: return equals("content-length") ? .contentLength : .other
         case 15:
             if equals("x-forwarded-for") { return .xForwardedFor }
@@ -67,7 +72,10 @@ enum KnownHeader: UInt8, Sendable {
             if equals("x-cf-instanceid") { return .xCFInstanceID }
             if equals("idempotency-key") { return .idempotencyKey }
             return .other
-        case 16: return equals("proxy-connection") ? .proxyConnection : .other
+        case 16:
+            if equals("proxy-connection") { return .proxyConnection }
+            if equals("www-authenticate") { return .wwwAuthenticate }
+            return .other
         case 17:
             if equals("transfer-encoding") { return .transferEncoding }
             if equals("x-forwarded-proto") { return .xForwardedProto }
@@ -138,6 +146,10 @@ struct HTTPHead: Sendable {
     var sawForwardedProto = false
     var hasRequestStart = false
     var hasIdempotencyKey = false
+    /// The first `Authorization` (request) or `WWW-Authenticate` (response) field names the
+    /// `Negotiate` scheme (SPNEGO: Kerberos or NTLM), which gorouter can keep sticky.
+    var negotiatesAuthentication = false
+    var sawAuthentication = false
 
     /// How a request's body ends: chunked, a Content-Length above 0, or no body.
     var requestBodyFraming: BodyFramer.Framing {
@@ -338,6 +350,15 @@ enum HTTPHeadParser {
             head.hasRequestStart = true
         case .idempotencyKey:
             head.hasIdempotencyKey = true
+        case .authorization, .wwwAuthenticate:
+            // As gorouter reads it: the first field's value starts with "negotiate", in any case.
+            if !head.sawAuthentication && (field.kind == .authorization) == isRequest {
+                head.sawAuthentication = true
+                let prefix = "negotiate".utf8
+                head.negotiatesAuthentication =
+                    field.value.count >= prefix.count
+                    && zip(raw[field.value.lowerBound..<field.value.lowerBound + prefix.count], prefix).allSatisfy { asciiLower($0) == $1 }
+            }
         default:
             break
         }

@@ -9,6 +9,8 @@ public struct InboundRequest: Sendable {
     /// `Connection: upgrade` with an `Upgrade` header.
     public var isUpgrade = false
     public var hasIdempotencyKey = false
+    /// The first `Authorization` header names the `Negotiate` scheme.
+    public var negotiatesAuthentication = false
     /// The `X-Forwarded-For` value sent to the app.
     public var forwardedFor: String = ""
     /// The `X-Forwarded-Proto` value sent to the app.
@@ -36,6 +38,7 @@ enum RequestRewriter {
         request.host = head.hostValue
         request.isUpgrade = head.isUpgradeRequest
         request.hasIdempotencyKey = head.hasIdempotencyKey
+        request.negotiatesAuthentication = head.negotiatesAuthentication
         // Room for the added headers and for one attempt's instance headers.
         var out = allocator.buffer(capacity: head.bytes.readableBytes + 384)
         var priorForwardedFor: [String] = []
