@@ -5,6 +5,7 @@ import threading
 import time
 import urllib.parse
 
+import harness
 import websocket
 
 from proxy_support import cookie_named, served_by, set_cookies
@@ -216,6 +217,8 @@ def test_negotiate_handshakes_stay_on_their_instance_when_turned_on(proxy_factor
     assert failed.headers["X-Cf-Routererror"] == "endpoint_failure (No endpoints available)"
     assert failed.text == "502 Bad Gateway: Registered endpoint failed to handle the request.\n"
     proxy.wait_for_log(lambda line: 'routing_decision:"required_instance_unavailable"' in line and f'pinned_instance_id:"{pinned}"' in line)
+    harness.wait_until("the proxy to say why", lambda: f"A Negotiate authentication step pinned to instance '{pinned}' got 502: that instance "
+                       "is not in the route's pool" in proxy.program.output())
     # Without Negotiate the same pin falls back, as always.
     fallback = proxy.get("/", cookies={"JSESSIONID": "s", "__VCAP_ID__": pinned})
     assert fallback.status_code == 200 and served_by(fallback) != pinned
@@ -238,8 +241,6 @@ def test_pinned_instance_at_max_conns_falls_back(proxy_factory, backends):
     proxy.register(free)
     slow = threading.Thread(target=lambda: proxy.get("/?delay=2", cookies={"JSESSIONID": "a", "__VCAP_ID__": busy.instance_id}))
     slow.start()
-    import harness
-
     harness.wait_until("the slow request to be in flight", lambda: proxy.routes()["localhost"][0]["in_flight"] + proxy.routes()["localhost"][1]["in_flight"] == 1)
     response = proxy.get("/", cookies={"JSESSIONID": "a", "__VCAP_ID__": busy.instance_id})
     assert served_by(response) == free.instance_id
