@@ -517,4 +517,39 @@ struct MisroutedSessionTests {
         let upgrade = try #require(hint(exchange("/socket.io/?EIO=4&transport=websocket&sid=abc123", upgrade: true)))
         #expect(upgrade.contains("no JSESSIONID cookie"))
     }
+
+    @Test("A fallback away from an instance this router never had: a second router on the path sets the cookie too")
+    func pinnedByAnotherRouter() throws {
+        var elsewhere = exchange(decision: .fallbackInstanceGone)
+        elsewhere.pinnedInstanceID = "front-guid"
+        // Gone (a crash, a restart): the client reconnects, nothing to say.
+        #expect(hint(elsewhere) == nil)
+        elsewhere.pinnedInstanceNeverRegistered = true
+        elsewhere.routerUptime = .seconds(125)
+        let cf = try #require(hint(elsewhere))
+        #expect(cf.hasPrefix("An Engine.IO long-polling request for session abc123 was pinned by its __VCAP_ID__ cookie to instance 'front-guid'"))
+        #expect(cf.contains("since it started 2m5s ago"))
+        #expect(cf.contains("fell back to instance 1 (guid-1), and the app answered 400"))
+        #expect(cf.contains("Another router on this client's path also routes with __VCAP_ID__"))
+        #expect(try #require(hint(elsewhere, .haproxy)).contains("also routes with SERVERID"))
+        #expect(hint(elsewhere, .ipHash) == nil)
+        elsewhere.status = 200
+        #expect(hint(elsewhere) == nil)
+        // Only after a fallback away from the pinned instance.
+        var hit = exchange(decision: .stickyHit)
+        hit.pinnedInstanceID = "front-guid"
+        hit.pinnedInstanceNeverRegistered = true
+        #expect(hint(hit) == nil)
+    }
+
+    @Test("The instances a router has had, bounded: past the limit it cannot tell")
+    func instanceHistory() {
+        var history = InstanceHistory(limit: 3)
+        for guid in ["a", "b", "a", "c"] { history.insert(guid) }
+        #expect(history.contains("a") == true && history.contains("c") == true && history.contains("z") == false)
+        history.insert("d")
+        #expect(history.contains("a") == nil && history.contains("z") == nil)
+        history.insert("e")
+        #expect(history.contains("e") == nil)
+    }
 }

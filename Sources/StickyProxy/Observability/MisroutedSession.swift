@@ -1,8 +1,12 @@
+import CloudFoundry
+
 /// The symptom this lab exists to show, seen from the router: an Engine.IO (Socket.IO) request that
 /// names a session (`sid=`) reached, without affinity, an instance that does not have the session,
 /// which answered 400 ("Session ID unknown", python-socketio's "Invalid session"). gorouter says
 /// nothing about it; sticky-proxy says what happened and why, whatever the app, at most once every
-/// few seconds (`ThrottledLog`). Pure.
+/// few seconds (`ThrottledLog`). Also when the request was pinned to an instance this router never
+/// had: the signature of a second router on the client's path (section 5 of
+/// cloud-foundry-behaviour.md), which overwrites the cookie with its own instances'. Pure.
 public enum MisroutedSession {
     /// The session id of an Engine.IO request target (`/socket.io/?EIO=4&transport=polling&sid=X`): the
     /// `sid` query parameter of a request that also has `EIO`; nil for any other request.
@@ -29,27 +33,45 @@ public enum MisroutedSession {
         /// The instance that answered: its index and GUID, as the access log names them.
         public var instanceIndex: String
         public var instanceID: String
+        /// The instance the request was pinned to, if any.
+        public var pinnedInstanceID: String?
+        /// The pinned instance was never registered with this router since it started (set by the
+        /// router, which knows; false when it cannot tell).
+        public var pinnedInstanceNeverRegistered = false
+        /// How long this router has been running, for the text.
+        public var routerUptime: Duration = .zero
 
-        public init(target: String, status: Int, decision: RoutingDecisionKind?, isUpgrade: Bool, instanceIndex: String, instanceID: String) {
+        public init(
+            target: String, status: Int, decision: RoutingDecisionKind?, isUpgrade: Bool, instanceIndex: String, instanceID: String,
+            pinnedInstanceID: String? = nil
+        ) {
             self.target = target
             self.status = status
             self.decision = decision
             self.isUpgrade = isUpgrade
             self.instanceIndex = instanceIndex
             self.instanceID = instanceID
+            self.pinnedInstanceID = pinnedInstanceID
         }
+
+        /// A fallback away from an instance this router never had, which only a cookie set by
+        /// someone else explains.
+        var pinnedElsewhere: Bool { decision == .fallbackInstanceGone && pinnedInstanceNeverRegistered && pinnedInstanceID != nil }
     }
 
     /// Whether the exchange is the symptom (no text is built): a 400 from the app to an Engine.IO
     /// request with a session id that no affinity sent where it was. A sticky hit, a fallback after the
-    /// pinned instance went away, a retry, and `ip-hash` (where the address decides) are not this.
+    /// pinned instance went away, a retry, and `ip-hash` (where the address decides) are not this; a
+    /// fallback away from an instance this router never had is (`Exchange.pinnedElsewhere`).
     public static func isSymptom(_ exchange: Exchange, affinity: AffinityMode) -> Bool {
         misroutedSessionID(exchange, affinity: affinity) != nil
     }
 
     /// The session id of the exchange when it is the symptom, else nil.
     private static func misroutedSessionID(_ exchange: Exchange, affinity: AffinityMode) -> Substring? {
-        guard exchange.status == 400, affinity != .ipHash, exchange.decision == .balanced || exchange.decision == .newSession else {
+        guard exchange.status == 400, affinity != .ipHash,
+            exchange.decision == .balanced || exchange.decision == .newSession || exchange.pinnedElsewhere
+        else {
             return nil
         }
         return sessionID(inTarget: exchange.target)
@@ -61,6 +83,18 @@ public enum MisroutedSession {
     ) -> String? {
         guard let sid = misroutedSessionID(exchange, affinity: affinity) else { return nil }
         let transport = exchange.isUpgrade ? "WebSocket upgrade" : "long-polling request"
+        if exchange.pinnedElsewhere, let pinned = exchange.pinnedInstanceID {
+            let cookie = affinity == .haproxy ? haproxyCookieName : "__VCAP_ID__"
+            return "An Engine.IO \(transport) for session \(sid) was pinned by its \(cookie) cookie to instance '\(pinned)', which no "
+                + "instance registered with this router since it started \(DurationText.format(exchange.routerUptime)) ago has had, "
+                + "so it fell back to instance \(exchange.instanceIndex) (\(exchange.instanceID)), and the app answered 400: that instance "
+                + "does not have the session (\"Session ID unknown\"). Another router on this client's path also routes with \(cookie) "
+                + "(a second Cloud Foundry router in front of this one, or an app behind it that forwards through a router of its own, "
+                + "such as an API gateway): each sets the cookie to one of its own instances, the other takes it for an instance that "
+                + "is gone and overwrites it, and every other request lands on any instance. Let only one of them see the cookie: the "
+                + "outer one should not pass the inner one's \(cookie) on to the browser, or should reach the app another way (for "
+                + "example container-to-container networking)."
+        }
         let what =
             "An Engine.IO \(transport) for session \(sid) reached instance \(exchange.instanceIndex) (\(exchange.instanceID)) "
             + "without affinity (routing_decision \(exchange.decision?.rawValue ?? "-")), and the app answered 400: "

@@ -10,10 +10,21 @@ public final class RouteRegistry: Sendable {
     private let generationCounter = Atomic<Int>(1)
     public let defaultStaleThreshold: TimeAmount
     private let logger: Logger
+    /// Every instance GUID registered since the start, up to `InstanceHistory.defaultLimit`: tells an
+    /// instance that is gone from one this router never had (`InstanceHistory`).
+    private let history = Mutex(InstanceHistory())
+    /// When this router started, for messages about what it has seen since.
+    public let startedAt = ContinuousClock.now
 
     public init(defaultStaleThreshold: TimeAmount = .seconds(120), logger: Logger = Logger(label: "sticky-proxy.routes")) {
         self.defaultStaleThreshold = defaultStaleThreshold
         self.logger = logger
+    }
+
+    /// Whether an instance with this GUID was ever registered since the start: nil when too many
+    /// instances came and went to tell.
+    public func everRegistered(instanceID: String) -> Bool? {
+        history.withLock { $0.contains(instanceID) }
     }
 
     /// Changes on every modification.
@@ -62,6 +73,9 @@ public final class RouteRegistry: Sendable {
             )
         }
         generationCounter.add(1, ordering: .releasing)
+        if let instanceID = registration.privateInstanceID, !instanceID.isEmpty {
+            history.withLock { $0.insert(instanceID) }
+        }
         if outcomes.contains(.added) {
             logger.info(
                 "endpoint registered",
@@ -105,5 +119,34 @@ public final class RouteRegistry: Sendable {
             }
         }
         return pruned
+    }
+}
+
+/// The instance GUIDs a router has had, bounded: past `limit` distinct GUIDs it stops remembering and
+/// answers "cannot tell" rather than grow without end (a cluster restarting an instance every second
+/// for hours). Pure.
+public struct InstanceHistory: Sendable {
+    public static let defaultLimit = 10_000
+    private var seen: Set<String> = []
+    private var overflowed = false
+    public let limit: Int
+
+    public init(limit: Int = Self.defaultLimit) {
+        self.limit = limit
+    }
+
+    public mutating func insert(_ instanceID: String) {
+        guard !overflowed, !seen.contains(instanceID) else { return }
+        if seen.count >= limit {
+            overflowed = true
+            seen = []
+        } else {
+            seen.insert(instanceID)
+        }
+    }
+
+    /// True when seen, false when never seen, nil once there were too many to remember.
+    public func contains(_ instanceID: String) -> Bool? {
+        overflowed ? nil : seen.contains(instanceID)
     }
 }

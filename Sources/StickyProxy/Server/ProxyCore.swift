@@ -62,6 +62,14 @@ final class ProxyCore: Sendable {
     /// Logs, at most once every 5 s, an app's 400 to an Engine.IO request that no affinity sent to the
     /// instance holding its session (`MisroutedSession`).
     func noteMisroutedSession(_ exchange: MisroutedSession.Exchange) {
+        var exchange = exchange
+        if exchange.decision == .fallbackInstanceGone, let pinned = exchange.pinnedInstanceID,
+            MisroutedSession.sessionID(inTarget: exchange.target) != nil
+        {
+            // Only for 400s to Engine.IO requests after a fallback: one lock, off the common path.
+            exchange.pinnedInstanceNeverRegistered = registry.everRegistered(instanceID: pinned) == false
+            exchange.routerUptime = ContinuousClock.now - registry.startedAt
+        }
         // The text is built only for the lines that are logged: an app can answer every request so.
         guard MisroutedSession.isSymptom(exchange, affinity: configuration.affinity),
             let suppressed = misroutedSessionLog.withLock({ $0.record(now: .now) }),

@@ -846,7 +846,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             core.noteMisroutedSession(
                 MisroutedSession.Exchange(
                     target: exchange.target, status: 400, decision: exchange.decision, isUpgrade: exchange.request.isUpgrade,
-                    instanceIndex: endpoint.instanceIndex, instanceID: endpoint.instanceHeaderValue))
+                    instanceIndex: endpoint.instanceIndex, instanceID: endpoint.instanceHeaderValue, pinnedInstanceID: exchange.pin.instanceID))
         }
         pendingClientHead = ResponseRewriter.rewrite(
             head,
