@@ -396,9 +396,9 @@ public enum ChaosRun {
         // The simulated users browse from now until the cluster is ready again (or the run ends).
         var users: VirtualUsers.Running?
         if options.users.count > 0 {
-            guard first.proxy.state == "running", let url = first.proxy.url else {
+            guard let url = first.entry.url else {
                 throw Failure(
-                    "--users sends its requests through the proxy, and this cluster has no proxy running (\(first.proxy.state)): drop --users")
+                    "--users sends its requests through the proxy, and this cluster has no proxy running (\(first.entry.state)): drop --users")
             }
             users = VirtualUsers.Running(options.users, proxyURL: url)
             say(options.users.summary(proxyURL: url))

@@ -64,6 +64,8 @@ public struct ClusterConfig: Sendable, Equatable {
         public var vcapIDMeta = true
         /// gorouter's `router.sticky_sessions_for_auth_negotiate` (off by default there too).
         public var stickySessionsForAuthNegotiate = false
+        /// A second router in front of the app's, on the port users open (`FrontRouter`).
+        public var frontRouter = false
         public var balancing = "round-robin"
         /// The proxy's access log (gorouter's format, with the routing decision) in the cluster's
         /// output, as `cf logs` shows the router's RTR lines.
@@ -215,12 +217,14 @@ public struct ClusterOverrides: Sendable, Equatable {
     public var proxyEnabled: Bool?
     public var healthCheckType: HealthCheckType?
     public var readinessCheckType: HealthCheckType?
+    /// `--front-router`.
+    public var frontRouter: Bool?
 
     public init(
         instances: Int? = nil, appCommand: String? = nil, appName: String? = nil, port: Int? = nil, affinity: Affinity? = nil,
         redisURL: String? = nil,
         restartPolicy: RestartPolicy.Name? = nil, timeScale: Double? = nil, stateDirectory: String? = nil, proxyEnabled: Bool? = nil,
-        healthCheckType: HealthCheckType? = nil, readinessCheckType: HealthCheckType? = nil
+        healthCheckType: HealthCheckType? = nil, readinessCheckType: HealthCheckType? = nil, frontRouter: Bool? = nil
     ) {
         self.instances = instances
         self.appCommand = appCommand
@@ -234,6 +238,7 @@ public struct ClusterOverrides: Sendable, Equatable {
         self.proxyEnabled = proxyEnabled
         self.healthCheckType = healthCheckType
         self.readinessCheckType = readinessCheckType
+        self.frontRouter = frontRouter
     }
 
     /// The flag that set the value under `key` (as `ClusterConfig.validate()` names it), nil when no flag did.
@@ -243,6 +248,7 @@ public struct ClusterOverrides: Sendable, Equatable {
         case "app.command" where appCommand != nil: "--app"
         case "app.name" where appName != nil: "--name"
         case "proxy.port" where port != nil: "--port"
+        case "proxy.front_router" where frontRouter != nil: "--front-router"
         case "redis.url" where redisURL != nil: "--redis-url"
         case "time_scale" where timeScale != nil: "--time-scale"
         default: nil
@@ -267,6 +273,7 @@ public struct ClusterOverrides: Sendable, Equatable {
         if let proxyEnabled { config.proxy.enabled = proxyEnabled }
         if let healthCheckType { config.healthCheck.type = healthCheckType }
         if let readinessCheckType { config.readinessCheck.type = readinessCheckType }
+        if let frontRouter { config.proxy.frontRouter = frontRouter }
         return config
     }
 }
@@ -469,6 +476,7 @@ struct ConfigFile: Decodable {
         var websocketAffinity: FlexibleBool?
         var vcapIDMeta: FlexibleBool?
         var stickySessionsForAuthNegotiate: FlexibleBool?
+        var frontRouter: FlexibleBool?
         var balancing: String?
         var accessLog: FlexibleBool?
         enum CodingKeys: String, CodingKey, CaseIterable {
@@ -476,6 +484,7 @@ struct ConfigFile: Decodable {
             case websocketAffinity = "websocket_affinity"
             case vcapIDMeta = "vcap_id_meta"
             case stickySessionsForAuthNegotiate = "sticky_sessions_for_auth_negotiate"
+            case frontRouter = "front_router"
             case accessLog = "access_log"
         }
     }
@@ -560,6 +569,7 @@ struct ConfigFile: Decodable {
             if let value = proxy.websocketAffinity { config.proxy.websocketAffinity = value.value }
             if let value = proxy.vcapIDMeta { config.proxy.vcapIDMeta = value.value }
             if let value = proxy.stickySessionsForAuthNegotiate { config.proxy.stickySessionsForAuthNegotiate = value.value }
+            if let value = proxy.frontRouter { config.proxy.frontRouter = value.value }
             if let value = proxy.accessLog { config.proxy.accessLog = value.value }
             if let value = proxy.balancing { config.proxy.balancing = value }
         }

@@ -101,7 +101,10 @@ public actor ClusterSupervisor {
     let appSource: String
     let proxyAdmin: ProxyAdmin?
     let proxyCommand: String?
+    /// The port users open: the app's router, or the front router in front of it.
     let proxyPort: Int
+    /// A second router in front of the app's (`proxy.front_router`).
+    let frontRouter: FrontRouter?
     let redisPort: Int?
     let redisCommand: String?
 
@@ -123,6 +126,7 @@ public actor ClusterSupervisor {
     var retirements: [Int: Retiring] = [:]
     var desiredCount: Int
     var proxy = Helper()
+    var front = Helper()
     var redis = Helper()
     var pidRecord: PidRecord
     var childRecords: [String: PidRecord.Child] = [:]
@@ -152,7 +156,7 @@ public actor ClusterSupervisor {
 
     init(
         config: ClusterConfig, stateDirectory: StateDirectory, logs: LogHub, launch: InstanceLaunch, pidRecord: PidRecord, proxyCommand: String?,
-        proxyPort: Int, proxyAdmin: ProxyAdmin?, redisPort: Int?, redisCommand: String?
+        proxyPort: Int, proxyAdmin: ProxyAdmin?, frontRouter: FrontRouter? = nil, redisPort: Int?, redisCommand: String?
     ) {
         self.config = config
         self.stateDirectory = stateDirectory
@@ -162,6 +166,7 @@ public actor ClusterSupervisor {
         self.proxyCommand = proxyCommand
         self.proxyPort = proxyPort
         self.proxyAdmin = proxyAdmin
+        self.frontRouter = frontRouter
         self.redisPort = redisPort
         self.redisCommand = redisCommand
         self.desiredCount = config.app.instances
@@ -210,7 +215,10 @@ public actor ClusterSupervisor {
         } else if let url = launch.redisURL {
             await checkExternalRedis(url)
         }
-        if proxyCommand != nil { startProxy() }
+        if proxyCommand != nil {
+            startProxy()
+            if frontRouter != nil { startFrontRouter() }
+        }
         scale(to: desiredCount)
         backgroundTasks.append(Task { await self.heartbeatLoop() })
         backgroundTasks.append(Task { await self.statsLoop() })
@@ -259,6 +267,7 @@ public actor ClusterSupervisor {
         }
         // The last unregisters reach the proxy before it stops.
         _ = await waitFor(.seconds(5)) { self.pendingProxyOperations == 0 }
+        if frontRouter != nil { await stopHelper(.front) }
         await stopHelper(.proxy)
         for relay in links.values { await relay.close() }
         await stopHelper(.redis)
@@ -273,15 +282,25 @@ public actor ClusterSupervisor {
         finished = true
     }
 
-    enum HelperKind: String { case proxy, redis }
+    enum HelperKind: String {
+        case proxy, front, redis
+
+        /// How the log names it (the raw value tags its lines).
+        var displayName: String { self == .front ? "the front router" : rawValue }
+    }
 
     func helper(_ kind: HelperKind) -> Helper {
-        kind == .proxy ? proxy : redis
+        switch kind {
+        case .proxy: proxy
+        case .front: front
+        case .redis: redis
+        }
     }
 
     func updateHelper(_ kind: HelperKind, _ change: (inout Helper) -> Void) {
         switch kind {
         case .proxy: change(&proxy)
+        case .front: change(&front)
         case .redis: change(&redis)
         }
     }
@@ -296,7 +315,7 @@ public actor ClusterSupervisor {
             ProcessGroup.signal(pid, SIGTERM)
         }  // else its launch is in flight: `helperStarted` sends the SIGTERM.
         if !(await waitFor(config.stopGracePeriod, { !self.helper(kind).launched })) {
-            event("\(kind.rawValue) did not exit within \(DurationText.format(config.stopGracePeriod)) of SIGTERM: SIGKILL")
+            event("\(kind.displayName) did not exit within \(DurationText.format(config.stopGracePeriod)) of SIGTERM: SIGKILL")
             if let pid = helper(kind).pid { ProcessGroup.signal(pid, SIGKILL) }
             _ = await waitFor(.seconds(5)) { !self.helper(kind).launched }
         }
@@ -315,7 +334,7 @@ public actor ClusterSupervisor {
         guard let pid = helper(kind).pid, helper(kind).frozenUntil != nil else { return }
         updateHelper(kind) { $0.frozenUntil = nil }
         ProcessGroup.signal(pid, SIGCONT)
-        event("\(kind.rawValue) resumed (SIGCONT) \(reason)")
+        event("\(kind.displayName) resumed (SIGCONT) \(reason)")
     }
 
     /// Polls `condition` on the actor until it holds or `timeout` passes. A cancelled caller gets the
@@ -839,22 +858,43 @@ public actor ClusterSupervisor {
     func startHelper(_ kind: HelperKind) {
         switch kind {
         case .proxy: startProxy()
+        case .front: startFrontRouter()
         case .redis: startRedis()
         }
     }
 
+    /// The port the app's router listens on: the one users open, unless a front router has it.
+    var appRouterPort: Int { frontRouter?.appRouterPort ?? proxyPort }
+
+    /// The settings both routers run with (a second router like the first).
+    var routerArguments: [String] {
+        [
+            "--bind", "127.0.0.1", "--affinity", config.proxy.affinity.rawValue, "--websocket-affinity",
+            config.proxy.websocketAffinity ? "on" : "off",
+            "--vcap-id-meta", config.proxy.vcapIDMeta ? "on" : "off", "--balancing", config.proxy.balancing,
+        ] + (config.proxy.accessLog ? ["--access-log", "-"] : [])
+            + (config.proxy.stickySessionsForAuthNegotiate ? ["--sticky-sessions-for-auth-negotiate"] : [])
+    }
+
     func startProxy() {
         guard let command = proxyCommand, let admin = proxyAdmin, !shuttingDown else { return }
-        let arguments =
-            [
-                "--port", "\(proxyPort)", "--bind", "127.0.0.1", "--admin-port", "\(admin.port)",
-                "--affinity", config.proxy.affinity.rawValue, "--websocket-affinity", config.proxy.websocketAffinity ? "on" : "off",
-                "--vcap-id-meta", config.proxy.vcapIDMeta ? "on" : "off",
-                "--balancing", config.proxy.balancing,
-            ] + (config.proxy.accessLog ? ["--access-log", "-"] : [])
-            + (config.proxy.stickySessionsForAuthNegotiate ? ["--sticky-sessions-for-auth-negotiate"] : [])
+        let arguments = ["--port", "\(appRouterPort)", "--admin-port", "\(admin.port)"] + routerArguments
         // The token in the environment, not on the command line, where `ps` shows it to every user.
         launchHelper(.proxy, command: ([command] + arguments).joined(separator: " "), environment: ["STICKY_PROXY_ADMIN_TOKEN": admin.token])
+    }
+
+    /// The front router: no admin API, its one route (to the app's router) from a static file.
+    func startFrontRouter() {
+        guard let command = proxyCommand, let frontRouter, !shuttingDown else { return }
+        let file = stateDirectory.url.appendingPathComponent("front-router-routes.json")
+        do {
+            try frontRouter.routesFile(uris: launch.routes).write(to: file, options: .atomic)
+        } catch {
+            event("the front router cannot start: cannot write its routes file \(file.path): \(error)")
+            return
+        }
+        let arguments = ["--port", "\(proxyPort)", "--admin-port", "0", "--routes-file", shellQuote(file.path)] + routerArguments
+        launchHelper(.front, command: ([command] + arguments).joined(separator: " "))
     }
 
     func startRedis() {
@@ -892,8 +932,20 @@ public actor ClusterSupervisor {
             ProcessGroup.signal(pid, SIGTERM)
             return
         }
-        if kind == .proxy {
+        switch kind {
+        case .proxy where frontRouter != nil:
+            event(
+                "proxy started: pid \(pid), the app's router on 127.0.0.1:\(appRouterPort), behind the front router (affinity \(config.proxy.affinity.rawValue))"
+            )
+        case .proxy:
             event("proxy started: pid \(pid), http://localhost:\(proxyPort)/ (affinity \(config.proxy.affinity.rawValue))")
+        case .front:
+            event(
+                "front router started: pid \(pid), http://localhost:\(proxyPort)/ -> the app's router on 127.0.0.1:\(appRouterPort), "
+                    + "its one instance, as \(frontRouter?.instanceID.value ?? "-") (a second router in front, as another foundation's router "
+                    + "or an API gateway on the app's route would be; both set __VCAP_ID__)")
+        case .redis:
+            break
         }
         Task { await self.waitUntilReady(kind, run: run) }
     }
@@ -908,7 +960,7 @@ public actor ClusterSupervisor {
             guard await helperRunMatches(kind, run) else { return }
             if await answers(kind) {
                 await helperReady(kind, run: run)
-                if toldSlow { await event("\(kind.rawValue) answers now") }
+                if toldSlow { await event("\(kind.displayName) answers now") }
                 return
             }
             if !toldSlow && ContinuousClock.now >= patience {
@@ -918,6 +970,8 @@ public actor ClusterSupervisor {
                     await event(
                         "the proxy has not answered GET /health on 127.0.0.1:\(proxyAdmin?.port ?? 0) for 30s; instances are routed through it once it does"
                     )
+                case .front:
+                    await event("the front router has not accepted connections on 127.0.0.1:\(proxyPort) for 30s; see its lines above")
                 case .redis:
                     await event("redis has not answered PING on 127.0.0.1:\(redisPort ?? 0) for 30s; see its lines above (`cluster logs`)")
                 }
@@ -930,6 +984,8 @@ public actor ClusterSupervisor {
         switch kind {
         case .proxy:
             return await proxyAdmin?.isHealthy() ?? false
+        case .front:
+            return (try? await Probe.tcp(port: proxyPort, timeout: .seconds(1))) != nil
         case .redis:
             guard let port = redisPort else { return false }
             return await Self.ping(url: "redis://127.0.0.1:\(port)") == nil
@@ -945,6 +1001,8 @@ public actor ClusterSupervisor {
         case .proxy:
             event("proxy healthy: admin API on 127.0.0.1:\(proxyAdmin?.port ?? 0)")
             registerAll()
+        case .front:
+            event("front router healthy: http://localhost:\(proxyPort)/")
         case .redis:
             let aof = config.redis.appendOnly ? "on" : "off"
             event("redis ready: \(launch.redisURL ?? "") (data in \(stateDirectory.redisDirectory.path), AOF \(aof))")
@@ -967,9 +1025,9 @@ public actor ClusterSupervisor {
         case .stale:
             return
         case .stopped:
-            event("\(kind.rawValue) stopped (\(outcome))")
+            event("\(kind.displayName) stopped (\(outcome))")
         case .restart(let delay):
-            event("\(kind.rawValue) crashed (\(outcome)); restarting it in \(DurationText.format(delay))")
+            event("\(kind.displayName) crashed (\(outcome)); restarting it in \(DurationText.format(delay))")
             Task {
                 try? await Task.sleep(for: delay)
                 self.restartHelper(kind, after: run)
@@ -984,7 +1042,7 @@ public actor ClusterSupervisor {
         guard !shuttingDown else { return }
         guard helper(kind).restartDue(after: crashedRun) else {
             let meanwhile = helper(kind).held ? "it was stopped on request" : "it was started again on request"
-            event("\(kind.rawValue) is not restarted after its crash: \(meanwhile) during the back-off")
+            event("\(kind.displayName) is not restarted after its crash: \(meanwhile) during the back-off")
             return
         }
         startHelper(kind)
@@ -1052,7 +1110,7 @@ public actor ClusterSupervisor {
                 slots[$0]?.lifecycle.isRoutable == true && (routed || slots[$0]?.routable == true) && slots[$0]?.frozenUntil == nil
             }
             && slots.count == desiredCount
-        let proxyReady = proxyCommand == nil || proxy.ready
+        let proxyReady = proxyCommand == nil || (proxy.ready && (frontRouter == nil || front.ready))
         let redisReady = redisPort == nil || (redis.ready && redis.frozenUntil == nil)
         return instancesReady && proxyReady && redisReady
     }
@@ -1067,7 +1125,13 @@ public actor ClusterSupervisor {
             : "Redis \(Self.redacted(launch.redisURL ?? "")) (external)"
         event("cluster is up: \(desiredCount) instance\(desiredCount == 1 ? "" : "s") of \(config.app.name), \(redisText)")
         if proxyCommand != nil {
-            event("open http://localhost:\(proxyPort)/ (sticky-proxy, affinity \(config.proxy.affinity.rawValue))")
+            if frontRouter != nil {
+                event(
+                    "open http://localhost:\(proxyPort)/ (a front router, then sticky-proxy with affinity \(config.proxy.affinity.rawValue): "
+                        + "both use __VCAP_ID__, so stickiness flips)")
+            } else {
+                event("open http://localhost:\(proxyPort)/ (sticky-proxy, affinity \(config.proxy.affinity.rawValue))")
+            }
         } else if let port = slots[0]?.port {
             event("open http://127.0.0.1:\(port)/ (no proxy: each instance answers on its own port)")
         }

@@ -48,6 +48,7 @@ public enum ClusterUp {
         var proxyCommand: String?
         var proxyAdmin: ProxyAdmin?
         var proxyPort = config.proxy.port
+        var frontRouter: FrontRouter?
         if config.proxy.enabled {
             let program = CommandLookup.program(of: config.proxy.command)
             if let program, CommandLookup.resolve(program, path: searchPath) == nil {
@@ -67,7 +68,14 @@ public enum ClusterUp {
                 var generator = SystemRandomNumberGenerator()
                 let token = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
                 proxyAdmin = ProxyAdmin(port: try Probe.freePort(), token: token)
+                if config.proxy.frontRouter {
+                    frontRouter = FrontRouter(appRouterPort: try Probe.freePort())
+                }
             }
+        }
+
+        if config.proxy.frontRouter && proxyCommand == nil {
+            logs.emit(source: "cluster", "no front router: it sits in front of the proxy, and this cluster runs without one")
         }
 
         var redisURL: String
@@ -119,11 +127,12 @@ public enum ClusterUp {
             source: "cluster",
             "starting \(config.app.instances) instance\(config.app.instances == 1 ? "" : "s") of '\(config.app.command)'"
                 + (redisPort != nil ? ", an embedded Redis" : "") + (proxyCommand != nil ? " and sticky-proxy on port \(proxyPort)" : "")
+                + (frontRouter.map { " (a front router there, the app's router on port \($0.appRouterPort))" } ?? "")
                 + " (restart policy \(config.restartPolicy.rawValue)\(config.timeScale == 1 ? "" : ", time scale \(config.timeScale)")); state in \(stateDirectory.url.path)"
         )
         let supervisor = ClusterSupervisor(
             config: config, stateDirectory: stateDirectory, logs: logs, launch: launch, pidRecord: record, proxyCommand: proxyCommand,
-            proxyPort: proxyPort, proxyAdmin: proxyAdmin, redisPort: redisPort, redisCommand: redisCommand)
+            proxyPort: proxyPort, proxyAdmin: proxyAdmin, frontRouter: frontRouter, redisPort: redisPort, redisCommand: redisCommand)
         await supervisor.run(control: control)
     }
 

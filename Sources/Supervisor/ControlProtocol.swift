@@ -228,6 +228,9 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     public var restartPolicy: String
     public var timeScale: Double
     public var proxy: Component
+    /// The second router in front of the app's (`proxy.front_router`); its url is the one users open,
+    /// the proxy's then the app's router behind it.
+    public var frontRouter: Component?
     public var redis: Component
     public var instances: [Instance]
     /// What clients got through the proxy since it started (nil without a proxy, or before its first sample).
@@ -235,7 +238,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
 
     public init(
         app: String, command: String, ready: Bool, desiredInstances: Int, affinity: String, restartPolicy: String, timeScale: Double,
-        proxy: Component, redis: Component, instances: [Instance], proxyTraffic: ProxyTraffic? = nil
+        proxy: Component, frontRouter: Component? = nil, redis: Component, instances: [Instance], proxyTraffic: ProxyTraffic? = nil
     ) {
         self.app = app
         self.command = command
@@ -245,6 +248,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         self.restartPolicy = restartPolicy
         self.timeScale = timeScale
         self.proxy = proxy
+        self.frontRouter = frontRouter
         self.redis = redis
         self.instances = instances
         self.proxyTraffic = proxyTraffic
@@ -253,9 +257,20 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case app, command, ready, affinity, proxy, redis, instances
         case proxyTraffic = "proxy_traffic"
+        case frontRouter = "front_router"
         case desiredInstances = "desired_instances"
         case restartPolicy = "restart_policy"
         case timeScale = "time_scale"
+    }
+
+    /// The URL users open and its router, when it runs: the front router's when there is one, else
+    /// the proxy's; nil (with that router's state) when it is absent or not running.
+    public var entry: (url: String?, state: String) {
+        let router = frontRouter ?? proxy
+        return (
+            router.state == "running" && proxy.state == "running" ? router.url : nil,
+            frontRouter.map { _ in "front router \(router.state), proxy \(proxy.state)" } ?? proxy.state
+        )
     }
 
     /// The table `cluster status` prints.
@@ -269,6 +284,9 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             "app \(app): \(running.count)/\(desiredInstances) running"
                 + (unroutable == 0 ? "" : ", \(unroutable) not routable (readiness check failing)")
                 + (replaced == 0 ? "" : ", \(replaced) being replaced (the old process serves meanwhile)") + (ready ? "" : " (not ready)"))
+        if let frontRouter {
+            lines.append("front  \(frontRouter.url ?? "-") (a second router in front, \(frontRouter.state))")
+        }
         lines.append("proxy  \(proxyText)")
         if let proxyTraffic { lines.append("       \(proxyTraffic.summary)") }
         lines.append("redis  \(redis.url ?? "-") (\(redis.state))")

@@ -42,6 +42,7 @@ enum LogColour {
         switch source {
         case "cluster": return "\u{1B}[1m"
         case "proxy": return "\u{1B}[94m"
+        case "front": return "\u{1B}[96m"
         case "redis": return "\u{1B}[31m"
         default:
             guard let index else { return "\u{1B}[37m" }

@@ -543,9 +543,9 @@ public enum VirtualUsersRun {
         guard response.ok, let status = response.status else {
             throw ChaosRun.Failure("the cluster did not give its status: \(response.error ?? "no reason given")")
         }
-        guard status.proxy.state == "running", let url = status.proxy.url else {
+        guard let url = status.entry.url else {
             throw ChaosRun.Failure(
-                "the simulated users send their requests through the proxy, and this cluster has no proxy running (\(status.proxy.state))")
+                "the simulated users send their requests through the proxy, and this cluster has no proxy running (\(status.entry.state))")
         }
         let narrative = Shared(VirtualUsersNarrative(status: status))
         let users = VirtualUsers.Running(options, proxyURL: url) { user, events in

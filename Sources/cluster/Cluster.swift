@@ -128,6 +128,12 @@ struct Up: AsyncParsableCommand {
     var readinessCheck: HealthCheckType?
     @Flag(name: .long, help: "Run without sticky-proxy.")
     var noProxy = false
+    @Flag(
+        name: .long,
+        help:
+            "Put a second router in front of the app's, on --port: both route with __VCAP_ID__ and overwrite each other's cookie (affinity broken behind a second router)."
+    )
+    var frontRouter = false
     @OptionGroup var state: StateOption
 
     func run() async throws {
@@ -136,7 +142,7 @@ struct Up: AsyncParsableCommand {
             let overrides = ClusterOverrides(
                 instances: instances, appCommand: app, appName: name, port: port, affinity: affinity, redisURL: redisURL,
                 restartPolicy: restartPolicy, timeScale: timeScale, stateDirectory: state.stateDir, proxyEnabled: noProxy ? false : nil,
-                healthCheckType: healthCheck, readinessCheckType: readinessCheck)
+                healthCheckType: healthCheck, readinessCheckType: readinessCheck, frontRouter: frontRouter ? true : nil)
             try await ClusterUp.run(config: ClusterConfig.resolve(file: path, overrides: overrides))
         } catch {
             // A flag's value is a usage error, as ArgumentParser's own are (64); a config file's is not.

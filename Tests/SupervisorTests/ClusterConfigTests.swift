@@ -38,8 +38,8 @@ struct ClusterConfigTests {
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".yml") }.sorted()
         #expect(
             files == [
-                "crash-loop.yml", "deep-health-check.yml", "no-affinity.yml", "reconnect-storm.yml", "sessions-in-memory.yml", "split-brain.yml",
-                "websocket-before-2024.yml",
+                "crash-loop.yml", "deep-health-check.yml", "no-affinity.yml", "reconnect-storm.yml", "second-router.yml", "sessions-in-memory.yml",
+                "split-brain.yml", "websocket-before-2024.yml",
             ])
         var configs: [String: ClusterConfig] = [:]
         for file in files {
@@ -50,6 +50,7 @@ struct ClusterConfigTests {
         #expect(configs["no-affinity.yml"]?.proxy.affinity == Affinity.none)
         #expect(configs["websocket-before-2024.yml"]?.proxy.websocketAffinity == false)
         #expect(configs["websocket-before-2024.yml"]?.proxy.affinity == .cf)
+        #expect(configs["second-router.yml"]?.proxy.frontRouter == true && configs["second-router.yml"]?.proxy.affinity == .cf)
         #expect(configs["crash-loop.yml"]?.timeScale == 0.01)
         #expect(configs["crash-loop.yml"]?.healthCheck.type == .process)
         #expect(configs["reconnect-storm.yml"]?.app.instances == 5)
@@ -95,6 +96,7 @@ struct ClusterConfigTests {
               websocket_affinity: off
               vcap_id_meta: off
               sticky_sessions_for_auth_negotiate: on
+              front_router: on
               access_log: off
               balancing: least-connection
             redis:
@@ -132,6 +134,7 @@ struct ClusterConfigTests {
         #expect(config.proxy.websocketAffinity == false)
         #expect(config.proxy.vcapIDMeta == false)
         #expect(config.proxy.stickySessionsForAuthNegotiate == true)
+        #expect(config.proxy.frontRouter == true)
         #expect(config.proxy.accessLog == false)
         #expect(config.proxy.balancing == "least-connection")
         #expect(config.redis.url == "redis://127.0.0.1:6380")
@@ -274,6 +277,7 @@ struct ClusterConfigTests {
         #expect(!ClusterConfig().readinessCheck.isEnabled, "no readiness check unless asked for, as on Cloud Foundry")
         #expect(invalid { $0.proxy.port = 70000 })
         #expect(invalid { $0.proxy.balancing = "random" })
+        #expect(!invalid { $0.proxy.frontRouter = true })
         #expect(invalid { $0.redis.url = "http://x" })
         #expect(invalid { $0.timeScale = 0 })
         #expect(!invalid { $0.app.instances = 0 })

@@ -370,3 +370,25 @@ def test_long_polling_needs_affinity(cluster):
         without.close()
     # chat-node sets JSESSIONID: with cf affinity the proxy had nothing to say.
     assert "An Engine.IO" not in cluster.output()
+
+
+def test_long_polling_breaks_behind_a_second_router():
+    """Section 5 of Cloud Foundry's behaviour: a second router in front (`proxy.front_router`) also
+    routes with __VCAP_ID__; the two overwrite each other's cookie and stickiness flips."""
+    behind = ClusterRun(chat_cluster(front_router=True))
+    try:
+        behind.wait_ready(timeout=120)
+        # Users (and this test) go through the front router.
+        assert behind.status()["front_router"]["url"] == behind.proxy_url().replace("127.0.0.1", "localhost") + "/"
+        unknown, total = engineio_polling_errors(behind.proxy_url())
+        # Every other request is balanced by one router or the other: a third or more go astray.
+        assert unknown >= total // 4, (unknown, total)
+        table = behind.ctl("status").stdout
+        assert "front  http://localhost:" in table and "(a second router in front, running)" in table, table
+        # Both routers say why, in the cluster's log: each never had the instance the cookie names.
+        for source in ("front   |", "proxy   |"):
+            wait_until(f"the {source} router to explain", lambda: any(
+                f" {source} " in line and "Another router on this client's path also routes with __VCAP_ID__" in line
+                for line in behind.output().splitlines()))
+    finally:
+        behind.close()
