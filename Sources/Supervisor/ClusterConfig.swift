@@ -66,6 +66,15 @@ public struct ClusterConfig: Sendable, Equatable {
         public var stickySessionsForAuthNegotiate = false
         /// A second router in front of the app's, on the port users open (`FrontRouter`).
         public var frontRouter = false
+        /// The front router's affinity mode; nil: the app router's (`affinity`).
+        public var frontRouterAffinity: Affinity?
+
+        /// The mode the front router runs with.
+        public var frontAffinity: Affinity { frontRouterAffinity ?? affinity }
+
+        /// Both routers pin with the same cookie (`__VCAP_ID__` for cf, `SERVERID` for haproxy), so
+        /// each overwrites the other's: stickiness flips.
+        public var routersShareACookie: Bool { frontAffinity == affinity && (affinity == .cf || affinity == .haproxy) }
         public var balancing = "round-robin"
         /// The proxy's access log (gorouter's format, with the routing decision) in the cluster's
         /// output, as `cf logs` shows the router's RTR lines.
@@ -219,12 +228,15 @@ public struct ClusterOverrides: Sendable, Equatable {
     public var readinessCheckType: HealthCheckType?
     /// `--front-router`.
     public var frontRouter: Bool?
+    /// `--front-router-affinity` (implies `--front-router`).
+    public var frontRouterAffinity: Affinity?
 
     public init(
         instances: Int? = nil, appCommand: String? = nil, appName: String? = nil, port: Int? = nil, affinity: Affinity? = nil,
         redisURL: String? = nil,
         restartPolicy: RestartPolicy.Name? = nil, timeScale: Double? = nil, stateDirectory: String? = nil, proxyEnabled: Bool? = nil,
-        healthCheckType: HealthCheckType? = nil, readinessCheckType: HealthCheckType? = nil, frontRouter: Bool? = nil
+        healthCheckType: HealthCheckType? = nil, readinessCheckType: HealthCheckType? = nil, frontRouter: Bool? = nil,
+        frontRouterAffinity: Affinity? = nil
     ) {
         self.instances = instances
         self.appCommand = appCommand
@@ -239,6 +251,7 @@ public struct ClusterOverrides: Sendable, Equatable {
         self.healthCheckType = healthCheckType
         self.readinessCheckType = readinessCheckType
         self.frontRouter = frontRouter
+        self.frontRouterAffinity = frontRouterAffinity
     }
 
     /// The flag that set the value under `key` (as `ClusterConfig.validate()` names it), nil when no flag did.
@@ -274,6 +287,10 @@ public struct ClusterOverrides: Sendable, Equatable {
         if let healthCheckType { config.healthCheck.type = healthCheckType }
         if let readinessCheckType { config.readinessCheck.type = readinessCheckType }
         if let frontRouter { config.proxy.frontRouter = frontRouter }
+        if let frontRouterAffinity {
+            config.proxy.frontRouter = true
+            config.proxy.frontRouterAffinity = frontRouterAffinity
+        }
         return config
     }
 }
@@ -477,6 +494,7 @@ struct ConfigFile: Decodable {
         var vcapIDMeta: FlexibleBool?
         var stickySessionsForAuthNegotiate: FlexibleBool?
         var frontRouter: FlexibleBool?
+        var frontRouterAffinity: String?
         var balancing: String?
         var accessLog: FlexibleBool?
         enum CodingKeys: String, CodingKey, CaseIterable {
@@ -485,6 +503,7 @@ struct ConfigFile: Decodable {
             case vcapIDMeta = "vcap_id_meta"
             case stickySessionsForAuthNegotiate = "sticky_sessions_for_auth_negotiate"
             case frontRouter = "front_router"
+            case frontRouterAffinity = "front_router_affinity"
             case accessLog = "access_log"
         }
     }
@@ -570,6 +589,12 @@ struct ConfigFile: Decodable {
             if let value = proxy.vcapIDMeta { config.proxy.vcapIDMeta = value.value }
             if let value = proxy.stickySessionsForAuthNegotiate { config.proxy.stickySessionsForAuthNegotiate = value.value }
             if let value = proxy.frontRouter { config.proxy.frontRouter = value.value }
+            if let value = proxy.frontRouterAffinity, value != "same" {
+                guard let affinity = Affinity(rawValue: value) else {
+                    throw .invalidValue(key: "proxy.front_router_affinity", value: value, expected: "same, cf, none, haproxy or ip-hash")
+                }
+                config.proxy.frontRouterAffinity = affinity
+            }
             if let value = proxy.accessLog { config.proxy.accessLog = value.value }
             if let value = proxy.balancing { config.proxy.balancing = value }
         }

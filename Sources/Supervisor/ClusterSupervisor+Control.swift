@@ -408,6 +408,7 @@ extension ClusterSupervisor {
             affinity: config.proxy.affinity.rawValue, restartPolicy: config.restartPolicy.rawValue, timeScale: config.timeScale,
             proxy: ClusterStatus.Component(state: proxyState, pid: proxy.pid, url: proxyCommand == nil ? nil : "http://localhost:\(appRouterPort)/"),
             frontRouter: frontRouter.map { _ in ClusterStatus.Component(state: front.state, pid: front.pid, url: "http://localhost:\(proxyPort)/") },
+            frontRouterAffinity: frontRouter.map { _ in config.proxy.frontAffinity.rawValue },
             redis: ClusterStatus.Component(state: redisState, pid: redis.pid, url: launch.redisURL.map(Self.redacted)),
             instances: instances, proxyTraffic: proxyCommand == nil ? nil : traffic)
     }

@@ -863,13 +863,26 @@ public actor ClusterSupervisor {
         }
     }
 
+    /// What the front router does to stickiness, for the log.
+    var frontRouterEffect: String {
+        if config.proxy.routersShareACookie {
+            let cookie = config.proxy.affinity == .cf ? "__VCAP_ID__" : "SERVERID"
+            return "both routers pin with \(cookie) and overwrite each other's, so stickiness flips"
+        }
+        switch config.proxy.frontAffinity {
+        case .haproxy: return "the front router pins with a cookie of its own, SERVERID, and the app router's cookie passes through"
+        case .cf: return "the front router pins with __VCAP_ID__ and the app's router does not, so nothing overwrites it"
+        case .none, .ipHash: return "the front router pins with no cookie, and the app router's cookie passes through"
+        }
+    }
+
     /// The port the app's router listens on: the one users open, unless a front router has it.
     var appRouterPort: Int { frontRouter?.appRouterPort ?? proxyPort }
 
     /// The settings both routers run with (a second router like the first).
-    var routerArguments: [String] {
+    func routerArguments(affinity: Affinity) -> [String] {
         [
-            "--bind", "127.0.0.1", "--affinity", config.proxy.affinity.rawValue, "--websocket-affinity",
+            "--bind", "127.0.0.1", "--affinity", affinity.rawValue, "--websocket-affinity",
             config.proxy.websocketAffinity ? "on" : "off",
             "--vcap-id-meta", config.proxy.vcapIDMeta ? "on" : "off", "--balancing", config.proxy.balancing,
         ] + (config.proxy.accessLog ? ["--access-log", "-"] : [])
@@ -878,7 +891,7 @@ public actor ClusterSupervisor {
 
     func startProxy() {
         guard let command = proxyCommand, let admin = proxyAdmin, !shuttingDown else { return }
-        let arguments = ["--port", "\(appRouterPort)", "--admin-port", "\(admin.port)"] + routerArguments
+        let arguments = ["--port", "\(appRouterPort)", "--admin-port", "\(admin.port)"] + routerArguments(affinity: config.proxy.affinity)
         // The token in the environment, not on the command line, where `ps` shows it to every user.
         launchHelper(.proxy, command: ([command] + arguments).joined(separator: " "), environment: ["STICKY_PROXY_ADMIN_TOKEN": admin.token])
     }
@@ -893,7 +906,9 @@ public actor ClusterSupervisor {
             event("the front router cannot start: cannot write its routes file \(file.path): \(error)")
             return
         }
-        let arguments = ["--port", "\(proxyPort)", "--admin-port", "0", "--routes-file", shellQuote(file.path)] + routerArguments
+        let arguments =
+            ["--port", "\(proxyPort)", "--admin-port", "0", "--routes-file", shellQuote(file.path)]
+            + routerArguments(affinity: config.proxy.frontAffinity)
         launchHelper(.front, command: ([command] + arguments).joined(separator: " "))
     }
 
@@ -943,7 +958,7 @@ public actor ClusterSupervisor {
             event(
                 "front router started: pid \(pid), http://localhost:\(proxyPort)/ -> the app's router on 127.0.0.1:\(appRouterPort), "
                     + "its one instance, as \(frontRouter?.instanceID.value ?? "-") (a second router in front, as another foundation's router "
-                    + "or an API gateway on the app's route would be; both set __VCAP_ID__)")
+                    + "or an API gateway on the app's route would be; affinity \(config.proxy.frontAffinity.rawValue): \(frontRouterEffect))")
         case .redis:
             break
         }
@@ -1127,8 +1142,8 @@ public actor ClusterSupervisor {
         if proxyCommand != nil {
             if frontRouter != nil {
                 event(
-                    "open http://localhost:\(proxyPort)/ (a front router, then sticky-proxy with affinity \(config.proxy.affinity.rawValue): "
-                        + "both use __VCAP_ID__, so stickiness flips)")
+                    "open http://localhost:\(proxyPort)/ (a front router with affinity \(config.proxy.frontAffinity.rawValue), then sticky-proxy "
+                        + "with affinity \(config.proxy.affinity.rawValue): \(frontRouterEffect))")
             } else {
                 event("open http://localhost:\(proxyPort)/ (sticky-proxy, affinity \(config.proxy.affinity.rawValue))")
             }

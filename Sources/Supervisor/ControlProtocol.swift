@@ -231,6 +231,8 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     /// The second router in front of the app's (`proxy.front_router`); its url is the one users open,
     /// the proxy's then the app's router behind it.
     public var frontRouter: Component?
+    /// The front router's affinity mode (nil: the proxy's).
+    public var frontRouterAffinity: String?
     public var redis: Component
     public var instances: [Instance]
     /// What clients got through the proxy since it started (nil without a proxy, or before its first sample).
@@ -238,7 +240,8 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
 
     public init(
         app: String, command: String, ready: Bool, desiredInstances: Int, affinity: String, restartPolicy: String, timeScale: Double,
-        proxy: Component, frontRouter: Component? = nil, redis: Component, instances: [Instance], proxyTraffic: ProxyTraffic? = nil
+        proxy: Component, frontRouter: Component? = nil, frontRouterAffinity: String? = nil, redis: Component, instances: [Instance],
+        proxyTraffic: ProxyTraffic? = nil
     ) {
         self.app = app
         self.command = command
@@ -249,6 +252,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         self.timeScale = timeScale
         self.proxy = proxy
         self.frontRouter = frontRouter
+        self.frontRouterAffinity = frontRouterAffinity
         self.redis = redis
         self.instances = instances
         self.proxyTraffic = proxyTraffic
@@ -258,6 +262,7 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         case app, command, ready, affinity, proxy, redis, instances
         case proxyTraffic = "proxy_traffic"
         case frontRouter = "front_router"
+        case frontRouterAffinity = "front_router_affinity"
         case desiredInstances = "desired_instances"
         case restartPolicy = "restart_policy"
         case timeScale = "time_scale"
@@ -285,7 +290,8 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
                 + (unroutable == 0 ? "" : ", \(unroutable) not routable (readiness check failing)")
                 + (replaced == 0 ? "" : ", \(replaced) being replaced (the old process serves meanwhile)") + (ready ? "" : " (not ready)"))
         if let frontRouter {
-            lines.append("front  \(frontRouter.url ?? "-") (a second router in front, \(frontRouter.state))")
+            lines.append(
+                "front  \(frontRouter.url ?? "-") (a second router in front, affinity \(frontRouterAffinity ?? affinity), \(frontRouter.state))")
         }
         lines.append("proxy  \(proxyText)")
         if let proxyTraffic { lines.append("       \(proxyTraffic.summary)") }

@@ -134,6 +134,12 @@ struct Up: AsyncParsableCommand {
             "Put a second router in front of the app's, on --port: both route with __VCAP_ID__ and overwrite each other's cookie (affinity broken behind a second router)."
     )
     var frontRouter = false
+    @Option(
+        name: .long,
+        help:
+            "The front router's affinity mode (implies --front-router; default: the app router's). haproxy in front of cf: its own cookie, and __VCAP_ID__ passes through."
+    )
+    var frontRouterAffinity: Affinity?
     @OptionGroup var state: StateOption
 
     func run() async throws {
@@ -142,7 +148,8 @@ struct Up: AsyncParsableCommand {
             let overrides = ClusterOverrides(
                 instances: instances, appCommand: app, appName: name, port: port, affinity: affinity, redisURL: redisURL,
                 restartPolicy: restartPolicy, timeScale: timeScale, stateDirectory: state.stateDir, proxyEnabled: noProxy ? false : nil,
-                healthCheckType: healthCheck, readinessCheckType: readinessCheck, frontRouter: frontRouter ? true : nil)
+                healthCheckType: healthCheck, readinessCheckType: readinessCheck, frontRouter: frontRouter ? true : nil,
+                frontRouterAffinity: frontRouterAffinity)
             try await ClusterUp.run(config: ClusterConfig.resolve(file: path, overrides: overrides))
         } catch {
             // A flag's value is a usage error, as ArgumentParser's own are (64); a config file's is not.

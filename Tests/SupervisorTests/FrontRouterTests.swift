@@ -18,6 +18,25 @@ struct FrontRouterTests {
         #expect(FrontRouter(appRouterPort: 1).instanceID != FrontRouter(appRouterPort: 1).instanceID)
     }
 
+    @Test("Which front routers flip stickiness: the same cookie in both")
+    func sharedCookie() throws {
+        var proxy = ClusterConfig.Proxy()
+        #expect(proxy.frontAffinity == .cf && proxy.routersShareACookie)
+        proxy.frontRouterAffinity = .haproxy
+        #expect(proxy.frontAffinity == .haproxy && !proxy.routersShareACookie)
+        proxy.affinity = .haproxy
+        #expect(proxy.routersShareACookie)
+        proxy.frontRouterAffinity = Affinity.none
+        #expect(!proxy.routersShareACookie)
+        // From the file and the flag: `same` is the app router's; the flag turns the front router on.
+        let config = try ClusterConfig.parse(yaml: "proxy:\n  front_router: on\n  front_router_affinity: haproxy\n")
+        #expect(config.proxy.frontRouter && config.proxy.frontRouterAffinity == .haproxy)
+        #expect(try ClusterConfig.parse(yaml: "proxy:\n  front_router_affinity: same\n").proxy.frontRouterAffinity == nil)
+        #expect(throws: ConfigError.self) { try ClusterConfig.parse(yaml: "proxy:\n  front_router_affinity: f5\n") }
+        let flagged = ClusterOverrides(frontRouterAffinity: .haproxy).applied(to: ClusterConfig())
+        #expect(flagged.proxy.frontRouter && flagged.proxy.frontAffinity == .haproxy)
+    }
+
     @Test("Status: users go through the front router, and the table lists both routers")
     func status() {
         var status = ClusterStatus(
@@ -25,7 +44,9 @@ struct FrontRouterTests {
             proxy: .init(state: "running", url: "http://localhost:41237/"), frontRouter: .init(state: "running", url: "http://localhost:8080/"),
             redis: .init(state: "running"), instances: [])
         #expect(status.entry.url == "http://localhost:8080/")
-        #expect(status.table().contains("front  http://localhost:8080/ (a second router in front, running)"))
+        #expect(status.table().contains("front  http://localhost:8080/ (a second router in front, affinity cf, running)"))
+        status.frontRouterAffinity = "haproxy"
+        #expect(status.table().contains("front  http://localhost:8080/ (a second router in front, affinity haproxy, running)"))
         #expect(status.table().contains("proxy  http://localhost:41237/ (affinity cf, running)"))
         status.proxy.state = "crashed"
         #expect(status.entry.url == nil && status.entry.state == "front router running, proxy crashed")

@@ -384,7 +384,7 @@ def test_long_polling_breaks_behind_a_second_router():
         # Every other request is balanced by one router or the other: a third or more go astray.
         assert unknown >= total // 4, (unknown, total)
         table = behind.ctl("status").stdout
-        assert "front  http://localhost:" in table and "(a second router in front, running)" in table, table
+        assert "front  http://localhost:" in table and "(a second router in front, affinity cf, running)" in table, table
         # Both routers say why, in the cluster's log: each never had the instance the cookie names.
         for source in ("front   |", "proxy   |"):
             wait_until(f"the {source} router to explain", lambda: any(
@@ -392,3 +392,13 @@ def test_long_polling_breaks_behind_a_second_router():
                 for line in behind.output().splitlines()))
     finally:
         behind.close()
+    # The fix for a load balancer in front: a cookie of its own (HAProxy's), and __VCAP_ID__ passes through.
+    fixed = ClusterRun(chat_cluster(front_router=True, front_router_affinity="haproxy"))
+    try:
+        fixed.wait_ready(timeout=120)
+        fixed.expect("the front router pins with a cookie of its own, SERVERID, and the app router's cookie passes through")
+        unknown, total = engineio_polling_errors(fixed.proxy_url())
+        assert unknown == 0, f"with HAProxy's cookie in front {unknown} of {total} requests got 'Session ID unknown'"
+        assert "Another router on this client's path" not in fixed.output()
+    finally:
+        fixed.close()

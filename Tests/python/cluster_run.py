@@ -23,12 +23,14 @@ def app_command() -> str:
     return f"{sys.executable} {TESTAPP}"
 
 
-def chat_cluster(affinity: str = "cf", log_level: str = "info", instances: int = 3, front_router: bool = False) -> dict:
+def chat_cluster(affinity: str = "cf", log_level: str = "info", instances: int = 3, front_router: bool = False,
+                 front_router_affinity: str = "same") -> dict:
     """The config of a chat-node cluster behind sticky-proxy (free proxy port, 100 ms startup checks)."""
     env = {"SOCKETIO_CLIENT_JS": str(SOCKETIO_JS), "LOG_LEVEL": log_level}
     return {"app": {"name": "chat", "command": "chat-node", "instances": instances, "env": env},
             "health_check": {"startup_interval": "100ms"},
-            "proxy": {"port": 0, "affinity": affinity, "front_router": front_router}}
+            "proxy": {"port": 0, "affinity": affinity, "front_router": front_router,
+                      "front_router_affinity": front_router_affinity}}
 
 
 class ClusterRun:

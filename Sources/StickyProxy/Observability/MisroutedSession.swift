@@ -91,9 +91,10 @@ public enum MisroutedSession {
                 + "does not have the session (\"Session ID unknown\"). Another router on this client's path also routes with \(cookie) "
                 + "(a second Cloud Foundry router in front of this one, or an app behind it that forwards through a router of its own, "
                 + "such as an API gateway): each sets the cookie to one of its own instances, the other takes it for an instance that "
-                + "is gone and overwrites it, and every other request lands on any instance. Let only one of them see the cookie: the "
-                + "outer one should not pass the inner one's \(cookie) on to the browser, or should reach the app another way (for "
-                + "example container-to-container networking)."
+                + "is gone and overwrites it, and every other request lands on any instance. Let only one of them use the cookie: a load "
+                + "balancer in front can pin with a cookie of its own (HAProxy's, nginx's); an app in front should not pass the inner "
+                + "router's \(cookie) on to the browser, or should reach the app another way (for example container-to-container "
+                + "networking)."
         }
         let what =
             "An Engine.IO \(transport) for session \(sid) reached instance \(exchange.instanceIndex) (\(exchange.instanceID)) "
