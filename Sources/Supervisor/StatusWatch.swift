@@ -25,6 +25,7 @@ public enum StatusChanges {
                 break
             }
         }
+        if let was = old.frontRouter?.state, let now = new.frontRouter?.state, was != now { lines.append("front router \(was) -> \(now)") }
         if old.proxy.state != new.proxy.state { lines.append("proxy \(old.proxy.state) -> \(new.proxy.state)") }
         if old.redis.state != new.redis.state { lines.append("redis \(old.redis.state) -> \(new.redis.state)") }
         return lines

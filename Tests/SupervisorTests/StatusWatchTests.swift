@@ -53,6 +53,17 @@ struct StatusWatchTests {
             ])
     }
 
+    @Test("The front router and the app's router crash and come back: a line each")
+    func routers() {
+        var before = status([running(0, guid: "aaaaaaaa-1")])
+        before.frontRouter = .init(state: "running", url: "http://localhost:8080/")
+        var after = before
+        after.frontRouter?.state = "crashed"
+        after.proxy.state = "starting"
+        #expect(StatusChanges.between(before, after) == ["front router running -> crashed", "proxy running -> starting"])
+        #expect(StatusChanges.between(after, before) == ["front router crashed -> running", "proxy starting -> running"])
+    }
+
     @Test("A link to Redis cut, then slowed, then healed: a line each; the time left moving is no change")
     func redisLink() {
         var cut = running(1, guid: "bbbbbbbb-1")
