@@ -550,6 +550,15 @@ struct ConfigFile: Decodable {
         return type
     }
 
+    /// An affinity mode under `key`, nil when the file does not set it (or sets `same`, where allowed).
+    static func affinity(_ value: String?, key: String, allowingSame: Bool = false) throws(ConfigError) -> Affinity? {
+        guard let value, !(allowingSame && value == "same") else { return nil }
+        guard let affinity = Affinity(rawValue: value) else {
+            throw .invalidValue(key: key, value: value, expected: (allowingSame ? "same, " : "") + "cf, none, haproxy or ip-hash")
+        }
+        return affinity
+    }
+
     func merged(into defaults: ClusterConfig) throws(ConfigError) -> ClusterConfig {
         var config = defaults
         if let app {
@@ -579,20 +588,12 @@ struct ConfigFile: Decodable {
             if let value = proxy.enabled { config.proxy.enabled = value.value }
             if let value = proxy.command { config.proxy.command = value }
             if let value = proxy.port { config.proxy.port = value }
-            if let value = proxy.affinity {
-                guard let affinity = Affinity(rawValue: value) else {
-                    throw .invalidValue(key: "proxy.affinity", value: value, expected: "cf, none, haproxy or ip-hash")
-                }
-                config.proxy.affinity = affinity
-            }
+            if let affinity = try Self.affinity(proxy.affinity, key: "proxy.affinity") { config.proxy.affinity = affinity }
             if let value = proxy.websocketAffinity { config.proxy.websocketAffinity = value.value }
             if let value = proxy.vcapIDMeta { config.proxy.vcapIDMeta = value.value }
             if let value = proxy.stickySessionsForAuthNegotiate { config.proxy.stickySessionsForAuthNegotiate = value.value }
             if let value = proxy.frontRouter { config.proxy.frontRouter = value.value }
-            if let value = proxy.frontRouterAffinity, value != "same" {
-                guard let affinity = Affinity(rawValue: value) else {
-                    throw .invalidValue(key: "proxy.front_router_affinity", value: value, expected: "same, cf, none, haproxy or ip-hash")
-                }
+            if let affinity = try Self.affinity(proxy.frontRouterAffinity, key: "proxy.front_router_affinity", allowingSame: true) {
                 config.proxy.frontRouterAffinity = affinity
             }
             if let value = proxy.accessLog { config.proxy.accessLog = value.value }

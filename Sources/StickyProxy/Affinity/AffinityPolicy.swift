@@ -236,6 +236,13 @@ func requiredSelection<E: BalancerEndpoint>(endpoints: [E], pin: AffinityPin, at
     return Selection(index: index, kind: attempt <= 1 ? .stickyHit : .retryAfterError)
 }
 
+/// Why `requiredSelection` found nothing for a first attempt, in words for the log.
+func requiredInstanceUnavailableReason<E: BalancerEndpoint>(instanceID id: String, endpoints: [E]) -> String {
+    if id.isEmpty { return "its __VCAP_ID__ is empty" }
+    if endpoints.contains(where: { $0.instanceID == id }) { return "that instance is at max_conns" }
+    return "that instance is not in the route's pool (crashed, stopped, or restarted with a new GUID)"
+}
+
 /// The choice for every attempt of a request: the mode's first choice, then the balancer on endpoints
 /// not tried yet.
 public struct RoutingDecider<Policy: AffinityPolicy>: Sendable {

@@ -446,12 +446,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             machine.exhausted()
             if case .required(let id) = exchange.pin, exchange.tried.count == 0 {
                 exchange.decision = .requiredInstanceUnavailable
-                let why =
-                    id.isEmpty
-                    ? "its __VCAP_ID__ is empty"
-                    : exchange.endpoints.contains { $0.instanceID == id }
-                        ? "that instance is at max_conns"
-                        : "that instance is not in the route's pool (crashed, stopped, or restarted with a new GUID)"
+                let why = requiredInstanceUnavailableReason(instanceID: id, endpoints: exchange.endpoints)
                 core.logger.warning(
                     "A Negotiate authentication step pinned to instance '\(id)' got 502: \(why). With --sticky-sessions-for-auth-negotiate, as in gorouter, such a request never falls back to another instance; the client has to start authenticating again.",
                     metadata: ["vcap_request_id": "\(exchange.requestID)", "host": "\(exchange.request.host)"])

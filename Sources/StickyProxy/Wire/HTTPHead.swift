@@ -354,10 +354,8 @@ enum HTTPHeadParser {
             // As gorouter reads it: the first field's value starts with "negotiate", in any case.
             if !head.sawAuthentication && (field.kind == .authorization) == isRequest {
                 head.sawAuthentication = true
-                let prefix = "negotiate".utf8
-                head.negotiatesAuthentication =
-                    field.value.count >= prefix.count
-                    && zip(raw[field.value.lowerBound..<field.value.lowerBound + prefix.count], prefix).allSatisfy { asciiLower($0) == $1 }
+                let scheme = field.value.lowerBound..<min(field.value.upperBound, field.value.lowerBound + 9)
+                head.negotiatesAuthentication = equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[scheme]), "negotiate")
             }
         default:
             break
