@@ -63,6 +63,8 @@ public enum ClusterUp {
                     throw Failure(
                         "port \(proxyPort) on 127.0.0.1 is already in use; pass --port P (or --port 0 for a free one; with make run: make run RUN_ARGS='--port 0')"
                     )
+                } else {
+                    Probe.reserve(port: proxyPort)
                 }
                 proxyCommand = config.proxy.command
                 var generator = SystemRandomNumberGenerator()

@@ -166,17 +166,32 @@ extension Probe {
     /// A free TCP port on 127.0.0.1, chosen at random BELOW the kernel's ephemeral range (32768-60999
     /// by default). A port the kernel hands out for `bind(0)` comes from that range, and so do the
     /// source ports of outgoing connections: one of those could take it between now and the moment its
-    /// user binds it. Falls back to the kernel's choice when no such port is free.
+    /// user binds it. Falls back to the kernel's choice when no such port is free. Never the same port
+    /// twice in one process, nor one given to `reserve(port:)` (the `PortLedger`).
     public static func freePort() throws -> Int {
         let ephemeralStart = ephemeralPortRange().lowerBound
-        if ephemeralStart > 10_000 {
-            for _ in 0..<500 {
-                let candidate = Int.random(in: 10_000..<ephemeralStart)
-                if isFree(port: candidate) { return candidate }
+        return try ledger.withLock { ledger in
+            var generator = SystemRandomNumberGenerator()
+            if ephemeralStart > 10_000, let port = ledger.pick(from: 10_000..<ephemeralStart, using: &generator, isFree: { isFree(port: $0) }) {
+                return port
             }
+            for _ in 0..<10 {
+                let port = try kernelChosenPort()
+                if !ledger.contains(port) {
+                    ledger.record(port)
+                    return port
+                }
+            }
+            throw Failure("cannot find a free TCP port on 127.0.0.1: every port tried is in use or already handed out")
         }
-        return try kernelChosenPort()
     }
+
+    /// A port the user chose (`--port`): `freePort()` does not hand it out for anything else.
+    public static func reserve(port: Int) {
+        ledger.withLock { $0.record(port) }
+    }
+
+    private static let ledger = Mutex(PortLedger())
 
     /// The kernel's ephemeral port range (/proc/sys/net/ipv4/ip_local_port_range).
     static func ephemeralPortRange() -> ClosedRange<Int> {

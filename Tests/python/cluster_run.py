@@ -76,7 +76,11 @@ class ClusterRun:
             if self.program.process.poll() is not None and out.count(text) < count:
                 raise AssertionError(f"cluster exited ({self.program.process.returncode}) before printing {text!r}:\n{out[-4000:]}")
             return out.count(text) >= count
-        wait_until(f"cluster output {text!r}", seen, timeout=timeout)
+        try:
+            wait_until(f"cluster output {text!r}", seen, timeout=timeout)
+        except TimeoutError as error:
+            # What the cluster said instead, so that a failure in CI tells why without its log folder.
+            raise AssertionError(f"{error}; the cluster said:\n{self.recent_events()}") from None
         return self.output()
 
     def expect(self, *texts: str, timeout: float = 15.0):
