@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 from redis import Redis
@@ -534,3 +536,29 @@ def test_accessibility_of_the_page(node, browser):
     for classes in ["mine pending", "mine pending retrying", "mine failed", "action mine pending retrying", "action mine failed"]:
         ratio, opacity = browser.execute_script(NOTE_CONTRAST, classes)
         assert ratio >= 4.5 and opacity == 1, (classes, ratio, opacity)
+
+
+def test_lines_from_an_earlier_day_show_their_date(redis, node, browser):
+    """The history outlives a day (a cluster's Redis keeps its data in the state folder): a line from an
+    earlier day shows its date, from an earlier year the year too; today's lines only the time. Each
+    time is a <time> element with the exact instant, and the full date on hover."""
+    store = Redis(port=redis.port, decode_responses=True)
+    old = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+    days_ago = int(time.time() * 1000) - 2 * 86_400_000
+    try:
+        for stamp, text in ((old, "from an earlier year"), (days_ago, "from two days ago")):
+            line = {"action": "message", "id": f"old-{stamp}", "instance": "0", "msg": text, "time": stamp, "user": "Grace"}
+            store.xadd("chat:history", {"m": json.dumps(line, sort_keys=True, separators=(",", ":"))})
+    finally:
+        store.close()
+    log_in(browser, node)
+    send(browser, "from today")
+    wait(browser, "today's line", lambda d: has_line(d, "from today"))
+    times = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#messages li[data-offset] time'),"
+        " t => ({text: t.textContent, datetime: t.dateTime, title: t.title, line: t.parentElement.parentElement.innerText}))")
+    by_line = {next(text for text in ("earlier year", "two days ago", "today") if text in entry["line"]): entry for entry in times}
+    assert re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}, 2023 \d\d:\d\d:\d\d", by_line["earlier year"]["text"]), by_line
+    assert by_line["earlier year"]["datetime"] == "2023-11-14T22:13:20.000Z" and "2023" in by_line["earlier year"]["title"], by_line
+    assert re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}(, \d{4})? \d\d:\d\d:\d\d", by_line["two days ago"]["text"]), by_line
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", by_line["today"]["text"]), by_line

@@ -56,9 +56,16 @@
   }
 
   function pad(n) { return String(n).padStart(2, "0"); }
+  // A line's time: the time of day for today's lines; the date too for older ones (the history
+  // lasts as long as Redis keeps it, days for a cluster's state folder), the year when not this one.
   function clock(ms) {
     const d = new Date(ms);
-    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+    const time = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+    const now = new Date();
+    if (d.toDateString() === now.toDateString()) return time;
+    const date = { month: "short", day: "numeric" };
+    if (d.getFullYear() !== now.getFullYear()) date.year = "numeric";
+    return d.toLocaleDateString(undefined, date) + " " + time;
   }
 
   // Stream ids are "<ms>-<seq>": compare numerically.
@@ -97,7 +104,13 @@
       user.className = "user";
       user.textContent = line.user;
       meta.appendChild(user);
-      if (typeof line.time === "number") meta.appendChild(document.createTextNode(clock(line.time)));
+      if (typeof line.time === "number") {
+        const time = document.createElement("time");
+        time.dateTime = new Date(line.time).toISOString();
+        time.title = new Date(line.time).toString();
+        time.textContent = clock(line.time);
+        meta.appendChild(time);
+      }
       if (typeof line.instance === "string" && line.instance) {
         // Which instance stored it: readable without hovering, and the full name for narrow screens.
         const via = document.createElement("span");
