@@ -9,6 +9,8 @@ public enum RouterErrorKind: String, CaseIterable, Sendable {
     case invalidAppInstanceHeader = "invalid_cf_app_instance_header"
     /// 400: no Host header.
     case emptyHost = "empty_host"
+    /// 503: the route is kept with no instance (`empty_pool_response_code_503` with `empty_pool_timeout`).
+    case noEndpoints = "no_endpoints"
     /// 503: every endpoint at max_conns.
     case connectionLimitReached = "Connection Limit Reached"
     /// 502: attempts exhausted, or an error that could not be retried.
@@ -19,7 +21,7 @@ public enum RouterErrorKind: String, CaseIterable, Sendable {
     /// The router's own 5xx (502 and 503); its other errors are 4xx.
     public var isServerError: Bool {
         switch self {
-        case .connectionLimitReached, .endpointFailure: true
+        case .noEndpoints, .connectionLimitReached, .endpointFailure: true
         case .unknownRoute, .invalidAppInstanceHeader, .emptyHost, .clientClosedRequest: false
         }
     }

@@ -64,6 +64,10 @@ public struct ClusterConfig: Sendable, Equatable {
         public var vcapIDMeta = true
         /// gorouter's `router.sticky_sessions_for_auth_negotiate` (off by default there too).
         public var stickySessionsForAuthNegotiate = false
+        /// gorouter's `router.empty_pool_timeout` with `router.empty_pool_response_code_503: true`: how
+        /// long a route whose last instance left answers 503 `no_endpoints` before it is deleted (then
+        /// 404). Zero (the default, as in this project's Cloud Foundry defaults): deleted at once.
+        public var emptyPoolTimeout: Duration = .zero
         /// A second router in front of the app's, on the port users open (`FrontRouter`).
         public var frontRouter = false
         /// The front router's affinity mode; nil: the app router's (`affinity`).
@@ -493,6 +497,7 @@ struct ConfigFile: Decodable {
         var websocketAffinity: FlexibleBool?
         var vcapIDMeta: FlexibleBool?
         var stickySessionsForAuthNegotiate: FlexibleBool?
+        var emptyPoolTimeout: DurationValue?
         var frontRouter: FlexibleBool?
         var frontRouterAffinity: String?
         var balancing: String?
@@ -502,6 +507,7 @@ struct ConfigFile: Decodable {
             case websocketAffinity = "websocket_affinity"
             case vcapIDMeta = "vcap_id_meta"
             case stickySessionsForAuthNegotiate = "sticky_sessions_for_auth_negotiate"
+            case emptyPoolTimeout = "empty_pool_timeout"
             case frontRouter = "front_router"
             case frontRouterAffinity = "front_router_affinity"
             case accessLog = "access_log"
@@ -592,6 +598,14 @@ struct ConfigFile: Decodable {
             if let value = proxy.websocketAffinity { config.proxy.websocketAffinity = value.value }
             if let value = proxy.vcapIDMeta { config.proxy.vcapIDMeta = value.value }
             if let value = proxy.stickySessionsForAuthNegotiate { config.proxy.stickySessionsForAuthNegotiate = value.value }
+            if let value = proxy.emptyPoolTimeout {
+                guard value.duration >= .zero else {
+                    throw .invalidValue(
+                        key: "proxy.empty_pool_timeout", value: DurationText.format(value.duration),
+                        expected: "0 (a route goes with its last instance: 404) or a duration such as 30s (503 for that long)")
+                }
+                config.proxy.emptyPoolTimeout = value.duration
+            }
             if let value = proxy.frontRouter { config.proxy.frontRouter = value.value }
             if let affinity = try Self.affinity(proxy.frontRouterAffinity, key: "proxy.front_router_affinity", allowingSame: true) {
                 config.proxy.frontRouterAffinity = affinity

@@ -887,6 +887,8 @@ public actor ClusterSupervisor {
             "--vcap-id-meta", config.proxy.vcapIDMeta ? "on" : "off", "--balancing", config.proxy.balancing,
         ] + (config.proxy.accessLog ? ["--access-log", "-"] : [])
             + (config.proxy.stickySessionsForAuthNegotiate ? ["--sticky-sessions-for-auth-negotiate"] : [])
+            + (config.proxy.emptyPoolTimeout > .zero
+                ? ["--empty-pool-response-code-503", "--empty-pool-timeout", DurationText.format(config.proxy.emptyPoolTimeout)] : [])
     }
 
     func startProxy() {

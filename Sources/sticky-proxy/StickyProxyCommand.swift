@@ -63,6 +63,17 @@ struct StickyProxyCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("An endpoint without a register message for this long is pruned.", valueName: "duration")) var staleThreshold =
         ArgumentDuration(.seconds(120))
     @Option(help: ArgumentHelp("How often stale endpoints are pruned.", valueName: "duration")) var pruneInterval = ArgumentDuration(.seconds(30))
+    @Flag(
+        name: .customLong("empty-pool-response-code-503"),
+        help: """
+            Answer 503 no_endpoints instead of 404 unknown_route for a route whose last instance left, for \
+            --empty-pool-timeout (gorouter's router.empty_pool_response_code_503; needs the timeout).
+            """
+    ) var emptyPoolResponseCode503 = false
+    @Option(
+        help: ArgumentHelp(
+            "With --empty-pool-response-code-503: how long a route with no instance is kept (deleted by the first prune after it).",
+            valueName: "duration")) var emptyPoolTimeout = ArgumentDuration(.zero)
     @Option(help: "Largest request header section in bytes (431 above).") var maxHeaderBytes = 1 << 20
     @Option(help: "Static routes (YAML or JSON list of register messages), never pruned.") var routesFile: String?
     @Option(help: "Access log in gorouter's format: a file, or - for standard output.") var accessLog: String?
@@ -110,6 +121,8 @@ struct StickyProxyCommand: AsyncParsableCommand {
         configuration.drainTimeout = drainTimeout.amount
         configuration.staleThreshold = staleThreshold.amount
         configuration.pruneInterval = pruneInterval.amount
+        configuration.emptyPoolResponseCode503 = emptyPoolResponseCode503
+        configuration.emptyPoolTimeout = emptyPoolTimeout.amount
         configuration.maxHeaderBytes = maxHeaderBytes
         configuration.eventLoopThreads = threads
         configuration.accessLog = accessLog.map(AccessLogDestination.init)

@@ -46,7 +46,7 @@ struct RoutingTableTests {
         tried.insert(before.firstIndex { $0.port == 9002 }!)
         // Meanwhile: 9003 registered, 9001 unregistered, 9002 refreshed (a new Endpoint, the same counters).
         table.register(registration(port: 9003), now: t0 + .seconds(1), wallClock: 1)
-        table.unregister(registration(port: 9001))
+        table.unregister(registration(port: 9001), now: t0)
         table.register(registration(port: 9002), now: t0 + .seconds(2), wallClock: 2)
         let now = table.lookup(host: "localhost", path: "/")!.endpoints
         #expect(now.map(\.port).sorted() == [9002, 9003])
@@ -55,7 +55,7 @@ struct RoutingTableTests {
         #expect(now.indices.filter(carried.contains).map { now[$0].port } == [9002])
         // Nothing tried, or the tried endpoint gone: nothing carried.
         #expect(TriedEndpoints(TriedEndpoints(), of: before, in: now).count == 0)
-        table.unregister(registration(port: 9002))
+        table.unregister(registration(port: 9002), now: t0)
         #expect(TriedEndpoints(tried, of: before, in: table.lookup(host: "localhost", path: "/")!.endpoints).count == 0)
     }
 
@@ -82,17 +82,48 @@ struct RoutingTableTests {
         var table = RoutingTable()
         table.register(registration(port: 9001), now: t0, wallClock: 0)
         table.register(registration(port: 9002), now: t0, wallClock: 0)
-        #expect(table.unregister(registration(port: 9001)) == 1)
+        #expect(table.unregister(registration(port: 9001), now: t0) == 1)
         #expect(table.lookup(host: "localhost", path: "/")?.endpoints.map(\.port) == [9002])
-        #expect(table.unregister(registration(port: 9002)) == 1)
+        #expect(table.unregister(registration(port: 9002), now: t0) == 1)
         #expect(table.lookup(host: "localhost", path: "/") == nil)
         #expect(table.isEmpty)
+    }
+
+    @Test("empty_pool_timeout: a route whose last endpoint left is kept empty, then deleted by the first prune past it")
+    func emptyPoolTimeoutKeepsAnEmptyRoute() {
+        var table = RoutingTable(emptyPoolTimeout: .seconds(10))
+        table.register(registration(port: 9001), now: t0, wallClock: 0)
+        table.register(registration(port: 9002, stale: 30), now: t0, wallClock: 0)
+        #expect(table.unregister(registration(port: 9001), now: t0 + .seconds(5)) == 1)
+        // The last endpoint pruned: the route stays, empty, from that moment (t0 + 31 s).
+        #expect(table.prune(now: t0 + .seconds(31)).map(\.endpoint.port) == [9002])
+        #expect(table.lookup(host: "localhost", path: "/")?.endpoints.isEmpty == true)
+        #expect(!table.isEmpty && table.endpointCount == 0)
+        #expect(table.prune(now: t0 + .seconds(41)).isEmpty)
+        #expect(table.lookup(host: "localhost", path: "/") != nil, "kept for 10 s, not less")
+        // An instance registering meanwhile fills it again, and it is not deleted while it has one.
+        table.register(registration(port: 9003), now: t0 + .seconds(41), wallClock: 0)
+        #expect(table.prune(now: t0 + .seconds(100)).isEmpty)
+        #expect(table.lookup(host: "localhost", path: "/")?.endpoints.map(\.port) == [9003])
+        // Emptied by an unregister: kept at once (its last change is now), deleted past 10 s.
+        #expect(table.unregister(registration(port: 9003), now: t0 + .seconds(110)) == 1)
+        #expect(table.lookup(host: "localhost", path: "/")?.endpoints.isEmpty == true)
+        _ = table.prune(now: t0 + .seconds(120))
+        #expect(table.lookup(host: "localhost", path: "/") != nil)
+        _ = table.prune(now: t0 + .seconds(121))
+        #expect(table.lookup(host: "localhost", path: "/") == nil)
+        #expect(table.isEmpty)
+        // Without the timeout (or with 0) the route goes with its last endpoint, as by default.
+        var zero = RoutingTable(emptyPoolTimeout: .zero)
+        zero.register(registration(port: 9001), now: t0, wallClock: 0)
+        zero.unregister(registration(port: 9001), now: t0)
+        #expect(zero.isEmpty)
     }
 
     @Test func unregisterOfAnotherInstanceOnTheSameAddressIsIgnored() {
         var table = RoutingTable()
         table.register(registration(port: 9001, id: "successor"), now: t0, wallClock: 0)
-        #expect(table.unregister(registration(port: 9001, id: "crashed-predecessor")) == 0)
+        #expect(table.unregister(registration(port: 9001, id: "crashed-predecessor"), now: t0) == 0)
         #expect(table.lookup(host: "localhost", path: "/")?.endpoints.count == 1)
     }
 

@@ -324,7 +324,7 @@ struct RouterErrorTests {
     @Test func kindsAgreeWithTheStatusesSent() {
         let errors: [RouterError] = [
             .unknownRoute(host: "h"), .unknownInstance(host: "h", appGUID: "g", index: "1"), .invalidAppInstanceHeader, .emptyHost,
-            .connectionLimitReached(host: "h"), .endpointFailure("EOF"), .clientClosedRequest,
+            .noEndpoints(host: "h"), .connectionLimitReached(host: "h"), .endpointFailure("EOF"), .clientClosedRequest,
         ]
         for error in errors {
             #expect(error.kind.isServerError == (error.status.code >= 500), "\(error)")
@@ -362,6 +362,11 @@ struct RouterErrorTests {
         #expect(RouterError.connectionLimitReached(host: "h").status == .serviceUnavailable)
         #expect(RouterError.connectionLimitReached(host: "h").routerErrorHeader == "Connection Limit Reached")
         #expect(RouterError.invalidAppInstanceHeader.routerErrorHeader == "invalid_cf_app_instance_header")
+        let empty = String(buffer: RouterError.noEndpoints(host: "h").response(minorVersion: 1, vcapRequestID: nil, close: false))
+        #expect(
+            empty
+                == "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Cf-Routererror: no_endpoints\r\nCache-Control: public,max-age=2\r\nContent-Length: 75\r\n\r\n503 Service Unavailable: Requested route ('h') has no available endpoints.\n"
+        )
         #expect(
             RouterError.unknownInstance(host: "h", appGUID: "g", index: "1").body
                 == "400 Bad Request: Requested instance ('1') with guid ('g') does not exist for route ('h')\n")

@@ -96,6 +96,7 @@ struct ClusterConfigTests {
               websocket_affinity: off
               vcap_id_meta: off
               sticky_sessions_for_auth_negotiate: on
+              empty_pool_timeout: 30s
               front_router: on
               access_log: off
               balancing: least-connection
@@ -134,6 +135,7 @@ struct ClusterConfigTests {
         #expect(config.proxy.websocketAffinity == false)
         #expect(config.proxy.vcapIDMeta == false)
         #expect(config.proxy.stickySessionsForAuthNegotiate == true)
+        #expect(config.proxy.emptyPoolTimeout == .seconds(30))
         #expect(config.proxy.frontRouter == true)
         #expect(config.proxy.accessLog == false)
         #expect(config.proxy.balancing == "least-connection")
@@ -197,6 +199,10 @@ struct ClusterConfigTests {
             ("app:\n  name: [a]\n", "cluster.yml:2: app.name = '[a]' is not valid: expected a single value (text or a number)"),
             ("app:\n  env:\n    A.B: [x]\n", "cluster.yml:3: app.env.A.B = '[x]' is not valid: expected a single value (text or a number)"),
             ("proxy:\n  websocket_affinity: Maybe\n", "cluster.yml:2: proxy.websocket_affinity = 'Maybe' is not valid: expected on or off"),
+            (
+                "proxy:\n  empty_pool_timeout: -5s\n",
+                "cluster.yml:2: proxy.empty_pool_timeout = '-5s' is not valid: expected a duration such as 2s, 500ms, 1m30s or a number of seconds"
+            ),
         ]
         for (yaml, message) in cases { #expect(Self.error(yaml) == message) }
     }

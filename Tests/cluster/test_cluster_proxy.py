@@ -106,18 +106,25 @@ def session_cookies(url: str, path: str = "/session") -> list[str]:
         connection.close()
 
 
-def test_the_proxys_cookie_settings_come_from_the_config():
+def test_the_proxys_settings_come_from_the_config():
     # Current gorouter: __VCAP_ID_META__ beside __VCAP_ID__; proxy.vcap_id_meta: off for older routers.
     # proxy.sticky_sessions_for_auth_negotiate (off by default, as router.sticky_sessions_for_auth_negotiate):
-    # a Negotiate challenge gets a __VCAP_ID__ of its own.
-    settings = ((None, ["JSESSIONID", "__VCAP_ID__", "__VCAP_ID_META__"], []),
-                ("off", ["JSESSIONID", "__VCAP_ID__"], ["__VCAP_ID__"]))
-    for setting, expected, negotiate in settings:
-        proxy = {} if setting is None else {"vcap_id_meta": setting, "sticky_sessions_for_auth_negotiate": "on"}
+    # a Negotiate challenge gets a __VCAP_ID__ of its own. proxy.empty_pool_timeout (0 by default): with
+    # no instance left the route answers 503 no_endpoints for that long instead of 404 at once.
+    settings = ((None, ["JSESSIONID", "__VCAP_ID__", "__VCAP_ID_META__"], [], (404, "unknown_route")),
+                ("off", ["JSESSIONID", "__VCAP_ID__"], ["__VCAP_ID__"], (503, "no_endpoints")))
+    for setting, expected, negotiate, emptied in settings:
+        proxy = {} if setting is None else {"vcap_id_meta": setting, "sticky_sessions_for_auth_negotiate": "on",
+                                            "empty_pool_timeout": "60s"}
         with ClusterRun(config(instances=1, proxy=proxy)) as cluster:
             cluster.wait_ready()
             assert session_cookies(proxy_url(cluster)) == expected, setting
             assert session_cookies(proxy_url(cluster), "/negotiate") == negotiate, setting
+            cluster.ctl("stop", "0", "--wait")
+            cluster.wait_for_output("web.0 unregistered from the proxy")
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(proxy_url(cluster), timeout=10)
+            assert (answer.value.code, answer.value.headers["X-Cf-Routererror"]) == emptied, setting
 
 
 def test_a_crash_unregisters_at_once_a_stop_after_the_exit(cluster):

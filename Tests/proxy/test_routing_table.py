@@ -170,6 +170,9 @@ def test_settings_that_cannot_work_stop_the_proxy_with_a_message_naming_the_flag
         (["--dial-timeout", "0"], "--dial-timeout must be more than 0"),
         (["--dial-timeout", "1e12"], "The value '1e12' is invalid for '--dial-timeout <duration>'"),
         (["--request-timeout", "1m30"], "The value '1m30' is invalid for '--request-timeout <duration>'"),
+        # gorouter takes either alone and then does nothing: refused here, saying what to add.
+        (["--empty-pool-response-code-503"], "--empty-pool-response-code-503 needs --empty-pool-timeout"),
+        (["--empty-pool-timeout", "30s"], "--empty-pool-timeout 30s does nothing without --empty-pool-response-code-503"),
     ]
     for args, message in cases:
         program = harness.Program("sticky-proxy", ["--port", "0", "--admin-port", "0", *args], log_dir=tmp_path)
@@ -189,3 +192,41 @@ def test_bad_routes_file_stops_the_proxy_with_a_message(tmp_path):
     program = harness.Program("sticky-proxy", ["--port", "0", "--admin-port", "0", "--routes-file", str(routes)], log_dir=tmp_path)
     assert program.process.wait(timeout=20) != 0
     assert "not a TCP port" in program.output()
+
+
+def test_empty_pool_timeout_keeps_a_route_with_no_instance_answering_503(proxy_factory, backends):
+    """gorouter's empty_pool_response_code_503 with empty_pool_timeout: the route whose last instance
+    left answers 503 no_endpoints (cacheable for 2 s, as gorouter sends it) instead of 404, until a
+    prune finds it empty for longer than the timeout; an instance registering meanwhile is served."""
+    proxy = proxy_factory("--empty-pool-response-code-503", "--empty-pool-timeout", "2s", "--prune-interval", "200ms")
+    first, second = backends(2)
+    proxy.register(first)
+    proxy.register(second)
+    proxy.unregister(first)
+    assert {served_by(proxy.get("/")) for _ in range(4)} == {second.instance_id}
+    proxy.unregister(second)
+    response = proxy.get("/")
+    assert response.status_code == 503
+    assert response.headers["X-Cf-Routererror"] == "no_endpoints"
+    assert response.headers["Cache-Control"] == "public,max-age=2"
+    assert response.text == "503 Service Unavailable: Requested route ('localhost') has no available endpoints.\n"
+    assert proxy.routes() == {"localhost": []}
+    # Another host is still unknown; an X-CF-APP-INSTANCE naming no instance is still a 400.
+    assert proxy.get("/", host="elsewhere.local").status_code == 404
+    targeted = proxy.get("/", headers={"X-CF-APP-INSTANCE": f"{first.app_id}:0"})
+    assert (targeted.status_code, targeted.headers["X-Cf-Routererror"]) == (400, "unknown_route")
+    harness.wait_until("the proxy to say the route is kept", lambda: "route kept with no instance" in proxy.program.output())
+    proxy.register(first)
+    assert served_by(proxy.get("/")) == first.instance_id
+    proxy.unregister(first)
+    assert proxy.get("/").status_code == 503
+
+    def gone() -> bool:
+        response = proxy.get("/")
+        assert response.status_code in (503, 404), response.text
+        return response.status_code == 404
+
+    harness.wait_until("the empty route to be deleted", gone, timeout=15, interval=0.2)
+    assert proxy.get("/").headers["X-Cf-Routererror"] == "unknown_route"
+    assert proxy.routes() == {}
+    harness.wait_until("the proxy to say the route is deleted", lambda: "route deleted after empty_pool_timeout" in proxy.program.output())

@@ -78,6 +78,17 @@ public struct ProxyConfiguration: Sendable {
     public var pruneInterval: TimeAmount = .seconds(30)
     public var staleThreshold: TimeAmount = .seconds(120)
     public var staticRoutes: [RouteRegistration] = []
+    /// gorouter's `empty_pool_response_code_503` and `empty_pool_timeout` (off by default, as in the
+    /// platform defaults this project follows): a route whose last instance left is kept for
+    /// `emptyPoolTimeout` and answers 503 `no_endpoints` instead of 404 `unknown_route`. gorouter
+    /// needs both; here one without the other is refused (it would do nothing).
+    public var emptyPoolResponseCode503 = false
+    public var emptyPoolTimeout: TimeAmount = .zero
+
+    /// How long the routing table keeps a route with no endpoint; nil: not at all.
+    public var keepEmptyRoutesFor: TimeAmount? {
+        emptyPoolResponseCode503 && emptyPoolTimeout.nanoseconds > 0 ? emptyPoolTimeout : nil
+    }
 
     // Limits
     /// Largest request header section (all names and values) before 431; gorouter's default is Go's 1 MiB.
@@ -112,6 +123,17 @@ public struct ProxyConfiguration: Sendable {
         if maxAttempts < 1 { errors.append("--max-attempts must be at least 1") }
         if dialTimeout.nanoseconds <= 0 { errors.append("--dial-timeout must be more than 0") }
         if maxHeaderBytes < 1024 { errors.append("--max-header-bytes must be at least 1024") }
+        if emptyPoolTimeout.nanoseconds < 0 { errors.append("--empty-pool-timeout must be 0 or more") }
+        if emptyPoolResponseCode503 && emptyPoolTimeout.nanoseconds == 0 {
+            errors.append(
+                "--empty-pool-response-code-503 needs --empty-pool-timeout (for example 30s): how long a route with no instance answers 503 before it is deleted (with 0 it goes at once and answers 404, so the flag would do nothing)"
+            )
+        }
+        if !emptyPoolResponseCode503 && emptyPoolTimeout.nanoseconds > 0 {
+            errors.append(
+                "--empty-pool-timeout \(emptyPoolTimeout.durationText) does nothing without --empty-pool-response-code-503 (as in gorouter): add the flag, or leave the timeout out"
+            )
+        }
         // Each thread is a process-wide resource: a typo such as 100000 would take every pid the
         // machine has (pid_max is 32768 by default) before failing.
         if !(1...Self.maximumThreads).contains(eventLoopThreads) {

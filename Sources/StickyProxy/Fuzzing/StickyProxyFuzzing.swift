@@ -154,7 +154,14 @@ package enum StickyProxyFuzzing {
         _ = AdminAPI.listing(table, now: .uptimeNanoseconds(2_000_000_000), wallNow: WallClockTime(seconds: 1_700_000_001, nanoseconds: 0))
         _ = table.prune(now: .uptimeNanoseconds(1_000_000_000_000))
         table.register(registration, now: .uptimeNanoseconds(1_000_000_000), wallClock: 1_700_000_000)
-        _ = table.unregister(registration)
+        _ = table.unregister(registration, now: .uptimeNanoseconds(2_000_000_000))
+        // A table that keeps a route without endpoints (empty_pool_timeout): kept, then deleted.
+        var keeping = RoutingTable(emptyPoolTimeout: .seconds(10))
+        keeping.register(registration, now: .uptimeNanoseconds(1_000_000_000), wallClock: 1_700_000_000)
+        _ = keeping.unregister(registration, now: .uptimeNanoseconds(2_000_000_000))
+        _ = AdminAPI.listing(keeping, now: .uptimeNanoseconds(3_000_000_000), wallNow: WallClockTime(seconds: 1_700_000_002, nanoseconds: 0))
+        _ = keeping.prune(now: .uptimeNanoseconds(13_000_000_000))
+        precondition(keeping.isEmpty, "an empty route outlived empty_pool_timeout")
     }
 
     /// A routes file (`--routes-file`, YAML or JSON), as someone wrote it: read, then every route put

@@ -6,7 +6,7 @@ import Synchronization
 /// The routing table shared by the admin API (writers) and every event loop (readers). Readers keep
 /// their own copy and refresh it only when `generation` moved: one atomic load per request, no lock.
 public final class RouteRegistry: Sendable {
-    private let table = Mutex(RoutingTable())
+    private let table: Mutex<RoutingTable>
     private let generationCounter = Atomic<Int>(1)
     public let defaultStaleThreshold: TimeAmount
     private let logger: Logger
@@ -16,8 +16,14 @@ public final class RouteRegistry: Sendable {
     /// When this router started, for messages about what it has seen since.
     public let startedAt = ContinuousClock.now
 
-    public init(defaultStaleThreshold: TimeAmount = .seconds(120), logger: Logger = Logger(label: "sticky-proxy.routes")) {
+    /// `emptyPoolTimeout`: how long a route whose last instance left is kept, answering 503
+    /// (gorouter's `empty_pool_response_code_503` with `empty_pool_timeout`); nil deletes it at once.
+    public init(
+        defaultStaleThreshold: TimeAmount = .seconds(120), emptyPoolTimeout: TimeAmount? = nil,
+        logger: Logger = Logger(label: "sticky-proxy.routes")
+    ) {
         self.defaultStaleThreshold = defaultStaleThreshold
+        self.table = Mutex(RoutingTable(emptyPoolTimeout: emptyPoolTimeout))
         self.logger = logger
     }
 
@@ -89,8 +95,15 @@ public final class RouteRegistry: Sendable {
 
     /// Removes an endpoint; returns how many route entries were removed.
     @discardableResult
-    public func unregister(_ registration: RouteRegistration) -> Int {
-        let removed = table.withLock { $0.unregister(registration) }
+    public func unregister(_ registration: RouteRegistration, now: NIODeadline = .now()) -> Int {
+        let (removed, keptEmpty, timeout) = table.withLock { table in
+            let removed = table.unregister(registration, now: now)
+            let keptEmpty = Set(registration.uris).filter { uri in
+                let route = RouteURI(uri)
+                return table.pools(forHost: route.host)?.contains { $0.uri.contextPath == route.contextPath && $0.endpoints.isEmpty } == true
+            }
+            return (removed, keptEmpty.sorted(), table.emptyPoolTimeout)
+        }
         generationCounter.add(1, ordering: .releasing)
         logger.info(
             "endpoint unregistered",
@@ -99,13 +112,30 @@ public final class RouteRegistry: Sendable {
                 "instance": "\(registration.privateInstanceID ?? "-")", "removed": "\(removed)",
             ]
         )
+        if removed > 0, !keptEmpty.isEmpty, let timeout {
+            logger.notice(
+                "route kept with no instance (empty_pool_timeout): requests for it get 503 no_endpoints until an instance registers, or 404 unknown_route once it has been empty for longer than \(timeout.durationText) at a prune",
+                metadata: ["uris": "\(keptEmpty.joined(separator: ","))"]
+            )
+        }
         return removed
     }
 
     /// Drops registrations older than their stale threshold.
     @discardableResult
     public func prune(now: NIODeadline = .now()) -> [RoutingTable.Pruned] {
-        let pruned = table.withLock { $0.prune(now: now) }
+        let (pruned, deletedEmpty) = table.withLock { table in
+            // Only an empty route kept by empty_pool_timeout can be deleted without an endpoint pruned.
+            guard table.emptyPoolTimeout != nil else { return (table.prune(now: now), Set<String>()) }
+            let emptyBefore = Set(table.pools.filter(\.endpoints.isEmpty).map(\.uri.description))
+            let pruned = table.prune(now: now)
+            return (pruned, emptyBefore.subtracting(table.pools.map(\.uri.description)))
+        }
+        for uri in deletedEmpty.sorted() {
+            logger.notice(
+                "route deleted after empty_pool_timeout with no instance: requests for it now get 404 unknown_route", metadata: ["uri": "\(uri)"])
+        }
+        if !deletedEmpty.isEmpty && pruned.isEmpty { generationCounter.add(1, ordering: .releasing) }
         if !pruned.isEmpty {
             generationCounter.add(1, ordering: .releasing)
             for item in pruned {

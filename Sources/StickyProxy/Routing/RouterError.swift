@@ -5,8 +5,10 @@ import NIOHTTP1
 /// The errors the router answers itself, with gorouter's status, `X-Cf-Routererror` value and plain
 /// text body (`<code> <reason>: <message>`).
 public enum RouterError: Sendable, Equatable, Error {
-    /// No route for the host and path, or the route has no endpoint: 404 `unknown_route`.
+    /// No route for the host and path: 404 `unknown_route`.
     case unknownRoute(host: String)
+    /// The route is kept without endpoints (`--empty-pool-timeout`): 503 `no_endpoints`.
+    case noEndpoints(host: String)
     /// `X-CF-APP-INSTANCE` well formed but no such instance: 400 `unknown_route`.
     case unknownInstance(host: String, appGUID: String, index: String)
     /// `X-CF-APP-INSTANCE` malformed: 400 `invalid_cf_app_instance_header`.
@@ -24,7 +26,7 @@ public enum RouterError: Sendable, Equatable, Error {
         switch self {
         case .unknownRoute: return .notFound
         case .unknownInstance, .invalidAppInstanceHeader, .emptyHost: return .badRequest
-        case .connectionLimitReached: return .serviceUnavailable
+        case .noEndpoints, .connectionLimitReached: return .serviceUnavailable
         case .endpointFailure: return .badGateway
         case .clientClosedRequest: return .custom(code: 499, reasonPhrase: "Request Cancelled")
         }
@@ -36,6 +38,7 @@ public enum RouterError: Sendable, Equatable, Error {
         case .unknownRoute, .unknownInstance: return .unknownRoute
         case .invalidAppInstanceHeader: return .invalidAppInstanceHeader
         case .emptyHost: return .emptyHost
+        case .noEndpoints: return .noEndpoints
         case .connectionLimitReached: return .connectionLimitReached
         case .endpointFailure: return .endpointFailure
         case .clientClosedRequest: return .clientClosedRequest
@@ -59,6 +62,8 @@ public enum RouterError: Sendable, Equatable, Error {
             return "400 Bad Request: Invalid X-CF-App-Instance Header\n"
         case .emptyHost:
             return "400 Bad Request: Request had empty Host header\n"
+        case .noEndpoints(let host):
+            return "503 Service Unavailable: Requested route ('\(host)') has no available endpoints.\n"
         case .connectionLimitReached(let host):
             return "503 Service Unavailable: Requested route ('\(host)') has reached the connection limit.\n"
         case .endpointFailure:
@@ -68,12 +73,12 @@ public enum RouterError: Sendable, Equatable, Error {
         }
     }
 
-    /// gorouter marks its 4xx lookup errors as not cacheable, except `empty_host`, which it lets be
-    /// cached for 2 s (`addInvalidResponseCacheControlHeader`).
+    /// gorouter marks its 4xx lookup errors as not cacheable, except `empty_host` and the 503
+    /// `no_endpoints`, which it lets be cached for 2 s (`addInvalidResponseCacheControlHeader`).
     public var cacheControl: String? {
         switch self {
         case .unknownRoute, .unknownInstance, .invalidAppInstanceHeader: return "no-cache, no-store"
-        case .emptyHost: return "public,max-age=2"
+        case .emptyHost, .noEndpoints: return "public,max-age=2"
         default: return nil
         }
     }

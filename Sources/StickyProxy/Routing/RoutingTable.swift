@@ -20,6 +20,10 @@ public final class PoolCursor: Sendable {
 
 /// gorouter's routing table as a value: routes (host + context path) each with a pool of endpoints.
 /// Fed by register / unregister messages, pruned when registrations go stale. Pure: time is passed in.
+/// A route whose last endpoint leaves is deleted at once (so it answers 404), unless
+/// `emptyPoolTimeout` keeps it, empty, as gorouter's `empty_pool_response_code_503` with
+/// `empty_pool_timeout` do: the router answers 503 `no_endpoints` for it, and the first prune more
+/// than `emptyPoolTimeout` after its last change deletes it.
 public struct RoutingTable: Sendable {
     /// One route and its endpoints.
     public struct Pool: Sendable {
@@ -29,11 +33,15 @@ public struct RoutingTable: Sendable {
         /// router's default.
         public internal(set) var loadBalancing: LoadBalancingAlgorithm?
         public let cursor: PoolCursor
+        /// When an endpoint was last added, refreshed or removed (gorouter's pool `updatedAt`): how
+        /// long an empty route has been empty.
+        public internal(set) var updatedAt: NIODeadline
 
-        init(uri: RouteURI) {
+        init(uri: RouteURI, now: NIODeadline) {
             self.uri = uri
             self.endpoints = []
             self.cursor = PoolCursor()
+            self.updatedAt = now
         }
 
         /// The endpoint with this instance GUID.
@@ -57,8 +65,12 @@ public struct RoutingTable: Sendable {
 
     /// host -> pools, longest context path first.
     private var hosts: [String: [Pool]] = [:]
+    /// How long a route without endpoints is kept (answering 503); nil deletes it at once (404).
+    public let emptyPoolTimeout: TimeAmount?
 
-    public init() {}
+    public init(emptyPoolTimeout: TimeAmount? = nil) {
+        self.emptyPoolTimeout = emptyPoolTimeout
+    }
 
     public var isEmpty: Bool { hosts.isEmpty }
 
@@ -103,7 +115,7 @@ public struct RoutingTable: Sendable {
             if let existing = pools.firstIndex(where: { $0.uri.contextPath == uri.contextPath }) {
                 poolIndex = existing
             } else {
-                pools.append(Pool(uri: uri))
+                pools.append(Pool(uri: uri, now: now))
                 poolIndex = pools.count - 1
             }
             var pool = pools[poolIndex]
@@ -131,6 +143,7 @@ public struct RoutingTable: Sendable {
                 outcomes.append(.added)
             }
             if let algorithm { pool.loadBalancing = algorithm }
+            pool.updatedAt = now
             pools[poolIndex] = pool
             pools.sort { $0.uri.contextPath.utf8.count > $1.uri.contextPath.utf8.count }
             hosts[uri.host] = pools
@@ -150,11 +163,11 @@ public struct RoutingTable: Sendable {
     }
 
     /// Removes the endpoint at `registration.host:port` from each of its URIs; a route left with no
-    /// endpoint is deleted at once. When the message names an instance GUID, only that instance is
-    /// removed (a late unregister of a crashed instance must not remove its successor on the same port).
-    /// Returns how many endpoints were removed.
+    /// endpoint is deleted at once, or kept empty per `emptyPoolTimeout`. When the message names an
+    /// instance GUID, only that instance is removed (a late unregister of a crashed instance must not
+    /// remove its successor on the same port). Returns how many endpoints were removed.
     @discardableResult
-    public mutating func unregister(_ registration: RouteRegistration) -> Int {
+    public mutating func unregister(_ registration: RouteRegistration, now: NIODeadline) -> Int {
         let address = "\(registration.host):\(registration.port)"
         var removed = 0
         for uriText in Set(registration.uris) {
@@ -170,30 +183,43 @@ public struct RoutingTable: Sendable {
                 }
                 return true
             }
-            removed += before - pools[poolIndex].endpoints.count
-            if pools[poolIndex].endpoints.isEmpty { pools.remove(at: poolIndex) }
+            let removedHere = before - pools[poolIndex].endpoints.count
+            removed += removedHere
+            if removedHere > 0 { pools[poolIndex].updatedAt = now }
+            if pools[poolIndex].endpoints.isEmpty && !keepsEmpty(pools[poolIndex], now: now) { pools.remove(at: poolIndex) }
             hosts[uri.host] = pools.isEmpty ? nil : pools
         }
         return removed
     }
 
-    /// Removes endpoints whose last registration is older than their stale threshold.
+    /// Removes endpoints whose last registration is older than their stale threshold, and the empty
+    /// routes `emptyPoolTimeout` no longer keeps.
     @discardableResult
     public mutating func prune(now: NIODeadline) -> [Pruned] {
         var pruned: [Pruned] = []
         for (host, pools) in hosts {
             var kept: [Pool] = []
             for var pool in pools {
+                let before = pool.endpoints.count
                 pool.endpoints.removeAll { endpoint in
                     guard !endpoint.isStatic, endpoint.updatedAt + endpoint.staleThreshold < now else { return false }
                     pruned.append(Pruned(uri: pool.uri, endpoint: endpoint))
                     return true
                 }
-                if !pool.endpoints.isEmpty { kept.append(pool) }
+                if pool.endpoints.count != before { pool.updatedAt = now }
+                if !pool.endpoints.isEmpty || keepsEmpty(pool, now: now) { kept.append(pool) }
             }
             hosts[host] = kept.isEmpty ? nil : kept
         }
         return pruned
+    }
+
+    /// Whether an empty route stays: as gorouter, while no more than `emptyPoolTimeout` has passed
+    /// since its last change (so an unregister or prune that empties it keeps it; a later prune
+    /// deletes it).
+    private func keepsEmpty(_ pool: Pool, now: NIODeadline) -> Bool {
+        guard let emptyPoolTimeout, emptyPoolTimeout.nanoseconds > 0 else { return false }
+        return now - pool.updatedAt <= emptyPoolTimeout
     }
 
     /// The route for a request: the host (without port, any case) and the longest context path that is

@@ -369,11 +369,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             guard let parsed = AppInstanceTarget(header: header) else { return answer(.invalidAppInstanceHeader, context: context) }
             target = parsed
         }
-        guard let pool = loop.lookup(host: request.host, path: exchange.target), !pool.endpoints.isEmpty else {
+        let found = loop.lookup(host: request.host, path: exchange.target)
+        guard let pool = found, !pool.endpoints.isEmpty else {
             if let target {
                 return answer(.unknownInstance(host: request.host, appGUID: target.appGUID, index: target.index), context: context)
             }
-            return answer(.unknownRoute(host: request.host), context: context)
+            // A route with no endpoint exists only when --empty-pool-timeout keeps it: 503, as gorouter.
+            return answer(found == nil ? .unknownRoute(host: request.host) : .noEndpoints(host: request.host), context: context)
         }
         exchange.pool = pool
         exchange.endpoints = pool.endpoints

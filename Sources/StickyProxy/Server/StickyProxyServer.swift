@@ -34,7 +34,8 @@ public final class StickyProxyServer: Service, Sendable {
     public init(configuration: ProxyConfiguration, logger: Logger = Logger(label: "sticky-proxy")) {
         self.configuration = configuration
         self.logger = logger
-        self.registry = RouteRegistry(defaultStaleThreshold: configuration.staleThreshold, logger: logger)
+        self.registry = RouteRegistry(
+            defaultStaleThreshold: configuration.staleThreshold, emptyPoolTimeout: configuration.keepEmptyRoutesFor, logger: logger)
         self.metrics = ProxyMetrics()
         self.feed = DecisionFeed()
     }
