@@ -137,6 +137,8 @@ public actor ClusterSupervisor {
     var stats: [String: EndpointStats] = [:]
     var traffic: ProxyTraffic?
     var rates: [String: Double] = [:]
+    /// The sample the next requests-per-second figures are counted from, taken at `statsTakenAt`.
+    var rateBaseline: [String: EndpointStats] = [:]
     var statsTakenAt: Duration?
     var backgroundTasks: [Task<Void, Never>] = []
     /// Registrations queued for the proxy and not yet answered.
@@ -838,18 +840,24 @@ public actor ClusterSupervisor {
         if let sample = try? await admin.traffic() { traffic = sample }
     }
 
+    /// Keeps the sample (connections, totals) and, at most once a second, the requests per second
+    /// since the previous rate's sample: a `cluster status` asking for fresh counters right after the
+    /// periodic sample must not turn a tenth of a second's requests into a rate.
     func recordStats(_ sample: [String: EndpointStats]) {
         let time = now
-        if let previous = statsTakenAt {
-            let elapsed = (time - previous).seconds
-            if elapsed > 0 {
-                rates = sample.reduce(into: [:]) { result, entry in
-                    let before = stats[entry.key]?.requestsTotal ?? entry.value.requestsTotal
-                    result[entry.key] = Double(max(0, entry.value.requestsTotal - before)) / elapsed
-                }
-            }
-        }
         stats = sample
+        guard let previous = statsTakenAt else {
+            rateBaseline = sample
+            statsTakenAt = time
+            return
+        }
+        let elapsed = (time - previous).seconds
+        guard elapsed >= 1 else { return }
+        rates = sample.reduce(into: [:]) { result, entry in
+            let before = rateBaseline[entry.key]?.requestsTotal ?? entry.value.requestsTotal
+            result[entry.key] = Double(max(0, entry.value.requestsTotal - before)) / elapsed
+        }
+        rateBaseline = sample
         statsTakenAt = time
     }
 

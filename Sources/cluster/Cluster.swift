@@ -240,7 +240,8 @@ struct Status: AsyncParsableCommand {
                 complain: { FileHandle.standardError.write(Data(($0 + "\n").utf8)) })
             return
         }
-        try await control(ControlRequest(command: .status), state: state) { response in
+        // Fresh counters from the proxy: what the user just did through it shows at once.
+        try await control(ControlRequest(command: .status, fresh: true), state: state) { response in
             guard let status = response.status else { return }
             if json {
                 let encoder = JSONEncoder()

@@ -125,6 +125,9 @@ def test_the_proxys_settings_come_from_the_config():
             with pytest.raises(urllib.error.HTTPError) as answer:
                 urllib.request.urlopen(proxy_url(cluster), timeout=10)
             assert (answer.value.code, answer.value.headers["X-Cf-Routererror"]) == emptied, setting
+            # `cluster status` reads the proxy's counters afresh: the answer just given is in them.
+            errors = cluster.status()["proxy_traffic"]["router_errors"]
+            assert errors[emptied[1]] == 1, errors
 
 
 def test_a_crash_unregisters_at_once_a_stop_after_the_exit(cluster):
