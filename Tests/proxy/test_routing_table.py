@@ -39,14 +39,20 @@ def test_longest_context_path_wins_on_segment_boundaries(proxy, backends):
     assert served_by(proxy.get("/apiary", host="app.local")) == root.instance_id
 
 
-def test_route_with_no_endpoint_left_answers_404_at_once(proxy, backends):
+def last_instance_leaves(proxy, backends):
+    """Two instances on localhost, unregistered one after the other (the one left serves everything):
+    the first instance, and the answer to a request once none is left."""
     first, second = backends(2)
     proxy.register(first)
     proxy.register(second)
     proxy.unregister(first)
     assert {served_by(proxy.get("/")) for _ in range(4)} == {second.instance_id}
     proxy.unregister(second)
-    response = proxy.get("/")
+    return first, proxy.get("/")
+
+
+def test_route_with_no_endpoint_left_answers_404_at_once(proxy, backends):
+    _, response = last_instance_leaves(proxy, backends)
     assert response.status_code == 404
     assert response.headers["X-Cf-Routererror"] == "unknown_route"
     assert proxy.routes() == {}
@@ -199,13 +205,7 @@ def test_empty_pool_timeout_keeps_a_route_with_no_instance_answering_503(proxy_f
     left answers 503 no_endpoints (cacheable for 2 s, as gorouter sends it) instead of 404, until a
     prune finds it empty for longer than the timeout; an instance registering meanwhile is served."""
     proxy = proxy_factory("--empty-pool-response-code-503", "--empty-pool-timeout", "2s", "--prune-interval", "200ms")
-    first, second = backends(2)
-    proxy.register(first)
-    proxy.register(second)
-    proxy.unregister(first)
-    assert {served_by(proxy.get("/")) for _ in range(4)} == {second.instance_id}
-    proxy.unregister(second)
-    response = proxy.get("/")
+    first, response = last_instance_leaves(proxy, backends)
     assert response.status_code == 503
     assert response.headers["X-Cf-Routererror"] == "no_endpoints"
     assert response.headers["Cache-Control"] == "public,max-age=2"
