@@ -598,14 +598,8 @@ struct ConfigFile: Decodable {
             if let value = proxy.websocketAffinity { config.proxy.websocketAffinity = value.value }
             if let value = proxy.vcapIDMeta { config.proxy.vcapIDMeta = value.value }
             if let value = proxy.stickySessionsForAuthNegotiate { config.proxy.stickySessionsForAuthNegotiate = value.value }
-            if let value = proxy.emptyPoolTimeout {
-                guard value.duration >= .zero else {
-                    throw .invalidValue(
-                        key: "proxy.empty_pool_timeout", value: DurationText.format(value.duration),
-                        expected: "0 (a route goes with its last instance: 404) or a duration such as 30s (503 for that long)")
-                }
-                config.proxy.emptyPoolTimeout = value.duration
-            }
+            // A duration is never negative (`DurationValue` refuses a sign).
+            if let value = proxy.emptyPoolTimeout { config.proxy.emptyPoolTimeout = value.duration }
             if let value = proxy.frontRouter { config.proxy.frontRouter = value.value }
             if let affinity = try Self.affinity(proxy.frontRouterAffinity, key: "proxy.front_router_affinity", allowingSame: true) {
                 config.proxy.frontRouterAffinity = affinity

@@ -11,9 +11,9 @@ public struct PortLedger: Sendable {
     private var next = 0
     private var taken: Set<Int> = []
 
+    /// `limit`: how many ports it remembers (at least one).
     public init(limit: Int = 4096) {
-        precondition(limit > 0, "a ledger remembers at least one port")
-        self.limit = limit
+        self.limit = max(1, limit)
     }
 
     public func contains(_ port: Int) -> Bool { taken.contains(port) }

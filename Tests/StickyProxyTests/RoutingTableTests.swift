@@ -99,6 +99,7 @@ struct RoutingTableTests {
         #expect(table.prune(now: t0 + .seconds(31)).map(\.endpoint.port) == [9002])
         #expect(table.lookup(host: "localhost", path: "/")?.endpoints.isEmpty == true)
         #expect(!table.isEmpty && table.endpointCount == 0)
+        #expect(table.emptyRoutes == ["localhost"])
         #expect(table.prune(now: t0 + .seconds(41)).isEmpty)
         #expect(table.lookup(host: "localhost", path: "/") != nil, "kept for 10 s, not less")
         // An instance registering meanwhile fills it again, and it is not deleted while it has one.

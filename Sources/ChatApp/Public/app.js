@@ -58,8 +58,7 @@
   function pad(n) { return String(n).padStart(2, "0"); }
   // A line's time: the time of day for today's lines; the date too for older ones (the history
   // lasts as long as Redis keeps it, days for a cluster's state folder), the year when not this one.
-  function clock(ms) {
-    const d = new Date(ms);
+  function clock(d) {
     const time = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
     const now = new Date();
     if (d.toDateString() === now.toDateString()) return time;
@@ -105,10 +104,11 @@
       user.textContent = line.user;
       meta.appendChild(user);
       if (typeof line.time === "number") {
+        const at = new Date(line.time);
         const time = document.createElement("time");
-        time.dateTime = new Date(line.time).toISOString();
-        time.title = new Date(line.time).toString();
-        time.textContent = clock(line.time);
+        time.dateTime = at.toISOString();
+        time.title = at.toString();
+        time.textContent = clock(at);
         meta.appendChild(time);
       }
       if (typeof line.instance === "string" && line.instance) {

@@ -96,14 +96,7 @@ public final class RouteRegistry: Sendable {
     /// Removes an endpoint; returns how many route entries were removed.
     @discardableResult
     public func unregister(_ registration: RouteRegistration, now: NIODeadline = .now()) -> Int {
-        let (removed, keptEmpty, timeout) = table.withLock { table in
-            let removed = table.unregister(registration, now: now)
-            let keptEmpty = Set(registration.uris).filter { uri in
-                let route = RouteURI(uri)
-                return table.pools(forHost: route.host)?.contains { $0.uri.contextPath == route.contextPath && $0.endpoints.isEmpty } == true
-            }
-            return (removed, keptEmpty.sorted(), table.emptyPoolTimeout)
-        }
+        let removed = changeTable { $0.unregister(registration, now: now) }
         generationCounter.add(1, ordering: .releasing)
         logger.info(
             "endpoint unregistered",
@@ -112,30 +105,37 @@ public final class RouteRegistry: Sendable {
                 "instance": "\(registration.privateInstanceID ?? "-")", "removed": "\(removed)",
             ]
         )
-        if removed > 0, !keptEmpty.isEmpty, let timeout {
+        return removed
+    }
+
+    /// Runs `change` on the table. With empty_pool_timeout, says which routes it left with no endpoint
+    /// (kept: 503) and which such routes it deleted (404 from now on), whether an unregister or a prune did.
+    private func changeTable<Result: Sendable>(_ change: (inout RoutingTable) -> Result) -> Result {
+        let (result, kept, deleted, timeout) = table.withLock { table -> (Result, [String], [String], TimeAmount?) in
+            guard let timeout = table.emptyPoolTimeout else { return (change(&table), [], [], nil) }
+            let before = table.emptyRoutes
+            let result = change(&table)
+            let after = table.emptyRoutes
+            return (result, after.subtracting(before).sorted(), before.subtracting(after).sorted(), timeout)
+        }
+        if let timeout, !kept.isEmpty {
             logger.notice(
                 "route kept with no instance (empty_pool_timeout): requests for it get 503 no_endpoints until an instance registers, or 404 unknown_route once it has been empty for longer than \(timeout.durationText) at a prune",
-                metadata: ["uris": "\(keptEmpty.joined(separator: ","))"]
+                metadata: ["uris": "\(kept.joined(separator: ","))"]
             )
         }
-        return removed
+        for uri in deleted {
+            logger.notice(
+                "route deleted after empty_pool_timeout with no instance: requests for it now get 404 unknown_route", metadata: ["uri": "\(uri)"])
+        }
+        if !deleted.isEmpty { generationCounter.add(1, ordering: .releasing) }
+        return result
     }
 
     /// Drops registrations older than their stale threshold.
     @discardableResult
     public func prune(now: NIODeadline = .now()) -> [RoutingTable.Pruned] {
-        let (pruned, deletedEmpty) = table.withLock { table in
-            // Only an empty route kept by empty_pool_timeout can be deleted without an endpoint pruned.
-            guard table.emptyPoolTimeout != nil else { return (table.prune(now: now), Set<String>()) }
-            let emptyBefore = Set(table.pools.filter(\.endpoints.isEmpty).map(\.uri.description))
-            let pruned = table.prune(now: now)
-            return (pruned, emptyBefore.subtracting(table.pools.map(\.uri.description)))
-        }
-        for uri in deletedEmpty.sorted() {
-            logger.notice(
-                "route deleted after empty_pool_timeout with no instance: requests for it now get 404 unknown_route", metadata: ["uri": "\(uri)"])
-        }
-        if !deletedEmpty.isEmpty && pruned.isEmpty { generationCounter.add(1, ordering: .releasing) }
+        let pruned = changeTable { $0.prune(now: now) }
         if !pruned.isEmpty {
             generationCounter.add(1, ordering: .releasing)
             for item in pruned {

@@ -79,6 +79,11 @@ public struct RoutingTable: Sendable {
         hosts.values.flatMap { $0 }.sorted { $0.uri.description < $1.uri.description }
     }
 
+    /// The routes kept with no endpoint (`emptyPoolTimeout`), by URI.
+    public var emptyRoutes: Set<String> {
+        Set(hosts.values.joined().filter(\.endpoints.isEmpty).map(\.uri.description))
+    }
+
     public var endpointCount: Int { hosts.values.reduce(0) { $0 + $1.reduce(0) { $0 + $1.endpoints.count } } }
 
     /// Adds or refreshes the endpoint `registration` describes on each of its URIs. `defaultStaleThreshold`
