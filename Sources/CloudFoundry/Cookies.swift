@@ -66,6 +66,23 @@ public struct SetCookie: Sendable, Equatable {
         }
     }
 
+    /// `SameSite` as Go writes it back after reading it: `Lax`, `Strict` or `None` in any case;
+    /// nil for another value (Go's default mode, which it does not write).
+    public var canonicalSameSite: String? {
+        switch sameSite?.lowercased() {
+        case "lax": return "Lax"
+        case "strict": return "Strict"
+        case "none": return "None"
+        default: return nil
+        }
+    }
+
+    /// `Expires` as Go writes it back after reading it: the date in IMF-fixdate; nil when it is not
+    /// a date, or one Go does not write (before 1601).
+    public var canonicalExpires: String? {
+        expires.flatMap(HTTPDate.parse).flatMap { VCAPIDMeta.writableDates.contains($0) ? HTTPDate.format($0) : nil }
+    }
+
     /// True when the cookie deletes itself: `Max-Age` of 0 or less, or an `Expires` in the past.
     public func isDeletion(nowSecondsSince1970 now: Int64) -> Bool {
         if let maxAge, maxAge <= 0 { return true }

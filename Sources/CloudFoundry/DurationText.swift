@@ -4,11 +4,28 @@ import Foundation
 /// `16m`, `1h`, or a bare number of seconds), and as Cloud Foundry prints them (`1m0s`, Go's
 /// `time.Duration` text). The one reading of durations for `cluster`, its config and sticky-proxy's flags.
 public enum DurationText {
-    /// Parses `1h2m3s`, `1.5s`, `250ms`, `30` (seconds). Nil when the text is not a duration.
+    /// Parses `1h2m3s`, `1.5s`, `250ms`, `30` (seconds). Nil when the text is not a duration
+    /// (`problem(_:)` says why).
     public static func parse(_ text: String) -> Duration? {
+        totalSeconds(text).flatMap(seconds)
+    }
+
+    /// Why `parse` refuses `text`, in a few words for an error message that names the option; nil
+    /// when it accepts it.
+    public static func problem(_ text: String) -> String? {
+        guard parse(text) == nil else { return nil }
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        if trimmed.isEmpty { return "it is empty" }
+        if trimmed.hasPrefix("-") { return "a duration cannot be negative" }
+        if let total = totalSeconds(trimmed), !total.isNaN { return "it is longer than the longest allowed, about 31 years" }
+        return "write a number and a unit, e.g. 500ms, 10s, 1m30s (units: h, m, s, ms, us, ns)"
+    }
+
+    /// The seconds `text` adds up to, not yet checked for range.
+    private static func totalSeconds(_ text: String) -> Double? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         guard !trimmed.isEmpty else { return nil }
-        if let number = Double(trimmed) { return seconds(number) }
+        if let number = Double(trimmed) { return number }
         var total = 0.0
         var rest = Substring(trimmed)
         while !rest.isEmpty {
@@ -27,7 +44,7 @@ public enum DurationText {
             default: return nil
             }
         }
-        return seconds(total)
+        return total
     }
 
     /// A number of seconds as a duration: nil unless finite, 0 or more, and under 1e9 (about 31

@@ -84,4 +84,16 @@ public struct RouteURI: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { contextPath == "/" ? host : host + contextPath }
+
+    /// The host is a name (letters, digits, `-`, `_`, `.`), an IPv4 address, or a bracketed IPv6 address:
+    /// something a request's Host header can match.
+    public var hasValidHost: Bool {
+        if host.hasPrefix("[") && host.hasSuffix("]") && host.count > 2 {
+            return host.dropFirst().dropLast().allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
+        }
+        return !host.isEmpty
+            && host.unicodeScalars.allSatisfy {
+                $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0))
+            }
+    }
 }

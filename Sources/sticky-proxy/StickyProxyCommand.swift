@@ -21,9 +21,9 @@ struct StickyProxyCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Port for requests (0 picks a free one).") var port = 8080
+    @Option(parsing: .unconditional, help: "Port for requests (0 picks a free one).") var port = 8080
     @Option(help: "Address to listen on for requests.") var bind = "127.0.0.1"
-    @Option(help: "Port of the admin API on 127.0.0.1; 0 disables it.") var adminPort = 8081
+    @Option(parsing: .unconditional, help: "Port of the admin API on 127.0.0.1; 0 disables it.") var adminPort = 8081
     @Option(help: "Bearer token for the admin API (else $STICKY_PROXY_ADMIN_TOKEN; else a random one is printed).")
     var adminToken: String?
     @Option(help: "Affinity mode: cf (gorouter), none, haproxy (inserted cookie), ip-hash (nginx style).")
@@ -47,22 +47,28 @@ struct StickyProxyCommand: AsyncParsableCommand {
     @Option(help: "Cookie inserted by --affinity haproxy.") var haproxyCookieName = "SERVERID"
     @Option(help: "Balancing algorithm: round-robin or least-connection (a route's registration may choose its own).")
     var balancing: LoadBalancingAlgorithm = .roundRobin
-    @Option(help: "In-flight requests per backend before it is skipped (0: no limit).") var maxConns = 500
-    @Option(help: "Attempts per request, each on another backend.") var maxAttempts = 3
-    @Option(help: ArgumentHelp("How long a backend that failed is skipped by round-robin.", valueName: "duration")) var retryAfterFailure =
-        ArgumentDuration(.seconds(30))
-    @Option(help: ArgumentHelp("Time to connect to a backend.", valueName: "duration")) var dialTimeout = ArgumentDuration(.seconds(5))
-    @Option(help: ArgumentHelp("Time for a whole request (0: none). Upgraded WebSockets have none.", valueName: "duration")) var requestTimeout =
-        ArgumentDuration(.seconds(900))
-    @Option(help: ArgumentHelp("Keep-alive idle time of client connections.", valueName: "duration")) var idleTimeout = ArgumentDuration(
-        .seconds(900))
-    @Option(help: ArgumentHelp("Time a client may take to send a request head once it started one.", valueName: "duration")) var headerReadTimeout =
-        ArgumentDuration(.seconds(30))
-    @Option(help: ArgumentHelp("On SIGTERM, how long in-flight requests and tunnels may go on.", valueName: "duration")) var drainTimeout =
-        ArgumentDuration(.seconds(10))
-    @Option(help: ArgumentHelp("An endpoint without a register message for this long is pruned.", valueName: "duration")) var staleThreshold =
-        ArgumentDuration(.seconds(120))
-    @Option(help: ArgumentHelp("How often stale endpoints are pruned.", valueName: "duration")) var pruneInterval = ArgumentDuration(.seconds(30))
+    // Numbers and durations take the next argument whatever it looks like, so that `--port -1` is
+    // told it is not a port instead of "missing value".
+    @Option(parsing: .unconditional, help: "In-flight requests per backend before it is skipped (0: no limit).")
+    var maxConns = 500
+    @Option(parsing: .unconditional, help: "Attempts per request, each on another backend.")
+    var maxAttempts = 3
+    @Option(parsing: .unconditional, help: .duration("How long a backend that failed is skipped by round-robin (0: not skipped)."))
+    var retryAfterFailure = ArgumentDuration(.seconds(30))
+    @Option(parsing: .unconditional, help: .duration("Time to connect to a backend."))
+    var dialTimeout = ArgumentDuration(.seconds(5))
+    @Option(parsing: .unconditional, help: .duration("Time for a whole request (0: none). Upgraded WebSockets have none."))
+    var requestTimeout = ArgumentDuration(.seconds(900))
+    @Option(parsing: .unconditional, help: .duration("Keep-alive idle time of client connections (0: none)."))
+    var idleTimeout = ArgumentDuration(.seconds(900))
+    @Option(parsing: .unconditional, help: .duration("Time a client may take to send a request head once it started one (0: none)."))
+    var headerReadTimeout = ArgumentDuration(.seconds(30))
+    @Option(parsing: .unconditional, help: .duration("On SIGTERM, how long in-flight requests and tunnels may go on (0: closed at once)."))
+    var drainTimeout = ArgumentDuration(.seconds(10))
+    @Option(parsing: .unconditional, help: .duration("An endpoint without a register message for this long is pruned."))
+    var staleThreshold = ArgumentDuration(.seconds(120))
+    @Option(parsing: .unconditional, help: .duration("How often stale endpoints are pruned (0: never)."))
+    var pruneInterval = ArgumentDuration(.seconds(30))
     @Flag(
         name: .customLong("empty-pool-response-code-503"),
         help: """
@@ -71,16 +77,30 @@ struct StickyProxyCommand: AsyncParsableCommand {
             """
     ) var emptyPoolResponseCode503 = false
     @Option(
-        help: ArgumentHelp(
-            "With --empty-pool-response-code-503: how long a route with no instance is kept (deleted by the first prune after it).",
-            valueName: "duration")) var emptyPoolTimeout = ArgumentDuration(.zero)
-    @Option(help: "Largest request header section in bytes (431 above).") var maxHeaderBytes = 1 << 20
+        parsing: .unconditional,
+        help: .duration("With --empty-pool-response-code-503: how long a route with no instance is kept (deleted by the first prune after it).")
+    )
+    var emptyPoolTimeout = ArgumentDuration(.zero)
+    @Option(parsing: .unconditional, help: "Largest request header section in bytes (431 above).")
+    var maxHeaderBytes = 1 << 20
     @Option(help: "Static routes (YAML or JSON list of register messages), never pruned.") var routesFile: String?
     @Option(help: "Access log in gorouter's format: a file, or - for standard output.") var accessLog: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
-    @Option(help: "Event loop threads.") var threads = System.coreCount
+    @Option(parsing: .unconditional, help: "Event loop threads.")
+    var threads = System.coreCount
 
     func validate() throws {
+        if adminToken?.isEmpty == true {
+            throw ValidationError("--admin-token is empty: give a token, or leave the flag out for a random one (printed at start)")
+        }
+        let durations = [
+            ("--retry-after-failure", retryAfterFailure), ("--dial-timeout", dialTimeout), ("--request-timeout", requestTimeout),
+            ("--idle-timeout", idleTimeout), ("--header-read-timeout", headerReadTimeout), ("--drain-timeout", drainTimeout),
+            ("--stale-threshold", staleThreshold), ("--prune-interval", pruneInterval), ("--empty-pool-timeout", emptyPoolTimeout),
+        ]
+        for (option, value) in durations {
+            if let problem = value.problem { throw ValidationError("\(option) '\(value.text)' is not a duration: \(problem)") }
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
@@ -173,17 +193,33 @@ enum Switch: String, ExpressibleByArgument, CaseIterable {
 extension AffinityMode: ExpressibleByArgument {}
 extension LoadBalancingAlgorithm: ExpressibleByArgument {}
 
-/// A duration flag: `500ms`, `5s`, `2m`.
+/// A duration flag: `500ms`, `5s`, `2m`. Text that is not one is kept with the reason, for
+/// `validate()` to name the flag and say why (the argument parser would only say "invalid").
 struct ArgumentDuration: ExpressibleByArgument, CustomStringConvertible {
     var amount: TimeAmount
+    var text: String
+    var problem: String?
 
-    init(_ amount: TimeAmount) { self.amount = amount }
+    init(_ amount: TimeAmount) {
+        self.amount = amount
+        self.text = amount.durationText
+    }
 
     init?(argument: String) {
-        guard let amount = TimeAmount(durationText: argument) else { return nil }
-        self.amount = amount
+        text = argument
+        if let amount = TimeAmount(durationText: argument) {
+            self.amount = amount
+        } else {
+            amount = .zero
+            problem = DurationText.problem(argument) ?? "not a duration"
+        }
     }
 
     var description: String { amount.durationText }
     var defaultValueDescription: String { description }
+}
+
+extension ArgumentHelp {
+    /// The help of a duration option.
+    static func duration(_ text: String) -> ArgumentHelp { ArgumentHelp(text, valueName: "duration") }
 }

@@ -194,6 +194,20 @@ struct CFAffinityTests {
         #expect(older.setCookies == ["__VCAP_ID__=guid-a; Path=/; HttpOnly"])
     }
 
+    @Test("SameSite and Expires are copied as Go reads and writes them: the case made canonical, what it cannot read left out")
+    func attributesAreCopiedAsGoWritesThem() {
+        let cases: [(String, String)] = [
+            ("SameSite=strict; Expires=Wed, 21 Oct 2037 07:28:00 GMT", "; Expires=Wed, 21 Oct 2037 07:28:00 GMT; HttpOnly; SameSite=Strict"),
+            ("samesite=NONE; Secure", "; HttpOnly; Secure; SameSite=None"),
+            ("SameSite=bogus; Expires=garbage", "; HttpOnly"),
+            ("Expires=Wednesday, 21-Oct-37 07:28:00 GMT", "; Expires=Wed, 21 Oct 2037 07:28:00 GMT; HttpOnly"),
+        ]
+        for (attributes, expected) in cases {
+            let result = CFAffinity(vcapIDMeta: false).response(response(setCookies: ["JSESSIONID=abc; \(attributes)"]))
+            #expect(result.setCookies == ["__VCAP_ID__=guid-a; Path=/\(expected)"], "\(attributes)")
+        }
+    }
+
     @Test func attributesAreCopiedFromTheSessionCookie() {
         let session = "JSESSIONID=abc; Path=/; Secure; SameSite=Lax; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60; Partitioned"
         let result = policy.response(response(setCookies: [session], path: "/app"))

@@ -37,6 +37,17 @@ struct HeaderRewritingTests {
         #expect(info.negotiatesAuthentication && out.contains("Authorization: Negotiate YIIG\r\n"))
     }
 
+    @Test("An absolute-form request reaches the app as gorouter sends it: the target as received, Host from its authority")
+    func absoluteFormRequestsTakeTheirHostFromTheTarget() throws {
+        let (out, info) = try rewrite("GET http://a.test/x HTTP/1.1\nHost: other.test\nX-A: 1\n\n")
+        #expect(info.host == "a.test")
+        #expect(out.hasPrefix("GET http://a.test/x HTTP/1.1\r\n") && out.contains("\r\nHost: a.test\r\n") && !out.contains("other.test"))
+        let (old, oldInfo) = try rewrite("GET http://a.test:81/x HTTP/1.0\n\n")
+        #expect(oldInfo.host == "a.test:81" && old.contains("\r\nHost: a.test:81\r\n"))
+        let (plain, _) = try rewrite("GET /x HTTP/1.1\nHost: h\n\n")
+        #expect(plain.components(separatedBy: "Host: h\r\n").count == 2)
+    }
+
     @Test func everyHeaderTheRewriterActsOnIsRecognised() throws {
         let (out, info) = try rewrite(
             """
@@ -174,6 +185,36 @@ struct HeaderRewritingTests {
         )
     }
 
+    @Test func aChunkedResponseLosesItsContentLength() throws {
+        let head = try response("HTTP/1.1 200 OK\nContent-Length: 5\nTransfer-Encoding: chunked\nX-A: 1\n\n")
+        for client in [1, 0] {
+            let framing = ResponseRewriter.framing(of: head, requestMethodIsHead: false, clientMinorVersion: client, clientKeepAlive: true)
+            let out = String(
+                buffer: ResponseRewriter.rewrite(head, response: framing, clientMinorVersion: client, vcapRequestID: "r", affinity: .nothing))
+            #expect(!out.lowercased().contains("content-length"), "HTTP/1.\(client): \(out)")
+            #expect(out.contains("Transfer-Encoding: chunked\r\n") == (client == 1))
+            #expect(out.contains("X-A: 1\r\n"))
+        }
+    }
+
+    @Test("A 204 or 304 loses its framing headers (and a 304 its Content-Type), as Go's server writes them; a HEAD response keeps its length")
+    func statusesWithoutABodyLoseTheirFraming() throws {
+        func forwarded(_ text: String, head isHead: Bool = false) throws -> String {
+            let head = try response(text)
+            let framing = ResponseRewriter.framing(of: head, requestMethodIsHead: isHead, clientMinorVersion: 1, clientKeepAlive: true)
+            return String(buffer: ResponseRewriter.rewrite(head, response: framing, clientMinorVersion: 1, vcapRequestID: "r", affinity: .nothing))
+        }
+        #expect(
+            try forwarded("HTTP/1.1 204 No Content\nContent-Length: 5\nContent-Type: text/plain\nX-A: 1\n\n")
+                == "HTTP/1.1 204 No Content\r\nContent-Type: text/plain\r\nX-A: 1\r\nX-Vcap-Request-Id: r\r\n\r\n")
+        #expect(
+            try forwarded("HTTP/1.1 304 Not Modified\nContent-Length: 5\nContent-Type: text/plain\nETag: x\n\n")
+                == "HTTP/1.1 304 Not Modified\r\nETag: x\r\nX-Vcap-Request-Id: r\r\n\r\n")
+        #expect(
+            try forwarded("HTTP/1.1 200 OK\nContent-Length: 5\nContent-Type: text/plain\n\n", head: true).contains(
+                "Content-Length: 5\r\nContent-Type: text/plain\r\n"))
+    }
+
     @Test func switchingProtocolsKeepsTheUpgradeHeaders() throws {
         let head = try response("HTTP/1.1 101 Switching Protocols\nConnection: Upgrade\nUpgrade: websocket\nSec-WebSocket-Accept: x\n\n")
         let framing = ResponseRewriter.framing(of: head, requestMethodIsHead: false, clientMinorVersion: 1, clientKeepAlive: true)
@@ -231,6 +272,35 @@ struct WireTests {
         #expect(head.contentLength == 12 && !head.chunked && head.keepAlive && head.connectionTokens.count == 1)
     }
 
+    @Test("The request target's forms, as Go's server reads them: an absolute form's authority names the host, its path routes")
+    func requestTargetForms() throws {
+        let absolute = try parse("GET http://App.test:8080/a/b?c=1 HTTP/1.1\r\nHost: other.test\r\n\r\n").get()
+        #expect(absolute.target == "http://App.test:8080/a/b?c=1" && absolute.routingTarget == "/a/b?c=1")
+        #expect(absolute.hostValue == "App.test:8080")
+        let cases: [(String, host: String, routing: String)] = [
+            ("http://user:pw@a.test/x", "a.test", "/x"),
+            ("http://a.test", "a.test", "/"),
+            ("https://a.test?q", "a.test", "/?q"),
+            ("http:/x", "h", "/x"),
+            ("http:///x", "h", "/x"),
+            ("*", "h", "*"),
+            ("/p?x=http://b.test/", "h", "/p?x=http://b.test/"),
+        ]
+        for (target, host, routing) in cases {
+            let head = try parse("GET \(target) HTTP/1.0\r\nHost: h\r\n\r\n").get()
+            #expect(head.hostValue == host && head.routingTarget == routing, "\(target)")
+        }
+        let connect = try parse("CONNECT a.test:443 HTTP/1.1\r\nHost: h\r\n\r\n").get()
+        #expect(connect.hostValue == "a.test:443" && connect.routingTarget == "/")
+        // No path, no scheme: Go's server answers 400 (url.ParseRequestURI refuses them).
+        for target in ["?x=1", "a.test/x", "a.test:80", "http:x", "1http://a/", ":/x", "http:"] {
+            guard case .failure(.malformed) = parse("GET \(target) HTTP/1.1\r\nHost: h\r\n\r\n") else {
+                Issue.record("accepted: \(target)")
+                continue
+            }
+        }
+    }
+
     @Test func methodsAreCaseSensitive() throws {
         #expect(try parse("HEAD / HTTP/1.1\r\n\r\n").get().isMethod("HEAD"))
         #expect(try !parse("head / HTTP/1.1\r\n\r\n").get().isMethod("HEAD"))
@@ -260,7 +330,9 @@ struct WireTests {
             "GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",
             "GET / HTTP/1.1\r\nX: a\u{0}b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            "GET / HTTP/2.0\r\n\r\n",
+            "GET / HTTP/1.10\r\n\r\n",
+            "GET / HTTP/11.1\r\n\r\n",
+            "GET / HTTP/1,1\r\n\r\n",
             "GET  / HTTP/1.1\r\n\r\n",
             "GET /\u{7f} HTTP/1.1\r\n\r\n",
         ]
@@ -270,6 +342,20 @@ struct WireTests {
                 continue
             }
         }
+    }
+
+    @Test("HTTP versions as Go's server takes them: any HTTP/1.x (served as 1.1), 505 for HTTP/2 and later")
+    func httpVersions() throws {
+        #expect(try parse("GET / HTTP/1.2\r\n\r\n").get().minorVersion == 1)
+        #expect(try parse("GET / HTTP/1.0\r\n\r\n").get().minorVersion == 0)
+        for version in ["2.0", "3.0", "9.9"] {
+            guard case .failure(.unsupportedVersion) = parse("GET / HTTP/\(version)\r\n\r\n") else {
+                Issue.record("HTTP/\(version) is not a 505")
+                continue
+            }
+        }
+        #expect(RequestReadError(HeadError.unsupportedVersion).status.code == 505)
+        #expect(throws: HeadError.malformed("not HTTP/1.x")) { try HTTPHeadParser.parseResponse(ByteBuffer(string: "HTTP/2.0 200 OK\r\n\r\n")) }
     }
 
     @Test func readsAStatusLine() throws {
@@ -425,7 +511,37 @@ struct AdminAPITests {
         #expect(error(.POST, "/routes/register", "{").1.contains("not a route registration"))
         #expect(error(.POST, "/routes/register", #"{"host":"h","uris":["a"]}"#).1.contains(#""port" is missing"#))
         #expect(error(.GET, "/routes/register", nil).0 == .methodNotAllowed)
+        #expect(AdminAPI.allowedMethods(path: "/routes/register") == "POST" && AdminAPI.allowedMethods(path: "/health") == "GET, HEAD")
         #expect(error(.GET, "/nope", nil).0 == .notFound)
+        // Valid JSON with a number where a whole one goes: Foundation calls it invalid JSON, with no place.
+        let fraction = error(.POST, "/routes/register", #"{"host":"127.0.0.1","port":9001.5,"uris":["a"]}"#)
+        #expect(fraction.0 == .badRequest && fraction.1.contains("a number does not fit its field"), "\(fraction)")
+        #expect(error(.POST, "/routes/register", "{").1.contains("invalid JSON"))
+        // Routes a request could never match, or that are not implemented.
+        for (uri, message) in [
+            ("*.apps.test", "wildcard route"), ("a test", "spaces or control characters"), ("a\u{1}b", "spaces or control characters"),
+            ("ex%61mple.test", "does not start with a host name"), ("[::1]/x", ""), ("my_app-1.apps.test/api", ""), ("10.0.0.1:8080", ""),
+        ] {
+            let json = String(decoding: try! JSONEncoder().encode(RouteRegistration(host: "127.0.0.1", port: 80, uris: [uri])), as: UTF8.self)
+            let answer = error(.POST, "/routes/register", json)
+            if message.isEmpty {
+                #expect(answer.0 == .ok, "\(uri): \(answer)")  // .ok: not an error (registered)
+            } else {
+                #expect(answer.0 == .badRequest && answer.1.contains(message), "\(uri): \(answer)")
+            }
+        }
+    }
+
+    @Test("The token is checked before the body's size: a stranger learns nothing from a 413")
+    func tokenBeforeSize() {
+        let anonymous = api.route(
+            method: .POST, uri: "/routes/register", authorization: nil, body: nil, bodyTooLarge: true, routes: { RoutingTable() })
+        let known = api.route(
+            method: .POST, uri: "/routes/register", authorization: "Bearer secret", body: nil, bodyTooLarge: true, routes: { RoutingTable() })
+        guard case .json(.unauthorized, _) = anonymous, case .json(.payloadTooLarge, _) = known else {
+            Issue.record("\(anonymous), \(known)")
+            return
+        }
     }
 
     @Test func listingShowsEndpointsByRoute() throws {
@@ -471,7 +587,7 @@ struct RoutesFileTests {
         do {
             _ = try RoutesFile.parse("routes:\n  - host: 127.0.0.1\n    port: 70000\n    uris: [a]\n", source: "r.yml")
         } catch {
-            #expect("\(error)" == "r.yml, route 1: \"port\" 70000 is not a TCP port (1-65535)")
+            #expect("\(error)" == "r.yml, at \"routes[0]\": \"port\" 70000 is not a TCP port (1-65535)")
         }
         #expect(throws: RoutesFile.LoadError.self) { try RoutesFile.parse("routes: [1, 2]") }
     }
@@ -497,5 +613,13 @@ struct RoutesFileTests {
         #expect(yaml.hasPrefix("r.yml is not a list of route registrations: invalid YAML: 2:1: error: parser:"), "\(yaml)")
         #expect(yaml.contains("did not find expected ',' or '}'"), "\(yaml)")
         #expect(message(#"[{"host":"#).hasPrefix("r.yml is not a list of route registrations: invalid JSON"))
+        // A route is named the same way whether decoding or checking found the problem (counted from 0).
+        #expect(
+            message(#"[{"host":"127.0.0.1","port":80,"uris":["a"]},{"host":"127.0.0.1","port":0,"uris":["a"]}]"#)
+                == #"r.yml, at "[1]": "port" 0 is not a TCP port (1-65535)"#)
+        #expect(message(" \n") == "r.yml is empty: give a list of route registrations (see the example under --routes-file in docs/sticky-proxy.md)")
+        #expect(
+            message(#"{"host":"127.0.0.1","port":80,"uris":["a"]}"#).hasPrefix(#"r.yml has no "routes" list: give a list of route registrations"#))
+        #expect(message(#"[{"host":"127.0.0.1","port":80,"uris":["*.apps.test"]}]"#).contains("wildcard route"))
     }
 }

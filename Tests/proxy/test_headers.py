@@ -105,6 +105,19 @@ def test_chunked_and_close_delimited_responses_are_reframed(proxy, backends):
     assert head.startswith(b"HTTP/1.0 200")
     assert b"transfer-encoding" not in head.lower()
     assert backend.instance_id.encode() in body
+    # An app that sends Content-Length with chunked: the chunks frame the body, the length is
+    # dropped (as Go's transport does), so no client reads a wrong length.
+    for version in (b"1.1", b"1.0"):
+        reply = raw_request(
+            proxy.port, b"GET /?chunked=1&header=Content-Length:%205 HTTP/" + version + b"\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/" + version + b" 200"), head
+        assert b"content-length" not in head.lower(), head
+        assert (b"transfer-encoding: chunked" in head.lower()) == (version == b"1.1"), head
+        if version == b"1.1":
+            assert body.endswith(b"\r\n0\r\n\r\n"), body[-20:]
+            body = b"".join(body.split(b"\r\n")[1::2])  # the chunks' data (the backend writes 7 bytes each)
+        assert backend.instance_id.encode() in body, body
 
 
 def test_head_requests_get_no_body(proxy, backends):
@@ -172,3 +185,29 @@ def test_keep_alive_connections_to_the_app_are_reused(proxy, backends):
         assert session.get(proxy.base + "/", headers={"Host": "localhost"}, timeout=10).status_code == 200
     # One pooled connection from the proxy, plus the stats request itself.
     assert backend.stats()["connections"] - before == 2
+
+
+def test_an_absolute_form_target_routes_by_its_own_host(proxy, backends):
+    """As Go's server in gorouter: `GET http://host/path` is routed by the URL's host, not the Host
+    header, and by its path; the app gets the target as sent and the URL's host as Host; the access
+    log shows the path. A target that is neither a path nor a URL is a 400."""
+    (backend,) = backends(1)
+    proxy.register(backend, uris=("localhost", "localhost/api"))
+    import json
+
+    for version, host_line in ((b"1.1", b"Host: elsewhere.test\r\n"), (b"1.0", b"")):
+        reply = raw_request(
+            proxy.port, b"GET http://LocalHost:80/api/x?y=1 HTTP/" + version + b"\r\n" + host_line + b"Connection: close\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/" + version + b" 200"), reply
+        seen = json.loads(body)
+        assert seen["target"] == "http://LocalHost:80/api/x?y=1"
+        assert seen["headers"]["host"] == ["LocalHost:80"]
+    line = proxy.wait_for_log(lambda line: "/api/x?y=1" in line)
+    assert '"GET /api/x?y=1 HTTP/1.1"' in line and line.startswith("LocalHost:80 "), line
+    # The Host header alone no longer routes it elsewhere: an absolute URL to an unknown host is a 404.
+    reply = raw_request(proxy.port, b"GET http://nowhere.test/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 404 ") and b"Requested route ('nowhere.test') does not exist." in reply, reply
+    for target in (b"?x=1", b"localhost/x"):
+        reply = raw_request(proxy.port, b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), (target, reply)

@@ -62,10 +62,12 @@ def test_access_log_counts_body_bytes_without_chunk_framing(proxy, backends):
 
 
 def test_access_log_of_router_errors_has_dashes(proxy):
-    proxy.get("/missing", host="ghost.local")
+    response = proxy.get("/missing", host="ghost.local")
     line = proxy.wait_for_log(lambda line: "/missing" in line)
     fields = LINE.match(line).groupdict()
     assert fields["status"] == "404"
+    # The error body the router wrote is counted, as gorouter's body_bytes_sent.
+    assert int(fields["bytes_out"]) == len(response.content) > 0, line
     assert fields["backend"] == "-" and fields["app"] == "-" and fields["instance"] == "-"
     assert fields["error"] == "unknown_route"
     # No app was reached: all of it is the router's time, as gorouter logs it (it used to be "-").
@@ -88,7 +90,7 @@ def test_decision_feed_streams_each_routing_decision(proxy, backends):
                     continue
                 if raw.startswith(b"data: "):
                     events.append(json.loads(raw[6:]))
-                    if len(events) == 3:
+                    if len(events) == 4:
                         return
 
     listener = threading.Thread(target=listen)
@@ -97,13 +99,17 @@ def test_decision_feed_streams_each_routing_decision(proxy, backends):
     proxy.get("/a")
     proxy.get("/b", cookies={"JSESSIONID": "x", "__VCAP_ID__": second.instance_id})
     proxy.get("/c", cookies={"JSESSIONID": "x", "__VCAP_ID__": "gone-gone-gone"})
+    proxy.get("/d", host="ghost.local")
     listener.join(timeout=20)
-    assert [e["path"] for e in events] == ["/a", "/b", "/c"]
+    assert [e["path"] for e in events] == ["/a", "/b", "/c", "/d"]
     assert events[0]["decision"] == "balanced"
     assert events[1]["decision"] == "sticky_hit" and events[1]["instance_id"] == second.instance_id
     assert events[1]["pinned_instance_id"] == second.instance_id
     assert events[2]["decision"] == "fallback_instance_gone" and events[2]["pinned_instance_id"] == "gone-gone-gone"
-    for event in events:
+    # No route, no decision: the feed says none (as the access log's "-"), not "balanced".
+    assert events[3]["status"] == 404 and events[3]["router_error"] == "unknown_route", events[3]
+    assert "decision" not in events[3] and "instance_id" not in events[3], events[3]
+    for event in events[:3]:
         assert event["status"] == 200 and event["attempt"] == 1 and event["method"] == "GET" and event["host"] == "localhost"
         assert event["vcap_request_id"] and event["time"].endswith("Z") and event["instance_index"] in ("0", "1")
 
@@ -174,3 +180,8 @@ def test_drain_timeout_closes_tunnels_and_stuck_requests(proxy_factory, backends
     assert closed
     stuck.close()
     assert_stopped_cleanly(proxy)
+    # The router cut the request off, not the client: no 499 in the access log, and the log says why.
+    (line,) = [line for line in proxy.access_log_lines() if "/?delay=20" in line]
+    fields = LINE.match(line).groupdict()
+    assert fields["status"] == '"-"' and fields["error"] == "-", line
+    assert "drain timeout reached" in proxy.program.output()

@@ -52,6 +52,19 @@ def test_duplicate_content_length_is_rejected(proxy, backends):
     assert backend.stats()["requests"] == 1
 
 
+def test_http_versions_are_taken_as_gos_server_takes_them(proxy, backends):
+    (backend,) = backends(1)
+    proxy.register(backend)
+    # HTTP/2 (or later) in an HTTP/1 request line: 505, as Go answers in gorouter.
+    reply = raw_request(proxy.port, b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), reply
+    assert reply.endswith(b"\r\n\r\nunsupported protocol version"), reply
+    # A later HTTP/1 minor version is served as HTTP/1.1.
+    reply = raw_request(proxy.port, b"GET / HTTP/1.2\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply
+    assert backend.stats()["requests"] == 2  # the HTTP/1.2 request and this stats request
+
+
 def test_bare_line_feeds_get_an_answer_at_once(proxy, backends):
     # The proxy reads heads strictly: a bare LF is refused. A head whose lines all end with a bare LF
     # used to be awaited until the header read timeout (30 s) with no answer.

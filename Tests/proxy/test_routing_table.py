@@ -174,8 +174,13 @@ def test_settings_that_cannot_work_stop_the_proxy_with_a_message_naming_the_flag
         (["--threads", "0"], "--threads must be from 1 to 1024"),
         (["--port", "70000"], "--port 70000 is not a TCP port (0-65535)"),
         (["--dial-timeout", "0"], "--dial-timeout must be more than 0"),
-        (["--dial-timeout", "1e12"], "The value '1e12' is invalid for '--dial-timeout <duration>'"),
-        (["--request-timeout", "1m30"], "The value '1m30' is invalid for '--request-timeout <duration>'"),
+        (["--dial-timeout", "1e12"], "--dial-timeout '1e12' is not a duration: it is longer than the longest allowed, about 31 years"),
+        (["--request-timeout", "1m30"], "--request-timeout '1m30' is not a duration: write a number and a unit"),
+        # A value starting with a dash is the value (it used to be "Missing value for '--dial-timeout'").
+        (["--dial-timeout", "-1s"], "--dial-timeout '-1s' is not a duration: a duration cannot be negative"),
+        (["--port", "-1"], "--port -1 is not a TCP port (0-65535)"),
+        (["--max-conns", "-1"], "--max-conns must be 0 (no limit) or more"),
+        (["--stale-threshold", "0"], "--stale-threshold must be more than 0"),
         # gorouter takes either alone and then does nothing: refused here, saying what to add.
         (["--empty-pool-response-code-503"], "--empty-pool-response-code-503 needs --empty-pool-timeout"),
         (["--empty-pool-timeout", "30s"], "--empty-pool-timeout 30s does nothing without --empty-pool-response-code-503"),

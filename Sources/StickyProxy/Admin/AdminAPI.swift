@@ -55,8 +55,24 @@ public struct AdminAPI: Sendable {
         self.token = token
     }
 
-    /// Decides what a request gets. `body` is the complete request body.
-    public func route(method: HTTPMethod, uri: String, authorization: String?, body: ByteBuffer?, routes: () -> RoutingTable) -> Outcome {
+    /// The largest request body read (a registration is a few hundred bytes).
+    public static let maxBodyBytes = 1 << 20
+
+    /// The methods an endpoint takes (the `Allow` header of a 405), nil for no such endpoint.
+    public static func allowedMethods(path: String) -> String? {
+        switch path {
+        case "/health": return "GET, HEAD"
+        case "/routes/register", "/routes/unregister": return "POST"
+        case "/routes", "/events", "/metrics": return "GET"
+        default: return nil
+        }
+    }
+
+    /// Decides what a request gets. `body` is the complete request body; `bodyTooLarge` when it was
+    /// over `maxBodyBytes` (or announced so) and not kept. The token is checked before the body.
+    public func route(
+        method: HTTPMethod, uri: String, authorization: String?, body: ByteBuffer?, bodyTooLarge: Bool = false, routes: () -> RoutingTable
+    ) -> Outcome {
         let path = String(uri.prefix { $0 != "?" })
         if path == "/health" {
             guard method == .GET || method == .HEAD else { return Self.error(.methodNotAllowed, "use GET /health") }
@@ -67,6 +83,7 @@ public struct AdminAPI: Sendable {
                 .unauthorized,
                 "missing or wrong admin token: send the header 'Authorization: Bearer <token>' (the token sticky-proxy was started with)")
         }
+        if bodyTooLarge { return Self.error(.payloadTooLarge, "the body is larger than 1 MiB: send one route registration as JSON") }
         switch path {
         case "/routes/register", "/routes/unregister":
             guard method == .POST else { return Self.error(.methodNotAllowed, "use POST \(path) with one route registration as JSON") }
@@ -76,8 +93,18 @@ public struct AdminAPI: Sendable {
                     "the body is empty: send one registration as JSON, for example {\"host\":\"127.0.0.1\",\"port\":9001,\"uris\":[\"localhost\"]}")
             }
             let registration: RouteRegistration
+            let data = Data(body.readableBytesView)
             do {
-                registration = try JSONDecoder().decode(RouteRegistration.self, from: Data(body.readableBytesView))
+                registration = try JSONDecoder().decode(RouteRegistration.self, from: data)
+            } catch DecodingError.dataCorrupted(let context)
+                where context.codingPath.isEmpty && (try? JSONSerialization.jsonObject(with: data)) != nil
+            {
+                // Foundation's decoder calls a number that does not fit its field (`"port": 9001.5`)
+                // invalid JSON, without saying where.
+                return Self.error(
+                    .badRequest,
+                    "the body is not a route registration: a number does not fit its field (\"port\" and \"stale_threshold_in_seconds\" are whole numbers)"
+                )
             } catch {
                 return Self.error(.badRequest, "the body is not a route registration: \(Self.describe(error))")
             }

@@ -9,8 +9,6 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private static let maxBodyBytes = 1 << 20
-
     private let api: AdminAPI
     private let registry: RouteRegistry
     private let metrics: ProxyMetrics
@@ -33,9 +31,22 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.head = head
             self.body = nil
             self.tooLarge = false
+            let announced = head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
+            if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                if announced > AdminAPI.maxBodyBytes {
+                    // Answered before the body is sent (curl would wait a second for a 100 first); the
+                    // connection closes after it, with the body unread.
+                    self.head = nil
+                    var closing = head
+                    closing.headers.replaceOrAdd(name: "connection", value: "close")
+                    respond(outcome(for: head, bodyTooLarge: true), head: closing, context: context)
+                    return
+                }
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            }
         case .body(var buffer):
-            guard !tooLarge else { return }
-            if (body?.readableBytes ?? 0) + buffer.readableBytes > Self.maxBodyBytes {
+            guard !tooLarge, head != nil else { return }
+            if (body?.readableBytes ?? 0) + buffer.readableBytes > AdminAPI.maxBodyBytes {
                 tooLarge = true
                 body = nil
                 return
@@ -48,20 +59,21 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            if tooLarge {
-                respond(AdminAPI.error(.payloadTooLarge, "the body is larger than 1 MiB"), head: head, context: context)
-                return
-            }
-            let outcome = api.route(
-                method: head.method,
-                uri: head.uri,
-                authorization: head.headers.first(name: "authorization"),
-                body: body,
-                routes: { registry.snapshot() }
-            )
+            let outcome = outcome(for: head, bodyTooLarge: tooLarge)
             body = nil
             respond(outcome, head: head, context: context)
         }
+    }
+
+    private func outcome(for head: HTTPRequestHead, bodyTooLarge: Bool) -> AdminAPI.Outcome {
+        api.route(
+            method: head.method,
+            uri: head.uri,
+            authorization: head.headers.first(name: "authorization"),
+            body: bodyTooLarge ? nil : body,
+            bodyTooLarge: bodyTooLarge,
+            routes: { registry.snapshot() }
+        )
     }
 
     private func respond(_ outcome: AdminAPI.Outcome, head: HTTPRequestHead, context: ChannelHandlerContext) {
@@ -107,6 +119,9 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let contentType { headers.add(name: "Content-Type", value: contentType) }
         headers.add(name: "Content-Length", value: String(body?.readableBytes ?? 0))
         if status == .unauthorized { headers.add(name: "WWW-Authenticate", value: "Bearer") }
+        if status == .methodNotAllowed, let allowed = AdminAPI.allowedMethods(path: String(head.uri.prefix { $0 != "?" })) {
+            headers.add(name: "Allow", value: allowed)
+        }
         let keepAlive = head.isKeepAlive
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)

@@ -124,8 +124,9 @@ public struct CFAffinity: AffinityPolicy {
         for session in sessionCookies {
             var cookie = vcapID
             cookie.secure = cookie.secure || session.secure
-            cookie.sameSite = session.sameSite
-            cookie.expires = session.expires
+            // Go's cookie reader in gorouter keeps what it understands, and writes it its own way.
+            cookie.sameSite = session.canonicalSameSite
+            cookie.expires = session.canonicalExpires
             cookie.partitioned = session.partitioned
             cookie.maxAge = session.maxAge
             if session.isDeletion(nowSecondsSince1970: now) {

@@ -122,6 +122,9 @@ public struct ProxyConfiguration: Sendable {
         if maxConnsPerBackend < 0 { errors.append("--max-conns must be 0 (no limit) or more") }
         if maxAttempts < 1 { errors.append("--max-attempts must be at least 1") }
         if dialTimeout.nanoseconds <= 0 { errors.append("--dial-timeout must be more than 0") }
+        if staleThreshold.nanoseconds <= 0 {
+            errors.append("--stale-threshold must be more than 0: an endpoint not registered again for this long is pruned")
+        }
         if maxHeaderBytes < 1024 { errors.append("--max-header-bytes must be at least 1024") }
         if emptyPoolTimeout.nanoseconds < 0 { errors.append("--empty-pool-timeout must be 0 or more") }
         if emptyPoolResponseCode503 && emptyPoolTimeout.nanoseconds == 0 {

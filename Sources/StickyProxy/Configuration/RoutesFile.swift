@@ -3,7 +3,8 @@ import Foundation
 import Yams
 
 /// Static routes for standalone use (`--routes-file`): gorouter register messages in YAML or JSON,
-/// either as a list or under a `routes:` key. Static routes are never pruned.
+/// either as a list or under a `routes:` key. Static routes are never pruned. Errors name a route
+/// as decoding errors do (`routes[1]`, counted from 0).
 ///
 /// ```yaml
 /// routes:
@@ -35,8 +36,14 @@ public enum RoutesFile {
 
     public static func parse(_ text: String, source: String = "routes file") throws -> [RouteRegistration] {
         let trimmed = text.drop { $0 == " " || $0 == "\n" || $0 == "\r" || $0 == "\t" }
+        guard !trimmed.isEmpty else {
+            throw LoadError(
+                description: "\(source) is empty: give a list of route registrations (see the example under --routes-file in docs/sticky-proxy.md)")
+        }
         let routes: [RouteRegistration]
         let isJSON = trimmed.first == "{" || trimmed.first == "["
+        // Where each route is, as decoding errors name it: `[1]` in a list, `routes[1]` under the key.
+        let isList = trimmed.first == "[" || trimmed.first == "-"
         do {
             if isJSON {
                 let data = Data(text.utf8)
@@ -50,6 +57,11 @@ public enum RoutesFile {
             } else {
                 routes = try YAMLDecoder().decode(Document.self, from: text).routes
             }
+        } catch DecodingError.keyNotFound(let key, let context) where key.stringValue == "routes" && context.codingPath.isEmpty {
+            throw LoadError(
+                description:
+                    "\(source) has no \"routes\" list: give a list of route registrations, or put them under \"routes:\" (one registration alone must be in a list too)"
+            )
         } catch let error as DecodingError {
             throw LoadError(
                 description: "\(source) is not a list of route registrations: \(AdminAPI.describe(error, format: isJSON ? "JSON" : "YAML"))")
@@ -58,7 +70,7 @@ public enum RoutesFile {
         }
         for (index, route) in routes.enumerated() {
             if let problem = RouteRegistry.problem(with: route) {
-                throw LoadError(description: "\(source), route \(index + 1): \(problem)")
+                throw LoadError(description: "\(source), at \"\(isList ? "" : "routes")[\(index)]\": \(problem)")
             }
         }
         return routes

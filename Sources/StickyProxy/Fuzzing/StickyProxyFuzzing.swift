@@ -28,6 +28,7 @@ package enum StickyProxyFuzzing {
                     negotiatesAuthentication: request.negotiatesAuthentication))
             let again = reparsed(forwarded, isRequest: true, "the request forwarded to the app")
             precondition(again.method == head.method && again.target == head.target, "the forwarded request line changed")
+            precondition(again.hostValue == head.hostValue, "the app would see another host than the one that routed")
             precondition(again.contentLength == head.contentLength && again.chunked == head.chunked, "the forwarded request's framing changed")
         }
         var framer = BodyFramer(head.requestBodyFraming)

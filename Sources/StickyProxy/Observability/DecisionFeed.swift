@@ -11,7 +11,8 @@ public struct RoutingEvent: Sendable, Codable, Equatable {
     public var method: String
     public var host: String
     public var path: String
-    public var decision: RoutingDecisionKind
+    /// Absent when the request reached no routing decision (a router error such as 404 `unknown_route`).
+    public var decision: RoutingDecisionKind?
     public var instanceID: String?
     public var instanceIndex: String?
     public var appID: String?

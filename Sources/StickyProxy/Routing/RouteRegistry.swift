@@ -49,6 +49,18 @@ public final class RouteRegistry: Sendable {
         if !(1...65535).contains(registration.port) { return "\"port\" \(registration.port) is not a TCP port (1-65535)" }
         if registration.uris.isEmpty { return "\"uris\" is empty: give at least one route, for example \"localhost\"" }
         if let bad = registration.uris.first(where: { RouteURI($0).host.isEmpty }) { return "route \"\(bad)\" has no host" }
+        if let bad = registration.uris.first(where: {
+            $0.unicodeScalars.contains { $0.properties.isWhitespace || $0.properties.generalCategory == .control }
+        }) {
+            return
+                "route \(String(reflecting: bad)) has spaces or control characters: give a host name and an optional path, for example \"localhost/api\""
+        }
+        if let bad = registration.uris.first(where: { RouteURI($0).host.hasPrefix("*.") }) {
+            return "route \"\(bad)\" is a wildcard route, which sticky-proxy does not implement: register each host name instead"
+        }
+        if let bad = registration.uris.first(where: { !RouteURI($0).hasValidHost }) {
+            return "route \"\(bad)\" does not start with a host name: use letters, digits, '-', '_' and '.', or an IP address"
+        }
         if let algorithm = registration.options?.loadBalancing, !algorithm.isEmpty, LoadBalancingAlgorithm(rawValue: algorithm) == nil {
             return "\"options.loadbalancing\" is \"\(algorithm)\": use round-robin or least-connection"
         }

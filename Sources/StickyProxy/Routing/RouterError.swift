@@ -119,23 +119,32 @@ public enum RequestReadError: Sendable, Equatable {
     case badRequest
     /// Header section over the limit: 431.
     case headersTooLarge
+    /// A request line in HTTP/2 or later: 505.
+    case versionNotSupported
 
     public var status: HTTPResponseStatus {
         switch self {
         case .badRequest: return .badRequest
         case .headersTooLarge: return .requestHeaderFieldsTooLarge
+        case .versionNotSupported: return .httpVersionNotSupported
         }
     }
 
+    /// Go's words for each.
     public var body: String {
         switch self {
         case .badRequest: return "400 Bad Request"
         case .headersTooLarge: return "431 Request Header Fields Too Large"
+        case .versionNotSupported: return "unsupported protocol version"
         }
     }
 
     init(_ error: HeadError) {
-        self = error == .tooLarge ? .headersTooLarge : .badRequest
+        switch error {
+        case .tooLarge: self = .headersTooLarge
+        case .unsupportedVersion: self = .versionNotSupported
+        case .malformed: self = .badRequest
+        }
     }
 
     /// The whole response; the connection is closed after it.

@@ -47,8 +47,8 @@ final class Exchange {
         self.isHeadRequest = head.isMethod("HEAD")
     }
 
-    /// The request target, read once.
-    private(set) lazy var target: String = head.target
+    /// The request target, read once: the path and query (an absolute-form target without its scheme and authority, as Go's `URL.RequestURI()`).
+    private(set) lazy var target: String = head.routingTarget
     private(set) lazy var method: String = head.method
 
     /// The client's HTTP minor version (0 or 1), read once.
@@ -87,6 +87,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private var needsBackendFlush = false
     private var closeAfterExchange = false
     private var closing = false
+    /// The drain timeout closed this connection: a request cut off is not the client's 499.
+    private var closedByDrainTimeout = false
     private var processingClientInput = false
 
     // Backend input
@@ -161,7 +163,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 releaseInFlight()
                 dropBackend()
                 if let exchange, !exchange.logged {
-                    if !responseStarted {
+                    if !responseStarted && !closedByDrainTimeout {
                         exchange.status = 499
                         core.metrics.routerError(.clientClosedRequest)
                     }
@@ -188,6 +190,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
         if case ChannelEvent.inputClosed = event {
             context.close(promise: nil)
+            return
+        }
+        if event is StickyProxyServer.DrainTimeoutReached {
+            closedByDrainTimeout = true
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -903,6 +909,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         core.metrics.routerError(error)
         exchange.status = Int(error.status.code)
         exchange.routerError = error.routerErrorHeader
+        // gorouter's access log counts the error body it wrote (its body_bytes_sent).
+        exchange.bytesSent = error.body.utf8.count
         let close = closeAfterExchange || exchange.request.isUpgrade
         finishLogging(exchange)
         let response = error.response(minorVersion: exchange.minorVersion, vcapRequestID: exchange.requestID, close: close)
@@ -1067,7 +1075,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                     method: exchange.method,
                     host: exchange.request.host,
                     path: String(target.prefix { $0 != "?" }),
-                    decision: exchange.decision ?? .balanced,
+                    decision: exchange.decision,
                     instanceID: exchange.decision == nil ? nil : endpoint?.instanceID,
                     instanceIndex: exchange.decision == nil ? nil : endpoint?.instanceIndex,
                     appID: exchange.decision == nil ? nil : endpoint?.appID,

@@ -45,6 +45,10 @@ public final class StickyProxyServer: Service, Sendable {
     /// The admin API's port, once started (nil when disabled).
     public var adminPort: Int? { state.withLock { $0.adminPort } }
 
+    /// Told to each client connection the drain timeout closes, so that it does not log the request
+    /// it cuts off as the client's doing (499).
+    struct DrainTimeoutReached {}
+
     public enum StartError: Error, CustomStringConvertible {
         case invalidConfiguration([String])
         case cannotListen(what: String, address: String, underlying: any Error)
@@ -60,7 +64,11 @@ public final class StickyProxyServer: Service, Sendable {
                 if let error = error as? IOError, error.errnoCode == EACCES {
                     return "cannot listen for \(what) on \(address): permission denied (ports below 1024 need root). Pick a port above 1024."
                 }
-                return "cannot listen for \(what) on \(address): \(error). Is another program using that port? Pick another one."
+                if error is SocketAddressError || (error as? IOError)?.errnoCode == EADDRNOTAVAIL {
+                    return
+                        "cannot listen for \(what) on \(address): that is not an address of this machine (\(error)). Give --bind an IP address of this machine, such as 127.0.0.1."
+                }
+                return "cannot listen for \(what) on \(address): \(error)."
             }
         }
     }
@@ -200,10 +208,18 @@ public final class StickyProxyServer: Service, Sendable {
         } else {
             drained.succeed()
         }
-        let timeout = group.next().scheduleTask(in: configuration.drainTimeout) {
+        let logger = self.logger
+        let drainTimeout = configuration.drainTimeout
+        let timeout = group.next().scheduleTask(in: drainTimeout) {
+            logger.warning(
+                "drain timeout reached: closing the client connections still open; a request cut off is logged with status - (no response, or part of one), not as the client's 499",
+                metadata: ["drain_timeout": "\(drainTimeout.durationText)"])
             for loop in core.allLoopContexts {
                 loop.eventLoop.execute {
-                    for channel in loop.clientChannels.values { channel.close(promise: nil) }
+                    for channel in loop.clientChannels.values {
+                        channel.pipeline.fireUserInboundEventTriggered(DrainTimeoutReached())
+                        channel.close(promise: nil)
+                    }
                 }
             }
         }

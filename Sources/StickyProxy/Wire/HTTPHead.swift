@@ -37,6 +37,7 @@ enum KnownHeader: UInt8, Sendable {
     case cacheControl
     case authorization
     case wwwAuthenticate
+    case contentType
 
     /// Classifies a header name (any case) without allocating.
     static func classify(_ name: UnsafeRawBufferPointer) -> KnownHeader {
@@ -55,6 +56,7 @@ enum KnownHeader: UInt8, Sendable {
             if equals("trailer") { return .trailer }
             if equals("referer") { return .referer }
             return .other
+        case 12: return equals("content-type") ? .contentType : .other
         case 10:
             if equals("connection") { return .connection }
             if equals("set-cookie") { return .setCookie }
@@ -110,6 +112,8 @@ enum HeadError: Error, Equatable {
     case malformed(String)
     /// The header section is larger than allowed: 431.
     case tooLarge
+    /// A request in HTTP/2 or later on an HTTP/1 connection: 505, as Go's server answers it.
+    case unsupportedVersion
 }
 
 /// The parts of a request or response head the proxy needs, read from its bytes in one pass. Field
@@ -122,6 +126,12 @@ struct HTTPHead: Sendable {
     var first: Range<Int> = 0..<0
     /// Request: target; response: reason phrase.
     var second: Range<Int> = 0..<0
+    /// Request: the part of the target that routes, in origin form (path and query): the whole
+    /// target, or what follows the authority of an absolute form (`GET http://host/path`).
+    var originForm: Range<Int> = 0..<0
+    /// Request: the authority of an absolute-form target (host and port, no user info), or of a
+    /// CONNECT. As in Go's server, it names the host instead of the Host header.
+    var targetAuthority: Range<Int>?
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     var minorVersion = 1
     var statusCode = 0
@@ -181,7 +191,14 @@ struct HTTPHead: Sendable {
 
     var method: String { string(first) }
     var target: String { string(second) }
-    var hostValue: String { host.map(string) ?? "" }
+    /// The target as routes and logs see it: the path and query (`/` when an absolute form has no path).
+    var routingTarget: String {
+        if originForm == second { return target }
+        let path = string(originForm)
+        return path.hasPrefix("/") ? path : "/" + path
+    }
+    /// The host that routes the request: the absolute-form target's authority, else the Host header.
+    var hostValue: String { (targetAuthority ?? host).map(string) ?? "" }
 
     /// Values of every field of `kind`.
     func values(_ kind: KnownHeader) -> [String] {
@@ -383,12 +400,53 @@ enum HTTPHeadParser {
         }
         guard targetEnd > targetStart, targetEnd < end else { throw .malformed("no request target") }
         head.second = targetStart..<targetEnd
-        head.minorVersion = try version(raw, from: targetEnd + 1, to: end)
+        head.originForm = head.second
+        if raw[targetStart] != UInt8(ascii: "/") { try parseOtherTargetForm(raw, into: &head) }
+        head.minorVersion = try version(raw, from: targetEnd + 1, to: end, isRequest: true)
+    }
+
+    /// A target that is not a path: `*`, an absolute URI (`http://host:port/path?query`, whose
+    /// authority then names the host), or the authority of a CONNECT. Anything else (`?x=1`,
+    /// `host/path`) is refused, as Go's server refuses it (400).
+    private static func parseOtherTargetForm(_ raw: UnsafeRawBufferPointer, into head: inout HTTPHead) throws(HeadError) {
+        let target = head.second
+        if target.count == 1 && raw[target.lowerBound] == UInt8(ascii: "*") { return }
+        if UnsafeRawBufferPointer(rebasing: raw[head.first]).elementsEqual("CONNECT".utf8) {
+            head.targetAuthority = target
+            head.originForm = target.upperBound..<target.upperBound
+            return
+        }
+        // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ":" and a path or "//" authority.
+        var index = target.lowerBound
+        func isSchemeByte(_ byte: UInt8, first: Bool) -> Bool {
+            let letter = (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z")
+            if first { return letter }
+            return letter || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "-")
+                || byte == UInt8(ascii: ".")
+        }
+        while index < target.upperBound && isSchemeByte(raw[index], first: index == target.lowerBound) { index += 1 }
+        guard index > target.lowerBound, index + 1 < target.upperBound, raw[index] == UInt8(ascii: ":"), raw[index + 1] == UInt8(ascii: "/") else {
+            throw .malformed("invalid request target")
+        }
+        index += 1
+        guard index + 1 < target.upperBound, raw[index + 1] == UInt8(ascii: "/") else {
+            // `scheme:/path`: no authority, the Host header names the host.
+            head.originForm = index..<target.upperBound
+            return
+        }
+        var authorityStart = index + 2
+        var authorityEnd = authorityStart
+        while authorityEnd < target.upperBound && raw[authorityEnd] != UInt8(ascii: "/") && raw[authorityEnd] != UInt8(ascii: "?") {
+            if raw[authorityEnd] == UInt8(ascii: "@") { authorityStart = authorityEnd + 1 }
+            authorityEnd += 1
+        }
+        head.originForm = authorityEnd..<target.upperBound
+        if authorityEnd > authorityStart { head.targetAuthority = authorityStart..<authorityEnd }
     }
 
     private static func parseStatusLine(_ raw: UnsafeRawBufferPointer, end: Int, into head: inout HTTPHead) throws(HeadError) {
         guard end >= 12 else { throw .malformed("short status line") }
-        head.minorVersion = try version(raw, from: 0, to: 8)
+        head.minorVersion = try version(raw, from: 0, to: 8, isRequest: false)
         guard raw[8] == 0x20 else { throw .malformed("invalid status line") }
         var code = 0
         for index in 9..<12 {
@@ -402,15 +460,17 @@ enum HTTPHeadParser {
         head.second = end > 12 ? 13..<end : end..<end
     }
 
-    private static func version(_ raw: UnsafeRawBufferPointer, from start: Int, to end: Int) throws(HeadError) -> Int {
-        guard end - start == 8, equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[start..<(start + 7)]), "http/1.") else {
-            throw .malformed("not HTTP/1.x")
+    /// `HTTP/X.Y` as Go reads it (one digit each): 0 for HTTP/1.0, 1 for any later HTTP/1 (a request
+    /// in HTTP/1.2 is served as 1.1); a request in HTTP/2 or later is `unsupportedVersion` (505).
+    private static func version(_ raw: UnsafeRawBufferPointer, from start: Int, to end: Int, isRequest: Bool) throws(HeadError) -> Int {
+        func digit(_ byte: UInt8) -> Int? { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") ? Int(byte - UInt8(ascii: "0")) : nil }
+        guard end - start == 8, equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[start..<(start + 5)]), "http/"),
+            raw[start + 6] == UInt8(ascii: "."), let major = digit(raw[start + 5]), let minor = digit(raw[start + 7])
+        else {
+            throw .malformed("not an HTTP version")
         }
-        switch raw[start + 7] {
-        case UInt8(ascii: "1"): return 1
-        case UInt8(ascii: "0"): return 0
-        default: throw .malformed("not HTTP/1.0 or HTTP/1.1")
-        }
+        guard major == 1 else { throw isRequest && major > 1 ? .unsupportedVersion : .malformed("not HTTP/1.x") }
+        return minor == 0 ? 0 : 1
     }
 
     /// The index of the CR of the line starting at `from`; a bare LF is an error (nil).

@@ -2,7 +2,8 @@ import NIOCore
 
 /// The facts about a client request that routing, retries and the logs need.
 public struct InboundRequest: Sendable {
-    /// The Host header as sent (with any port); empty when missing.
+    /// The Host header as sent (with any port), or the authority of an absolute-form target; empty
+    /// when missing.
     public var host: String = ""
     public var cookieHeaders: [String] = []
     public var appInstanceHeader: String?
@@ -64,6 +65,9 @@ enum RequestRewriter {
                     if request.forwardedProto == "http" { request.forwardedProto = head.string(field.value) }
                 case .upgrade:
                     guard request.isUpgrade else { continue }
+                case .host:
+                    // An absolute-form target names the host: the app gets it as Host (Go's req.Host).
+                    guard head.targetAuthority == nil else { continue }
                 case .cookie:
                     let value = head.string(field.value)
                     if policy.readsCookies { request.cookieHeaders.append(value) }
@@ -80,6 +84,11 @@ enum RequestRewriter {
                 }
                 out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.line]))
             }
+        }
+        if head.targetAuthority != nil {
+            out.writeStaticString("Host: ")
+            out.writeString(request.host)
+            out.writeStaticString("\r\n")
         }
         if request.isUpgrade { out.writeStaticString("Connection: Upgrade\r\n") }
         request.forwardedFor = priorForwardedFor.isEmpty ? clientIP : priorForwardedFor.joined(separator: ", ") + ", " + clientIP
@@ -181,6 +190,9 @@ enum ResponseRewriter {
         allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) -> ByteBuffer {
         let isSwitching = head.statusCode == 101
+        // Go's server in gorouter drops the framing headers of a status that has no body (204, 304),
+        // and a 304's Content-Type.
+        let hasNoBody = head.statusCode == 204 || head.statusCode == 304
         var out = allocator.buffer(capacity: head.bytes.readableBytes + 96 + affinity.setCookies.reduce(0) { $0 + $1.utf8.count + 14 })
         let replacesCacheControl = affinity.headers.contains { headerNameIs($0.name, "cache-control") }
         head.bytes.withUnsafeReadableBytes { raw in
@@ -196,7 +208,13 @@ enum ResponseRewriter {
                 case .upgrade:
                     guard isSwitching else { continue }
                 case .transferEncoding:
-                    guard response.clientFraming != .dechunked else { continue }
+                    guard response.clientFraming != .dechunked && !hasNoBody else { continue }
+                case .contentLength:
+                    // With `Transfer-Encoding: chunked` too, the chunks frame the body: the length is
+                    // dropped, as Go's transport in gorouter does (RFC 9112 6.3: a sender MUST remove it).
+                    guard !head.chunked && !hasNoBody else { continue }
+                case .contentType:
+                    guard head.statusCode != 304 else { continue }
                 case .cacheControl:
                     guard !replacesCacheControl else { continue }
                 default:
