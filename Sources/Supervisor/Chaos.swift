@@ -120,6 +120,12 @@ public struct ChaosOptions: Sendable, Equatable {
                 + " with --redis-fault freeze: Redis would still be frozen at the next freeze"
         }
         if settle < .zero { return "--settle must be 0s or more" }
+        if every > duration && (redisEvery.map { $0 > duration } ?? true) {
+            // A run of no fault passed, and a CI gate built on it tested nothing.
+            let first = DurationText.format(redisEvery.map { min($0, every) } ?? every)
+            return
+                "--for \(DurationText.format(duration)) ends before the first fault (at \(first)): nothing would happen; make --for longer or --every shorter"
+        }
         if let maxServerErrors, maxServerErrors < 0 { return "--max-5xx must be 0 or more (not \(maxServerErrors))" }
         return users.problem
     }
@@ -393,13 +399,18 @@ public enum ChaosRun {
             report.proxyTraffic = traffic
             return traffic
         }
+        if options.users.count > 0, first.entry.url == nil {
+            throw Failure(
+                "--users sends its requests through the proxy, and this cluster has no proxy running (\(first.entry.state)): drop --users")
+        }
+        if options.redisEvery == nil, first.desiredInstances <= options.keep {
+            throw Failure(
+                "--keep \(options.keep) leaves all \(first.desiredInstances) instances alone: no fault could happen; scale up (`cluster scale \(options.keep + 1)`) or lower --keep"
+            )
+        }
         // The simulated users browse from now until the cluster is ready again (or the run ends).
         var users: VirtualUsers.Running?
-        if options.users.count > 0 {
-            guard let url = first.entry.url else {
-                throw Failure(
-                    "--users sends its requests through the proxy, and this cluster has no proxy running (\(first.entry.state)): drop --users")
-            }
+        if options.users.count > 0, let url = first.entry.url {
             users = VirtualUsers.Running(options.users, proxyURL: url)
             say(options.users.summary(proxyURL: url))
         }
@@ -437,9 +448,17 @@ public enum ChaosRun {
                     break
                 }
                 if clock.now - settleStart >= options.settle {
+                    // Diego's back-off after the third crash of an instance outlasts a short --settle: say so.
+                    let waiting = current.instances.compactMap { instance -> String? in
+                        guard let seconds = instance.nextRestartSeconds else { return nil }
+                        return
+                            "\(current.app).\(instance.index) crashed \(instance.crashes) times and restarts in \(DurationText.format(.seconds(Int(seconds.rounded(.up)))))"
+                    }
                     say(
                         "NOT ready \(DurationText.format(options.settle)) after the last fault: \(running)/\(current.desiredInstances) running"
-                            + " (see `cluster status` and `cluster logs`)")
+                            + (waiting.isEmpty
+                                ? " (see `cluster status` and `cluster logs`)"
+                                : ": \(waiting.joined(separator: "; ")) (the restart policy's back-off; a longer --settle waits for it)"))
                     settled = .notReady
                     break
                 }

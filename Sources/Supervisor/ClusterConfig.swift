@@ -115,6 +115,11 @@ public struct ClusterConfig: Sendable, Equatable {
     public var restart: RestartPolicy { RestartPolicy(name: restartPolicy, timeScale: timeScale) }
 
     /// Checks every value; the error names the key and what would be accepted.
+    /// PORT, VCAP_*, CF_INSTANCE_* and INSTANCE_*: what each instance is given (`InstanceEnvironment`).
+    static func isSetByTheCluster(_ name: String) -> Bool {
+        name == "PORT" || name.hasPrefix("VCAP_") || name.hasPrefix("CF_INSTANCE_") || name.hasPrefix("INSTANCE_")
+    }
+
     public func validate() throws(ConfigError) {
         func bad(_ key: String, _ value: String, _ expected: String) -> ConfigError {
             .invalidValue(key: key, value: value, expected: expected)
@@ -128,6 +133,13 @@ public struct ClusterConfig: Sendable, Equatable {
         }
         if app.memoryMB <= 0 { throw bad("app.memory_mb", "\(app.memoryMB)", "a positive number of megabytes") }
         if app.routes.isEmpty { throw bad("app.routes", "[]", "at least one route, for example localhost") }
+        // The variables each instance gets from the cluster, as from Diego: a value here would win
+        // over them (an app listening on a PORT that is not its own, then "not on its port").
+        if let name = app.environment.keys.sorted().first(where: Self.isSetByTheCluster) {
+            throw bad(
+                "app.env.\(name)", app.environment[name] ?? "",
+                "no \(name): the cluster sets PORT, VCAP_*, CF_INSTANCE_* and INSTANCE_* for each instance, as Cloud Foundry does")
+        }
         if !healthCheck.endpoint.hasPrefix("/") { throw bad("health_check.endpoint", healthCheck.endpoint, "a path starting with /") }
         if healthCheck.startupInterval < .milliseconds(10) {
             throw bad("health_check.startup_interval", DurationText.format(healthCheck.startupInterval), "10ms or more")

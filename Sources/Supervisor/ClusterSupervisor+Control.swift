@@ -185,11 +185,15 @@ extension ClusterSupervisor {
         }
     }
 
-    func waitForRunning(_ indices: [Int], after runs: [Int: Int] = [:]) async -> Bool {
+    /// Waits until each of `indices` runs a later run than `runs` says and is routable. With
+    /// `skippingStopped`, an instance someone stopped meanwhile counts as done (a rolling restart
+    /// goes on without it).
+    func waitForRunning(_ indices: [Int], after runs: [Int: Int] = [:], skippingStopped: Bool = false) async -> Bool {
         let timeout = config.healthCheck.startupTimeout + config.stopGracePeriod + .seconds(10)
         return await waitWhileUp(timeout) {
             indices.allSatisfy { index in
                 guard let lifecycle = self.slots[index]?.lifecycle else { return true }
+                if skippingStopped && lifecycle.isStoppedOnPurpose { return true }
                 // Routable, not only running: a rolling restart waits for each new instance to be in
                 // the route pool before it takes the next one out, as Cloud Foundry's does.
                 return lifecycle.isRoutable && lifecycle.run > (runs[index] ?? 0)
@@ -203,12 +207,19 @@ extension ClusterSupervisor {
             let indices = slots.keys.filter { slots[$0]?.lifecycle.afterStop != .remove }.sorted()
             guard !indices.isEmpty else { return .failure("there are no instances to restart") }
             if request.rolling == true {
-                let task = Task { await self.rollingRestart(indices) }
+                guard !rollingRestartRunning else {
+                    return .failure(
+                        "a rolling restart is already under way: wait for \"rolling restart done\" in `cluster logs` (two at once would stop each other's replacements)"
+                    )
+                }
+                rollingRestartRunning = true
+                let task = Task {
+                    defer { self.rollingRestartRunning = false }
+                    return await self.rollingRestart(indices)
+                }
                 if request.wait == true {
-                    let ok = await task.value
-                    return ok
-                        ? .success("rolling restart done: \(indices.count) instances, one at a time")
-                        : .failure("rolling restart stopped: an instance did not become healthy")
+                    if let stopped = await task.value { return .failure(stopped) }
+                    return .success("rolling restart done: \(indices.count) instances, one at a time")
                 }
                 return .success(
                     "rolling restart of \(indices.count) instance\(indices.count == 1 ? "" : "s") started: one at a time, "
@@ -240,10 +251,12 @@ extension ClusterSupervisor {
 
     /// One instance at a time, as Cloud Foundry's rolling strategy: a replacement starts while the old
     /// process keeps serving; once the replacement is routable the old one is stopped, and the next
-    /// index starts its replacement. An instance that is not running is restarted (stop, then start).
-    func rollingRestart(_ indices: [Int]) async -> Bool {
+    /// index starts its replacement. An instance that is not running is restarted (stop, then start);
+    /// one stopped (or scaled away) during its turn is skipped. Nil when done, else why it stopped.
+    func rollingRestart(_ indices: [Int]) async -> String? {
         event("rolling restart: \(indices.map(name).joined(separator: ", ")), one at a time, each replacement before its old process stops")
         let grace = config.stopGracePeriod
+        var skipped: [Int] = []
         for index in indices {
             guard !shuttingDown, let run = slots[index]?.lifecycle.run else { continue }
             // Not running, or an old process of an earlier rolling restart still serves (its
@@ -251,20 +264,30 @@ extension ClusterSupervisor {
             if !replace(index) {
                 apply(index) { $0.stop(now: now, gracePeriod: grace, then: .start) }
             }
-            if !(await waitForRunning([index], after: [index: run])) {
-                event(
+            if !(await waitForRunning([index], after: [index: run], skippingStopped: true)) {
+                let reason =
                     shuttingDown
-                        ? "rolling restart stopped: the cluster is stopping"
-                        : "rolling restart stopped: \(name(index)) did not become healthy"
-                            + (retirements[index] != nil ? "; its old process keeps serving until it does" : ""),
-                    index: index)
-                return false
+                    ? "rolling restart stopped: the cluster is stopping"
+                    : "rolling restart stopped: \(name(index)) did not become healthy"
+                        + (retirements[index] != nil ? "; its old process keeps serving until it does" : "")
+                event(reason, index: index)
+                return reason
+            }
+            if slots[index].map({ $0.lifecycle.isStoppedOnPurpose || $0.lifecycle.afterStop == .remove }) ?? true {
+                event("rolling restart: \(name(index)) was stopped during its turn; skipped (`cluster start \(index)` starts it)", index: index)
+                skipped.append(index)
             }
         }
         // Done once the last old process has gone too, as a Cloud Foundry deployment is.
         _ = await waitWhileUp(grace + .seconds(5)) { indices.allSatisfy { self.retirements[$0] == nil } }
-        event("rolling restart done")
-        return true
+        if shuttingDown {
+            event("rolling restart stopped: the cluster is stopping")
+            return "rolling restart stopped: the cluster is stopping"
+        }
+        event(
+            "rolling restart done"
+                + (skipped.isEmpty ? "" : " (\(skipped.map(name).joined(separator: ", ")) skipped: stopped or scaled away during the restart)"))
+        return nil
     }
 
     func redisCommand(_ request: ControlRequest) async -> ControlResponse {

@@ -131,6 +131,8 @@ public actor ClusterSupervisor {
     var pidRecord: PidRecord
     var childRecords: [String: PidRecord.Child] = [:]
     var shuttingDown = false
+    /// A rolling restart is under way (a second one is refused: the two would stop each other's replacements).
+    var rollingRestartRunning = false
     var finished = false
     var announcedReady = false
     var proxyFailing = false

@@ -98,15 +98,24 @@ public struct InstanceLaunch: Sendable, Equatable {
 
 /// Finds the program a command starts, to fail early with a clear message instead of a crash loop.
 public enum CommandLookup {
+    /// Words `/bin/sh` runs itself (POSIX builtins and reserved words), and wrappers whose program is
+    /// a later word: a command starting with one has no program to look for.
+    static let shellWords: Set<String> = [
+        ".", ":", "[", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done", "echo", "elif", "else", "env", "esac",
+        "eval", "exec", "exit", "export", "false", "fc", "fg", "fi", "for", "getopts", "hash", "if", "jobs", "kill", "local", "nice",
+        "nohup", "printf", "pwd", "read", "readonly", "return", "set", "shift", "source", "test", "then", "time", "times", "trap",
+        "true", "type", "ulimit", "umask", "unalias", "unset", "until", "wait", "while", "!",
+    ]
+
     /// The first word of a shell command when it is a plain program name or path (nil when the
-    /// command starts with shell syntax we cannot judge, such as a variable assignment).
+    /// command starts with shell syntax we cannot judge, such as a variable assignment or a builtin).
     public static func program(of command: String) -> String? {
         let trimmed = command.trimmingCharacters(in: .whitespaces)
         guard let first = trimmed.split(whereSeparator: { $0 == " " || $0 == "\t" }).first else { return nil }
         let word = String(first)
         let special: Set<Character> = ["$", "=", ";", "|", "&", "(", ")", "<", ">", "'", "\"", "`", "\\", "{", "}", "*", "?", "~"]
         guard !word.contains(where: { special.contains($0) }) else { return nil }
-        if ["exec", "env", "cd", "nice", "nohup", "time"].contains(word) { return nil }
+        if shellWords.contains(word) { return nil }
         return word
     }
 

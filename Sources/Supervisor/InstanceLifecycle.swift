@@ -149,6 +149,12 @@ public struct InstanceLifecycle: Sendable, Equatable {
     /// Running and in the route pool (what `cf app` shows as routable).
     public var isRoutable: Bool { state == .running && registered }
 
+    /// Stopped, or stopping to stay stopped or be removed: someone asked for it (a `stop`, a
+    /// scale-down), and nothing will start it again by itself.
+    public var isStoppedOnPurpose: Bool {
+        state == .stopped || (state == .stopping && afterStop != .start)
+    }
+
     /// How long the current process has been up, if it is.
     public func uptime(now: Duration) -> Duration? {
         guard processAlive, let spawnedAt else { return nil }

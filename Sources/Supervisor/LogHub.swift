@@ -161,7 +161,8 @@ final class LineWriter: @unchecked Sendable {
             if echo {
                 var text = ""
                 for line in batch { text += line.terminal + "\n" }
-                writeAll(1, text)
+                // A reader that went away (`cluster up | head`) stops the echo, not the cluster.
+                _ = writeFully(STDOUT_FILENO, text)
             }
             if file != nil {
                 // Line by line, so that the file never passes the limit by more than one line.
@@ -195,20 +196,6 @@ final class LineWriter: @unchecked Sendable {
         file = try? FileHandle(forWritingTo: logFile)
     }
 
-    private func writeAll(_ descriptor: Int32, _ text: String) {
-        var bytes = Array(text.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { buffer in
-                Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-            }
-            if written < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            offset += written
-        }
-    }
 }
 
 /// When the log file is rotated: before a line that would take it past `maxBytes` (a file that is

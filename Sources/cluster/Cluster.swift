@@ -25,7 +25,7 @@ struct Cluster: AsyncParsableCommand {
 
 /// Where the running cluster keeps its control socket.
 struct StateOption: ParsableArguments {
-    @Option(name: .long, help: "The state folder of the cluster (default: .state in the current folder).")
+    @Option(name: .long, parsing: .unconditional, help: "The state folder of the cluster (default: .state in the current folder).")
     var stateDir: String?
 
     var directory: StateDirectory { StateDirectory(path: stateDir) }
@@ -40,22 +40,25 @@ struct StateOption: ParsableArguments {
 }
 
 /// One line on standard output, at once.
-@Sendable func printLine(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+/// A line on standard output (unbuffered; a closed pipe interrupts the command as Ctrl-C would).
+@Sendable func printLine(_ line: String) { ConsoleOutput.line(line) }
 
 /// What the simulated users of `cluster chaos --users N` and `cluster users N` do.
 struct UsersOptions: ParsableArguments {
-    @Option(name: .long, help: "What each simulated user requests, over and over.")
+    @Option(name: .long, parsing: .unconditional, help: "What each simulated user requests, over and over.")
     var usersPath = "/"
-    @Option(name: .long, help: "The pause between two requests of one simulated user (10ms to 1m).")
+    @Option(name: .long, parsing: .unconditional, help: "The pause between two requests of one simulated user (10ms to 1m).")
     var usersEvery = "500ms"
     @Option(
         name: .long,
+        parsing: .unconditional,
         help:
             "Each simulated user logs in first with a form POST of user=<its name> to this path (chat-node: /user), and again after losing its session; a redirect to it is a lost session."
     )
     var usersLogin: String?
     @Option(
         name: .long,
+        parsing: .unconditional,
         help: ArgumentHelp(
             "The form the login sends, URL-encoded: {user} stands for the user's name, {field:NAME} for the login page's field NAME.",
             discussion: """
@@ -66,11 +69,14 @@ struct UsersOptions: ParsableArguments {
     var usersLoginForm = VirtualUsersOptions.defaultLoginForm
     @Option(
         name: .long,
+        parsing: .unconditional,
         help: "Text every page of a logged-in user contains in its first MiB (chat-node: data-user=): a 2xx page without it is a lost session.")
     var usersCheck: String?
-    @Option(name: .long, help: "The app's session cookie: a new value for it set on a page means the app did not know the session sent.")
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "The app's session cookie: a new value for it set on a page means the app did not know the session sent.")
     var usersCookie = "JSESSIONID"
-    @Option(name: .long, help: "Exit 1 when the simulated users lost more sessions than this.")
+    @Option(name: .long, parsing: .unconditional, help: "Exit 1 when the simulated users lost more sessions than this.")
     var maxLostSessions: Int?
 
     /// The options for `count` users; a ValidationError naming the option when one is wrong.
@@ -87,7 +93,9 @@ struct UsersOptions: ParsableArguments {
 
 /// A duration option's value (`500ms`, `10s`, `2m`); its range is for the options it goes into to check.
 func parseDuration(_ text: String, _ option: String) throws -> Duration {
-    guard let value = DurationText.parse(text) else { throw ValidationError("\(option) '\(text)' is not a duration (e.g. 500ms, 10s, 2m)") }
+    guard let value = DurationText.parse(text) else {
+        throw ValidationError("\(option) '\(text)' is not a duration: \(DurationText.problem(text) ?? "e.g. 500ms, 10s, 2m")")
+    }
     return value
 }
 
@@ -100,30 +108,32 @@ struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start Redis, the instances and the proxy; stay in the foreground, printing every log line.")
 
-    @Option(name: .long, help: "The config file (default: Configs/cluster.yml when it exists).")
+    @Option(name: .long, parsing: .unconditional, help: "The config file (default: Configs/cluster.yml when it exists).")
     var config: String?
-    @Option(name: .long, help: "How many instances.")
+    @Option(name: .long, parsing: .unconditional, help: "How many instances.")
     var instances: Int?
-    @Option(name: .long, help: "The app command (any command; instances get PORT and Cloud Foundry's environment).")
+    @Option(name: .long, parsing: .unconditional, help: "The app command (any command; instances get PORT and Cloud Foundry's environment).")
     var app: String?
     @Option(
         name: .long,
+        parsing: .unconditional,
         help: "The app's name: instances log as NAME.0, NAME.1 (default: the config's; 'app' for an --app other than chat-node).")
     var name: String?
-    @Option(name: .long, help: "The proxy's port (0: a free one).")
+    @Option(name: .long, parsing: .unconditional, help: "The proxy's port (0: a free one).")
     var port: Int?
-    @Option(name: .long, help: "The proxy's affinity mode.")
+    @Option(name: .long, parsing: .unconditional, help: "The proxy's affinity mode.")
     var affinity: Affinity?
-    @Option(name: .long, help: "Use this Redis instead of starting one (redis://host:port).")
+    @Option(name: .long, parsing: .unconditional, help: "Use this Redis instead of starting one (redis://host:port).")
     var redisURL: String?
-    @Option(name: .long, help: "The crash restart policy.")
+    @Option(name: .long, parsing: .unconditional, help: "The crash restart policy.")
     var restartPolicy: RestartPolicy.Name?
-    @Option(name: .long, help: "Multiplies the restart policy's durations (0.01: a 30s back-off becomes 0.3s).")
+    @Option(name: .long, parsing: .unconditional, help: "Multiplies the restart policy's durations (0.01: a 30s back-off becomes 0.3s).")
     var timeScale: Double?
-    @Option(name: .long, help: "The health check type.")
+    @Option(name: .long, parsing: .unconditional, help: "The health check type.")
     var healthCheck: HealthCheckType?
     @Option(
         name: .long,
+        parsing: .unconditional,
         help: "The readiness check type: while it fails, an instance is out of the route pool but keeps running (process: none).")
     var readinessCheck: HealthCheckType?
     @Flag(name: .long, help: "Run without sticky-proxy.")
@@ -136,6 +146,7 @@ struct Up: AsyncParsableCommand {
     var frontRouter = false
     @Option(
         name: .long,
+        parsing: .unconditional,
         help:
             "The front router's affinity mode (implies --front-router; default: the app router's). haproxy in front of cf: its own cookie, and __VCAP_ID__ passes through."
     )
@@ -173,7 +184,7 @@ func control(_ request: ControlRequest, state: StateOption, print handler: ((Con
             if let handler {
                 handler(response)
             } else if let message = response.message {
-                print(message)
+                printLine(message)
             }
             return true
         }
@@ -217,7 +228,7 @@ struct Status: AsyncParsableCommand {
     var json = false
     @Flag(name: .shortAndLong, help: "Show the status again every --interval, with what changed, until Ctrl-C.")
     var watch = false
-    @Option(name: .long, help: "With --watch: how often (200ms to 1m; default: 1s).")
+    @Option(name: .long, parsing: .unconditional, help: "With --watch: how often (200ms to 1m; default: 1s).")
     var interval: String?
     @OptionGroup var state: StateOption
 
@@ -236,7 +247,7 @@ struct Status: AsyncParsableCommand {
         if watch {
             await StatusWatch.run(
                 interval: try every(), json: json, redraw: isatty(STDOUT_FILENO) == 1, send: state.send,
-                write: { FileHandle.standardOutput.write(Data($0.utf8)) },
+                write: ConsoleOutput.write,
                 complain: { FileHandle.standardError.write(Data(($0 + "\n").utf8)) })
             return
         }
@@ -246,9 +257,9 @@ struct Status: AsyncParsableCommand {
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: (try? encoder.encode(status)) ?? Data(), as: UTF8.self))
+                printLine(String(decoding: (try? encoder.encode(status)) ?? Data(), as: UTF8.self))
             } else {
-                print(status.table())
+                printLine(status.table())
             }
         }
     }
@@ -332,7 +343,7 @@ struct Freeze: AsyncParsableCommand {
             times out and Diego kills it. A stop meanwhile resumes it first, so that it can handle SIGTERM.
             """)
     @OptionGroup var instance: InstanceArgument
-    @Option(name: .customLong("for"), help: "How long (e.g. 30s, 500ms; 100ms to 10m).")
+    @Option(name: .customLong("for"), parsing: .unconditional, help: "How long (e.g. 30s, 500ms; 100ms to 10m).")
     var duration = "30s"
     @OptionGroup var state: StateOption
 
@@ -418,13 +429,15 @@ struct Redis: AsyncParsableCommand {
     var action: Action
     @Option(
         name: .customLong("for"),
-        help: "freeze, slow, hang, cut: how long (e.g. 10s, 500ms; 100ms to 10m). Default: 1m for slow, 10s for the others.")
+        parsing: .unconditional, help: "freeze, slow, hang, cut: how long (e.g. 10s, 500ms; 100ms to 10m). Default: 1m for slow, 10s for the others.")
     var duration: String?
-    @Option(name: [.customShort("i"), .long], help: "slow, hang, cut, heal: the instance whose link it is (default: every instance).")
+    @Option(
+        name: [.customShort("i"), .long], parsing: .unconditional,
+        help: "slow, hang, cut, heal: the instance whose link it is (default: every instance).")
     var instance: Int?
-    @Option(name: .long, help: "slow: how late each reply and message from Redis arrives (1ms to 10s, e.g. 200ms).")
+    @Option(name: .long, parsing: .unconditional, help: "slow: how late each reply and message from Redis arrives (1ms to 10s, e.g. 200ms).")
     var latency: String?
-    @Option(name: .long, help: "slow: a random spread around --latency, at most --latency (e.g. 50ms; default 0).")
+    @Option(name: .long, parsing: .unconditional, help: "slow: a random spread around --latency, at most --latency (e.g. 50ms; default 0).")
     var jitter: String?
     @OptionGroup var state: StateOption
 
@@ -470,12 +483,13 @@ struct Chaos: AsyncParsableCommand {
             so far and what clients got through the proxy until then (exit 130). The same --seed picks the same instances (and faults) again when they are in \
             the same states. --report FILE writes all of it as JSON at the end, for a CI job to keep or compare.
             """)
-    @Option(name: .long, help: "How often an instance gets a fault (e.g. 10s, 500ms; at least 100ms).")
+    @Option(name: .long, parsing: .unconditional, help: "How often an instance gets a fault (e.g. 10s, 500ms; at least 100ms).")
     var every = "10s"
-    @Option(name: .customLong("for"), help: "How long the faults go on (e.g. 2m; at most 24h).")
+    @Option(name: .customLong("for"), parsing: .unconditional, help: "How long the faults go on (e.g. 2m; at most 24h).")
     var duration = "1m"
     @Option(
         name: .long,
+        parsing: .unconditional,
         help: """
             kill: SIGKILL, a crash restarted per the restart policy; restart: SIGTERM, then a new process; \
             freeze: SIGSTOP for --freeze-for, then SIGCONT (a hang); redis-cut: its link to Redis reset and \
@@ -484,31 +498,40 @@ struct Chaos: AsyncParsableCommand {
             random each time.
             """)
     var fault = "kill"
-    @Option(name: .long, help: "How long a freeze lasts, of an instance or of Redis, and a redis-cut or redis-hang (100ms to 10m; default 5s).")
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "How long a freeze lasts, of an instance or of Redis, and a redis-cut or redis-hang (100ms to 10m; default 5s).")
     var freezeFor: String?
     @Option(
         name: .long,
+        parsing: .unconditional,
         help: "Never take down an instance when this many or fewer are serving (running and routable, not frozen, not cut off from Redis).")
     var keep = 1
-    @Option(name: .long, help: "Also restart (or freeze, see --redis-fault) the embedded Redis this often (e.g. 1m).")
+    @Option(name: .long, parsing: .unconditional, help: "Also restart (or freeze, see --redis-fault) the embedded Redis this often (e.g. 1m).")
     var redisEvery: String?
-    @Option(name: .long, help: "What --redis-every does: restart (SIGTERM, then a new Redis) or freeze (SIGSTOP for --freeze-for).")
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "What --redis-every does: restart (SIGTERM, then a new Redis) or freeze (SIGSTOP for --freeze-for).")
     var redisFault: ChaosOptions.RedisFault?
-    @Option(name: .long, help: "After the last fault, how long the cluster has to be ready again.")
+    @Option(name: .long, parsing: .unconditional, help: "After the last fault, how long the cluster has to be ready again.")
     var settle = "30s"
-    @Option(name: .long, help: "The seed of the random choices (default: a random one, printed).")
+    @Option(name: .long, parsing: .unconditional, help: "The seed of the random choices (default: a random one, printed).")
     var seed: UInt64?
     @Option(
         name: .customLong("max-5xx"),
+        parsing: .unconditional,
         help: "Exit 1 when clients got more 5xx responses than this through the proxy, from the start of the run to the end of --settle.")
     var maxServerErrors: Int?
     @Option(
         name: .long,
+        parsing: .unconditional,
         help: ArgumentHelp(
             "Write what the run did and what clients got to this file as JSON, at the end (also when it fails or is interrupted).",
             valueName: "file"))
     var report: String?
-    @Option(name: .long, help: "Simulated users who browse the app through the proxy meanwhile, each with its own cookies (at most 1000).")
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "Simulated users who browse the app through the proxy meanwhile, each with its own cookies (at most 1000).")
     var users = 0
     @OptionGroup var simulated: UsersOptions
     @OptionGroup var state: StateOption
@@ -581,7 +604,7 @@ struct Users: AsyncParsableCommand {
             """)
     @Argument(help: "How many simulated users (1 to 1000).")
     var count = 10
-    @Option(name: .customLong("for"), help: "How long the users browse (e.g. 2m; at most 24h; default: until Ctrl-C).")
+    @Option(name: .customLong("for"), parsing: .unconditional, help: "How long the users browse (e.g. 2m; at most 24h; default: until Ctrl-C).")
     var duration: String?
     @OptionGroup var simulated: UsersOptions
     @OptionGroup var state: StateOption
@@ -619,7 +642,7 @@ struct Logs: AsyncParsableCommand {
     var index: Int? { try? InstanceIndexText.parse(words) }
     @Flag(name: .shortAndLong, help: "Keep printing new lines until interrupted.")
     var follow = false
-    @Option(name: [.customShort("n"), .long], help: "How many recent lines.")
+    @Option(name: [.customShort("n"), .long], parsing: .unconditional, help: "How many recent lines.")
     var lines = 100
     @OptionGroup var state: StateOption
 
@@ -631,7 +654,7 @@ struct Logs: AsyncParsableCommand {
     func run() async throws {
         try await control(ControlRequest(command: .logs, index: index, follow: follow, lines: lines), state: state) { response in
             // Written at once (not buffered), so that `logs -f | grep` sees each line as it comes.
-            if let line = response.line { FileHandle.standardOutput.write(Data((line.formatted(width: 7) + "\n").utf8)) }
+            if let line = response.line { printLine(line.formatted(width: 7)) }
         }
     }
 }
@@ -648,7 +671,7 @@ struct Down: AsyncParsableCommand {
     func run() async throws {
         // A killed cluster cannot be asked: what it left is stopped here, as the next `up` would.
         do {
-            if let stopped = try await ClusterUp.stopLeftovers(state.directory, report: { print("cluster: \($0)") }), stopped > 0 { return }
+            if let stopped = try await ClusterUp.stopLeftovers(state.directory, report: { printLine("cluster: \($0)") }), stopped > 0 { return }
         } catch StateError.alreadyRunning {
             // Alive: it stops itself.
         } catch {

@@ -172,6 +172,14 @@ struct ChaosTests {
         #expect(problem { $0.settle = .seconds(-1) } == "--settle must be 0s or more")
         #expect(problem { $0.maxServerErrors = -1 } == "--max-5xx must be 0 or more (not -1)")
         #expect(problem { $0.maxServerErrors = 0 } == nil)
+        // A run with no fault in it passed, testing nothing.
+        #expect(
+            problem { $0.every = .seconds(20) }
+                == "--for 10s ends before the first fault (at 20s): nothing would happen; make --for longer or --every shorter")
+        #expect(
+            problem {
+                $0.every = .seconds(20); $0.redisEvery = .seconds(5)
+            } == nil)
         #expect(problem { $0.faults = [] } == "--fault needs one or more of kill, restart, freeze, redis-cut, redis-hang")
         // --freeze-for is checked only when something freezes.
         #expect(problem { $0.freezeFor = .zero } == nil)

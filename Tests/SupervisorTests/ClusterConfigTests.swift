@@ -233,6 +233,16 @@ struct ClusterConfigTests {
             message(nil, ClusterOverrides(timeScale: 0))
                 == "--time-scale '0' is not valid: expected a factor above 0 and at most 100 (0.01 makes 30s into 0.3s)")
         #expect(message("app:\n  routes: []\n") == "my.yml:2: app.routes = '[]' is not valid: expected at least one route, for example localhost")
+        // What the cluster gives each instance cannot be overridden (PORT from the file won over the
+        // instance's own port, and the cluster then said the app was not listening on it).
+        for name in ["PORT", "VCAP_SERVICES", "CF_INSTANCE_INDEX", "INSTANCE_GUID"] {
+            let said = message("app:\n  env:\n    \(name): \"1\"\n") ?? "accepted"
+            #expect(
+                said.hasSuffix(
+                    "app.env.\(name) = '1' is not valid: expected no \(name): the cluster sets PORT, VCAP_*, CF_INSTANCE_* and INSTANCE_* for each instance, as Cloud Foundry does"
+                ), "\(said)")
+        }
+        #expect(message("app:\n  env:\n    REDIS_URL_X: \"1\"\n    PORTAL: x\n") == nil)
         #expect(
             message("time_scale: 1e3\n")
                 == "my.yml:1: time_scale = '1e3' is not valid: expected a factor above 0 and at most 100 (0.01 makes 30s into 0.3s)")

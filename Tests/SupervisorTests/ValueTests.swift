@@ -326,6 +326,10 @@ struct InstanceLaunchTests {
         #expect(CommandLookup.program(of: "  python3 -m http.server $PORT") == "python3")
         #expect(CommandLookup.program(of: "PORT=1 node app.js") == nil)
         #expect(CommandLookup.program(of: "exec node app.js") == nil)
+        // The shell runs builtins itself: `ulimit -n 4096 && app` was refused as "'ulimit' is not on PATH".
+        for command in ["ulimit -n 4096 && node app.js", "export X=1; node app.js", "set -e; node app.js", "exit 3", "if true; then node; fi"] {
+            #expect(CommandLookup.program(of: command) == nil, "\(command)")
+        }
         #expect(CommandLookup.resolve("sh", path: "/nonexistent:/bin:/usr/bin") != nil)
         #expect(CommandLookup.resolve("surely-not-a-program", path: "/bin:/usr/bin") == nil)
         #expect(CommandLookup.resolve("/bin/sh", path: "") == "/bin/sh")

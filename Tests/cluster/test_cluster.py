@@ -292,6 +292,27 @@ def test_instances_that_collide_on_a_fixed_port_are_told_why():
         assert run.output().count("is exiting after saying that an address is already in use") == 1
 
 
+@pytest.mark.cluster_config(config(app={"env": {"TESTAPP_START_DELAY": "1.5"}}))
+def test_a_rolling_restart_skips_an_instance_stopped_during_its_turn_and_runs_alone(cluster):
+    """Found by a user: `stop 0` while web.0's replacement was starting left the rolling restart
+    waiting for good, and a second rolling restart was accepted and stopped the first one's
+    replacements."""
+    cluster.wait_ready()
+    before = cluster.instances()
+    assert "rolling restart of 3 instances started" in cluster.ctl("restart", "--all", "--rolling").stdout
+    second = cluster.ctl("restart", "--all", "--rolling", check=False)
+    assert second.returncode == 1 and "a rolling restart is already under way" in second.stderr + second.stdout, second
+    cluster.expect("web.0 rolling restart: a replacement starts")
+    cluster.ctl("stop", "0")
+    cluster.expect("rolling restart: web.0 was stopped during its turn; skipped", timeout=30)
+    cluster.expect("cluster | rolling restart done (web.0 skipped", timeout=60)
+    after = cluster.instances()
+    assert after[0]["state"] == "stopped"
+    assert all(after[i]["guid"] != before[i]["guid"] and after[i]["state"] == "running" for i in (1, 2)), after
+    # Done: another one is accepted now.
+    assert "rolling restart done" in cluster.ctl("restart", "--all", "--rolling", "--wait").stdout
+
+
 def test_a_second_fixed_port_is_named_when_a_rolling_restart_collides_with_the_old_process(tmp_path):
     """An app on $PORT that also listens on a fixed port of its own (a metrics port, a debugger's): one
     instance runs fine, but in a rolling restart its replacement starts while the old process still
@@ -679,7 +700,7 @@ def test_chaos_with_a_bad_option_or_without_a_cluster_says_so(cluster, tmp_path)
         result = cluster.ctl(*args, check=False)
         assert result.returncode == 64, (args, result.returncode, result.stderr)
         assert message in result.stderr, (args, result.stderr)
-    result = subprocess.run([str(executable("cluster")), "chaos", "--for", "1s", "--state-dir", str(tmp_path / "none")],
+    result = subprocess.run([str(executable("cluster")), "chaos", "--every", "500ms", "--for", "1s", "--state-dir", str(tmp_path / "none")],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "no cluster is running with the state folder" in result.stderr
 
@@ -694,6 +715,11 @@ def test_chaos_gives_up_on_a_cluster_that_does_not_recover(cluster):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "| skip: 2 of 3 instances serving, and --keep 2 leaves them alone" in result.stdout
     assert "| NOT ready 1s after the last fault: 2/3 running" in result.stdout
+    # A run that could fault nothing is refused instead of passing (it used to say "0 kills" and exit 0).
+    result = cluster.ctl("chaos", "--every", "200ms", "--for", "1s", "--keep", "3", check=False, timeout=60)
+    assert result.returncode == 1 and "--keep 3 leaves all 3 instances alone: no fault could happen" in result.stderr, result
+    result = cluster.ctl("chaos", "--every", "10s", "--for", "2s", check=False, timeout=60)
+    assert result.returncode == 64 and "--for 2s ends before the first fault (at 10s)" in result.stderr, result
 
 
 @contextlib.contextmanager
