@@ -443,14 +443,65 @@ import Testing
         // bob left there: unlisted at once.
         presence.announced("bob", joined: false, now: 0)
         #expect(presence.takeChangedOnlineList() == ["ada", "cy"])
-        // Another instance says ada and cy left; ada has a socket here, cy left here within the grace:
-        // both stay until this instance's own heartbeat decides.
+        // Another instance says ada and cy left; ada has a socket here and stays. cy left here within
+        // the grace too (her tabs on both instances closed together): that line was her leave, and
+        // this instance gives her no second one.
         presence.announced("ada", joined: false, now: 0)
         presence.announced("cy", joined: false, now: 0)
-        #expect(presence.takeChangedOnlineList() == nil)
-        // The heartbeat has the last word on users it has shown (bob's "left" also forgot his join).
-        _ = presence.heartbeat(onlineElsewhere: [], reaped: [], now: 500)
-        #expect(presence.online == ["ada", "cy"])
+        #expect(presence.takeChangedOnlineList() == ["ada"])
+        let later = presence.heartbeat(onlineElsewhere: [], reaped: [], now: 5_000)
+        #expect(later.isEmpty)
+        #expect(presence.online == ["ada"])
+    }
+
+    @Test("A user whose tabs on two instances close together gets one left line, from the instance first by name")
+    func aUserLeavingTwoInstancesAtOnceLeavesOnce() {
+        var first = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
+        var second = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
+        for instance in [0, 1] {
+            _ = instance == 0 ? first.connected("rita") : second.connected("rita")
+        }
+        first.disconnected("rita", now: 0)
+        second.disconnected("rita", now: 0)
+        // Each publishes her with 0 sockets: leaving, not online, so neither takes her for moved
+        // (both used to, and she never left).
+        let early = second.heartbeat(onlineElsewhere: [], leavingElsewhere: ["rita": ["port-1"]], reaped: [], now: 500, instance: "port-2")
+        #expect(early.isEmpty)
+        #expect(second.online == ["rita"])  // no flicker within the grace
+        let deferred = second.heartbeat(onlineElsewhere: [], leavingElsewhere: ["rita": ["port-1"]], reaped: [], now: 1_500, instance: "port-2")
+        #expect(deferred.isEmpty)
+        let announced = first.heartbeat(onlineElsewhere: [], leavingElsewhere: ["rita": ["port-2"]], reaped: [], now: 1_600, instance: "port-1")
+        #expect(announced == ["rita"])
+        // port-1's line reaches both, and port-2 then has nothing more to say.
+        first.announced("rita", joined: false, now: 1_601)
+        second.announced("rita", joined: false, now: 1_601)
+        let after = second.heartbeat(onlineElsewhere: [], reaped: [], now: 2_500, instance: "port-2")
+        #expect(after.isEmpty)
+        #expect(first.online.isEmpty && second.online.isEmpty)
+    }
+
+    @Test("One joined line per user: a second tab joining on another instance after the first announces nothing")
+    func aJoinAnnouncedElsewhereIsNotAnnouncedAgain() {
+        var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
+        let arrived = presence.connected("vera")
+        #expect(arrived && presence.joinIsDue("vera"))
+        presence.announced("vera", joined: true, now: 10)  // her tab on the other instance joined first
+        #expect(!presence.joinIsDue("vera"))
+        // Once she has left and comes back, her next join is due again.
+        presence.disconnected("vera", now: 20)
+        presence.announced("vera", joined: false, now: 2_000)
+        _ = presence.heartbeat(onlineElsewhere: [], reaped: [], now: 2_100)
+        let back = presence.connected("vera")
+        #expect(back && presence.joinIsDue("vera"))
+    }
+
+    @Test("After failing to reach Redis, an instance reaps nobody for the presence TTL: the others may have been cut off too")
+    func noReapingRightAfterAnOutage() {
+        var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
+        #expect(presence.mayReap(now: 0))
+        presence.heartbeatFailed(now: 10_000)
+        #expect(!presence.mayReap(now: 10_500) && !presence.mayReap(now: 12_999))
+        #expect(presence.mayReap(now: 13_000))
     }
 
     @Test func anAnnouncedUserStaysListedUntilAHeartbeatShowsThem() {

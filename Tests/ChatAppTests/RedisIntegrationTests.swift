@@ -107,7 +107,10 @@ import Testing
             let seenByB = try await b.heartbeat(users: [("cy", 1), ("dee", 0)], now: 1_000)
             #expect(seenByB.onlineElsewhere == ["ada", "bob"])
             #expect(seenByB.reaped.isEmpty)
-            #expect(try await a.heartbeat(users: [("ada", 1), ("bob", 2)], now: 1_000).onlineElsewhere == ["cy", "dee"])
+            // dee's last socket on b closed (0: leaving, within the grace): not online there, but said.
+            let seenByA = try await a.heartbeat(users: [("ada", 1), ("bob", 2)], now: 1_000)
+            #expect(seenByA.onlineElsewhere == ["cy"] && seenByA.leavingElsewhere == ["dee": ["b"]])
+            #expect(!seenByA.wasReaped)
             // a stops sending heartbeats; 10 s later b reaps it, exactly once.
             let reaping = try await b.heartbeat(users: [("cy", 1), ("bob", 1)], now: 11_001)
             #expect(reaping.reapedInstances == ["a"])
@@ -140,6 +143,24 @@ import Testing
         #expect(ChatHub.describe(["a#2000", "b"]) == "a (a previous run), b")
     }
 
+    @Test("Right after an outage an instance reaps nobody, and one that was reaped while alive learns it")
+    func reapingPausedAndReapedWhileAlive() async throws {
+        try await withTwoInstances { _, _, a, b in
+            _ = try await a.heartbeat(users: [("ada", 1)], now: 1_000)
+            // Redis was out for both until 20 s: b's first heartbeat back may not reap a, whose time
+            // ran out meanwhile, and counts its users as online.
+            let paused = try await b.heartbeat(users: [("bob", 1)], now: 20_000, reap: false)
+            #expect(paused.reapedInstances.isEmpty && paused.reaped.isEmpty && paused.onlineElsewhere == ["ada"])
+            let reaping = try await b.heartbeat(users: [("bob", 1)], now: 30_000)
+            #expect(reaping.reapedInstances == ["a"] && reaping.reaped == ["ada"])
+            // a was alive, cut off from Redis: its next heartbeat finds its entry gone.
+            #expect(try await a.heartbeat(users: [("ada", 1)], now: 30_500).wasReaped)
+            #expect(try await !a.heartbeat(users: [("ada", 1)], now: 31_000).wasReaped)
+            // A first heartbeat (a new process) is never said to have been reaped.
+            #expect(try await !b.heartbeat(users: [("bob", 1)], now: 99_000, first: true).wasReaped)
+        }
+    }
+
     @Test func anInstanceThatStopsHandsItsUsersOverForTheGrace() async throws {
         try await withTwoInstances { _, _, a, b in
             _ = try await a.heartbeat(users: [("ada", 1)], now: 1_000)
@@ -147,7 +168,8 @@ import Testing
             // are handed over with 0 sockets, for a grace of 4 s.
             try await a.handOver(users: [("ada", 0), ("grace", 0)], now: 2_000, grace: .seconds(4))
             let within = try await b.heartbeat(users: [("bob", 1), ("grace", 1)], now: 5_999)
-            #expect(within.onlineElsewhere == ["ada", "grace"])  // the marker is no user
+            #expect(within.onlineElsewhere.isEmpty)
+            #expect(within.leavingElsewhere == ["ada": ["a"], "grace": ["a"]])  // the marker is no user
             #expect(within.reaped.isEmpty && within.stoppedInstances.isEmpty)
             let reaping = try await b.heartbeat(users: [("bob", 1), ("grace", 1)], now: 6_001)
             #expect(reaping.stoppedInstances == ["a"])

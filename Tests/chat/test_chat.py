@@ -1002,3 +1002,51 @@ def test_local_fanout_is_a_split_brain(redis, nodes):
     assert "FANOUT=local" in first.program.output()
     for client in (ada, bob, carol):
         client.close()
+
+
+def test_a_user_with_tabs_on_two_instances_joins_once_and_leaves_once(nodes):
+    """Found by a user: rita's two tabs, one on each instance, each announced her joining, and when
+    both closed together, each instance took the other's "leaving" entry for her being online there:
+    she never got a left line. Now the second join announces nothing, and the instance first by name
+    announces the leave, once."""
+    one, two = nodes(2, PRESENCE_INTERVAL="1", PRESENCE_TTL="3")  # grace: 2 s
+    bob = ChatClient(one, "bob")
+    first = ChatClient(one, "rita")
+    second = ChatClient(two, "rita", session=first.session)  # the same login, another tab
+    first.sio.emit("join")
+    harness.wait_until("rita's joined line", lambda: control_lines(bob, "rita", " joined the channel") == 1, timeout=10)
+    second.sio.emit("join")
+    harness.wait_until("rita listed", lambda: "rita" in bob.online, timeout=10)
+    time.sleep(1.5)  # time for a second joined line to come through, were one sent
+    assert control_lines(bob, "rita", " joined the channel") == 1
+    first.close()
+    second.close()
+    harness.wait_until("rita's left line", lambda: control_lines(bob, "rita", " left the channel") == 1, timeout=15)
+    harness.wait_until("rita off the list", lambda: bob.online == ["bob"], timeout=10)
+    time.sleep(3)  # three more heartbeats: no second left line
+    assert control_lines(bob, "rita", " left the channel") == 1
+    bob.close()
+
+
+def test_a_redis_outage_longer_than_the_presence_ttl_announces_nobody_as_gone(redis, nodes):
+    """Found by a user: Redis down for longer than PRESENCE_TTL, the first instance back reaped the
+    other, alive and cut off as it was, and erin was told she had left the channel. An instance now
+    reaps nobody for PRESENCE_TTL after it could not reach Redis itself."""
+    one, two = nodes(2, PRESENCE_INTERVAL="1", PRESENCE_TTL="6")
+    erin = ChatClient(one, "erin")
+    frank = ChatClient(two, "frank")
+    for client in (erin, frank):
+        client.sio.emit("join")
+    harness.wait_until("both listed on both", lambda: erin.online == frank.online == ["erin", "frank"], timeout=15)
+    redis_py.Redis(port=redis.port).save()  # what Redis has now is what it starts with again
+    redis.kill()
+    time.sleep(8)
+    redis.start()
+    harness.wait_until("both instances healthy again", lambda: one.healthy() and two.healthy(), timeout=30)
+    time.sleep(9)  # past PRESENCE_TTL after the outage: reaping is back on
+    for client in (erin, frank):
+        for user in ("erin", "frank"):
+            assert control_lines(client, user, " left the channel") == 0, (client.name, user, client.lines[-5:])
+    harness.wait_until("both listed on both", lambda: erin.online == frank.online == ["erin", "frank"], timeout=10)
+    erin.close()
+    frank.close()

@@ -195,6 +195,10 @@ public final class ChatHub: Sendable {
         // The others learn about a new user from its "joined" line (`join`), else with the next
         // heartbeat; lists go out at most every `onlineListPause`, however many users come and go.
         socket.emit("online", onlineList())
+        // A recovered connection continues a page that joined already, and the official client sends
+        // no `join` then: a user who was announced as gone meanwhile (their instance was down for
+        // longer than the presence TTL) is announced here.
+        if recovered { await join(socket, user: user) }
     }
 
     enum CatchUpPoint: Equatable {
@@ -299,6 +303,8 @@ public final class ChatHub: Sendable {
         }
         guard let heartbeat else { return }
         await untilWritten(heartbeat: heartbeat)
+        // A second tab on another instance joined first: its line announced the user already.
+        guard state.withLock({ $0.presence.joinIsDue(user) }) else { return }
         await control(user: user, text: ChatLine.joinedText)
     }
 
@@ -631,25 +637,34 @@ public final class ChatHub: Sendable {
     /// One heartbeat: writes this instance's users, announces who left, pushes the online list when it
     /// changed, keeps connected sockets recoverable.
     func heartbeat(registry: PresenceRegistry) async throws {
-        let (taken, pids) = state.withLock { state in
-            (state.presence.beginHeartbeat(), state.members.values.compactMap(\.pid))
-        }
         let now = Self.now()
+        let (taken, pids, reap) = state.withLock { state in
+            (state.presence.beginHeartbeat(), state.members.values.compactMap(\.pid), state.presence.mayReap(now: now))
+        }
         let beat: PresenceRegistry.Heartbeat
         do {
-            beat = try await registry.heartbeat(users: taken.users, now: now, first: taken.first)
+            beat = try await registry.heartbeat(users: taken.users, now: now, first: taken.first, reap: reap)
         } catch {
             // Redis fails: the `join`s waiting for this heartbeat go on (their line goes, or fails,
             // like any other) instead of holding their connection's events back.
-            let waiting = state.withLock { $0.takeAnnouncements(upTo: taken.number) }
+            let waiting = state.withLock { state in
+                state.presence.heartbeatFailed(now: now)
+                return state.takeAnnouncements(upTo: taken.number)
+            }
             for done in waiting { done.resume() }
             throw error
         }
-        let (left, published) = state.withLock { state in
+        let (left, published, rejoined) = state.withLock { state in
             state.presence.heartbeatWritten(taken.number)
+            // Taken for dead by another instance (cut off from Redis for the TTL), which announced
+            // this instance's users as gone: those still here and nowhere else are announced again.
+            let rejoined = beat.wasReaped ? state.presence.local.keys.filter { !beat.onlineElsewhere.contains($0) }.sorted() : []
             return (
-                state.presence.heartbeat(onlineElsewhere: beat.onlineElsewhere, reaped: beat.reaped, now: now),
-                state.takeAnnouncements(upTo: taken.number)
+                state.presence.heartbeat(
+                    onlineElsewhere: beat.onlineElsewhere, leavingElsewhere: beat.leavingElsewhere, reaped: beat.reaped, now: now,
+                    instance: registry.instance),
+                state.takeAnnouncements(upTo: taken.number),
+                rejoined
             )
         }
         for done in published { done.resume() }
@@ -660,7 +675,13 @@ public final class ChatHub: Sendable {
         if !beat.stoppedInstances.isEmpty {
             logger.info("Stopped instances reaped after their grace: \(Self.describe(beat.stoppedInstances))")
         }
+        if beat.wasReaped {
+            logger.warning(
+                "Another instance took this one for gone (no presence heartbeat from it for PRESENCE_TTL: it was cut off from Redis) and announced its users as gone; announcing those still here again: \(rejoined.joined(separator: ", "))"
+            )
+        }
         for user in left { await control(user: user, text: ChatLine.leftText) }
+        for user in rejoined { await control(user: user, text: ChatLine.joinedText) }
         try await store.refresh(pids: pids, ttl: configuration.recoveryWindow)
     }
 

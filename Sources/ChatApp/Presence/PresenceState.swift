@@ -18,6 +18,13 @@ public struct PresenceState: Sendable, Hashable {
     /// them that was written to Redis (one runs at a time, so in order).
     public private(set) var heartbeatsBegun = 0
     public private(set) var heartbeatsWritten = 0
+    /// Users a "joined" line went through the chat for (from any instance) since they came online:
+    /// another `join` for them (a second tab on another instance) announces nothing.
+    public private(set) var joinAnnounced: Set<String> = []
+    /// When this instance last failed to write a heartbeat (Redis unreachable). For `confirmWithin`
+    /// after it, it reaps no instance: their entries may have expired while they were cut off from
+    /// Redis as this one was, alive, and their users would be announced as gone.
+    public private(set) var lastHeartbeatFailure: Int64?
     /// How long a user may be gone before a "left" line (a page refresh or a failover takes less).
     public let grace: Int64
     /// How long an announced user counts as online without a heartbeat showing them: the presence
@@ -36,7 +43,25 @@ public struct PresenceState: Sendable, Hashable {
         local[user, default: 0] += 1
         leaving[user] = nil
         online.insert(user)
+        if !wasOnline { joinAnnounced.remove(user) }
         return !wasOnline
+    }
+
+    /// Whether a `join` of `user` is still to be announced: no "joined" line for them went through the
+    /// chat since they came online (one did when they joined on another instance first).
+    public func joinIsDue(_ user: String) -> Bool { !joinAnnounced.contains(user) }
+
+    /// A heartbeat could not be written at `now`.
+    public mutating func heartbeatFailed(now: Int64) {
+        lastHeartbeatFailure = now
+    }
+
+    /// Whether this instance's heartbeat at `now` may reap the instances whose time ran out: not
+    /// until `confirmWithin` after its own last failure (every live instance writes a heartbeat
+    /// within that time once Redis is back, and is then no longer expired).
+    public func mayReap(now: Int64) -> Bool {
+        guard let lastHeartbeatFailure else { return true }
+        return now - lastHeartbeatFailure >= confirmWithin
     }
 
     /// A heartbeat takes this instance's users to write them: its number (for `heartbeatWritten`), the
@@ -73,11 +98,15 @@ public struct PresenceState: Sendable, Hashable {
         }
     }
 
-    /// The heartbeat answered with the users online on the other instances (not this one's: it
-    /// publishes its leaving users too, which must not count as having come back) and the users of
-    /// instances that died (reaped by this instance). Returns who should get a "left" line now.
-    /// `now`: when the heartbeat was sent (users announced after it may be missing from its answer).
-    public mutating func heartbeat(onlineElsewhere: Set<String>, reaped: Set<String>, now: Int64) -> [String] {
+    /// The heartbeat answered with the users with sockets on the other instances (not this one's),
+    /// the users the others publish as leaving (their last socket there closed within the grace), by
+    /// instance, and the users of instances that died (reaped by this instance). Returns who should
+    /// get a "left" line now. `now`: when the heartbeat was sent (users announced after it may be
+    /// missing from its answer). `instance`: this instance's name: of the instances a user is leaving
+    /// together (their tabs on two instances closed at once), the first by name announces it, once.
+    public mutating func heartbeat(
+        onlineElsewhere: Set<String>, leavingElsewhere: [String: [String]] = [:], reaped: Set<String>, now: Int64, instance: String = ""
+    ) -> [String] {
         var everyone = onlineElsewhere
         everyone.formUnion(local.keys)
         for (user, since) in unconfirmed {
@@ -92,16 +121,21 @@ public struct PresenceState: Sendable, Hashable {
             if everyone.contains(user) {
                 leaving[user] = nil
             } else if now - since >= grace {
+                // Leaving on an instance first by name too: that one announces it, and its line ends
+                // this leave here (`announced`).
+                if leavingElsewhere[user]?.contains(where: { $0 < instance }) == true { continue }
                 leaving[user] = nil
                 left.append(user)
             }
         }
-        for user in reaped where !everyone.contains(user) && leaving[user] == nil && !left.contains(user) {
+        // Within the grace a leaving user still counts as online, here or elsewhere: a refresh does not flicker.
+        everyone.formUnion(leaving.keys)
+        everyone.formUnion(leavingElsewhere.keys)
+        for user in reaped where !everyone.contains(user) && !left.contains(user) {
             left.append(user)
         }
-        // Within the grace a leaving user still counts as online: a refresh does not flicker.
-        everyone.formUnion(leaving.keys)
         online = everyone
+        joinAnnounced.formIntersection(online)
         return left.sorted()
     }
 
@@ -109,14 +143,20 @@ public struct PresenceState: Sendable, Hashable {
     /// list follows at once instead of at the next heartbeat. A joined user stays listed until a
     /// heartbeat shows them (their instance publishes them at its next one) or `confirmWithin` passes;
     /// from then on the heartbeats have the last word. A user who left according to another instance
-    /// but has a socket here, or left here within the grace, stays online.
+    /// but has a socket here stays online; one who left here within the grace too had their leave
+    /// announced by that line (tabs on two instances closed together), and gets no second one.
     public mutating func announced(_ user: String, joined: Bool, now: Int64) {
         if joined {
             online.insert(user)
+            joinAnnounced.insert(user)
             if local[user] == nil { unconfirmed[user] = now }
-        } else if local[user] == nil, leaving[user] == nil {
+        } else if local[user] == nil {
+            // Their leave here, if any, is announced: by the instance that closed their last socket
+            // together with this one, first by name.
+            leaving[user] = nil
             online.remove(user)
             unconfirmed[user] = nil
+            joinAnnounced.remove(user)
         }
     }
 
