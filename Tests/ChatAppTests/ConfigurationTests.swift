@@ -6,8 +6,23 @@ import Testing
 @testable import ChatApp
 
 @Suite struct ConfigurationTests {
+    @Test("The client bundle is found from the working directory, else from the executable's folder (cluster up run elsewhere)")
+    func theBundleIsFoundNextToTheBuild() throws {
+        let project = FileManager.default.temporaryDirectory.appendingPathComponent("chatconf-\(UInt32.random(in: 0...UInt32.max))")
+        defer { try? FileManager.default.removeItem(at: project) }
+        let release = project.appendingPathComponent(".build/release")
+        try FileManager.default.createDirectory(at: release, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: project.appendingPathComponent(".deps"), withIntermediateDirectories: true)
+        let bundle = project.appendingPathComponent(".deps/socket.io.min.js")
+        #expect(FileManager.default.createFile(atPath: bundle.path, contents: Data("x".utf8)))
+        let found = try ChatConfiguration(environment: [:], workingDirectory: "/tmp", executableDirectory: release.path)
+        #expect(found.socketIOClientPath == bundle.standardizedFileURL.path)
+        let fromHere = try ChatConfiguration(environment: [:], workingDirectory: release.path, executableDirectory: "/nonexistent")
+        #expect(fromHere.socketIOClientPath == bundle.standardizedFileURL.path)
+    }
+
     @Test func defaultsAreLoopbackAndJSESSIONID() throws {
-        let configuration = try ChatConfiguration(environment: [:], workingDirectory: "/nonexistent")
+        let configuration = try ChatConfiguration(environment: [:], workingDirectory: "/nonexistent", executableDirectory: "/nonexistent")
         #expect(configuration.bindHost == "127.0.0.1")
         #expect(configuration.port == 8080)
         #expect(configuration.cookieName == "JSESSIONID")

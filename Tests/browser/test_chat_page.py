@@ -140,7 +140,7 @@ def test_the_official_client_recovers_after_a_restart_of_its_instance(redis, nod
     restarted = ChatNode(redis, index=0, PORT=str(node.port))
     try:
         wait(browser, "the recovered connection",
-             lambda d: d.find_element(By.ID, "status").text.startswith("Reconnected: missed messages recovered"), timeout=40)
+             lambda d: re.match(r"Reconnected: \d+ missed messages? recovered", d.find_element(By.ID, "status").text), timeout=40)
         wait(browser, "the missed line", lambda d: any("while you were away" in t for t in message_texts(d)))
         texts = message_texts(browser)
         assert sum("before the crash" in t for t in texts) == 1
@@ -562,3 +562,30 @@ def test_lines_from_an_earlier_day_show_their_date(redis, node, browser):
     assert by_line["earlier year"]["datetime"] == "2023-11-14T22:13:20.000Z" and "2023" in by_line["earlier year"]["title"], by_line
     assert re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}(, \d{4})? \d\d:\d\d:\d\d", by_line["two days ago"]["text"]), by_line
     assert re.fullmatch(r"\d\d:\d\d:\d\d", by_line["today"]["text"]), by_line
+
+
+def test_the_pages_fit_a_phone(node, browser):
+    """Found by a user: the login card was 369 px wide whatever the screen, so on a phone narrower than
+    about 385 px the Join button was cut off, and the chat page hid the online list altogether."""
+    browser.delete_all_cookies()
+    try:
+        for width in (320, 360, 390):
+            browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                    {"width": width, "height": 740, "deviceScaleFactor": 1, "mobile": True})
+            browser.get(node.url + "/")
+            wait(browser, "the login page", lambda d: d.find_elements(By.ID, "user"))
+            sizes = browser.execute_script(
+                "const b = document.querySelector('form button').getBoundingClientRect();"
+                "return [document.documentElement.scrollWidth, window.innerWidth, b.right];")
+            assert sizes[0] <= sizes[1] and sizes[2] <= sizes[1], (width, sizes)
+        browser.save_screenshot(str(IMAGES / "login-phone.png"))
+        browser.find_element(By.ID, "user").send_keys("Phoebe")
+        browser.find_element(By.CSS_SELECTOR, "form button").click()
+        wait(browser, "the socket to connect", lambda d: d.find_element(By.ID, "status").text.startswith("Connected"))
+        wait(browser, "the online list, shown as a strip", lambda d: d.find_element(By.ID, "online").is_displayed()
+             and "Phoebe" in d.find_element(By.ID, "online").text)
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        browser.save_screenshot(str(IMAGES / "chat-phone.png"))
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        browser.delete_all_cookies()

@@ -170,10 +170,13 @@ public struct ChatConfiguration: Sendable, Hashable {
     ]
 
     /// Reads the configuration; `workingDirectory` is where a relative SOCKETIO_CLIENT_JS is resolved
-    /// (and, by default, searched upwards for .deps/socket.io.min.js).
+    /// (and, by default, searched upwards for .deps/socket.io.min.js, then upwards from
+    /// `executableDirectory`: `.build/release/chat-node` started from another folder, by `cluster up`
+    /// run elsewhere, finds the project's bundle).
     public init(
         environment: [String: String],
-        workingDirectory: String = FileManager.default.currentDirectoryPath
+        workingDirectory: String = FileManager.default.currentDirectoryPath,
+        executableDirectory: String = ChatConfiguration.executableDirectory.path
     ) throws(ChatConfigurationError) {
         self.init()
         let env = environment.filter { !$0.value.isEmpty }
@@ -245,7 +248,7 @@ public struct ChatConfiguration: Sendable, Hashable {
         if let path = env["SOCKETIO_CLIENT_JS"] {
             socketIOClientPath = path.hasPrefix("/") ? path : workingDirectory + "/" + path
         } else {
-            socketIOClientPath = Self.findUpwards(".deps/socket.io.min.js", from: workingDirectory)
+            socketIOClientPath = Self.findUpwards(".deps/socket.io.min.js", from: [workingDirectory, executableDirectory])
         }
     }
 
@@ -284,16 +287,25 @@ public struct ChatConfiguration: Sendable, Hashable {
 
     /// `relative` in `directory` or the closest parent that has it; else `directory/relative` (so the
     /// error names where it was expected).
-    static func findUpwards(_ relative: String, from directory: String) -> String {
-        var current = URL(fileURLWithPath: directory).standardizedFileURL
-        while true {
-            let candidate = current.appendingPathComponent(relative).path
-            if FileManager.default.fileExists(atPath: candidate) { return candidate }
-            let parent = current.deletingLastPathComponent()
-            if parent.path == current.path { break }
-            current = parent
+    /// `relative` in the first of `directories` or a parent of it that has it; else under the first
+    /// directory (where the error message says it was looked for).
+    static func findUpwards(_ relative: String, from directories: [String]) -> String {
+        for directory in directories where !directory.isEmpty {
+            var current = URL(fileURLWithPath: directory).standardizedFileURL
+            while true {
+                let candidate = current.appendingPathComponent(relative).path
+                if FileManager.default.fileExists(atPath: candidate) { return candidate }
+                let parent = current.deletingLastPathComponent()
+                if parent.path == current.path { break }
+                current = parent
+            }
         }
-        return URL(fileURLWithPath: directory).appendingPathComponent(relative).path
+        return URL(fileURLWithPath: directories.first ?? "").appendingPathComponent(relative).path
+    }
+
+    /// The folder of the running executable (symbolic links resolved).
+    public static var executableDirectory: URL {
+        URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
     }
 }
 

@@ -582,12 +582,28 @@
 
   let resumeAfter = null; // the newest line shown before this connection
   let hadLines = false;
+  let replayed = 0; // lines received on this connection before its welcome: what it caught up on
+  let settleTimer = null;
+
+  // Words for what the client library reports (its reasons are Engine.IO's jargon).
+  const DISCONNECT_REASONS = {
+    "transport close": "the connection to the server closed",
+    "transport error": "the connection to the server failed",
+    "ping timeout": "the server stopped answering",
+    "parse error": "the server sent something unreadable",
+  };
+  const CONNECT_ERRORS = {
+    "xhr poll error": "the server cannot be reached",
+    "websocket error": "the server cannot be reached",
+    "timeout": "the server did not answer in time",
+  };
 
   socket.on("connect", () => {
     live = false;
+    replayed = 0;
     resumeAfter = newestOffset;
     hadLines = newestOffset !== null || list.childElementCount > bubbles.size;
-    setStatus(socket.recovered ? "Reconnected: missed messages recovered" : "Connected", "ok");
+    setStatus(socket.recovered ? "Reconnected: catching up…" : "Connected", "ok");
     if (!socket.recovered) socket.emit("join", "{}");
     // An attempt made on the previous connection gets no answer on this one: send it again now.
     inFlight = null;
@@ -604,6 +620,13 @@
     if (info && info.gap === true && hadLines) {
       markGap(resumeAfter);
       setStatus("Reconnected: some messages sent while you were away are no longer available", "warn");
+    } else if (socket.recovered) {
+      const said = replayed === 0 ? "Reconnected: nothing was missed"
+        : "Reconnected: " + replayed + " missed message" + (replayed === 1 ? "" : "s") + " recovered";
+      setStatus(said, "ok");
+      // Said for a while, then the plain state again.
+      clearTimeout(settleTimer);
+      settleTimer = setTimeout(() => { if (statusText.textContent === said) setStatus("Connected", "ok"); }, 10000);
     }
   });
   socket.on("chat", (data, offset) => {
@@ -612,6 +635,7 @@
       try { line = JSON.parse(data); } catch (e) { return; }
     }
     if (line && typeof line.user === "string" && typeof line.msg === "string") {
+      if (!live) replayed += 1;
       enqueue(line, offset, live);
       // The chat stores lines again: a message waiting to be retried need not wait out its pause
       // (but a busy room does not make it retry more than once a second).
@@ -641,7 +665,7 @@
       toLoginPage();
       return;
     }
-    setStatus("Disconnected (" + reason + "): reconnecting…", "bad");
+    setStatus("Disconnected: " + (DISCONNECT_REASONS[reason] || reason) + "; reconnecting…", "bad");
     socketInstance.textContent = "–";
   });
   socket.on("connect_error", (err) => {
@@ -650,7 +674,9 @@
       toLoginPage(); // the login page (or this user's page again)
       return;
     }
-    setStatus("Cannot connect (" + message + "): retrying…", "bad");
+    // The server's own reasons may say it retries already ("the chat's Redis is unavailable; retrying").
+    const why = (CONNECT_ERRORS[message] || message).replace(/[;,]?\s*retrying\W*$/i, "");
+    setStatus("Cannot connect: " + why + "; retrying…", "bad");
     // A refusal by the server (for example while its Redis is down) is not retried by the client
     // itself; transport errors are.
     if (!socket.active) setTimeout(() => socket.connect(), 2000);

@@ -38,7 +38,7 @@ public struct ChatAssets: Sendable {
 
     static func publicDirectory() -> URL? {
         var candidates: [URL] = []
-        let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
+        let executable = ChatConfiguration.executableDirectory
         for bundle in ["stickylab_ChatApp.resources", "stickylab_ChatApp.bundle"] {
             candidates.append(executable.appendingPathComponent(bundle).appendingPathComponent("Public"))
             candidates.append(executable.appendingPathComponent(bundle))
