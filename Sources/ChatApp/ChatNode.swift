@@ -185,7 +185,8 @@ public final class ChatNode: Sendable {
         if subscriberState == "down", reason == nil { reason = "the Redis subscription is reconnecting" }
         return HealthReport(
             healthy: redisState == "up" && subscriberState == "up", redis: redisState, subscriber: subscriberState,
-            instance: configuration.instance.id, connections: connections, reason: reason)
+            instance: configuration.instance.id, connections: connections, reason: reason,
+            pageClient: assets.socketIOClient == nil ? "missing" : "served")
     }
 
     /// Serves until SIGTERM or SIGINT, then drains within `drainTimeout`: new handshakes are refused,

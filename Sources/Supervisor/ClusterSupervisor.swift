@@ -791,8 +791,10 @@ public actor ClusterSupervisor {
                     case .unregister(_, let source, _): what = "unregister \(source)"
                     }
                     event(
-                        "could not \(what) with the proxy on 127.0.0.1:\(admin.port): \(error). The cluster keeps running; registrations and unregistrations are retried every 20s"
-                    )
+                        "could not \(what) with the proxy on 127.0.0.1:\(admin.port): \(error)"
+                            + (shuttingDown
+                                ? " (the cluster is stopping, the proxy too)"
+                                : ". The cluster keeps running; registrations and unregistrations are retried every 20s"))
                 }
             }
         }
@@ -1077,7 +1079,10 @@ public actor ClusterSupervisor {
 
     func checkExternalRedis(_ url: String) async {
         if let error = await Self.ping(url: url) {
-            event("the Redis at \(Self.redacted(url)) does not answer: \(error). Instances start anyway; chat-node reports unhealthy until it does")
+            let said = "\(error)"
+            event(
+                "the Redis at \(Self.redacted(url)) does not answer: \(said)\(said.hasSuffix("?") || said.hasSuffix(".") ? "" : ".")"
+                    + " Instances start anyway; chat-node reports unhealthy until it does")
         } else {
             event(
                 "using the Redis at \(Self.redacted(url)) (external: `cluster redis stop|start|restart|freeze` do not manage it; "

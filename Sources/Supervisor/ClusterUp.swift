@@ -42,7 +42,8 @@ public enum ClusterUp {
         if let program = CommandLookup.program(of: config.app.command), CommandLookup.resolve(program, path: searchPath) == nil {
             throw Failure(
                 "the app command '\(config.app.command)' cannot start: '\(program)' is not in \(binDirectory) nor on PATH. "
-                    + (program == "chat-node" ? "Build it first (`swift build`), or " : "") + "set app.command in the config or pass --app \"CMD\"")
+                    + (program == "chat-node" ? "Build it first (`swift build`), or set" : "Set") + " app.command in the config or pass --app \"CMD\""
+            )
         }
 
         var proxyCommand: String?

@@ -92,9 +92,16 @@ public enum ControlClient {
             switch self {
             case .notRunning(let directory):
                 "no cluster is running with the state folder \(directory); start one with `cluster up` (or pass the --state-dir it uses)"
+                    + Self.lastLog(directory)
             case .lostConnection: "the cluster closed the control connection before answering (did it stop?)"
             case .badAnswer(let text): "the cluster answered something unreadable: \(text.prefix(200))"
             }
+        }
+
+        /// Where the log of the last cluster in `directory` is, when there is one.
+        static func lastLog(_ directory: String) -> String {
+            let log = StateDirectory(path: directory).logFile
+            return FileManager.default.fileExists(atPath: log.path) ? ". The last one's log is in \(log.path)" : ""
         }
     }
 

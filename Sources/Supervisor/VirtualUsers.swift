@@ -156,6 +156,14 @@ public struct VirtualUser: Sendable, Equatable {
         case sessionLost(Loss)
         /// The login page had no field of these names, which the login form needs (`{field:NAME}`).
         case loginFieldsMissing([String])
+        /// The login (its POST, or the GET of its page) was answered with this client error (4xx: the
+        /// path or the form is wrong; a 5xx is an instance or the router failing, tried again).
+        case loginFailed(Int)
+        /// A page after a login without the `check` text, when no page since that login had it: the
+        /// text may be wrong (`--users-check`) rather than the session lost, so no loss is counted.
+        case checkNeverSeen
+        /// The first page since a login with the `check` text.
+        case checkSeen
         /// How long the answer took, from the connection to its end (the runner measures it).
         case took(Duration)
     }
@@ -174,6 +182,8 @@ public struct VirtualUser: Sendable, Equatable {
     /// The values of `loginFields` on the login page last fetched, for the next login (then dropped:
     /// a token is good for one session).
     public private(set) var pageFields: [String: String]?
+    /// A page since the last login had the `check` text: one without it is then a lost session.
+    public private(set) var sawCheck = false
 
     public init(
         name: String, sessionCookie: String = "JSESSIONID", login: String? = nil, check: String? = nil, loginFields: [String] = []
@@ -222,6 +232,7 @@ public struct VirtualUser: Sendable, Equatable {
         switch step {
         case .loginPage:
             // A page that is not there or not a form is fetched again next time.
+            if (400..<500).contains(status) { events.append(.loginFailed(status)) }
             guard (200..<300).contains(status) else { break }
             let values = HTMLFormFields.values(in: body)
             let missing = loginFields.filter { values[$0] == nil }
@@ -234,9 +245,24 @@ public struct VirtualUser: Sendable, Equatable {
             // A login answered with a redirect or a page (not followed) counts; an error is tried again
             // (with a fresh page).
             pageFields = nil
-            if status < 400 { loggedIn = true }
+            if status < 400 {
+                loggedIn = true
+                sawCheck = false
+            } else if status < 500 {
+                events.append(.loginFailed(status))
+            }
         case .browse:
-            if loss == nil, loggedIn, let check, (200..<300).contains(status), !body.contains(check) { loss = .loggedOut }
+            if !sawCheck, let check, (200..<300).contains(status), body.contains(check) {
+                sawCheck = true
+                events.append(.checkSeen)
+            }
+            if loss == nil, loggedIn, let check, (200..<300).contains(status), !body.contains(check) {
+                if sawCheck || login == nil {
+                    loss = .loggedOut
+                } else {
+                    events.append(.checkNeverSeen)
+                }
+            }
             if loss == nil, loggedIn, let login, (300..<400).contains(status), let location, Self.path(of: location) == login {
                 loss = .redirectedToLogin
             }
@@ -298,6 +324,12 @@ public struct VirtualUsersTally: Sendable, Equatable {
     /// Login pages without a field the login form needs, and the names of those fields.
     public var loginPagesWithoutFields = 0
     public var missingLoginFields: Set<String> = []
+    /// Logins (or login pages) answered with an error, by status.
+    public var failedLogins: [Int: Int] = [:]
+    /// Pages after a login without the `check` text, when none since that login had it.
+    public var pagesWithoutCheck = 0
+    /// A page had the `check` text.
+    public var checkSeen = false
 
     public init() {}
 
@@ -323,6 +355,12 @@ public struct VirtualUsersTally: Sendable, Equatable {
             case .loginFieldsMissing(let names):
                 loginPagesWithoutFields += 1
                 missingLoginFields.formUnion(names)
+            case .loginFailed(let status):
+                failedLogins[status, default: 0] += 1
+            case .checkNeverSeen:
+                pagesWithoutCheck += 1
+            case .checkSeen:
+                checkSeen = true
             case .took(let duration):
                 responseTimes.record(duration)
             }
@@ -348,6 +386,14 @@ public struct VirtualUsersTally: Sendable, Equatable {
             text += " (the app set no \(options.sessionCookie) cookie, so the router pinned nobody"
             text += options.login == nil ? ": does it need a login first, --users-login? another cookie, --users-cookie?)" : ")"
         }
+        if !failedLogins.isEmpty, let login = options.login {
+            let statuses = failedLogins.sorted { $0.key < $1.key }.map { "\($0.key) \(CountText.grouped($0.value))" }.joined(separator: ", ")
+            text += "; logins to \(login) FAILED (\(statuses)): is --users-login the path the login form posts to?"
+        }
+        if pagesWithoutCheck > 0, let check = options.check {
+            text += "; \(count(pagesWithoutCheck, "page")) after a login had no \"\(check)\", not even the first: is --users-check a text"
+            text += " every logged-in page contains? (chat-node: data-user=; not counted as lost sessions)"
+        }
         if loginPagesWithoutFields > 0, let login = options.login {
             let names = missingLoginFields.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
             text += "; the login page \(login) had no field \(names) (\(count(loginPagesWithoutFields, "time"))): name a field of its form in"
@@ -367,6 +413,7 @@ public struct VirtualUsersTally: Sendable, Equatable {
             how.append("\(count(redirected, "redirect")) to \(options.login ?? "the login") (logged out)")
         }
         text += "; \(count(sessionsLost, "session")) LOST by \(count(usersWithLosses.count, "user")) (\(how.joined(separator: "; ")))"
+        guard moves > 0 else { return text + ": nobody moved to another instance, so the app itself ended them" }
         return text
             + ": the instance a user moved to did not know its session. Sessions kept in an instance's memory die with it;"
             + " keep them in a store all instances share, such as Redis"
@@ -374,7 +421,15 @@ public struct VirtualUsersTally: Sendable, Equatable {
 
     /// Why the run fails on the users' sessions (nil when it does not): more lost than `--max-lost-sessions`.
     public func failure(options: VirtualUsersOptions) -> String? {
-        guard let limit = options.maxLostSessions, sessionsLost > limit else { return nil }
+        guard let limit = options.maxLostSessions else { return nil }
+        // A check that never held, or logins that never worked, would pass having tested nothing.
+        if pagesWithoutCheck > 0, !checkSeen, let check = options.check {
+            return "FAILED: no page after a login had the --users-check text \"\(check)\": the sessions were not checked"
+        }
+        if options.login != nil, !failedLogins.isEmpty, sessionsStarted == 0 {
+            return "FAILED: every login failed: the sessions were not checked"
+        }
+        guard sessionsLost > limit else { return nil }
         let sessions = sessionsLost == 1 ? "1 session" : "\(sessionsLost) sessions"
         return "FAILED: the simulated users lost \(sessions), more than --max-lost-sessions \(limit)"
     }
@@ -458,7 +513,7 @@ public struct VirtualUsersNarrative: Sendable, Equatable {
             switch event {
             case .moved(let from, let to): move = (from, to)
             case .sessionLost(let lost): loss = lost
-            case .answered, .noAnswer, .sessionStarted, .loginFieldsMissing, .took: break
+            case .answered, .noAnswer, .sessionStarted, .loginFieldsMissing, .loginFailed, .checkNeverSeen, .checkSeen, .took: break
             }
         }
         let lost: String? = loss.map { loss in
@@ -469,14 +524,20 @@ public struct VirtualUsersNarrative: Sendable, Equatable {
             case .redirectedToLogin: "redirected to \(options.login ?? "the login"): logged out"
             }
         }
+        /// From one instance to another; or to a new process at the same index (a scale to 0 and back,
+        /// a restart), which "chat.0 to chat.0" did not say.
+        func moved(_ move: (from: String, to: String)) -> String {
+            let (from, to) = (name(move.from), name(move.to))
+            return "\(user) moved from \(from) to " + (from == to ? "a new process of \(to) (guid \(move.to.prefix(8)))" : to)
+        }
         switch (move, lost) {
         case (nil, nil):
             return nil
         case (let move?, nil):
             let kept = options.check == nil ? "kept its \(options.sessionCookie)" : "still logged in"
-            return "\(user) moved from \(name(move.from)) to \(name(move.to)): \(kept)"
+            return "\(moved(move)): \(kept)"
         case (let move?, let lost?):
-            return "\(user) moved from \(name(move.from)) to \(name(move.to)) and LOST its session (\(lost))"
+            return "\(moved(move)) and LOST its session (\(lost))"
         case (nil, let lost?):
             return "\(user) LOST its session (\(lost))"
         }

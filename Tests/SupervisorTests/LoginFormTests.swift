@@ -77,7 +77,7 @@ struct LoginFormTests {
         #expect(events == [.answered(302)])
         #expect(user.next == .browse && user.pageFields == nil)
         #expect(user.request(options).bodyLimit == VirtualUsersOptions.checkedPageBytes)
-        #expect(user.answered(.browse, status: 200, setCookies: [], body: "Signed in as user-1") == [.answered(200)])
+        #expect(user.answered(.browse, status: 200, setCookies: [], body: "Signed in as user-1") == [.answered(200), .checkSeen])
         // The session is lost: the next login starts with a fresh page, for a fresh token.
         events = user.answered(.browse, status: 200, setCookies: [], body: "Please sign in")
         #expect(events == [.answered(200), .sessionLost(.loggedOut)])
@@ -91,7 +91,7 @@ struct LoginFormTests {
         #expect(user.next == .loginPage)
         // A refused login (a token gone stale) is tried again with a fresh page.
         _ = user.answered(.loginPage, status: 200, setCookies: [], body: page)
-        #expect(user.answered(.logIn, status: 403, setCookies: [], body: "Invalid CSRF token") == [.answered(403)])
+        #expect(user.answered(.logIn, status: 403, setCookies: [], body: "Invalid CSRF token") == [.answered(403), .loginFailed(403)])
         #expect(user.next == .loginPage)
 
         var tally = VirtualUsersTally()

@@ -57,7 +57,7 @@ struct VirtualUsersTests {
         #expect(login.headers.contains { $0 == ("Content-Type", "application/x-www-form-urlencoded") })
         #expect(!login.headers.contains { $0.0 == "Cookie" })
         // A refused login is tried again.
-        #expect(user.answered(.logIn, status: 503, setCookies: [], body: "") == [.answered(503)])
+        #expect(user.answered(.logIn, status: 503, setCookies: [], body: "") == [.answered(503)])  // an instance failing, not the login
         #expect(user.next == .logIn)
         // The login regenerates nothing yet: the session starts here, answered with a redirect.
         var events = user.answered(.logIn, status: 303, setCookies: ["JSESSIONID=s1", "\(vcap)=a"], body: "")
@@ -66,7 +66,7 @@ struct VirtualUsersTests {
         let page = user.request(options)
         #expect(page.method == .GET && page.path == "/chat" && page.body == nil)
         #expect(page.headers.contains { $0 == ("Cookie", "JSESSIONID=s1; \(vcap)=a") })
-        #expect(user.answered(.browse, status: 200, setCookies: [], body: "<body data-user=\"user-1\">") == [.answered(200)])
+        #expect(user.answered(.browse, status: 200, setCookies: [], body: "<body data-user=\"user-1\">") == [.answered(200), .checkSeen])
         // An error page does not say the user is logged out.
         #expect(user.answered(.browse, status: 502, setCookies: [], body: "502 Bad Gateway") == [.answered(502)])
         // Moved to b, which shows the login page: lost, and the next step logs in again.
@@ -267,6 +267,12 @@ struct VirtualUsersTests {
         #expect(
             story.line(user: "user-5", events: [.answered(200), .sessionLost(.deleted)], options: plain)
                 == "user-5 LOST its session (the app deleted JSESSIONID)")
+        // A new process at the same index (scaled to 0 and back): it said "from chat.0 to chat.0".
+        var renamed = story
+        renamed.names["g0-new-guid"] = "chat.0"
+        #expect(
+            renamed.line(user: "user-6", events: [.answered(200), .moved(from: "g0", to: "g0-new-guid")], options: plain)
+                == "user-6 moved from chat.0 to a new process of chat.0 (guid g0-new-g): kept its JSESSIONID")
     }
 
     @Test("cluster users without a proxy running is refused at once")
@@ -293,5 +299,45 @@ struct VirtualUsersTests {
                 options: options, send: { _ in ControlResponse(ok: true, status: status) }, print: { _ in })
         }
         #expect(error?.description == "--users sends its requests through the proxy, and this cluster has no proxy running (absent): drop --users")
+    }
+}
+
+@Suite("Simulated users told apart from a wrong option")
+struct VirtualUsersMisconfigurationTests {
+    let options = VirtualUsersOptions(count: 2, login: "/user", check: "NOPE", maxLostSessions: 0)
+
+    @Test("A check text no page has is reported as such, not as lost sessions, and fails a gated run")
+    func aWrongCheckIsNotALostSession() {
+        var user = VirtualUser(name: "user-1", login: "/user", check: "NOPE")
+        _ = user.answered(.logIn, status: 303, setCookies: ["JSESSIONID=s1", "__VCAP_ID__=a"], body: "")
+        let events = user.answered(.browse, status: 200, setCookies: [], body: "<body data-user=\"user-1\">")
+        #expect(events == [.answered(200), .checkNeverSeen])
+        var tally = VirtualUsersTally()
+        tally.record([.answered(303), .sessionStarted], of: "user-1")
+        for _ in 0..<3 { tally.record(events, of: "user-1") }
+        let summary = tally.summary(options: options)
+        #expect(summary.contains("no session lost") && summary.contains("3 pages after a login had no \"NOPE\", not even the first"), "\(summary)")
+        #expect(tally.failure(options: options) == "FAILED: no page after a login had the --users-check text \"NOPE\": the sessions were not checked")
+    }
+
+    @Test("Logins answered with an error are said, and a gated run where none worked fails")
+    func failedLoginsAreSaid() {
+        var user = VirtualUser(name: "user-1", login: "/nologin")
+        #expect(user.answered(.logIn, status: 404, setCookies: [], body: "") == [.answered(404), .loginFailed(404)])
+        var tally = VirtualUsersTally()
+        for _ in 0..<12 { tally.record([.answered(404), .loginFailed(404)], of: "user-1") }
+        let loginOptions = VirtualUsersOptions(count: 2, login: "/nologin", maxLostSessions: 0)
+        #expect(
+            tally.summary(options: loginOptions).contains("logins to /nologin FAILED (404 12): is --users-login the path the login form posts to?"))
+        #expect(tally.failure(options: loginOptions) == "FAILED: every login failed: the sessions were not checked")
+    }
+
+    @Test("Sessions lost with nobody moving are not blamed on a move")
+    func lossesWithoutMoves() {
+        var tally = VirtualUsersTally()
+        tally.record([.answered(200), .sessionStarted], of: "user-1")
+        tally.record([.answered(200), .sessionLost(.replaced)], of: "user-1")
+        let summary = tally.summary(options: VirtualUsersOptions(count: 1))
+        #expect(summary.hasSuffix("nobody moved to another instance, so the app itself ended them"), "\(summary)")
     }
 }

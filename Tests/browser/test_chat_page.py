@@ -420,6 +420,9 @@ def test_a_missing_socketio_bundle_is_reported(redis, browser):
         wait(browser, "the reason", lambda d: d.find_element(By.ID, "status").text
              == "The socket.io client is missing on this server (run make deps)")
         assert not browser.find_element(By.ID, "input").is_enabled()
+        # /health stays 200 (its Socket.IO clients are served), and says the page cannot connect.
+        health = bare.health()
+        assert health.status_code == 200 and health.json()["pageClient"] == "missing", health.text
     finally:
         bare.program.kill()
 

@@ -141,6 +141,20 @@ def test_logout_destroys_the_session(redis, nodes):
     assert 'action="/user"' in page.text
 
 
+def test_a_session_that_ended_is_said_on_the_login_page(redis, nodes):
+    # Found by a user: a tab whose session expired (or whose Redis lost its data) came back to a
+    # blank login form, with no word of why.
+    (node,) = nodes(1)
+    session = login(node.url, "ada")
+    sid = session_id(session)
+    assert "Your session has ended" not in requests.get(node.url + "/", timeout=10).text  # a first visit: no notice
+    redis_cli(redis, "DEL", f"sess:{sid}")  # its TTL ran out
+    page = session.get(node.url + "/", timeout=10)
+    assert 'action="/user"' in page.text
+    assert "Your session has ended (it expired, or the chat&#39;s data was reset): please log in again." in page.text or \
+        "Your session has ended (it expired, or the chat's data was reset): please log in again." in page.text, page.text
+
+
 def test_get_logout_asks_first_and_keeps_the_session(redis, nodes):
     # A GET that logged out could be sent by any other site (a link, a redirect: the Lax cookie goes
     # along on a top-level navigation) or by a link prefetcher. It now only asks.

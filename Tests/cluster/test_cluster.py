@@ -928,6 +928,9 @@ def test_down_stops_what_a_cluster_killed_with_sigkill_left(cluster):
     # Then there is nothing left to stop.
     result = cluster.ctl("down", check=False)
     assert result.returncode == 1 and "no cluster is running" in result.stderr and "stops them" not in result.stderr, result
+    # And where to read what the last one said.
+    result = cluster.ctl("logs", check=False)
+    assert result.returncode == 1 and "The last one's log is in " in result.stderr and "logs/cluster.log" in result.stderr, result
 
 
 def test_an_external_redis_and_the_process_health_check():

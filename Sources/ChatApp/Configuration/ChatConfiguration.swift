@@ -340,7 +340,8 @@ public enum ChatConfigurationError: Error, Sendable, Equatable, CustomStringConv
 
     public var description: String {
         switch self {
-        case .invalid(let variable, let reason): "Invalid configuration: \(variable): \(reason). See chat-node --help."
+        case .invalid(let variable, let reason):
+            "Invalid configuration: \(variable): \(reason)\(reason.hasSuffix(".") ? "" : ".") See chat-node --help."
         }
     }
 }

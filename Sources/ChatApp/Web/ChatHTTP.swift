@@ -72,7 +72,12 @@ public struct ChatHTTP: Sendable {
         }
         do {
             guard let record = try await sessions.load(sid), let user = record.user else {
-                return html(.ok, assets.loginPage(error: nil, instance: configuration.instance, limits: limits))
+                // A signed cookie whose session is gone: say so, instead of a blank form.
+                return html(
+                    .ok,
+                    assets.loginPage(
+                        error: "Your session has ended (it expired, or the chat's data was reset): please log in again.",
+                        instance: configuration.instance, limits: limits))
             }
             try await sessions.touch(sid)
             var response = html(.ok, assets.chatPage(user: user, instance: configuration.instance, limits: limits))
@@ -277,8 +282,13 @@ public struct HealthReport: Sendable, Hashable, Codable {
     public var instance: String
     public var connections: Int
     public var reason: String?
+    /// "served", or "missing" when the official client bundle was not found: the instance serves
+    /// Socket.IO clients, but its page cannot connect (not a failed health check, which would restart it).
+    public var pageClient: String
 
-    public init(healthy: Bool, redis: String, subscriber: String, instance: String, connections: Int, reason: String? = nil) {
+    public init(
+        healthy: Bool, redis: String, subscriber: String, instance: String, connections: Int, reason: String? = nil, pageClient: String = "served"
+    ) {
         self.healthy = healthy
         self.status = healthy ? "ok" : "unavailable"
         self.redis = redis
@@ -286,6 +296,7 @@ public struct HealthReport: Sendable, Hashable, Codable {
         self.instance = instance
         self.connections = connections
         self.reason = reason
+        self.pageClient = pageClient
     }
 }
 
