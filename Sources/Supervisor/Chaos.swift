@@ -411,7 +411,7 @@ public enum ChaosRun {
         // The simulated users browse from now until the cluster is ready again (or the run ends).
         var users: VirtualUsers.Running?
         if options.users.count > 0, let url = first.entry.url {
-            users = VirtualUsers.Running(options.users, proxyURL: url)
+            users = VirtualUsers.Running(options.users, proxyURL: url, traceKey: first.proxy.traceKey)
             say(options.users.summary(proxyURL: url))
         }
         defer { users?.cancel() }

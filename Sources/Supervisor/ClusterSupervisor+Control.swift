@@ -418,7 +418,8 @@ extension ClusterSupervisor {
                 lastCrash: lifecycle.lastCrash?.description,
                 frozenSeconds: alive ? slot.frozenUntil.map { max(0, ($0 - time).seconds) } : nil,
                 replacing: retirements[index].map {
-                    ClusterStatus.Instance.Replacing(pid: $0.pid, guid: $0.machine.guid?.value, state: $0.machine.state)
+                    ClusterStatus.Instance.Replacing(
+                        pid: $0.pid, guid: $0.machine.guid?.value, state: $0.machine.state, port: $0.registration?.port)
                 },
                 listeningHint: slot.listeningHint, redisLink: linkStatus(index))
         }
@@ -429,7 +430,9 @@ extension ClusterSupervisor {
         return ClusterStatus(
             app: config.app.name, command: config.app.command, ready: isReady, desiredInstances: desiredCount,
             affinity: config.proxy.affinity.rawValue, restartPolicy: config.restartPolicy.rawValue, timeScale: config.timeScale,
-            proxy: ClusterStatus.Component(state: proxyState, pid: proxy.pid, url: proxyCommand == nil ? nil : "http://localhost:\(appRouterPort)/"),
+            proxy: ClusterStatus.Component(
+                state: proxyState, pid: proxy.pid, url: proxyCommand == nil ? nil : "http://localhost:\(appRouterPort)/",
+                traceKey: proxyCommand == nil ? nil : proxyAdmin?.traceKey),
             frontRouter: frontRouter.map { _ in ClusterStatus.Component(state: front.state, pid: front.pid, url: "http://localhost:\(proxyPort)/") },
             frontRouterAffinity: frontRouter.map { _ in config.proxy.frontAffinity.rawValue },
             redis: ClusterStatus.Component(state: redisState, pid: redis.pid, url: launch.redisURL.map(Self.redacted)),

@@ -905,7 +905,10 @@ public actor ClusterSupervisor {
 
     func startProxy() {
         guard let command = proxyCommand, let admin = proxyAdmin, !shuttingDown else { return }
-        let arguments = ["--port", "\(appRouterPort)", "--admin-port", "\(admin.port)"] + routerArguments(affinity: config.proxy.affinity)
+        // The trace key only to the app's router: behind a front router, its trace headers pass through.
+        let arguments =
+            ["--port", "\(appRouterPort)", "--admin-port", "\(admin.port)"] + routerArguments(affinity: config.proxy.affinity)
+            + (admin.traceKey.isEmpty ? [] : ["--trace-key", admin.traceKey])
         // The token in the environment, not on the command line, where `ps` shows it to every user.
         launchHelper(.proxy, command: ([command] + arguments).joined(separator: " "), environment: ["STICKY_PROXY_ADMIN_TOKEN": admin.token])
     }

@@ -70,7 +70,8 @@ public enum ClusterUp {
                 proxyCommand = config.proxy.command
                 var generator = SystemRandomNumberGenerator()
                 let token = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
-                proxyAdmin = ProxyAdmin(port: try Probe.freePort(), token: token)
+                let traceKey = (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+                proxyAdmin = ProxyAdmin(port: try Probe.freePort(), token: token, traceKey: traceKey)
                 if config.proxy.frontRouter {
                     frontRouter = FrontRouter(appRouterPort: try Probe.freePort())
                 }

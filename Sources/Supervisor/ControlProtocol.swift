@@ -163,10 +163,13 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             public var guid: String?
             /// `serving` (until this one is routable) or `stopping`.
             public var state: Retirement.State
-            public init(pid: Int32?, guid: String?, state: Retirement.State) {
+            /// Its port, while it is registered with the proxy.
+            public var port: Int?
+            public init(pid: Int32?, guid: String?, state: Retirement.State, port: Int? = nil) {
                 self.pid = pid
                 self.guid = guid
                 self.state = state
+                self.port = port
             }
         }
 
@@ -211,11 +214,14 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var state: String
         public var pid: Int32?
         public var url: String?
+        /// The proxy's trace key (`X-Vcap-Trace`), for `cluster users` to see which instance answers.
+        public var traceKey: String?
 
-        public init(state: String, pid: Int32? = nil, url: String? = nil) {
+        public init(state: String, pid: Int32? = nil, url: String? = nil, traceKey: String? = nil) {
             self.state = state
             self.pid = pid
             self.url = url
+            self.traceKey = traceKey
         }
     }
 

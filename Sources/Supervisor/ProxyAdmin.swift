@@ -8,11 +8,15 @@ public struct ProxyAdmin: Sendable {
     public var port: Int
     public var token: String
     public var timeout: Duration
+    /// The proxy's `--trace-key` (gorouter's `router.trace_key`): the simulated users send it in
+    /// `X-Vcap-Trace` to be told which instance answered. Empty: none.
+    public var traceKey: String
 
-    public init(port: Int, token: String, timeout: Duration = .seconds(2)) {
+    public init(port: Int, token: String, timeout: Duration = .seconds(2), traceKey: String = "") {
         self.port = port
         self.token = token
         self.timeout = timeout
+        self.traceKey = traceKey
     }
 
     public func register(_ registration: RouteRegistration) async throws {

@@ -151,7 +151,8 @@ public struct VirtualUser: Sendable, Equatable {
         case noAnswer(String)
         /// The app gave the user its first session cookie.
         case sessionStarted
-        /// The proxy pinned the user to another instance (a new `__VCAP_ID__`).
+        /// Another instance answered: the proxy's trace header named another address, or (without
+        /// one) the proxy pinned the user to another instance (a new `__VCAP_ID__`).
         case moved(from: String, to: String)
         case sessionLost(Loss)
         /// The login page had no field of these names, which the login form needs (`{field:NAME}`).
@@ -184,6 +185,8 @@ public struct VirtualUser: Sendable, Equatable {
     public private(set) var pageFields: [String: String]?
     /// A page since the last login had the `check` text: one without it is then a lost session.
     public private(set) var sawCheck = false
+    /// The instance address that answered last, when the proxy says it (`X-Vcap-Backend`).
+    public private(set) var servedBy: String?
 
     public init(
         name: String, sessionCookie: String = "JSESSIONID", login: String? = nil, check: String? = nil, loginFields: [String] = []
@@ -210,8 +213,12 @@ public struct VirtualUser: Sendable, Equatable {
 
     static let vcapCookie = "__VCAP_ID__"
 
-    /// The answer to `step`: its status, its `Set-Cookie` headers, its body and its `Location`.
-    public mutating func answered(_ step: Step, status: Int, setCookies: [String], body: String, location: String? = nil) -> [Event] {
+    /// The answer to `step`: its status, its `Set-Cookie` headers, its body, its `Location`, and the
+    /// instance that answered when the proxy says it (its trace header `X-Vcap-Backend`: then a move
+    /// is seen whatever the affinity, also with none, where no `__VCAP_ID__` is set).
+    public mutating func answered(
+        _ step: Step, status: Int, setCookies: [String], body: String, location: String? = nil, backend: String? = nil
+    ) -> [Event] {
         var events: [Event] = [.answered(status)]
         let sessionBefore = cookies[sessionCookie]
         let instanceBefore = instance
@@ -228,7 +235,12 @@ public struct VirtualUser: Sendable, Equatable {
         if sessionBefore == nil, session != nil { events.append(.sessionStarted) }
         // A login may start a new session (express-session regenerates it): only a page replaces it.
         if step == .browse, let sessionBefore, let session, session != sessionBefore { loss = .replaced }
-        if let instanceBefore, let now = instance, now != instanceBefore { events.append(.moved(from: instanceBefore, to: now)) }
+        if let backend {
+            if let servedBy, servedBy != backend { events.append(.moved(from: servedBy, to: backend)) }
+            servedBy = backend
+        } else if let instanceBefore, let now = instance, now != instanceBefore {
+            events.append(.moved(from: instanceBefore, to: now))
+        }
         switch step {
         case .loginPage:
             // A page that is not there or not a form is fetched again next time.
@@ -441,9 +453,11 @@ public enum VirtualUsers {
     /// `proxyURL`: the proxy's URL as the cluster prints it (`http://localhost:8080/`); the requests
     /// go to 127.0.0.1 on its port, where the proxy listens, with its host name in `Host` (the route). Each user waits a share
     /// of `every` before its first request, so that the users' requests are spread over the interval.
+    /// `traceKey`: the proxy's, sent in `X-Vcap-Trace` to be told which instance answered.
     /// `record`: what happened to a user on one request (called from the users' tasks).
     public static func run(
-        _ options: VirtualUsersOptions, proxyURL: String, record: @escaping @Sendable (_ user: String, _ events: [VirtualUser.Event]) -> Void
+        _ options: VirtualUsersOptions, proxyURL: String, traceKey: String? = nil,
+        record: @escaping @Sendable (_ user: String, _ events: [VirtualUser.Event]) -> Void
     ) async throws {
         guard let url = URLComponents(string: proxyURL), let host = url.host, let port = url.port else {
             throw ChaosRun.Failure("the proxy's URL \(proxyURL) has no host and port to send the simulated users' requests to")
@@ -464,13 +478,15 @@ public enum VirtualUsers {
                         var events: [VirtualUser.Event]
                         let start = ContinuousClock.now
                         do {
+                            let headers = request.headers + (traceKey.map { [("X-Vcap-Trace", $0)] } ?? [])
                             let response = try await Probe.exchange(
-                                method: request.method, host: "127.0.0.1", port: port, path: request.path, headers: request.headers,
+                                method: request.method, host: "127.0.0.1", port: port, path: request.path, headers: headers,
                                 body: request.body, timeout: .seconds(5), authority: authority, bodyLimit: request.bodyLimit)
                             let setCookies = response.headers.filter { $0.0.lowercased() == "set-cookie" }.map(\.1)
                             let location = response.headers.first { $0.0.lowercased() == "location" }?.1
+                            let backend = traceKey == nil ? nil : response.headers.first { $0.0.lowercased() == "x-vcap-backend" }?.1
                             events = user.answered(
-                                step, status: response.status, setCookies: setCookies, body: response.text, location: location)
+                                step, status: response.status, setCookies: setCookies, body: response.text, location: location, backend: backend)
                             events.append(.took(ContinuousClock.now - start))
                         } catch {
                             // A request cut short by the end of the run is not the app's failure.
@@ -489,7 +505,7 @@ public enum VirtualUsers {
 /// The line `cluster users` prints as it happens when a user moves to another instance or loses its
 /// session; nil for the answers that tell nothing new.
 public struct VirtualUsersNarrative: Sendable, Equatable {
-    /// Instance names (`chat.1`) by instance guid, from the cluster's status.
+    /// Instance names (`chat.1`) by instance guid and by address (`127.0.0.1:port`), from the cluster's status.
     public var names: [String: String]
 
     public init(names: [String: String] = [:]) { self.names = names }
@@ -498,13 +514,16 @@ public struct VirtualUsersNarrative: Sendable, Equatable {
     public init(status: ClusterStatus) {
         var names: [String: String] = [:]
         for instance in status.instances {
-            if let guid = instance.guid { names[guid] = "\(status.app).\(instance.index)" }
-            if let old = instance.replacing?.guid { names[old] = "\(status.app).\(instance.index) (old)" }
+            let name = "\(status.app).\(instance.index)"
+            if let guid = instance.guid { names[guid] = name }
+            if let port = instance.port { names["127.0.0.1:\(port)"] = name }
+            if let old = instance.replacing?.guid { names[old] = name + " (old)" }
+            if let port = instance.replacing?.port { names["127.0.0.1:\(port)"] = name + " (old)" }
         }
         self.names = names
     }
 
-    func name(_ guid: String) -> String { names[guid] ?? "instance \(guid.prefix(8))" }
+    func name(_ id: String) -> String { names[id] ?? (id.contains(":") ? "instance \(id)" : "instance \(id.prefix(8))") }
 
     public func line(user: String, events: [VirtualUser.Event], options: VirtualUsersOptions) -> String? {
         var move: (from: String, to: String)?
@@ -528,7 +547,8 @@ public struct VirtualUsersNarrative: Sendable, Equatable {
         /// a restart), which "chat.0 to chat.0" did not say.
         func moved(_ move: (from: String, to: String)) -> String {
             let (from, to) = (name(move.from), name(move.to))
-            return "\(user) moved from \(from) to " + (from == to ? "a new process of \(to) (guid \(move.to.prefix(8)))" : to)
+            let which = move.to.contains(":") ? move.to : "guid \(move.to.prefix(8))"
+            return "\(user) moved from \(from) to " + (from == to ? "a new process of \(to) (\(which))" : to)
         }
         switch (move, lost) {
         case (nil, nil):
@@ -553,12 +573,12 @@ extension VirtualUsers {
 
         /// `onEvents`: also told what happened to a user on each request (`cluster users` prints it).
         public init(
-            _ options: VirtualUsersOptions, proxyURL: String,
+            _ options: VirtualUsersOptions, proxyURL: String, traceKey: String? = nil,
             onEvents: @escaping @Sendable (_ user: String, _ events: [VirtualUser.Event]) -> Void = { _, _ in }
         ) {
             let tally = tally
             task = Task {
-                try await VirtualUsers.run(options, proxyURL: proxyURL) { user, events in
+                try await VirtualUsers.run(options, proxyURL: proxyURL, traceKey: traceKey) { user, events in
                     tally.value.withLock { $0.record(events, of: user) }
                     onEvents(user, events)
                 }
@@ -609,7 +629,7 @@ public enum VirtualUsersRun {
                 "the simulated users send their requests through the proxy, and this cluster has no proxy running (\(status.entry.state))")
         }
         let narrative = Shared(VirtualUsersNarrative(status: status))
-        let users = VirtualUsers.Running(options, proxyURL: url) { user, events in
+        let users = VirtualUsers.Running(options, proxyURL: url, traceKey: status.proxy.traceKey) { user, events in
             if let line = narrative.value.withLock({ $0.line(user: user, events: events, options: options) }) { say(line) }
         }
         // Instances come and go with new guids: their names are read again every second.

@@ -81,6 +81,11 @@ struct StickyProxyCommand: AsyncParsableCommand {
         help: .duration("With --empty-pool-response-code-503: how long a route with no instance is kept (deleted by the first prune after it).")
     )
     var emptyPoolTimeout = ArgumentDuration(.zero)
+    @Option(
+        help:
+            "gorouter's router.trace_key: a request with X-Vcap-Trace equal to it gets X-Vcap-Router, X-Vcap-Backend and X-Cf-Routeendpoint on its response."
+    )
+    var traceKey: String?
     @Option(parsing: .unconditional, help: "Largest request header section in bytes (431 above).")
     var maxHeaderBytes = 1 << 20
     @Option(help: "Static routes (YAML or JSON list of register messages), never pruned.") var routesFile: String?
@@ -144,6 +149,7 @@ struct StickyProxyCommand: AsyncParsableCommand {
         configuration.emptyPoolResponseCode503 = emptyPoolResponseCode503
         configuration.emptyPoolTimeout = emptyPoolTimeout.amount
         configuration.maxHeaderBytes = maxHeaderBytes
+        configuration.traceKey = traceKey
         configuration.eventLoopThreads = threads
         configuration.accessLog = accessLog.map(AccessLogDestination.init)
         if let routesFile {

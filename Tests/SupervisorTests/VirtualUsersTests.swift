@@ -249,6 +249,20 @@ struct VirtualUsersTests {
             ])
         let story = VirtualUsersNarrative(status: status)
         #expect(story.names == ["g0": "chat.0", "g1": "chat.1", "g1-old": "chat.1 (old)"])
+        // With the proxy's trace header, users know instances by address.
+        var traced = status
+        traced.instances[0].port = 4100
+        traced.instances[1].replacing?.port = 4099
+        let byAddress = VirtualUsersNarrative(status: traced)
+        #expect(byAddress.names["127.0.0.1:4100"] == "chat.0" && byAddress.names["127.0.0.1:4099"] == "chat.1 (old)")
+        #expect(
+            byAddress.line(
+                user: "user-7", events: [.answered(200), .moved(from: "127.0.0.1:4099", to: "127.0.0.1:4100")], options: VirtualUsersOptions(count: 1)
+            )
+                == "user-7 moved from chat.1 (old) to chat.0: kept its JSESSIONID")
+        #expect(
+            byAddress.line(user: "user-8", events: [.moved(from: "127.0.0.1:4100", to: "127.0.0.1:5000")], options: VirtualUsersOptions(count: 1))
+                == "user-8 moved from chat.0 to instance 127.0.0.1:5000: kept its JSESSIONID")
         let plain = VirtualUsersOptions(count: 1)
         let loggedIn = VirtualUsersOptions(count: 1, login: "/user", check: "data-user=")
         #expect(story.line(user: "user-1", events: [.answered(200), .sessionStarted], options: plain) == nil)
@@ -339,5 +353,22 @@ struct VirtualUsersMisconfigurationTests {
         tally.record([.answered(200), .sessionLost(.replaced)], of: "user-1")
         let summary = tally.summary(options: VirtualUsersOptions(count: 1))
         #expect(summary.hasSuffix("nobody moved to another instance, so the app itself ended them"), "\(summary)")
+    }
+}
+@Suite("Simulated users told which instance answered")
+struct VirtualUsersTraceTests {
+    @Test("With the proxy's trace header a move is seen without __VCAP_ID__ (affinity none)")
+    func movesSeenByAddress() {
+        var user = VirtualUser(name: "user-1")
+        #expect(
+            user.answered(.browse, status: 200, setCookies: ["JSESSIONID=s1"], body: "", backend: "127.0.0.1:4100") == [
+                .answered(200), .sessionStarted,
+            ])
+        #expect(user.answered(.browse, status: 200, setCookies: [], body: "", backend: "127.0.0.1:4100") == [.answered(200)])
+        #expect(
+            user.answered(.browse, status: 200, setCookies: [], body: "", backend: "127.0.0.1:4200")
+                == [.answered(200), .moved(from: "127.0.0.1:4100", to: "127.0.0.1:4200")])
+        // The address decides, not the cookie: a __VCAP_ID__ set meanwhile is no second move.
+        #expect(user.answered(.browse, status: 200, setCookies: ["__VCAP_ID__=g2"], body: "", backend: "127.0.0.1:4200") == [.answered(200)])
     }
 }

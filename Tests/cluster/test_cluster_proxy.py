@@ -587,3 +587,21 @@ def test_cluster_users_tells_each_move_and_loss_as_it_happens_and_sums_up_on_ctr
     bad = subprocess.run([str(executable("cluster")), "users", "0", "--state-dir", cluster.state_dir], capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode == 64 and "the number of users must be from 1 to 1000 (not 0)" in bad.stderr, bad.stderr
+
+
+def test_cluster_users_see_every_move_without_affinity():
+    """Found by a user: with --affinity none no __VCAP_ID__ is set, so the simulated users said
+    "none moved" while the proxy spread their requests over every instance. The cluster gives its
+    proxy a trace key (gorouter's router.trace_key); the users send it and read X-Vcap-Backend."""
+    run = ClusterRun(config(proxy={"affinity": "none"}))
+    try:
+        run.wait_ready()
+        # Two users over three instances: round-robin sends each somewhere else every time (three
+        # users would each keep one instance, the cursor going round in step with them).
+        result = run.ctl("users", "2", "--users-path", "/session", "--users-every", "50ms", "--for", "2s", timeout=60)
+        moves = [line for line in result.stdout.splitlines() if re.search(r"\| user-\d moved from web\.\d to web\.\d", line)]
+        assert len(moves) >= 4, result.stdout
+        summary = result.stdout.splitlines()[-1]
+        assert "2 users moved to another instance" in summary, summary
+    finally:
+        run.close()

@@ -211,3 +211,21 @@ def test_an_absolute_form_target_routes_by_its_own_host(proxy, backends):
     for target in (b"?x=1", b"localhost/x"):
         reply = raw_request(proxy.port, b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), (target, reply)
+
+
+def test_trace_key_headers_name_the_router_and_the_instance(proxy_factory, backends):
+    """gorouter's router.trace_key: a request whose X-Vcap-Trace equals it is told which router and
+    which instance answered (X-Vcap-Router, X-Vcap-Backend, X-Cf-Routeendpoint); others are not."""
+    proxy = proxy_factory("--trace-key", "s3cret-key")
+    (backend,) = backends(1)
+    proxy.register(backend)
+    traced = proxy.get("/", headers={"X-Vcap-Trace": "s3cret-key"})
+    address = f"127.0.0.1:{backend.port}"
+    assert traced.headers["X-Vcap-Backend"] == address and traced.headers["X-Cf-Routeendpoint"] == address, traced.headers
+    assert traced.headers["X-Vcap-Router"] == "127.0.0.1"
+    for headers in ({"X-Vcap-Trace": "wrong"}, {}):
+        assert "X-Vcap-Backend" not in proxy.get("/", headers=headers).headers
+    # Without --trace-key, nothing is traced whatever the request says.
+    plain = proxy_factory()
+    plain.register(backend)
+    assert "X-Vcap-Backend" not in plain.get("/", headers={"X-Vcap-Trace": "s3cret-key"}).headers

@@ -84,6 +84,9 @@ public struct ProxyConfiguration: Sendable {
     /// needs both; here one without the other is refused (it would do nothing).
     public var emptyPoolResponseCode503 = false
     public var emptyPoolTimeout: TimeAmount = .zero
+    /// gorouter's `router.trace_key`: a request with `X-Vcap-Trace` equal to it gets `X-Vcap-Router`,
+    /// `X-Vcap-Backend` and `X-Cf-Routeendpoint` on its response (which instance served it). Nil: off.
+    public var traceKey: String?
 
     /// How long the routing table keeps a route with no endpoint; nil: not at all.
     public var keepEmptyRoutesFor: TimeAmount? {
@@ -122,6 +125,9 @@ public struct ProxyConfiguration: Sendable {
         if maxConnsPerBackend < 0 { errors.append("--max-conns must be 0 (no limit) or more") }
         if maxAttempts < 1 { errors.append("--max-attempts must be at least 1") }
         if dialTimeout.nanoseconds <= 0 { errors.append("--dial-timeout must be more than 0") }
+        if let traceKey, traceKey.isEmpty || traceKey.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value > 0x7E }) {
+            errors.append("--trace-key must be printable ASCII without spaces (it is compared with the X-Vcap-Trace header)")
+        }
         if staleThreshold.nanoseconds <= 0 {
             errors.append("--stale-threshold must be more than 0: an endpoint not registered again for this long is pruned")
         }

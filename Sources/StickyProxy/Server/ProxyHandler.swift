@@ -829,7 +829,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
         exchange.response = response
         let setCookies = head.fields.contains { $0.kind == .setCookie } ? head.values(.setCookie) : []
-        let affinity = core.policy.response(
+        var affinity = core.policy.response(
             AffinityResponse(
                 pin: exchange.pin,
                 servedInstanceID: endpoint.instanceID,
@@ -842,6 +842,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 negotiatesAuthentication: head.negotiatesAuthentication
             )
         )
+        if let key = configuration.traceKey, exchange.head.firstValue(.xVcapTrace) == key {
+            // gorouter's trace headers: which router and which instance answered.
+            affinity.headers += [
+                HeaderField("X-Vcap-Router", configuration.bindHost), HeaderField("X-Vcap-Backend", endpoint.address),
+                HeaderField("X-Cf-Routeendpoint", endpoint.address),
+            ]
+        }
         let kind = exchange.selection?.kind ?? .balanced
         exchange.decision = affinity.startedSession && kind == .balanced ? .newSession : kind
         exchange.status = head.statusCode

@@ -38,6 +38,7 @@ enum KnownHeader: UInt8, Sendable {
     case authorization
     case wwwAuthenticate
     case contentType
+    case xVcapTrace
 
     /// Classifies a header name (any case) without allocating.
     static func classify(_ name: UnsafeRawBufferPointer) -> KnownHeader {
@@ -56,7 +57,10 @@ enum KnownHeader: UInt8, Sendable {
             if equals("trailer") { return .trailer }
             if equals("referer") { return .referer }
             return .other
-        case 12: return equals("content-type") ? .contentType : .other
+        case 12:
+            if equals("content-type") { return .contentType }
+            if equals("x-vcap-trace") { return .xVcapTrace }
+            return .other
         case 10:
             if equals("connection") { return .connection }
             if equals("set-cookie") { return .setCookie }
