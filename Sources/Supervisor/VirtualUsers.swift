@@ -236,7 +236,8 @@ public struct VirtualUser: Sendable, Equatable {
         // A login may start a new session (express-session regenerates it): only a page replaces it.
         if step == .browse, let sessionBefore, let session, session != sessionBefore { loss = .replaced }
         if let backend {
-            if let servedBy, servedBy != backend { events.append(.moved(from: servedBy, to: backend)) }
+            // A move matters to a user with a session: one without is balanced on every request.
+            if let servedBy, servedBy != backend, sessionBefore != nil { events.append(.moved(from: servedBy, to: backend)) }
             servedBy = backend
         } else if let instanceBefore, let now = instance, now != instanceBefore {
             events.append(.moved(from: instanceBefore, to: now))

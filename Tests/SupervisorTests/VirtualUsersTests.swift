@@ -370,5 +370,9 @@ struct VirtualUsersTraceTests {
                 == [.answered(200), .moved(from: "127.0.0.1:4100", to: "127.0.0.1:4200")])
         // The address decides, not the cookie: a __VCAP_ID__ set meanwhile is no second move.
         #expect(user.answered(.browse, status: 200, setCookies: ["__VCAP_ID__=g2"], body: "", backend: "127.0.0.1:4200") == [.answered(200)])
+        // A user without a session is balanced on every request: no moves to tell.
+        var anonymous = VirtualUser(name: "user-2")
+        #expect(anonymous.answered(.browse, status: 200, setCookies: [], body: "", backend: "127.0.0.1:4100") == [.answered(200)])
+        #expect(anonymous.answered(.browse, status: 200, setCookies: [], body: "", backend: "127.0.0.1:4200") == [.answered(200)])
     }
 }
