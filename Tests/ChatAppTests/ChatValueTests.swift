@@ -480,6 +480,22 @@ import Testing
         #expect(first.online.isEmpty && second.online.isEmpty)
     }
 
+    @Test("A user announced by another instance, then handed over by it as it stops, gets a left line when it is reaped")
+    func anAnnouncedUserHandedOverAndReapedLeaves() {
+        var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
+        presence.announced("ada", joined: true, now: 0)  // no heartbeat here showed her online before the stop
+        // Her instance stops and hands her over (0 sockets): shown as leaving, she is confirmed.
+        let handedOver = presence.heartbeat(onlineElsewhere: [], leavingElsewhere: ["ada": ["one"]], reaped: [], now: 500, instance: "two")
+        #expect(handedOver.isEmpty && presence.online == ["ada"])
+        let reaping = presence.heartbeat(onlineElsewhere: [], reaped: ["ada"], now: 2_600, instance: "two")
+        #expect(reaping == ["ada"])
+        // The same when the reap is the first heartbeat to show her.
+        var other = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)
+        other.announced("cy", joined: true, now: 0)
+        let reaped = other.heartbeat(onlineElsewhere: [], reaped: ["cy"], now: 2_600, instance: "two")
+        #expect(reaped == ["cy"])
+    }
+
     @Test("One joined line per user: a second tab joining on another instance after the first announces nothing")
     func aJoinAnnouncedElsewhereIsNotAnnouncedAgain() {
         var presence = PresenceState(graceMilliseconds: 1_000, confirmWithinMilliseconds: 3_000)

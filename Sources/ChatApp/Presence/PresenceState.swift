@@ -110,7 +110,8 @@ public struct PresenceState: Sendable, Hashable {
         var everyone = onlineElsewhere
         everyone.formUnion(local.keys)
         for (user, since) in unconfirmed {
-            if onlineElsewhere.contains(user) || now - since >= confirmWithin {
+            // Shown by a heartbeat: online, leaving, or in the entry of an instance just reaped.
+            if onlineElsewhere.contains(user) || leavingElsewhere[user] != nil || reaped.contains(user) || now - since >= confirmWithin {
                 unconfirmed[user] = nil
             } else {
                 everyone.insert(user)
