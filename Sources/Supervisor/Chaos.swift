@@ -450,9 +450,8 @@ public enum ChaosRun {
                 if clock.now - settleStart >= options.settle {
                     // Diego's back-off after the third crash of an instance outlasts a short --settle: say so.
                     let waiting = current.instances.compactMap { instance -> String? in
-                        guard let seconds = instance.nextRestartSeconds else { return nil }
-                        return
-                            "\(current.app).\(instance.index) crashed \(instance.crashes) times and restarts in \(DurationText.format(.seconds(Int(seconds.rounded(.up)))))"
+                        guard let seconds = instance.nextRestartSeconds, let wait = DurationText.seconds(seconds.rounded(.up)) else { return nil }
+                        return "\(current.app).\(instance.index) crashed \(instance.crashes) times and restarts in \(DurationText.format(wait))"
                     }
                     say(
                         "NOT ready \(DurationText.format(options.settle)) after the last fault: \(running)/\(current.desiredInstances) running"
