@@ -270,7 +270,10 @@ public struct VirtualUser: Sendable, Equatable {
                 events.append(.checkSeen)
             }
             if loss == nil, loggedIn, let check, (200..<300).contains(status), !body.contains(check) {
-                if sawCheck || login == nil {
+                // Right after a move, a page without the text is the session lost on the way (an app
+                // keeping sessions in memory, with no affinity), not a text that may be wrong.
+                let movedNow = events.contains { if case .moved = $0 { true } else { false } }
+                if sawCheck || login == nil || movedNow {
                     loss = .loggedOut
                 } else {
                     events.append(.checkNeverSeen)

@@ -326,6 +326,12 @@ struct VirtualUsersMisconfigurationTests {
         _ = user.answered(.logIn, status: 303, setCookies: ["JSESSIONID=s1", "__VCAP_ID__=a"], body: "")
         let events = user.answered(.browse, status: 200, setCookies: [], body: "<body data-user=\"user-1\">")
         #expect(events == [.answered(200), .checkNeverSeen])
+        // Right after a move, the same page is a session lost on the way (sessions in memory, no affinity).
+        var moving = VirtualUser(name: "user-2", login: "/user", check: "NOPE")
+        _ = moving.answered(.logIn, status: 303, setCookies: ["JSESSIONID=s1"], body: "", backend: "127.0.0.1:1")
+        #expect(
+            moving.answered(.browse, status: 200, setCookies: [], body: "login", backend: "127.0.0.1:2")
+                == [.answered(200), .moved(from: "127.0.0.1:1", to: "127.0.0.1:2"), .sessionLost(.loggedOut)])
         var tally = VirtualUsersTally()
         tally.record([.answered(303), .sessionStarted], of: "user-1")
         for _ in 0..<3 { tally.record(events, of: "user-1") }
