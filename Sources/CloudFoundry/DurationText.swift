@@ -10,6 +10,12 @@ public enum DurationText {
         totalSeconds(text).flatMap(seconds)
     }
 
+    /// The error message for `option` given `text`, nil when `text` is a duration: what `cluster`
+    /// and sticky-proxy say of a duration flag they refuse.
+    public static func refusal(of text: String, for option: String) -> String? {
+        problem(text).map { "\(option) '\(text)' is not a duration: \($0)" }
+    }
+
     /// Why `parse` refuses `text`, in a few words for an error message that names the option; nil
     /// when it accepts it.
     public static func problem(_ text: String) -> String? {

@@ -273,7 +273,8 @@ extension ClusterSupervisor {
                 event(reason, index: index)
                 return reason
             }
-            if slots[index].map({ $0.lifecycle.isStoppedOnPurpose || $0.lifecycle.afterStop == .remove }) ?? true {
+            // A scale-down stops its instance as it removes it: stopped on purpose too, then gone.
+            if slots[index]?.lifecycle.isStoppedOnPurpose ?? true {
                 event("rolling restart: \(name(index)) was stopped during its turn; skipped (`cluster start \(index)` starts it)", index: index)
                 skipped.append(index)
             }

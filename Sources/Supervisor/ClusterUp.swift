@@ -15,7 +15,7 @@ public enum ClusterUp {
     /// anything when the configuration or the machine does not allow it to start.
     /// A state folder this call created is removed again when it refuses to start, so that a mistake
     /// leaves nothing behind.
-    public static func run(config: ClusterConfig, binDirectory: String = CommandLookup.executableDirectory(), echo: Bool = true) async throws {
+    public static func run(config: ClusterConfig, binDirectory: String = ExecutableLocation.directory.path, echo: Bool = true) async throws {
         signal(SIGPIPE, SIG_IGN)
         try config.validate()
         let stateDirectory = StateDirectory(path: config.stateDirectory)

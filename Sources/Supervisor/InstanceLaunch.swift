@@ -136,10 +136,4 @@ public enum CommandLookup {
         }
         return nil
     }
-
-    /// The folder of the running executable (`/proc/self/exe` on Linux).
-    public static func executableDirectory() -> String {
-        let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments.first ?? ""
-        return URL(fileURLWithPath: path).deletingLastPathComponent().path
-    }
 }

@@ -94,7 +94,7 @@ struct UsersOptions: ParsableArguments {
 /// A duration option's value (`500ms`, `10s`, `2m`); its range is for the options it goes into to check.
 func parseDuration(_ text: String, _ option: String) throws -> Duration {
     guard let value = DurationText.parse(text) else {
-        throw ValidationError("\(option) '\(text)' is not a duration: \(DurationText.problem(text) ?? "e.g. 500ms, 10s, 2m")")
+        throw ValidationError(DurationText.refusal(of: text, for: option) ?? "\(option) '\(text)' is not a duration")
     }
     return value
 }

@@ -104,7 +104,7 @@ struct StickyProxyCommand: AsyncParsableCommand {
             ("--stale-threshold", staleThreshold), ("--prune-interval", pruneInterval), ("--empty-pool-timeout", emptyPoolTimeout),
         ]
         for (option, value) in durations {
-            if let problem = value.problem { throw ValidationError("\(option) '\(value.text)' is not a duration: \(problem)") }
+            if let refusal = DurationText.refusal(of: value.text, for: option) { throw ValidationError(refusal) }
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
@@ -199,12 +199,11 @@ enum Switch: String, ExpressibleByArgument, CaseIterable {
 extension AffinityMode: ExpressibleByArgument {}
 extension LoadBalancingAlgorithm: ExpressibleByArgument {}
 
-/// A duration flag: `500ms`, `5s`, `2m`. Text that is not one is kept with the reason, for
-/// `validate()` to name the flag and say why (the argument parser would only say "invalid").
+/// A duration flag: `500ms`, `5s`, `2m`. Text that is not one is kept, for `validate()` to name the
+/// flag and say why (the argument parser would only say "invalid").
 struct ArgumentDuration: ExpressibleByArgument, CustomStringConvertible {
     var amount: TimeAmount
     var text: String
-    var problem: String?
 
     init(_ amount: TimeAmount) {
         self.amount = amount
@@ -213,12 +212,7 @@ struct ArgumentDuration: ExpressibleByArgument, CustomStringConvertible {
 
     init?(argument: String) {
         text = argument
-        if let amount = TimeAmount(durationText: argument) {
-            self.amount = amount
-        } else {
-            amount = .zero
-            problem = DurationText.problem(argument) ?? "not a duration"
-        }
+        amount = TimeAmount(durationText: argument) ?? .zero
     }
 
     var description: String { amount.durationText }

@@ -1004,7 +1004,7 @@ def test_local_fanout_is_a_split_brain(redis, nodes):
         client.close()
 
 
-def test_a_user_with_tabs_on_two_instances_joins_once_and_leaves_once(nodes):
+def test_a_user_with_tabs_on_two_instances_joins_once_and_leaves_once(redis, nodes):
     """Found by a user: rita's two tabs, one on each instance, each announced her joining, and when
     both closed together, each instance took the other's "leaving" entry for her being online there:
     she never got a left line. Now the second join announces nothing, and the instance first by name
@@ -1016,14 +1016,17 @@ def test_a_user_with_tabs_on_two_instances_joins_once_and_leaves_once(nodes):
     first.sio.emit("join")
     harness.wait_until("rita's joined line", lambda: control_lines(bob, "rita", " joined the channel") == 1, timeout=10)
     second.sio.emit("join")
-    harness.wait_until("rita listed", lambda: "rita" in bob.online, timeout=10)
-    time.sleep(1.5)  # time for a second joined line to come through, were one sent
+    # A connection's events wait behind its join: once this message of the second tab reached bob,
+    # a joined line it announced would have reached him before it.
+    assert second.send("after my join", "rita-1")["ok"]
+    harness.wait_until("the second tab's message", lambda: "after my join" in bob.texts(), timeout=10)
     assert control_lines(bob, "rita", " joined the channel") == 1
     first.close()
     second.close()
     harness.wait_until("rita's left line", lambda: control_lines(bob, "rita", " left the channel") == 1, timeout=15)
     harness.wait_until("rita off the list", lambda: bob.online == ["bob"], timeout=10)
-    time.sleep(3)  # three more heartbeats: no second left line
+    for node in (one, two):  # past both instances' graces: a second left line would be out by now
+        wait_for_heartbeats(redis, node, 3)
     assert control_lines(bob, "rita", " left the channel") == 1
     bob.close()
 
@@ -1039,11 +1042,19 @@ def test_a_redis_outage_longer_than_the_presence_ttl_announces_nobody_as_gone(re
         client.sio.emit("join")
     harness.wait_until("both listed on both", lambda: erin.online == frank.online == ["erin", "frank"], timeout=15)
     redis_py.Redis(port=redis.port).save()  # what Redis has now is what it starts with again
+    published = redis_py.Redis(port=redis.port, decode_responses=True)
+    expiries = {node.guid: published.zscore("chat:instances", node.guid) for node in (one, two)}
     redis.kill()
-    time.sleep(8)
+    harness.wait_until("both instances to notice", lambda: not one.healthy() and not two.healthy(), timeout=15)
+    # The outage has to outlast every entry (PRESENCE_TTL from each last heartbeat): its length is
+    # the fault itself, not a wait for something to happen.
+    time.sleep(max(0.0, max(expiries.values()) / 1000 - time.time()) + 1)
     redis.start()
     harness.wait_until("both instances healthy again", lambda: one.healthy() and two.healthy(), timeout=30)
-    time.sleep(9)  # past PRESENCE_TTL after the outage: reaping is back on
+    # Reaping is back on PRESENCE_TTL (6 s) after each instance's last failed heartbeat: eight
+    # heartbeats of one (one a second) take both past it, and one more of two reaps if it would.
+    wait_for_heartbeats(redis, one, 8)
+    wait_for_heartbeats(redis, two, 1)
     for client in (erin, frank):
         for user in ("erin", "frank"):
             assert control_lines(client, user, " left the channel") == 0, (client.name, user, client.lines[-5:])

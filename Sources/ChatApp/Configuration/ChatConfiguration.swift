@@ -176,7 +176,7 @@ public struct ChatConfiguration: Sendable, Hashable {
     public init(
         environment: [String: String],
         workingDirectory: String = FileManager.default.currentDirectoryPath,
-        executableDirectory: String = ChatConfiguration.executableDirectory.path
+        executableDirectory: String = ExecutableLocation.directory.path
     ) throws(ChatConfigurationError) {
         self.init()
         let env = environment.filter { !$0.value.isEmpty }
@@ -301,11 +301,6 @@ public struct ChatConfiguration: Sendable, Hashable {
             }
         }
         return URL(fileURLWithPath: directories.first ?? "").appendingPathComponent(relative).path
-    }
-
-    /// The folder of the running executable (symbolic links resolved).
-    public static var executableDirectory: URL {
-        URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
     }
 }
 

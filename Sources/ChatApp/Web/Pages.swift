@@ -1,3 +1,4 @@
+import CloudFoundry
 import Foundation
 import NIOCore
 
@@ -38,7 +39,7 @@ public struct ChatAssets: Sendable {
 
     static func publicDirectory() -> URL? {
         var candidates: [URL] = []
-        let executable = ChatConfiguration.executableDirectory
+        let executable = ExecutableLocation.directory
         for bundle in ["stickylab_ChatApp.resources", "stickylab_ChatApp.bundle"] {
             candidates.append(executable.appendingPathComponent(bundle).appendingPathComponent("Public"))
             candidates.append(executable.appendingPathComponent(bundle))

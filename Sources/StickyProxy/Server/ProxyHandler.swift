@@ -842,7 +842,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 negotiatesAuthentication: head.negotiatesAuthentication
             )
         )
-        if let key = configuration.traceKey, exchange.head.firstValue(.xVcapTrace) == key {
+        if let key = core.configuration.traceKey, exchange.head.firstValue(.xVcapTrace) == key {
             // gorouter's trace headers: which router and which instance answered.
             affinity.headers += [
                 HeaderField("X-Vcap-Router", configuration.bindHost), HeaderField("X-Vcap-Backend", endpoint.address),

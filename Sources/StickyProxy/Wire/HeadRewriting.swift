@@ -67,6 +67,7 @@ enum RequestRewriter {
                     guard request.isUpgrade else { continue }
                 case .host:
                     // An absolute-form target names the host: the app gets it as Host (Go's req.Host).
+                    // Host is no header to Go, so naming it in Connection does not remove it either.
                     guard head.targetAuthority == nil else { continue }
                 case .cookie:
                     let value = head.string(field.value)
