@@ -311,6 +311,16 @@ def test_missing_host_answers_400_empty_host(proxy, backends):
     # gorouter lets this one be cached for 2 s (its other lookup errors: no-cache, no-store).
     assert b"\r\nCache-Control: public,max-age=2\r\n" in reply
     assert reply.endswith(b"400 Bad Request: Request had empty Host header\n")
+    # HTTP/1.1 requires Host: Go's server refuses the request before the router sees it, as it refuses
+    # two Host headers, each with its reason, and closes the connection.
+    for request, reason in [
+        (b"GET / HTTP/1.1\r\n\r\n", b"missing required Host header"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"too many Host headers"),
+    ]:
+        reply = raw_request(proxy.port, request)
+        assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
+        assert b"\r\nConnection: close\r\n" in reply
+        assert reply.endswith(b"\r\n\r\n400 Bad Request: " + reason), reply
 
 
 def test_client_going_away_is_logged_as_499(proxy, backends):

@@ -18,7 +18,8 @@ package enum StickyProxyFuzzing {
         let policies: [any AffinityPolicy] = [
             CFAffinity(), CFAffinity(stickySessionsForAuthNegotiate: true), NoAffinity(), HAProxyAffinity(), IPHashAffinity(),
         ]
-        for policy in policies {
+        // A request without a host is the router's `empty_host`, never forwarded.
+        for policy in policies where !head.hostValue.isEmpty {
             var (forwarded, request) = RequestRewriter.rewrite(
                 head, clientIP: "127.0.0.1", vcapRequestID: "id", requestStartMillis: 1, policy: policy)
             RequestRewriter.writeInstanceHeaders(for: endpoint, into: &forwarded)

@@ -117,6 +117,8 @@ public enum RequestReadError: Sendable, Equatable {
     /// Malformed request, request smuggling (Content-Length with Transfer-Encoding, duplicate
     /// Content-Length): 400.
     case badRequest
+    /// A 400 Go's server gives a reason ("missing required Host header").
+    case badRequestBecause(String)
     /// Header section over the limit: 431.
     case headersTooLarge
     /// A request line in HTTP/2 or later: 505.
@@ -124,7 +126,7 @@ public enum RequestReadError: Sendable, Equatable {
 
     public var status: HTTPResponseStatus {
         switch self {
-        case .badRequest: return .badRequest
+        case .badRequest, .badRequestBecause: return .badRequest
         case .headersTooLarge: return .requestHeaderFieldsTooLarge
         case .versionNotSupported: return .httpVersionNotSupported
         }
@@ -134,6 +136,7 @@ public enum RequestReadError: Sendable, Equatable {
     public var body: String {
         switch self {
         case .badRequest: return "400 Bad Request"
+        case .badRequestBecause(let reason): return "400 Bad Request: \(reason)"
         case .headersTooLarge: return "431 Request Header Fields Too Large"
         case .versionNotSupported: return "unsupported protocol version"
         }
@@ -144,6 +147,7 @@ public enum RequestReadError: Sendable, Equatable {
         case .tooLarge: self = .headersTooLarge
         case .unsupportedVersion: self = .versionNotSupported
         case .malformed: self = .badRequest
+        case .refused(let reason): self = .badRequestBecause(reason)
         }
     }
 

@@ -118,6 +118,9 @@ enum HeadError: Error, Equatable {
     case tooLarge
     /// A request in HTTP/2 or later on an HTTP/1 connection: 505, as Go's server answers it.
     case unsupportedVersion
+    /// A request Go's server refuses with a reason of its own (`400 Bad Request: missing required
+    /// Host header`): 400 with that reason.
+    case refused(String)
 }
 
 /// The parts of a request or response head the proxy needs, read from its bytes in one pass. Field
@@ -294,7 +297,14 @@ enum HTTPHeadParser {
         head.fields.reserveCapacity(16)
         while position < count {
             guard let end = lineEnd(raw, from: position) else { throw .malformed("a header line does not end with CRLF") }
-            if end == position { return }  // the empty line
+            if end == position {  // the empty line
+                // Go's server requires a Host header in HTTP/1.1 (not of a CONNECT), even when the
+                // target is absolute; HTTP/1.0 without one reaches the router: `empty_host`.
+                if isRequest && head.host == nil && head.minorVersion == 1 && !isConnect(raw, head) {
+                    throw .refused("missing required Host header")
+                }
+                return
+            }
             let first = raw[position]
             if first == 0x20 || first == 0x09 { throw .malformed("folded header lines are not allowed") }
             var colon = position
@@ -358,7 +368,7 @@ enum HTTPHeadParser {
                 }
             }
         case .host:
-            if isRequest && head.host != nil { throw .malformed("more than one Host") }
+            if isRequest && head.host != nil { throw .refused("too many Host headers") }
             head.host = field.value
         case .upgrade:
             if head.upgrade == nil { head.upgrade = field.value }
@@ -409,13 +419,17 @@ enum HTTPHeadParser {
         head.minorVersion = try version(raw, from: targetEnd + 1, to: end, isRequest: true)
     }
 
+    private static func isConnect(_ raw: UnsafeRawBufferPointer, _ head: HTTPHead) -> Bool {
+        UnsafeRawBufferPointer(rebasing: raw[head.first]).elementsEqual("CONNECT".utf8)
+    }
+
     /// A target that is not a path: `*`, an absolute URI (`http://host:port/path?query`, whose
     /// authority then names the host), or the authority of a CONNECT. Anything else (`?x=1`,
     /// `host/path`) is refused, as Go's server refuses it (400).
     private static func parseOtherTargetForm(_ raw: UnsafeRawBufferPointer, into head: inout HTTPHead) throws(HeadError) {
         let target = head.second
         if target.count == 1 && raw[target.lowerBound] == UInt8(ascii: "*") { return }
-        if UnsafeRawBufferPointer(rebasing: raw[head.first]).elementsEqual("CONNECT".utf8) {
+        if isConnect(raw, head) {
             head.targetAuthority = target
             head.originForm = target.upperBound..<target.upperBound
             return
