@@ -621,6 +621,18 @@ def test_bad_input_gets_a_clear_error_and_never_a_crash(nodes):
     ada.close()
 
 
+def test_a_page_that_does_not_exist_says_so_and_leads_back_to_the_chat(nodes):
+    (node,) = nodes(1)
+    for method, path in [("GET", "/nope<b>x</b>"), ("POST", "/"), ("DELETE", "/user")]:
+        response = requests.request(method, node.url + path, timeout=10)
+        assert response.status_code == 404, (method, path)
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "Page not found" in response.text and '<a href="/">' in response.text
+        assert "<b>" not in response.text  # the path is shown as text
+        assert f'data-testid="instance">#0 · {node.guid}</strong>' in response.text  # which instance answered
+    assert requests.get(node.url + "/", timeout=10).status_code == 200
+
+
 def test_a_first_request_asking_for_an_upgrade_that_does_not_happen_gets_an_answer(nodes):
     # NIO's upgrade handler lost such a request's head: the client got an empty reply, and a 502
     # ("endpoint failed") through sticky-proxy. `curl --http2 http://...` asks for h2c on every request.

@@ -40,6 +40,7 @@ public struct ChatHTTP: Sendable {
     var limits: ChatLimits { ChatLimits(maxMessageBytes: configuration.maxMessageBytes, maxNameLength: configuration.maxNameLength) }
 
     public func register<Context: RequestContext>(on router: Router<Context>) {
+        router.add(middleware: NotFoundPage(http: self))
         router.get("/") { request, _ in await page(request) }
         router.post("/user") { request, context in await login(request, context: context) }
         router.get("/logout") { request, _ in await confirmLogout(request) }
@@ -266,6 +267,20 @@ public struct ChatHTTP: Sendable {
 
     func redirect(_ location: String) -> Response {
         Response(status: .seeOther, headers: [.location: location, .cacheControl: "no-store"])
+    }
+}
+
+/// A path (or a method on it) the chat does not serve: the not-found page instead of an empty 404.
+struct NotFoundPage<Context: RequestContext>: RouterMiddleware {
+    let http: ChatHTTP
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            let page = http.assets.notFoundPage(path: request.uri.path, instance: http.configuration.instance)
+            return http.html(.notFound, request.method == .head ? "" : page)
+        }
     }
 }
 

@@ -73,6 +73,12 @@ public struct ChatAssets: Sendable {
         return HTML.fill(template, ["user": user ?? "", "error": error ?? "", "instance": instance.label])
     }
 
+    /// A path the chat does not have: a page that says so and leads back to the chat (a blank page
+    /// would look like a broken instance). Built in, as the logout page.
+    public func notFoundPage(path: String, instance: InstanceIdentity) -> String {
+        HTML.fill(Self.notFoundTemplate, ["path": path, "instance": instance.label])
+    }
+
     static let loggedInAs = "You are logged in as <strong>{{user}}</strong>. "
 
     static let logoutTemplate = """
@@ -98,6 +104,31 @@ public struct ChatAssets: Sendable {
           </form>
           <p><a href="/">Back to the chat</a></p>
           <footer class="instance" title="The instance that rendered this page">
+            <span class="dot"></span> Served by instance <strong data-testid="instance">{{instance}}</strong>
+          </footer>
+        </main>
+        </body>
+        </html>
+
+        """
+
+    static let notFoundTemplate = """
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>stickylab chat · not found</title>
+        <link rel="stylesheet" href="/style.css">
+        </head>
+        <body class="login">
+        <main class="card">
+          <header>
+            <h1>Page not found</h1>
+            <p class="subtitle">This chat has no page at <code>{{path}}</code>.</p>
+          </header>
+          <p><a href="/">Go to the chat</a></p>
+          <footer class="instance" title="The instance that answered">
             <span class="dot"></span> Served by instance <strong data-testid="instance">{{instance}}</strong>
           </footer>
         </main>
